@@ -1,0 +1,170 @@
+"""The command line: `python -m studio check|summary|train|export|import|runs|stop|resume`.
+
+See DESIGN.md's CLI contract. Every command prints a clear message and exits non-zero on bad
+input; a traceback is never the only thing a user sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from studio.errors import GraphError, StudioError
+
+
+def _load(path: str):
+    from studio.graph import load_graph
+
+    return load_graph(path)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from studio.analysis import analyze
+
+    try:
+        issues = analyze(_load(args.graph), param_budget=args.param_budget).issues
+    except GraphError as e:
+        issues = e.issues
+    errors = [i for i in issues if i.severity == "error"]
+    if args.json:
+        print(json.dumps({"valid": not errors, "issues": [i.to_dict() for i in issues]}, indent=2))
+    else:
+        for i in issues:
+            print(f"{i}" if i.severity == "error" else f"{i} (warning)")
+        if not errors:
+            print(f"ok: {args.graph} is valid" + (f" with {len(issues)} warning(s)" if issues else ""))
+    return 1 if errors else 0
+
+
+def _fmt_int(n: int) -> str:
+    return f"{n:,}"
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from studio.analysis import analyze
+
+    try:
+        a = analyze(_load(args.graph), param_budget=args.param_budget)
+    except GraphError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(a.summary_dict()))
+    else:
+        rows = [("id", "type", "output shape", "params", "FLOPs")]
+        for nid, n in a.nodes.items():
+            rows.append((nid, n.type, str(n.output_shape), _fmt_int(n.params), _fmt_int(n.flops)))
+        widths = [max(len(r[c]) for r in rows) for c in range(5)]
+        for k, r in enumerate(rows):
+            print("  ".join(v.ljust(w) if c < 3 else v.rjust(w) for c, (v, w) in enumerate(zip(r, widths))))
+            if k == 0:
+                print("  ".join("-" * w for w in widths))
+        print(f"total params: {_fmt_int(a.total_params)}   total FLOPs per sample: {_fmt_int(a.total_flops)}")
+    for i in a.issues:
+        print(f"{i}" + (" (warning)" if i.severity == "warning" else ""), file=sys.stderr)
+    return 1 if a.errors else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from studio.codegen import export_graph
+
+    path = export_graph(_load(args.graph), args.format, args.output)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from studio.fximport import import_from_file
+
+    graph, unmapped = import_from_file(args.file, args.class_name, input_shape=args.input_shape,
+                                       input_dtype=args.input_dtype)
+    if unmapped:
+        print("these parts of the module do not map onto the palette:", file=sys.stderr)
+        for line in unmapped:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    from studio.graph import save_graph
+
+    save_graph(graph, args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _training(name: str):
+    def run(args: argparse.Namespace) -> int:
+        from studio.training import cli
+
+        return getattr(cli, name)(args)
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m studio", description="Neural Studio command line.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("check", help="validate a graph: exit 0 valid, 1 invalid; one line per issue")
+    c.add_argument("graph")
+    c.add_argument("--json", action="store_true")
+    c.add_argument("--param-budget", type=float, default=1e9)
+    c.set_defaults(func=cmd_check)
+
+    s = sub.add_parser("summary", help="per node: output shape, params, FLOPs; totals")
+    s.add_argument("graph")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--param-budget", type=float, default=1e9)
+    s.set_defaults(func=cmd_summary)
+
+    t = sub.add_parser("train", help="train a graph on a dataset in a background worker and follow it")
+    t.add_argument("graph")
+    t.add_argument("--data", required=True, metavar="DATASET_ID")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--name")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=_training("cmd_train"))
+
+    e = sub.add_parser("export", help="export a graph as PyTorch code, TorchScript or ONNX")
+    e.add_argument("graph")
+    e.add_argument("--format", required=True, choices=("code", "torchscript", "onnx"))
+    e.add_argument("-o", "--output", required=True)
+    e.set_defaults(func=cmd_export)
+
+    i = sub.add_parser("import", help="trace an nn.Module class from a Python file into a graph "
+                                      "(this EXECUTES the file's code: only import files you trust)")
+    i.add_argument("file")
+    i.add_argument("--class", dest="class_name", required=True, help="the nn.Module subclass to instantiate")
+    i.add_argument("--input-shape", required=True, type=lambda s: [int(v) for v in s.split(",")],
+                   help="per-sample input shape, e.g. 1,28,28")
+    i.add_argument("--input-dtype", default="float32", choices=("float32", "int64"))
+    i.add_argument("-o", "--output", required=True)
+    i.set_defaults(func=cmd_import)
+
+    r = sub.add_parser("runs", help="list runs")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=_training("cmd_runs"))
+    for name, helptext in (("stop", "stop a run after its current step (it keeps a checkpoint)"),
+                           ("resume", "resume a stopped, failed, diverged or lost run from its last checkpoint")):
+        q = sub.add_parser(name, help=helptext)
+        q.add_argument("run_id")
+        q.add_argument("--json", action="store_true")
+        q.set_defaults(func=_training(f"cmd_{name}"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except StudioError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,313 @@
+"""Validation and exact analysis of a graph: every issue, and per node its output shape, params,
+FLOPs and activation memory.
+
+Shapes, params and FLOPs come from PyTorch itself: each layer is built and run on the `meta`
+device (no memory, no compute) under `torch.utils.flop_counter.FlopCounterMode`, so there is no
+hand-written formula to drift from torch. Validation runs ordered passes (structure, params,
+shapes) and stops only downstream of a broken node.
+
+    >>> from studio.graph import parse_graph
+    >>> g = parse_graph({"format": "studio.graph/1", "name": "t",
+    ...     "nodes": [{"id": "input", "type": "Input", "params": {"shape": [4]}},
+    ...               {"id": "fc", "type": "Linear", "params": {"out_features": 2}}],
+    ...     "edges": [{"source": "input", "target": "fc"}]})
+    >>> a = analyze(g)
+    >>> a.ok, a.nodes["fc"].output_shape, a.total_params
+    (True, (2,), 10)
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from studio.errors import GraphError, Issue
+from studio.graph import Graph
+from studio.layers import REGISTRY, InSpec, LayerSpec, fmt_shape
+
+DEFAULT_PARAM_BUDGET = 1_000_000_000
+_DTYPES = {"float32": torch.float32, "int64": torch.int64}
+# Sizes that follow from the input and are never written in a graph (DESIGN.md).
+INFERRED_PARAMS = ("in_channels", "in_features", "input_size", "embed_dim", "d_model", "num_features",
+                   "normalized_shape", "num_channels")
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    type: str
+    category: str
+    label: str  # e.g. "Conv2d 32@3x3"
+    inputs: tuple[InSpec, ...]
+    output_shape: tuple[int, ...] | None  # per sample; None when it could not be inferred
+    dtype: str | None
+    params: int = 0  # trainable parameters
+    flops: int = 0  # forward FLOPs for one sample (a multiply-add counts 2)
+    activation_bytes: int = 0  # output size for one sample
+
+    def to_dict(self) -> dict:
+        return {"type": self.type, "output_shape": list(self.output_shape) if self.output_shape else None,
+                "dtype": self.dtype, "params": self.params, "flops": self.flops,
+                "activation_bytes": self.activation_bytes}
+
+
+@dataclass
+class Analysis:
+    issues: list[Issue] = field(default_factory=list)
+    nodes: dict[str, NodeInfo] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)  # topological; empty when the graph has a cycle
+    input_id: str | None = None
+    output_id: str | None = None
+
+    @property
+    def errors(self) -> list[Issue]:
+        return [i for i in self.issues if i.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Issue]:
+        return [i for i in self.issues if i.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def total_params(self) -> int:
+        return sum(n.params for n in self.nodes.values())
+
+    @property
+    def total_flops(self) -> int:
+        return sum(n.flops for n in self.nodes.values())
+
+    @property
+    def total_activation_bytes(self) -> int:
+        return sum(n.activation_bytes for n in self.nodes.values())
+
+    def _info(self, node_id: str | None) -> NodeInfo | None:
+        return self.nodes.get(node_id) if node_id else None
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        info = self._info(self.input_id)
+        return info.output_shape if info else None
+
+    @property
+    def input_dtype(self) -> str | None:
+        info = self._info(self.input_id)
+        return info.dtype if info else None
+
+    @property
+    def output_shape(self) -> tuple[int, ...] | None:
+        info = self._info(self.output_id)
+        return info.output_shape if info else None
+
+    @property
+    def output_dtype(self) -> str | None:
+        info = self._info(self.output_id)
+        return info.dtype if info else None
+
+    def issues_for(self, node_id: str) -> list[Issue]:
+        return [i for i in self.issues if i.node_id == node_id]
+
+    def summary_dict(self) -> dict:
+        """The `summary --json` object of DESIGN.md's CLI contract."""
+        return {
+            "nodes": [{"id": nid, "type": n.type, "output_shape": list(n.output_shape) if n.output_shape else None,
+                       "params": n.params, "flops": n.flops} for nid, n in self.nodes.items()],
+            "total_params": self.total_params,
+            "total_flops": self.total_flops,
+        }
+
+
+def validate(graph: Graph, **kwargs) -> list[Issue]:
+    """Every issue in the graph (see `analyze`)."""
+    return analyze(graph, **kwargs).issues
+
+
+def analyze(graph: Graph, *, param_budget: float = DEFAULT_PARAM_BUDGET) -> Analysis:
+    a = Analysis()
+    broken: set[str] = set()  # nodes whose output cannot be inferred
+    issue = a.issues.append
+
+    # ---- pass 1: structure ------------------------------------------------------------------------
+    for n in graph.nodes:
+        if n.type not in REGISTRY:
+            close = difflib.get_close_matches(n.type, list(REGISTRY), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else "; see the palette for the available types"
+            issue(Issue(n.id, f"unknown layer type {n.type!r}{hint}"))
+            broken.add(n.id)
+    inputs = [n.id for n in graph.nodes if n.type == "Input"]
+    if not inputs:
+        issue(Issue(None, "the graph has no Input node; add one (category 'input') and connect it to the first layer"))
+    else:
+        a.input_id = inputs[0]
+        for extra in inputs[1:]:
+            issue(Issue(extra, f"is a second Input (the first is {inputs[0]!r}); a model takes one input, "
+                               "delete this one or merge the branches after a single Input"))
+            broken.add(extra)
+    try:
+        a.order = graph.topological_order()
+    except GraphError as e:
+        a.issues.extend(e.issues)
+        return a
+    connected = {e.source for e in graph.edges} | {e.target for e in graph.edges}
+    for n in graph.nodes:
+        if len(graph.nodes) > 1 and n.id not in connected:
+            issue(Issue(n.id, "is not connected to anything; connect it or delete it"))
+            broken.add(n.id)
+    sinks = [s for s in graph.sinks() if s in connected or len(graph.nodes) == 1]
+    if len(sinks) == 1:
+        a.output_id = sinks[0]
+    elif len(sinks) > 1:
+        for s in sinks:
+            others = ", ".join(repr(o) for o in sinks if o != s)
+            issue(Issue(s, f"is an output (nothing consumes it), and so is {others}; a model has a single output: "
+                           "connect the extra branches onward (e.g. through Add or Concat) or delete them"))
+
+    # ---- pass 2: params ---------------------------------------------------------------------------
+    for n in graph.nodes:
+        spec = REGISTRY.get(n.type)
+        if spec is None:
+            continue
+        if _param_issues(n.id, spec, n.params, issue):
+            broken.add(n.id)
+        n_in = len(graph.inputs_of(n.id))
+        lo, hi = spec.inputs
+        if n_in < lo or (hi is not None and n_in > hi):
+            issue(Issue(n.id, _arity_message(spec, n_in)))
+            broken.add(n.id)
+
+    # ---- pass 3: shapes, in topological order -----------------------------------------------------
+    for nid in a.order:
+        n = graph.node(nid)
+        spec = REGISTRY.get(n.type)
+        if spec is None:
+            continue
+        if spec.type == "Input":
+            if nid in broken:
+                continue
+            p = spec.resolve(n.params)
+            shape = tuple(p["shape"])
+            a.nodes[nid] = NodeInfo("Input", "input", spec.describe(n.params), (), shape, p["dtype"],
+                                    0, 0, _numel(shape) * _itemsize(p["dtype"]))
+            continue
+        srcs = graph.inputs_of(nid)
+        if nid in broken or any(s not in a.nodes or a.nodes[s].output_shape is None for s in srcs):
+            continue  # downstream of a broken node: its issue is already reported
+        ins = [InSpec(a.nodes[s].output_shape, a.nodes[s].dtype) for s in srcs]
+        problems = _input_problems(spec, ins) or [(param, msg) for param, msg in
+                                                  (spec.check(spec.resolve(n.params), ins) if spec.check else [])]
+        if problems:
+            for param, msg in problems:
+                issue(Issue(nid, msg, param))
+            continue
+        result = _infer(spec.type, _params_key(n.params), tuple(ins))
+        if isinstance(result, str):
+            issue(Issue(nid, result))
+            continue
+        shape, dtype, params, flops = result
+        a.nodes[nid] = NodeInfo(spec.type, spec.category, spec.describe(n.params), tuple(ins), shape, dtype,
+                                params, flops, _numel(shape) * _itemsize(dtype))
+
+    total = a.total_params
+    if total > param_budget and a.nodes:
+        biggest = max(a.nodes, key=lambda k: a.nodes[k].params)
+        issue(Issue(biggest, f"the model has {total:,} parameters, over the budget of {int(param_budget):,}; "
+                             f"this node holds {a.nodes[biggest].params:,} of them: make it smaller "
+                             "(or raise the parameter budget)"))
+    return a
+
+
+def _param_issues(node_id: str, spec: LayerSpec, params: dict, issue) -> bool:
+    bad = False
+    names = [p.name for p in spec.params]
+    for key, value in params.items():
+        if key in names:
+            problem = spec.param(key).problem(value)
+            if problem:
+                issue(Issue(node_id, problem, key))
+                bad = True
+        elif key in INFERRED_PARAMS:
+            issue(Issue(node_id, f"{key} is inferred from the input and must not be written; remove it", key))
+            bad = True
+        else:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            valid = f"valid params are {names}" if names else f"{spec.type} takes no params"
+            issue(Issue(node_id, f"unknown param {str(key)[:40]!r} for {spec.type}; {hint}{valid}", str(key)[:40]))
+            bad = True
+    return bad
+
+
+def _arity_message(spec: LayerSpec, n_in: int) -> str:
+    lo, hi = spec.inputs
+    if hi == 0:
+        return f"{spec.type} takes no inputs but has {n_in}; remove the edges into it"
+    if lo == hi:
+        want = "one input" if lo == 1 else f"{lo} inputs"
+        fix = "connect a layer into it" if n_in < lo else "merge the branches first with Add or Concat"
+        return f"{spec.type} takes {want} but has {n_in}; {fix}"
+    return f"{spec.type} takes at least {lo} inputs but has {n_in}; connect another branch into it"
+
+
+def _input_problems(spec: LayerSpec, ins: list[InSpec]) -> list[tuple[str | None, str]]:
+    out: list[tuple[str | None, str]] = []
+    for i in ins:
+        rank = len(i.shape)
+        if spec.ranks is not None and rank not in spec.ranks:
+            hint = {1: "add a Reshape to give it the expected layout",
+                    3: "add a Flatten or a pooling layer first" if spec.category in ("recurrent", "attention",
+                                                                                    "sequence") else
+                    "add a Reshape first"}.get(rank, "add a Reshape or Permute first")
+            out.append((None, f"{spec.type} expects a {spec.expects} input, got {fmt_shape(i.shape)} "
+                              f"(rank {rank}); {hint}"))
+        elif spec.ranks is None and rank == 0:
+            out.append((None, f"{spec.type} needs at least one per-sample dimension"))
+        if spec.dtype == "float" and i.dtype != "float32":
+            out.append((None, f"{spec.type} expects float32 input but receives {i.dtype} token ids; "
+                              "add an Embedding first to turn ids into vectors"))
+        if spec.dtype == "int" and i.dtype != "int64":
+            out.append((None, f"{spec.type} expects int64 token ids but receives {i.dtype} values; "
+                              "feed it from an Input with dtype int64"))
+    return out
+
+
+def _params_key(params: dict) -> str:
+    return json.dumps(params, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=4096)
+def _infer(type_name: str, params_key: str, ins: tuple[InSpec, ...]):
+    """(shape, dtype, params, flops) of one layer, from PyTorch on the meta device, or an error message.
+
+    Cached by (type, params, input specs): re-analysing an edited graph only runs the changed layers.
+    """
+    spec = REGISTRY[type_name]
+    try:
+        with torch.device("meta"):
+            module = spec.build(json.loads(params_key), list(ins)).eval()
+        xs = [torch.empty((1, *i.shape), dtype=_DTYPES[i.dtype], device="meta") for i in ins]
+        with FlopCounterMode(display=False) as counter:
+            out = module(*xs)
+    except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        shapes = " and ".join(fmt_shape(i.shape) for i in ins)
+        return f"PyTorch rejected {type_name} on input {shapes}: {first[:300]}"
+    params = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    dtype = str(out.dtype).removeprefix("torch.")
+    return tuple(out.shape[1:]), dtype, params, int(counter.get_total_flops())
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def _itemsize(dtype: str | None) -> int:
+    return {"float32": 4, "int64": 8, "float16": 2, "bfloat16": 2}.get(dtype or "", 4)

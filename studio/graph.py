@@ -1,0 +1,321 @@
+"""The graph document, format `studio.graph/1`: parse, save, and walk it.
+
+A graph is plain JSON (see DESIGN.md). This module checks the document's *structure* (keys,
+types, ids, edges); whether the layers and shapes make sense is `studio.analysis`'s job.
+
+    >>> g = parse_graph({"format": "studio.graph/1", "name": "tiny",
+    ...     "nodes": [{"id": "input", "type": "Input", "params": {"shape": [4]}},
+    ...               {"id": "fc", "type": "Linear", "params": {"out_features": 2}}],
+    ...     "edges": [{"source": "input", "target": "fc"}]})
+    >>> g.topological_order()
+    ['input', 'fc']
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import keyword
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from studio.errors import GraphError, Issue
+
+FORMAT = "studio.graph/1"
+NODE_ID_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+MAX_ID_LEN = 64
+# Ids that would shadow attributes of the compiled nn.Module or break exported code.
+_RESERVED_IDS = frozenset(
+    {"forward", "training", "order", "input_id", "output_id", "self", "x", "torch", "nn", "F", "math"}
+)
+
+_DOC_KEYS = {"format", "name", "description", "nodes", "edges"}
+_NODE_KEYS = {"id", "type", "params", "position"}
+_EDGE_KEYS = {"source", "target", "port"}
+
+
+def node_id_problem(node_id: object) -> str | None:
+    """Why `node_id` is not a valid node id, or None when it is."""
+    if not isinstance(node_id, str):
+        return f"id must be a string, got {type(node_id).__name__} {node_id!r}"
+    if not NODE_ID_RE.match(node_id):
+        return (
+            f"id {node_id!r} is not a Python identifier; use letters, digits and '_', "
+            "not starting with a digit (e.g. 'conv1')"
+        )
+    if len(node_id) > MAX_ID_LEN:
+        return f"id {node_id[:20]!r}... is {len(node_id)} characters long; use at most {MAX_ID_LEN}"
+    if keyword.iskeyword(node_id) or node_id in _RESERVED_IDS or node_id.startswith("_"):
+        return f"id {node_id!r} is reserved in Python or in the compiled module; choose another (e.g. '{node_id}_1')"
+    return None
+
+
+@dataclass
+class Node:
+    id: str
+    type: str
+    params: dict = field(default_factory=dict)
+    position: dict | None = None  # {"x": float, "y": float} on the canvas; no effect on the model
+
+    def to_dict(self) -> dict:
+        d: dict = {"id": self.id, "type": self.type}
+        if self.params:
+            d["params"] = copy.deepcopy(self.params)
+        if self.position is not None:
+            d["position"] = dict(self.position)
+        return d
+
+
+@dataclass
+class Edge:
+    source: str
+    target: str
+    port: int | None = None  # orders the inputs of multi-input nodes (Concat)
+
+    def to_dict(self) -> dict:
+        d: dict = {"source": self.source, "target": self.target}
+        if self.port is not None:
+            d["port"] = self.port
+        return d
+
+
+@dataclass
+class Graph:
+    name: str
+    nodes: list[Node] = field(default_factory=list)
+    edges: list[Edge] = field(default_factory=list)
+    description: str = ""
+
+    # ---- document ---------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d: dict = {"format": FORMAT, "name": self.name}
+        if self.description:
+            d["description"] = self.description
+        d["nodes"] = [n.to_dict() for n in self.nodes]
+        d["edges"] = [e.to_dict() for e in self.edges]
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def copy(self) -> Graph:
+        return parse_graph(self.to_dict())
+
+    # ---- lookups ----------------------------------------------------------------------------
+    def node(self, node_id: str) -> Node:
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise KeyError(node_id)
+
+    def has_node(self, node_id: str) -> bool:
+        return any(n.id == node_id for n in self.nodes)
+
+    def inputs_of(self, node_id: str) -> list[str]:
+        """Source ids feeding `node_id`, ordered by `port`, then by edge order."""
+        incoming = [(e.port if e.port is not None else i, i, e.source)
+                    for i, e in enumerate(self.edges) if e.target == node_id]
+        has_ports = any(e.port is not None for e in self.edges if e.target == node_id)
+        if has_ports:
+            incoming.sort(key=lambda t: (t[0], t[1]))
+        return [src for _, _, src in incoming]
+
+    def outputs_of(self, node_id: str) -> list[str]:
+        return [e.target for e in self.edges if e.source == node_id]
+
+    def sinks(self) -> list[str]:
+        sources = {e.source for e in self.edges}
+        return [n.id for n in self.nodes if n.id not in sources]
+
+    def topological_order(self) -> list[str]:
+        """Node ids so that every edge goes forward (Kahn, stable in document order).
+
+        Raises GraphError naming the nodes on a cycle.
+        """
+        indeg = {n.id: 0 for n in self.nodes}
+        succ: dict[str, list[str]] = {n.id: [] for n in self.nodes}
+        for e in self.edges:
+            indeg[e.target] += 1
+            succ[e.source].append(e.target)
+        position = {n.id: i for i, n in enumerate(self.nodes)}
+        ready = sorted((nid for nid, d in indeg.items() if d == 0), key=position.__getitem__)
+        order: list[str] = []
+        import heapq
+
+        heap = [(position[n], n) for n in ready]
+        heapq.heapify(heap)
+        while heap:
+            _, nid = heapq.heappop(heap)
+            order.append(nid)
+            for t in succ[nid]:
+                indeg[t] -= 1
+                if indeg[t] == 0:
+                    heapq.heappush(heap, (position[t], t))
+        if len(order) != len(self.nodes):
+            stuck = [n.id for n in self.nodes if indeg[n.id] > 0]
+            raise GraphError(
+                [Issue(nid, "is on a cycle; a model's graph must not loop back, remove one of the edges "
+                            f"between {', '.join(stuck[:6])}") for nid in stuck]
+            )
+        return order
+
+
+# ---- parsing ------------------------------------------------------------------------------------
+
+def _type_name(v: object) -> str:
+    return "null" if v is None else type(v).__name__
+
+
+def parse_graph(doc: object) -> Graph:
+    """Build a Graph from a decoded JSON document, or raise GraphError listing every problem."""
+    issues: list[Issue] = []
+    if not isinstance(doc, dict):
+        raise GraphError(f"a graph document must be a JSON object, got {_type_name(doc)}")
+    for k in sorted(set(doc) - _DOC_KEYS, key=str):
+        issues.append(Issue(None, f"unknown key {k!r} in the document; allowed keys are {sorted(_DOC_KEYS)}"))
+    if doc.get("format") != FORMAT:
+        issues.append(Issue(None, f"format is {doc.get('format')!r}; expected {FORMAT!r}"))
+    name = doc.get("name", "untitled")
+    if not isinstance(name, str):
+        issues.append(Issue(None, f"name must be a string, got {_type_name(name)}"))
+        name = "untitled"
+    description = doc.get("description", "")
+    if not isinstance(description, str):
+        issues.append(Issue(None, f"description must be a string, got {_type_name(description)}"))
+        description = ""
+
+    nodes: list[Node] = []
+    raw_nodes = doc.get("nodes")
+    if not isinstance(raw_nodes, list):
+        issues.append(Issue(None, f"nodes must be a list of node objects, got {_type_name(raw_nodes)}"))
+        raw_nodes = []
+    seen: set[str] = set()
+    for i, rn in enumerate(raw_nodes):
+        where = f"nodes[{i}]"
+        if not isinstance(rn, dict):
+            issues.append(Issue(None, f"{where} must be an object, got {_type_name(rn)}"))
+            continue
+        nid = rn.get("id")
+        label = nid if isinstance(nid, str) and NODE_ID_RE.match(nid) and len(nid) <= MAX_ID_LEN else None
+        for k in sorted(set(rn) - _NODE_KEYS, key=str):
+            issues.append(Issue(label, f"unknown key {k!r} in {where}; allowed keys are {sorted(_NODE_KEYS)}"))
+        problem = node_id_problem(nid)
+        if problem:
+            issues.append(Issue(label, f"{where}: {problem}"))
+            continue
+        if nid in seen:
+            issues.append(Issue(nid, f"duplicate node id {nid!r}; every node needs its own id"))
+            continue
+        seen.add(nid)
+        ntype = rn.get("type")
+        if not isinstance(ntype, str):
+            issues.append(Issue(nid, f"type must be a string naming a layer (e.g. 'Linear'), got {_type_name(ntype)}"))
+            continue
+        params = rn.get("params", {})
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            issues.append(Issue(nid, f"params must be an object, got {_type_name(params)}"))
+            continue
+        position = rn.get("position")
+        if position is not None:
+            if (not isinstance(position, dict) or set(position) - {"x", "y"}
+                    or not all(isinstance(position.get(a), (int, float)) and not isinstance(position.get(a), bool)
+                               for a in ("x", "y"))):
+                issues.append(Issue(nid, f"position must be {{'x': number, 'y': number}}, got {position!r}"[:300]))
+                position = None
+            else:
+                position = {"x": position["x"], "y": position["y"]}
+        nodes.append(Node(nid, ntype, copy.deepcopy(params), position))
+
+    edges: list[Edge] = []
+    raw_edges = doc.get("edges", [])
+    if not isinstance(raw_edges, list):
+        issues.append(Issue(None, f"edges must be a list of edge objects, got {_type_name(raw_edges)}"))
+        raw_edges = []
+    pairs: set[tuple[str, str]] = set()
+    for i, re_ in enumerate(raw_edges):
+        where = f"edges[{i}]"
+        if not isinstance(re_, dict):
+            issues.append(Issue(None, f"{where} must be an object, got {_type_name(re_)}"))
+            continue
+        for k in sorted(set(re_) - _EDGE_KEYS, key=str):
+            issues.append(Issue(None, f"unknown key {k!r} in {where}; allowed keys are {sorted(_EDGE_KEYS)}"))
+        src, dst, port = re_.get("source"), re_.get("target"), re_.get("port")
+        bad = False
+        for role, v in (("source", src), ("target", dst)):
+            if not isinstance(v, str):
+                issues.append(Issue(None, f"{where}.{role} must be a node id string, got {_type_name(v)}"))
+                bad = True
+            elif v not in seen:
+                issues.append(Issue(v if NODE_ID_RE.match(v) and len(v) <= MAX_ID_LEN else None,
+                                    f"{where} refers to {role} node {v[:64]!r}, which does not exist"))
+                bad = True
+        if port is not None and (not isinstance(port, int) or isinstance(port, bool) or port < 0):
+            issues.append(Issue(dst if isinstance(dst, str) and dst in seen else None,
+                                f"{where}.port must be a non-negative integer, got {port!r}"[:200]))
+            bad = True
+        if bad:
+            continue
+        if src == dst:
+            issues.append(Issue(src, "has an edge to itself; a layer cannot feed itself"))
+            continue
+        if (src, dst) in pairs:
+            issues.append(Issue(dst, f"has two edges from {src!r}; connect each pair once"))
+            continue
+        pairs.add((src, dst))
+        edges.append(Edge(src, dst, port))
+
+    if issues:
+        raise GraphError(issues)
+    return Graph(name=name, nodes=nodes, edges=edges, description=description)
+
+
+def loads_graph(text: str | bytes) -> Graph:
+    """Parse graph JSON text; malformed JSON becomes a GraphError with the line and column."""
+    try:
+        doc = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        where = f" at line {e.lineno}, column {e.colno}" if isinstance(e, json.JSONDecodeError) else ""
+        raise GraphError(f"the file is not valid JSON{where}: {getattr(e, 'msg', e)}") from None
+    except RecursionError:
+        raise GraphError("the JSON document is nested too deeply to read") from None
+    return parse_graph(doc)
+
+
+def load_graph(path: str | os.PathLike) -> Graph:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise GraphError(f"cannot read graph file {str(path)!r}: {e.strerror or e}") from None
+    return loads_graph(data)
+
+
+def save_graph(graph: Graph, path: str | os.PathLike) -> None:
+    """Write atomically (temp file + rename): a crash never leaves a half-written graph."""
+    atomic_write_text(path, graph.to_json() + "\n")
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -1,0 +1,189 @@
+"""What a layer spec is: a params schema, a constructor, input rules and a one-line doc.
+
+One spec per layer type; the generic form, the canvas label, analysis, the compiler and code export
+all read it. Adding a layer means adding one `register(LayerSpec(...))` call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+PARAM_KINDS = ("int", "float", "bool", "choice", "ints", "size", "padding", "str")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One constructor keyword: its kind, default, bounds or choices, help, and whether it is advanced."""
+
+    name: str
+    kind: str  # one of PARAM_KINDS; "size" is an int or a list of `length` ints (kernel_size, stride)
+    default: Any
+    help: str
+    min: float | None = None
+    max: float | None = None
+    choices: tuple = ()
+    advanced: bool = False  # shown behind the inspector's "advanced" toggle
+    optional: bool = False  # None is allowed (e.g. a pool's stride, which then equals kernel_size)
+    length: int = 1  # for "size"/"padding": how many spatial dims a list must have
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name, "kind": self.kind, "default": self.default, "help": self.help,
+            "min": self.min, "max": self.max, "choices": list(self.choices),
+            "advanced": self.advanced, "optional": self.optional, "length": self.length,
+        }
+
+    def problem(self, value: Any) -> str | None:
+        """Why `value` is not acceptable for this param, or None. Worded as the tail of a message."""
+        if value is None:
+            return None if self.optional else f"{self.name} must be set; it cannot be null"
+        k = self.kind
+        if k == "bool":
+            return None if isinstance(value, bool) else f"{self.name} must be true or false, got {value!r}"
+        if k == "int":
+            if not _is_int(value):
+                return f"{self.name} must be an integer, got {_show(value)}"
+            return self._bounds(value)
+        if k == "float":
+            if not (_is_int(value) or isinstance(value, float)):
+                return f"{self.name} must be a number, got {_show(value)}"
+            if value != value or value in (float("inf"), float("-inf")):
+                return f"{self.name} must be a finite number, got {value!r}"
+            return self._bounds(value)
+        if k in ("choice", "str"):
+            if not isinstance(value, str):
+                return f"{self.name} must be a string, got {_show(value)}"
+            if k == "choice" and value not in self.choices:
+                return f"{self.name}={value!r} is not one of {list(self.choices)}"
+            return None
+        if k == "ints":
+            if not isinstance(value, list) or not value or not all(_is_int(v) for v in value):
+                return f"{self.name} must be a non-empty list of integers, got {_show(value)}"
+            return None
+        if k in ("size", "padding"):
+            if k == "padding" and isinstance(value, str):
+                return None if value in ("same", "valid") else (
+                    f"padding={value!r} is not valid; use an integer, a list of {self.length}, 'same' or 'valid'")
+            if _is_int(value):
+                return self._bounds(value)
+            if (isinstance(value, list) and len(value) == self.length and all(_is_int(v) for v in value)):
+                for v in value:
+                    p = self._bounds(v)
+                    if p:
+                        return p
+                return None
+            return f"{self.name} must be an integer or a list of {self.length} integers, got {_show(value)}"
+        raise ValueError(f"unknown param kind {k!r}")
+
+    def _bounds(self, value: float) -> str | None:
+        if self.min is not None and value < self.min:
+            return f"{self.name}={value!r} is below the minimum {_num(self.min)}"
+        if self.max is not None and value > self.max:
+            return f"{self.name}={value!r} is above the maximum {_num(self.max)}"
+        return None
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else str(v)
+
+
+def _show(v: Any) -> str:
+    s = repr(v)
+    return (s[:60] + "...") if len(s) > 60 else s
+
+
+@dataclass(frozen=True)
+class InSpec:
+    """What flows along an edge: the per-sample shape and the dtype name."""
+
+    shape: tuple[int, ...]
+    dtype: str  # "float32" or "int64"
+
+
+# make(params, inputs) -> (module class, constructor kwargs). Build and code export both use it.
+MakeFn = Callable[[dict, list[InSpec]], tuple[type, dict]]
+# check(params, inputs) -> [(param or None, message)]: precise messages before PyTorch is asked.
+CheckFn = Callable[[dict, list[InSpec]], list[tuple[str | None, str]]]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    type: str
+    category: str
+    doc: str
+    params: tuple[Param, ...] = ()
+    make: MakeFn | None = None  # None only for Input
+    inputs: tuple[int, int | None] = (1, 1)  # min and max number of inputs (None: unbounded)
+    ranks: tuple[int, ...] | None = None  # accepted per-sample ranks; None: any rank >= 1
+    expects: str = ""  # the input layout in words, e.g. "(C, H, W)"
+    dtype: str = "float"  # "float", "int" or "any": what the input must be
+    check: CheckFn | None = None
+    label: Callable[[dict], str] | None = None  # key params for the canvas, e.g. "32@3x3"
+    attention: bool = False  # reports per-head attention weights
+    example: tuple[InSpec, ...] = field(default=(InSpec((16,), "float32"),))  # an input the defaults accept
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def resolve(self, params: dict) -> dict:
+        """The params with every omitted one at its default (assumes they were checked)."""
+        out = {p.name: p.default for p in self.params}
+        out.update(params)
+        return out
+
+    def build(self, params: dict, inputs: list[InSpec]) -> nn.Module:
+        cls, kwargs = self.make(self.resolve(params), inputs)
+        return cls(**kwargs)
+
+    def describe(self, params: dict) -> str:
+        """Canvas label, e.g. 'Conv2d 32@3x3'."""
+        if self.label is None:
+            return self.type
+        try:
+            key = self.label(self.resolve(params))
+        except (TypeError, KeyError, ValueError, IndexError):
+            key = ""
+        return f"{self.type} {key}".strip()
+
+
+REGISTRY: dict[str, LayerSpec] = {}
+
+
+def register(spec: LayerSpec) -> LayerSpec:
+    if spec.type in REGISTRY:
+        raise ValueError(f"layer type {spec.type!r} is registered twice")
+    REGISTRY[spec.type] = spec
+    return spec
+
+
+# ---- helpers shared by specs ----------------------------------------------------------------------
+
+def sample_dim(d: int) -> int:
+    """A per-sample dim (batch never named) as a batched dim: 0 -> 1, negatives unchanged."""
+    return d + 1 if d >= 0 else d
+
+
+def as_tuple(v: int | list[int], n: int) -> tuple[int, ...]:
+    return tuple(v) if isinstance(v, list) else (v,) * n
+
+
+def fmt_size(v: int | list[int] | None) -> str:
+    if v is None:
+        return ""
+    return "x".join(str(i) for i in v) if isinstance(v, list) else f"{v}x{v}"
+
+
+def fmt_shape(shape: tuple[int, ...] | list[int]) -> str:
+    """Shapes print as Python tuples: (32, 26, 26), (10,)."""
+    return str(tuple(shape))

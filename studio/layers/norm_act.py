@@ -1,0 +1,100 @@
+"""Palette: normalization and activation layers."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from studio.layers.base import InSpec, LayerSpec, Param, register, sample_dim
+
+_EPS = Param("eps", "float", 1e-5, "Added to the variance for numerical stability.", min=0.0, advanced=True)
+
+
+def _bn(cls: type, ranks: tuple[int, ...], layout: str, example: tuple[int, ...]) -> LayerSpec:
+    return LayerSpec(
+        type=cls.__name__, category="normalization",
+        doc=f"Batch normalization over the channels of a {layout} input (num_features is inferred).",
+        params=(
+            _EPS,
+            Param("momentum", "float", 0.1, "Weight of the newest batch in the running statistics.",
+                  min=0.0, max=1.0, advanced=True),
+            Param("affine", "bool", True, "Learn a per-channel scale and shift.", advanced=True),
+            Param("track_running_stats", "bool", True, "Keep running mean/variance for evaluation.",
+                  advanced=True),
+        ),
+        make=lambda p, ins: (cls, {"num_features": ins[0].shape[0], **p}),
+        ranks=ranks, expects=layout, example=(InSpec(example, "float32"),),
+    )
+
+
+register(_bn(nn.BatchNorm1d, (1, 2), "(C,) or (C, L)", (8, 20)))
+register(_bn(nn.BatchNorm2d, (3,), "(C, H, W)", (4, 8, 8)))
+
+register(LayerSpec(
+    type="LayerNorm", category="normalization",
+    doc="Layer normalization over the last dimension (normalized_shape is inferred).",
+    params=(
+        _EPS,
+        Param("elementwise_affine", "bool", True, "Learn a scale and shift per feature.", advanced=True),
+        Param("bias", "bool", True, "Learn the shift (with elementwise_affine).", advanced=True),
+    ),
+    make=lambda p, ins: (nn.LayerNorm, {"normalized_shape": ins[0].shape[-1], **p}),
+))
+
+
+def _group_check(p: dict, ins: list[InSpec]) -> list[tuple[str | None, str]]:
+    c = ins[0].shape[0]
+    if c % p["num_groups"]:
+        divisors = [d for d in range(1, c + 1) if c % d == 0]
+        return [("num_groups", f"num_groups={p['num_groups']} does not divide the {c} channels; "
+                               f"use one of {divisors[:12]}")]
+    return []
+
+
+register(LayerSpec(
+    type="GroupNorm", category="normalization",
+    doc="Group normalization over channel groups of a (C, ...) input (num_channels is inferred).",
+    params=(
+        Param("num_groups", "int", 1, "Number of channel groups; must divide the channels.", min=1),
+        _EPS,
+        Param("affine", "bool", True, "Learn a per-channel scale and shift.", advanced=True),
+    ),
+    make=lambda p, ins: (nn.GroupNorm, {"num_channels": ins[0].shape[0], **p}),
+    ranks=(2, 3, 4), expects="(C, ...)", check=_group_check,
+    label=lambda p: f"{p['num_groups']} groups",
+    example=(InSpec((8, 6, 6), "float32"),),
+))
+
+
+def _activation(cls: type, doc: str, params: tuple[Param, ...] = (), label=None) -> LayerSpec:
+    return LayerSpec(type=cls.__name__, category="activation", doc=doc, params=params,
+                     make=lambda p, ins: (cls, dict(p)), label=label, example=(InSpec((4, 6, 6), "float32"),))
+
+
+register(_activation(nn.ReLU, "max(0, x), element-wise."))
+register(_activation(nn.LeakyReLU, "x for x >= 0, negative_slope * x otherwise.",
+                     (Param("negative_slope", "float", 0.01, "Slope for negative inputs.", min=0.0),)))
+register(_activation(nn.GELU, "Gaussian error linear unit (as in Transformers).",
+                     (Param("approximate", "choice", "none", "Exact or tanh approximation.",
+                            choices=("none", "tanh"), advanced=True),)))
+register(_activation(nn.SiLU, "x * sigmoid(x) (swish)."))
+register(_activation(nn.ELU, "Exponential linear unit.",
+                     (Param("alpha", "float", 1.0, "Value approached for large negative inputs.", min=0.0),)))
+register(_activation(nn.Tanh, "Hyperbolic tangent, element-wise."))
+register(_activation(nn.Sigmoid, "Logistic sigmoid, element-wise."))
+
+
+def _softmax_check(p: dict, ins: list[InSpec]) -> list[tuple[str | None, str]]:
+    rank = len(ins[0].shape)
+    if not -rank <= p["dim"] < rank:
+        return [("dim", f"dim={p['dim']} is out of range for a per-sample input of rank {rank}; "
+                        f"use a value in [{-rank}, {rank - 1}]")]
+    return []
+
+
+register(LayerSpec(
+    type="Softmax", category="activation",
+    doc="Normalize to probabilities along a per-sample dim (not before CrossEntropyLoss: it expects logits).",
+    params=(Param("dim", "int", -1, "Per-sample dim to normalize over."),),
+    make=lambda p, ins: (nn.Softmax, {"dim": sample_dim(p["dim"])}),
+    check=_softmax_check, label=lambda p: f"dim={p['dim']}",
+))
