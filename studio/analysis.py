@@ -169,13 +169,15 @@ def analyze(graph: Graph, *, param_budget: float = DEFAULT_PARAM_BUDGET) -> Anal
                            "connect the extra branches onward (e.g. through Add or Concat) or delete them"))
 
     # ---- pass 2: params ---------------------------------------------------------------------------
+    input_map = graph.input_map()
+    by_id = {n.id: n for n in graph.nodes}
     for n in graph.nodes:
         spec = REGISTRY.get(n.type)
         if spec is None:
             continue
         if _param_issues(n.id, spec, n.params, issue):
             broken.add(n.id)
-        n_in = len(graph.inputs_of(n.id))
+        n_in = len(input_map[n.id])
         lo, hi = spec.inputs
         if n_in < lo or (hi is not None and n_in > hi):
             issue(Issue(n.id, _arity_message(spec, n_in)))
@@ -183,7 +185,7 @@ def analyze(graph: Graph, *, param_budget: float = DEFAULT_PARAM_BUDGET) -> Anal
 
     # ---- pass 3: shapes, in topological order -----------------------------------------------------
     for nid in a.order:
-        n = graph.node(nid)
+        n = by_id[nid]
         spec = REGISTRY.get(n.type)
         if spec is None:
             continue
@@ -195,7 +197,7 @@ def analyze(graph: Graph, *, param_budget: float = DEFAULT_PARAM_BUDGET) -> Anal
             a.nodes[nid] = NodeInfo("Input", "input", spec.describe(n.params), (), shape, p["dtype"],
                                     0, 0, _numel(shape) * _itemsize(p["dtype"]))
             continue
-        srcs = graph.inputs_of(nid)
+        srcs = input_map[nid]
         if nid in broken or any(s not in a.nodes or a.nodes[s].output_shape is None for s in srcs):
             continue  # downstream of a broken node: its issue is already reported
         ins = [InSpec(a.nodes[s].output_shape, a.nodes[s].dtype) for s in srcs]

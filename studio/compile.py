@@ -71,13 +71,15 @@ def compile_graph(graph: Graph, *, seed: int | None = None, device: str | torch.
             torch.manual_seed(seed)
         layers = {}
         plan = []
+        input_map = graph.input_map()
+        by_id = {n.id: n for n in graph.nodes}
         for node_id in analysis.order:
-            node = graph.node(node_id)
+            node = by_id[node_id]
             if node.type == "Input":
                 continue
             info = analysis.nodes[node_id]
             layers[node_id] = REGISTRY[node.type].build(node.params, list(info.inputs))
-            plan.append((node_id, tuple(graph.inputs_of(node_id))))
+            plan.append((node_id, tuple(input_map[node_id])))
     model = GraphModule(layers, plan, analysis.input_id, analysis.output_id, analysis.input_shape,
                         _DTYPES[analysis.input_dtype], {n.id: n.type for n in graph.nodes})
     return model.to(device)

@@ -116,12 +116,16 @@ class Graph:
 
     def inputs_of(self, node_id: str) -> list[str]:
         """Source ids feeding `node_id`, ordered by `port`, then by edge order."""
-        incoming = [(e.port if e.port is not None else i, i, e.source)
-                    for i, e in enumerate(self.edges) if e.target == node_id]
-        has_ports = any(e.port is not None for e in self.edges if e.target == node_id)
-        if has_ports:
-            incoming.sort(key=lambda t: (t[0], t[1]))
-        return [src for _, _, src in incoming]
+        return self.input_map()[node_id]
+
+    def input_map(self) -> dict[str, list[str]]:
+        """Every node's ordered input ids, in one pass (inputs_of for all nodes)."""
+        incoming: dict[str, list[tuple[int, int, str]]] = {n.id: [] for n in self.nodes}
+        ported = {e.target for e in self.edges if e.port is not None}
+        for i, e in enumerate(self.edges):
+            incoming[e.target].append((e.port if e.port is not None else i, i, e.source))
+        return {nid: [src for _, _, src in (sorted(lst) if nid in ported else lst)]
+                for nid, lst in incoming.items()}
 
     def outputs_of(self, node_id: str) -> list[str]:
         return [e.target for e in self.edges if e.source == node_id]

@@ -161,7 +161,7 @@ register(LayerSpec(
     make=lambda p, ins: (m.Concat, {"dim": p["dim"]}),
     inputs=(2, None), check=_concat_check,
     label=lambda p: f"dim={p['dim']}",
-    example=(InSpec((3, 8), "float32"), InSpec((5, 8), "float32")),
+    example=(InSpec((4, 8), "float32"), InSpec((4, 8), "float32")),
 ))
 
 register(LayerSpec(

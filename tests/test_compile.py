@@ -1,0 +1,160 @@
+"""The compiler against PyTorch as the oracle: the seed articles' models, hand-written, must give
+identical outputs to the same architecture built as a graph once the weights are copied."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import chain
+from torch import nn
+
+from studio.compile import compile_graph
+from studio.errors import GraphError
+from studio.graph import parse_graph
+
+
+class SeedCNN(nn.Module):  # the articles' CNN, with padding 1 on 1x28x28
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.fc1 = nn.Linear(64 * 7 * 7, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.conv1(x)))
+        x = self.pool(F.relu(self.conv2(x)))
+        x = x.view(-1, 64 * 7 * 7)
+        return self.fc2(F.relu(self.fc1(x)))
+
+
+SEED_CNN = chain(("input", "Input", {"shape": [1, 28, 28]}),
+                 ("conv1", "Conv2d", {"out_channels": 32, "kernel_size": 3, "padding": 1}), ("relu1", "ReLU", None),
+                 ("pool1", "MaxPool2d", {"kernel_size": 2, "stride": 2}),
+                 ("conv2", "Conv2d", {"out_channels": 64, "kernel_size": 3, "padding": 1}), ("relu2", "ReLU", None),
+                 ("pool2", "MaxPool2d", {"kernel_size": 2, "stride": 2}), ("flat", "Flatten", None),
+                 ("fc1", "Linear", {"out_features": 128}), ("relu3", "ReLU", None),
+                 ("fc2", "Linear", {"out_features": 10}))
+
+
+class SeedMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(784, 256), nn.Linear(256, 128)
+        self.fc3, self.fc4 = nn.Linear(128, 64), nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = x.view(-1, 784)
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        x = F.relu(self.fc3(x))
+        return self.fc4(x)
+
+
+SEED_MLP = chain(("input", "Input", {"shape": [1, 28, 28]}), ("flat", "Flatten", None),
+                 ("fc1", "Linear", {"out_features": 256}), ("r1", "ReLU", None),
+                 ("fc2", "Linear", {"out_features": 128}), ("r2", "ReLU", None),
+                 ("fc3", "Linear", {"out_features": 64}), ("r3", "ReLU", None), ("fc4", "Linear", {"out_features": 10}))
+
+
+class SeedRNN(nn.Module):  # 2-layer RNN, input 5, hidden 8, 3 classes, last step
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.RNN(5, 8, num_layers=2, batch_first=True)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        return self.fc(out[:, -1, :])
+
+
+SEED_RNN = chain(("input", "Input", {"shape": [12, 5]}),
+                 ("rnn", "RNN", {"hidden_size": 8, "num_layers": 2, "return_sequences": False}),
+                 ("fc", "Linear", {"out_features": 3}))
+
+
+class SeedLSTM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(10, 32, batch_first=True)
+        self.fc = nn.Linear(32, 4)
+
+    def forward(self, x):
+        out, _ = self.lstm(x)
+        return self.fc(out[:, -1, :])
+
+
+SEED_LSTM = chain(("input", "Input", {"shape": [15, 10]}),
+                  ("lstm", "LSTM", {"hidden_size": 32, "return_sequences": False}),
+                  ("fc", "Linear", {"out_features": 4}))
+
+
+def copy_by_order(src: nn.Module, dst: nn.Module) -> None:
+    """Copy weights tensor by tensor, in registration order (names differ, shapes must not)."""
+    src_t, dst_t = list(src.state_dict().values()), dst.state_dict()
+    assert [t.shape for t in src_t] == [t.shape for t in dst_t.values()]
+    dst.load_state_dict(dict(zip(dst_t, src_t)), strict=True)
+
+
+@pytest.mark.parametrize("hand_written, doc, x_shape", [
+    (SeedCNN, SEED_CNN, (4, 1, 28, 28)), (SeedMLP, SEED_MLP, (4, 1, 28, 28)),
+    (SeedRNN, SEED_RNN, (4, 12, 5)), (SeedLSTM, SEED_LSTM, (4, 15, 10)),
+], ids=["cnn", "mlp", "rnn", "lstm"])
+def test_seed_models_match_hand_written(hand_written, doc, x_shape):
+    torch.manual_seed(0)
+    ref = hand_written().eval()
+    model = compile_graph(parse_graph(doc), seed=1).eval()
+    copy_by_order(ref, model)
+    x = torch.randn(x_shape)
+    assert torch.equal(model(x), ref(x))
+    # and gradients agree too, so training behaves the same
+    model(x).sum().backward()
+    ref(x).sum().backward()
+    for (n1, p1), p2 in zip(model.named_parameters(), ref.parameters()):
+        assert torch.equal(p1.grad, p2.grad), n1
+
+
+def test_state_dict_keys_are_node_ids():
+    model = compile_graph(parse_graph(SEED_LSTM), seed=0)
+    assert list(model.state_dict())[:2] == ["lstm.weight_ih_l0", "lstm.weight_hh_l0"]
+    assert "conv1.weight" in compile_graph(parse_graph(SEED_CNN), seed=0).state_dict()
+
+
+def test_seed_makes_init_deterministic_without_touching_global_rng():
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = compile_graph(parse_graph(SEED_CNN), seed=7)
+    assert torch.equal(torch.rand(1), before), "compile_graph must not consume the global RNG"
+    b = compile_graph(parse_graph(SEED_CNN), seed=7)
+    c = compile_graph(parse_graph(SEED_CNN), seed=8)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    assert not torch.equal(a.conv1.weight, c.conv1.weight)
+
+
+def test_skip_connection_and_concat_ports():
+    doc = chain(("input", "Input", {"shape": [6]}), ("a", "Linear", {"out_features": 6}))
+    doc["nodes"] += [{"id": "add", "type": "Add"}, {"id": "cat", "type": "Concat"}]
+    doc["edges"] += [{"source": "input", "target": "add"}, {"source": "a", "target": "add"},
+                     {"source": "add", "target": "cat", "port": 1}, {"source": "input", "target": "cat", "port": 0}]
+    model = compile_graph(parse_graph(doc), seed=0)
+    x = torch.randn(2, 6)
+    s = x + model.a(x)
+    assert torch.equal(model(x), torch.cat([x, s], dim=1))
+
+
+def test_invalid_graph_raises_with_every_error():
+    with pytest.raises(GraphError, match="Conv2d expects a") as e:
+        compile_graph(parse_graph(chain(("input", "Input", {"shape": [4]}), ("conv", "Conv2d", None))))
+    assert e.value.issues[0].node_id == "conv"
+
+
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+def test_accelerator_devices(device):
+    available = torch.cuda.is_available() if device == "cuda" else torch.backends.mps.is_available()
+    if not available:
+        pytest.skip(f"no {device} device on this machine")
+    model = compile_graph(parse_graph(SEED_CNN), seed=0, device=device)
+    assert model(torch.randn(2, 1, 28, 28, device=device)).device.type == device

@@ -1,0 +1,128 @@
+"""Every palette type, through one harness: defaults valid, shapes/params/FLOPs equal PyTorch's."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from studio.analysis import analyze
+from studio.compile import compile_graph
+from studio.graph import parse_graph
+from studio.layers import CATEGORIES, REGISTRY
+
+PALETTE = {  # DESIGN.md's palette table, verbatim
+    "input": ["Input"],
+    "core": ["Linear", "Flatten", "Reshape", "Permute", "Dropout", "Identity"],
+    "convolution": ["Conv1d", "Conv2d", "ConvTranspose2d"],
+    "pooling": ["MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d"],
+    "normalization": ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm"],
+    "activation": ["ReLU", "LeakyReLU", "GELU", "SiLU", "ELU", "Tanh", "Sigmoid", "Softmax"],
+    "recurrent": ["RNN", "LSTM", "GRU"],
+    "embedding": ["Embedding", "PositionalEncoding"],
+    "attention": ["MultiheadAttention", "TransformerEncoderLayer"],
+    "sequence": ["SequencePool"],
+    "merge": ["Add", "Multiply", "Concat"],
+}
+LAYERS = sorted(t for t in REGISTRY if t != "Input")
+
+
+def test_registry_is_exactly_the_palette():
+    assert {t: REGISTRY[t].category for t in REGISTRY} == {t: c for c, ts in PALETTE.items() for t in ts}
+    assert set(CATEGORIES) == set(PALETTE)
+
+
+def single_layer_graph(type_name: str, params: dict | None = None) -> dict:
+    """Input(s) -> layer, with the spec's example input; several inputs come from one Input via Identity."""
+    spec = REGISTRY[type_name]
+    ex = spec.example
+    nodes = [{"id": "input", "type": "Input", "params": {"shape": list(ex[0].shape), "dtype": ex[0].dtype}}]
+    edges = []
+    for k, ins in enumerate(ex):
+        if len(ex) == 1:
+            edges.append({"source": "input", "target": "layer"})
+            continue
+        # Branches reshape the one input to each example shape.
+        nodes.append({"id": f"b{k}", "type": "Reshape", "params": {"shape": list(ins.shape)}})
+        edges += [{"source": "input", "target": f"b{k}"}, {"source": f"b{k}", "target": "layer", "port": k}]
+    assert len({math.prod(i.shape) for i in ex}) == 1, "a spec's example inputs must share a size"
+    nodes.append({"id": "layer", "type": type_name, **({"params": params} if params else {})})
+    return {"format": "studio.graph/1", "name": type_name, "nodes": nodes, "edges": edges}
+
+
+def example_batch(type_name: str, batch: int = 3) -> torch.Tensor:
+    ex = REGISTRY[type_name].example[0]
+    if ex.dtype == "int64":
+        return torch.randint(0, 10, (batch, *ex.shape))
+    return torch.randn(batch, *ex.shape)
+
+
+@pytest.mark.parametrize("type_name", LAYERS)
+def test_defaults_valid_and_shape_params_equal_pytorch(type_name):
+    graph = parse_graph(single_layer_graph(type_name))
+    a = analyze(graph)
+    assert a.issues == [], a.issues
+    model = compile_graph(graph, seed=0).eval()
+    with torch.no_grad():
+        out = model(example_batch(type_name))
+    info = a.nodes["layer"]
+    assert info.output_shape == tuple(out.shape[1:])
+    assert info.dtype == str(out.dtype).removeprefix("torch.")
+    assert info.params == sum(p.numel() for p in model.layer.parameters() if p.requires_grad)
+    assert info.activation_bytes == out[0].numel() * out.element_size()
+
+
+@pytest.mark.parametrize("type_name", LAYERS)
+def test_flops_equal_flop_counter_on_compiled_model(type_name):
+    graph = parse_graph(single_layer_graph(type_name))
+    with torch.device("meta"):
+        model = compile_graph(graph, seed=0, device="meta").eval()
+    x = example_batch(type_name, batch=1).to("meta")
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    assert analyze(graph).total_flops == counter.get_total_flops()
+
+
+@pytest.mark.parametrize("type_name", sorted(REGISTRY))
+def test_schema_is_complete_and_json_round_trips(type_name):
+    spec = REGISTRY[type_name]
+    assert spec.doc and spec.doc.endswith(".")
+    for p in spec.params:
+        assert p.help, f"{type_name}.{p.name} has no help text"
+        assert p.problem(p.default) is None, f"{type_name}.{p.name} default {p.default!r} is invalid"
+    explicit = {p.name: p.default for p in spec.params}
+    doc = single_layer_graph(type_name) if type_name != "Input" else {
+        "format": "studio.graph/1", "name": "i", "nodes": [{"id": "input", "type": "Input", "params": explicit}],
+        "edges": []}
+    if type_name != "Input" and explicit:
+        doc["nodes"][-1]["params"] = explicit
+    g = parse_graph(doc)
+    assert parse_graph(g.to_dict()) == g
+    assert analyze(g).errors == []
+
+
+def test_recording_attention_never_changes_output():
+    g = parse_graph({"format": "studio.graph/1", "name": "attn", "nodes": [
+        {"id": "input", "type": "Input", "params": {"shape": [6, 8]}},
+        {"id": "mha", "type": "MultiheadAttention", "params": {"num_heads": 2, "causal": True}},
+        {"id": "enc", "type": "TransformerEncoderLayer",
+         "params": {"nhead": 2, "dim_feedforward": 16, "norm_first": True, "dropout": 0.0}}],
+        "edges": [{"source": "input", "target": "mha"}, {"source": "mha", "target": "enc"}]})
+    model = compile_graph(g, seed=0).eval()
+    x = torch.randn(2, 6, 8)
+    from studio.compile import capture
+
+    plain = model(x)
+    out, feats, attn = capture(model, x, ["mha"])
+    assert torch.equal(plain, out)
+    assert torch.equal(feats["mha"], model.mha(x))
+    assert attn["mha"].shape == (2, 2, 6, 6) and attn["enc"].shape == (2, 2, 6, 6)
+    assert torch.allclose(attn["mha"].sum(-1), torch.ones(2, 2, 6))
+    assert attn["mha"].triu(diagonal=1).abs().max() == 0, "causal weights must not look ahead"
+    # Oracle: PyTorch's own weights from nn.MultiheadAttention with need_weights=True.
+    mask = torch.triu(torch.full((6, 6), float("-inf")), diagonal=1)
+    _, ref = torch.nn.MultiheadAttention.forward(model.mha, x, x, x, attn_mask=mask, need_weights=True,
+                                                 average_attn_weights=False)
+    assert torch.allclose(attn["mha"], ref, atol=1e-6)
