@@ -1,0 +1,138 @@
+"""Does a graph fit a dataset? Set a graph's input from a dataset and list what does not fit.
+
+`apply_dataset` writes the dataset's per-sample shape and dtype into the graph's Input node.
+`check_graph_fits` compares a graph's analysis (studio.analysis) with a DatasetInfo and returns
+issues in the studio's usual form: which node, which param, what was found, what was expected,
+how to fix it.
+
+    >>> issues = check_graph_fits(graph, analyze(graph), get_info("digits"))  # doctest: +SKIP
+    >>> print(issues[0])                                                       # doctest: +SKIP
+    fc: output (3,) does not fit dataset 'digits' (10 classes); expected (10,); set out_features=10
+"""
+
+from __future__ import annotations
+
+from studio.data.registry import DatasetInfo
+from studio.errors import GraphError, Issue
+from studio.graph import Graph
+
+# Layers that keep their input's shape: a wrong output size behind them is fixed in front of them.
+_SHAPE_KEEPING = {"ReLU", "LeakyReLU", "GELU", "SiLU", "ELU", "Tanh", "Sigmoid", "Softmax", "Dropout",
+                  "Identity", "LayerNorm", "BatchNorm1d"}
+_EMBEDDING_DEFAULT_SIZE = 1000  # Embedding.num_embeddings default in the palette
+
+
+def _shape(shape) -> str:
+    return str(tuple(shape))
+
+
+def _input_node(graph: Graph) -> str:
+    inputs = [n.id for n in graph.nodes if n.type == "Input"]
+    if len(inputs) != 1:
+        found = ", ".join(inputs) or "none"
+        raise GraphError(f"a graph needs exactly one Input node to take a dataset; found {len(inputs)} ({found})")
+    return inputs[0]
+
+
+def apply_dataset(graph: Graph, info: DatasetInfo) -> Graph:
+    """A copy of `graph` whose Input node takes the dataset's samples (shape and dtype)."""
+    out = graph.copy()
+    node = out.node(_input_node(out))
+    node.params = {**node.params, "shape": list(info.input_shape), "dtype": info.input_dtype}
+    return out
+
+
+def _what(info: DatasetInfo) -> str:
+    if info.task == "classification":
+        return f"{info.num_classes} classes"
+    if info.task == "regression":
+        return f"regression targets {_shape(info.target_shape)}"
+    return f"a prediction over {info.num_classes} tokens at each of {info.input_shape[0]} positions"
+
+
+def _fix_node(graph: Graph, output_id: str) -> str:
+    """Walk back from the output through shape-keeping layers to the layer that sets the size."""
+    node_id = output_id
+    seen = set()
+    while node_id not in seen:
+        seen.add(node_id)
+        node = graph.node(node_id)
+        inputs = graph.inputs_of(node_id)
+        if node.type not in _SHAPE_KEEPING or len(inputs) != 1:
+            return node_id
+        node_id = inputs[0]
+    return output_id
+
+
+def _output_issue(graph: Graph, info: DatasetInfo, output_id: str, out: tuple,
+                  compare_last_only: bool) -> Issue | None:
+    expected = info.output_shape
+    if compare_last_only:  # the input differs: the other dimensions follow from it
+        if len(out) == len(expected) and out[-1:] == expected[-1:]:
+            return None
+    elif out == expected:
+        return None
+    head = f"output {_shape(out)} does not fit dataset {info.id!r} ({_what(info)}); expected {_shape(expected)}"
+    fix_id = _fix_node(graph, output_id)
+    fix_node = graph.node(fix_id)
+    same_rank = len(out) == len(expected)
+    if same_rank and (compare_last_only or out[:-1] == expected[:-1]):  # only the size differs
+        if fix_node.type == "Linear":
+            where = "" if fix_id == output_id else f" on {fix_id!r}"
+            return Issue(fix_id, f"{head}; set out_features={expected[-1]}{where}", param="out_features")
+        return Issue(output_id, f"{head}; end the model with a Linear layer with out_features={expected[-1]}")
+    if len(out) > len(expected):
+        how = ("reduce the extra dimensions before the last Linear (Flatten, SequencePool, or "
+               "AdaptiveAvgPool2d then Flatten)")
+        if info.task in ("sequence", "language_model"):
+            how = f"keep one prediction per position: the output must be (T, V) = {_shape(expected)}"
+        return Issue(output_id, f"{head}; {how}")
+    if info.task in ("sequence", "language_model"):
+        return Issue(output_id, f"{head}; keep the sequence dimension (return_sequences=True on RNNs, no "
+                                f"SequencePool or Flatten) and end with Linear(out_features={expected[-1]})")
+    return Issue(output_id, f"{head}; end the model with a Linear layer with out_features={expected[-1]}")
+
+
+def check_graph_fits(graph: Graph, analysis, info: DatasetInfo) -> list[Issue]:
+    """Issues where the graph's input or output does not fit the dataset (empty when it fits).
+
+    `analysis` is studio.analysis.Analysis for `graph` (its input/output shapes and dtypes).
+    """
+    issues: list[Issue] = []
+    input_id = _input_node(graph)
+    in_shape, in_dtype = analysis.input_shape, analysis.input_dtype
+    input_differs = False
+    if in_shape is not None and (tuple(in_shape) != tuple(info.input_shape) or in_dtype != info.input_dtype):
+        input_differs = True
+        param = "shape" if tuple(in_shape) != tuple(info.input_shape) else "dtype"
+        issues.append(Issue(
+            input_id,
+            f"takes {_shape(in_shape)} {in_dtype} but dataset {info.id!r} has samples of "
+            f"{_shape(info.input_shape)} {info.input_dtype}; use the dataset's input ('Use with current graph' "
+            f"sets shape={list(info.input_shape)} and dtype={info.input_dtype!r})",
+            param=param))
+
+    output_id = getattr(analysis, "output_id", None) or next(iter(graph.sinks()), None)
+    out = analysis.output_shape
+    if output_id is not None and out is not None:
+        issue = _output_issue(graph, info, output_id, tuple(out), input_differs)
+        if issue is not None:
+            issues.append(issue)
+        if info.task != "regression" and graph.node(output_id).type == "Softmax":
+            issues.append(Issue(
+                output_id, "the model ends in Softmax, but the training loss (cross-entropy) expects logits, "
+                           "the raw scores; remove this Softmax: the loss applies log-softmax itself and the "
+                           "predicted classes stay the same", severity="warning"))
+
+    if info.input_dtype == "int64" and info.num_classes is not None:
+        vocab = info.num_classes if info.task != "classification" else len(info.vocab or ())
+        for node in graph.nodes:
+            if node.type != "Embedding" or not vocab:
+                continue
+            size = node.params.get("num_embeddings", _EMBEDDING_DEFAULT_SIZE)
+            if isinstance(size, int) and size < vocab:
+                issues.append(Issue(
+                    node.id, f"num_embeddings={size} is smaller than the vocabulary of dataset {info.id!r} "
+                             f"({vocab} tokens), so token ids up to {vocab - 1} would fail; set "
+                             f"num_embeddings={vocab}", param="num_embeddings"))
+    return issues

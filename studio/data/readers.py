@@ -1,0 +1,246 @@
+"""Careful readers for files users upload: CSV tables, zips of image folders, plain text.
+
+Every reader takes bytes and either returns plain Python/numpy data or raises DataError saying what
+is wrong with the file and how to fix it. Nothing here writes to disk: a zip is read entry by entry
+in memory, so a hostile entry name (``../../evil.txt``, ``/etc/passwd``) can never become a path.
+Caps are checked on the sizes a zip declares *and* on the bytes actually read, so a zip bomb is
+stopped before it is expanded.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import stat
+import warnings
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from studio.errors import DataError
+
+MAX_UPLOAD_BYTES = 200 * 2**20
+MAX_ZIP_FILES = 20_000  # entries in an archive
+MAX_ZIP_TOTAL_BYTES = 1 * 2**30  # uncompressed, whole archive
+MAX_ZIP_ENTRY_BYTES = 50 * 2**20  # uncompressed, one entry
+MAX_IMAGE_PIXELS = 40_000_000  # one decoded image (Pillow's own bomb limit is higher)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def check_size(data: bytes, filename: str) -> None:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise DataError(f"{filename}: expected the file's bytes, got {type(data).__name__}")
+    if len(data) == 0 or not bytes(data[:4096]).strip():
+        raise DataError(f"{filename} is empty; upload a file with data in it")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise DataError(f"{filename} is {len(data) / 2**20:.0f} MB; uploads are limited to "
+                        f"{MAX_UPLOAD_BYTES // 2**20} MB")
+
+
+def decode_text(data: bytes, filename: str) -> str:
+    try:
+        text = bytes(data).decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{filename} is not UTF-8 text (byte {e.start} is 0x{data[e.start]:02x}); "
+                        "save it as UTF-8 and upload it again") from None
+    if not text.strip():
+        raise DataError(f"{filename} is empty; upload a file with data in it")
+    return text
+
+
+# ---- CSV ------------------------------------------------------------------------------------------
+
+@dataclass
+class Table:
+    """A CSV read as text columns, every row checked to have one field per column."""
+
+    columns: list[str]
+    cells: dict[str, list[str]]  # column -> values, stripped
+    rows: int
+
+    def require(self, column: str, role: str) -> list[str]:
+        if column not in self.cells:
+            raise DataError(f"{role} column {column!r} is not in the CSV; its columns are: "
+                            f"{', '.join(self.columns)}")
+        return self.cells[column]
+
+
+def read_csv(data: bytes, filename: str, *, delimiter: str = ",") -> Table:
+    check_size(data, filename)
+    text = decode_text(data, filename)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = next(reader)
+        rows: list[list[str]] = []
+        for row in reader:
+            if not row or all(not c.strip() for c in row):
+                continue  # blank lines
+            if len(row) != len(header):
+                raise DataError(f"{filename}: line {reader.line_num} has {len(row)} fields but the header has "
+                                f"{len(header)} columns ({', '.join(header)[:200]}); every row needs the same "
+                                "number of fields (quote values that contain the delimiter)")
+            rows.append([c.strip() for c in row])
+    except csv.Error as e:
+        raise DataError(f"{filename}: not a readable CSV near line {reader.line_num}: {e}") from None
+    columns = [c.strip() for c in header]
+    if len(columns) < 2:
+        raise DataError(f"{filename}: found {len(columns)} column ({columns[0]!r}) with delimiter "
+                        f"{delimiter!r}; a dataset needs at least a feature and a target column")
+    for i, name in enumerate(columns):
+        if not name:
+            raise DataError(f"{filename}: column {i + 1} has no name in the header row; name every column")
+    dupes = sorted({c for c in columns if columns.count(c) > 1})
+    if dupes:
+        raise DataError(f"{filename}: the header repeats column {dupes[0]!r}; give every column its own name")
+    if not rows:
+        raise DataError(f"{filename} has a header but no data rows")
+    cells = {name: [r[i] for r in rows] for i, name in enumerate(columns)}
+    return Table(columns, cells, len(rows))
+
+
+def as_numbers(values: list[str]) -> np.ndarray | None:
+    """The column as float64 if every cell is a finite number, else None."""
+    try:
+        arr = np.array([float(v) for v in values], dtype=np.float64)
+    except ValueError:
+        return None
+    return arr if np.isfinite(arr).all() else None
+
+
+def check_no_missing(table: Table, column: str, filename: str) -> None:
+    values = table.cells[column]
+    missing = [i for i, v in enumerate(values) if v == "" or v.lower() in ("nan", "na", "null", "none")]
+    if missing:
+        raise DataError(f"{filename}: column {column!r} has {len(missing)} missing values (first on data row "
+                        f"{missing[0] + 1}); fill them in or drop the column")
+
+
+# ---- zips of image folders ------------------------------------------------------------------------
+
+@dataclass
+class ImageFolders:
+    images: np.ndarray  # (N, C, S, S) uint8
+    labels: np.ndarray  # (N,) int64
+    class_names: list[str]
+    skipped: list[str] = field(default_factory=list)  # entries that are not images
+
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def _unsafe_name(name: str) -> bool:
+    norm = name.replace("\\", "/")
+    return norm.startswith("/") or bool(_DRIVE.match(norm)) or ".." in norm.split("/")
+
+
+def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int, filename: str) -> bytes:
+    """Read one entry, counting bytes: stops past the per-entry cap or the archive's remaining budget."""
+    limit = min(MAX_ZIP_ENTRY_BYTES, budget)
+    chunks, total = [], 0
+    try:
+        with zf.open(info) as f:
+            while chunk := f.read(1 << 16):
+                total += len(chunk)
+                if total > limit:
+                    raise DataError(
+                        f"{filename}: entry {info.filename!r} expands past {limit:,} bytes although it declares "
+                        f"{info.file_size:,}; refusing the archive (zip bomb caps: {MAX_ZIP_ENTRY_BYTES // 2**20} MB "
+                        f"per file, {MAX_ZIP_TOTAL_BYTES // 2**20} MB in all)")
+                chunks.append(chunk)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as e:
+        # RuntimeError: encrypted entry; NotImplementedError: unsupported compression method
+        raise DataError(f"{filename}: entry {info.filename!r} cannot be read ({e}); the archive is damaged, "
+                        "encrypted or uses an unsupported compression; zip it again without a password") from None
+    return b"".join(chunks)
+
+
+def _decode_image(raw: bytes, name: str, filename: str, image_size: int, mode: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(raw))
+            w, h = img.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise DataError(f"{filename}: image {name!r} is {w}x{h} pixels, more than the "
+                                f"{MAX_IMAGE_PIXELS:,} allowed; shrink it or remove it")
+            img.draft(mode, (image_size, image_size))  # JPEG: decode at reduced size
+            img = img.convert(mode).resize((image_size, image_size), Image.Resampling.BILINEAR)
+    except DataError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
+            Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DataError(f"{filename}: {name!r} is not a readable image ({e}); remove or replace it") from None
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)  # (C, S, S)
+
+
+def read_image_zip(data: bytes, filename: str, *, image_size: int, mode: str) -> ImageFolders:
+    """Images from a zip with one folder per class (a single enclosing folder is allowed)."""
+    check_size(data, filename)
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as e:
+        raise DataError(f"{filename} is not a readable zip archive ({e}); upload a .zip with one folder per "
+                        "class") from None
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > MAX_ZIP_FILES:
+            raise DataError(f"{filename} holds {len(infos):,} entries; the limit is {MAX_ZIP_FILES:,}")
+        declared = sum(i.file_size for i in infos)
+        if declared > MAX_ZIP_TOTAL_BYTES:
+            raise DataError(f"{filename} declares {declared:,} bytes uncompressed; the limit is "
+                            f"{MAX_ZIP_TOTAL_BYTES:,} ({MAX_ZIP_TOTAL_BYTES // 2**20} MB)")
+        for info in infos:
+            if _unsafe_name(info.filename):
+                raise DataError(f"{filename}: entry {info.filename!r} points outside the archive's folder "
+                                "(absolute path or '..'); refusing the whole archive")
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise DataError(f"{filename}: entry {info.filename!r} is a symbolic link; refusing the archive")
+            if info.file_size > MAX_ZIP_ENTRY_BYTES:
+                raise DataError(f"{filename}: entry {info.filename!r} declares {info.file_size:,} bytes; "
+                                f"the limit per file is {MAX_ZIP_ENTRY_BYTES:,}")
+
+        skipped: list[str] = []
+        candidates: list[tuple[zipfile.ZipInfo, list[str]]] = []
+        for info in infos:
+            if info.is_dir():
+                continue
+            parts = [p for p in info.filename.replace("\\", "/").split("/") if p]
+            hidden = any(p.startswith(".") or p == "__MACOSX" for p in parts)
+            if hidden or not parts[-1].lower().endswith(IMAGE_EXTENSIONS):
+                skipped.append(info.filename)
+            else:
+                candidates.append((info, parts[:-1]))
+        if not candidates:
+            raise DataError(f"{filename} contains no images ({len(skipped)} other files); expected folders of "
+                            f"{', '.join(IMAGE_EXTENSIONS)} files, one folder per class")
+        # Strip enclosing folders shared by every image ("pets/cat/1.png" -> class "cat").
+        depth = 0
+        while all(len(d) > depth + 1 for _, d in candidates) and len({d[depth] for _, d in candidates}) == 1:
+            depth += 1
+        at_top = [info.filename for info, d in candidates if len(d) <= depth]
+        if at_top:
+            raise DataError(f"{filename}: {len(at_top)} images are not inside a class folder (e.g. "
+                            f"{at_top[0]!r}); put each class's images in a folder named after the class")
+        class_names = sorted({d[depth] for _, d in candidates})
+        if len(class_names) < 2:
+            raise DataError(f"{filename}: all images are in one folder ({class_names[0]!r}); a classifier needs "
+                            "at least 2 classes, one folder per class")
+        lookup = {c: i for i, c in enumerate(class_names)}
+        images, labels, budget = [], [], MAX_ZIP_TOTAL_BYTES
+        for info, d in candidates:
+            raw = _read_entry(zf, info, budget, filename)
+            budget -= len(raw)
+            images.append(_decode_image(raw, info.filename, filename, image_size, mode))
+            labels.append(lookup[d[depth]])
+    return ImageFolders(np.stack(images), np.array(labels, dtype=np.int64), class_names, skipped)
+
+
+def slug(text: str, max_len: int = 40) -> str:
+    s = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:max_len].strip("_")
+    return s or "data"
