@@ -1,0 +1,266 @@
+"""Launching runs as detached worker processes, and keeping the store true to what is running.
+
+`start_run` writes the run directory, records the run as `queued` and calls `reconcile()`, which
+starts queued runs while fewer than `max_concurrent()` are running. Anyone who reads the store
+calls `reconcile()` too (list_runs does): it reaps finished children, marks runs whose process is
+gone as `lost`, and starts queued runs when slots are free. Workers call it when they end, so the
+queue drains even when no page is open.
+
+Workers are started with `subprocess.Popen(..., start_new_session=True)`, not multiprocessing
+(which re-executes Streamlit's page in the child): they survive the server and the browser tab.
+
+    >>> run_id = start_run(graph, "digits", TrainConfig(epochs=3))
+    >>> stop_run(run_id); resume_run(run_id)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from studio.errors import TrainError
+from studio.graph import Graph, atomic_write_text, parse_graph
+from studio.runs.store import RESUMABLE_STATUSES, RunRecord, Store
+from studio.training.config import TrainConfig
+from studio.workspace import workspace_dir
+
+STOP_FILE = "stop"
+START_GRACE_SECONDS = 30.0    # a claimed run may take this long to record its worker's pid
+LOST_AFTER_SECONDS = 120.0    # no heartbeat for this long = lost, even if the pid looks alive (pid reuse)
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+_CHILDREN: dict[int, subprocess.Popen] = {}  # workers this process started, reaped by reconcile()
+
+
+def max_concurrent() -> int:
+    """Runs allowed at once: env STUDIO_MAX_RUNS, else half the cores (at least 1)."""
+    env = os.environ.get("STUDIO_MAX_RUNS")
+    if env:
+        try:
+            value = int(env)
+        except ValueError:
+            raise TrainError(f"STUDIO_MAX_RUNS={env!r} is not an integer; set it to e.g. 2") from None
+        if value < 1:
+            raise TrainError(f"STUDIO_MAX_RUNS={value} must be at least 1")
+        return value
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
+def run_dir(run_id: str) -> Path:
+    return workspace_dir() / "runs" / run_id
+
+
+def new_run_id() -> str:
+    """Sortable and readable: 20250101-120000-3fa2c1."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def start_run(graph: Graph | dict, dataset_id: str, config: TrainConfig | dict | None = None, *,
+              name: str | None = None, dataset_options: dict | None = None, store: Store | None = None) -> str:
+    """Queue a run and start it at once if a slot is free; returns the run id immediately.
+
+    Raises ConfigError for an invalid config and GraphError for a malformed graph document; the
+    heavier checks (the graph against the dataset) happen in the worker and end as `failed` with
+    the message.
+    """
+    if isinstance(graph, dict):
+        graph = parse_graph(graph)
+    if config is None:
+        config = TrainConfig()
+    elif isinstance(config, dict):
+        config = TrainConfig.from_dict(config)
+    config.validate()
+    if not isinstance(dataset_id, str) or not dataset_id:
+        raise TrainError(f"dataset_id must be a dataset id such as 'digits', got {dataset_id!r}")
+    store = store or Store()
+    run_id = new_run_id()
+    directory = run_dir(run_id)
+    (directory / "checkpoints").mkdir(parents=True)
+    (directory / "probes").mkdir()
+    atomic_write_text(directory / "graph.json", graph.to_json() + "\n")
+    atomic_write_text(directory / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+    atomic_write_text(directory / "run.json", json.dumps({
+        "run_id": run_id, "dataset_id": dataset_id, "dataset_options": dataset_options or {},
+        "db": str(store.path), "workspace": str(workspace_dir()),
+    }, indent=2) + "\n")
+    (directory / "log.txt").touch()
+    store.create_run(run_id, name=name or f"{graph.name} on {dataset_id}", graph=graph.to_dict(),
+                     config=config.to_dict(), dataset_id=dataset_id)
+    store.log_event(run_id, "queued")
+    reconcile(store)
+    return run_id
+
+
+def stop_run(run_id: str, *, store: Store | None = None) -> str:
+    """Ask a run to stop. A running worker finishes its step, checkpoints and marks itself `stopped`;
+    a queued run is stopped at once. Returns the status after the request."""
+    store = store or Store()
+    reconcile(store)
+    run = store.get_run(run_id)
+    if run.status == "queued":
+        with store.transaction(immediate=True) as conn:
+            conn.execute("UPDATE runs SET status='stopped', ended=? WHERE id=? AND status='queued'",
+                         (time.time(), run_id))
+        store.log_event(run_id, "stopped before it started")
+        return store.get_run(run_id).status
+    if run.status != "running":
+        raise TrainError(f"run {run_id!r} is {run.status}; only queued or running runs can be stopped")
+    (run_dir(run_id) / STOP_FILE).touch()
+    store.log_event(run_id, "stop requested")
+    return "running"
+
+
+def resume_run(run_id: str, *, store: Store | None = None) -> str:
+    """Queue a stopped, failed, diverged or lost run again; it continues from checkpoints/last.pt
+    (model, optimizer, schedule, RNG state and step count) or starts over when it has none."""
+    store = store or Store()
+    reconcile(store)
+    run = store.get_run(run_id)
+    if run.status not in RESUMABLE_STATUSES:
+        raise TrainError(f"run {run_id!r} is {run.status}; only {', '.join(RESUMABLE_STATUSES)} runs can be "
+                         "resumed")
+    directory = run_dir(run_id)
+    if not (directory / "run.json").exists():
+        raise TrainError(f"the directory of run {run_id!r} ({directory}) is missing; it cannot be resumed")
+    (directory / STOP_FILE).unlink(missing_ok=True)
+    store.update_run(run_id, status="queued", pid=None, error=None, traceback=None, ended=None)
+    store.log_event(run_id, "resume requested")
+    reconcile(store)
+    return store.get_run(run_id).status
+
+
+def delete_run(run_id: str, *, store: Store | None = None) -> None:
+    """Remove a run's directory and every row about it. Active runs must be stopped first."""
+    store = store or Store()
+    reconcile(store)
+    run = store.get_run(run_id)
+    if run.status == "running":
+        raise TrainError(f"run {run_id!r} is running; stop it first (stop_run) and delete it once it has stopped")
+    store.delete_run(run_id)
+    shutil.rmtree(run_dir(run_id), ignore_errors=True)
+
+
+def rename_run(run_id: str, name: str, *, store: Store | None = None) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise TrainError(f"a run name must be a non-empty string, got {name!r}")
+    store = store or Store()
+    store.get_run(run_id)
+    store.update_run(run_id, name=name.strip())
+
+
+def list_runs(*, store: Store | None = None) -> list[RunRecord]:
+    """Every run, newest first, after reconciling the store with the processes actually alive."""
+    store = store or Store()
+    reconcile(store)
+    return store.list_runs()
+
+
+# ---- reconciliation -----------------------------------------------------------------------------
+
+def reconcile(store: Store | None = None) -> dict[str, list[str]]:
+    """Reap finished children, mark vanished workers `lost`, start queued runs while slots are free.
+
+    Returns {"lost": [...], "started": [...]} run ids.
+    """
+    store = store or Store()
+    _reap_children()
+    lost = _mark_lost(store)
+    started = []
+    while (run_id := _claim_queued(store)) is not None:
+        _spawn(store, run_id)
+        started.append(run_id)
+    return {"lost": lost, "started": started}
+
+
+def _reap_children() -> None:
+    for pid in list(_CHILDREN):
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # already reaped elsewhere
+            done, status = pid, None
+        if done == pid:
+            proc = _CHILDREN.pop(pid)
+            # Reaped here: tell Popen, so it never waits on (or warns about) this pid again.
+            proc.returncode = os.waitstatus_to_exitcode(status) if status is not None else -1
+
+
+def pid_alive(pid: int) -> bool:
+    """True when `pid` is a live process (a zombie counts as dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): os.kill said it exists
+
+
+def _mark_lost(store: Store) -> list[str]:
+    now = time.time()
+    lost = []
+    for run in store.list_runs("running"):
+        beat = run.heartbeat or run.started or run.created
+        if run.pid is None:
+            gone = now - beat > START_GRACE_SECONDS
+            why = "its worker never started"
+        else:
+            gone = not pid_alive(run.pid) or now - beat > LOST_AFTER_SECONDS
+            why = (f"its worker (pid {run.pid}) ended without reporting a result (killed, or out of memory?)"
+                   if not pid_alive(run.pid) else f"its worker sent no heartbeat for {now - beat:.0f} s")
+        if not gone:
+            continue
+        with store.transaction(immediate=True) as conn:
+            cur = conn.execute("UPDATE runs SET status='lost', ended=?, error=? WHERE id=? AND status='running' "
+                               "AND pid IS ?", (now, f"lost: {why}; resume it to continue from the last checkpoint",
+                                                run.id, run.pid))
+        if cur.rowcount:
+            store.log_event(run.id, f"marked lost: {why}", "warning")
+            lost.append(run.id)
+    return lost
+
+
+def _claim_queued(store: Store) -> str | None:
+    """Atomically move the oldest queued run to `running` (pid unknown yet) if a slot is free."""
+    limit = max_concurrent()
+    with store.transaction(immediate=True) as conn:
+        running = conn.execute("SELECT COUNT(*) FROM runs WHERE status='running'").fetchone()[0]
+        if running >= limit:
+            return None
+        row = conn.execute("SELECT id FROM runs WHERE status='queued' ORDER BY created, id LIMIT 1").fetchone()
+        if row is None:
+            return None
+        now = time.time()
+        conn.execute("UPDATE runs SET status='running', pid=NULL, started=?, heartbeat=?, ended=NULL WHERE id=?",
+                     (now, now, row["id"]))
+        return row["id"]
+
+
+def _spawn(store: Store, run_id: str) -> None:
+    directory = run_dir(run_id)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH")) if p)
+    env["STUDIO_WORKSPACE"] = str(workspace_dir())
+    try:
+        with open(directory / "log.txt", "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "studio.training.worker", str(directory)],
+                cwd=_PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+    except OSError as e:
+        store.set_status(run_id, "failed", error=f"could not start the worker process: {e}")
+        return
+    _CHILDREN[proc.pid] = proc
+    with store.transaction(immediate=True) as conn:  # the worker may already have written its own pid
+        conn.execute("UPDATE runs SET pid=? WHERE id=? AND pid IS NULL AND status='running'", (proc.pid, run_id))
+    store.log_event(run_id, f"worker started (pid {proc.pid})")
+

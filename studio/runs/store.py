@@ -1,0 +1,373 @@
+"""The run store: one SQLite database (WAL) at workspace/studio.db holding runs, metrics and events.
+
+It is the only thing the pages, the CLI and the workers share besides the run directories. Every
+method opens (or reuses, per thread) its own connection, so Streamlit fragments running on other
+threads can read safely while a worker writes. Metric writes go through a `MetricWriter` that
+buffers rows and commits them in batches; reads are incremental ("run R since step S") and hit the
+(run_id, step) index.
+
+    >>> store = Store()                                   # workspace_dir()/"studio.db"
+    >>> rows = store.read_metrics(run_id, since_step=120, keys=["train_loss"])
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from studio.errors import TrainError
+from studio.workspace import workspace_dir
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 10_000
+STATUSES = ("queued", "running", "completed", "stopped", "failed", "diverged", "lost")
+ACTIVE_STATUSES = ("queued", "running")
+RESUMABLE_STATUSES = ("stopped", "failed", "diverged", "lost")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created REAL NOT NULL,
+    started REAL,
+    ended REAL,
+    pid INTEGER,
+    heartbeat REAL,
+    graph TEXT NOT NULL,              -- the graph document (studio.graph/1 JSON)
+    config TEXT NOT NULL,             -- TrainConfig.to_dict() as JSON
+    dataset_id TEXT NOT NULL,
+    error TEXT,                       -- one human sentence when failed / diverged
+    traceback TEXT,
+    best_metric REAL,
+    best_metric_name TEXT,
+    step INTEGER NOT NULL DEFAULT 0,  -- last step whose metrics were committed
+    total_steps INTEGER
+);
+CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    split TEXT NOT NULL,              -- train | val | probe
+    key TEXT NOT NULL,
+    value REAL,                       -- NULL stands for NaN (SQLite cannot store NaN)
+    wall_time REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS metrics_run_step ON metrics (run_id, step);
+CREATE TABLE IF NOT EXISTS events (
+    run_id TEXT NOT NULL,
+    time REAL NOT NULL,
+    level TEXT NOT NULL,              -- info | warning | error
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_run ON events (run_id, time);
+"""
+
+_RUN_COLUMNS = (
+    "id", "name", "status", "created", "started", "ended", "pid", "heartbeat", "graph", "config",
+    "dataset_id", "error", "traceback", "best_metric", "best_metric_name", "step", "total_steps",
+)
+_UPDATABLE = frozenset(_RUN_COLUMNS) - {"id", "created"}
+
+
+@dataclass(frozen=True)
+class Metric:
+    step: int
+    epoch: int
+    split: str
+    key: str
+    value: float
+    wall_time: float
+
+
+@dataclass(frozen=True)
+class Event:
+    time: float
+    level: str
+    message: str
+
+
+@dataclass
+class RunRecord:
+    """One row of `runs`; `graph` and `config` decoded from JSON."""
+
+    id: str
+    name: str
+    status: str
+    created: float
+    started: float | None
+    ended: float | None
+    pid: int | None
+    heartbeat: float | None
+    graph: dict
+    config: dict
+    dataset_id: str
+    error: str | None
+    traceback: str | None
+    best_metric: float | None
+    best_metric_name: str | None
+    step: int
+    total_steps: int | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> RunRecord:
+        d = dict(row)
+        d["graph"] = json.loads(d["graph"])
+        d["config"] = json.loads(d["config"])
+        return cls(**d)
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+
+def default_db_path() -> Path:
+    return workspace_dir() / "studio.db"
+
+
+class Store:
+    """Access to studio.db. Cheap to create; safe to share between threads (one connection each)."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path is not None else default_db_path()
+        self._local = threading.local()
+        self._ensure_schema()
+
+    # ---- connections --------------------------------------------------------------------------
+    def connect(self) -> sqlite3.Connection:
+        """This thread's connection (opened on first use). Autocommit mode; use `transaction()`."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        """Close this thread's connection (other threads close theirs when they end)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def transaction(self, immediate: bool = False) -> _Transaction:
+        return _Transaction(self.connect(), immediate)
+
+    def _ensure_schema(self) -> None:
+        conn = self.connect()
+        with self.transaction(immediate=True):
+            # executescript() would commit on its own; run statement by statement inside the transaction
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    conn.execute(stmt)
+            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row["value"]) > SCHEMA_VERSION:
+                raise TrainError(
+                    f"the run store {str(self.path)!r} has schema version {row['value']}, newer than this "
+                    f"studio's {SCHEMA_VERSION}; upgrade Neural Studio or point STUDIO_WORKSPACE elsewhere"
+                )
+
+    # ---- runs ---------------------------------------------------------------------------------
+    def create_run(self, run_id: str, *, name: str, graph: dict, config: dict, dataset_id: str,
+                   status: str = "queued", total_steps: int | None = None) -> None:
+        self.connect().execute(
+            "INSERT INTO runs (id, name, status, created, graph, config, dataset_id, total_steps) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, name, status, time.time(), json.dumps(graph), json.dumps(config), dataset_id, total_steps),
+        )
+
+    def get_run(self, run_id: str) -> RunRecord:
+        row = self.connect().execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        if row is None:
+            raise TrainError(f"no run with id {run_id!r}; list the runs with `python -m studio runs`")
+        return RunRecord.from_row(row)
+
+    def has_run(self, run_id: str) -> bool:
+        return self.connect().execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone() is not None
+
+    def list_runs(self, status: str | tuple[str, ...] | None = None) -> list[RunRecord]:
+        """Runs, newest first, optionally only those with the given status(es)."""
+        if status is None:
+            rows = self.connect().execute("SELECT * FROM runs ORDER BY created DESC, id DESC").fetchall()
+        else:
+            wanted = (status,) if isinstance(status, str) else tuple(status)
+            marks = ",".join("?" * len(wanted))
+            rows = self.connect().execute(
+                f"SELECT * FROM runs WHERE status IN ({marks}) ORDER BY created DESC, id DESC", wanted
+            ).fetchall()
+        return [RunRecord.from_row(r) for r in rows]
+
+    def update_run(self, run_id: str, **fields) -> None:
+        unknown = set(fields) - _UPDATABLE
+        if unknown:
+            raise TrainError(f"cannot update run fields {sorted(unknown)}; updatable: {sorted(_UPDATABLE)}")
+        for k in ("graph", "config"):
+            if k in fields and not isinstance(fields[k], str):
+                fields[k] = json.dumps(fields[k])
+        cols = ", ".join(f"{k}=?" for k in fields)
+        self.connect().execute(f"UPDATE runs SET {cols} WHERE id=?", (*fields.values(), run_id))
+
+    def set_status(self, run_id: str, status: str, *, error: str | None = None,
+                   traceback: str | None = None) -> None:
+        if status not in STATUSES:
+            raise TrainError(f"unknown run status {status!r}; expected one of {', '.join(STATUSES)}")
+        now = time.time()
+        fields: dict = {"status": status}
+        if status == "running":
+            fields.update(started=now, ended=None, error=None, traceback=None, heartbeat=now)
+        elif status != "queued":
+            fields.update(ended=now, error=error, traceback=traceback)
+        self.update_run(run_id, **fields)
+
+    def heartbeat(self, run_id: str) -> None:
+        self.connect().execute("UPDATE runs SET heartbeat=? WHERE id=?", (time.time(), run_id))
+
+    def delete_run(self, run_id: str) -> None:
+        with self.transaction():
+            conn = self.connect()
+            conn.execute("DELETE FROM metrics WHERE run_id=?", (run_id,))
+            conn.execute("DELETE FROM events WHERE run_id=?", (run_id,))
+            conn.execute("DELETE FROM runs WHERE id=?", (run_id,))
+
+    # ---- metrics ------------------------------------------------------------------------------
+    def write_metrics(self, run_id: str, rows: list[tuple[int, int, str, str, float, float]]) -> None:
+        """Insert (step, epoch, split, key, value, wall_time) rows in one transaction; moves runs.step."""
+        if not rows:
+            return
+        with self.transaction():
+            conn = self.connect()
+            conn.executemany(
+                "INSERT INTO metrics (run_id, step, epoch, split, key, value, wall_time) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, *r) for r in rows],
+            )
+            conn.execute("UPDATE runs SET step=MAX(step, ?) WHERE id=?", (max(r[0] for r in rows), run_id))
+
+    def read_metrics(self, run_id: str, *, since_step: int = -1, keys: list[str] | None = None,
+                     split: str | None = None) -> list[Metric]:
+        """Rows with step > since_step (optionally only `keys` / `split`), ordered by step.
+
+        A step's rows are committed together once the step is complete (see MetricWriter), so a
+        reader that remembers the last step it saw never misses a row.
+        """
+        sql = "SELECT step, epoch, split, key, value, wall_time FROM metrics WHERE run_id=? AND step>?"
+        params: list = [run_id, since_step]
+        if keys is not None:
+            if not keys:
+                return []
+            sql += f" AND key IN ({','.join('?' * len(keys))})"
+            params += list(keys)
+        if split is not None:
+            sql += " AND split=?"
+            params.append(split)
+        sql += " ORDER BY step, rowid"
+        return [Metric(r[0], r[1], r[2], r[3], _nan_if_null(r[4]), r[5])
+                for r in self.connect().execute(sql, params).fetchall()]
+
+    def metric_series(self, run_id: str, key: str) -> tuple[list[int], list[float]]:
+        rows = self.read_metrics(run_id, keys=[key])
+        return [m.step for m in rows], [m.value for m in rows]
+
+    def latest_metrics(self, run_id: str) -> dict[str, float]:
+        """The last value of every key (the run's final metrics once it has ended)."""
+        rows = self.connect().execute(
+            "SELECT key, value FROM metrics WHERE rowid IN "
+            "(SELECT MAX(rowid) FROM metrics WHERE run_id=? GROUP BY key)", (run_id,)
+        ).fetchall()
+        return {r["key"]: _nan_if_null(r["value"]) for r in rows}
+
+    def metric_keys(self, run_id: str) -> list[str]:
+        rows = self.connect().execute("SELECT DISTINCT key FROM metrics WHERE run_id=? ORDER BY key", (run_id,))
+        return [r["key"] for r in rows]
+
+    def truncate_metrics(self, run_id: str, after_step: int) -> int:
+        """Delete rows with step > after_step (a resumed run recomputes them); returns the count."""
+        with self.transaction():
+            cur = self.connect().execute("DELETE FROM metrics WHERE run_id=? AND step>?", (run_id, after_step))
+            self.connect().execute("UPDATE runs SET step=? WHERE id=?", (after_step, run_id))
+        return cur.rowcount
+
+    # ---- events -------------------------------------------------------------------------------
+    def log_event(self, run_id: str, message: str, level: str = "info") -> None:
+        self.connect().execute(
+            "INSERT INTO events (run_id, time, level, message) VALUES (?, ?, ?, ?)",
+            (run_id, time.time(), level, message),
+        )
+
+    def read_events(self, run_id: str, *, since_time: float = 0.0) -> list[Event]:
+        rows = self.connect().execute(
+            "SELECT time, level, message FROM events WHERE run_id=? AND time>? ORDER BY time, rowid",
+            (run_id, since_time),
+        ).fetchall()
+        return [Event(*r) for r in rows]
+
+
+def _nan_if_null(value: float | None) -> float:
+    return float("nan") if value is None else value
+
+
+class _Transaction:
+    """`with store.transaction():` BEGIN ... COMMIT, ROLLBACK on error (IMMEDIATE takes the write lock)."""
+
+    def __init__(self, conn: sqlite3.Connection, immediate: bool):
+        self.conn, self.immediate = conn, immediate
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE" if self.immediate else "BEGIN")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+class MetricWriter:
+    """Buffers metric rows and commits them in batches: every `flush_steps` steps or `flush_seconds`.
+
+    Only *complete* steps are flushed: `end_step(step)` declares that nothing more will be logged
+    at `step`, so readers using `since_step` never see half a step.
+    """
+
+    def __init__(self, store: Store, run_id: str, *, flush_steps: int = 50, flush_seconds: float = 0.5):
+        self.store, self.run_id = store, run_id
+        self.flush_steps, self.flush_seconds = flush_steps, flush_seconds
+        self._rows: list[tuple[int, int, str, str, float, float]] = []
+        self._complete_upto = -1
+        self._steps_pending = 0
+        self._last_flush = time.monotonic()
+
+    def log(self, step: int, epoch: int, split: str, metrics: dict[str, float]) -> None:
+        now = time.time()
+        for k, v in metrics.items():
+            self._rows.append((step, epoch, split, k, float(v), now))
+
+    def end_step(self, step: int) -> None:
+        """Everything for `step` has been logged; commit if a batch is due."""
+        self._complete_upto = step
+        self._steps_pending += 1
+        if self._steps_pending >= self.flush_steps or time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def flush(self, *, everything: bool = False) -> None:
+        """Commit the rows of complete steps (all rows with `everything=True`)."""
+        if everything:
+            ready, self._rows = self._rows, []
+        else:
+            ready = [r for r in self._rows if r[0] <= self._complete_upto]
+            self._rows = [r for r in self._rows if r[0] > self._complete_upto]
+        self.store.write_metrics(self.run_id, ready)
+        self._steps_pending = 0
+        self._last_flush = time.monotonic()
+
+    def close(self) -> None:
+        self.flush(everything=True)

@@ -1,0 +1,243 @@
+"""Callbacks: everything the loop does besides training.
+
+Order matters and `default_callbacks` gets it right: DivergenceGuard first (so nothing saves a NaN
+model), then StopRequest, EarlyStopping, the Checkpointer, the Prober and the MetricLogger last (it
+commits a step once every other callback has logged into it).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from studio.graph import atomic_write_bytes
+from studio.training.loop import Callback, Trainer
+
+CHECKPOINT_FORMAT = "studio.checkpoint/1"
+
+
+class MetricLogger(Callback):
+    """Per step: train_loss, lr, samples_per_sec (and grad_norm when clipping); per evaluation the
+    validation metrics; the confusion matrix of each evaluation goes to `confusion.jsonl`."""
+
+    def __init__(self, writer, *, log=None, run_dir: str | Path | None = None, store=None, run_id: str | None = None):
+        self.writer, self.log = writer, log or (lambda msg, level="info": None)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.store, self.run_id = store, run_id
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        s = trainer.state
+        self.log(f"training from step {s.step} to {s.total_steps} ({s.steps_per_epoch} steps per epoch, "
+                 f"batch size {trainer.config.batch_size}, device {trainer.device.type})")
+
+    def on_eval_end(self, trainer: Trainer, metrics: dict) -> None:
+        s = trainer.state
+        scalars = {k: v for k, v in metrics.items() if not isinstance(v, list)}
+        self.writer.log(s.step, s.epoch, "val", scalars)
+        confusion = next((v for k, v in metrics.items() if k.endswith("_confusion")), None)
+        if confusion is not None and self.run_dir is not None:
+            line = json.dumps({"step": s.step, "epoch": s.epoch, "matrix": confusion}) + "\n"
+            with open(self.run_dir / "confusion.jsonl", "a") as f:
+                f.write(line)
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in scalars.items())
+        self.log(f"step {s.step} epoch {s.epoch + 1}: {shown}")
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        s = trainer.state
+        row = {"train_loss": s.loss, "lr": s.lr, "samples_per_sec": s.samples_per_sec}
+        if s.grad_norm is not None:
+            row["grad_norm"] = s.grad_norm
+        self.writer.log(s.step, s.epoch, "train", row)
+        self.writer.end_step(s.step)
+        if s.eval_due:  # evaluations are rare and awaited: show them at once
+            self.writer.flush()
+        self._drain_notes(trainer)
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        self.writer.close()
+        self._drain_notes(trainer)
+
+    def _drain_notes(self, trainer: Trainer) -> None:
+        while trainer.notes:
+            level, message = trainer.notes.pop(0)
+            self.log(message, level)
+
+
+class DivergenceGuard(Callback):
+    """A NaN or Inf training loss ends the run as `diverged`, naming the step and the last good checkpoint."""
+
+    def __init__(self, checkpointer: Checkpointer | None = None):
+        self.checkpointer = checkpointer
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        s = trainer.state
+        if math.isfinite(s.loss):
+            return
+        last = self.checkpointer.last_step if self.checkpointer else None
+        where = f"the last good checkpoint is at step {last}" if last is not None else "no checkpoint was saved yet"
+        s.stop_reason = "diverged"
+        s.message = (f"the training loss became {s.loss} at step {s.step} (lr={s.lr:.3g}); lower the learning "
+                     f"rate, set grad_clip (e.g. 1.0) or add normalization; {where}")
+
+
+class StopRequest(Callback):
+    """Ends the run as `stopped` when the stop file appears (written by `stop_run`); polled every step."""
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        if trainer.state.stop_reason is None and os.path.exists(self.path):
+            trainer.state.stop_reason = "stopped"
+            trainer.state.message = f"stopped on request at step {trainer.state.step}"
+
+
+class EarlyStopping(Callback):
+    """Stops when the monitored validation metric has not improved by `min_delta` for `patience` evaluations."""
+
+    def __init__(self, metric: str, mode: str, patience: int, min_delta: float = 0.0):
+        self.metric, self.mode, self.patience, self.min_delta = metric, mode, patience, min_delta
+        self.best: float | None = None
+        self.bad_evals = 0
+
+    def on_eval_end(self, trainer: Trainer, metrics: dict) -> None:
+        value = metrics.get(self.metric)
+        if value is None or not math.isfinite(value):
+            return
+        if self.best is None or _improved(value, self.best, self.mode, self.min_delta):
+            self.best, self.bad_evals = value, 0
+            return
+        self.bad_evals += 1
+        if self.bad_evals >= self.patience and trainer.state.stop_reason is None:
+            trainer.state.stop_reason = "early_stopped"
+            trainer.state.message = (f"early stopping at step {trainer.state.step}: {self.metric} has not improved "
+                                     f"on {self.best:.4g} for {self.bad_evals} evaluations")
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "bad_evals": self.bad_evals}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.best, self.bad_evals = d["best"], d["bad_evals"]
+
+
+def _improved(value: float, best: float, mode: str, min_delta: float = 0.0) -> bool:
+    return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
+class Checkpointer(Callback):
+    """Writes `last.pt` (every `every` steps, or each epoch end when 0, and when the run ends) and
+    `best.pt` (when the monitored validation metric improves). State dicts and plain numbers only,
+    written atomically, loadable with `torch.load(path, weights_only=True)`."""
+
+    def __init__(self, directory: str | Path, *, every: int = 0, extra_state=None, on_best=None):
+        self.dir = Path(directory)
+        self.every = every
+        self.extra_state = extra_state or (lambda: {})  # more state to save (other callbacks')
+        self.on_best = on_best or (lambda name, value, step: None)
+        self.best: float | None = None
+        self.last_step: int | None = None
+
+    @property
+    def last_path(self) -> Path:
+        return self.dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.dir / "best.pt"
+
+    def on_eval_end(self, trainer: Trainer, metrics: dict) -> None:
+        value = metrics.get(trainer.monitor)
+        if value is None or not math.isfinite(value) or not math.isfinite(trainer.state.loss):
+            return
+        if self.best is None or _improved(value, self.best, trainer.monitor_mode):
+            self.best = value
+            self.save(trainer, self.best_path)
+            self.on_best(trainer.monitor, value, trainer.state.step)
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        if self.every > 0 and trainer.state.step % self.every == 0:
+            self.save_last(trainer)
+
+    def on_epoch_end(self, trainer: Trainer) -> None:
+        if self.every == 0:
+            self.save_last(trainer)
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        if trainer.state.stop_reason != "diverged" and self.last_step != trainer.state.step:
+            self.save_last(trainer)
+
+    def save_last(self, trainer: Trainer) -> None:
+        if trainer.state.stop_reason == "diverged" or not math.isfinite(trainer.state.loss):
+            return  # keep the last good checkpoint
+        self.save(trainer, self.last_path)
+        self.last_step = trainer.state.step
+
+    def save(self, trainer: Trainer, path: Path) -> None:
+        ckpt = {
+            "format": CHECKPOINT_FORMAT,
+            "model": trainer.model.state_dict(),
+            "optimizer": trainer.optimizer.state_dict(),
+            "schedule": trainer.schedule.state_dict(),
+            "scaler": trainer.scaler.state_dict(),
+            "position": trainer.state.position(),
+            "rng": rng_state(),
+            "best": self.best,
+            "callbacks": self.extra_state(),
+        }
+        buf = io.BytesIO()
+        torch.save(ckpt, buf)
+        atomic_write_bytes(path, buf.getvalue())
+
+    def state_dict(self) -> dict:
+        return {"best": self.best}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.best = d["best"]
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def restore_checkpoint(trainer: Trainer, ckpt: dict, callbacks: dict | None = None) -> None:
+    """Put model, optimizer, schedule, scaler, RNG, position and callback state back as saved."""
+    trainer.model.load_state_dict(ckpt["model"])
+    trainer.optimizer.load_state_dict(ckpt["optimizer"])
+    trainer.schedule.load_state_dict(ckpt["schedule"])
+    trainer.scaler.load_state_dict(ckpt["scaler"])
+    pos = ckpt["position"]
+    s = trainer.state
+    s.step, s.epoch, s.batch_in_epoch = pos["step"], pos["epoch"], pos["batch_in_epoch"]
+    set_rng_state(ckpt["rng"])
+    for name, cb in (callbacks or {}).items():
+        if name in ckpt["callbacks"]:
+            cb.load_state_dict(ckpt["callbacks"][name])
+
+
+def rng_state() -> dict:
+    """Every RNG the training touches, as tensors and plain lists (weights_only-loadable)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    }
+
+
+def set_rng_state(d: dict) -> None:
+    torch.set_rng_state(d["torch"])
+    if d["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(d["cuda"])
+    name, keys, *rest = d["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = d["python"]
+    random.setstate((version, tuple(internal), gauss))

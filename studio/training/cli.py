@@ -1,0 +1,176 @@
+"""The training commands of `python -m studio`: train, runs, stop, resume.
+
+`train` starts a background run like the Train page does, then follows it through the store with
+a plain-text progress bar on stderr; Ctrl-C asks the run to stop (a second Ctrl-C detaches and
+leaves it running). With --json it ends by printing one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from studio.runs.launcher import list_runs, reconcile, resume_run, run_dir, start_run, stop_run
+from studio.runs.store import ACTIVE_STATUSES, Store
+from studio.training.config import TrainConfig
+
+POLL_SECONDS = 0.5
+BAR_WIDTH = 24
+# Per-step bookkeeping that does not belong in a run's final summary.
+_NOT_FINAL = frozenset({"lr", "samples_per_sec", "grad_norm"})
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from studio.graph import load_graph
+
+    graph = load_graph(args.graph)
+    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "seed")
+                 if getattr(args, k, None) is not None}
+    config = TrainConfig(**overrides)
+    config.validate()
+    store = Store()
+    run_id = start_run(graph, args.data, config, name=getattr(args, "name", None), store=store)
+    print(f"run {run_id}: {graph.name} on {args.data} (logs: {run_dir(run_id) / 'log.txt'})", file=sys.stderr)
+    run = follow(run_id, store, Progress(sys.stderr))
+    summary = final_summary(run_id, store)
+    if getattr(args, "json", False):
+        print(json.dumps(summary))
+    else:
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in summary.items() if isinstance(v, float))
+        print(f"run {run_id} {run.status} at step {run.step}" + (f": {shown}" if shown else ""), file=sys.stderr)
+    if run.error:
+        print(f"error: {run.error}", file=sys.stderr)
+    return 0 if run.status == "completed" else 1
+
+
+def follow(run_id: str, store: Store, progress: Progress | None = None):
+    """Poll the store until the run ends; returns its final RunRecord. Ctrl-C requests a stop."""
+    last_step, latest = -1, {}
+    interrupted = False
+    while True:
+        try:
+            reconcile(store)
+            run = store.get_run(run_id)
+            for m in store.read_metrics(run_id, since_step=last_step):
+                latest[m.key] = m.value
+                latest["epoch"] = m.epoch
+                last_step = m.step
+            if progress is not None:
+                progress.update(run, latest)
+            if run.status not in ACTIVE_STATUSES:
+                if progress is not None:
+                    progress.close()
+                return run
+            time.sleep(POLL_SECONDS)
+        except KeyboardInterrupt:
+            if interrupted:
+                print(f"\ndetached; run {run_id} keeps going in the background "
+                      f"(python -m studio stop {run_id})", file=sys.stderr)
+                raise
+            interrupted = True
+            print(f"\nstopping run {run_id} after its current step (Ctrl-C again to detach)...", file=sys.stderr)
+            stop_run(run_id, store=store)
+
+
+def final_summary(run_id: str, store: Store) -> dict:
+    """run_id, status, step and the last value of every metric (val_accuracy, val_loss, train_loss, ...)."""
+    run = store.get_run(run_id)
+    out: dict = {"run_id": run_id, "status": run.status, "step": run.step, "total_steps": run.total_steps}
+    out.update({k: v for k, v in sorted(store.latest_metrics(run_id).items()) if k not in _NOT_FINAL})
+    if run.best_metric_name:
+        out["best_metric_name"], out["best_metric"] = run.best_metric_name, run.best_metric
+    if run.error:
+        out["error"] = run.error
+    return out
+
+
+class Progress:
+    """A one-line progress bar redrawn with '\\r' on a terminal; one line per epoch otherwise."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self._last_epoch = None
+        self._drawn = False
+        self._line, self._written = "", ""
+
+    def update(self, run, latest: dict) -> None:
+        if run.status == "queued":
+            line = "queued: waiting for a free slot (python -m studio runs)"
+        else:
+            total = run.total_steps or 0
+            frac = min(1.0, run.step / total) if total else 0.0
+            filled = int(frac * BAR_WIDTH)
+            parts = [f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {frac:4.0%}",
+                     f"step {run.step}/{total or '?'}", f"epoch {int(latest.get('epoch', 0)) + 1}"]
+            for key in ("train_loss", "val_loss", "val_accuracy", "val_token_accuracy", "val_mae"):
+                if key in latest:
+                    parts.append(f"{key} {latest[key]:.4f}")
+            if "samples_per_sec" in latest:
+                parts.append(f"{latest['samples_per_sec']:.0f} samples/s")
+            line = "  ".join(parts)
+        self._line = line
+        if self.tty:
+            self.stream.write("\r" + line[:160].ljust(100))
+            self._drawn = True
+        elif latest.get("epoch") != self._last_epoch and line != self._written:
+            self._write_line(line)
+            self._last_epoch = latest.get("epoch")
+        self.stream.flush()
+
+    def _write_line(self, line: str) -> None:
+        self.stream.write(line + "\n")
+        self._written = line
+
+    def close(self) -> None:
+        if self.tty and self._drawn:
+            self.stream.write("\n")
+        elif not self.tty and self._line and self._line != self._written:
+            self._write_line(self._line)  # the final state
+        self.stream.flush()
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    runs = list_runs()
+    if getattr(args, "json", False):
+        print(json.dumps([{"id": r.id, "name": r.name, "status": r.status, "dataset_id": r.dataset_id,
+                           "step": r.step, "total_steps": r.total_steps, "created": r.created,
+                           "best_metric_name": r.best_metric_name, "best_metric": r.best_metric,
+                           "error": r.error} for r in runs]))
+        return 0
+    if not runs:
+        print("no runs yet; start one with: python -m studio train GRAPH.json --data digits")
+        return 0
+    rows = [("id", "status", "step", "best", "name")]
+    for r in runs:
+        best = f"{r.best_metric_name}={r.best_metric:.4g}" if r.best_metric_name else "-"
+        rows.append((r.id, r.status, f"{r.step}/{r.total_steps or '?'}", best, r.name))
+    widths = [max(len(row[c]) for row in rows) for c in range(4)]
+    for row in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row[:4], widths, strict=True)) + "  " + row[4])
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    status = stop_run(args.run_id)
+    message = ("stop requested; the run stops after its current step and keeps a checkpoint"
+               if status == "running" else f"run is {status}")
+    _report(args, {"run_id": args.run_id, "status": status, "message": message})
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    status = resume_run(args.run_id)
+    message = ("running again from its last checkpoint (from the start if it had none)" if status == "running"
+               else "queued; it continues from its last checkpoint when a slot frees")
+    _report(args, {"run_id": args.run_id, "status": status, "message": message})
+    return 0
+
+
+def _report(args: argparse.Namespace, d: dict) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(d))
+    else:
+        print(f"run {d['run_id']}: {d['message']}")

@@ -1,0 +1,251 @@
+"""TrainConfig: everything a run needs besides the graph and the dataset.
+
+A plain dataclass saved as `config.json` in the run directory. Each field carries its own schema
+(kind, default, bounds, choices, help) in `dataclasses.field(metadata=...)`, so the Train page can
+generate its form from `config_schema()` and `validate()` can check bounds without a second list.
+
+    >>> cfg = TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, epochs=5)
+    >>> cfg.validate()            # raises ConfigError listing every problem
+    []
+    >>> TrainConfig.from_dict(cfg.to_dict()) == cfg
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import MISSING, dataclass, field, fields
+
+from studio.errors import TrainError
+
+CONFIG_VERSION = 1
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+SCHEDULES = ("none", "step", "multistep", "exponential", "cosine", "onecycle", "plateau")
+INITS = ("default", "xavier", "kaiming", "normal")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("fp32", "bf16", "fp16")
+MONITOR_MODES = ("auto", "min", "max")
+# Metrics where larger is better; every other monitored metric is minimised under mode "auto".
+MAXIMIZED_METRICS = frozenset({"val_accuracy", "val_token_accuracy", "train_accuracy"})
+
+
+def _f(default, kind: str, help: str, *, min=None, max=None, min_exclusive=False, choices=None,
+       advanced: bool = False, group: str = "training"):
+    """A dataclass field with its form/validation schema in metadata."""
+    meta = {"kind": kind, "help": help, "min": min, "max": max, "min_exclusive": min_exclusive,
+            "choices": choices, "advanced": advanced, "group": group}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+class ConfigError(TrainError):
+    """A TrainConfig with problems; `.problems` lists every (field, message)."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = list(problems)
+        super().__init__("invalid training configuration:\n" + "\n".join(f"  {f}: {m}" for f, m in self.problems))
+
+    def __reduce__(self):
+        return (type(self), (self.problems,))
+
+
+@dataclass
+class TrainConfig:
+    version: int = _f(CONFIG_VERSION, "int", "Format version of this config document.", advanced=True,
+                      group="meta")
+
+    # ---- optimizer ----
+    optimizer: str = _f("adam", "choice", "Optimizer: SGD (with momentum / Nesterov), Adam, AdamW, RMSprop or Adagrad.",
+                        choices=OPTIMIZERS, group="optimizer")
+    lr: float = _f(1e-3, "float", "Base learning rate (the peak for one-cycle).", min=0.0, min_exclusive=True,
+                   group="optimizer")
+    weight_decay: float = _f(0.0, "float", "L2 penalty (decoupled for AdamW).", min=0.0, max=1.0, group="optimizer")
+    momentum: float = _f(0.9, "float", "Momentum for SGD and RMSprop; ignored by the others.", min=0.0, max=1.0,
+                         group="optimizer")
+    nesterov: bool = _f(False, "bool", "Nesterov momentum (SGD with momentum > 0 only).", group="optimizer",
+                        advanced=True)
+    betas: list = _f([0.9, 0.999], "floats", "Adam/AdamW (beta1, beta2): decay rates of the moment estimates.",
+                     min=0.0, max=1.0, group="optimizer", advanced=True)
+
+    # ---- learning-rate schedule (all counted in optimizer steps) ----
+    schedule: str = _f("none", "choice", "Learning-rate schedule applied after the warmup.", choices=SCHEDULES,
+                       group="schedule")
+    warmup_steps: int = _f(0, "int", "Linear warmup from 0 to lr over this many steps, in front of any schedule.",
+                           min=0, group="schedule")
+    step_size: int = _f(1000, "int", "step: multiply lr by gamma every step_size steps.", min=1, group="schedule",
+                        advanced=True)
+    milestones: list = _f([], "ints", "multistep: steps (after warmup) at which lr is multiplied by gamma.",
+                          min=1, group="schedule", advanced=True)
+    gamma: float = _f(0.1, "float", "step / multistep / exponential: the multiplicative decay factor.",
+                      min=0.0, min_exclusive=True, max=1.0, group="schedule", advanced=True)
+    min_lr: float = _f(0.0, "float", "cosine: the learning rate reached at the last step.", min=0.0,
+                       group="schedule", advanced=True)
+    plateau_factor: float = _f(0.1, "float", "plateau: multiply lr by this when the monitored metric stalls.",
+                               min=0.0, min_exclusive=True, max=1.0, group="schedule", advanced=True)
+    plateau_patience: int = _f(2, "int", "plateau: evaluations without improvement before lowering lr.", min=0,
+                               group="schedule", advanced=True)
+
+    # ---- length and batches ----
+    epochs: int = _f(10, "int", "Passes over the training split (ignored when max_steps > 0).", min=1,
+                     max=100_000)
+    max_steps: int = _f(0, "int", "Stop after this many optimizer steps; 0 = train for `epochs`.", min=0)
+    batch_size: int = _f(64, "int", "Samples per optimizer step.", min=1, max=1_000_000)
+
+    # ---- regularisation and initialisation ----
+    grad_clip: float = _f(0.0, "float", "Clip the global gradient norm to this value; 0 = no clipping.", min=0.0,
+                          advanced=True)
+    label_smoothing: float = _f(0.0, "float", "Classification / token targets: label smoothing in the training loss.",
+                                min=0.0, max=1.0, min_exclusive=False, advanced=True)
+    init: str = _f("default", "choice",
+                   "Weight initialisation: PyTorch default, Xavier, Kaiming (He) or normal(0, 0.02).",
+                   choices=INITS, advanced=True)
+
+    # ---- monitoring, best checkpoint, early stopping ----
+    monitor: str = _f("auto", "str", "Validation metric for the best checkpoint, early stopping and plateau "
+                      "('auto' = val_accuracy for classification, val_loss otherwise).", group="monitor")
+    monitor_mode: str = _f("auto", "choice", "Whether the monitored metric should go down (min) or up (max); "
+                           "'auto' infers it from the name.", choices=MONITOR_MODES, group="monitor", advanced=True)
+    patience: int = _f(0, "int", "Early stopping: evaluations without improvement before stopping; 0 = off.",
+                       min=0, group="monitor")
+    min_delta: float = _f(0.0, "float", "Early stopping: the smallest change that counts as an improvement.",
+                          min=0.0, group="monitor", advanced=True)
+
+    # ---- reproducibility and hardware ----
+    seed: int = _f(0, "int", "Seeds weights, data order, dropout and augmentation.", min=0, max=2**31 - 1,
+                   group="system")
+    device: str = _f("auto", "choice", "Where to train: 'auto' picks cuda, then mps, then cpu.", choices=DEVICES,
+                     group="system")
+    precision: str = _f("fp32", "choice", "fp32, or mixed precision with autocast: bf16 (CPU or recent GPUs) or "
+                        "fp16 (CUDA, with loss scaling).", choices=PRECISIONS, group="system", advanced=True)
+
+    # ---- what gets recorded ----
+    eval_every: int = _f(0, "int", "Evaluate on the validation split every N steps; 0 = at each epoch end.",
+                         min=0, group="recording")
+    probe_every: int = _f(0, "int", "Extra probe snapshots every N steps (probes always run at epoch ends); "
+                          "0 = epoch ends only.", min=0, group="recording")
+    probes: bool = _f(True, "bool", "Record feature maps, attention, weight/gradient histograms.",
+                      group="recording")
+    checkpoint_every: int = _f(0, "int", "Save the 'last' checkpoint every N steps; 0 = at each epoch end.",
+                               min=0, group="recording")
+
+    # ---- documents ----
+    def to_dict(self) -> dict:
+        return {f.name: (list(getattr(self, f.name)) if isinstance(getattr(self, f.name), (list, tuple))
+                         else getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        """Build from a document; unknown keys and newer versions are errors (never ignored silently)."""
+        if not isinstance(d, dict):
+            raise ConfigError([("config", f"must be a JSON object, got {type(d).__name__}")])
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known, key=str)
+        if unknown:
+            raise ConfigError([(str(k), f"unknown setting {k!r}; known settings are {', '.join(sorted(known))}")
+                               for k in unknown])
+        version = d.get("version", CONFIG_VERSION)
+        if isinstance(version, int) and version > CONFIG_VERSION:
+            raise ConfigError([("version", f"config version {version} is newer than this studio's "
+                                           f"{CONFIG_VERSION}; upgrade Neural Studio")])
+        return cls(**{k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()})
+
+    def replace(self, **changes) -> TrainConfig:
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+    # ---- validation ----
+    def validate(self, *, raise_on_error: bool = True) -> list[tuple[str, str]]:
+        """Every (field, message) problem. Raises ConfigError listing all of them unless told not to."""
+        problems: list[tuple[str, str]] = []
+        for f in fields(self):
+            msg = _check_field(f, getattr(self, f.name))
+            if msg:
+                problems.append((f.name, msg))
+        bad = {name for name, _ in problems}
+        if "nesterov" not in bad and self.nesterov and (self.optimizer != "sgd" or not self.momentum > 0):
+            problems.append(("nesterov", f"nesterov=True needs optimizer='sgd' with momentum > 0, got "
+                                         f"optimizer={self.optimizer!r}, momentum={self.momentum}; set nesterov=False "
+                                         "or use SGD with momentum"))
+        if "milestones" not in bad and self.schedule == "multistep":
+            if not self.milestones:
+                problems.append(("milestones", "schedule='multistep' needs at least one milestone step, got []; "
+                                               "e.g. milestones=[1000, 2000]"))
+            elif list(self.milestones) != sorted(set(self.milestones)):
+                problems.append(("milestones", f"milestones must be strictly increasing, got {list(self.milestones)}"))
+        if ("min_lr" not in bad and "lr" not in bad and self.schedule == "cosine" and self.min_lr >= self.lr):
+            problems.append(("min_lr", f"min_lr={self.min_lr} must be below lr={self.lr} for the cosine schedule"))
+        if "max_steps" not in bad and "warmup_steps" not in bad and 0 < self.max_steps <= self.warmup_steps:
+            problems.append(("warmup_steps", f"warmup_steps={self.warmup_steps} covers the whole run "
+                                             f"(max_steps={self.max_steps}); use fewer warmup steps"))
+        if "precision" not in bad and "device" not in bad:
+            if self.device == "cpu" and self.precision == "fp16":
+                problems.append(("precision", "precision='fp16' needs a CUDA device (loss scaling); on the CPU use "
+                                              "'bf16' or 'fp32'"))
+            if self.device == "mps" and self.precision != "fp32":
+                problems.append(("precision", f"precision={self.precision!r} is not supported on 'mps' here; use "
+                                              "'fp32'"))
+        if "monitor" not in bad and self.monitor != "auto" and not self.monitor.startswith(("val_", "train_")):
+            problems.append(("monitor", f"monitor={self.monitor!r} is not a metric name; use 'auto' or a "
+                                        "validation metric such as 'val_loss' or 'val_accuracy'"))
+        if problems and raise_on_error:
+            raise ConfigError(problems)
+        return problems
+
+    def resolved_monitor(self, task: str) -> tuple[str, str]:
+        """(metric name, 'min' or 'max') for this task."""
+        name = self.monitor
+        if name == "auto":
+            name = "val_accuracy" if task == "classification" else "val_loss"
+        mode = self.monitor_mode
+        if mode == "auto":
+            mode = "max" if name in MAXIMIZED_METRICS else "min"
+        return name, mode
+
+
+def _check_field(f, value) -> str | None:
+    m = f.metadata
+    kind = m["kind"]
+    if kind == "choice":
+        if value not in m["choices"]:
+            return f"{f.name}={value!r} is not one of {', '.join(map(repr, m['choices']))}"
+        return None
+    if kind == "bool":
+        return None if isinstance(value, bool) else f"{f.name} must be true or false, got {value!r}"
+    if kind == "str":
+        return None if isinstance(value, str) and value else f"{f.name} must be a non-empty string, got {value!r}"
+    if kind in ("floats", "ints"):
+        if not isinstance(value, (list, tuple)):
+            return f"{f.name} must be a list, got {value!r}"
+        if f.name == "betas" and len(value) != 2:
+            return f"betas must be two numbers (beta1, beta2), got {list(value)}"
+        for v in value:
+            msg = _check_number(f.name, v, "int" if kind == "ints" else "float", m, upper_open=f.name == "betas")
+            if msg:
+                return msg
+        return None
+    return _check_number(f.name, value, kind, m)
+
+
+def _check_number(name: str, v, kind: str, m: dict, upper_open: bool = False) -> str | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind == "int" and not isinstance(v, int)):
+        want = "an integer" if kind == "int" else "a number"
+        return f"{name} must be {want}, got {v!r}"
+    if isinstance(v, float) and not math.isfinite(v):
+        return f"{name} must be finite, got {v}"
+    lo, hi = m["min"], m["max"]
+    if lo is not None and (v < lo or (m["min_exclusive"] and v == lo)):
+        op = ">" if m["min_exclusive"] else ">="
+        return f"{name}={v} is out of range; expected {name} {op} {lo}"
+    if hi is not None and (v > hi or (upper_open and v >= hi)):
+        op = "<" if upper_open else "<="
+        return f"{name}={v} is out of range; expected {name} {op} {hi}"
+    return None
+
+
+def config_schema() -> list[dict]:
+    """One dict per field, in form order: name, kind, default, min, max, choices, help, advanced, group."""
+    out = []
+    for f in fields(TrainConfig):
+        default = f.default if f.default is not MISSING else f.default_factory()
+        out.append({"name": f.name, "default": default, **f.metadata})
+    return out

@@ -1,0 +1,231 @@
+"""The worker process: `python -m studio.training.worker RUN_DIR` trains one run and exits.
+
+It depends only on the run directory (graph.json, config.json, run.json naming the run id, the
+dataset and the store) and the store itself, so any launcher that can start a process next to
+them can run it. It heartbeats every ~2 s, honours the stop file, resumes from checkpoints/last.pt
+when one exists, and always leaves the run in a final status with a human message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from studio.errors import DataError, GraphError, StudioError, TrainError
+from studio.runs.launcher import STOP_FILE, reconcile
+from studio.runs.store import MetricWriter, Store
+from studio.training.callbacks import (
+    Checkpointer,
+    DivergenceGuard,
+    EarlyStopping,
+    MetricLogger,
+    StopRequest,
+    load_checkpoint,
+    restore_checkpoint,
+)
+from studio.training.config import TrainConfig
+from studio.training.loop import Task, Trainer
+from studio.training.optim import init_weights, resolve_device
+from studio.training.probes import Prober
+
+HEARTBEAT_SECONDS = 2.0
+PROBE_SAMPLES = 8
+FINAL_STATUS = {"completed": "completed", "early_stopped": "completed", "stopped": "stopped",
+                "diverged": "diverged"}
+
+
+class RunLog:
+    """Appends timestamped lines to log.txt and mirrors them as events in the store."""
+
+    def __init__(self, path: Path, store: Store, run_id: str):
+        self.path, self.store, self.run_id = path, store, run_id
+
+    def __call__(self, message: str, level: str = "info") -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with open(self.path, "a") as f:
+            f.write(f"{stamp} {level.upper():7} {message}\n")
+        self.store.log_event(self.run_id, message, level)
+
+
+class Heartbeat:
+    """A daemon thread updating runs.heartbeat every `interval` seconds (its own DB connection)."""
+
+    def __init__(self, store: Store, run_id: str, interval: float = HEARTBEAT_SECONDS):
+        self.store, self.run_id, self.interval = store, run_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="studio-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        import sqlite3
+
+        while not self._stop.wait(self.interval):
+            try:
+                self.store.heartbeat(self.run_id)
+            except sqlite3.OperationalError:
+                pass  # the database stayed locked past busy_timeout; the next beat tries again
+        self.store.close()
+
+
+def build_trainer(run_dir: Path, meta: dict, store: Store, log: RunLog) -> tuple[Trainer, dict]:
+    """Everything from the run directory to a ready Trainer (restored from last.pt when present)."""
+    from studio.compile import compile_graph
+    from studio.data import get_dataset
+    from studio.graph import load_graph
+
+    run_id = meta["run_id"]
+    cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    cfg.validate()
+    graph = load_graph(run_dir / "graph.json")
+    device = resolve_device(cfg.device)
+    data = get_dataset(meta["dataset_id"], workspace=meta.get("workspace"), seed=cfg.seed,
+                       options=meta.get("dataset_options") or None)
+    _check_fits(graph, data.info, log)
+
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    model = compile_graph(graph, seed=cfg.seed, device=device)
+    init_weights(model, cfg.init)
+    task = Task(data.info.task, num_classes=data.info.num_classes, label_smoothing=cfg.label_smoothing)
+
+    monitor, mode = cfg.resolved_monitor(task.kind)
+    guard = DivergenceGuard()
+    stateful: dict = {}
+    checkpointer = Checkpointer(
+        run_dir / "checkpoints", every=cfg.checkpoint_every,
+        extra_state=lambda: {k: cb.state_dict() for k, cb in stateful.items()},
+        on_best=lambda name, value, step: store.update_run(run_id, best_metric=value, best_metric_name=name),
+    )
+    guard.checkpointer = checkpointer
+    stateful["checkpointer"] = checkpointer
+    callbacks = [guard, StopRequest(run_dir / STOP_FILE)]
+    if cfg.patience > 0:
+        stateful["early_stopping"] = EarlyStopping(monitor, mode, cfg.patience, cfg.min_delta)
+        callbacks.append(stateful["early_stopping"])
+    callbacks.append(checkpointer)
+    if cfg.probes:
+        callbacks.append(Prober(run_dir / "probes", data.probe_batch(PROBE_SAMPLES), every=cfg.probe_every))
+    writer = MetricWriter(store, run_id)
+    callbacks.append(MetricLogger(writer, log=log, run_dir=run_dir))
+
+    trainer = Trainer(model, data, cfg, task=task, callbacks=callbacks, device=device)
+    if checkpointer.last_path.exists():
+        ckpt = load_checkpoint(checkpointer.last_path, map_location=device)
+        restore_checkpoint(trainer, ckpt, stateful)
+        checkpointer.last_step = trainer.state.step
+        dropped = store.truncate_metrics(run_id, trainer.state.step)
+        _truncate_confusion(run_dir / "confusion.jsonl", trainer.state.step)
+        log(f"resumed from the checkpoint at step {trainer.state.step}"
+            + (f" ({dropped} metric rows logged after it will be recomputed)" if dropped else ""))
+    store.update_run(run_id, total_steps=trainer.state.total_steps)
+    return trainer, stateful
+
+
+def _check_fits(graph, info, log: RunLog) -> None:
+    """The graph's input and output against the dataset, before any work: GraphError naming the nodes."""
+    from studio.analysis import analyze
+    from studio.data import check_graph_fits
+
+    issues = check_graph_fits(graph, analyze(graph), info)
+    for issue in issues:
+        if issue.severity == "warning":
+            log(str(issue), "warning")
+    errors = [i for i in issues if i.severity == "error"]
+    if errors:
+        raise GraphError(errors)
+
+
+def _truncate_confusion(path: Path, after_step: int) -> None:
+    if not path.exists():
+        return
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    kept = []
+    for ln in lines:
+        try:
+            if json.loads(ln)["step"] <= after_step:
+                kept.append(ln)
+        except (json.JSONDecodeError, KeyError):
+            continue  # a line cut short by a killed worker
+    path.write_text("".join(k + "\n" for k in kept))
+
+
+def human_message(exc: BaseException, batch_size: int | None) -> str:
+    """One sentence for the run's error field: what went wrong and what to try."""
+    text = str(exc)
+    oom = isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and ("out of memory" in text.lower() or "can't allocate memory" in text))
+    if oom or isinstance(exc, MemoryError):
+        smaller = f" (e.g. batch_size={max(1, batch_size // 2)} instead of {batch_size})" if batch_size else ""
+        return f"ran out of memory; try a smaller batch size{smaller} or a smaller model"
+    if isinstance(exc, (StudioError, DataError, GraphError, TrainError)):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def run(run_dir: str | Path) -> str:
+    """Train the run in `run_dir` to a final status and return it."""
+    run_dir = Path(run_dir).resolve()
+    meta = json.loads((run_dir / "run.json").read_text())
+    run_id = meta["run_id"]
+    store = Store(meta["db"])
+    log = RunLog(run_dir / "log.txt", store, run_id)
+    now = time.time()
+    store.update_run(run_id, status="running", pid=os.getpid(), started=now, heartbeat=now, ended=None,
+                     error=None, traceback=None)
+    # SIGTERM (e.g. the machine shutting down) stops like the Stop button: finish the step, checkpoint.
+    signal.signal(signal.SIGTERM, lambda *_: (run_dir / STOP_FILE).touch())
+    batch_size = None
+    status = "failed"
+    with Heartbeat(store, run_id):
+        try:
+            cfg_doc = json.loads((run_dir / "config.json").read_text())
+            batch_size = cfg_doc.get("batch_size") if isinstance(cfg_doc, dict) else None
+            trainer, _ = build_trainer(run_dir, meta, store, log)
+            state = trainer.fit()
+            status = FINAL_STATUS[state.stop_reason]
+            log(state.message, "error" if status == "diverged" else "info")
+            store.set_status(run_id, status, error=state.message if status == "diverged" else None)
+        except BaseException as exc:  # every failure ends as a recorded status, never a silent exit
+            message = human_message(exc, batch_size)
+            tb = traceback.format_exc()
+            with open(run_dir / "log.txt", "a") as f:
+                f.write(tb)
+            log(f"failed: {message}", "error")
+            store.set_status(run_id, "failed", error=message, traceback=tb)
+            status = "failed"
+    (run_dir / STOP_FILE).unlink(missing_ok=True)
+    # A slot just freed: start the next queued run (this process exits; init adopts that worker).
+    reconcile(store)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m studio.training.worker RUN_DIR", file=sys.stderr)
+        return 2
+    torch.set_num_threads(1)
+    status = run(argv[0])
+    return 0 if status in ("completed", "stopped") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
