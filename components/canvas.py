@@ -1,0 +1,300 @@
+"""The graph canvas: the current graph drawn with streamlit-flow, and the browser's edits read back.
+
+The component returns its whole state (nodes, edges, selection, timestamp) after every change, with
+no event type, and it keeps returning its last value on every rerun. So (FIELD-NOTES.md):
+
+- a browser state is adopted only when its timestamp is newer than the last one read, and then
+  diffed against the graph (moved, deleted, connected, disconnected);
+- Python pushes a new picture only when what it would draw differs from what the browser shows,
+  with a timestamp just above the browser's last one (the component adopts `args.timestamp >=
+  its own`); otherwise it sends timestamp 0, which the component ignores;
+- the selected node is kept here, changed only when a node id comes back.
+
+Node labels are markdown rendered with raw HTML enabled in the component, so every string in them
+is escaped (`md_escape`).
+"""
+
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+from streamlit_flow import StreamlitFlowEdge, StreamlitFlowNode, StreamlitFlowState, streamlit_flow
+from streamlit_flow.layouts import ManualLayout
+
+from studio.analysis import Analysis
+from studio.errors import GraphError
+from studio.graph import Edge, Graph
+from studio.layers import CATEGORY_COLORS, REGISTRY, fmt_shape
+
+FLOW_KEY = "studio_build_flow"  # the component's own key: differs from every session-state key below
+_SELECTED = "studio.build.selected"  # selected node id
+_SELECTED_EDGE = "studio.build.selected_edge"  # (source, target) of the selected edge
+_BROWSER_TS = "studio.build.browser_ts"  # timestamp of the last browser state read
+_SHOWN = "studio.build.shown"  # signature of what the browser shows now
+_DIRECTION = "studio.build.direction"  # "down" (top to bottom) or "right" (left to right)
+
+ISSUE_COLOR = "#dc2626"
+WARNING_COLOR = "#d97706"
+LAYER_GAP = {"down": 110.0, "right": 290.0}  # distance between layers
+NODE_GAP = {"down": 250.0, "right": 95.0}  # distance between nodes of one layer
+_MD_SPECIAL = set("\\`*_{}[]()#+-.!|~$:")
+
+
+# ---- selection and direction ---------------------------------------------------------------------
+
+def selected_node(graph: Graph) -> str | None:
+    nid = st.session_state.get(_SELECTED)
+    return nid if nid is not None and graph.has_node(nid) else None
+
+
+def select_node(node_id: str | None) -> None:
+    st.session_state[_SELECTED] = node_id
+    st.session_state[_SELECTED_EDGE] = None
+
+
+def selected_edge(graph: Graph) -> tuple[str, str] | None:
+    pair = st.session_state.get(_SELECTED_EDGE)
+    if pair and any((e.source, e.target) == tuple(pair) for e in graph.edges):
+        return tuple(pair)
+    return None
+
+
+def direction() -> str:
+    return st.session_state.setdefault(_DIRECTION, "down")
+
+
+def set_direction(value: str) -> None:
+    st.session_state[_DIRECTION] = value
+
+
+# ---- labels --------------------------------------------------------------------------------------
+
+def md_escape(text: str) -> str:
+    """Text shown literally by the component's markdown renderer (which also renders raw HTML)."""
+    out = []
+    for ch in str(text):
+        if ch == "<":
+            out.append("&lt;")
+        elif ch == ">":
+            out.append("&gt;")
+        elif ch == "&":
+            out.append("&amp;")
+        elif ch in _MD_SPECIAL:
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append(" ")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def st_escape(text: str) -> str:
+    """Text shown literally by st.markdown and friends (which never render raw HTML themselves)."""
+    return "".join("\\" + ch if ch in _MD_SPECIAL or ch in "<>" else ch for ch in str(text))
+
+
+def node_label(graph: Graph, analysis: Analysis, node_id: str) -> str:
+    """Plain label: type, key params and output shape, e.g. 'Conv2d 32@3x3 -> (32, 26, 26)'."""
+    node = graph.node(node_id)
+    spec = REGISTRY.get(node.type)
+    info = analysis.nodes.get(node_id)
+    if spec is not None and spec.inputs[1] == 0:  # Input: its params are its output shape
+        text = node.type + (f" {info.dtype}" if info is not None and info.dtype != "float32" else "")
+    else:
+        text = spec.describe(node.params) if spec else node.type
+    shape = fmt_shape(info.output_shape) if info and info.output_shape is not None else "?"
+    return f"{text} -> {shape}"
+
+
+def _tint(color: str, amount: float = 0.88) -> str:
+    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    mix = lambda c: round(c + (255 - c) * amount)  # noqa: E731
+    return f"#{mix(r):02x}{mix(g):02x}{mix(b):02x}"
+
+
+def _node_style(category: str | None, severity: str | None, selected: bool) -> dict:
+    """Category colour; a red border for an error, amber for a warning; a blue halo when selected."""
+    color = CATEGORY_COLORS.get(category or "", "#6b7280")
+    flag = {"error": ISSUE_COLOR, "warning": WARNING_COLOR}.get(severity or "")
+    style = {
+        "background": "#fef2f2" if severity == "error" else _tint(color),
+        "border": f"3px solid {flag}" if flag else f"2px solid {color}",
+        "borderRadius": "8px", "padding": "2px 10px", "fontSize": "12px", "color": "#111827",
+        "minWidth": "170px", "textAlign": "center", "width": "auto", "height": "auto",
+    }
+    if selected:
+        style["boxShadow"] = "0 0 0 4px rgba(37, 99, 235, 0.45)"
+    return style
+
+
+# ---- layout --------------------------------------------------------------------------------------
+
+def layered_positions(graph: Graph, direction: str = "down") -> dict[str, dict]:
+    """A layered layout: each node one layer below its deepest input, ordered to follow its inputs.
+
+    Deterministic and cheap (one pass plus a barycentre sweep); good for the chains and skip
+    connections models are made of.
+    """
+    try:
+        order = graph.topological_order()
+    except GraphError:  # a cycle: fall back to document order so the user can still see and fix it
+        order = [n.id for n in graph.nodes]
+    inputs = graph.input_map()
+    layer: dict[str, int] = {}
+    for nid in order:
+        layer[nid] = 1 + max((layer.get(s, 0) for s in inputs[nid]), default=-1)
+    layers: dict[int, list[str]] = {}
+    for nid in order:
+        layers.setdefault(layer[nid], []).append(nid)
+    rank: dict[str, float] = {}
+    for depth in sorted(layers):
+        ids = layers[depth]
+        bary = {nid: (sum(rank[s] for s in inputs[nid] if s in rank) / max(1, sum(s in rank for s in inputs[nid]))
+                      if any(s in rank for s in inputs[nid]) else i) for i, nid in enumerate(ids)}
+        ids.sort(key=lambda n: bary[n])
+        for i, nid in enumerate(ids):
+            rank[nid] = i
+    positions = {}
+    for depth, ids in layers.items():
+        for i, nid in enumerate(ids):
+            across = (i - (len(ids) - 1) / 2) * NODE_GAP[direction]
+            along = depth * LAYER_GAP[direction]
+            x, y = (across, along) if direction == "down" else (along, across)
+            positions[nid] = {"x": float(x), "y": float(y)}
+    return positions
+
+
+def auto_layout(graph: Graph, direction: str = "down", only_missing: bool = False) -> Graph:
+    """A copy of `graph` laid out in layers (only the nodes without a position when `only_missing`)."""
+    out = graph.copy()
+    positions = layered_positions(out, direction)
+    for n in out.nodes:
+        if not only_missing or n.position is None:
+            n.position = positions[n.id]
+    return out
+
+
+# ---- drawing -------------------------------------------------------------------------------------
+
+def flow_elements(graph: Graph, analysis: Analysis, selected: str | None, direction: str):
+    """(nodes, edges) as the component's dicts."""
+    src_pos, tgt_pos = ("bottom", "top") if direction == "down" else ("right", "left")
+    flagged = {i.node_id for i in analysis.issues if i.node_id and i.severity == "error"}
+    warned = {i.node_id for i in analysis.issues if i.node_id}
+    nodes = []
+    for n in graph.nodes:
+        spec = REGISTRY.get(n.type)
+        mark = "⚠ " if n.id in warned else ""
+        content = f"**{md_escape(n.id)}**\n\n{mark}{md_escape(node_label(graph, analysis, n.id))}"
+        pos = n.position or {"x": 0.0, "y": 0.0}
+        node = StreamlitFlowNode(
+            n.id, (pos["x"], pos["y"]), {"content": content},
+            node_type="input" if spec is not None and spec.inputs[1] == 0 else "default",
+            source_position=src_pos, target_position=tgt_pos, connectable=True, deletable=True,
+            style=_node_style(spec.category if spec else None,
+                              "error" if n.id in flagged else "warning" if n.id in warned else None,
+                              n.id == selected))
+        nodes.append(node)
+    inputs = graph.input_map()
+    edges = []
+    for e in graph.edges:
+        multi = len(inputs.get(e.target, ())) > 1
+        label = str(inputs[e.target].index(e.source)) if multi else ""
+        edges.append(StreamlitFlowEdge(
+            f"st-flow-edge_{e.source}-{e.target}", e.source, e.target, edge_type="default",
+            marker_end={"type": "arrowclosed"}, deletable=True, focusable=True, label=label,
+            label_show_bg=bool(label), style={"strokeWidth": 2}, label_style={}, label_bg_style={}))
+    return nodes, edges
+
+
+def _signature(nodes: list[dict], edges: list[dict]) -> str:
+    """What the picture shows, comparable between our dicts and the browser's."""
+    ns = sorted((n.get("id"), round(float(n.get("position", {}).get("x", 0))), round(float(n.get("position", {})
+                 .get("y", 0))), n.get("data", {}).get("content"), n.get("type"), n.get("sourcePosition"),
+                 json.dumps(n.get("style") or {}, sort_keys=True)) for n in nodes)
+    es = sorted((e.get("source"), e.get("target"), e.get("label") or "") for e in edges)
+    return json.dumps([ns, es])
+
+
+def render(graph: Graph, analysis: Analysis, *, height: int = 620) -> None:
+    """Draw the canvas; the browser's edits come back through `absorb_browser_state` on the next run."""
+    nodes, edges = flow_elements(graph, analysis, selected_node(graph), direction())
+    shown = _signature([n.asdict() for n in nodes], [e.asdict() for e in edges])
+    if shown != st.session_state.get(_SHOWN):
+        timestamp = st.session_state.get(_BROWSER_TS, 0) + 1  # the component adopts it: >= its own
+        st.session_state[_SHOWN] = shown
+    else:
+        timestamp = 0  # nothing new: the component keeps what it shows (and the user's viewport)
+    streamlit_flow(FLOW_KEY, StreamlitFlowState(nodes, edges, timestamp=timestamp), height=height,
+                   fit_view=True, show_controls=True, allow_new_edges=True, get_node_on_click=True,
+                   get_edge_on_click=True, enable_node_menu=True, enable_edge_menu=True, min_zoom=0.2,
+                   hide_watermark=True, layout=ManualLayout(), style={"background": "#fafafa"})
+
+
+# ---- reading the browser's edits -----------------------------------------------------------------
+
+def absorb_browser_state(graph: Graph) -> Graph | None:
+    """Apply the browser's newest state: returns the edited graph, or None when the graph is unchanged.
+
+    Also moves the selection when a node (or edge) id comes back. Call before anything is drawn.
+    """
+    value = st.session_state.get(FLOW_KEY)
+    if not isinstance(value, dict):
+        return None
+    ts = value.get("timestamp")
+    if not isinstance(ts, (int, float)) or ts <= st.session_state.get(_BROWSER_TS, 0):
+        return None
+    st.session_state[_BROWSER_TS] = ts
+    st.session_state[_SHOWN] = _signature(value.get("nodes") or [], value.get("edges") or [])
+    edited = diff_browser_state(graph, value)
+    chosen = value.get("selectedId")
+    after = edited or graph
+    if isinstance(chosen, str):
+        if after.has_node(chosen):
+            select_node(chosen)
+        elif chosen.startswith("st-flow-edge_"):
+            pair = next(((e.source, e.target) for e in after.edges
+                         if f"st-flow-edge_{e.source}-{e.target}" == chosen), None)
+            if pair:
+                st.session_state[_SELECTED_EDGE] = pair
+    return edited
+
+
+def diff_browser_state(graph: Graph, value: dict) -> Graph | None:
+    """The graph with the browser's moves, deletions and new or removed edges; None when none."""
+    raw_nodes = {n["id"]: n for n in value.get("nodes") or [] if isinstance(n, dict) and isinstance(n.get("id"), str)}
+    if not raw_nodes and graph.nodes and not value.get("edges"):
+        return None  # an empty answer from a component that has not drawn yet is not "delete everything"
+    g = graph.copy()
+    changed = False
+    kept = [n for n in g.nodes if n.id in raw_nodes]
+    if len(kept) != len(g.nodes):
+        ids = {n.id for n in kept}
+        g.nodes = kept
+        g.edges = [e for e in g.edges if e.source in ids and e.target in ids]
+        changed = True
+    for n in g.nodes:
+        pos = raw_nodes[n.id].get("position") or {}
+        x, y = pos.get("x"), pos.get("y")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (x, y)):
+            continue
+        if n.position is None or abs(n.position["x"] - x) > 0.5 or abs(n.position["y"] - y) > 0.5:
+            n.position = {"x": round(float(x), 1), "y": round(float(y), 1)}
+            changed = True
+    pairs = []
+    for e in value.get("edges") or []:
+        if isinstance(e, dict) and g.has_node(str(e.get("source"))) and g.has_node(str(e.get("target"))):
+            pair = (e["source"], e["target"])
+            if pair[0] != pair[1] and pair not in pairs:
+                pairs.append(pair)
+    present = {(e.source, e.target) for e in g.edges}
+    wanted = set(pairs)
+    if present - wanted:
+        g.edges = [e for e in g.edges if (e.source, e.target) in wanted]
+        changed = True
+    for pair in pairs:
+        if pair not in present:
+            g.edges.append(Edge(*pair))
+            changed = True
+    return g if changed else None

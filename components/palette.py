@@ -1,0 +1,105 @@
+"""The layer palette: every registered type, grouped by category, with a search box.
+
+A new layer lands after the selected node when it can take an input: between the selected node and
+its only consumer when there is one (the rest of the chain moves along), at the end of the chain
+otherwise. Everything comes from the registry; no per-layer code.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from components import canvas, session
+from studio.graph import Edge, Graph, Node, node_id_problem
+from studio.layers import CATEGORIES, REGISTRY
+
+SEARCH_KEY = "studio.build.palette_search"
+
+
+def new_node_id(graph: Graph, type_name: str) -> str:
+    """A free id from the type, e.g. 'conv2d1', 'relu3'."""
+    base = "".join(ch for ch in type_name.lower() if ch.isalnum()) or "layer"
+    taken = {n.id for n in graph.nodes}
+    i = 1
+    while f"{base}{i}" in taken or node_id_problem(f"{base}{i}"):
+        i += 1
+    return f"{base}{i}"
+
+
+def add_layer(graph: Graph, type_name: str, after: str | None, direction: str = "down") -> tuple[Graph, str]:
+    """A copy of `graph` with a new `type_name` node (default params), and the new node's id."""
+    spec = REGISTRY[type_name]
+    g = graph.copy()
+    nid = new_node_id(g, type_name)
+    step = {"down": (0.0, canvas.LAYER_GAP["down"]), "right": (canvas.LAYER_GAP["right"], 0.0)}[direction]
+    anchor = g.node(after) if after and g.has_node(after) else None
+    takes_input = spec.inputs[1] != 0
+    if anchor is not None and takes_input:
+        base = anchor.position or {"x": 0.0, "y": 0.0}
+        position = {"x": base["x"] + step[0], "y": base["y"] + step[1]}
+        consumers = [e for e in g.edges if e.source == anchor.id]
+        if len(consumers) == 1 and spec.inputs == (1, 1):
+            # Insert into the chain: anchor -> new -> consumer, and move everything downstream along.
+            e = consumers[0]
+            g.edges[g.edges.index(e)] = Edge(nid, e.target, e.port)
+            for d in _descendants(g, e.target):
+                node = g.node(d)
+                if node.position is not None:
+                    node.position = {"x": node.position["x"] + step[0], "y": node.position["y"] + step[1]}
+        g.edges.append(Edge(anchor.id, nid))
+    else:
+        placed = [n.position for n in g.nodes if n.position is not None]
+        if direction == "down":
+            position = {"x": 0.0, "y": max((p["y"] for p in placed), default=-step[1]) + step[1]}
+        else:
+            position = {"x": max((p["x"] for p in placed), default=-step[0]) + step[0], "y": 0.0}
+    g.nodes.append(Node(nid, type_name, {}, position))
+    return g, nid
+
+
+def _descendants(graph: Graph, start: str) -> list[str]:
+    out, todo, seen = [], [start], {start}
+    while todo:
+        nid = todo.pop()
+        out.append(nid)
+        for t in graph.outputs_of(nid):
+            if t not in seen:
+                seen.add(t)
+                todo.append(t)
+    return out
+
+
+def matching_types(query: str) -> dict[str, list[str]]:
+    """Types per category whose name, category or doc contains every word of `query`."""
+    words = query.lower().split()
+    out: dict[str, list[str]] = {}
+    for spec in REGISTRY.values():
+        text = f"{spec.type} {spec.category} {spec.doc}".lower()
+        if all(w in text for w in words):
+            out.setdefault(spec.category, []).append(spec.type)
+    return {c: out[c] for c in CATEGORIES if c in out}
+
+
+def _on_add(type_name: str) -> None:
+    graph = session.current_graph()
+    g, nid = add_layer(graph, type_name, canvas.selected_node(graph), canvas.direction())
+    session.set_current_graph(g)
+    canvas.select_node(nid)
+
+
+def render_palette() -> None:
+    """Search box and one expander per category with a button per layer type."""
+    graph = session.current_graph()
+    after = canvas.selected_node(graph)
+    st.caption(f"Adds after **{after}**" if after else "Select a node on the canvas to add after it")
+    query = st.text_input("Search layers", key=SEARCH_KEY, placeholder="conv, attention, norm...",
+                          label_visibility="collapsed")
+    groups = matching_types(query or "")
+    if not groups:
+        st.caption("No layer matches; try another word.")
+    for category, types in groups.items():
+        with st.expander(f"{category} ({len(types)})", expanded=bool(query)):
+            cols = st.columns(2)
+            for i, type_name in enumerate(types):
+                cols[i % 2].button(type_name, key=f"studio.build.add.{type_name}", help=REGISTRY[type_name].doc,
+                                   on_click=_on_add, args=(type_name,), width="stretch")

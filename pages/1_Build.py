@@ -1,0 +1,105 @@
+"""Build: the graph editor. Palette on the left, canvas and inspector in the middle, and below them
+the issues, the live summary, the exported code, the templates and the graph files."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from components import canvas, graph_files, inspector, palette, panels, session
+from studio.analysis import analyze
+
+st.set_page_config(page_title="Build · Neural Studio", page_icon="🧱", layout="wide")
+
+TRAIN_PAGE = Path(__file__).resolve().parent / "3_Train.py"
+
+# The browser's edits (moves, deletions, new edges, selection) first, so everything below sees them.
+graph = session.current_graph()
+edited = canvas.absorb_browser_state(graph)
+if edited is not None:
+    session.set_current_graph(edited)
+if any(n.position is None for n in session.current_graph().nodes):
+    session.set_current_graph(canvas.auto_layout(session.current_graph(), canvas.direction(), only_missing=True),
+                              undoable=False)
+graph, rev = session.current_graph(), session.graph_revision()
+cached = st.session_state.get("studio.build.analysis")
+if cached is None or cached[0] != rev:
+    cached = (rev, analyze(graph))
+    st.session_state["studio.build.analysis"] = cached
+analysis = cached[1]
+
+
+def _relayout(direction: str) -> None:
+    canvas.set_direction(direction)
+    session.set_current_graph(canvas.auto_layout(session.current_graph(), direction))
+
+
+with st.sidebar:
+    st.markdown("### Layers")
+    palette.render_palette()
+
+# One fixed slot for messages, so that showing one never shifts the canvas (a shifted component is
+# remounted by the browser, which loses the viewport).
+messages = st.container()
+notice = session.take_notice()
+if notice:
+    messages.warning(notice)
+with messages:
+    graph_files.render_message()
+
+# ---- toolbar -------------------------------------------------------------------------------------
+bar = st.columns([3, 5], vertical_alignment="center")
+with bar[0]:
+    n_err, n_warn = len(analysis.errors), len(analysis.warnings)
+    status = ":green-badge[valid]" if analysis.ok else f":red-badge[{n_err} error{'s' * (n_err != 1)}]"
+    if n_warn:
+        status += f" :orange-badge[{n_warn} warning{'s' * (n_warn != 1)}]"
+    st.markdown(f"#### {canvas.st_escape(graph.name)} &nbsp; {status}")
+    st.caption(f"{len(graph.nodes)} nodes · {panels.human_count(analysis.total_params)} params · "
+               f"output {analysis.output_shape if analysis.output_shape is not None else '?'}")
+with bar[1].container(horizontal=True, horizontal_alignment="right"):
+    st.button("Undo", key="studio.build.undo", on_click=session.undo, disabled=not session.can_undo(),
+              icon=":material/undo:", help="Undo the last edit (up to 100)")
+    st.button("Redo", key="studio.build.redo", on_click=session.redo, disabled=not session.can_redo(),
+              icon=":material/redo:")
+    st.button("Layout ↓", key="studio.build.layout_down", on_click=_relayout, args=("down",),
+              help="Arrange the graph in layers, top to bottom")
+    st.button("Layout →", key="studio.build.layout_right", on_click=_relayout, args=("right",),
+              help="Arrange the graph in layers, left to right")
+    dataset = session.current_dataset_id() or "choose it there"
+    train = st.button("Train this graph", key="studio.build.train", type="primary", icon=":material/play_arrow:",
+                      disabled=not analysis.ok, help="Fix the issues first" if not analysis.ok else
+                      f"Open the Train page with this graph (dataset: {dataset})")
+if train:
+    if TRAIN_PAGE.exists():
+        st.switch_page("pages/3_Train.py")
+    messages.info("Training is not built yet in this version of the studio: the Train page is still to come. "
+                  "Meanwhile the graph is autosaved, and the Code tab exports it as PyTorch code.")
+
+# ---- canvas and inspector ------------------------------------------------------------------------
+left, right = st.columns([3, 1.15])
+with left:
+    canvas.render(graph, analysis)
+    st.caption("Drag from a node's bottom handle to another node to connect · right-click a node or edge to "
+               "delete it · click a node to edit it")
+with right:
+    inspector.render_inspector(graph, analysis)
+
+# ---- panels (only the open tab runs) -------------------------------------------------------------
+n_issues = len(analysis.issues)
+tabs = st.tabs([f"Issues ({n_issues})", "Summary", "Code", "Templates", "Files"], key="studio.build.tab",
+               on_change="rerun")
+with tabs[0]:
+    if tabs[0].open:
+        panels.render_issues(analysis)
+with tabs[1]:
+    if tabs[1].open:
+        panels.render_summary(graph, analysis)
+with tabs[2]:
+    if tabs[2].open:
+        panels.render_code(graph, analysis, rev)
+with tabs[3]:
+    if tabs[3].open:
+        graph_files.render_gallery()
+with tabs[4]:
+    if tabs[4].open:
+        graph_files.render_files(graph)

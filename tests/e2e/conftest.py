@@ -1,0 +1,127 @@
+"""Fixtures for the real-browser tests: a `streamlit run app.py` server on a free port with its own
+workspace, and headless Chromium (the system's /usr/bin/chromium; never `playwright install`).
+
+Without Chromium the tests skip, unless STUDIO_REQUIRE_E2E=1 makes that a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+FLOW_IFRAME = 'iframe[title="streamlit_flow.streamlit_flow"]'
+
+
+def _require_browser() -> None:
+    missing = None
+    if not Path(CHROMIUM).exists():
+        missing = f"{CHROMIUM} is missing"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            missing = "the Python playwright package is not installed"
+    if missing:
+        if os.environ.get("STUDIO_REQUIRE_E2E") == "1":
+            pytest.fail(f"browser tests required (STUDIO_REQUIRE_E2E=1) but {missing}")
+        pytest.skip(f"browser tests skipped: {missing} (set STUDIO_REQUIRE_E2E=1 to make this a failure)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class StudioServer:
+    """`streamlit run app.py` in its own process group, with STUDIO_WORKSPACE set to `workspace`."""
+
+    def __init__(self, workspace: Path):
+        self.workspace = workspace
+        self.port = free_port()
+        self.url = f"http://localhost:{self.port}"
+        self.log = workspace.parent / "streamlit.log"
+        env = dict(os.environ, STUDIO_WORKSPACE=str(workspace), PYTHONPATH=str(ROOT))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(self.port),
+             "--server.headless", "true", "--server.address", "localhost"],
+            cwd=ROOT, env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        self._wait_healthy()
+
+    def _wait_healthy(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"streamlit did not become healthy in {timeout:.0f} s:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def studio_server(tmp_path_factory):
+    _require_browser()
+    workspace = tmp_path_factory.mktemp("e2e") / "workspace"
+    workspace.mkdir()
+    server = StudioServer(workspace)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1600, "height": 1100})
+    pg = context.new_page()
+    pg.set_default_timeout(20_000)
+    yield pg
+    context.close()
+
+
+def screenshot(page, name: str) -> Path:
+    SCREENSHOTS.mkdir(exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def wait_idle(page, timeout: float = 20.0) -> None:
+    """Wait until Streamlit has finished rerunning (no 'Running...' status widget)."""
+    page.wait_for_timeout(300)
+    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout * 1000)

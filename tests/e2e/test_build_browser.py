@@ -1,0 +1,131 @@
+"""The Build page in headless Chromium: add a layer from the palette, connect it by dragging on the
+canvas, and see its shape. Screenshots go to tests/e2e/screenshots/."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.e2e.conftest import FLOW_IFRAME, screenshot, wait_idle
+
+pytestmark = pytest.mark.e2e
+
+START = {"format": "studio.graph/1", "name": "e2e-mlp",
+         "nodes": [{"id": "input", "type": "Input", "params": {"shape": [1, 28, 28]}},
+                   {"id": "flat", "type": "Flatten"},
+                   {"id": "fc", "type": "Linear", "params": {"out_features": 10}}],
+         "edges": [{"source": "input", "target": "flat"}, {"source": "flat", "target": "fc"}]}
+
+
+def _center(box: dict) -> tuple[float, float]:
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def test_add_connect_and_see_the_shape(studio_server, page):
+    (studio_server.workspace / "graphs").mkdir(exist_ok=True)
+    (studio_server.workspace / "graphs" / "_autosave.json").write_text(json.dumps(START))
+    page.goto(f"{studio_server.url}/Build")
+    flow = page.frame_locator(FLOW_IFRAME)
+    fc = flow.locator('.react-flow__node[data-id="fc"]')
+    fc.wait_for()
+    assert "Linear 10 -> (10,)" in fc.inner_text()
+    wait_idle(page)
+    screenshot(page, "build_01_opened")
+
+    # Add a layer from the palette (nothing selected: it lands unconnected, flagged).
+    page.get_by_placeholder("conv, attention, norm...").fill("dropout")
+    page.keyboard.press("Enter")
+    wait_idle(page)
+    page.locator('[data-testid="stSidebar"]').get_by_role("button", name="Dropout", exact=True).click()
+    new = flow.locator('.react-flow__node[data-id="dropout1"]')
+    new.wait_for()
+    wait_idle(page)
+    assert "⚠" in new.inner_text() and "?" in new.inner_text()
+    screenshot(page, "build_02_added")
+
+    # Connect fc -> dropout1 by dragging from fc's source handle to dropout1's target handle.
+    src = fc.locator(".react-flow__handle.source").bounding_box()
+    dst = new.locator(".react-flow__handle.target").bounding_box()
+    page.mouse.move(*_center(src))
+    page.mouse.down()
+    page.mouse.move(*_center(dst), steps=12)
+    page.mouse.up()
+    page.wait_for_function(
+        """() => { const f = document.querySelector('iframe[title="streamlit_flow.streamlit_flow"]');
+                   const n = f && f.contentDocument.querySelector('.react-flow__node[data-id="dropout1"]');
+                   return n && n.innerText.includes('(10,)'); }""", timeout=20_000)
+    wait_idle(page)
+    text = new.inner_text()
+    assert re.search(r"Dropout.*->\s*\(10,\)", text.replace("\n", " ")), text
+    assert "⚠" not in text
+    assert flow.locator(".react-flow__edge").count() == 3
+
+    # Select it: the inspector shows its params, as the graph holds them.
+    new.click()
+    _wait_inspector(page, "dropout1")
+    assert page.get_by_label("p", exact=True).input_value() == "0.5"
+    assert "Dropout 0.5" in new.inner_text()
+    screenshot(page, "build_03_connected_and_selected")
+    saved = json.loads((studio_server.workspace / "graphs" / "_autosave.json").read_text())
+    assert {"source": "fc", "target": "dropout1"} in saved["edges"]
+
+    # Edit a param in the inspector: the shapes downstream change at once.
+    fc.click()
+    _wait_inspector(page, "fc")
+    box = page.get_by_label("out_features", exact=True)
+    assert box.input_value() == "10"
+    box.fill("12")
+    box.press("Enter")
+    page.wait_for_function(
+        """() => { const f = document.querySelector('iframe[title="streamlit_flow.streamlit_flow"]');
+                   const n = f && f.contentDocument.querySelector('.react-flow__node[data-id="dropout1"]');
+                   return n && n.innerText.includes('(12,)'); }""", timeout=20_000)
+    assert "Linear 12 -> (12,)" in fc.inner_text()
+    page.get_by_role("tab", name="Summary").click()
+    page.get_by_text("Parameters").first.wait_for()
+    wait_idle(page)
+    screenshot(page, "build_04_param_edited_summary")
+
+
+def _wait_inspector(page, node_id: str) -> None:
+    page.wait_for_function(
+        """(nid) => [...document.querySelectorAll('[data-testid="stMarkdownContainer"] h4')]
+                    .some(h => h.innerText.startsWith(nid + ' '))""", arg=node_id, timeout=20_000)
+    wait_idle(page)
+
+
+def test_home_page_renders(studio_server, page):
+    page.goto(studio_server.url)
+    page.get_by_role("heading", name="Neural Studio").wait_for()
+    page.get_by_text("Quick start").wait_for()
+    wait_idle(page)
+    screenshot(page, "home")
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_templates_gallery_opens_a_residual_model(studio_server, page):
+    try:
+        from studio.templates import list_templates, load_template
+    except ImportError:
+        pytest.skip("studio.templates is not written yet")
+    merge = next((t for t in list_templates() if any(n.type == "Add" for n in load_template(t.name).nodes)), None)
+    if merge is None:
+        pytest.skip("no template with a residual Add")
+    page.goto(f"{studio_server.url}/Build")
+    flow = page.frame_locator(FLOW_IFRAME)
+    flow.locator(".react-flow__node").first.wait_for()
+    page.get_by_role("tab", name="Templates").click()
+    page.get_by_text(merge.title, exact=True).wait_for()
+    page.locator(f'.st-key-studio-build-template-{merge.name} button').click()
+    graph = load_template(merge.name)
+    add = next(n.id for n in graph.nodes if n.type == "Add")
+    flow.locator(f'.react-flow__node[data-id="{add}"]').wait_for()
+    wait_idle(page)
+    assert flow.locator(".react-flow__node").count() == len(graph.nodes)
+    assert flow.locator(".react-flow__edge").count() == len(graph.edges)
+    assert "?" not in flow.locator(f'.react-flow__node[data-id="{add}"]').inner_text()
+    page.locator(FLOW_IFRAME).scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    screenshot(page, "build_05_template_residual")
