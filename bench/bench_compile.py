@@ -32,7 +32,7 @@ def seed_cnn_graph():
            ("fc1", "Linear", {"out_features": 128}), ("relu3", "ReLU", {}), ("fc2", "Linear", {"out_features": 10})]
     return parse_graph({"format": "studio.graph/1", "name": "seed", "nodes": [
         {"id": i, "type": t, "params": p} for i, t, p in ids],
-        "edges": [{"source": a[0], "target": b[0]} for a, b in zip(ids, ids[1:])]})
+        "edges": [{"source": a[0], "target": b[0]} for a, b in zip(ids, ids[1:], strict=False)]})
 
 
 def steps(model, x, y, n=10):

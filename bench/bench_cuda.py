@@ -24,10 +24,11 @@ def seed_cnn_doc(num_classes: int):
            ("pool1", "MaxPool2d", {"kernel_size": 2}),
            ("conv2", "Conv2d", {"out_channels": 64, "kernel_size": 3, "padding": 1}), ("relu2", "ReLU", {}),
            ("pool2", "MaxPool2d", {"kernel_size": 2}), ("flat", "Flatten", {}),
-           ("fc1", "Linear", {"out_features": 128}), ("relu3", "ReLU", {}), ("fc2", "Linear", {"out_features": num_classes})]
+           ("fc1", "Linear", {"out_features": 128}), ("relu3", "ReLU", {}),
+           ("fc2", "Linear", {"out_features": num_classes})]
     return {"format": "studio.graph/1", "name": "seed-cnn-32", "nodes": [
         {"id": i, "type": t, "params": p} for i, t, p in ids],
-        "edges": [{"source": a[0], "target": b[0]} for a, b in zip(ids, ids[1:])]}
+        "edges": [{"source": a[0], "target": b[0]} for a, b in zip(ids, ids[1:], strict=False)]}
 
 
 def hand_loop(x, y, batch, epochs, device, num_classes):

@@ -57,7 +57,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
             rows.append((nid, n.type, str(n.output_shape), _fmt_int(n.params), _fmt_int(n.flops)))
         widths = [max(len(r[c]) for r in rows) for c in range(5)]
         for k, r in enumerate(rows):
-            print("  ".join(v.ljust(w) if c < 3 else v.rjust(w) for c, (v, w) in enumerate(zip(r, widths))))
+            cells = zip(r, widths, strict=True)
+            print("  ".join(v.ljust(w) if c < 3 else v.rjust(w) for c, (v, w) in enumerate(cells)))
             if k == 0:
                 print("  ".join("-" * w for w in widths))
         print(f"total params: {_fmt_int(a.total_params)}   total FLOPs per sample: {_fmt_int(a.total_flops)}")

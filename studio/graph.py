@@ -14,6 +14,7 @@ types, ids, edges); whether the layers and shapes make sense is `studio.analysis
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import keyword
 import os
@@ -27,10 +28,17 @@ from studio.errors import GraphError, Issue
 FORMAT = "studio.graph/1"
 NODE_ID_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 MAX_ID_LEN = 64
-# Ids that would shadow attributes of the compiled nn.Module or break exported code.
-_RESERVED_IDS = frozenset(
-    {"forward", "training", "order", "input_id", "output_id", "self", "x", "torch", "nn", "F", "math"}
-)
+# Ids that would break exported code; with every nn.Module attribute (`eval`, `to`, `cuda`, ...) they
+# are refused, since a submodule cannot take the name of an attribute of the compiled module.
+_RESERVED_IDS = frozenset({"order", "input_id", "output_id", "input_shape", "input_dtype", "node_types",
+                           "self", "x", "torch", "nn", "F", "math", "super"})
+
+
+@functools.cache
+def _reserved_ids() -> frozenset[str]:
+    from torch import nn
+
+    return _RESERVED_IDS | frozenset(dir(nn.Module()))  # an instance: `training` too
 
 _DOC_KEYS = {"format", "name", "description", "nodes", "edges"}
 _NODE_KEYS = {"id", "type", "params", "position"}
@@ -48,7 +56,7 @@ def node_id_problem(node_id: object) -> str | None:
         )
     if len(node_id) > MAX_ID_LEN:
         return f"id {node_id[:20]!r}... is {len(node_id)} characters long; use at most {MAX_ID_LEN}"
-    if keyword.iskeyword(node_id) or node_id in _RESERVED_IDS or node_id.startswith("_"):
+    if keyword.iskeyword(node_id) or node_id in _reserved_ids() or node_id.startswith("_"):
         return f"id {node_id!r} is reserved in Python or in the compiled module; choose another (e.g. '{node_id}_1')"
     return None
 

@@ -15,5 +15,5 @@ def _workspace(tmp_path, monkeypatch):
 def chain(*nodes, name="t"):
     """A graph document whose nodes (id, type, params) are connected in a line."""
     doc_nodes = [{"id": nid, "type": t, **({"params": p} if p else {})} for nid, t, p in nodes]
-    edges = [{"source": a[0], "target": b[0]} for a, b in zip(nodes, nodes[1:])]
+    edges = [{"source": a[0], "target": b[0]} for a, b in zip(nodes, nodes[1:], strict=False)]
     return {"format": "studio.graph/1", "name": name, "nodes": doc_nodes, "edges": edges}

@@ -27,7 +27,19 @@ def test_only_weights_only_torch_load():
     """Checkpoints are state dicts; unpickling arbitrary objects is never allowed anywhere."""
     bad = []
     for path in sorted(p for d in ("studio", "components", "pages", "bench") for p in (ROOT / d).rglob("*.py")):
-        for m in re.finditer(r"torch\.load\((.*?)\)", path.read_text(), flags=re.S):
-            if "weights_only=True" not in m.group(1):
-                bad.append(f"{path.relative_to(ROOT)}: torch.load({m.group(1)[:60]})")
+        text = path.read_text()
+        for m in re.finditer(r"\btorch\.load\(", text):
+            args = _call_args(text, m.end())
+            if "weights_only=True" not in args:
+                bad.append(f"{path.relative_to(ROOT)}: torch.load({args[:60]})")
     assert bad == []
+
+
+def _call_args(text: str, start: int) -> str:
+    """The argument text of a call whose '(' ends at `start`, up to its matching ')'."""
+    depth = 1
+    for i in range(start, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[start:i]
+    return text[start:]

@@ -23,7 +23,8 @@ def write(tmp_path, doc, name="g.json"):
 
 
 def test_check_valid_and_invalid_through_the_real_entry_point(tmp_path):
-    ok = subprocess.run([sys.executable, "-m", "studio", "check", write(tmp_path, GOOD)], capture_output=True, text=True)
+    ok = subprocess.run([sys.executable, "-m", "studio", "check", write(tmp_path, GOOD)],
+                        capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     bad = subprocess.run([sys.executable, "-m", "studio", "check", write(tmp_path, BAD, "b.json")],
                          capture_output=True, text=True)

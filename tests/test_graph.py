@@ -49,7 +49,8 @@ def test_round_trip_is_exact(tmp_path):
     (lambda d: d["nodes"][2].update(id=7), None, r"id must be a string, got int 7"),
     (lambda d: d["nodes"][1].update(params=[1]), "conv1", r"params must be an object, got list"),
     (lambda d: d["nodes"][1].update(type=3), "conv1", r"type must be a string"),
-    (lambda d: d["edges"].append({"source": "fc", "target": "ghost"}), "ghost", r"target node 'ghost', which does not exist"),
+    (lambda d: d["edges"].append({"source": "fc", "target": "ghost"}), "ghost",
+     r"target node 'ghost', which does not exist"),
     (lambda d: d["edges"].append({"source": "fc", "target": "fc"}), "fc", r"edge to itself"),
     (lambda d: d["edges"].append({"source": "input", "target": "conv1"}), "conv1", r"two edges from 'input'"),
     (lambda d: d["edges"][0].update(port=-1), "conv1", r"port must be a non-negative integer"),
@@ -103,3 +104,12 @@ def test_ports_order_inputs():
                    {"source": "a", "target": "cat", "port": 1}, {"source": "b", "target": "cat", "port": 0}]
     assert parse_graph(d).inputs_of("cat") == ["b", "a"]
     assert json.loads(parse_graph(d).to_json())["edges"][-1]["port"] == 0
+
+
+def test_ids_that_shadow_module_attributes_are_refused():
+    for bad in ("eval", "parameters", "to", "cuda", "forward", "training", "input_shape"):
+        d = doc()
+        d["nodes"][2]["id"] = bad
+        d["edges"][1]["target"] = bad
+        d["edges"][2]["source"] = bad
+        assert any(f"{bad!r} is reserved" in i.message for i in issues_of(d)), bad

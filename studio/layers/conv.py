@@ -19,12 +19,12 @@ def _window_check(n: int, kernel_key: str = "kernel_size", transposed: bool = Fa
         k = as_tuple(p[kernel_key], n)
         pad = as_tuple(p.get("padding", 0) if p.get("padding") != "valid" else 0, n)
         dil = as_tuple(p.get("dilation", 1), n)
-        span = [d * (kk - 1) + 1 for kk, d in zip(k, dil)]
-        if all(s <= i + 2 * pp for s, i, pp in zip(span, spatial, pad)):
+        span = [d * (kk - 1) + 1 for kk, d in zip(k, dil, strict=False)]
+        if all(s <= i + 2 * pp for s, i, pp in zip(span, spatial, pad, strict=False)):
             return []
-        max_k = [max(1, (i + 2 * pp - 1) // d + 1) for i, pp, d in zip(spatial, pad, dil)]
+        max_k = [max(1, (i + 2 * pp - 1) // d + 1) for i, pp, d in zip(spatial, pad, dil, strict=False)]
         # Suggest the padding that keeps the size ('same'), as Keras's messages do: always enough.
-        need_pad = [max(pp, (s - 1) // 2, math.ceil((s - i) / 2)) for s, i, pp in zip(span, spatial, pad)]
+        need_pad = [max(pp, (s - 1) // 2, math.ceil((s - i) / 2)) for s, i, pp in zip(span, spatial, pad, strict=False)]
         show = lambda t: str(t[0]) if len(set(t)) == 1 else str(list(t))  # noqa: E731
         return [(kernel_key, f"{kernel_key}={show(k)} is larger than its input {fmt_shape(spatial)}"
                              f"{' with padding=' + show(pad) if any(pad) else ''}; use {kernel_key} <= "
@@ -124,7 +124,7 @@ def _pool_check(n: int):
 
     def check(p: dict, ins: list[InSpec]) -> list[tuple[str | None, str]]:
         k, pad = as_tuple(p["kernel_size"], n), as_tuple(p["padding"], n)
-        if any(pp * 2 > kk for pp, kk in zip(pad, k)):
+        if any(pp * 2 > kk for pp, kk in zip(pad, k, strict=False)):
             return [("padding", f"padding={p['padding']} is more than half of kernel_size={p['kernel_size']}; "
                                 "use padding <= kernel_size // 2")]
         return window(p, ins)

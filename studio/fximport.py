@@ -1,0 +1,776 @@
+"""Import a PyTorch nn.Module as a graph document by tracing it with torch.fx.
+
+Modules and functions that have a palette equivalent (nn.Conv2d, nn.Linear, F.relu, torch.flatten,
+`x.view(x.size(0), -1)`, `a + b`, torch.cat, x.permute, nn.LSTM followed by `[0]` and `[:, -1, :]`,
+the studio's own layer classes as copied into exported code, ...) become nodes, with params read
+back from the module's attributes and left out where they equal the palette's default. Whatever
+does not map is listed, one clear line each, and no graph is returned then. A graph that is
+returned was checked: compiled with the module's own weights, it reproduces the module's output.
+
+`import_from_file` EXECUTES the Python file it is given (that is how a class in it can be
+instantiated): only import files you trust. The studio never does it implicitly for an upload.
+
+    >>> from torch import nn
+    >>> graph, unmapped = import_module(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), (1, 28, 28))
+    >>> [n.type for n in graph.nodes], unmapped
+    (['Input', 'Flatten', 'Linear'], [])
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib.util
+import inspect
+import operator
+import os
+import re
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import nn
+
+from studio.errors import GraphError
+from studio.graph import Edge, Graph, Node, node_id_problem
+from studio.layers import REGISTRY
+from studio.layers import modules as studio_modules
+
+_DTYPES = {"float32": torch.float32, "int64": torch.int64}
+_STUDIO_CLASSES = {name for name, obj in vars(studio_modules).items()
+                   if inspect.isclass(obj) and obj.__module__ == studio_modules.__name__}
+
+
+# ---- which modules are layers (leaves) -----------------------------------------------------------------
+
+def _studio_class(cls: type) -> str | None:
+    """The studio class `cls` is (itself, or a verbatim copy as in exported code), or None."""
+    name = cls.__name__
+    if name not in _STUDIO_CLASSES:
+        return None
+    if getattr(studio_modules, name) is cls:
+        return name
+    for klass in cls.__mro__:
+        if klass is object or klass.__module__.startswith("torch"):
+            continue
+        original = getattr(studio_modules, klass.__name__, None)
+        if original is None or klass.__name__ not in _STUDIO_CLASSES:
+            return None
+        try:
+            if inspect.getsource(klass) != inspect.getsource(original):
+                return None
+        except (OSError, TypeError):
+            return None
+    return name
+
+
+class _Tracer(torch.fx.Tracer):
+    def __init__(self):
+        super().__init__()
+        self.record_stack_traces = True
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return _studio_class(type(m)) is not None or super().is_leaf_module(m, qualname)
+
+
+# ---- values --------------------------------------------------------------------------------------------
+
+def _plain(v):
+    """Module attribute -> JSON-able param value (tuples become lists)."""
+    if isinstance(v, tuple):
+        return [_plain(x) for x in v]
+    return v
+
+
+def _size(v, n: int):
+    """A kernel/stride/padding attribute as the palette writes it: an int when all dims agree."""
+    if isinstance(v, (tuple, list)):
+        v = list(v)
+        if len(v) == n and all(x == v[0] for x in v):
+            return v[0]
+        return v
+    return v
+
+
+def _sample_dim(d: int, what: str) -> int:
+    """A batched dim index -> the per-sample index (negative ones unchanged); dim 0 cannot be named."""
+    if d == 0:
+        raise _Unmapped(f"{what} over the batch dimension (dim 0) has no palette equivalent; the batch always "
+                        "stays first")
+    return d - 1 if d > 0 else d
+
+
+class _Unmapped(Exception):
+    """One node that has no palette equivalent; the message says what and why."""
+
+
+# ---- the mapping -----------------------------------------------------------------------------------------
+
+@dataclass
+class _Out:
+    type: str | None  # palette type; None: an alias of its first input (x.contiguous(), tuple[0], ...)
+    params: dict = field(default_factory=dict)
+    inputs: list = field(default_factory=list)  # fx nodes feeding it, in order
+    module: nn.Module | None = None  # whose weights the node takes
+
+
+def _module_params(m: nn.Module) -> tuple[str, dict]:
+    """(palette type, params) of a leaf module, or raise _Unmapped."""
+    cls = type(m)
+    studio = _studio_class(cls)
+    if studio is not None:
+        return _studio_module(studio, m)
+    name = cls.__name__
+    if cls is nn.Linear:
+        return "Linear", {"out_features": m.out_features, "bias": m.bias is not None}
+    if cls in (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d):
+        n = 1 if cls is nn.Conv1d else 2
+        p = {"out_channels": m.out_channels, "kernel_size": _size(m.kernel_size, n), "stride": _size(m.stride, n),
+             "padding": _size(m.padding, n) if not isinstance(m.padding, str) else m.padding,
+             "dilation": _size(m.dilation, n), "groups": m.groups, "bias": m.bias is not None}
+        if cls is nn.ConvTranspose2d:
+            if m.padding_mode != "zeros":
+                raise _Unmapped(f"ConvTranspose2d with padding_mode={m.padding_mode!r} has no palette equivalent")
+            p["output_padding"] = _size(m.output_padding, n)
+        else:
+            p["padding_mode"] = m.padding_mode
+        return name, p
+    if cls in (nn.MaxPool1d, nn.MaxPool2d):
+        if m.return_indices:
+            raise _Unmapped(f"{name} with return_indices=True has no palette equivalent")
+        n = 1 if cls is nn.MaxPool1d else 2
+        return name, {"kernel_size": _size(m.kernel_size, n),
+                      "stride": None if m.stride == m.kernel_size else _size(m.stride, n),
+                      "padding": _size(m.padding, n), "dilation": _size(m.dilation, n), "ceil_mode": m.ceil_mode}
+    if cls in (nn.AvgPool1d, nn.AvgPool2d):
+        if getattr(m, "divisor_override", None) is not None:
+            raise _Unmapped(f"{name} with divisor_override has no palette equivalent")
+        n = 1 if cls is nn.AvgPool1d else 2
+        return name, {"kernel_size": _size(m.kernel_size, n),
+                      "stride": None if _size(m.stride, n) == _size(m.kernel_size, n) else _size(m.stride, n),
+                      "padding": _size(m.padding, n), "ceil_mode": m.ceil_mode,
+                      "count_include_pad": m.count_include_pad}
+    if cls in (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d):
+        n = 1 if cls is nn.AdaptiveAvgPool1d else 2
+        size = _size(m.output_size, n)
+        if size is None or (isinstance(size, list) and None in size):
+            raise _Unmapped(f"{name} with output_size={m.output_size!r} (None keeps a size) has no palette equivalent")
+        return name, {"output_size": size}
+    if cls in (nn.BatchNorm1d, nn.BatchNorm2d):
+        if m.momentum is None:
+            raise _Unmapped(f"{name} with momentum=None (cumulative average) has no palette equivalent")
+        return name, {"eps": m.eps, "momentum": m.momentum, "affine": m.affine,
+                      "track_running_stats": m.track_running_stats}
+    if cls is nn.LayerNorm:
+        if len(m.normalized_shape) != 1:
+            raise _Unmapped(f"LayerNorm over {tuple(m.normalized_shape)} normalizes more than the last dimension; "
+                            "the palette's LayerNorm normalizes the last one")
+        return name, {"eps": m.eps, "elementwise_affine": m.elementwise_affine,
+                      "bias": getattr(m, "bias", None) is not None or not m.elementwise_affine}
+    if cls is nn.GroupNorm:
+        return name, {"num_groups": m.num_groups, "eps": m.eps, "affine": m.affine}
+    if cls in (nn.ReLU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Identity):
+        return name, {}
+    if cls is nn.LeakyReLU:
+        return name, {"negative_slope": m.negative_slope}
+    if cls is nn.GELU:
+        return name, {"approximate": m.approximate}
+    if cls is nn.ELU:
+        return name, {"alpha": m.alpha}
+    if cls is nn.Softmax:
+        if m.dim is None:
+            raise _Unmapped("Softmax without dim has no palette equivalent; set dim")
+        return name, {"dim": _sample_dim(m.dim, "Softmax")}
+    if cls is nn.Dropout:
+        return name, {"p": m.p}
+    if cls is nn.Flatten:
+        return name, {"start_dim": _sample_dim(m.start_dim, "Flatten"),
+                      "end_dim": _sample_dim(m.end_dim, "Flatten")}
+    if cls is nn.Embedding:
+        if m.norm_type != 2.0 or m.scale_grad_by_freq or m.sparse:
+            raise _Unmapped("Embedding with norm_type, scale_grad_by_freq or sparse set has no palette equivalent")
+        return name, {"num_embeddings": m.num_embeddings, "embedding_dim": m.embedding_dim,
+                      "padding_idx": m.padding_idx, "max_norm": m.max_norm}
+    if cls in (nn.RNN, nn.LSTM, nn.GRU):
+        if not m.batch_first:
+            raise _Unmapped(f"{name} with batch_first=False: the palette's recurrent layers are batch first; "
+                            "construct it with batch_first=True")
+        if getattr(m, "proj_size", 0):
+            raise _Unmapped("LSTM with proj_size has no palette equivalent")
+        return name, _rnn_params(m, True)
+    if cls is nn.TransformerEncoderLayer:
+        if not m.self_attn.batch_first:
+            raise _Unmapped("TransformerEncoderLayer with batch_first=False: the palette's is batch first; construct "
+                            "it with batch_first=True")
+        return name, _encoder_params(m, causal=False)
+    raise _Unmapped(f"{cls.__module__}.{cls.__qualname__} has no palette equivalent")
+
+
+def _rnn_params(m, return_sequences: bool) -> dict:
+    p = {"hidden_size": m.hidden_size, "num_layers": m.num_layers, "return_sequences": return_sequences,
+         "bidirectional": m.bidirectional, "dropout": float(m.dropout), "bias": m.bias}
+    if m.mode.startswith("RNN"):
+        p["nonlinearity"] = m.nonlinearity
+    return p
+
+
+def _encoder_params(m, causal: bool) -> dict:
+    act = getattr(m, "activation_relu_or_gelu", 0)
+    if act not in (1, 2):
+        raise _Unmapped("TransformerEncoderLayer with an activation other than relu or gelu has no palette "
+                        "equivalent")
+    return {"nhead": m.self_attn.num_heads, "dim_feedforward": m.linear1.out_features, "dropout": m.dropout.p,
+            "activation": "relu" if act == 1 else "gelu", "norm_first": m.norm_first, "causal": causal,
+            "layer_norm_eps": m.norm1.eps, "bias": m.linear1.bias is not None}
+
+
+def _studio_module(name: str, m: nn.Module) -> tuple[str, dict]:
+    if name in ("Reshape", "Permute"):
+        key = "shape" if name == "Reshape" else "dims"
+        return name, {key: list(getattr(m, key))}
+    if name in ("Add", "Multiply"):
+        return name, {}
+    if name == "Concat":
+        return name, {"dim": m.dim - 1 if m.dim > 0 else m.dim}
+    if name == "SequencePool":
+        return name, {"mode": m.mode}
+    if name == "PositionalEncoding":
+        return name, {"kind": m.kind, "max_len": m.pe.shape[0]}
+    if name in ("RNNLayer", "LSTMLayer", "GRULayer"):
+        return name[:-5], _rnn_params(m, m.return_sequences)
+    if name == "SelfAttention":
+        return "MultiheadAttention", {"num_heads": m.num_heads, "dropout": m.dropout, "causal": m.causal,
+                                      "bias": m.in_proj_bias is not None}
+    if name == "EncoderLayer":
+        return "TransformerEncoderLayer", _encoder_params(m, m.causal)
+    raise _Unmapped(f"the studio class {name} is not a layer")
+
+
+def _qualname(fn) -> str:
+    module = getattr(fn, "__module__", None) or ""
+    if fn in (F.relu, F.gelu, F.silu, F.leaky_relu, F.elu, F.softmax, F.dropout, F.max_pool1d, F.max_pool2d,
+              F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.log_softmax, F.tanh,
+              F.sigmoid, F.linear, F.conv2d):
+        module = "torch.nn.functional"
+    elif module in ("_operator", "operator"):
+        module = "operator"
+    elif module.startswith("torch") or module == "" or fn.__module__ is None:
+        module = "torch"
+    return f"{module}.{getattr(fn, '__name__', repr(fn))}"
+
+
+_ACTIVATIONS = {F.relu: "ReLU", torch.relu: "ReLU", F.silu: "SiLU", torch.tanh: "Tanh", F.tanh: "Tanh",
+                torch.sigmoid: "Sigmoid", F.sigmoid: "Sigmoid"}
+_METHOD_ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid"}
+_ALIASES = {"contiguous", "clone", "detach"}
+_POOL_FUNCS = {F.max_pool1d: ("MaxPool1d", 1), F.max_pool2d: ("MaxPool2d", 2), F.avg_pool1d: ("AvgPool1d", 1),
+               F.avg_pool2d: ("AvgPool2d", 2)}
+
+
+def _arg(node: torch.fx.Node, i: int, name: str, default):
+    if len(node.args) > i:
+        return node.args[i]
+    return node.kwargs.get(name, default)
+
+
+class _Importer:
+    def __init__(self, gm: torch.fx.GraphModule, shapes: dict[str, tuple]):
+        self.gm, self.shapes = gm, shapes
+        self.out: dict[torch.fx.Node, _Out] = {}
+        self.shape_nodes: set[torch.fx.Node] = set()  # x.size(0), x.shape[0]: batch-size bookkeeping
+        self.modules = dict(gm.named_modules())
+
+    def shape(self, node) -> tuple | None:
+        return self.shapes.get(node.name) if isinstance(node, torch.fx.Node) else None
+
+    def tensor_arg(self, node: torch.fx.Node, value, what: str) -> torch.fx.Node:
+        if not isinstance(value, torch.fx.Node) or value in self.shape_nodes:
+            raise _Unmapped(f"{what} with a constant operand ({value!r:.40}) has no palette equivalent; the merge "
+                            "layers take tensors from other layers")
+        return value
+
+    def map(self, node: torch.fx.Node) -> _Out | None:
+        op, target = node.op, node.target
+        if op == "call_module":
+            m = self.modules[target]
+            type_name, params = _module_params(m)
+            inputs = [a for a in node.args if isinstance(a, torch.fx.Node)]
+            if type_name not in ("Add", "Multiply", "Concat"):
+                if len(node.args) != 1 or node.kwargs or len(inputs) != 1:
+                    raise _Unmapped(f"{type(m).__name__} called with extra arguments (e.g. a mask or a hidden "
+                                    "state) has no palette equivalent")
+            return _Out(type_name, params, inputs, m)
+        if op == "call_function":
+            return self.map_function(node, target)
+        if op == "call_method":
+            return self.map_method(node, target)
+        raise _Unmapped(f"{op} {target} has no palette equivalent")
+
+    def map_function(self, node, fn) -> _Out | None:
+        x = node.args[0] if node.args else None
+        if fn in _ACTIVATIONS:
+            return _Out(_ACTIVATIONS[fn], {}, [x])
+        if fn is F.gelu:
+            return _Out("GELU", {"approximate": node.kwargs.get("approximate", "none")}, [x])
+        if fn is F.leaky_relu:
+            return _Out("LeakyReLU", {"negative_slope": _arg(node, 1, "negative_slope", 0.01)}, [x])
+        if fn is F.elu:
+            return _Out("ELU", {"alpha": _arg(node, 1, "alpha", 1.0)}, [x])
+        if fn in (F.softmax, torch.softmax):
+            dim = _arg(node, 1, "dim", None)
+            if dim is None:
+                raise _Unmapped("softmax without dim has no palette equivalent; pass dim")
+            return _Out("Softmax", {"dim": _sample_dim(dim, "softmax")}, [x])
+        if fn is F.dropout:
+            return _Out("Dropout", {"p": _arg(node, 1, "p", 0.5)}, [x])
+        if fn in (operator.add, operator.iadd, torch.add, operator.mul, operator.imul, torch.mul):
+            kind = "Add" if fn in (operator.add, operator.iadd, torch.add) else "Multiply"
+            if fn is torch.add and node.kwargs.get("alpha", 1) != 1:
+                raise _Unmapped("torch.add with alpha has no palette equivalent")
+            a = self.tensor_arg(node, node.args[0], kind)
+            b = self.tensor_arg(node, node.args[1], kind)
+            return _Out(kind, {}, [a, b])
+        if fn is torch.cat:
+            tensors = list(_arg(node, 0, "tensors", []))
+            dim = _arg(node, 1, "dim", 0)
+            return _Out("Concat", {"dim": _sample_dim(dim, "torch.cat")},
+                        [self.tensor_arg(node, t, "torch.cat") for t in tensors])
+        if fn is torch.flatten:
+            return self.flatten(node, x, _arg(node, 1, "start_dim", 0), _arg(node, 2, "end_dim", -1))
+        if fn is torch.reshape:
+            return self.reshape(node, x, list(_arg(node, 1, "shape", [])))
+        if fn is torch.permute:
+            return self.permute(node, x, list(_arg(node, 1, "dims", [])))
+        if fn is torch.transpose:
+            return self.transpose(node, x, _arg(node, 1, "dim0", 0), _arg(node, 2, "dim1", 1))
+        if fn in _POOL_FUNCS:
+            return self.pool_function(node, fn, x)
+        if fn in (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d):
+            n = 1 if fn is F.adaptive_avg_pool1d else 2
+            return _Out(f"AdaptiveAvgPool{n}d", {"output_size": _size(_plain(_arg(node, 1, "output_size", 1)), n)},
+                        [x])
+        if fn is torch.mean:
+            return self.seq_reduce(node, x, _arg(node, 1, "dim", None), "mean", node.kwargs.get("keepdim", False))
+        if fn is operator.getitem:
+            return self.getitem(node, x, node.args[1])
+        if fn is getattr and node.args[1] == "shape":
+            self.shape_nodes.add(node)
+            return None
+        raise _Unmapped(f"{_qualname(fn)} has no palette equivalent")
+
+    def map_method(self, node, name: str) -> _Out | None:
+        x = node.args[0]
+        rest = list(node.args[1:])
+        if name in _METHOD_ACTIVATIONS:
+            return _Out(_METHOD_ACTIVATIONS[name], {}, [x])
+        if name in _ALIASES:
+            return _Out(None, {}, [x])
+        if name == "size":
+            self.shape_nodes.add(node)
+            return None
+        if name in ("view", "reshape"):
+            shape = rest[0] if len(rest) == 1 and isinstance(rest[0], (tuple, list)) else rest
+            return self.reshape(node, x, list(shape))
+        if name == "flatten":
+            return self.flatten(node, x, _arg(node, 1, "start_dim", 0), _arg(node, 2, "end_dim", -1))
+        if name == "permute":
+            dims = rest[0] if len(rest) == 1 and isinstance(rest[0], (tuple, list)) else rest
+            return self.permute(node, x, list(dims))
+        if name == "transpose":
+            return self.transpose(node, x, rest[0], rest[1])
+        if name == "softmax":
+            return _Out("Softmax", {"dim": _sample_dim(_arg(node, 1, "dim", -1), "softmax")}, [x])
+        if name in ("add", "mul"):
+            return _Out("Add" if name == "add" else "Multiply", {},
+                        [x, self.tensor_arg(node, rest[0] if rest else None, f"x.{name}")])
+        if name in ("mean", "amax"):
+            return self.seq_reduce(node, x, _arg(node, 1, "dim", None), "mean" if name == "mean" else "max",
+                                   node.kwargs.get("keepdim", False))
+        raise _Unmapped(f"the tensor method .{name}() has no palette equivalent")
+
+    # ---- shape operations ----
+    def flatten(self, node, x, start: int, end: int) -> _Out:
+        return _Out("Flatten", {"start_dim": _sample_dim(start, "flatten"), "end_dim": _sample_dim(end, "flatten")},
+                    [x])
+
+    def reshape(self, node, x, shape: list) -> _Out:
+        if not shape:
+            raise _Unmapped("reshape without a shape has no palette equivalent")
+        first, rest = shape[0], shape[1:]
+        in_shape = self.shape(x)
+        if not (first in self.shape_nodes or first == -1) or not all(isinstance(s, int) for s in rest):
+            raise _Unmapped(f"reshape to {shape!r:.60} does not keep the batch dimension first; write "
+                            "x.view(x.size(0), ...) or x.reshape(x.shape[0], ...)")
+        if first == -1 and in_shape is not None:
+            numel = 1
+            for s in in_shape[1:]:
+                numel *= s
+            known = 1
+            for s in rest:
+                known *= s
+            if -1 in rest or known != numel:
+                raise _Unmapped(f"reshape to {shape!r:.60} moves values across samples; keep the batch first")
+        if rest == [-1] or (in_shape is not None and len(rest) == 1 and rest[0] == _numel(in_shape[1:])):
+            return _Out("Flatten", {}, [x])
+        return _Out("Reshape", {"shape": rest}, [x])
+
+    def permute(self, node, x, dims: list) -> _Out:
+        rank = len(dims)
+        dims = [d % rank if isinstance(d, int) else d for d in dims]
+        if not dims or dims[0] != 0 or not all(isinstance(d, int) for d in dims):
+            raise _Unmapped(f"permute {dims!r} moves the batch dimension; the palette's Permute keeps it first")
+        return _Out("Permute", {"dims": [d - 1 for d in dims[1:]]}, [x])
+
+    def transpose(self, node, x, a: int, b: int) -> _Out:
+        in_shape = self.shape(x)
+        if in_shape is None:
+            raise _Unmapped("transpose of a value of unknown shape")
+        rank = len(in_shape)
+        a, b = a % rank, b % rank
+        dims = list(range(rank))
+        dims[a], dims[b] = dims[b], dims[a]
+        return self.permute(node, x, dims)
+
+    def pool_function(self, node, fn, x) -> _Out:
+        type_name, n = _POOL_FUNCS[fn]
+        kernel = _arg(node, 1, "kernel_size", None)
+        stride = _arg(node, 2, "stride", None)
+        params = {"kernel_size": _size(_plain(kernel), n),
+                  "stride": None if stride in (None, [], ()) or _size(_plain(stride), n) == _size(_plain(kernel), n)
+                  else _size(_plain(stride), n),
+                  "padding": _size(_plain(_arg(node, 3, "padding", 0)), n)}
+        if type_name.startswith("Max"):
+            params["dilation"] = _size(_plain(_arg(node, 4, "dilation", 1)), n)
+            params["ceil_mode"] = _arg(node, 5, "ceil_mode", False)
+            if _arg(node, 6, "return_indices", False):
+                raise _Unmapped(f"{_qualname(fn)} with return_indices=True has no palette equivalent")
+        else:
+            params["ceil_mode"] = _arg(node, 4, "ceil_mode", False)
+            params["count_include_pad"] = _arg(node, 5, "count_include_pad", True)
+            if _arg(node, 6, "divisor_override", None) is not None:
+                raise _Unmapped(f"{_qualname(fn)} with divisor_override has no palette equivalent")
+        return _Out(type_name, params, [x])
+
+    def seq_reduce(self, node, x, dim, mode: str, keepdim: bool) -> _Out:
+        in_shape = self.shape(x)
+        if dim not in (1, -2) or keepdim or in_shape is None or len(in_shape) != 3:
+            raise _Unmapped(f"{mode} over dim={dim!r} has no palette equivalent; SequencePool reduces dim 1 of "
+                            "(B, T, F)")
+        return _Out("SequencePool", {"mode": mode}, [x])
+
+    def getitem(self, node, x, index) -> _Out | None:
+        if x in self.shape_nodes:
+            self.shape_nodes.add(node)
+            return None
+        src = self.out.get(x)
+        if index == 0 and src is not None and src.module is not None and src.type in ("RNN", "LSTM", "GRU"):
+            return _Out(None, {}, [x])  # out, _ = lstm(x): the output sequence
+        in_shape = self.shape(x)
+        if isinstance(index, tuple) and in_shape is not None and len(in_shape) == 3:
+            full = slice(None)
+            if index[0] == full and index[1] in (-1, 0) and all(i == full for i in index[2:]) and len(index) <= 3:
+                return _Out("SequencePool", {"mode": "last" if index[1] == -1 else "first"}, [x])
+        raise _Unmapped(f"indexing with [{_show_index(index)}] has no palette equivalent (x[:, -1] and x[:, 0] "
+                        "on a (B, T, F) sequence map to SequencePool)")
+
+
+def _show_index(index) -> str:
+    items = index if isinstance(index, tuple) else (index,)
+    out = []
+    for i in items:
+        if isinstance(i, slice):
+            out.append(":" if i == slice(None) else f"{i.start or ''}:{i.stop or ''}")
+        else:
+            out.append(repr(i) if not isinstance(i, torch.fx.Node) else i.name)
+    return ", ".join(out)
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+_TORCH_DIR = os.path.dirname(torch.__file__)
+
+
+def _where(node: torch.fx.Node) -> str:
+    """"line 12 / node 'relu_1'": the line in the user's code (not in torch) that made the node."""
+    frames = [(f, line) for f, line in re.findall(r'File "([^"]+)", line (\d+)', node.stack_trace or "")
+              if not f.startswith(_TORCH_DIR)]
+    if frames:
+        return f"line {frames[-1][1]} / node '{node.name}'"
+    return f"node '{node.name}'"
+
+
+# ---- ids and the graph -----------------------------------------------------------------------------------
+
+def _node_id(wanted: str, taken: set[str]) -> str:
+    base = re.sub(r"\W", "_", wanted).lstrip("_") or "node"
+    if base[0].isdigit():
+        base = "n" + base
+    base = base[:60]
+    candidate, k = base, 1
+    while node_id_problem(candidate) or candidate in taken or hasattr(nn.Module, candidate) or \
+            candidate in builtins.__dict__ and candidate != "input":
+        candidate = f"{base}_{k}"
+        k += 1
+    taken.add(candidate)
+    return candidate
+
+
+def _drop_defaults(type_name: str, params: dict) -> dict:
+    spec = REGISTRY[type_name]
+    out = {}
+    for p in spec.params:
+        if p.name not in params:
+            continue
+        v = _plain(params[p.name])
+        if p.kind == "float" and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if type(v) is type(p.default) and v == p.default:
+            continue
+        if v is None and p.default is None:
+            continue
+        out[p.name] = v
+    return out
+
+
+def import_module(module: nn.Module, input_shape, input_dtype: str = "float32",
+                  name: str | None = None) -> tuple[Graph | None, list[str]]:
+    """Trace `module` with torch.fx and map it onto the palette.
+
+    Returns (graph, []) when everything maps, else (None, one line per node that does not map,
+    e.g. "line 12 / node 'log_softmax': torch.nn.functional.log_softmax has no palette equivalent").
+    `input_shape` is per sample (no batch dimension).
+    """
+    if not isinstance(module, nn.Module):
+        raise GraphError(f"import_module needs an nn.Module instance, got {type(module).__name__}")
+    if input_dtype not in _DTYPES:
+        raise GraphError(f"input_dtype={input_dtype!r} is not supported; use 'float32' or 'int64'")
+    shape = [int(s) for s in input_shape]
+    if not shape or any(s < 1 for s in shape):
+        raise GraphError(f"input_shape={list(input_shape)} must be one or more positive sizes per sample, e.g. "
+                         "[1, 28, 28]")
+    name = name or type(module).__name__
+    was_training = module.training
+    module.eval()
+    try:
+        return _import(module, shape, input_dtype, name)
+    finally:
+        module.train(was_training)
+
+
+def _example(shape: list[int], dtype: str) -> torch.Tensor:
+    if dtype == "int64":
+        return torch.zeros((2, *shape), dtype=torch.int64)
+    return torch.randn((2, *shape), generator=torch.Generator().manual_seed(0))
+
+
+def _import(module: nn.Module, shape: list[int], dtype: str, name: str) -> tuple[Graph | None, list[str]]:
+    try:
+        tracer = _Tracer()
+        fx_graph = tracer.trace(module)
+        gm = torch.fx.GraphModule(tracer.root, fx_graph)
+        gm.graph.eliminate_dead_code()  # e.g. the `_` of `out, _ = self.lstm(x)`
+    except Exception as e:  # fx raises many types for code it cannot trace
+        return None, [f"torch.fx cannot trace {type(module).__name__}: {str(e).strip().splitlines()[0][:300]}"
+                      " (data-dependent control flow, e.g. `if x.sum() > 0`, cannot be traced)"]
+    example = _example(shape, dtype)
+    shapes: dict[str, tuple] = {}
+
+    class _Recorder(torch.fx.Interpreter):
+        def run_node(self, n):
+            result = super().run_node(n)
+            if isinstance(result, torch.Tensor):
+                shapes[n.name] = tuple(result.shape)
+            return result
+
+    try:
+        with torch.no_grad():
+            _Recorder(gm).run(example)
+    except Exception as e:  # the module rejects the given input
+        return None, [f"running {type(module).__name__} on an input of shape {tuple(example.shape)} {dtype} "
+                      f"failed: {str(e).strip().splitlines()[0][:300]}; check input_shape and input_dtype"]
+
+    imp = _Importer(gm, shapes)
+    unmapped: list[str] = []
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        return None, [f"forward takes {len(placeholders)} inputs; a graph has exactly one Input"]
+    failed: set = set()  # nodes that did not map; what depends on them is not reported again
+    for node in gm.graph.nodes:
+        if node.op in ("placeholder", "output"):
+            continue
+        if any(n in failed for n in node.all_input_nodes):
+            failed.add(node)
+            continue
+        try:
+            out = imp.map(node)
+        except _Unmapped as e:
+            unmapped.append(f"{_where(node)}: {e}")
+            failed.add(node)
+            continue
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+            unmapped.append(f"{_where(node)}: {node.op} {node.target} could not be read ({e})")
+            failed.add(node)
+            continue
+        if out is not None:
+            imp.out[node] = out
+    output_node = next(n for n in gm.graph.nodes if n.op == "output")
+    result = output_node.args[0]
+    if not isinstance(result, torch.fx.Node):
+        unmapped.append(f"{_where(output_node)}: forward returns {type(result).__name__}; a graph has one tensor "
+                        "output")
+    if unmapped:
+        return None, unmapped
+    return _build(imp, placeholders[0], result, shape, dtype, name, module, example)
+
+
+def _fold_last_step(imp: _Importer, users: dict) -> None:
+    """RNN(return_sequences) -> SequencePool(last) with no other consumer: one RNN with return_sequences=False."""
+    for out in list(imp.out.values()):
+        if out.type != "SequencePool" or out.params.get("mode") != "last":
+            continue
+        src = _resolve(imp, out.inputs[0])
+        src_out = imp.out.get(src)
+        if (src_out is not None and src_out.type in ("RNN", "LSTM", "GRU") and src_out.params["return_sequences"]
+                and users.get(src, 0) == 1 and users.get(out.inputs[0], 0) == 1):
+            src_out.params["return_sequences"] = False
+            out.type, out.params, out.inputs = None, {}, [out.inputs[0]]
+
+
+def _resolve(imp: _Importer, node):
+    """Follow aliases (x.contiguous(), lstm(x)[0]) back to the node that computes the value."""
+    while node in imp.out and imp.out[node].type is None:
+        node = imp.out[node].inputs[0]
+    return node
+
+
+def _build(imp, placeholder, result, shape, dtype, name, module, example) -> tuple[Graph | None, list[str]]:
+    users: dict = {}
+    for out in imp.out.values():
+        for src in out.inputs:
+            users[src] = users.get(src, 0) + 1
+    _fold_last_step(imp, users)
+    taken: set[str] = set()
+    ids: dict = {}
+    for node, out in imp.out.items():
+        if out.type is not None and out.module is not None:
+            ids[node] = _node_id(node.target, taken)
+    input_id = _node_id("input", taken)
+    ids[placeholder] = input_id
+    nodes = [Node(input_id, "Input", {"shape": list(shape), "dtype": dtype})]
+    edges: list[Edge] = []
+    unmapped: list[str] = []
+    for node, out in imp.out.items():
+        if out.type is None:
+            continue
+        node_id = ids.get(node) or _node_id(node.name, taken)
+        ids[node] = node_id
+        nodes.append(Node(node_id, out.type, _drop_defaults(out.type, out.params)))
+        sources = []
+        for src in out.inputs:
+            src = _resolve(imp, src)
+            if src not in ids:
+                unmapped.append(f"{_where(node)}: its input {getattr(src, 'name', src)!r} does not map onto the "
+                                "palette")
+                continue
+            sources.append(ids[src])
+        if len(set(sources)) != len(sources):
+            unmapped.append(f"{_where(node)}: {out.type} takes the same value twice; the graph connects each pair "
+                            "of layers once")
+        edges += [Edge(s, node_id) for s in dict.fromkeys(sources)]
+    final = _resolve(imp, result)
+    if final not in ids:
+        unmapped.append(f"{_where(result)}: the output does not map onto the palette")
+    if unmapped:
+        return None, unmapped
+    graph = Graph(name=name, nodes=nodes, edges=edges,
+                  description=f"Imported from the PyTorch module {type(module).__name__} with torch.fx.")
+    # Anything not on the path to the output (e.g. an unused branch) is left out.
+    keep = _ancestors(graph, ids[final])
+    graph.nodes = [n for n in graph.nodes if n.id in keep]
+    graph.edges = [e for e in graph.edges if e.source in keep and e.target in keep]
+    return _verify(graph, imp, ids, module, example)
+
+
+def _ancestors(graph: Graph, node_id: str) -> set[str]:
+    seen, todo = set(), [node_id]
+    input_map = graph.input_map()
+    while todo:
+        n = todo.pop()
+        if n not in seen:
+            seen.add(n)
+            todo.extend(input_map[n])
+    return seen
+
+
+def _verify(graph: Graph, imp: _Importer, ids: dict, module: nn.Module, example) -> tuple[Graph | None, list[str]]:
+    """Compile the graph, give it the module's weights, and check it computes the module's output."""
+    from studio.analysis import analyze
+    from studio.compile import compile_graph
+
+    analysis = analyze(graph)
+    if analysis.errors:
+        return None, [f"the imported graph is not valid: {i}" for i in analysis.errors]
+    model = compile_graph(graph, seed=0).eval()
+    for node, out in imp.out.items():
+        if out.module is not None and ids.get(node) in model.node_types:
+            try:
+                model._modules[ids[node]].load_state_dict(out.module.state_dict(), strict=True)
+            except RuntimeError as e:
+                return None, [f"{_where(node)}: its weights do not fit the imported layer: "
+                              f"{str(e).strip().splitlines()[0][:200]}"]
+    with torch.no_grad():
+        expected = module(example)
+        got = model(example)
+    if not isinstance(expected, torch.Tensor) or expected.shape != got.shape or \
+            not torch.allclose(expected, got, rtol=1e-4, atol=1e-5):
+        return None, ["the imported graph does not reproduce the module's output on a test input (a layer's "
+                      "behaviour differs from its palette equivalent); please report this module"]
+    return graph, []
+
+
+def import_from_file(path: str | os.PathLike, class_name: str, input_shape, input_dtype: str = "float32"
+                     ) -> tuple[Graph | None, list[str]]:
+    """EXECUTE the Python file at `path`, instantiate `class_name()` from it and import that module.
+
+    Running the file runs any code in it, as `python file.py` would (minus its `__main__` block):
+    only import files you trust. The class must be constructible without arguments.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise GraphError(f"cannot import from {str(path)!r}: no such file")
+    module_name = f"studio_import_{uuid.uuid4().hex}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise GraphError(f"cannot import {str(path)!r}: it is not a Python source file")
+    user_module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = user_module  # so inspect.getsource finds the classes while importing
+    try:
+        try:
+            spec.loader.exec_module(user_module)
+        except Exception as e:  # the user's code can raise anything
+            raise GraphError(f"running {path.name} failed: {type(e).__name__}: {str(e)[:300]}") from None
+        cls = getattr(user_module, class_name, None)
+        if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):
+            found = sorted(k for k, v in vars(user_module).items()
+                           if inspect.isclass(v) and issubclass(v, nn.Module) and v.__module__ == module_name)
+            raise GraphError(f"{path.name} has no nn.Module class named {class_name!r}; its nn.Module classes are: "
+                             f"{', '.join(found) or 'none'}")
+        try:
+            instance = cls()
+        except Exception as e:  # a constructor that needs arguments, or fails
+            raise GraphError(f"{class_name}() failed: {type(e).__name__}: {str(e)[:300]}; the class must be "
+                             "constructible without arguments") from None
+        return import_module(instance, input_shape, input_dtype, name=class_name)
+    finally:
+        sys.modules.pop(module_name, None)
+
+
+__all__ = ["import_from_file", "import_module"]
