@@ -164,6 +164,20 @@ class Store:
         return _Transaction(self.connect(), immediate)
 
     def _ensure_schema(self) -> None:
+        try:
+            self._create_schema()
+        except sqlite3.DatabaseError as e:
+            # Not a lock or a constraint (OperationalError etc. are subclasses): the file itself is unreadable.
+            if type(e) is not sqlite3.DatabaseError:
+                raise
+            self.close()
+            raise TrainError(
+                f"the run store {str(self.path)!r} is damaged and cannot be opened (SQLite says: {e}); move it "
+                f"aside (rename it to {self.path.name}.damaged, with its -wal and -shm files if any) and a new, "
+                "empty store is created (the run directories under runs/ keep their checkpoints and files)"
+            ) from None
+
+    def _create_schema(self) -> None:
         conn = self.connect()
         with self.transaction(immediate=True):
             # executescript() would commit on its own; run statement by statement inside the transaction
@@ -274,6 +288,38 @@ class Store:
         sql += " ORDER BY step, rowid"
         return [Metric(r[0], r[1], r[2], r[3], _nan_if_null(r[4]), r[5])
                 for r in self.connect().execute(sql, params).fetchall()]
+
+    def read_metric_table(self, run_id: str, *, since_step: int = -1):
+        """Rows with step > since_step as one float array, for readers of long histories.
+
+        Returns (keys, table, last_step): keys is [(key, split)], table is (N, 5) float64 with
+        columns [step, epoch, value, wall_time, key index] (NaN for a NULL value), last_step the
+        highest step included (rows committed meanwhile wait for the next read). A million rows
+        convert without a Python object per row. None when nothing is new.
+        """
+        import numpy as np
+
+        cur = self.connect().cursor()
+        cur.row_factory = None  # plain tuples
+        found = cur.execute("SELECT key, MIN(split), MAX(step) FROM metrics WHERE run_id=? AND step>? GROUP BY key",
+                            (run_id, since_step)).fetchall()
+        if not found:
+            return None
+        keys = [k for k, _, _ in found]
+        upto = max(m for _, _, m in found)
+        # Keys become numbers in SQL, so the rows convert to one float array without a Python loop.
+        case = "CASE key " + " ".join("WHEN ? THEN ?" for _ in keys) + " ELSE -1 END"
+        params = [v for i, k in enumerate(keys) for v in (k, i)]
+        rows = cur.execute(f"SELECT step, epoch, value, wall_time, {case} FROM metrics WHERE run_id=? AND step>? "
+                           "AND step<=? ORDER BY step, rowid", (*params, run_id, since_step, upto)).fetchall()
+        table = np.array(rows, dtype=np.float64).reshape(-1, 5)
+        return [(k, split) for k, split, _ in found], table, int(upto)
+
+    def metric_rows(self, run_id: str):
+        """Every metric row of a run as (step, epoch, split, key, value, wall_time) tuples, in order."""
+        return self.connect().execute(
+            "SELECT step, epoch, split, key, value, wall_time FROM metrics WHERE run_id=? ORDER BY step, rowid",
+            (run_id,))
 
     def metric_series(self, run_id: str, key: str) -> tuple[list[int], list[float]]:
         rows = self.read_metrics(run_id, keys=[key])

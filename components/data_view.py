@@ -1,0 +1,142 @@
+"""Dataset previews as a user expects them for each kind of data: an image grid with labels (one PNG,
+not hundreds of traces), the head of a table, token sequences written out through the vocabulary,
+a plot of a few series; and the per-class counts behind the class-balance chart.
+
+Pure functions on a loaded `studio.data.Dataset`; the Data page only lays the results out.
+
+    >>> kind = preview_kind(ds.info)                      # doctest: +SKIP
+    >>> png = image_grid_png(ds.train.x[:32], labels)     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+TILE = 64          # pixels per image tile: small images are scaled up (nearest) so they can be seen
+LABEL_HEIGHT = 14  # pixels under each tile for its label
+PAD_TOKENS = ("<pad>",)
+
+
+def preview_kind(info) -> str:
+    """How to show a dataset's samples: "image", "tokens", "series" or "table"."""
+    if info.is_image:
+        return "image"
+    if info.input_dtype == "int64":
+        return "tokens"
+    if len(info.input_shape) == 2:
+        return "series"
+    return "table"
+
+
+def target_label(info, y) -> str:
+    """A sample's target as text: the class name, the token text or the number(s)."""
+    if info.task == "classification":
+        k = int(y)
+        return info.class_names[k] if info.class_names and 0 <= k < len(info.class_names) else str(k)
+    if info.task in ("sequence", "language_model"):
+        return token_text(y, info.vocab)
+    values = np.asarray(y, dtype=np.float64).reshape(-1)
+    return ", ".join(f"{v:.4g}" for v in values)
+
+
+# ---- images ---------------------------------------------------------------------------------------
+
+def image_grid_png(images, labels: list[str], *, columns: int = 8, tile: int = TILE) -> bytes:
+    """One PNG with `images` (N, C, H, W) in [0, 1] laid out in a grid, each with its label under it.
+
+    One or three channels are drawn as grayscale or RGB; other channel counts show the first channel.
+    """
+    x = images.detach().cpu().float().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, np.float32)
+    if x.ndim != 4:
+        raise ValueError(f"images must be (N, C, H, W), got shape {x.shape}")
+    n, c, h, w = x.shape
+    if n == 0:
+        raise ValueError("no images to show")
+    columns = max(1, min(columns, n))
+    rows = -(-n // columns)
+    scale = max(1, tile // max(h, w))
+    th, tw = h * scale, w * scale
+    cell_w, cell_h = max(tw, 48) + 6, th + LABEL_HEIGHT + 6
+    sheet = Image.new("RGB", (columns * cell_w, rows * cell_h), "white")
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default()
+    pixels = (np.clip(x, 0.0, 1.0) * 255).round().astype(np.uint8)
+    for i in range(n):
+        if c == 3:
+            img = Image.fromarray(np.ascontiguousarray(pixels[i].transpose(1, 2, 0)), "RGB")
+        else:
+            img = Image.fromarray(pixels[i, 0], "L").convert("RGB")
+        img = img.resize((tw, th), Image.NEAREST)
+        left, top = (i % columns) * cell_w + (cell_w - tw) // 2, (i // columns) * cell_h + 3
+        sheet.paste(img, (left, top))
+        text = str(labels[i])[:12] if i < len(labels) else ""
+        text_w = draw.textlength(text, font=font)
+        draw.text(((i % columns) * cell_w + (cell_w - text_w) / 2, top + th + 2), text, fill="#111827", font=font)
+    out = io.BytesIO()
+    sheet.save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+# ---- tables -------------------------------------------------------------------------------------------
+
+def table_head(x, y, info, *, n: int = 10, feature_names: list[str] | None = None) -> pd.DataFrame:
+    """The first `n` samples of a tabular split, one column per feature, then the target."""
+    xs = np.asarray(x[:n], dtype=np.float64).reshape(min(n, len(x)), -1)
+    names = list(feature_names or [])
+    if len(names) != xs.shape[1]:
+        names = [f"x{i}" for i in range(xs.shape[1])]
+    frame = pd.DataFrame(xs, columns=names)
+    frame["target"] = [target_label(info, t) for t in y[:n]]
+    return frame
+
+
+# ---- tokens -----------------------------------------------------------------------------------------
+
+def token_text(ids, vocab: list[str] | None) -> str:
+    """Token ids as text: characters joined as they are, longer tokens separated by spaces; padding
+    at the end is left out, and newlines are shown as ⏎ so a sequence stays on one line."""
+    values = [int(v) for v in np.asarray(ids).reshape(-1)]
+    if not vocab:
+        return " ".join(map(str, values))
+    tokens = [vocab[v] if 0 <= v < len(vocab) else f"<{v}?>" for v in values]
+    while tokens and tokens[-1] in PAD_TOKENS:
+        tokens.pop()
+    single = all(len(t) == 1 for t in tokens if t not in PAD_TOKENS)
+    text = ("" if single else " ").join(tokens)
+    return text.replace("\n", "⏎")
+
+
+def token_rows(x, y, info, *, n: int = 8) -> pd.DataFrame:
+    """The first `n` samples of a token dataset as text: the input and the target side by side."""
+    return pd.DataFrame({
+        "input": [token_text(s, info.vocab) for s in x[:n]],
+        "target": [target_label(info, t) for t in y[:n]],
+    })
+
+
+# ---- series -----------------------------------------------------------------------------------------
+
+def series_samples(x, y, info, *, n: int = 4) -> tuple[list[np.ndarray], list[str]]:
+    """The first `n` samples of a (T, F) dataset and their labels, for charts.series_preview_figure."""
+    k = min(n, len(x))
+    samples = [np.asarray(x[i], dtype=np.float64) for i in range(k)]
+    labels = [f"#{i} → {target_label(info, y[i])}" for i in range(k)]
+    return samples, labels
+
+
+# ---- class balance ------------------------------------------------------------------------------------
+
+def class_counts(dataset) -> dict[str, list[int]]:
+    """Samples per class in each non-empty split of a classification dataset."""
+    k = dataset.info.num_classes or 0
+    out = {}
+    for name in ("train", "val", "test"):
+        y = dataset.split(name).y
+        if len(y):
+            out[name] = torch.bincount(y.reshape(-1).long(), minlength=k).tolist()
+    return out

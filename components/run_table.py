@@ -1,0 +1,191 @@
+"""The runs table of the Train page: one row per run with its status badge, progress and ETA, best
+metric, duration, and the actions stop, resume, rename, delete (asks first) and open in Inspect.
+
+Everything shown comes from the run store, so reopening the page shows every run as it is. The
+formatting helpers are pure; `render_runs_table` lays the rows out and performs the actions through
+studio.runs.launcher, keeping each action's outcome in session state to show it once.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from components import session
+from components.canvas import st_escape
+from studio.errors import StudioError
+from studio.runs import RESUMABLE_STATUSES, RunRecord, delete_run, rename_run, resume_run, run_dir, stop_run
+
+INSPECT_PAGE = "pages/4_Inspect.py"
+_ROOT = Path(__file__).resolve().parents[1]
+_BADGE_COLORS = {"queued": "gray", "running": "blue", "completed": "green", "stopped": "orange",
+                 "failed": "red", "diverged": "red", "lost": "violet"}
+_MESSAGE = "studio.train.runs_message"
+_CONFIRM = "studio.train.confirm_delete"
+_RENAMING = "studio.train.renaming"
+GO_INSPECT = "studio.train.go_inspect"
+
+
+# ---- formatting (pure) --------------------------------------------------------------------------------
+
+def status_badge(status: str) -> str:
+    """Streamlit markdown for a coloured status badge, e.g. ':green-badge[completed]'."""
+    return f":{_BADGE_COLORS.get(status, 'gray')}-badge[{status}]"
+
+
+def format_duration(seconds: float | None) -> str:
+    """'42 s', '3 min 05 s', '2 h 07 min'; '–' when unknown."""
+    if seconds is None or seconds < 0:
+        return "–"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def duration(run: RunRecord, now: float | None = None) -> float | None:
+    """Seconds the run has been (or was) running."""
+    if run.started is None:
+        return None
+    end = run.ended if run.ended is not None and not run.active else (now or time.time())
+    return max(0.0, end - run.started)
+
+
+def progress(run: RunRecord, now: float | None = None) -> tuple[float, str]:
+    """(fraction done, text like 'step 120 / 400 · ETA 12 s') from the store's step counters."""
+    total = run.total_steps or 0
+    if total <= 0:
+        return 0.0, "starting" if run.status == "running" else f"step {run.step}"
+    fraction = min(1.0, run.step / total)
+    text = f"step {run.step:,} / {total:,}"
+    if run.status == "running" and 0 < run.step < total:
+        elapsed = duration(run, now)
+        if elapsed:
+            text += f" · ETA {format_duration((total - run.step) * elapsed / run.step)}"
+    return fraction, text
+
+
+def best_metric_text(run: RunRecord) -> str:
+    if run.best_metric is None:
+        return "–"
+    return f"{run.best_metric_name} {run.best_metric:.4g}"
+
+
+def metrics_csv(store, run_id: str) -> bytes:
+    """Every metric row of a run as CSV: step, epoch, split, key, value, wall_time."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(("step", "epoch", "split", "key", "value", "wall_time"))
+    writer.writerows(store.metric_rows(run_id))
+    return out.getvalue().encode()
+
+
+def checkpoint_path(run_id: str, which: str) -> Path:
+    """checkpoints/best.pt or checkpoints/last.pt of a run (it may not exist yet)."""
+    return run_dir(run_id) / "checkpoints" / f"{which}.pt"
+
+
+# ---- actions (callbacks) ---------------------------------------------------------------------------
+
+def _act(fn, *args, done: str) -> None:
+    try:
+        fn(*args)
+    except StudioError as e:
+        st.session_state[_MESSAGE] = ("error", str(e))
+    else:
+        st.session_state[_MESSAGE] = ("success", done)
+
+
+def _stop(run: RunRecord) -> None:
+    _act(stop_run, run.id, done=f"Stop requested for {run.name}: it finishes its step and saves a checkpoint.")
+
+
+def _resume(run: RunRecord) -> None:
+    _act(resume_run, run.id, done=f"{run.name} resumes from its last checkpoint.")
+
+
+def _delete(run: RunRecord) -> None:
+    st.session_state.pop(_CONFIRM, None)
+    _act(delete_run, run.id, done=f"Deleted {run.name} with its metrics and checkpoints.")
+
+
+def _rename(run: RunRecord) -> None:
+    name = st.session_state.get(f"studio.train.rename_text.{run.id}", "")
+    st.session_state.pop(_RENAMING, None)
+    _act(rename_run, run.id, name, done=f"Renamed to {name.strip()}.")
+
+
+def _open_inspect(run: RunRecord) -> None:
+    session.set_current_run_id(run.id)
+    if (_ROOT / INSPECT_PAGE).exists():
+        st.session_state[GO_INSPECT] = True
+    else:
+        st.session_state[_MESSAGE] = ("info", f"{run.name} is set as the run to inspect, but the Inspect page is "
+                                              "not built yet in this version of the studio.")
+
+
+# ---- layout -----------------------------------------------------------------------------------------
+
+def render_message() -> None:
+    """The outcome of the last action, shown once."""
+    message = st.session_state.pop(_MESSAGE, None)
+    if message:
+        kind, text = message
+        getattr(st, kind)(st_escape(text))
+
+
+def render_runs_table(runs: list[RunRecord], *, now: float | None = None, limit: int = 25) -> None:
+    """One row per run (newest first) with its actions; `limit` rows unless the user asks for all."""
+    now = now or time.time()
+    if not runs:
+        st.caption("No runs yet: launch one with the form above.")
+        return
+    shown = runs if st.session_state.get("studio.train.show_all_runs") else runs[:limit]
+    header = st.columns([3, 2, 3, 2, 1.3, 3.6])
+    for col, title in zip(header, ("Run", "Dataset", "Progress", "Best", "Time", "Actions"), strict=True):
+        col.markdown(f"**{title}**")
+    for run in shown:
+        _render_row(run, now)
+    if len(runs) > limit:
+        st.checkbox(f"Show all {len(runs)} runs", key="studio.train.show_all_runs")
+
+
+def _render_row(run: RunRecord, now: float) -> None:
+    cols = st.columns([3, 2, 3, 2, 1.3, 3.6], vertical_alignment="center")
+    cols[0].markdown(f"{status_badge(run.status)} {st_escape(run.name)}  \n:gray[{run.id}]")
+    if run.error and run.status in ("failed", "diverged", "lost"):
+        cols[0].caption(st_escape(run.error))
+    cols[1].markdown(st_escape(run.dataset_id))
+    fraction, text = progress(run, now)
+    cols[2].progress(fraction, text=text)
+    cols[3].markdown(st_escape(best_metric_text(run)))
+    cols[4].markdown(format_duration(duration(run, now)))
+    with cols[5].container(horizontal=True, gap="small"):
+        key = f"studio.train.run.{run.id}"
+        if run.active:
+            st.button("Stop", key=f"{key}.stop", on_click=_stop, args=(run,), icon=":material/stop:")
+        elif run.status in RESUMABLE_STATUSES:
+            st.button("Resume", key=f"{key}.resume", on_click=_resume, args=(run,), icon=":material/play_arrow:")
+        st.button("Rename", key=f"{key}.rename", on_click=lambda r=run: st.session_state.update({_RENAMING: r.id}),
+                  icon=":material/edit:")
+        st.button("Delete", key=f"{key}.delete", disabled=run.status == "running",
+                  help="Stop the run first" if run.status == "running" else "Delete the run (asks first)",
+                  on_click=lambda r=run: st.session_state.update({_CONFIRM: r.id}), icon=":material/delete:")
+        st.button("Inspect", key=f"{key}.inspect", on_click=_open_inspect, args=(run,),
+                  icon=":material/insights:")
+    if st.session_state.get(_RENAMING) == run.id:
+        with st.container(horizontal=True, vertical_alignment="bottom"):
+            st.text_input("New name", value=run.name, key=f"studio.train.rename_text.{run.id}", max_chars=120)
+            st.button("Save name", key=f"{key}.rename_save", on_click=_rename, args=(run,), type="primary")
+            st.button("Cancel", key=f"{key}.rename_cancel", on_click=lambda: st.session_state.pop(_RENAMING, None))
+    if st.session_state.get(_CONFIRM) == run.id:
+        with st.container(horizontal=True, vertical_alignment="center"):
+            st.warning(f"Delete {st_escape(run.name)}, its metrics and its checkpoints? This cannot be undone.")
+            st.button("Yes, delete", key=f"{key}.delete_yes", on_click=_delete, args=(run,), type="primary")
+            st.button("Cancel", key=f"{key}.delete_no", on_click=lambda: st.session_state.pop(_CONFIRM, None))

@@ -1,0 +1,286 @@
+"""Train: the current graph and dataset on top, a training form generated from TrainConfig, then the
+runs table and live charts. Runs are worker processes; this page only starts them and reads the
+run store, so closing the tab stops nothing and reopening it shows every run as it is."""
+
+import time
+from dataclasses import fields
+
+import streamlit as st
+
+from components import charts, run_table, session
+from components.canvas import st_escape
+from studio.analysis import analyze
+from studio.data import check_graph_fits, list_datasets
+from studio.errors import GraphError, StudioError
+from studio.runs import Store, list_runs, start_run
+from studio.training import TrainConfig, config_schema
+from studio.workspace import workspace_dir
+
+st.set_page_config(page_title="Train · Neural Studio", page_icon="🏋️", layout="wide")
+
+if st.session_state.pop(run_table.GO_INSPECT, False):
+    st.switch_page(run_table.INSPECT_PAGE)
+
+CFG = "studio.train.cfg."          # + field name: one widget per TrainConfig field
+DEFAULTS_FOR = "studio.train.defaults_for"
+PICKED = "studio.train.picked_runs"
+HISTORIES = "studio.train.histories"
+REFRESH_S = 1.0
+# Per-task starting points layered over TrainConfig's own defaults (a template's config wins over these).
+TASK_DEFAULTS = {
+    "classification": {},
+    "regression": {"lr": 3e-3},
+    "sequence": {"grad_clip": 1.0},
+    "language_model": {"grad_clip": 1.0, "lr": 3e-3},
+}
+GROUP_TITLES = {"optimizer": "Optimizer", "training": "Length and batches", "schedule": "Learning-rate schedule",
+                "monitor": "Best checkpoint and early stopping", "recording": "Recording", "system": "System"}
+
+
+@st.cache_resource
+def store_for(db_path: str) -> Store:
+    """One Store per database for the whole server; it opens one SQLite connection per thread."""
+    return Store(db_path)
+
+
+def template_config(name: str | None) -> dict:
+    """The training defaults of the template the graph came from ({} when none or not installed)."""
+    if not name:
+        return {}
+    try:
+        from studio.templates import list_templates
+    except ImportError:
+        return {}
+    found = next((t for t in list_templates() if t.name == name), None)
+    config = getattr(found, "config", None) or {}
+    known = {f.name for f in fields(TrainConfig)}
+    return {k: v for k, v in dict(config).items() if k in known}
+
+
+def form_defaults(task: str | None, template: str | None) -> dict:
+    return {**TrainConfig().to_dict(), **TASK_DEFAULTS.get(task or "", {}), **template_config(template)}
+
+
+def render_field(spec: dict, default) -> None:
+    """One widget for one config field, chosen by its kind only (no per-field UI)."""
+    key, name, help_text = CFG + spec["name"], spec["name"], spec["help"]
+    st.session_state.setdefault(key, ", ".join(map(str, default)) if spec["kind"] in ("ints", "floats") else default)
+    if spec["kind"] == "choice":
+        st.selectbox(name, spec["choices"], key=key, help=help_text)
+    elif spec["kind"] == "bool":
+        st.checkbox(name, key=key, help=help_text)
+    elif spec["kind"] == "int":
+        st.number_input(name, step=1, key=key, help=help_text)
+    elif spec["kind"] == "float":
+        st.number_input(name, format="%g", step=None, key=key, help=help_text)
+    else:  # str, and lists written as comma-separated numbers
+        st.text_input(name, key=key, help=help_text + (" Comma-separated." if spec["kind"] != "str" else ""))
+
+
+def read_form(schema: list[dict]) -> tuple[dict, list[tuple[str, str]]]:
+    """The form's values as a config document, and problems found while parsing lists."""
+    doc, problems = {}, []
+    for spec in schema:
+        value = st.session_state.get(CFG + spec["name"], spec["default"])
+        if spec["kind"] in ("ints", "floats"):
+            parse = int if spec["kind"] == "ints" else float
+            try:
+                value = [parse(v) for v in str(value).replace(";", ",").split(",") if v.strip()]
+            except ValueError:
+                problems.append((spec["name"], f"{spec['name']}={value!r} is not a comma-separated list of "
+                                               f"{'integers' if parse is int else 'numbers'}"))
+                continue
+        doc[spec["name"]] = value
+    return doc, problems
+
+
+# ---- the graph and the dataset ---------------------------------------------------------------------
+st.title("Train")
+graph, rev = session.current_graph(), session.graph_revision()
+cached = st.session_state.get("studio.train.analysis")
+if cached is None or cached[0] != rev:
+    cached = (rev, analyze(graph))
+    st.session_state["studio.train.analysis"] = cached
+analysis = cached[1]
+
+infos = {i.id: i for i in list_datasets()}
+dataset_id = session.current_dataset_id()
+if dataset_id not in infos:
+    dataset_id = None
+top = st.columns([3, 3])
+with top[0].container(border=True):
+    n_err = len(analysis.errors)
+    badge = ":green-badge[valid]" if analysis.ok else f":red-badge[{n_err} error{'s' * (n_err != 1)}]"
+    st.markdown(f"**Graph** {st_escape(graph.name)} {badge}")
+    st.caption(f"{len(graph.nodes)} nodes · {analysis.total_params:,} parameters · input "
+               f"{analysis.input_shape} → output {analysis.output_shape}"
+               + (f" · template {session.current_template()}" if session.current_template() else ""))
+    st.page_link("pages/1_Build.py", label="Edit in Build", icon=":material/account_tree:")
+with top[1].container(border=True):
+    ids = list(infos)
+    chosen = st.selectbox("Dataset", ids, index=ids.index(dataset_id) if dataset_id else None,
+                          format_func=lambda i: f"{infos[i].name} ({i}) · {infos[i].task}",
+                          placeholder="Choose a dataset", key=f"studio.train.dataset.{dataset_id}")
+    if chosen != dataset_id:
+        session.set_current_dataset_id(chosen)
+        st.rerun()
+    info = infos.get(dataset_id)
+    if info is not None:
+        st.caption(f"{st_escape(info.description)}  \ninput {tuple(info.input_shape)} {info.input_dtype} · output "
+                   f"{tuple(info.output_shape)} · " + " / ".join(f"{k} {v:,}" for k, v in info.sizes.items()))
+    st.page_link("pages/2_Data.py", label="Preview or upload data", icon=":material/dataset:")
+
+reasons = [f"{i.node_id}: {i.message}" if i.node_id else i.message for i in analysis.errors]
+if info is None:
+    reasons.append("No dataset is chosen: pick one above or on the Data page.")
+else:
+    try:
+        reasons += [str(i) for i in check_graph_fits(graph, analysis, info) if i.severity == "error"]
+    except GraphError as e:
+        reasons += [str(i) for i in e.issues]
+
+# ---- the training form ------------------------------------------------------------------------------
+schema = [s for s in config_schema() if s["group"] != "meta"]
+signature = (graph.name, session.current_template(), info.task if info else None)
+if st.session_state.get(DEFAULTS_FOR) != signature:  # a new template or task: start from its defaults
+    for spec in schema:
+        st.session_state.pop(CFG + spec["name"], None)
+    st.session_state[DEFAULTS_FOR] = signature
+defaults = form_defaults(info.task if info else None, session.current_template())
+
+store = store_for(str(workspace_dir() / "studio.db"))
+has_runs = bool(store.list_runs())
+with st.expander("New run", expanded=not has_runs or bool(reasons), icon=":material/add:"):
+    with st.form("studio.train.form", border=True):
+        st.markdown("**Training settings**")
+        groups = list(dict.fromkeys(s["group"] for s in schema))
+        cols = st.columns(3)
+        for i, group in enumerate(groups):
+            with cols[i % 3]:
+                st.markdown(f"*{GROUP_TITLES.get(group, group.title())}*")
+                for spec in (s for s in schema if s["group"] == group and not s["advanced"]):
+                    render_field(spec, defaults[spec["name"]])
+        with st.expander("Advanced settings"):
+            cols = st.columns(3)
+            for i, spec in enumerate(s for s in schema if s["advanced"]):
+                with cols[i % 3]:
+                    render_field(spec, defaults[spec["name"]])
+        run_name = st.text_input("Run name (optional)", key="studio.train.run_name", max_chars=120)
+        if reasons:
+            st.error("Launch is not possible yet:\n\n" + "\n".join(f"- {st_escape(r)}" for r in reasons))
+        launch = st.form_submit_button("Launch run", type="primary", icon=":material/rocket_launch:",
+                                       disabled=bool(reasons))
+
+if launch and not reasons:
+    doc, problems = read_form(schema)
+    config = None
+    if not problems:
+        try:
+            config = TrainConfig.from_dict({**doc, "version": TrainConfig().version})
+            problems = config.validate(raise_on_error=False)
+        except StudioError as e:
+            problems = list(getattr(e, "problems", [("config", str(e))]))
+    if problems:
+        st.error("The run was not launched; fix these settings:\n\n"
+                 + "\n".join(f"- {st_escape(msg)}" for _, msg in problems))
+    else:
+        try:
+            run_id = start_run(graph, info.id, config, name=run_name.strip() or None, store=store)
+        except StudioError as e:
+            st.error(f"The run was not launched: {st_escape(str(e))}")
+        else:
+            st.session_state[PICKED] = [run_id]
+            st.success(f"Launched {run_id}: it trains in the background; follow it below.")
+
+# ---- runs and live charts --------------------------------------------------------------------------
+runs = list_runs(store=store)
+by_id = {r.id: r for r in runs}
+any_active = any(r.active for r in runs)
+
+st.subheader("Runs")
+run_table.render_message()
+
+controls = st.columns([4, 2, 1, 2], vertical_alignment="bottom")
+picked_now = [r for r in st.session_state.get(PICKED, []) if r in by_id]
+if not picked_now and runs:
+    picked_now = [runs[0].id]
+st.session_state[PICKED] = picked_now
+controls[0].multiselect("Runs on the charts", list(by_id), key=PICKED,
+                        format_func=lambda i: f"{by_id[i].name} ({i})")
+smoothing = controls[1].slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="studio.train.smoothing",
+                               help="Exponential moving average, debiased as in TensorBoard; 0 = raw values")
+log_y = controls[2].toggle("Log scale", key="studio.train.log_y")
+x_axis = controls[3].radio("x axis", list(charts.X_AXES), horizontal=True, key="studio.train.x_axis",
+                           format_func=lambda k: {"step": "step", "epoch": "epoch", "wall": "wall time"}[k])
+
+
+def histories_for(run_ids: list[str], records: dict) -> dict:
+    """Per-run metric histories kept in the session, updated with only the new rows."""
+    cache = st.session_state.setdefault(HISTORIES, {})
+    for run_id in list(cache):
+        if run_id not in records:
+            del cache[run_id]
+    for run_id in run_ids:
+        history = cache.get(run_id)
+        if history is None or history.started != records[run_id].started:  # new, or resumed
+            history = cache[run_id] = charts.MetricHistory(run_id, started=records[run_id].started)
+        history.update(store)
+    return {r: cache[r] for r in run_ids}
+
+
+def steps_per_epoch(run) -> float | None:
+    epochs, max_steps = run.config.get("epochs"), run.config.get("max_steps", 0)
+    if run.total_steps and epochs and not max_steps:
+        return run.total_steps / epochs
+    return None
+
+
+def render_live() -> None:
+    records = {r.id: r for r in list_runs(store=store)}
+    if any(r.active for r in records.values()) != any_active or set(records) != set(by_id):
+        st.rerun(scope="app")  # a run started, ended or vanished: refresh the page around the fragment
+    run_table.render_runs_table(list(records.values()))
+
+    picked = [r for r in st.session_state.get(PICKED, []) if r in records]
+    if not picked:
+        return
+    histories = histories_for(picked, records)
+    st.subheader("Curves")
+    figures = charts.run_figures([(records[r].name, histories[r], steps_per_epoch(records[r])) for r in picked],
+                                 x_axis=x_axis, smoothing=smoothing, log_y=log_y)
+    if not figures:
+        st.caption("Waiting for the first metrics (a worker needs a second or two to start)...")
+    grid = st.columns(2)
+    for n, (title, fig) in enumerate(figures):
+        grid[n % 2].plotly_chart(fig, key=f"studio.train.chart.{title}")
+
+    st.subheader("Event log")
+    events = []
+    for run_id in picked:
+        events += [(e, records[run_id].name) for e in store.read_events(run_id)[-200:]]
+    events.sort(key=lambda t: t[0].time, reverse=True)
+    icons = {"info": "·", "warning": "⚠️", "error": "❌"}
+    lines = [f"`{time.strftime('%H:%M:%S', time.localtime(e.time))}` {icons.get(e.level, '·')} "
+             f"{st_escape(name) + ': ' if len(picked) > 1 else ''}{st_escape(e.message)}" for e, name in events[:40]]
+    with st.container(height=220, border=True):
+        st.markdown("  \n".join(lines) if lines else "No events yet.")
+
+    st.subheader("Downloads")
+    for run_id in picked:
+        run = records[run_id]
+        with st.container(horizontal=True, vertical_alignment="center"):
+            st.markdown(f"**{st_escape(run.name)}**")
+            st.download_button("Metrics (CSV)", lambda r=run_id: run_table.metrics_csv(store, r),
+                               file_name=f"{run_id}-metrics.csv", mime="text/csv", on_click="ignore",
+                               key=f"studio.train.csv.{run_id}", icon=":material/table:")
+            for which in ("best", "last"):
+                path = run_table.checkpoint_path(run_id, which)
+                if path.exists():
+                    st.download_button(f"{which}.pt", lambda p=path: p.read_bytes(), file_name=f"{run_id}-{which}.pt",
+                                       mime="application/octet-stream", on_click="ignore",
+                                       key=f"studio.train.ckpt.{which}.{run_id}", icon=":material/download:")
+                else:
+                    st.caption(f"no {which} checkpoint yet")
+
+
+st.fragment(render_live, run_every=REFRESH_S if any_active else None)()

@@ -1,0 +1,147 @@
+"""The Data page under AppTest: facts and previews per kind of data, the class-balance chart,
+"Use with current graph" with the fit shown at once, uploads listed and deleted, and the offline
+download error."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from components import data_view
+from studio.data import get_dataset, upload_csv
+from studio.graph import load_graph
+from tests.conftest import chain
+
+ROOT = Path(__file__).resolve().parents[1]
+PICK = "studio.data.dataset"
+
+
+def plain(text: str) -> str:
+    """Text as the user reads it (pages escape markdown specials with backslashes)."""
+    return text.replace("\\", "")
+
+
+def open_data_page(workspace: Path, graph: dict | None = None) -> AppTest:
+    if graph is not None:
+        (workspace / "graphs").mkdir(parents=True, exist_ok=True)
+        (workspace / "graphs" / "_autosave.json").write_text(json.dumps(graph))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/2_Data.py")
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def pick(at: AppTest, dataset_id: str) -> AppTest:
+    at.selectbox(key=PICK).set_value(dataset_id)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+MLP_28 = chain(("input", "Input", {"shape": [1, 28, 28]}), ("flat", "Flatten", None),
+               ("fc", "Linear", {"out_features": 10}), name="mlp")
+
+
+def test_digits_shows_facts_an_image_grid_and_class_balance(_workspace):
+    at = pick(open_data_page(_workspace, MLP_28), "digits")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Task"] == "classification"
+    assert metrics["Input (per sample)"] == "(1, 8, 8) float32"
+    assert metrics["Samples"] == "1,797"
+    assert len([e for e in at.main if type(e).__name__ == "Image"]) == 1  # the grid is one PNG, not a trace per pixel
+    balance = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert balance["layout"]["title"]["text"] == "Class balance"
+    assert [t["name"] for t in balance["data"]] == ["train", "val", "test"]
+
+
+def test_use_with_current_graph_sets_the_input_and_shows_the_fit(_workspace):
+    at = pick(open_data_page(_workspace, MLP_28), "digits")
+    assert "input" in plain(at.error[0].value) and "(1, 8, 8)" in plain(at.error[0].value)
+    at.button(key="studio.data.use").click()
+    at.run()
+    assert not at.error, [e.value for e in at.error]
+    assert any(":green-badge[fits]" in m.value for m in at.markdown)
+    assert load_graph(_workspace / "graphs" / "_autosave.json").node("input").params["shape"] == [1, 8, 8]
+
+    at = pick(at, "iris")  # 4 features, 3 classes: the input is set, the output still says 10
+    at.button(key="studio.data.use").click()
+    at.run()
+    errors = [plain(e.value) for e in at.error]
+    assert errors == ["fc: output (10,) does not fit dataset 'iris' (3 classes); expected (3,); set out_features=3"]
+    assert load_graph(_workspace / "graphs" / "_autosave.json").node("input").params["shape"] == [4]
+    assert any("green-badge" not in m.value and "red-badge[1 issue]" in m.value for m in at.markdown)
+
+
+@pytest.mark.parametrize("dataset_id, expect", [
+    ("iris", "table"), ("reverse", "tokens"), ("sine", "series"), ("chars", "tokens")])
+def test_previews_per_kind(_workspace, dataset_id, expect):
+    at = pick(open_data_page(_workspace, MLP_28), dataset_id)
+    if expect == "table":
+        head = at.dataframe[0].value
+        assert list(head.columns) == ["x0", "x1", "x2", "x3", "target"] and len(head) == 10
+        assert set(head["target"]) <= {"setosa", "versicolor", "virginica"}
+    elif expect == "tokens":
+        rows = at.dataframe[0].value
+        ds = get_dataset(dataset_id)
+        assert rows["input"][0] == data_view.token_text(ds.train.x[0], ds.info.vocab)
+        if dataset_id == "reverse":  # the target is the input reversed, written the same way
+            assert rows["target"][0] == rows["input"][0][::-1]
+    else:
+        fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+        assert fig["layout"]["title"]["text"] == "The first training series" and len(fig["data"]) == 4
+
+
+def test_uploads_are_listed_and_deleted_after_confirmation(_workspace):
+    rows = "\n".join(f"{i % 7},{i * 0.5},{'ab'[i % 2]}" for i in range(40))
+    info = upload_csv(f"a,b,label\n{rows}\n".encode(), "small.csv", target="label")
+    at = open_data_page(_workspace, MLP_28)
+    assert any(info.id in m.value for m in at.markdown)
+    at = pick(at, info.id)
+    head = at.dataframe[0].value
+    assert list(head.columns) == ["a", "b", "target"]  # the upload's own feature names
+    at.button(key=f"studio.data.delete.{info.id}").click()
+    at.run()
+    assert "Delete the upload small.csv?" in plain(at.warning[0].value)
+    at.button(key=f"studio.data.delete_yes.{info.id}").click()
+    at.run()
+    assert not at.exception
+    assert not (_workspace / "datasets" / "uploads" / info.id).exists()
+    assert at.selectbox(key=PICK).value != info.id
+    assert any("Deleted the upload" in s.value for s in at.success)
+
+
+def test_offline_download_says_so(_workspace, monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    at = pick(open_data_page(_workspace, MLP_28), "mnist")
+    assert "downloaded on first use" in plain(at.info[0].value)
+    at.button(key="studio.data.download").click()
+    at.run()
+    text = plain(" ".join(e.value for e in at.error))
+    assert "cannot download MNIST" in text and "offline" in text and "digits" in text
+
+
+def test_image_grid_png_draws_every_image():
+    from io import BytesIO
+
+    from PIL import Image
+
+    images = np.zeros((5, 1, 8, 8), dtype=np.float32)
+    images[2] = 1.0
+    png = data_view.image_grid_png(images, list("abcde"), columns=4)
+    sheet = np.asarray(Image.open(BytesIO(png)).convert("L"))
+    assert sheet.shape[1] == 4 * (max(64, 48) + 6)
+    cell_w = sheet.shape[1] // 4
+    tile = sheet[3:67, 2 * cell_w + (cell_w - 64) // 2:][:, :64]
+    assert tile.min() == 255  # the white image, scaled up 8x
+    assert sheet[3:67, (cell_w - 64) // 2:][:, :64].max() == 0  # a black one
