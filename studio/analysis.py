@@ -27,7 +27,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from studio.errors import GraphError, Issue
-from studio.graph import Graph
+from studio.graph import Graph, node_id_problem
 from studio.layers import REGISTRY, InSpec, LayerSpec, fmt_shape
 
 DEFAULT_PARAM_BUDGET = 1_000_000_000
@@ -135,6 +135,10 @@ def analyze(graph: Graph, *, param_budget: float = DEFAULT_PARAM_BUDGET) -> Anal
 
     # ---- pass 1: structure ------------------------------------------------------------------------
     for n in graph.nodes:
+        problem = node_id_problem(n.id)  # parse_graph refuses these; a Graph built in code may not
+        if problem:
+            issue(Issue(n.id, problem))
+            broken.add(n.id)
         if n.type not in REGISTRY:
             close = difflib.get_close_matches(n.type, list(REGISTRY), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else "; see the palette for the available types"

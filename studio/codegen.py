@@ -71,10 +71,6 @@ def plan_layers(graph: Graph) -> tuple[list[LayerCode], str, tuple[int, ...], st
         node = by_id[node_id]
         if node.type == "Input":
             continue
-        if hasattr(nn.Module, node_id):
-            raise ExportError(f"node id {node_id!r} is also the name of an nn.Module method or attribute, so "
-                              f"`self.{node_id}` would not reach the layer; rename the node (e.g. "
-                              f"'{node_id}_1')")
         spec = REGISTRY[node.type]
         info = analysis.nodes[node_id]
         cls, kwargs = spec.make(spec.resolve(node.params), list(info.inputs))
@@ -112,6 +108,8 @@ def docstring_text(text: str) -> str:
             out.append('\\"')
         elif ch == "\n" or ch.isprintable():
             out.append(ch)
+        elif 0xD800 <= ord(ch) <= 0xDFFF:  # a lone surrogate: as an escape it would break the import; show it
+            out.append(f"\\\\u{ord(ch):04x}")
         else:
             out.append(ch.encode("unicode_escape").decode("ascii"))
     lines = []

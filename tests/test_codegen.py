@@ -18,7 +18,7 @@ from studio.__main__ import main as cli
 from studio.codegen import default_class_name, docstring_text, literal, to_code
 from studio.compile import compile_graph
 from studio.errors import ExportError, GraphError
-from studio.graph import parse_graph, save_graph
+from studio.graph import save_graph
 from studio.templates import get_template, list_templates, load_template
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,12 +168,11 @@ def test_class_names_and_node_ids_that_would_break_the_file_are_refused():
     for bad in ("my model", "class", "nn", "Reshape", "x;import os"):
         with pytest.raises(ExportError, match="class_name="):
             to_code(graph, class_name=bad)
-    doc = graph.to_dict()
-    doc["nodes"][2]["id"] = "eval"  # fc1: `self.eval` is nn.Module's method
-    doc["edges"] = [{"source": "eval" if e["source"] == "fc1" else e["source"],
-                     "target": "eval" if e["target"] == "fc1" else e["target"]} for e in doc["edges"]]
-    with pytest.raises(ExportError, match="node id 'eval' is also the name of an nn.Module method"):
-        to_code(parse_graph(doc))
+    graph.node("fc1").id = "eval"  # built in code, past parse_graph: `self.eval` is nn.Module's method
+    for e in graph.edges:
+        e.source, e.target = ("eval" if v == "fc1" else v for v in (e.source, e.target))
+    with pytest.raises(GraphError, match="id 'eval' is reserved"):
+        to_code(graph)
 
 
 def test_invalid_graph_is_a_graph_error():
