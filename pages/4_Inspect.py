@@ -1,0 +1,72 @@
+"""Inspect: look inside one run. Feature maps and attention as training went (every saved probe
+step), weight and gradient distributions, evaluation on the validation split, live inference on a
+dataset sample or an uploaded image with saliency, and diagnostics with their evidence."""
+
+import streamlit as st
+
+from components import inspect_probes, inspect_results, session
+from components.canvas import st_escape
+from components.run_table import best_metric_text, status_badge
+from studio import inspect as ins
+from studio.errors import StudioError
+from studio.runs import Store, list_runs
+from studio.workspace import workspace_dir
+
+st.set_page_config(page_title="Inspect · Neural Studio", page_icon="🔬", layout="wide")
+
+RUN = "studio.inspect.run"
+VIEW = "studio.inspect.view"
+VIEWS = ["Feature maps", "Attention", "Weights & gradients", "Evaluation", "Live inference", "Diagnostics"]
+
+
+@st.cache_resource
+def store_for(db_path: str) -> Store:
+    return Store(db_path)
+
+
+st.title("Inspect")
+store = store_for(str(workspace_dir() / "studio.db"))
+runs = list_runs(store=store)
+if not runs:
+    st.info("No runs yet. Launch one on the Train page, then come back to look inside it.")
+    st.page_link("pages/3_Train.py", label="Go to Train", icon=":material/model_training:")
+    st.stop()
+
+by_id = {r.id: r for r in runs}
+if st.session_state.get(RUN) not in by_id:
+    wanted = session.current_run_id()
+    st.session_state[RUN] = wanted if wanted in by_id else runs[0].id
+top = st.columns([3, 4], vertical_alignment="bottom")
+run_id = top[0].selectbox("Run", list(by_id), key=RUN, format_func=lambda i: f"{by_id[i].name} ({i})")
+session.set_current_run_id(run_id)
+record = by_id[run_id]
+top[1].markdown(f"{status_badge(record.status)} · dataset `{record.dataset_id}` · step {record.step:,}"
+                + (f" of {record.total_steps:,}" if record.total_steps else "")
+                + f" · best {st_escape(best_metric_text(record))}")
+if record.error:
+    st.caption(f"Run message: {st_escape(record.error)}")
+
+try:
+    run = ins.load_run(run_id)
+    info = inspect_probes.run_dataset(run).info  # the run's own options (e.g. image_size) shape it
+except StudioError as e:
+    st.error(f"This run cannot be inspected: {st_escape(str(e))}")
+    st.stop()
+entries = ins.probe_index(run)
+
+view = st.radio("View", VIEWS, horizontal=True, key=VIEW, label_visibility="collapsed")
+try:
+    if view == "Feature maps":
+        inspect_probes.render_feature_maps(run, info, entries, record.active)
+    elif view == "Attention":
+        inspect_probes.render_attention(run, info, entries, record.active)
+    elif view == "Weights & gradients":
+        inspect_probes.render_weights(run, entries)
+    elif view == "Evaluation":
+        inspect_results.render_evaluation(run, info)
+    elif view == "Live inference":
+        inspect_results.render_inference(run, info)
+    else:
+        inspect_results.render_diagnostics(run, record, store, entries)
+except StudioError as e:
+    st.error(st_escape(str(e)))

@@ -1,0 +1,109 @@
+"""The Inspect and Compare pages in headless Chromium on short finished runs (real workers): feature
+maps of a conv layer with the step slider, attention with token labels, the confusion matrix, live
+inference, and the graph diff of two runs. Screenshots go to tests/e2e/screenshots/inspect_*.png."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.conftest import screenshot, wait_idle
+from tests.test_inspect import make_runs
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def runs(studio_server):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("STUDIO_WORKSPACE", str(studio_server.workspace))  # the server's own store and run folders
+    mp.setenv("STUDIO_MAX_RUNS", "3")
+    ids = make_runs()
+    mp.undo()
+    return ids
+
+
+def choose(page, label: str, option: str) -> None:
+    """Pick the option containing `option` in the selectbox (or multiselect) labelled `label`."""
+    box = page.locator(f'input[role="combobox"][aria-label="{label}"]')
+    box.scroll_into_view_if_needed()
+    box.click()
+    wanted = page.get_by_role("option").filter(has_text=option).first
+    try:
+        wanted.wait_for(timeout=3_000)
+    except Exception:  # the click focused the input without opening the list: open it from the keyboard
+        page.keyboard.press("ArrowDown")
+    wanted.click()
+    wait_idle(page)
+
+
+def view(page, name: str) -> None:
+    page.get_by_role("radiogroup", name="View").get_by_text(name, exact=True).click()
+    wait_idle(page)
+
+
+def image_captions(page) -> list[str]:
+    return page.locator('[data-testid="stImageCaption"]').all_inner_texts()
+
+
+def test_inspect_and_compare_pages(studio_server, runs, page):
+    page.goto(f"{studio_server.url}/Inspect")
+    page.locator('input[aria-label="Run"]').wait_for(timeout=60_000)  # the first page run imports torch
+    wait_idle(page)
+    choose(page, "Run", runs["cnn-a"])
+    choose(page, "Layer", "conv1")
+    page.wait_for_function("[...document.querySelectorAll('[data-testid=\"stImageCaption\"]')]"
+                           ".some(e => e.innerText.startsWith('conv1 at step 40'))")
+    images = page.locator('[data-testid="stImage"] img')
+    assert images.count() == 2 and all(images.nth(i).evaluate("e => e.naturalWidth") > 0 for i in range(2))
+    screenshot(page, "inspect_01_feature_maps")
+
+    page.locator('input[type="range"][aria-label="Probe step"]').focus()
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_function("[...document.querySelectorAll('[data-testid=\"stImageCaption\"]')]"
+                           ".some(e => e.innerText.startsWith('conv1 at step 30'))")
+    screenshot(page, "inspect_02_feature_maps_step_30")
+
+    view(page, "Evaluation")
+    page.locator(".js-plotly-plot").first.wait_for()
+    total = page.evaluate("() => { const z = document.querySelector('.js-plotly-plot').data[0].z;"
+                          " return Array.from(z, r => Array.from(r).reduce((a, b) => a + b, 0))"
+                          ".reduce((a, b) => a + b, 0); }")
+    assert total == 60
+    screenshot(page, "inspect_03_evaluation")
+    page.get_by_text("Misclassified samples").scroll_into_view_if_needed()
+    screenshot(page, "inspect_03b_misclassified")
+
+    view(page, "Live inference")
+    page.get_by_text("Saliency", exact=False).first.wait_for()
+    wait_idle(page)
+    screenshot(page, "inspect_04_live_inference")
+    page.get_by_text("Saliency", exact=False).first.scroll_into_view_if_needed()
+    page.wait_for_function("[...document.querySelectorAll('[data-testid=\"stImageCaption\"]')]"
+                           ".some(e => e.innerText.startsWith('gradcam for class'))")
+    screenshot(page, "inspect_05_saliency")
+
+    choose(page, "Run", runs["rev"])
+    view(page, "Attention")
+    page.locator(".js-plotly-plot").first.wait_for()
+    labels = page.evaluate("() => Array.from(document.querySelector('.js-plotly-plot').data[0].x)")
+    assert len(labels) == 12 and all(lbl.split(" ")[1] in "0123456789" for lbl in labels)
+    screenshot(page, "inspect_06_attention")
+    page.get_by_text("overview: every layer and head", exact=True).click()
+    wait_idle(page)
+    screenshot(page, "inspect_07_attention_overview")
+
+    page.goto(f"{studio_server.url}/Compare")
+    label = "Runs to compare (the first is the reference for the differences)"
+    page.locator(f'input[aria-label="{label}"]').wait_for(timeout=60_000)
+    wait_idle(page)
+    page.locator('[data-testid="stMultiSelect"] button[aria-label="Clear all"]').click()
+    wait_idle(page)
+    for run_id in (runs["cnn-a"], runs["cnn-b"]):
+        choose(page, label, run_id[-6:])
+    page.get_by_text("conv1: out_channels 8 -> 12").wait_for()
+    page.keyboard.press("Escape")
+    wait_idle(page)
+    screenshot(page, "compare_01_two_runs")
+    page.get_by_text("conv1: out_channels 8 -> 12").scroll_into_view_if_needed()
+    screenshot(page, "compare_02_differences")
