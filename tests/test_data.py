@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import hashlib
@@ -30,7 +31,8 @@ from studio.data.registry import registered_ids
 from studio.errors import DataError
 from studio.graph import parse_graph
 
-BUILTINS = ["digits", "iris", "wine", "breast_cancer", "shapes", "reverse", "sort", "copy", "sine", "adding", "chars"]
+BUILTINS = ["digits", "iris", "wine", "breast_cancer", "shapes", "reverse", "sort", "copy", "sine", "adding", "chars",
+            "majority"]
 DOWNLOADS = ["mnist", "fashion_mnist", "cifar10"]
 # id -> (task, input_shape, input_dtype, target_shape, num_classes)
 EXPECTED = {
@@ -45,6 +47,7 @@ EXPECTED = {
     "sine": ("regression", (32, 1), "float32", (1,), None),
     "adding": ("regression", (50, 2), "float32", (1,), None),
     "chars": ("language_model", (64,), "int64", (64,), 103),
+    "majority": ("classification", (32,), "int64", (), 2),
 }
 
 
@@ -88,15 +91,17 @@ def test_builtin_loads_with_declared_shapes(loaded, dataset_id):
         else:
             assert split.y.dtype == torch.int64
             assert 0 <= int(split.y.min()) and int(split.y.max()) < num_classes
-        if in_dtype == "int64":
-            assert 0 <= int(split.x.min()) and int(split.x.max()) < num_classes
+        if in_dtype == "int64":  # token ids index the vocabulary
+            assert 0 <= int(split.x.min()) and int(split.x.max()) < len(info.vocab)
         else:
             assert torch.isfinite(split.x).all()
     if task == "classification":
         assert len(info.class_names) == num_classes
         assert set(ds.train.y.tolist()) == set(range(num_classes))  # every class is in training
     if in_dtype == "int64":
-        assert len(info.vocab) == num_classes and all(isinstance(t, str) and t for t in info.vocab)
+        assert all(isinstance(t, str) and t for t in info.vocab) and len(set(info.vocab)) == len(info.vocab)
+        if task != "classification":  # token targets: the classes are the vocabulary
+            assert len(info.vocab) == num_classes
 
 
 def test_dataset_info_round_trips_and_names_metrics():
@@ -128,6 +133,108 @@ def test_adding_and_sine_targets(loaded):
     sine = get_dataset("sine", options={"window": 16, "horizon": 4, "noise": 0.0, "num_samples": 100})
     assert sine.info.input_shape == (16, 1) and sine.info.target_shape == (4,)
     assert sine.train.y.shape == (sine.info.sizes["train"], 4)
+
+
+def test_majority_labels_the_marker_that_occurs_more_often(loaded):
+    ds = loaded["majority"]
+    assert ds.info.vocab[:2] == ["A", "B"] and ds.info.class_names == ["more A", "more B"]
+    assert ds.info.description.endswith("synthetic, generated)")
+    x = torch.cat([ds.train.x, ds.val.x, ds.test.x])
+    y = torch.cat([ds.train.y, ds.val.y, ds.test.y])
+    a, b = (x == 0).sum(1), (x == 1).sum(1)
+    markers = a + b
+    assert torch.equal(y, (b > a).long())  # the rule, with no tie to break
+    assert (markers % 2 == 1).all() and markers.max() == 9 and markers.min() == 1  # 1 to seq_len // 3, odd
+    assert set(((a - b).abs()).tolist()) >= {1, 3, 5, 7, 9}  # close calls and clear ones
+    assert abs(y.float().mean().item() - 0.5) < 0.02  # balanced classes
+    # the position of a marker carries no information: they are spread over the whole sequence
+    first_half = ((x[:, :16] < 2).sum() / (x < 2).sum()).item()
+    assert 0.45 < first_half < 0.55
+
+
+def test_majority_is_deterministic_and_its_splits_are_disjoint():
+    opts = {"num_samples": 300, "seq_len": 20, "vocab_size": 6}
+    a, b = get_dataset("majority", options=opts), get_dataset("majority", options=opts)
+    other_data = get_dataset("majority", options={**opts, "data_seed": 1})
+    other_split = get_dataset("majority", seed=1, options=opts)
+    assert a.info.input_shape == (20,) and a.info.vocab == ["A", "B", "0", "1", "2", "3"]
+    assert a.info == get_info("majority", options=opts)
+    for name in ("train", "val", "test"):
+        assert torch.equal(a.split(name).x, b.split(name).x) and torch.equal(a.split(name).y, b.split(name).y)
+    assert not torch.equal(a.train.x, other_data.train.x)
+    assert not torch.equal(a.val.x, other_split.val.x)
+    rows = [{tuple(r) for r in s.x.tolist()} for s in (a.train, a.val, a.test)]
+    assert not (rows[0] & rows[1]) and not (rows[0] & rows[2]) and not (rows[1] & rows[2])
+    assert sum(map(len, rows)) == 300  # no sample repeated
+    with pytest.raises(DataError, match=r"vocab_size=2 is out of range; use an integer from 3 to 38"):
+        get_dataset("majority", options={"vocab_size": 2})
+
+
+# ---- the reconstruction form: {"target": "input"} ----------------------------------------------------------
+
+def test_reconstruction_form_targets_the_input_with_the_same_splits(loaded):
+    plain = loaded["digits"]
+    ds = get_dataset("digits", options={"target": "input"})
+    info = ds.info
+    assert (info.id, info.task, info.target_shape, info.num_classes, info.class_names, info.metrics) == \
+        ("digits", "regression", (1, 8, 8), None, None, ("mae",))
+    assert info.output_shape == info.input_shape == (1, 8, 8)
+    assert info.description.startswith("Reconstruction form") and plain.info.description in info.description
+    assert info.sizes == plain.info.sizes
+    assert info == get_info("digits", options={"target": "input"})
+    for name in ("train", "val", "test"):
+        split = ds.split(name)
+        assert torch.equal(split.x, plain.split(name).x)  # the same samples in the same splits
+        assert torch.equal(split.y, split.x) and split.y.dtype == torch.float32 and len(split) == len(split.x)
+    for x, y in ds.batches("train", 500, shuffle=True, generator=torch.Generator().manual_seed(0)):
+        assert torch.equal(x, y) and x.data_ptr() != y.data_ptr()  # a model writing into x leaves y alone
+    # an augmented input is still its own target (a flipped image is reconstructed flipped)
+    x, y = next(ds.batches("train", 64, shuffle=False, generator=torch.Generator().manual_seed(0),
+                           augment=Augment(flip=True, flip_prob=1.0, noise=True)))
+    assert torch.equal(x, y) and not torch.equal(x, ds.train.x[:64])
+    x, y = next(ds.batches("val", 64, shuffle=False, augment=Augment(flip=True, flip_prob=1.0)))
+    assert torch.equal(x, y) and torch.equal(x, ds.val.x[:64])
+
+
+def test_reconstruction_form_combines_with_options_and_keeps_uint8_storage():
+    from studio.data.registry import Dataset, Split, reconstruction_form
+
+    shapes = get_dataset("shapes", options={"num_samples": 60, "image_size": 28, "target": "input"})
+    assert shapes.info.input_shape == shapes.info.target_shape == (1, 28, 28)
+    assert shapes.info == get_info("shapes", options={"num_samples": 60, "image_size": 28, "target": "input"})
+    raw = torch.randint(0, 256, (10, 1, 4, 4), dtype=torch.uint8)
+    split = Split(raw, torch.zeros(10, dtype=torch.int64))
+    ds = reconstruction_form(Dataset(get_info("digits"), split, split, split))
+    x, y = next(ds.batches("val", 4, shuffle=False))
+    torch.testing.assert_close(y, raw[:4].float() / 255)
+    assert torch.equal(x, y)
+
+
+def test_reconstruction_option_errors():
+    with pytest.raises(DataError, match=r"option target='label' is not known; use target='input'"):
+        get_dataset("digits", options={"target": "label"})
+    with pytest.raises(DataError, match=r"dataset 'reverse' has int64 inputs of shape \(12,\), which cannot be a "
+                                        r"regression target"):
+        get_info("reverse", options={"target": "input"})
+    with pytest.raises(DataError, match=r"has no option 'size'; its options are: num_samples, image_size, noise, "
+                                        r"data_seed, target"):
+        get_info("shapes", options={"size": 8, "target": "input"})
+    with pytest.raises(DataError, match=r"dataset 'digits' has no option 'image_size'; its options are: target"):
+        get_dataset("digits", options={"image_size": 8})
+
+
+def test_regression_loss_and_mae_on_image_outputs():
+    from studio.training import Task
+
+    g = torch.Generator().manual_seed(0)
+    out, y = torch.rand(6, 1, 8, 8, generator=g), torch.rand(6, 1, 8, 8, generator=g)
+    task = Task("regression")
+    torch.testing.assert_close(task.loss(out, y, train=True), torch.nn.functional.mse_loss(out, y))
+    model = torch.nn.Identity()
+    metrics = task.evaluate(model, [(out[:4], y[:4]), (out[4:], y[4:])], torch.device("cpu"),
+                            contextlib.nullcontext)
+    torch.testing.assert_close(metrics["mae"], (out - y).abs().mean().item())
+    torch.testing.assert_close(metrics["loss"], torch.nn.functional.mse_loss(out, y).item())
 
 
 def test_tabular_features_standardised_with_train_statistics(loaded):
@@ -512,6 +619,27 @@ def test_fit_with_the_real_analysis():
     fixed.node("fc").params["out_features"] = 10
     issues = check_graph_fits(fixed, analysis.analyze(fixed), info)
     assert [(i.node_id, i.severity) for i in issues] == [("probs", "warning")]
+
+    autoencoder = graph([
+        {"id": "input", "type": "Input", "params": {"shape": [1, 28, 28]}},
+        {"id": "enc", "type": "Conv2d", "params": {"out_channels": 4, "kernel_size": 3, "stride": 2, "padding": 1}},
+        {"id": "dec", "type": "ConvTranspose2d",
+         "params": {"out_channels": 1, "kernel_size": 3, "stride": 2, "padding": 1, "output_padding": 1}},
+        {"id": "sigmoid", "type": "Sigmoid"},
+    ])
+    recon = get_info("shapes", options={"image_size": 28, "target": "input"})
+    assert check_graph_fits(autoencoder, analysis.analyze(autoencoder), recon) == []
+    autoencoder.node("dec").params["out_channels"] = 3
+    issues = check_graph_fits(autoencoder, analysis.analyze(autoencoder), recon)
+    assert [(str(i), i.param) for i in issues] == [
+        ("dec: output (3, 28, 28) does not fit dataset 'shapes' (regression targets (1, 28, 28)); expected "
+         "(1, 28, 28); set out_channels=1 on 'dec'", "out_channels")]
+    autoencoder.node("dec").params.update(out_channels=1, output_padding=0)
+    issues = check_graph_fits(autoencoder, analysis.analyze(autoencoder), recon)
+    assert [str(i) for i in issues] == [
+        "sigmoid: output (1, 27, 27) does not fit dataset 'shapes' (regression targets (1, 28, 28)); expected "
+        "(1, 28, 28); make the last layers give (1, 28, 28): out_channels sets the channels, and kernel_size, "
+        "stride, padding (and output_padding of ConvTranspose2d) the spatial size"]
 
     rev = get_info("reverse")
     seq = apply_dataset(graph([

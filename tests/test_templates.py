@@ -15,9 +15,9 @@ import torch
 
 from studio.__main__ import main as cli
 from studio.analysis import analyze
-from studio.compile import compile_graph
-from studio.data import check_graph_fits, get_dataset, get_info, upload_text_csv
-from studio.data.registry import DatasetInfo, Split, make_dataset
+from studio.compile import capture, compile_graph
+from studio.data import apply_dataset, check_graph_fits, get_dataset, get_info, upload_text_csv
+from studio.data.registry import Split
 from studio.errors import GraphError
 from studio.graph import load_graph
 from studio.templates import CATALOG_PATH, TEMPLATES_DIR, get_template, list_templates, load_template
@@ -65,7 +65,8 @@ def write_cifar10(workspace, per_batch: int = 8) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
-SMALL = {"reverse": {"num_samples": 60}, "sine": {"num_samples": 60}, "adding": {"num_samples": 60}}
+SMALL = {"reverse": {"num_samples": 60}, "sine": {"num_samples": 60}, "adding": {"num_samples": 60},
+         "shapes": {"num_samples": 60}, "majority": {"num_samples": 60}}
 
 
 # ---- documents ---------------------------------------------------------------------------------------------
@@ -76,7 +77,8 @@ def test_catalog_and_files_match_and_cover_the_issue_list():
     assert ISSUE_LIST <= set(NAMES)
     assert NAMES[0] == "seed_cnn_padded"  # the gallery (and a new session) starts from the padded seed CNN
     catalog = json.loads(CATALOG_PATH.read_text())
-    assert all(set(entry) <= {"title", "dataset", "config"} for entry in catalog.values())
+    assert all(set(entry) <= {"title", "dataset", "dataset_options", "config"} for entry in catalog.values())
+    assert all(t.dataset_options == catalog[t.name].get("dataset_options", {}) for t in TEMPLATES)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -91,7 +93,7 @@ def test_template_is_a_valid_graph_with_description_dataset_and_config(name):
     cfg = TrainConfig.from_dict(t.config)
     assert cfg.validate() == []
     if t.dataset is not None:
-        assert check_graph_fits(graph, a, get_info(t.dataset)) == []
+        assert check_graph_fits(graph, a, get_info(t.dataset, options=t.dataset_options)) == []
     else:  # the description says plainly why there is no default dataset
         assert "no default dataset" in t.description
 
@@ -131,6 +133,8 @@ def test_article_numbers_are_kept():
 def test_list_templates_returns_copies_and_unknown_names_are_errors():
     list_templates()[0].config["lr"] = 99
     assert list_templates()[0].config.get("lr") != 99
+    get_template("conv_autoencoder").dataset_options["target"] = "label"
+    assert get_template("conv_autoencoder").dataset_options == {"image_size": 28, "target": "input"}
     with pytest.raises(GraphError, match=r"unknown template '\.\./etc'; the templates are: seed_cnn_padded"):
         load_template("../etc")
 
@@ -156,26 +160,59 @@ def test_template_trains_on_its_default_dataset(name, _workspace):
         write_mnist(_workspace)
     if t.dataset == "cifar10":
         write_cifar10(_workspace)
-    data = get_dataset(t.dataset, seed=0, options=SMALL.get(t.dataset))
+    data = get_dataset(t.dataset, seed=0, options={**SMALL.get(t.dataset, {}), **t.dataset_options} or None)
     _train(load_template(name), data, data.info.task, data.info.num_classes, t.config)
 
 
-def test_transformer_classifier_trains_on_a_text_classification_upload(_workspace):
+def test_the_two_templates_without_a_dataset_before_now_have_one():
+    autoencoder, classifier = get_template("conv_autoencoder"), get_template("transformer_classifier")
+    assert (autoencoder.dataset, autoencoder.dataset_options) == ("shapes", {"image_size": 28, "target": "input"})
+    info = get_info(autoencoder.dataset, options=autoencoder.dataset_options)
+    assert info.task == "regression" and info.target_shape == info.input_shape == (1, 28, 28)
+    assert (classifier.dataset, classifier.dataset_options) == ("majority", {})
+    assert "majority" in classifier.description and "reconstruction form" in autoencoder.description
+
+
+@pytest.fixture
+def one_thread():
+    """Small models train faster on one thread, and far faster on a machine whose cores are busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_transformer_classifier_learns_majority_and_attends_to_the_markers(_workspace, one_thread):
+    """One epoch of the template's own config: the task is learnable and the attention means something."""
+    t = get_template("transformer_classifier")
+    data = get_dataset("majority", seed=0, options={"num_samples": 1200})
+    model = compile_graph(load_template("transformer_classifier"), seed=0)
+    x = data.test.x[:64]
+    marker = (x < 2).float()  # token ids 0 and 1 are the markers A and B
+
+    def marker_share() -> float:
+        """Attention the markers receive in enc1 (mean over heads and queries), over their share of tokens."""
+        model.eval()
+        with torch.no_grad():
+            _, _, attention = capture(model, x, [])
+        received = attention["enc1"].mean(dim=(1, 2))  # (B, T)
+        return ((received * marker).sum(1).mean() / marker.mean()).item()
+
+    untrained = marker_share()
+    cfg = TrainConfig.from_dict({**t.config, "epochs": 1, "warmup_steps": 10, "device": "cpu", "probes": False})
+    state = Trainer(model, data, cfg, task=Task("classification", num_classes=2)).fit()
+    assert state.last_eval["val_accuracy"] > 0.9
+    trained = marker_share()
+    # Untrained, attention is spread about evenly (0.85 of the markers' share here); one epoch in, the
+    # markers get 1.6 times their share, and about 3 times after a few epochs.
+    assert untrained < 1.2 and trained > 1.4 and trained > 1.5 * untrained
+
+
+def test_transformer_classifier_fits_a_text_classification_upload(_workspace):
     rows = ["text,label"] + [f"{'good fine nice' if i % 2 else 'bad awful poor'} {i},{'pos' if i % 2 else 'neg'}"
                              for i in range(40)]
     info = upload_text_csv("\n".join(rows).encode(), "reviews.csv", text_column="text", label_column="label")
-    graph = load_template("transformer_classifier")
+    graph = apply_dataset(load_template("transformer_classifier"), info)
     assert info.input_shape == (128,) and info.input_dtype == "int64" and info.num_classes == 2
     assert len(info.vocab) <= graph.node("embed").params["num_embeddings"]
     assert check_graph_fits(graph, analyze(graph), info) == []
-    _train(graph, get_dataset(info.id, seed=0), "classification", 2, get_template("transformer_classifier").config)
-
-
-def test_conv_autoencoder_trains_to_reconstruct_its_input(_workspace):
-    write_mnist(_workspace)
-    mnist = get_dataset("mnist", seed=0)
-    x = torch.cat([mnist.train.x, mnist.val.x])
-    info = DatasetInfo("mnist_reconstruction", "MNIST reconstruction", "regression", (1, 28, 28), "float32",
-                       (1, 28, 28), None, None, None, "test only: target = input", "builtin", {})
-    _train(load_template("conv_autoencoder"), make_dataset(info, x, x.clone(), 0), "regression", None,
-           get_template("conv_autoencoder").config)

@@ -297,3 +297,56 @@ def _load_chars(seed=0, workspace=None, progress=None, seq_len=64):
     x, y = char_windows(_corpus(), info.vocab, t)
     return make_dataset(info, x, y, seed)
 
+
+
+# ---- majority: classifying token sequences ----------------------------------------------------------------
+
+MAJORITY_CLASSES = ["more A", "more B"]
+_MAJORITY_OPTIONS = {"num_samples": 4000, "seq_len": 32, "vocab_size": 10, "data_seed": 0}
+
+
+def majority_vocab(vocab_size: int) -> list[str]:
+    """Token 0 is the marker "A", token 1 the marker "B", the others are filler digits "0", "1", ..."""
+    return ["A", "B", *TOKEN_ALPHABET[:vocab_size - 2]]
+
+
+def _majority_info(num_samples=4000, seq_len=32, vocab_size=10, **_) -> DatasetInfo:
+    return DatasetInfo("majority", "Majority (A or B)", "classification", (seq_len,), "int64", (), 2,
+                       list(MAJORITY_CLASSES), majority_vocab(vocab_size),
+                       f"{seq_len} tokens: an odd number (1 to {_max_markers(seq_len)}) of A and B markers among "
+                       f"filler digits -> which marker occurs more often (attention: the markers; synthetic, "
+                       "generated)", SOURCE, split_sizes(num_samples))
+
+
+def _max_markers(seq_len: int) -> int:
+    """At most a third of the sequence is markers, and an odd number, so there is never a tie."""
+    m = max(1, seq_len // 3)
+    return m if m % 2 else m - 1
+
+
+def majority_tokens(labels: torch.Tensor, seq_len: int, vocab_size: int, g: torch.Generator) -> torch.Tensor:
+    """(N, T) token ids where marker `labels[i]` (0 = A, 1 = B) occurs more often than the other one.
+
+    Each row has an odd number m of markers; the winner takes k of them, k uniform from
+    (m + 1) / 2 (a one-marker lead) to m (no marker of the other kind), at random positions.
+    """
+    n = len(labels)
+    m = 2 * torch.randint(0, (_max_markers(seq_len) + 1) // 2, (n, 1), generator=g) + 1  # (N, 1) odd
+    half = (m + 1) // 2
+    k = half + (torch.rand(n, 1, generator=g) * (m - half + 1)).long().clamp_max(m - half)  # (N, 1)
+    rank = torch.rand(n, seq_len, generator=g).argsort(1).argsort(1)  # each position's random rank
+    winner, loser = labels.view(n, 1), 1 - labels.view(n, 1)
+    filler = torch.randint(2, vocab_size, (n, seq_len), generator=g)
+    markers = torch.where(rank < k, winner, loser)
+    return torch.where(rank < m, markers, filler)
+
+
+@register("majority", _majority_info, _MAJORITY_OPTIONS)
+def _load_majority(seed=0, workspace=None, progress=None, num_samples=4000, seq_len=32, vocab_size=10, data_seed=0):
+    n = _int_option("num_samples", num_samples, 50, 200_000)
+    t = _int_option("seq_len", seq_len, 3, 512)
+    v = _int_option("vocab_size", vocab_size, 3, len(TOKEN_ALPHABET) + 2)
+    g = torch.Generator().manual_seed(_int_option("data_seed", data_seed, 0, 2**31 - 1))
+    y = torch.arange(n) % 2  # balanced classes
+    y = y[torch.randperm(n, generator=g)]
+    return make_dataset(_majority_info(n, t, v), majority_tokens(y, t, v, g), y, seed)

@@ -19,6 +19,7 @@ from studio.graph import Graph
 # Layers that keep their input's shape: a wrong output size behind them is fixed in front of them.
 _SHAPE_KEEPING = {"ReLU", "LeakyReLU", "GELU", "SiLU", "ELU", "Tanh", "Sigmoid", "Softmax", "Dropout",
                   "Identity", "LayerNorm", "BatchNorm1d"}
+_CHANNEL_SETTING = {"Conv1d", "Conv2d", "ConvTranspose2d"}  # layers whose out_channels sets dimension 0
 _EMBEDDING_DEFAULT_SIZE = 1000  # Embedding.num_embeddings default in the palette
 
 
@@ -81,6 +82,13 @@ def _output_issue(graph: Graph, info: DatasetInfo, output_id: str, out: tuple,
             where = "" if fix_id == output_id else f" on {fix_id!r}"
             return Issue(fix_id, f"{head}; set out_features={expected[-1]}{where}", param="out_features")
         return Issue(output_id, f"{head}; end the model with a Linear layer with out_features={expected[-1]}")
+    if info.task == "regression" and len(expected) > 1 and same_rank:  # an image-like target (reconstruction)
+        where = "" if fix_id == output_id else f" on {fix_id!r}"
+        if fix_node.type in _CHANNEL_SETTING and out[1:] == expected[1:]:
+            return Issue(fix_id, f"{head}; set out_channels={expected[0]}{where}", param="out_channels")
+        return Issue(output_id, f"{head}; make the last layers give {_shape(expected)}: out_channels sets the "
+                                "channels, and kernel_size, stride, padding (and output_padding of "
+                                "ConvTranspose2d) the spatial size")
     if len(out) > len(expected):
         how = ("reduce the extra dimensions before the last Linear (Flatten, SequencePool, or "
                "AdaptiveAvgPool2d then Flatten)")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -97,6 +97,8 @@ class Split:
     [0, 1] per batch by `take`; `.x` always gives the model-ready tensor (built once on first use).
     """
 
+    target_is_input = False  # True for InputAsTarget: the target follows the (augmented) input
+
     def __init__(self, x: torch.Tensor, y: torch.Tensor):
         if len(x) != len(y):
             raise DataError(f"a split needs as many inputs as targets, got {len(x)} and {len(y)}")
@@ -121,6 +123,33 @@ class Split:
 
     def __repr__(self) -> str:
         return f"Split(x={tuple(self._raw.shape)} {self._raw.dtype}, y={tuple(self.y.shape)} {self.y.dtype})"
+
+
+class InputAsTarget(Split):
+    """A split whose target is its own model-ready input: the reconstruction form of `split`.
+
+    It shares the input tensor with `split` (no copy of the data); `y` is the float input and
+    `take` returns (x, x.clone()), so a model that writes into its input cannot alter its target.
+    """
+
+    target_is_input = True
+
+    def __init__(self, split: Split):  # not super().__init__: that would store a separate y
+        self._raw, self._x = split._raw, split._x
+
+    @property
+    def y(self) -> torch.Tensor:
+        return self.x
+
+    def take(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self._x[index] if self._x is not None else self._raw[index].float().div_(255.0)
+        return x, x.clone()
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __repr__(self) -> str:
+        return f"InputAsTarget(x={tuple(self._raw.shape)} {self._raw.dtype}, y=x)"
 
 
 class Dataset:
@@ -165,6 +194,8 @@ class Dataset:
             x, y = split.take(order[start:start + batch_size])
             if use_augment:
                 x = augment(x, generator)
+                if split.target_is_input:  # reconstruction: the model reproduces what it was shown
+                    y = x.clone()
             yield x, y
 
     def probe_batch(self, n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -287,41 +318,101 @@ def list_datasets(workspace: str | Path | None = None) -> list[DatasetInfo]:
     return [e.info() for e in _REGISTRY.values()] + list_uploads(workspace)
 
 
-def get_info(dataset_id: str, workspace: str | Path | None = None) -> DatasetInfo:
-    """The DatasetInfo of one id without loading the data."""
+# ---- the reconstruction form: {"target": "input"} ------------------------------------------------
+
+TARGET_OPTION = "target"  # accepted by every dataset with float32 inputs, on top of its own options
+RECONSTRUCTION = {TARGET_OPTION: "input"}  # the options that give a dataset's reconstruction form
+
+
+def _pop_target(dataset_id: str, options: dict | None) -> tuple[dict, bool]:
+    """(the dataset's own options, whether the reconstruction form was asked for)."""
+    opts = dict(options or {})
+    if TARGET_OPTION not in opts:
+        return opts, False
+    target = opts.pop(TARGET_OPTION)
+    if target != "input":
+        raise DataError(f"dataset {dataset_id!r}: option target={target!r} is not known; use target='input' "
+                        "for the reconstruction form (the input is the target), or leave the option out for "
+                        "the dataset's own targets")
+    return opts, True
+
+
+def reconstruction_info(info: DatasetInfo) -> DatasetInfo:
+    """The DatasetInfo of `info`'s reconstruction form: regression, target = input, metric MAE."""
+    if info.input_dtype != "float32":
+        raise DataError(f"dataset {info.id!r} has {info.input_dtype} inputs of shape {tuple(info.input_shape)}, "
+                        "which cannot be a regression target; the reconstruction form (target='input') needs "
+                        "float32 inputs such as images (digits, shapes, mnist, fashion_mnist, cifar10)")
+    return replace(info, name=f"{info.name} (reconstruction)", task="regression",
+                   target_shape=tuple(info.input_shape), num_classes=None, class_names=None,
+                   metrics=TASK_METRICS["regression"],
+                   description=f"Reconstruction form, the target is the input itself: {info.description}")
+
+
+def reconstruction_form(data: Dataset) -> Dataset:
+    """`data` with each sample's input as its target; the same samples in the same splits, no copy."""
+    info = reconstruction_info(data.info)
+    return Dataset(info, *(InputAsTarget(s) for s in (data.train, data.val, data.test)))
+
+
+def _checked_options(dataset_id: str, entry: Entry, opts: dict) -> dict:
+    unknown = sorted(set(opts) - set(entry.options))
+    if unknown:
+        allowed = ", ".join([*entry.options, TARGET_OPTION])
+        raise DataError(f"dataset {dataset_id!r} has no option {unknown[0]!r}; its options are: {allowed}")
+    return opts
+
+
+def get_info(dataset_id: str, workspace: str | Path | None = None, *, options: dict | None = None) -> DatasetInfo:
+    """The DatasetInfo of one id without loading the data, for the same `options` as `get_dataset`.
+
+        >>> get_info("shapes", options={"image_size": 28, "target": "input"}).target_shape
+        (1, 28, 28)
+    """
     from studio.data.uploads import upload_info
 
     _ensure_loaded()
+    opts, reconstruct = _pop_target(dataset_id, options)
     if dataset_id in _REGISTRY:
-        return _REGISTRY[dataset_id].info()
-    if isinstance(dataset_id, str) and UPLOAD_ID_RE.match(dataset_id):
-        return upload_info(dataset_id, workspace)
-    raise DataError(_unknown_message(dataset_id))
+        entry = _REGISTRY[dataset_id]
+        info = entry.info(**_checked_options(dataset_id, entry, opts)) if opts else entry.info()
+    elif isinstance(dataset_id, str) and UPLOAD_ID_RE.match(dataset_id):
+        _no_upload_options(dataset_id, opts)
+        info = upload_info(dataset_id, workspace)
+    else:
+        raise DataError(_unknown_message(dataset_id))
+    return reconstruction_info(info) if reconstruct else info
 
 
 def get_dataset(dataset_id: str, *, workspace: str | Path | None = None, seed: int = 0,
                 options: dict | None = None, progress: Callable[[int, int], None] | None = None) -> Dataset:
     """Load a dataset by id, split for `seed`.
 
-    `options` tune a built-in (see `dataset_options`, e.g. {"num_samples": 500} for shapes);
+    `options` tune a built-in (see `dataset_options`, e.g. {"num_samples": 500} for shapes); on top of
+    those, {"target": "input"} gives the reconstruction form of any dataset with float32 inputs (an
+    autoencoder's data: regression, y = x, the same splits as the plain dataset).
     `progress(done_bytes, total_bytes)` is called while a downloadable dataset is fetched.
     """
     from studio.data.uploads import load_upload
 
     _ensure_loaded()
+    opts, reconstruct = _pop_target(dataset_id, options)
     if dataset_id in _REGISTRY:
         entry = _REGISTRY[dataset_id]
-        opts = dict(options or {})
-        unknown = sorted(set(opts) - set(entry.options))
-        if unknown:
-            allowed = ", ".join(entry.options) or "none"
-            raise DataError(f"dataset {dataset_id!r} has no option {unknown[0]!r}; its options are: {allowed}")
-        return entry.load(seed=seed, workspace=_workspace(workspace), progress=progress, **opts)
-    if isinstance(dataset_id, str) and UPLOAD_ID_RE.match(dataset_id):
-        if options:
-            raise DataError(f"uploaded dataset {dataset_id!r} takes no options; its settings were fixed at upload")
-        return load_upload(dataset_id, workspace, seed=seed)
-    raise DataError(_unknown_message(dataset_id))
+        data = entry.load(seed=seed, workspace=_workspace(workspace), progress=progress,
+                          **_checked_options(dataset_id, entry, opts))
+    elif isinstance(dataset_id, str) and UPLOAD_ID_RE.match(dataset_id):
+        _no_upload_options(dataset_id, opts)
+        data = load_upload(dataset_id, workspace, seed=seed)
+    else:
+        raise DataError(_unknown_message(dataset_id))
+    return reconstruction_form(data) if reconstruct else data
+
+
+def _no_upload_options(dataset_id: str, opts: dict) -> None:
+    if opts:
+        raise DataError(f"uploaded dataset {dataset_id!r} takes no option {sorted(opts)[0]!r}; its settings were "
+                        "fixed at upload (only target='input', the reconstruction form, applies to it)")
 
 
 def _unknown_message(dataset_id: object) -> str:

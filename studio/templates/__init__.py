@@ -2,8 +2,10 @@
 
 Each `<name>.json` here is a plain `studio.graph/1` document (the graph's own `description` says what
 the model is); `catalog.json` adds what the graph format has no room for: a title, the default
-dataset id (None when no dataset fits yet, and the description says why) and the default training
-config (TrainConfig overrides). The catalog's order is the gallery's order.
+dataset id (None when no dataset fits yet, and the description says why), the options that dataset
+is loaded with (`get_dataset(..., options=...)`, e.g. {"target": "input"} for an autoencoder's
+reconstruction form) and the default training config (TrainConfig overrides). The catalog's order is
+the gallery's order.
 
     >>> [t.name for t in list_templates()][:2]
     ['seed_cnn_padded', 'seed_cnn']
@@ -33,6 +35,8 @@ class Template:
     dataset: str | None  # default dataset id; None when no dataset in the studio fits (see description)
     config: dict = field(default_factory=dict)  # TrainConfig overrides (TrainConfig.from_dict accepts them)
     path: Path = TEMPLATES_DIR
+    # Options for the default dataset: pass them to get_dataset/get_info and start_run(dataset_options=...).
+    dataset_options: dict = field(default_factory=dict)
 
 
 @lru_cache(maxsize=1)
@@ -43,13 +47,16 @@ def _catalog() -> tuple[Template, ...]:
         path = TEMPLATES_DIR / f"{name}.json"
         graph = load_graph(path)
         out.append(Template(name=name, title=meta["title"], description=graph.description,
-                            dataset=meta.get("dataset"), config=dict(meta.get("config", {})), path=path))
+                            dataset=meta.get("dataset"), config=dict(meta.get("config", {})), path=path,
+                            dataset_options=dict(meta.get("dataset_options", {}))))
     return tuple(out)
 
 
 def list_templates() -> list[Template]:
-    """Every template, in gallery order. Each `config` is a fresh copy: editing it changes nothing here."""
-    return [Template(t.name, t.title, t.description, t.dataset, json.loads(json.dumps(t.config)), t.path)
+    """Every template, in gallery order. Each `config` and `dataset_options` is a fresh copy: editing
+    it changes nothing here."""
+    return [Template(t.name, t.title, t.description, t.dataset, json.loads(json.dumps(t.config)), t.path,
+                     json.loads(json.dumps(t.dataset_options)))
             for t in _catalog()]
 
 
