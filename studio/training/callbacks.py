@@ -1,8 +1,8 @@
 """Callbacks: everything the loop does besides training.
 
-Order matters and `default_callbacks` gets it right: DivergenceGuard first (so nothing saves a NaN
-model), then StopRequest, EarlyStopping, the Checkpointer, the Prober and the MetricLogger last (it
-commits a step once every other callback has logged into it).
+Order matters and the worker's `build_trainer` gets it right: DivergenceGuard first (so nothing saves
+a NaN model), then StopRequest, EarlyStopping, the MetricLogger (it ends each step, so the rows of a
+step are committed before `last.pt` records it), the Checkpointer, then the Prober.
 """
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ import io
 import json
 import math
 import os
+import pickle
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from studio.errors import TrainError
 from studio.graph import atomic_write_bytes
 from studio.training.loop import Callback, Trainer
 
@@ -136,11 +138,14 @@ class Checkpointer(Callback):
     `best.pt` (when the monitored validation metric improves). State dicts and plain numbers only,
     written atomically, loadable with `torch.load(path, weights_only=True)`."""
 
-    def __init__(self, directory: str | Path, *, every: int = 0, extra_state=None, on_best=None):
+    def __init__(self, directory: str | Path, *, every: int = 0, extra_state=None, on_best=None, before_last=None):
         self.dir = Path(directory)
         self.every = every
         self.extra_state = extra_state or (lambda: {})  # more state to save (other callbacks')
         self.on_best = on_best or (lambda name, value, step: None)
+        # Called before last.pt is written: the worker commits buffered metrics there, so a run killed
+        # after this checkpoint and resumed from it never skips the rows of the steps before it.
+        self.before_last = before_last or (lambda: None)
         self.best: float | None = None
         self.last_step: int | None = None
 
@@ -176,6 +181,7 @@ class Checkpointer(Callback):
     def save_last(self, trainer: Trainer) -> None:
         if trainer.state.stop_reason == "diverged" or not math.isfinite(trainer.state.loss):
             return  # keep the last good checkpoint
+        self.before_last()
         self.save(trainer, self.last_path)
         self.last_step = trainer.state.step
 
@@ -203,7 +209,28 @@ class Checkpointer(Callback):
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """A checkpoint written by Checkpointer; TrainError naming the file when it is damaged or foreign.
+
+    Only `weights_only=True` loading: a file holding arbitrary Python objects is refused, never run.
+    """
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise TrainError(f"checkpoint {str(path)!r} was refused: it is not made of tensors and plain values only "
+                         "(a pickle of other Python objects, which could run code when loaded, or not a checkpoint "
+                         "at all); use a best.pt or last.pt saved by a Neural Studio run") from None
+    except FileNotFoundError:
+        raise TrainError(f"checkpoint {str(path)!r} does not exist; the run has not saved it yet") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as e:  # torch reports a cut zip as any of these
+        reason = str(e).split(". ")[0][:160] or type(e).__name__
+        raise TrainError(f"checkpoint {str(path)!r} is damaged (cut short or overwritten: {reason}); delete it, "
+                         "or replace it with the run's other checkpoint (best.pt or last.pt), and resume "
+                         "again") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise TrainError(f"checkpoint {str(path)!r} is not a {CHECKPOINT_FORMAT} checkpoint (found {found!r}); "
+                         "use a best.pt or last.pt saved by a Neural Studio run")
+    return ckpt
 
 
 def restore_checkpoint(trainer: Trainer, ckpt: dict, callbacks: dict | None = None) -> None:

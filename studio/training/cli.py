@@ -23,6 +23,7 @@ _NOT_FINAL = frozenset({"lr", "samples_per_sec", "grad_norm"})
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from studio.data import get_info
     from studio.graph import load_graph
 
     graph = load_graph(args.graph)
@@ -30,9 +31,15 @@ def cmd_train(args: argparse.Namespace) -> int:
                  if getattr(args, k, None) is not None}
     config = TrainConfig(**overrides)
     config.validate()
+    options = dict(getattr(args, "data_option", None) or [])  # [(key, value), ...] from --data-option
+    if options:
+        get_info(args.data, options=options)  # an unknown option fails here, before a run exists
     store = Store()
-    run_id = start_run(graph, args.data, config, name=getattr(args, "name", None), store=store)
-    print(f"run {run_id}: {graph.name} on {args.data} (logs: {run_dir(run_id) / 'log.txt'})", file=sys.stderr)
+    run_id = start_run(graph, args.data, config, name=getattr(args, "name", None), dataset_options=options,
+                       store=store)
+    shown = "".join(f" {k}={json.dumps(v)}" for k, v in options.items())
+    print(f"run {run_id}: {graph.name} on {args.data}{shown} (logs: {run_dir(run_id) / 'log.txt'})",
+          file=sys.stderr)
     run = follow(run_id, store, Progress(sys.stderr))
     summary = final_summary(run_id, store)
     if getattr(args, "json", False):

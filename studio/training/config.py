@@ -14,6 +14,7 @@ generate its form from `config_schema()` and `validate()` can check bounds witho
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import MISSING, dataclass, field, fields
 
 from studio.errors import TrainError
@@ -27,6 +28,8 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 MONITOR_MODES = ("auto", "min", "max")
 # Metrics where larger is better; every other monitored metric is minimised under mode "auto".
 MAXIMIZED_METRICS = frozenset({"val_accuracy", "val_token_accuracy", "train_accuracy"})
+# A monitored metric's name; it also reaches exported code, so nothing but a plain identifier passes.
+_METRIC_NAME = re.compile(r"(val|train)_[A-Za-z0-9_]{1,60}")
 
 
 def _f(default, kind: str, help: str, *, min=None, max=None, min_exclusive=False, choices=None,
@@ -184,7 +187,7 @@ class TrainConfig:
             if self.device == "mps" and self.precision != "fp32":
                 problems.append(("precision", f"precision={self.precision!r} is not supported on 'mps' here; use "
                                               "'fp32'"))
-        if "monitor" not in bad and self.monitor != "auto" and not self.monitor.startswith(("val_", "train_")):
+        if "monitor" not in bad and self.monitor != "auto" and not _METRIC_NAME.fullmatch(self.monitor):
             problems.append(("monitor", f"monitor={self.monitor!r} is not a metric name; use 'auto' or a "
                                         "validation metric such as 'val_loss' or 'val_accuracy'"))
         if problems and raise_on_error:

@@ -109,10 +109,12 @@ def build_trainer(run_dir: Path, meta: dict, store: Store, log: RunLog) -> tuple
     monitor, mode = cfg.resolved_monitor(task.kind)
     guard = DivergenceGuard()
     stateful: dict = {}
+    writer = MetricWriter(store, run_id)
     checkpointer = Checkpointer(
         run_dir / "checkpoints", every=cfg.checkpoint_every,
         extra_state=lambda: {k: cb.state_dict() for k, cb in stateful.items()},
         on_best=lambda name, value, step: store.update_run(run_id, best_metric=value, best_metric_name=name),
+        before_last=writer.flush,
     )
     guard.checkpointer = checkpointer
     stateful["checkpointer"] = checkpointer
@@ -120,11 +122,12 @@ def build_trainer(run_dir: Path, meta: dict, store: Store, log: RunLog) -> tuple
     if cfg.patience > 0:
         stateful["early_stopping"] = EarlyStopping(monitor, mode, cfg.patience, cfg.min_delta)
         callbacks.append(stateful["early_stopping"])
+    # The logger ends each step before the checkpointer saves it, and last.pt is written only once the
+    # rows up to its step are committed: a worker killed at any moment never leaves a step without rows.
+    callbacks.append(MetricLogger(writer, log=log, run_dir=run_dir))
     callbacks.append(checkpointer)
     if cfg.probes:
         callbacks.append(Prober(run_dir / "probes", data.probe_batch(PROBE_SAMPLES), every=cfg.probe_every))
-    writer = MetricWriter(store, run_id)
-    callbacks.append(MetricLogger(writer, log=log, run_dir=run_dir))
 
     trainer = Trainer(model, data, cfg, task=task, callbacks=callbacks, device=device)
     if checkpointer.last_path.exists():
@@ -135,6 +138,9 @@ def build_trainer(run_dir: Path, meta: dict, store: Store, log: RunLog) -> tuple
         _truncate_confusion(run_dir / "confusion.jsonl", trainer.state.step)
         log(f"resumed from the checkpoint at step {trainer.state.step}"
             + (f" ({dropped} metric rows logged after it will be recomputed)" if dropped else ""))
+    elif store.truncate_metrics(run_id, 0):  # killed before its first checkpoint: start over, no duplicate rows
+        _truncate_confusion(run_dir / "confusion.jsonl", 0)
+        log("no checkpoint to resume from: training starts over from step 0")
     store.update_run(run_id, total_steps=trainer.state.total_steps)
     return trainer, stateful
 
