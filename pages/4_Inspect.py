@@ -6,11 +6,11 @@ import streamlit as st
 
 from components import inspect_probes, inspect_results, session
 from components.canvas import st_escape
+from components.run_store import open_store
 from components.run_table import best_metric_text, status_badge
 from studio import inspect as ins
 from studio.errors import StudioError
-from studio.runs import Store, list_runs
-from studio.workspace import workspace_dir
+from studio.runs import list_runs
 
 st.set_page_config(page_title="Inspect · Neural Studio", page_icon="🔬", layout="wide")
 
@@ -19,13 +19,8 @@ VIEW = "studio.inspect.view"
 VIEWS = ["Feature maps", "Attention", "Weights & gradients", "Evaluation", "Live inference", "Diagnostics"]
 
 
-@st.cache_resource
-def store_for(db_path: str) -> Store:
-    return Store(db_path)
-
-
 st.title("Inspect")
-store = store_for(str(workspace_dir() / "studio.db"))
+store = open_store()
 runs = list_runs(store=store)
 if not runs:
     st.info("No runs yet. Launch one on the Train page, then come back to look inside it.")

@@ -8,20 +8,15 @@ import streamlit as st
 from components import charts, session
 from components.canvas import st_escape
 from components.inspect_probes import code_span
+from components.run_store import open_store
 from components.run_table import status_badge
 from studio import inspect as ins
 from studio.runs import Store, list_runs
-from studio.workspace import workspace_dir
 
 st.set_page_config(page_title="Compare · Neural Studio", page_icon="⚖️", layout="wide")
 
 PICKED = "studio.compare.runs"
 HISTORIES = "studio.compare.histories"
-
-
-@st.cache_resource
-def store_for(db_path: str) -> Store:
-    return Store(db_path)
 
 
 def metrics_table(store: Store, picked: list[str], names: dict[str, str]) -> pd.DataFrame:
@@ -41,7 +36,7 @@ def metrics_table(store: Store, picked: list[str], names: dict[str, str]) -> pd.
 
 
 st.title("Compare runs")
-store = store_for(str(workspace_dir() / "studio.db"))
+store = open_store()
 runs = list_runs(store=store)
 if len(runs) < 2:
     st.info(f"Comparing needs at least two runs; there {'is' if len(runs) == 1 else 'are'} {len(runs)}. "

@@ -91,6 +91,8 @@ def build_trainer(run_dir: Path, meta: dict, store: Store, log: RunLog) -> tuple
     from studio.graph import load_graph
 
     run_id = meta["run_id"]
+    for leftover in (run_dir / "checkpoints").glob(".*.tmp"):  # an atomic write cut short by a kill
+        leftover.unlink(missing_ok=True)
     cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     cfg.validate()
     graph = load_graph(run_dir / "graph.json")

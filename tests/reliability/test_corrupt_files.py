@@ -224,3 +224,15 @@ def test_the_build_page_reports_the_broken_file_and_opens_the_others(_workspace)
     assert not at.exception, [e.message for e in at.exception]
     assert at.session_state["studio.session.graph"].name == "digits-mlp"
     assert json.loads((_workspace / "graphs" / "good.json").read_text())["name"] == "iris-mlp"
+
+
+@pytest.mark.parametrize("page", ["pages/4_Inspect.py", "pages/5_Compare.py"])
+def test_pages_show_a_damaged_store_as_its_message_not_a_crash(_workspace, page):
+    from streamlit.testing.v1 import AppTest
+
+    path = _workspace / "studio.db"
+    _filled_store(path)
+    _garble(path, "header page")
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / page), default_timeout=60).run()
+    assert not at.exception
+    assert any("is damaged and cannot be opened" in e.value and "studio.db.damaged" in e.value for e in at.error)

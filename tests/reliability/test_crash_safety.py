@@ -188,6 +188,7 @@ def test_resume_completes_with_the_uninterrupted_runs_steps_and_losses(scenario)
         # bit-identical to the undisturbed run: every kill resumed from an exact checkpoint
         assert sorted((m.step, m.key, m.value) for m in rows if m.key in DETERMINISTIC) == sorted(ref_values)
         assert load_checkpoint(run_dir(v) / "checkpoints" / "last.pt")["position"]["step"] == TOTAL_STEPS
+        assert not list((run_dir(v) / "checkpoints").glob(".*.tmp")), "a resumed run clears cut-short writes"
         events = [e.message for e in store.read_events(v)]
         assert sum(m.startswith("marked lost: its worker (pid") for m in events) == KILLS_PER_VICTIM
 
