@@ -33,6 +33,18 @@ def preview_kind(info) -> str:
     return "table"
 
 
+def dataset_label(dataset_id: str, options: dict | None = None) -> str:
+    """A dataset id with the options it is loaded with, e.g. "shapes · target = input (reconstruction)
+    · image_size = 28"; the bare id when there are none."""
+    opts = dict(options or {})
+    parts = [dataset_id]
+    if "target" in opts:
+        target = opts.pop("target")
+        parts.append(f"target = {target}" + (" (reconstruction)" if target == "input" else ""))
+    parts += [f"{k} = {v}" for k, v in opts.items()]
+    return " · ".join(parts)
+
+
 def target_label(info, y) -> str:
     """A sample's target as text: the class name, the token text or the number(s)."""
     if info.task == "classification":

@@ -94,7 +94,8 @@ def open_template(name: str) -> None:
     graph = load_template(name)
     if any(n.position is None for n in graph.nodes):
         graph = canvas.auto_layout(graph, canvas.direction(), only_missing=True)
-    session.open_graph(graph, template=name, dataset_id=info.dataset if info else None)
+    session.open_graph(graph, template=name, dataset_id=info.dataset if info else None,
+                       dataset_options=info.dataset_options if info else None)
     canvas.select_node(None)
     _say("success", f"Opened template {name}.")
 

@@ -21,7 +21,7 @@ from studio.workspace import workspace_dir
 
 UNDO_LIMIT = 100  # the contract asks for at least 50 steps
 AUTOSAVE_NAME = "_autosave.json"
-_META_NAME = "_autosave.meta.json"  # template and dataset id of the autosaved graph
+_META_NAME = "_autosave.meta.json"  # template, dataset id and dataset options of the autosaved graph
 
 _GRAPH = "studio.session.graph"
 _REV = "studio.session.rev"
@@ -29,6 +29,7 @@ _UNDO = "studio.session.undo"
 _REDO = "studio.session.redo"
 _TEMPLATE = "studio.session.template"
 _DATASET = "studio.session.dataset_id"
+_DATASET_OPTIONS = "studio.session.dataset_options"  # get_dataset options, e.g. {"target": "input"}
 _RUN = "studio.session.run_id"
 _NOTICE = "studio.session.notice"
 
@@ -59,10 +60,12 @@ def set_current_graph(graph: Graph, *, undoable: bool = True) -> None:
     _install(graph)
 
 
-def open_graph(graph: Graph, *, template: str | None = None, dataset_id: str | None = None) -> None:
+def open_graph(graph: Graph, *, template: str | None = None, dataset_id: str | None = None,
+               dataset_options: dict | None = None) -> None:
     """Replace the current graph by an opened one (template, saved file, upload); undoable."""
     st.session_state[_TEMPLATE] = template
     st.session_state[_DATASET] = dataset_id
+    st.session_state[_DATASET_OPTIONS] = dict(dataset_options or {})
     set_current_graph(graph)
     _write_meta()
 
@@ -111,9 +114,17 @@ def current_dataset_id() -> str | None:
     return st.session_state.get(_DATASET)
 
 
-def set_current_dataset_id(dataset_id: str | None) -> None:
+def current_dataset_options() -> dict:
+    """The options the current dataset is loaded with (`get_dataset(..., options=...)`); {} for none."""
+    current_graph()
+    return dict(st.session_state.get(_DATASET_OPTIONS) or {})
+
+
+def set_current_dataset_id(dataset_id: str | None, options: dict | None = None) -> None:
+    """Make `dataset_id` with `options` the current dataset; a new choice starts without options."""
     current_graph()
     st.session_state[_DATASET] = dataset_id
+    st.session_state[_DATASET_OPTIONS] = dict(options or {}) if dataset_id else {}
     _write_meta()
 
 
@@ -173,8 +184,20 @@ def _autosave(graph: Graph) -> None:
         st.session_state[_NOTICE] = f"Autosave failed ({e.strerror or e}); save the graph by name to keep it."
 
 
+def _template_dataset_options(name: str | None) -> dict:
+    """The dataset options a template's catalog entry gives its dataset ({} for none or no template)."""
+    if not name:
+        return {}
+    try:
+        from studio.templates import list_templates
+    except ImportError:
+        return {}
+    return next((t.dataset_options for t in list_templates() if t.name == name), {})
+
+
 def _write_meta() -> None:
-    meta = {"template": st.session_state.get(_TEMPLATE), "dataset_id": st.session_state.get(_DATASET)}
+    meta = {"template": st.session_state.get(_TEMPLATE), "dataset_id": st.session_state.get(_DATASET),
+            "dataset_options": st.session_state.get(_DATASET_OPTIONS) or {}}
     try:
         atomic_write_text(workspace_dir() / "graphs" / _META_NAME, json.dumps(meta))
     except OSError:
@@ -186,8 +209,13 @@ def _read_meta() -> dict:
         meta = json.loads((workspace_dir() / "graphs" / _META_NAME).read_text())
     except (OSError, ValueError):
         return {}
-    return {k: v for k, v in meta.items() if k in ("template", "dataset_id") and isinstance(v, str)} \
-        if isinstance(meta, dict) else {}
+    if not isinstance(meta, dict):
+        return {}
+    out = {k: v for k, v in meta.items() if k in ("template", "dataset_id") and isinstance(v, str)}
+    options = meta.get("dataset_options")
+    if isinstance(options, dict) and all(isinstance(k, str) for k in options):
+        out["dataset_options"] = options  # checked against the dataset where used (get_info raises DataError)
+    return out
 
 
 def _restore() -> None:
@@ -201,6 +229,7 @@ def _restore() -> None:
             meta = _read_meta()
             st.session_state[_TEMPLATE] = meta.get("template")
             st.session_state[_DATASET] = meta.get("dataset_id")
+            st.session_state[_DATASET_OPTIONS] = meta.get("dataset_options", {}) if meta.get("dataset_id") else {}
         except GraphError as e:
             first = e.issues[0] if e.issues else Issue(None, "unknown problem")
             st.session_state[_NOTICE] = (f"The autosaved graph could not be read ({first}); "
@@ -209,6 +238,7 @@ def _restore() -> None:
         graph, template, dataset_id = seed_graph()
         st.session_state[_TEMPLATE] = template
         st.session_state[_DATASET] = dataset_id
+        st.session_state[_DATASET_OPTIONS] = _template_dataset_options(template)
     st.session_state[_GRAPH] = graph
     st.session_state[_REV] = 1
     _write_meta()

@@ -10,8 +10,10 @@ from studio.data import (
     apply_dataset,
     check_graph_fits,
     csv_columns,
+    dataset_options,
     delete_upload,
     get_dataset,
+    get_info,
     list_datasets,
     upload_csv,
     upload_image_zip,
@@ -27,13 +29,16 @@ st.set_page_config(page_title="Data · Neural Studio", page_icon="🗂️", layo
 PICK = "studio.data.dataset"
 MESSAGE = "studio.data.message"
 CONFIRM = "studio.data.confirm_delete"
+OPTION = "studio.data.option."  # + dataset id + "." + option name: the option widgets
 SOURCES = {"builtin": "built in", "download": "download", "upload": "upload"}
+TARGETS = {"labels": "the labels", "input": "the input itself (autoencoder)"}
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the dataset...")
-def load(dataset_id: str, workspace: str, version: float):
-    """The dataset split for seed 0; `version` (an upload's mtime) drops stale cache entries."""
-    return get_dataset(dataset_id, workspace=workspace)
+def load(dataset_id: str, workspace: str, version: float, options: tuple = ()):
+    """The dataset split for seed 0 with `options` (sorted items); `version` (an upload's mtime) drops
+    stale cache entries."""
+    return get_dataset(dataset_id, workspace=workspace, options=dict(options) or None)
 
 
 def version_of(info) -> float:
@@ -54,14 +59,41 @@ def say(kind: str, text: str) -> None:
     st.session_state[MESSAGE] = (kind, text)
 
 
-def use_with_graph(info) -> None:
+def choose_options(base) -> dict:
+    """Widgets for the options that apply to `base` (the image size of generated images; the target of
+    float images: their labels or the input itself), starting from the current options when `base` is
+    the current dataset. Returns the options chosen, with the current ones the page has no widget for."""
+    current = session.current_dataset_options() if session.current_dataset_id() == base.id else {}
+    options = {k: v for k, v in current.items() if k not in ("image_size", "target")}
+    own = dataset_options(base.id)
+    if "image_size" not in own and not base.is_image:
+        return options
+    with st.container(horizontal=True, vertical_alignment="bottom"):
+        if "image_size" in own:
+            key = f"{OPTION}{base.id}.image_size"
+            size = current.get("image_size")
+            st.session_state.setdefault(key, size if isinstance(size, int) and 16 <= size <= 128 else own["image_size"])
+            size = int(st.number_input("Image size (pixels, square)", 16, 128, key=key, width=220))
+            if size != own["image_size"]:
+                options["image_size"] = size
+        if base.is_image:
+            key = f"{OPTION}{base.id}.target"
+            st.session_state.setdefault(key, "input" if current.get("target") == "input" else "labels")
+            if st.radio("Target", list(TARGETS), key=key, horizontal=True, format_func=TARGETS.get,
+                        help="The input itself turns the images into an autoencoder's task: regression, "
+                             "the model outputs the image it was given") == "input":
+                options["target"] = "input"
+    return options
+
+
+def use_with_graph(info, options: dict) -> None:
     try:
         graph = apply_dataset(session.current_graph(), info)
     except GraphError as e:
         say("error", f"Cannot set the graph's input: {e}")
         return
     session.set_current_graph(graph)
-    session.set_current_dataset_id(info.id)
+    session.set_current_dataset_id(info.id, options)
     say("success", f"The current graph's input is now {tuple(info.input_shape)} {info.input_dtype} from {info.name}.")
 
 
@@ -93,7 +125,14 @@ if st.session_state.get(PICK) not in infos:
     current = session.current_dataset_id()
     st.session_state[PICK] = current if current in infos else ids[0]
 picked = st.selectbox("Dataset", ids, key=PICK, format_func=lambda i: label(infos[i]))
+options = choose_options(infos[picked])
 info = infos[picked]
+if options:
+    try:
+        info = get_info(picked, options=options)
+    except DataError as e:
+        st.error(f"The options {st_escape(data_view.dataset_label(picked, options))} do not apply: {st_escape(str(e))}")
+        options = {}
 show_message()
 
 st.markdown(f"**{st_escape(info.name)}** · {st_escape(info.description)}")
@@ -123,7 +162,8 @@ with st.container(border=True):
         for issue in fit_issues:
             (st.error if issue.severity == "error" else st.warning)(st_escape(str(issue)))
     right.button("Use with current graph", key="studio.data.use", type="primary", on_click=use_with_graph,
-                 args=(info,), help="Set the graph's Input node to this dataset's sample shape and dtype")
+                 args=(info, options), help="Set the graph's Input node to this dataset's sample shape and dtype, "
+                                            "and make it (with the options above) the dataset to train on")
 
 # ---- load (downloading if needed) and preview --------------------------------------------------------
 dataset = None
@@ -146,7 +186,7 @@ if info.source == "download" and not is_downloaded(info.id, workspace_dir()):
             st.rerun()
 else:
     try:
-        dataset = load(info.id, str(workspace_dir()), version_of(info))
+        dataset = load(info.id, str(workspace_dir()), version_of(info), tuple(sorted(options.items())))
     except StudioError as e:
         st.error(st_escape(str(e)))
 
@@ -156,7 +196,9 @@ if dataset is not None:
     kind = data_view.preview_kind(info)
     n = min(32, len(split))
     x, y = split.x[:n], split.y[:n]
-    if kind == "image":
+    if kind == "image" and options.get("target") == "input":
+        st.image(data_view.image_grid_png(x, [""] * n), caption=f"The first {n} training images, each its own target")
+    elif kind == "image":
         labels = [data_view.target_label(info, t) for t in y]
         st.image(data_view.image_grid_png(x, labels), caption=f"The first {n} training images with their labels")
     elif kind == "tokens":

@@ -7,14 +7,14 @@ from dataclasses import fields
 
 import streamlit as st
 
-from components import charts, run_table, session
+from components import charts, data_view, run_table, session
 from components.canvas import st_escape
+from components.run_store import open_store
 from studio.analysis import analyze
-from studio.data import check_graph_fits, list_datasets
-from studio.errors import GraphError, StudioError
-from studio.runs import Store, list_runs, start_run
+from studio.data import check_graph_fits, get_info, list_datasets
+from studio.errors import DataError, GraphError, StudioError
+from studio.runs import list_runs, start_run
 from studio.training import TrainConfig, config_schema
-from studio.workspace import workspace_dir
 
 st.set_page_config(page_title="Train · Neural Studio", page_icon="🏋️", layout="wide")
 
@@ -35,12 +35,6 @@ TASK_DEFAULTS = {
 }
 GROUP_TITLES = {"optimizer": "Optimizer", "training": "Length and batches", "schedule": "Learning-rate schedule",
                 "monitor": "Best checkpoint and early stopping", "recording": "Recording", "system": "System"}
-
-
-@st.cache_resource
-def store_for(db_path: str) -> Store:
-    """One Store per database for the whole server; it opens one SQLite connection per thread."""
-    return Store(db_path)
 
 
 def template_config(name: str | None) -> dict:
@@ -107,6 +101,13 @@ infos = {i.id: i for i in list_datasets()}
 dataset_id = session.current_dataset_id()
 if dataset_id not in infos:
     dataset_id = None
+options = session.current_dataset_options() if dataset_id else {}
+info, options_problem = infos.get(dataset_id), None
+if info is not None and options:  # e.g. {"target": "input"}: the task and shapes follow the options
+    try:
+        info = get_info(dataset_id, options=options)
+    except DataError as e:
+        info, options_problem = None, f"The dataset options do not apply ({e}); choose the dataset again."
 top = st.columns([3, 3])
 with top[0].container(border=True):
     n_err = len(analysis.errors)
@@ -118,20 +119,24 @@ with top[0].container(border=True):
     st.page_link("pages/1_Build.py", label="Edit in Build", icon=":material/account_tree:")
 with top[1].container(border=True):
     ids = list(infos)
+    shown = {**infos, **({dataset_id: info} if info else {})}  # the current dataset as its options make it
     chosen = st.selectbox("Dataset", ids, index=ids.index(dataset_id) if dataset_id else None,
-                          format_func=lambda i: f"{infos[i].name} ({i}) · {infos[i].task}",
+                          format_func=lambda i: f"{shown[i].name} ({i}) · {shown[i].task}",
                           placeholder="Choose a dataset", key=f"studio.train.dataset.{dataset_id}")
     if chosen != dataset_id:
         session.set_current_dataset_id(chosen)
         st.rerun()
-    info = infos.get(dataset_id)
+    if options:
+        st.markdown(f"**{st_escape(data_view.dataset_label(dataset_id, options))}**")
     if info is not None:
         st.caption(f"{st_escape(info.description)}  \ninput {tuple(info.input_shape)} {info.input_dtype} · output "
                    f"{tuple(info.output_shape)} · " + " / ".join(f"{k} {v:,}" for k, v in info.sizes.items()))
     st.page_link("pages/2_Data.py", label="Preview or upload data", icon=":material/dataset:")
 
 reasons = [f"{i.node_id}: {i.message}" if i.node_id else i.message for i in analysis.errors]
-if info is None:
+if options_problem:
+    reasons.append(options_problem)
+elif info is None:
     reasons.append("No dataset is chosen: pick one above or on the Data page.")
 else:
     try:
@@ -148,7 +153,7 @@ if st.session_state.get(DEFAULTS_FOR) != signature:  # a new template or task: s
     st.session_state[DEFAULTS_FOR] = signature
 defaults = form_defaults(info.task if info else None, session.current_template())
 
-store = store_for(str(workspace_dir() / "studio.db"))
+store = open_store()
 has_runs = bool(store.list_runs())
 with st.expander("New run", expanded=not has_runs or bool(reasons), icon=":material/add:"):
     with st.form("studio.train.form", border=True):
@@ -185,7 +190,8 @@ if launch and not reasons:
                  + "\n".join(f"- {st_escape(msg)}" for _, msg in problems))
     else:
         try:
-            run_id = start_run(graph, info.id, config, name=run_name.strip() or None, store=store)
+            run_id = start_run(graph, info.id, config, name=run_name.strip() or None, dataset_options=options,
+                               store=store)
         except StudioError as e:
             st.error(f"The run was not launched: {st_escape(str(e))}")
         else:

@@ -92,6 +92,20 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def data_option(text: str) -> tuple[str, object]:
+    """`KEY=VALUE` of --data-option as (key, value): the value parsed as JSON when it is JSON (28, true,
+    [1, 2]), else kept as a string (input)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"--data-option {text!r} is not KEY=VALUE; write e.g. "
+                                         "--data-option target=input or --data-option image_size=28")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key.strip(), value
+
+
 def _training(name: str):
     def run(args: argparse.Namespace) -> int:
         from studio.training import cli
@@ -120,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a graph on a dataset in a background worker and follow it")
     t.add_argument("graph")
     t.add_argument("--data", required=True, metavar="DATASET_ID")
+    t.add_argument("--data-option", type=data_option, action="append", metavar="KEY=VALUE",
+                   help="a dataset option, repeatable; e.g. target=input (the reconstruction form, for "
+                        "autoencoders) or image_size=28 (shapes); values are read as JSON when they can be")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)

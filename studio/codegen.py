@@ -232,12 +232,13 @@ def shape_comment(shape: tuple[int, ...]) -> str:
 # ---- the file -----------------------------------------------------------------------------------------
 
 def to_code(graph: Graph, *, class_name: str | None = None, training_script: bool = False,
-            dataset_id: str | None = None, config=None) -> str:
+            dataset_id: str | None = None, config=None, dataset_options: dict | None = None) -> str:
     """One readable Python file defining the graph's model as an nn.Module (see the module docstring).
 
-    With `training_script=True` a `main()` that trains the model on `dataset_id` with `config`
-    (a TrainConfig or a dict of overrides) in plain PyTorch is appended; it loads the data with the
-    studio's dataset registry (`studio.data.get_dataset`), so the splits match the studio's.
+    With `training_script=True` a `main()` that trains the model on `dataset_id` loaded with
+    `dataset_options` (e.g. {"target": "input"} for an autoencoder) with `config` (a TrainConfig or a
+    dict of overrides) in plain PyTorch is appended; it loads the data with the studio's dataset
+    registry (`studio.data.get_dataset`), so the splits match the studio's.
     """
     layers, input_id, input_shape, input_dtype = plan_layers(graph)
     name = _check_class_name(class_name) if class_name is not None else default_class_name(graph.name)
@@ -288,7 +289,7 @@ def to_code(graph: Graph, *, class_name: str | None = None, training_script: boo
 
     blocks = custom_sources(custom) + [class_src]
     if training_script:
-        blocks.append(training_source(name, dataset_id, config))
+        blocks.append(training_source(name, dataset_id, config, dataset_options))
     body = "\n\n\n".join(blocks) + "\n"
     header = ('"""PyTorch model exported by Neural Studio: plain torch, no studio import needed to use it.\n\n'
               "The model class below mirrors the studio graph node by node (attributes are named by node id), so\n"
@@ -348,8 +349,17 @@ _METRIC = {  # (name, summed value of a batch, count of a batch)
 }
 
 
-def training_source(class_name: str, dataset_id: str | None, config=None) -> str:
-    """A `main()` training `class_name` on `dataset_id` as `config` says, in plain PyTorch."""
+def _options_literal(options: dict) -> str:
+    """Python source for a dict of dataset options: string keys, values as `literal` writes them."""
+    bad = [k for k in options if not isinstance(k, str)]
+    if bad:
+        raise ExportError(f"dataset option names must be strings, got {bad[0]!r}; e.g. {{'target': 'input'}}")
+    return "{" + ", ".join(f"{literal(k)}: {literal(v)}" for k, v in options.items()) + "}"
+
+
+def training_source(class_name: str, dataset_id: str | None, config=None, dataset_options: dict | None = None) -> str:
+    """A `main()` training `class_name` on `dataset_id` (with `dataset_options`) as `config` says, in plain
+    PyTorch."""
     from studio.data import get_info
     from studio.training.config import TrainConfig
 
@@ -358,7 +368,8 @@ def training_source(class_name: str, dataset_id: str | None, config=None) -> str
                           "the model without training_script")
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config or {}))
     cfg.validate()
-    info = get_info(dataset_id)
+    options = dict(dataset_options or {})
+    info = get_info(dataset_id, options=options or None)
     task = "sequence" if info.task in ("sequence", "language_model") else info.task
     lit = literal
     values = {"lr": lit(float(cfg.lr)), "momentum": lit(float(cfg.momentum)), "nesterov": lit(bool(cfg.nesterov)),
@@ -370,6 +381,8 @@ def training_source(class_name: str, dataset_id: str | None, config=None) -> str
     metric_name, metric_sum, metric_count = _METRIC[task]
     lines = [
         f"DATASET = {lit(dataset_id)}",
+        "# Options of get_dataset; {'target': 'input'} makes the input its own target (an autoencoder's data).",
+        f"DATASET_OPTIONS = {_options_literal(options)}",
         f"SEED = {lit(int(cfg.seed))}",
         f"EPOCHS = {lit(int(cfg.epochs))}",
         f"MAX_STEPS = {lit(int(cfg.max_steps))}  # 0: train for EPOCHS",
@@ -441,7 +454,7 @@ def training_source(class_name: str, dataset_id: str | None, config=None) -> str
         "",
         "    torch.manual_seed(SEED)",
         '    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")',
-        "    data = get_dataset(DATASET, seed=SEED)",
+        "    data = get_dataset(DATASET, seed=SEED, options=DATASET_OPTIONS)",
         f"    model = {class_name}().to(device)",
     ]
     if cfg.init in _INIT:
@@ -508,14 +521,16 @@ def training_source(class_name: str, dataset_id: str | None, config=None) -> str
 # ---- export_graph: the CLI's `export` ---------------------------------------------------------------
 
 def export_graph(graph: Graph, fmt: str, path: str | os.PathLike, *, dataset_id: str | None = None,
-                 config=None) -> Path:
+                 config=None, dataset_options: dict | None = None) -> Path:
     """Write the graph as PyTorch code ('code'), TorchScript ('torchscript') or ONNX ('onnx') to `path`.
 
-    Returns the path written. With a `dataset_id`, code export appends a training script.
+    Returns the path written. With a `dataset_id`, code export appends a training script that loads it
+    with `dataset_options`.
     """
     path = Path(path)
     if fmt == "code":
-        code = to_code(graph, training_script=dataset_id is not None, dataset_id=dataset_id, config=config)
+        code = to_code(graph, training_script=dataset_id is not None, dataset_id=dataset_id, config=config,
+                       dataset_options=dataset_options)
         atomic_write_text(path, code)
     elif fmt in ("torchscript", "onnx"):
         from studio import export

@@ -134,6 +134,7 @@ def test_open_template_from_gallery_and_change_a_param(_workspace):
     graph = current(at)
     assert at.session_state["studio.session.template"] == t.name
     assert at.session_state["studio.session.dataset_id"] == t.dataset
+    assert at.session_state["studio.session.dataset_options"] == t.dataset_options
     conv = next(n for n in graph.nodes if n.type == "Conv2d")
     before = analyze(graph).nodes[conv.id].output_shape
     browser(at, selected=conv.id)

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from studio.__main__ import main as cli
-from studio.codegen import default_class_name, docstring_text, literal, to_code
+from studio.codegen import default_class_name, docstring_text, export_graph, literal, to_code
 from studio.compile import compile_graph
-from studio.errors import ExportError, GraphError
+from studio.errors import DataError, ExportError, GraphError
 from studio.graph import save_graph
 from studio.templates import get_template, list_templates, load_template
 
@@ -67,7 +67,7 @@ def test_every_template_exports_to_code_that_reproduces_the_studio_model(tmp_pat
             y = model(x)
         code_path = tmp_path / f"{t.name}.py"
         code_path.write_text(to_code(graph, training_script=t.dataset is not None, dataset_id=t.dataset,
-                                     config=t.config))
+                                     config=t.config, dataset_options=t.dataset_options))
         torch.save(model.state_dict(), tmp_path / f"{t.name}.pt")
         torch.save({"x": x, "y": y}, tmp_path / f"{t.name}.io.pt")
         py_compile.compile(str(code_path), doraise=True)
@@ -183,14 +183,15 @@ def test_invalid_graph_is_a_graph_error():
 
 
 def test_training_scripts_run_in_plain_pytorch(tmp_path, _workspace):
-    """One subprocess runs the generated main() of a classification, a regression and a sequence template."""
+    """One subprocess runs the generated main() of a classification, a regression, an autoencoder (the
+    reconstruction form of shapes, through the template's dataset options) and a sequence template."""
     runner = ["import importlib.util, sys"]
-    for name in ("seed_rnn", "gru_forecaster", "reverse_transformer"):
+    for name in ("seed_rnn", "gru_forecaster", "conv_autoencoder", "reverse_transformer"):
         t = get_template(name)
         config = {**t.config, "max_steps": 3, "schedule": "cosine", "warmup_steps": 1, "init": "xavier",
                   "grad_clip": 1.0}
-        (tmp_path / f"{name}.py").write_text(
-            to_code(load_template(name), training_script=True, dataset_id=t.dataset, config=config))
+        (tmp_path / f"{name}.py").write_text(to_code(load_template(name), training_script=True, dataset_id=t.dataset,
+                                                     config=config, dataset_options=t.dataset_options))
         runner += [f"spec = importlib.util.spec_from_file_location({name!r}, {str(tmp_path / (name + '.py'))!r})",
                    "m = importlib.util.module_from_spec(spec)", "spec.loader.exec_module(m)",
                    f"print({name!r})", "m.main()"]
@@ -199,8 +200,9 @@ def test_training_scripts_run_in_plain_pytorch(tmp_path, _workspace):
                           timeout=300, env={"PYTHONPATH": str(ROOT), "STUDIO_WORKSPACE": str(_workspace),
                                             "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("step 3:") == 3
+    assert proc.stdout.count("step 3:") == 4
     assert "val accuracy" in proc.stdout and "val mae" in proc.stdout and "val token_accuracy" in proc.stdout
+    assert proc.stdout.split("conv_autoencoder")[1].split("reverse_transformer")[0].count("val mae") == 1
     state = torch.load(tmp_path / "model_state_dict.pt", weights_only=True)  # the last one: reverse_transformer
     compile_graph(load_template("reverse_transformer")).load_state_dict(state, strict=True)
 
@@ -216,6 +218,22 @@ def test_training_script_needs_a_dataset_and_a_valid_config():
     assert "torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=False" in code
     assert "Reduce on plateau of val_accuracy (max)" in code
     compile(code, "mlp.py", "exec")
+
+
+def test_training_script_loads_the_dataset_with_its_options(tmp_path):
+    t = get_template("conv_autoencoder")
+    code = to_code(load_template(t.name), training_script=True, dataset_id=t.dataset, config=t.config,
+                   dataset_options=t.dataset_options)
+    assert "DATASET_OPTIONS = {'image_size': 28, 'target': 'input'}" in code
+    assert "data = get_dataset(DATASET, seed=SEED, options=DATASET_OPTIONS)" in code
+    assert "F.mse_loss(out, y" in code and "cross_entropy" not in code  # the reconstruction form is regression
+    plain = to_code(load_template("mlp"), training_script=True, dataset_id="digits")
+    assert "DATASET_OPTIONS = {}" in plain
+    with pytest.raises(DataError, match="has no option 'colour'"):
+        to_code(load_template("mlp"), training_script=True, dataset_id="digits", dataset_options={"colour": "red"})
+    path = export_graph(load_template(t.name), "code", tmp_path / "ae.py", dataset_id=t.dataset,
+                        dataset_options=t.dataset_options)
+    assert "DATASET_OPTIONS = {'image_size': 28, 'target': 'input'}" in path.read_text()
 
 
 def test_cli_export_code(tmp_path, capsys):

@@ -80,6 +80,35 @@ def test_use_with_current_graph_sets_the_input_and_shows_the_fit(_workspace):
     assert any("green-badge" not in m.value and "red-badge[1 issue]" in m.value for m in at.markdown)
 
 
+def test_reconstruction_target_and_image_size_set_the_dataset_options(_workspace):
+    from studio.templates import load_template
+
+    at = pick(open_data_page(_workspace, load_template("conv_autoencoder").to_dict()), "shapes")
+    assert "has samples of (1, 32, 32)" in plain(at.error[0].value)  # and 5 classes, not an image, as output
+    at.radio(key="studio.data.option.shapes.target").set_value("input")
+    at.number_input(key="studio.data.option.shapes.image_size").set_value(28)
+    at.run()
+    assert not at.exception and not at.error, [plain(e.value) for e in at.error]
+    metrics = {m.label: m.value for m in at.metric}
+    assert (metrics["Task"], metrics["Input (per sample)"], metrics["Model output"]) == (
+        "regression", "(1, 28, 28) float32", "(1, 28, 28)")
+    assert any(":green-badge[fits]" in m.value for m in at.markdown)
+    (grid,) = [e for e in at.main if type(e).__name__ == "Image"]
+    assert grid.proto.imgs[0].caption == "The first 32 training images, each its own target"
+    at.button(key="studio.data.use").click()
+    at.run()
+    assert at.session_state["studio.session.dataset_id"] == "shapes"
+    assert at.session_state["studio.session.dataset_options"] == {"image_size": 28, "target": "input"}
+    meta = json.loads((_workspace / "graphs" / "_autosave.meta.json").read_text())
+    assert meta["dataset_options"] == {"image_size": 28, "target": "input"}
+
+    at = pick(at, "iris")  # tabular: no target choice; picking shapes again shows the current options
+    assert not [r for r in at.radio if r.key and r.key.startswith("studio.data.option.")]
+    at = pick(at, "shapes")
+    assert at.radio(key="studio.data.option.shapes.target").value == "input"
+    assert at.number_input(key="studio.data.option.shapes.image_size").value == 28
+
+
 @pytest.mark.parametrize("dataset_id, expect", [
     ("iris", "table"), ("reverse", "tokens"), ("sine", "series"), ("chars", "tokens")])
 def test_previews_per_kind(_workspace, dataset_id, expect):

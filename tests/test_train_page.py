@@ -99,6 +99,15 @@ def test_launch_is_refused_while_the_graph_does_not_fit(_workspace):
     assert launch_button(at).disabled
     assert "No dataset is chosen" in plain(at.error[0].value)
 
+    (_workspace / "graphs" / "_autosave.meta.json").write_text(  # options that iris does not take
+        json.dumps({"dataset_id": "iris", "dataset_options": {"target": "input", "seq_len": 5}}))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/3_Train.py")
+    rerun(at)
+    assert launch_button(at).disabled
+    assert "The dataset options do not apply (dataset 'iris' has no option 'seq_len'" in plain(at.error[0].value)
+
 
 def test_launch_watch_grow_stop_and_reopen(_workspace):
     at = open_train_page(_workspace, TINY_MLP)
@@ -203,3 +212,37 @@ def test_form_defaults_come_from_the_template_then_the_task(_workspace):
     for name, value in template.config.items():
         shown = ", ".join(map(str, value)) if isinstance(value, list) else value  # lists are typed as text
         assert at.session_state[f"{CFG}{name}"] == shown, name
+
+
+def test_the_autoencoder_template_opened_in_build_trains_on_its_reconstruction_form(_workspace):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/1_Build.py")
+    rerun(at)
+    at.session_state["studio.build.tab"] = "Templates"
+    rerun(at)
+    at.button(key="studio.build.template.conv_autoencoder").click()
+    rerun(at)
+    at.switch_page("pages/3_Train.py")
+    rerun(at)
+    assert not launch_button(at).disabled, [plain(e.value) for e in at.error]
+    assert not at.error
+    assert any("shapes · target = input (reconstruction) · image_size = 28" in plain(m.value) for m in at.markdown)
+    meta = json.loads((_workspace / "graphs" / "_autosave.meta.json").read_text())
+    assert meta["dataset_options"] == {"image_size": 28, "target": "input"}  # a refreshed tab gets them back
+
+    at.number_input(key=f"{CFG}max_steps").set_value(2)
+    at.number_input(key=f"{CFG}batch_size").set_value(8)
+    launch_button(at).click()
+    rerun(at)
+    assert any("Launched" in s.value for s in at.success), [plain(e.value) for e in at.error]
+    run_id = at.session_state["studio.train.picked_runs"][0]
+    store = Store(_workspace / "studio.db")
+    run_json = json.loads((_workspace / "runs" / run_id / "run.json").read_text())
+    assert (run_json["dataset_id"], run_json["dataset_options"]) == ("shapes", {"image_size": 28, "target": "input"})
+    deadline = time.monotonic() + POLL_S
+    while store.get_run(run_id).status in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.3)
+    run = store.get_run(run_id)
+    assert (run.status, run.error) == ("completed", None)
+    assert "val_mae" in store.latest_metrics(run_id)  # trained as regression: the image is the target

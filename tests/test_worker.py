@@ -207,3 +207,36 @@ def test_cli_train_runs_stop_resume(scenario, tmp_path, capsys):
         cmd_stop(argparse.Namespace(run_id=summary["run_id"], json=False))
     with pytest.raises(TrainError, match="only stopped, failed, diverged, lost runs can be resumed"):
         cmd_resume(argparse.Namespace(run_id=summary["run_id"], json=False))
+
+
+def test_cli_data_options_are_parsed_checked_and_reach_the_run(tmp_path, capsys):
+    from studio.__main__ import build_parser
+    from studio.errors import DataError
+
+    graph_path = tmp_path / "autoencoder.json"
+    graph_path.write_text(json.dumps({
+        "format": "studio.graph/1", "name": "tiny-autoencoder",
+        "nodes": [{"id": "input", "type": "Input", "params": {"shape": [1, 16, 16]}},
+                  {"id": "conv", "type": "Conv2d", "params": {"out_channels": 1, "kernel_size": 3, "padding": 1}},
+                  {"id": "out", "type": "Sigmoid"}],
+        "edges": [{"source": "input", "target": "conv"}, {"source": "conv", "target": "out"}]}))
+    argv = ["train", str(graph_path), "--data", "shapes", "--epochs", "1", "--batch-size", "32", "--json",
+            "--data-option", "target=input", "--data-option", "image_size=16", "--data-option", "num_samples=200"]
+    args = build_parser().parse_args(argv)
+    assert args.data_option == [("target", "input"), ("image_size", 16), ("num_samples", 200)]  # JSON, else text
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*argv, "--data-option", "target"])
+    assert "--data-option 'target' is not KEY=VALUE" in capsys.readouterr().err
+
+    before = len(list_runs())
+    with pytest.raises(DataError, match="dataset 'shapes' has no option 'colour'"):
+        cmd_train(argparse.Namespace(**{**vars(args), "data_option": [("colour", "red")]}))
+    assert len(list_runs()) == before  # refused before any run was made
+
+    assert cmd_train(args) == 0
+    out, err = capsys.readouterr()
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["status"] == "completed" and "val_mae" in summary  # regression: the image is the target
+    assert "on shapes target=input image_size=16 num_samples=200" in err
+    run_json = json.loads((run_dir(summary["run_id"]) / "run.json").read_text())
+    assert run_json["dataset_options"] == {"target": "input", "image_size": 16, "num_samples": 200}

@@ -37,7 +37,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     store = Store()
     run_id = start_run(graph, args.data, config, name=getattr(args, "name", None), dataset_options=options,
                        store=store)
-    shown = "".join(f" {k}={json.dumps(v)}" for k, v in options.items())
+    shown = "".join(f" {k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in options.items())
     print(f"run {run_id}: {graph.name} on {args.data}{shown} (logs: {run_dir(run_id) / 'log.txt'})",
           file=sys.stderr)
     run = follow(run_id, store, Progress(sys.stderr))
