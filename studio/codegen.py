@@ -461,6 +461,10 @@ def training_source(class_name: str, dataset_id: str | None, config=None, datase
         lines.append("    init_weights(model)")
     if cfg.precision != "fp32":
         lines.append(f"    # The studio trains this config with {cfg.precision} autocast; this script trains in fp32.")
+    augment = cfg.augmentation()
+    if augment.enabled:
+        lines += ["    from studio.data.augment import Augment  # the studio's training-only image augmentation",
+                  *_call("augment = Augment", [f"{k}={v!r}" for k, v in augment.to_dict().items()], INDENT)]
     opt_class, opt_args = _OPTIMIZERS[cfg.optimizer]
     lines += _call(f"optimizer = torch.optim.{opt_class}",
                    ["model.parameters()", *(f"{a}={values[a]}" for a in opt_args)], INDENT)
@@ -481,6 +485,7 @@ def training_source(class_name: str, dataset_id: str | None, config=None, datase
         "        model.train()",
         "        for start in range(0, len(order), BATCH_SIZE):",
         "            x, y = data.train.take(order[start:start + BATCH_SIZE])",
+        *(["            x = augment(x, generator)"] if augment.enabled else []),
         "            x, y = x.to(device), y.to(device)",
         "            for group in optimizer.param_groups:",
         "                group[\"lr\"] = lr_at(step, total_steps, scale)",

@@ -244,3 +244,15 @@ def test_cli_export_code(tmp_path, capsys):
     assert f"wrote {out}" in capsys.readouterr().out
     assert "class Lenet5(nn.Module):" in out.read_text()
     py_compile.compile(str(out), doraise=True)
+
+
+def test_training_script_applies_the_configs_augmentation():
+    from studio.training import TrainConfig
+
+    plain = to_code(load_template("seed_cnn_padded"), training_script=True, dataset_id="shapes", config=TrainConfig())
+    assert "augment" not in plain
+    src = to_code(load_template("seed_cnn_padded"), training_script=True, dataset_id="shapes",
+                  config=TrainConfig(augment_flip=True, augment_noise=True, augment_noise_std=0.1))
+    assert "flip=True" in src and "noise=True, noise_std=0.1" in src
+    assert "            x = augment(x, generator)" in src
+    compile(src, "exported.py", "exec")

@@ -371,3 +371,26 @@ def test_sequence_task_metrics_and_attention_probes(tmp_path):
     assert entry["attention"]["attn"]["shape"] == [4, 2, 12, 12] and set(entry["feature_maps"]) == {"act"}
     weights = load_snapshot(tmp_path, entry)["attn/attn"].astype(np.float32)
     np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-2)  # each query's weights sum to one
+
+
+def test_augmentation_settings_reach_training_batches_only():
+    """TrainConfig's augment_* switches become the data layer's Augment, applied to train batches."""
+    from studio.data import get_dataset
+    from studio.data.augment import Augment
+    from studio.errors import DataError
+    from studio.training.config import TrainConfig
+
+    cfg = TrainConfig(augment_flip=True, augment_flip_prob=1.0, augment_noise=True, augment_noise_std=0.0)
+    assert cfg.augmentation() == Augment(flip=True, flip_prob=1.0, noise=True, noise_std=0.0)
+    assert not TrainConfig().augmentation().enabled
+    ds = get_dataset("shapes", options={"num_samples": 64, "image_size": 16})
+    g = torch.Generator().manual_seed(0)
+    plain = next(ds.batches("train", 8, shuffle=False))[0]
+    flipped = next(ds.batches("train", 8, shuffle=False, generator=g, augment=cfg.augmentation()))[0]
+    assert torch.equal(flipped, plain.flip(-1))  # p=1 flip, zero-strength noise: exactly the mirror
+    val = next(ds.batches("val", 8, shuffle=False, augment=cfg.augmentation()))[0]
+    assert torch.equal(val, next(ds.batches("val", 8, shuffle=False))[0])
+    with pytest.raises(DataError, match=r"image augmentation needs image inputs \(C, H, W\)"):
+        cfg.augmentation().check_input((4,), "float32")
+    problems = dict(TrainConfig(augment_rotation=400.0).validate(raise_on_error=False))
+    assert "augment_rotation" in problems

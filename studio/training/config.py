@@ -114,6 +114,26 @@ class TrainConfig:
     min_delta: float = _f(0.0, "float", "Early stopping: the smallest change that counts as an improvement.",
                           min=0.0, group="monitor", advanced=True)
 
+    # ---- image augmentation (training batches only; image datasets (C, H, W) only) ----
+    augment_crop: bool = _f(False, "bool", "Random crop of the image's size after zero padding.", group="augmentation")
+    augment_crop_padding: int = _f(4, "int", "Pixels of zero padding around the image before the crop.", min=0,
+                                   max=64, group="augmentation", advanced=True)
+    augment_flip: bool = _f(False, "bool", "Random horizontal flip (leave off for digits and text).",
+                            group="augmentation")
+    augment_flip_prob: float = _f(0.5, "float", "Chance of a flip.", min=0.0, max=1.0, group="augmentation",
+                                  advanced=True)
+    augment_affine: bool = _f(False, "bool", "Small random rotation, zoom and shift.", group="augmentation")
+    augment_rotation: float = _f(10.0, "float", "Rotation uniform in [-d, d] degrees.", min=0.0, max=180.0,
+                                 group="augmentation", advanced=True)
+    augment_scale: float = _f(0.1, "float", "Zoom uniform in [1 - s, 1 + s].", min=0.0, max=0.99,
+                              group="augmentation", advanced=True)
+    augment_translate: float = _f(0.0, "float", "Shift uniform in [-t, t] as a fraction of the image size.",
+                                  min=0.0, max=0.5, group="augmentation", advanced=True)
+    augment_noise: bool = _f(False, "bool", "Add Gaussian noise to pixel values (images in [0, 1]).",
+                             group="augmentation")
+    augment_noise_std: float = _f(0.05, "float", "Standard deviation of the noise.", min=0.0, max=1.0,
+                                  group="augmentation", advanced=True)
+
     # ---- reproducibility and hardware ----
     seed: int = _f(0, "int", "Seeds weights, data order, dropout and augmentation.", min=0, max=2**31 - 1,
                    group="system")
@@ -131,6 +151,15 @@ class TrainConfig:
                       group="recording")
     checkpoint_every: int = _f(0, "int", "Save the 'last' checkpoint every N steps; 0 = at each epoch end.",
                                min=0, group="recording")
+
+    def augmentation(self):
+        """The studio.data Augment these settings describe (enabled only when a switch is on)."""
+        from studio.data.augment import Augment
+
+        return Augment(crop=self.augment_crop, crop_padding=self.augment_crop_padding, flip=self.augment_flip,
+                       flip_prob=self.augment_flip_prob, affine=self.augment_affine,
+                       rotation_degrees=self.augment_rotation, scale=self.augment_scale,
+                       translate=self.augment_translate, noise=self.augment_noise, noise_std=self.augment_noise_std)
 
     # ---- documents ----
     def to_dict(self) -> dict:

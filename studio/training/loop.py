@@ -141,6 +141,10 @@ class Trainer:
         self.model, self.data, self.config, self.task = model, data, config, task
         self.device = torch.device(device)
         self.callbacks = list(callbacks)
+        augment = config.augmentation()
+        if augment.enabled and getattr(data, "info", None) is not None:
+            augment.check_input(data.info.input_shape, data.info.input_dtype)  # a clear DataError otherwise
+        self.augment = augment if augment.enabled else None
         n_train = len(data.train)
         if n_train == 0:
             raise TrainError("the training split is empty; choose a dataset with training samples")
@@ -180,7 +184,7 @@ class Trainer:
         self.fire("on_train_start")
         while s.stop_reason is None and s.step < s.total_steps:
             batches = self.data.batches("train", cfg.batch_size, shuffle=True,
-                                        generator=self.epoch_generator(s.epoch))
+                                        generator=self.epoch_generator(s.epoch), augment=self.augment)
             for _ in range(s.batch_in_epoch):  # resuming mid-epoch: replay the consumed batches' RNG
                 next(batches)
             t0 = time.perf_counter()
