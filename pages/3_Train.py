@@ -242,6 +242,8 @@ def steps_per_epoch(run) -> float | None:
 
 
 def render_live() -> None:
+    if st.session_state.pop(run_table.GO_INSPECT, False):  # a row's Inspect button reruns only this fragment
+        st.switch_page(run_table.INSPECT_PAGE)
     records = {r.id: r for r in list_runs(store=store)}
     if any(r.active for r in records.values()) != any_active or set(records) != set(by_id):
         st.rerun(scope="app")  # a run started, ended or vanished: refresh the page around the fragment
