@@ -4,10 +4,10 @@ what happened, what was expected and how to fix it."""
 from __future__ import annotations
 
 import pytest
-from conftest import chain
 
 from studio.analysis import analyze
 from studio.graph import parse_graph
+from tests.conftest import chain
 
 
 def issues(doc, **kw):

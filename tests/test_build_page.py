@@ -133,6 +133,8 @@ def test_open_template_from_gallery_and_change_a_param(_workspace):
     run(at)
     graph = current(at)
     assert at.session_state["studio.session.template"] == t.name
+    assert [s.value for s in at.success] == [f"Opened template {t.name}."]  # in the message slot, not a toast
+    assert not at.toast
     assert at.session_state["studio.session.dataset_id"] == t.dataset
     assert at.session_state["studio.session.dataset_options"] == t.dataset_options
     conv = next(n for n in graph.nodes if n.type == "Conv2d")

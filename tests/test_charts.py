@@ -12,6 +12,7 @@ import pytest
 from components.charts import (
     Curve,
     MetricHistory,
+    chart_layout,
     class_balance_figure,
     ema,
     metric_figure,
@@ -79,6 +80,25 @@ def test_overlay_log_scale_and_no_smoothing():
 def test_a_constant_series_is_centred_not_drawn_at_zero():
     fig = metric_figure([Curve("a", "train", np.arange(50), np.full(50, 1e-3))], title="Learning rate", smoothing=0)
     assert fig.layout.yaxis.range == (0.0, 2e-3)
+
+
+def test_one_evaluation_gets_whole_step_ticks_and_an_accuracy_stays_inside_0_1():
+    fig = metric_figure([Curve("a", "val", np.array([700]), np.array([1.0]))], title="Accuracy", bounds=(0.0, 1.0))
+    assert (fig.layout.xaxis.dtick, fig.layout.xaxis.tick0, fig.layout.xaxis.tickformat) == (1, 0, "d")
+    assert fig.layout.yaxis.range == pytest.approx((0.95, 1.0))  # not the constant's (0, 2)
+    assert fig.data[0].cliponaxis is False  # the marker on the top edge is drawn whole
+    fig = metric_figure([Curve("a", "val", np.array([350, 700]), np.array([0.1, 0.7]))], title="Accuracy",
+                        bounds=(0.0, 1.0))
+    assert fig.layout.yaxis.range == pytest.approx((0.05, 0.75))
+    fig = metric_figure([Curve("a", "val", np.array([1, 2]), np.array([3.0, 50.0]))], title="x", bounds=(0.0, 1.0))
+    assert fig.layout.yaxis.range is None  # values outside the bounds (a percentage): plain autorange
+
+
+def test_the_legend_sits_below_the_axis_title_and_titles_are_capitalised():
+    fig = metric_figure([Curve("a", "train", np.arange(50), np.ones(50))], title="Loss")
+    assert (fig.layout.legend.yref, fig.layout.legend.y, fig.layout.legend.yanchor) == ("container", 0, "bottom")
+    titles = [t for t, _ in chart_layout(["train_loss", "val_loss", "val_accuracy", "val_token_accuracy", "lr"])]
+    assert titles == ["Loss", "Accuracy", "Token accuracy", "Learning rate"]
 
 
 def test_metric_history_reads_only_new_rows(tmp_path):

@@ -6,9 +6,8 @@ import json
 import subprocess
 import sys
 
-from conftest import chain
-
 from studio.__main__ import main
+from tests.conftest import chain
 
 GOOD = chain(("input", "Input", {"shape": [1, 8, 8]}), ("conv1", "Conv2d", {"out_channels": 4}),
              ("flat", "Flatten", None), ("fc", "Linear", {"out_features": 3}))

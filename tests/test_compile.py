@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import chain
 from torch import nn
 
 from studio.compile import compile_graph
 from studio.errors import GraphError
 from studio.graph import parse_graph
+from tests.conftest import chain
 
 
 class SeedCNN(nn.Module):  # the articles' CNN, with padding 1 on 1x28x28

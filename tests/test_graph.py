@@ -6,10 +6,10 @@ import json
 import re
 
 import pytest
-from conftest import chain
 
 from studio.errors import GraphError
 from studio.graph import load_graph, loads_graph, parse_graph, save_graph
+from tests.conftest import chain
 
 
 def doc():

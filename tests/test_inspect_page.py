@@ -111,6 +111,9 @@ def test_attention_renders_with_the_vocabulary_as_token_labels(runs):
     z = arr(heat["z"])
     assert z.shape == (12, 12) and np.allclose(z.sum(axis=1), 1, atol=1e-2)
     assert "attn at step 60 · head 0" in fig["layout"]["title"]["text"]
+    assert not [r for r in at.radio if r.key and r.key.startswith(K + "att.head")]  # one head: nothing to pick
+    sample = at.selectbox(key=K + "att.sample")
+    assert sample.options[2] == "sample 2 · " + "".join(vocab[int(t)] for t in x[2])  # named by its input
     at.radio(key=K + "att.mode").set_value("overview: every layer and head").run()
     assert any(c.startswith("Every layer (rows) and head (columns) at step 60") for c in image_captions(at))
 

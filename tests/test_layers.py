@@ -126,3 +126,15 @@ def test_recording_attention_never_changes_output():
     _, ref = torch.nn.MultiheadAttention.forward(model.mha, x, x, x, attn_mask=mask, need_weights=True,
                                                  average_attn_weights=False)
     assert torch.allclose(attn["mha"], ref, atol=1e-6)
+
+
+def test_attention_labels_count_heads_in_words_and_no_category_is_the_issue_red():
+    from studio.layers import CATEGORY_COLORS
+
+    assert REGISTRY["MultiheadAttention"].describe({"num_heads": 1}) == "MultiheadAttention 1 head"
+    assert REGISTRY["MultiheadAttention"].describe({"num_heads": 4, "causal": True}) == \
+        "MultiheadAttention 4 heads causal"
+    assert REGISTRY["TransformerEncoderLayer"].describe({"nhead": 1, "dim_feedforward": 64}) == \
+        "TransformerEncoderLayer 1 head ff64"
+    assert "#dc2626" not in CATEGORY_COLORS.values()  # red marks a node with an error on the canvas
+    assert len(set(CATEGORY_COLORS.values())) == len(CATEGORY_COLORS)

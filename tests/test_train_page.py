@@ -127,7 +127,7 @@ def test_launch_watch_grow_stop_and_reopen(_workspace):
         later = poll(at, lambda a: (s := loss_chart_steps(a)) > first and s, "the loss chart to grow")
         assert later > first
         titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
-        assert titles[:1] == ["Loss"] and {"accuracy", "Learning rate", "Throughput (samples/s)"} <= set(titles)
+        assert titles[:1] == ["Loss"] and {"Accuracy", "Learning rate", "Throughput (samples/s)"} <= set(titles)
         bar = next(p for p in at.get("progress") if "step" in p.proto.text)
         assert f"/ {2000 * 14:,}" in bar.proto.text and "ETA" in bar.proto.text
 
