@@ -125,3 +125,17 @@ def wait_idle(page, timeout: float = 20.0) -> None:
     """Wait until Streamlit has finished rerunning (no 'Running...' status widget)."""
     page.wait_for_timeout(300)
     page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout * 1000)
+
+
+def scroll_to(locator, timeout: float = 60_000, attempts: int = 5) -> None:
+    """Scroll a locator into view. A live fragment re-renders its elements every second, so one can
+    be detached mid-scroll: look it up again and retry."""
+    from playwright.sync_api import Error
+
+    for attempt in range(attempts):
+        try:
+            locator.scroll_into_view_if_needed(timeout=timeout)
+            return
+        except Error as e:
+            if "not attached" not in str(e) or attempt == attempts - 1:
+                raise

@@ -19,7 +19,7 @@ from studio.analysis import analyze
 from studio.data import get_info
 from studio.runs import list_runs, stop_run
 from studio.templates import load_template
-from tests.e2e.conftest import FLOW_IFRAME, screenshot, wait_idle
+from tests.e2e.conftest import FLOW_IFRAME, screenshot, scroll_to, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +40,7 @@ def go(page, name: str) -> None:
 def choose(page, label: str, option: str) -> None:
     """Pick the option containing `option` in the selectbox labelled `label`."""
     box = page.locator(f'input[role="combobox"][aria-label="{label}"]')
-    box.scroll_into_view_if_needed()
+    scroll_to(box)
     box.click()
     wanted = page.get_by_role("option").filter(has_text=option).first
     try:
@@ -106,7 +106,7 @@ def launch(page, settings: dict[str, str], name: str) -> str:
 
 def watch_chart_grow(page, run_id: str) -> tuple[int, int]:
     """Two reads of the live loss chart's point count while the run trains: (earlier, later)."""
-    page.get_by_text("Curves", exact=True).scroll_into_view_if_needed(timeout=WAIT_MS)  # charts draw when seen
+    scroll_to(page.get_by_text("Curves", exact=True))  # charts draw when seen
     deadline = time.monotonic() + 60
     first = 0
     while first < 2 and time.monotonic() < deadline:
@@ -161,7 +161,7 @@ def view(page, name: str) -> None:
 
 def first_plot(page, what: str) -> dict:
     """`what` (a JS expression over the first drawn Plotly chart `p`), after scrolling the chart into view."""
-    page.locator('[data-testid="stPlotlyChart"]').first.scroll_into_view_if_needed(timeout=WAIT_MS)
+    scroll_to(page.locator('[data-testid="stPlotlyChart"]').first)
     page.wait_for_function("() => { const p = document.querySelector('.js-plotly-plot'); return p && p.data; }",
                            timeout=WAIT_MS)
     return page.evaluate(f"() => {{ const p = document.querySelector('.js-plotly-plot'); return {what}; }}")
@@ -192,7 +192,7 @@ def walk(studio_server, page, monkeypatch, prefix: str, journey) -> None:
 def open_template_from_home(studio_server, page, name: str) -> None:
     page.goto(studio_server.url)
     page.get_by_role("heading", name="Neural Studio").wait_for()
-    page.locator(f".st-key-studio-home-template-{name}").scroll_into_view_if_needed()
+    scroll_to(page.locator(f".st-key-studio-home-template-{name}"))
     wait_idle(page, timeout=60)
 
 
@@ -231,7 +231,7 @@ def cnn_journey(studio_server, page, shot) -> None:
     page.locator('[data-testid="stMetric"]').filter(has_text="Parameters").filter(has_text=expected).wait_for()
     wait_idle(page, timeout=60)
     shot("03_build_conv1_16_channels")
-    page.locator('[data-testid="stDataFrame"]').first.scroll_into_view_if_needed()
+    scroll_to(page.locator('[data-testid="stDataFrame"]').first)
     shot("04_build_summary")
 
     # Data: pick `shapes` and use it with the graph: a 1x32x32 input, and the output that does not fit yet.
@@ -264,14 +264,14 @@ def cnn_journey(studio_server, page, shot) -> None:
     shot("08_train_launched")
     first, later = watch_chart_grow(page, first_run)
     assert later > first >= 2, (first, later)
-    page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+    scroll_to(page.locator(".js-plotly-plot").first)
     shot("09_train_live_chart")
     wait_completed(page, first_run)
-    page.get_by_text("Runs", exact=True).scroll_into_view_if_needed()
+    scroll_to(page.get_by_text("Runs", exact=True))
     shot("10_train_completed")
 
     # Inspect: feature maps of conv1 as images, then the confusion matrix on the validation split.
-    page.get_by_text("Runs", exact=True).scroll_into_view_if_needed()
+    scroll_to(page.get_by_text("Runs", exact=True))
     open_in_inspect(page, first_run)
     page.wait_for_function(f"({CAPTIONS})().some(c => c.startsWith('conv1 at step'))", timeout=WAIT_MS)
     page.wait_for_function("() => { const imgs = [...document.querySelectorAll('[data-testid=\"stImage\"] img')];"
@@ -292,7 +292,7 @@ def cnn_journey(studio_server, page, shot) -> None:
     second_run = launch(page, {"epochs": "1", "batch_size": "2", "lr": "0.003"}, "journey cnn lr 3e-3")
     shot("13_train_second_run")
     wait_completed(page, second_run)
-    page.get_by_text("Runs", exact=True).scroll_into_view_if_needed()
+    scroll_to(page.get_by_text("Runs", exact=True))
     shot("14_train_two_runs")
     go(page, "Compare")
     page.get_by_text("Final and best metrics").wait_for(timeout=WAIT_MS)
@@ -344,10 +344,10 @@ def transformer_journey(studio_server, page, shot) -> None:
     run_id = launch(page, {"epochs": "1", "batch_size": "2"}, "journey transformer")
     first, later = watch_chart_grow(page, run_id)
     assert later > first >= 2, (first, later)
-    page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+    scroll_to(page.locator(".js-plotly-plot").first)
     shot("06_train_live_chart")
     wait_completed(page, run_id)
-    page.get_by_text("Runs", exact=True).scroll_into_view_if_needed()
+    scroll_to(page.get_by_text("Runs", exact=True))
     shot("07_train_completed")
 
     # Inspect: the attention of `attn` on a probe sample, its axes labelled with the sample's tokens.

@@ -11,7 +11,7 @@ import pytest
 
 from studio.runs import list_runs, stop_run
 from tests.conftest import chain
-from tests.e2e.conftest import screenshot, wait_idle
+from tests.e2e.conftest import screenshot, scroll_to, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -63,20 +63,20 @@ def journey(studio_server, page) -> None:
     page.get_by_text("it trains in the background").wait_for()
     screenshot(page, "train_01_launched")
 
-    page.get_by_text("Curves", exact=True).scroll_into_view_if_needed(timeout=60_000)  # charts draw when seen
+    scroll_to(page.get_by_text("Curves", exact=True))  # charts draw when seen
     page.wait_for_function(f"({POINTS})() >= 2", timeout=60_000)
     first = page.evaluate(POINTS)
     page.wait_for_timeout(4000)
     second = page.evaluate(POINTS)
     assert second > first, (first, second)
     assert second < 1000  # still below the downsampling cap, so more steps mean more points
-    page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+    scroll_to(page.locator(".js-plotly-plot").first)
     screenshot(page, "train_02_live")
 
-    page.get_by_text("Runs", exact=True).scroll_into_view_if_needed()
+    scroll_to(page.get_by_text("Runs", exact=True))
     page.get_by_role("button", name="Stop").first.click()
     page.get_by_text("stopped", exact=True).first.wait_for(timeout=60_000)
     wait_idle(page)
     assert page.get_by_role("button", name="Resume").count() == 1
-    page.get_by_text("Runs", exact=True).scroll_into_view_if_needed()
+    scroll_to(page.get_by_text("Runs", exact=True))
     screenshot(page, "train_03_stopped")
