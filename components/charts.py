@@ -25,6 +25,10 @@ PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0
            "#475569", "#b45309")
 X_AXES = {"step": "step", "epoch": "epoch", "wall": "wall time (s)"}
 CHART_HEIGHT = 300
+MARGIN = {"l": 50, "r": 10, "t": 40, "b": 40}
+# Anchored to the bottom of the whole figure (not the plot), so plotly reserves room for the legend
+# below the x axis title instead of drawing it on top of that title.
+LEGEND_BELOW = {"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom", "x": 0, "xanchor": "left"}
 
 
 # ---- smoothing -------------------------------------------------------------------------------------
@@ -93,11 +97,14 @@ def _rgba(hex_color: str, alpha: float) -> str:
 
 
 def metric_figure(curves: list[Curve], *, title: str, smoothing: float = 0.6, log_y: bool = False,
-                  x_axis: str = "step", max_points: int = MAX_POINTS, height: int = CHART_HEIGHT) -> go.Figure:
+                  x_axis: str = "step", max_points: int = MAX_POINTS, height: int = CHART_HEIGHT,
+                  bounds: tuple[float, float] | None = None) -> go.Figure:
     """A line chart of curves. Train curves draw the raw values faintly and the smoothed line on top;
     validation curves (a point per evaluation) draw as lines with markers, unsmoothed.
 
-    Every trace holds at most `max_points` points (min/max buckets, the last point kept).
+    Every trace holds at most `max_points` points (min/max buckets, the last point kept). `bounds` is
+    the metric's own range (an accuracy lives in (0, 1)): the y axis never reaches past it while the
+    values stay inside it.
     """
     fig = go.Figure()
     show_run = len({c.run for c in curves}) > 1
@@ -120,20 +127,35 @@ def metric_figure(curves: list[Curve], *, title: str, smoothing: float = 0.6, lo
             xs, ys = downsample(x, ema(y, smoothing), max_points)
         fig.add_trace(go.Scatter(x=plain_values(xs), y=plain_values(ys), name=name, mode="lines",
                                  legendgroup=name, line={"color": color, "width": 2}))
-    fig.update_layout(title={"text": title, "font": {"size": 14}}, height=height, margin={"l": 50, "r": 10, "t": 40,
-                                                                                           "b": 40},
-                      hovermode="x unified", legend={"orientation": "h", "y": -0.22}, uirevision=title)
+    fig.update_layout(title={"text": title, "font": {"size": 14}}, height=height, margin=MARGIN,
+                      hovermode="x unified", legend=LEGEND_BELOW, uirevision=title)
     fig.update_xaxes(title_text=X_AXES.get(x_axis, x_axis))
+    if x_axis == "step":
+        fig.update_xaxes(**_integer_ticks([c.x for c in curves]))
     fig.update_yaxes(tickformat="~g")
+    finite = np.concatenate([np.asarray(c.y, dtype=np.float64) for c in curves] or [np.zeros(0)])
+    finite = finite[np.isfinite(finite)]
     if log_y:
         fig.update_yaxes(type="log")
-    else:
-        finite = np.concatenate([np.asarray(c.y, dtype=np.float64) for c in curves] or [np.zeros(0)])
-        finite = finite[np.isfinite(finite)]
-        if len(finite) and finite.min() == finite.max() != 0:  # a constant (e.g. the lr): centre it
-            c = abs(finite[0])
-            fig.update_yaxes(range=[finite[0] - c, finite[0] + c])
+    elif bounds is not None and len(finite) and bounds[0] <= finite.min() and finite.max() <= bounds[1]:
+        lo, hi = finite.min(), finite.max()
+        pad = 0.05 * (bounds[1] - bounds[0])
+        fig.update_yaxes(range=[max(bounds[0], lo - pad), min(bounds[1], hi + pad)])
+        fig.update_traces(cliponaxis=False)  # a marker at exactly 1.0 sits on the edge: draw all of it
+    elif len(finite) and finite.min() == finite.max() != 0:  # a constant (e.g. the lr): centre it
+        c = abs(finite[0])
+        fig.update_yaxes(range=[finite[0] - c, finite[0] + c])
     return fig
+
+
+def _integer_ticks(xs: list) -> dict:
+    """Axis settings that keep step ticks on whole numbers: with a few steps (one evaluation) plotly
+    would otherwise label 349.5 and 350.5."""
+    values = np.concatenate([np.asarray(x, dtype=np.float64) for x in xs] or [np.zeros(0)])
+    values = values[np.isfinite(values)]
+    if len(values) and values.max() - values.min() < 10:
+        return {"tickmode": "linear", "tick0": 0, "dtick": 1, "tickformat": "d"}
+    return {"tickformat": "d"}
 
 
 # ---- reading the store incrementally ------------------------------------------------------------
@@ -225,11 +247,16 @@ def chart_layout(keys: list[str]) -> list[tuple[str, list[str]]]:
     """(title, metric keys) per chart of a run's keys: loss (train and val together), each other
     train/val metric, learning rate, throughput, gradient norm."""
     charts = [("Loss", [k for k in ("train_loss", "val_loss") if k in keys])]
-    charts += [(k.removeprefix("val_").replace("_", " "), [k]) for k in keys
+    charts += [(_sentence_case(k.removeprefix("val_").replace("_", " ")), [k]) for k in keys
                if k.startswith(("val_", "train_")) and k not in ("train_loss", "val_loss")]
     charts += [(title, [k]) for k, title in (("lr", "Learning rate"), ("samples_per_sec", "Throughput (samples/s)"),
                                              ("grad_norm", "Gradient norm")) if k in keys]
     return [c for c in charts if c[1]]
+
+
+def _sentence_case(text: str) -> str:
+    """'token accuracy' -> 'Token accuracy' (str.capitalize would also lower 'MAE' to 'Mae')."""
+    return text[:1].upper() + text[1:]
 
 
 def run_figures(runs: list[tuple[str, MetricHistory, float | None]], *, x_axis: str = "step",
@@ -246,8 +273,9 @@ def run_figures(runs: list[tuple[str, MetricHistory, float | None]], *, x_axis: 
                     x, y = history.series(key, x_axis, spe)
                     curves.append(Curve(name, "val" if key.startswith("val_") else "train", x, y, color_index=i))
         smooth = 0.0 if chart_keys == ["lr"] else smoothing  # a schedule is exact: nothing to smooth
+        bounds = (0.0, 1.0) if all("accuracy" in k for k in chart_keys) else None
         figures.append((title, metric_figure(curves, title=title, smoothing=smooth, log_y=log_y, x_axis=x_axis,
-                                             max_points=max_points)))
+                                             max_points=max_points, bounds=bounds)))
     return figures
 
 
@@ -261,7 +289,7 @@ def class_balance_figure(class_names: list[str], counts: dict[str, list[int]],
         fig.add_trace(go.Bar(x=list(class_names), y=list(values), name=split,
                              marker_color=PALETTE[i % len(PALETTE)]))
     fig.update_layout(title={"text": "Class balance", "font": {"size": 14}}, barmode="group", height=height,
-                      margin={"l": 50, "r": 10, "t": 40, "b": 40}, legend={"orientation": "h", "y": -0.25})
+                      margin=MARGIN, legend=LEGEND_BELOW)
     fig.update_xaxes(type="category", title_text="class")
     fig.update_yaxes(title_text="samples")
     return fig
@@ -280,6 +308,6 @@ def series_preview_figure(samples: list[np.ndarray], labels: list[str], *, title
             fig.add_trace(go.Scatter(y=a[:, f], mode="lines", name=label if a.shape[1] == 1 else f"{label} · f{f}",
                                      line={"color": color, "dash": dash}))
     fig.update_layout(title={"text": title, "font": {"size": 14}}, height=height,
-                      margin={"l": 50, "r": 10, "t": 40, "b": 40}, legend={"orientation": "h", "y": -0.25})
+                      margin=MARGIN, legend=LEGEND_BELOW)
     fig.update_xaxes(title_text="time step")
     return fig

@@ -161,8 +161,8 @@ def render_message() -> None:
     message = st.session_state.pop(_MESSAGE, None)
     if message:
         kind, text = message
-        if kind == "success":
-            st.toast(text, icon="✅")
+        if kind == "success":  # in the page's message slot, not a toast: a toast covers the toolbar's buttons
+            st.success(text, icon=":material/check_circle:")
         else:
             st.error(text)
 

@@ -73,10 +73,14 @@ def code_span(text: str) -> str:
     return f"`` {text} ``"
 
 
-def sample_label(info, y, i: int) -> str:
-    from components.data_view import target_label
+def sample_label(info, y, i: int, x=None) -> str:
+    """'sample 3 · cross': a sample named by its target, or by its input `x[i]` (when given) for a
+    sequence task, whose input is what the attention axes show."""
+    from components.data_view import target_label, token_text
 
     try:
+        if x is not None and info.task in ("sequence", "language_model"):
+            return f"sample {i} · {token_text(x[i], info.vocab)}"
         return f"sample {i} · {target_label(info, y[i])}"
     except (IndexError, TypeError, ValueError):
         return f"sample {i}"
@@ -176,7 +180,7 @@ def _attention(run: ins.RunFiles, info, playing: bool) -> None:
     c1, c2, c3 = st.columns([3, 2, 3])
     mode = c1.radio("Show", ["one layer", "overview: every layer and head"], horizontal=True, key=K + "att.mode")
     sample = c3.selectbox("Probe sample", range(n), key=K + "att.sample",
-                          format_func=lambda i: sample_label(info, y, i))
+                          format_func=lambda i: sample_label(info, y, i, x))
     causal = causal_flags(run.graph)
     tokens = None if x.dtype.is_floating_point else x[sample]  # token ids label the axes
     labels = ic.token_labels(tokens, info.vocab) if tokens is not None else None
@@ -203,21 +207,22 @@ def _attention(run: ins.RunFiles, info, playing: bool) -> None:
         st.warning(f"This snapshot kept only {a.shape[0]} probe samples.")
         return
     heads = a.shape[1]
-    head = st.radio("Head", ["all", *range(heads)], horizontal=True, key=K + f"att.head.{node_id}",
-                    format_func=lambda h: "all heads" if h == "all" else f"head {h}")
+    head = 0  # a single-head layer has nothing to choose
+    if heads > 1:
+        head = st.radio("Head", ["all", *range(heads)], horizontal=True, key=K + f"att.head.{node_id}",
+                        format_func=lambda h: "all heads" if h == "all" else f"head {h}")
     if tokens is not None:
         from components.data_view import token_text
 
         target = f" · **target** {code_span(token_text(y[sample], info.vocab))}" if y.dim() > 1 else ""
         st.markdown(f"**Input** {code_span(token_text(tokens, info.vocab))}{target}")
     title = f"{node_id} at step {entry['step']}"
-    if head == "all" and heads > 1:
-        st.plotly_chart(ic.attention_heads_figure(a[sample], labels, causal=causal.get(node_id, False), title=title),
-                        key=K + "att.heads_chart")
+    if head == "all":
+        st.plotly_chart(ic.attention_heads_figure(a[sample], labels, causal=causal.get(node_id, False),
+                                                  title=f"{title} · all heads"), key=K + "att.heads_chart")
     else:
-        h = 0 if head == "all" else int(head)
-        st.plotly_chart(ic.attention_figure(a[sample, h], labels, causal=causal.get(node_id, False),
-                                            title=f"{title} · head {h}"), key=K + "att.chart")
+        st.plotly_chart(ic.attention_figure(a[sample, int(head)], labels, causal=causal.get(node_id, False),
+                                            title=f"{title} · head {head}"), key=K + "att.chart")
     meta = entry["attention"][node_id]
     if meta.get("subsampled"):
         st.caption(f"Snapshot {meta['subsampled']}.")

@@ -210,7 +210,7 @@ def _param_widget(node_id: str, p: Param, value) -> None:
         st.text_input(label, key=key, help=help_text, on_change=_on_param, args=(node_id, p, key, "value"))
     error = st.session_state.get(_ERRORS, {}).get(key)
     if error:
-        st.error(error, icon="⛔")
+        st.error(error, icon=":material/error:")
 
 
 # ---- actions -------------------------------------------------------------------------------------
@@ -282,7 +282,7 @@ def render_inspector(graph: Graph, analysis: Analysis) -> None:
     st.text_input("Node id", key=rename_key, on_change=_on_rename, args=(node_id, rename_key),
                   help="A Python identifier; it names the module in the compiled model and the exported code.")
     if st.session_state.get(_ERRORS, {}).get(rename_key):
-        st.error(st.session_state[_ERRORS][rename_key], icon="⛔")
+        st.error(st.session_state[_ERRORS][rename_key], icon=":material/error:")
 
     if spec is None:
         st.warning(f"Unknown layer type {st_escape(repr(node.type))}: delete this node or fix the type in the "

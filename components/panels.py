@@ -40,7 +40,7 @@ def _on_select(node_id: str) -> None:
 
 def render_issues(analysis: Analysis) -> None:
     if not analysis.issues:
-        st.success("No issues: the graph is valid and ready to train or export.", icon="✅")
+        st.success("No issues: the graph is valid and ready to train or export.", icon=":material/check_circle:")
         return
     for i, issue in enumerate(analysis.issues):
         c1, c2 = st.columns([1, 5], vertical_alignment="center")

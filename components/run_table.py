@@ -28,6 +28,8 @@ _MESSAGE = "studio.train.runs_message"
 _CONFIRM = "studio.train.confirm_delete"
 _RENAMING = "studio.train.renaming"
 GO_INSPECT = "studio.train.go_inspect"
+# Column widths: run, dataset, progress, best, time, actions (wide enough for a row's buttons on one line).
+_WIDTHS = [3, 1.4, 2.6, 2, 1.2, 4]
 
 
 # ---- formatting (pure) --------------------------------------------------------------------------------
@@ -147,7 +149,7 @@ def render_runs_table(runs: list[RunRecord], *, now: float | None = None, limit:
         st.caption("No runs yet: launch one with the form above.")
         return
     shown = runs if st.session_state.get("studio.train.show_all_runs") else runs[:limit]
-    header = st.columns([3, 2, 3, 2, 1.3, 3.6])
+    header = st.columns(_WIDTHS)
     for col, title in zip(header, ("Run", "Dataset", "Progress", "Best", "Time", "Actions"), strict=True):
         col.markdown(f"**{title}**")
     for run in shown:
@@ -157,7 +159,7 @@ def render_runs_table(runs: list[RunRecord], *, now: float | None = None, limit:
 
 
 def _render_row(run: RunRecord, now: float) -> None:
-    cols = st.columns([3, 2, 3, 2, 1.3, 3.6], vertical_alignment="center")
+    cols = st.columns(_WIDTHS, vertical_alignment="center")
     cols[0].markdown(f"{status_badge(run.status)} {st_escape(run.name)}  \n:gray[{run.id}]")
     if run.error and run.status in ("failed", "diverged", "lost"):
         cols[0].caption(st_escape(run.error))
@@ -166,19 +168,21 @@ def _render_row(run: RunRecord, now: float) -> None:
     cols[2].progress(fraction, text=text)
     cols[3].markdown(st_escape(best_metric_text(run)))
     cols[4].markdown(format_duration(duration(run, now)))
-    with cols[5].container(horizontal=True, gap="small"):
+    # The run's state action and Inspect keep their words; rename and delete are icons with a tooltip, so
+    # that a row's actions stay on one line.
+    with cols[5].container(horizontal=True, gap="xsmall", vertical_alignment="center"):
         key = f"studio.train.run.{run.id}"
         if run.active:
             st.button("Stop", key=f"{key}.stop", on_click=_stop, args=(run,), icon=":material/stop:")
         elif run.status in RESUMABLE_STATUSES:
             st.button("Resume", key=f"{key}.resume", on_click=_resume, args=(run,), icon=":material/play_arrow:")
-        st.button("Rename", key=f"{key}.rename", on_click=lambda r=run: st.session_state.update({_RENAMING: r.id}),
-                  icon=":material/edit:")
-        st.button("Delete", key=f"{key}.delete", disabled=run.status == "running",
-                  help="Stop the run first" if run.status == "running" else "Delete the run (asks first)",
-                  on_click=lambda r=run: st.session_state.update({_CONFIRM: r.id}), icon=":material/delete:")
         st.button("Inspect", key=f"{key}.inspect", on_click=_open_inspect, args=(run,),
                   icon=":material/insights:")
+        st.button("", key=f"{key}.rename", on_click=lambda r=run: st.session_state.update({_RENAMING: r.id}),
+                  icon=":material/edit:", help="Rename the run")
+        st.button("", key=f"{key}.delete", disabled=run.status == "running",
+                  help="Delete: stop the run first" if run.status == "running" else "Delete the run (asks first)",
+                  on_click=lambda r=run: st.session_state.update({_CONFIRM: r.id}), icon=":material/delete:")
     if st.session_state.get(_RENAMING) == run.id:
         with st.container(horizontal=True, vertical_alignment="bottom"):
             st.text_input("New name", value=run.name, key=f"studio.train.rename_text.{run.id}", max_chars=120)

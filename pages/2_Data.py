@@ -136,15 +136,16 @@ if options:
 show_message()
 
 st.markdown(f"**{st_escape(info.name)}** · {st_escape(info.description)}")
-facts = st.columns(5)
-facts[0].metric("Task", info.task.replace("_", " "))
-facts[1].metric("Input (per sample)", f"{tuple(info.input_shape)} {info.input_dtype}")
 target = f"{info.num_classes} classes" if info.task == "classification" else (
     f"{tuple(info.output_shape)}" if info.task != "regression" else f"{tuple(info.target_shape)} float")
-facts[2].metric("Model output", f"{tuple(info.output_shape)}", help=f"Target: {target}")
-facts[3].metric("Samples", f"{sum(info.sizes.values()):,}",
-                help=" · ".join(f"{k} {v:,}" for k, v in info.sizes.items()))
-facts[4].metric("Splits", " / ".join(f"{v:,}" for v in info.sizes.values()), help="train / val / test")
+# Each fact as wide as its value (equal columns cut "(1, 32, 32) float32" short); a narrow window wraps them.
+with st.container(horizontal=True, gap="medium"):
+    st.metric("Task", info.task.replace("_", " "), width="content")
+    st.metric("Input (per sample)", f"{tuple(info.input_shape)} {info.input_dtype}", width="content")
+    st.metric("Model output", f"{tuple(info.output_shape)}", help=f"Target: {target}", width="content")
+    st.metric("Samples", f"{sum(info.sizes.values()):,}", width="content",
+              help=" · ".join(f"{k} {v:,}" for k, v in info.sizes.items()))
+    st.metric("Splits", " / ".join(f"{v:,}" for v in info.sizes.values()), help="train / val / test", width="content")
 
 # ---- the current graph against this dataset --------------------------------------------------------
 graph = session.current_graph()

@@ -55,6 +55,12 @@ def form_defaults(task: str | None, template: str | None) -> dict:
     return {**TrainConfig().to_dict(), **TASK_DEFAULTS.get(task or "", {}), **template_config(template)}
 
 
+def model_of(graph_doc: dict) -> tuple:
+    """A graph document without what does not change the model (node positions on the canvas)."""
+    nodes = [{k: v for k, v in n.items() if k != "position"} for n in graph_doc.get("nodes", [])]
+    return graph_doc.get("name"), nodes, graph_doc.get("edges", [])
+
+
 def render_field(spec: dict, default) -> None:
     """One widget for one config field, chosen by its kind only (no per-field UI)."""
     key, name, help_text = CFG + spec["name"], spec["name"], spec["help"]
@@ -154,8 +160,11 @@ if st.session_state.get(DEFAULTS_FOR) != signature:  # a new template or task: s
 defaults = form_defaults(info.task if info else None, session.current_template())
 
 store = open_store()
-has_runs = bool(store.list_runs())
-with st.expander("New run", expanded=not has_runs or bool(reasons), icon=":material/add:"):
+latest = next(iter(store.list_runs()), None)
+# The form folds once this graph has been launched on this dataset (the runs and charts below matter
+# then), and stays open while the graph (node moves aside) or the dataset differs from the last run's.
+changed = latest is None or latest.dataset_id != dataset_id or model_of(latest.graph) != model_of(graph.to_dict())
+with st.expander("New run", expanded=changed or bool(reasons), icon=":material/add:"):
     with st.form("studio.train.form", border=True):
         st.markdown("**Training settings**")
         groups = list(dict.fromkeys(s["group"] for s in schema))
@@ -267,7 +276,7 @@ def render_live() -> None:
     for run_id in picked:
         events += [(e, records[run_id].name) for e in store.read_events(run_id)[-200:]]
     events.sort(key=lambda t: t[0].time, reverse=True)
-    icons = {"info": "·", "warning": "⚠️", "error": "❌"}
+    icons = {"info": "·", "warning": ":orange[:material/warning:]", "error": ":red[:material/error:]"}
     lines = [f"`{time.strftime('%H:%M:%S', time.localtime(e.time))}` {icons.get(e.level, '·')} "
              f"{st_escape(name) + ': ' if len(picked) > 1 else ''}{st_escape(e.message)}" for e, name in events[:40]]
     with st.container(height=220, border=True):

@@ -112,6 +112,7 @@ def test_launch_is_refused_while_the_graph_does_not_fit(_workspace):
 def test_launch_watch_grow_stop_and_reopen(_workspace):
     at = open_train_page(_workspace, TINY_MLP)
     assert not launch_button(at).disabled
+    assert next(e for e in at.expander if e.label == "New run").proto.expanded  # nothing launched yet
     at.number_input(key=f"{CFG}epochs").set_value(2000)
     at.number_input(key=f"{CFG}batch_size").set_value(8)
     at.number_input(key=f"{CFG}lr").set_value(0.01)
@@ -126,6 +127,8 @@ def test_launch_watch_grow_stop_and_reopen(_workspace):
         first = poll(at, loss_chart_steps, "the first points on the loss chart")
         later = poll(at, lambda a: (s := loss_chart_steps(a)) > first and s, "the loss chart to grow")
         assert later > first
+        new_run = next(e for e in at.expander if e.label == "New run")
+        assert new_run.proto.expanded is False  # this graph was just launched on this dataset
         titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
         assert titles[:1] == ["Loss"] and {"Accuracy", "Learning rate", "Throughput (samples/s)"} <= set(titles)
         bar = next(p for p in at.get("progress") if "step" in p.proto.text)

@@ -97,6 +97,10 @@ def _heads_check(key: str):
     return check
 
 
+def _heads(n: int) -> str:
+    return f"{n} head{'' if n == 1 else 's'}"
+
+
 register(LayerSpec(
     type="MultiheadAttention", category="attention",
     doc="Multi-head self-attention over a (T, E) sequence (embed_dim is inferred); optionally causal.",
@@ -108,7 +112,7 @@ register(LayerSpec(
     ),
     make=lambda p, ins: (m.SelfAttention, {"embed_dim": ins[0].shape[-1], **p}),
     ranks=(2,), expects="(T, E)", check=_heads_check("num_heads"), attention=True,
-    label=lambda p: f"{p['num_heads']} heads{' causal' if p['causal'] else ''}", example=_SEQ,
+    label=lambda p: f"{_heads(p['num_heads'])}{' causal' if p['causal'] else ''}", example=_SEQ,
 ))
 
 register(LayerSpec(
@@ -126,6 +130,6 @@ register(LayerSpec(
     ),
     make=lambda p, ins: (m.EncoderLayer, {"d_model": ins[0].shape[-1], **p}),
     ranks=(2,), expects="(T, E)", check=_heads_check("nhead"), attention=True,
-    label=lambda p: f"{p['nhead']} heads ff{p['dim_feedforward']}{' causal' if p['causal'] else ''}",
+    label=lambda p: f"{_heads(p['nhead'])} ff{p['dim_feedforward']}{' causal' if p['causal'] else ''}",
     example=_SEQ,
 ))

@@ -84,7 +84,10 @@ def build_caption(page) -> str:
 
 
 def open_new_run_form(page) -> None:
-    """The "New run" expander starts folded once the workspace has runs: unfold it."""
+    """The "New run" expander starts folded once this graph has a run on this dataset: unfold it (after
+    the page settles: it may be unfolding by itself, for a new graph)."""
+    wait_idle(page, timeout=60)
+    page.wait_for_timeout(500)
     if not page.get_by_label("epochs", exact=True).is_visible():
         page.locator('[data-testid="stExpander"] summary').filter(has_text="New run").click()
     page.get_by_label("epochs", exact=True).wait_for(timeout=WAIT_MS)
