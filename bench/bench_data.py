@@ -8,10 +8,9 @@ with a forward + backward + SGD step of the seed CNN, medians over interleaved r
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from bench.common import interleaved, report
+from bench.common import interleaved, report, sgd_steps
 from studio.data import Augment, get_dataset, get_info
 from studio.data.registry import Dataset, make_dataset
 
@@ -49,15 +48,7 @@ def fetch(ds: Dataset, augment=None):
 
 def train_steps(model: nn.Module, ds: Dataset):
     x, y = next(ds.batches("train", BATCH, shuffle=False))
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-
-    def run():
-        for _ in range(STEPS):
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
-
-    return run
+    return sgd_steps(model, x, y, STEPS)
 
 
 def main() -> None:

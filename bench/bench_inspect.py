@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import report
+from bench.common import median_time, report
 
 GOAL_S = 0.300
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,16 +51,6 @@ def _train_run() -> str:
             return run_id
         time.sleep(0.2)
     raise RuntimeError("bench run did not finish in 300 s")
-
-
-def _median(fn, reps: int = 9) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -101,7 +91,7 @@ def main() -> None:
               f"the grid PNG sent is {len(png) / 1024:.0f} KiB for 64 channels")
         for name, fn in (("view work, switch step (64 channels)", switch_step),
                          ("view work, switch layer (64 channels)", switch_layer)):
-            t = _median(fn)
+            t = median_time(fn, reps=9)
             report(name, t * 1000, f"<= {GOAL_S * 1000:.0f} ms", t <= GOAL_S, " ms")
 
         from streamlit.testing.v1 import AppTest

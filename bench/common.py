@@ -33,3 +33,19 @@ def interleaved(fns: dict, reps: int = 5, warmup: int = 1) -> dict[str, float]:
 
 def report(name: str, value: float, goal: str, ok: bool, unit: str = "") -> None:
     print(f"{'PASS' if ok else 'MISS'}  {name}: {value:.4g}{unit}  (goal {goal})", flush=True)
+
+
+def sgd_steps(model, x, y, n: int = 10):
+    """A closure running n SGD steps of cross-entropy on one batch (the training-step workload)."""
+    import torch
+    import torch.nn.functional as F
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+
+    def run():
+        for _ in range(n):
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+
+    return run

@@ -139,3 +139,29 @@ def scroll_to(locator, timeout: float = 60_000, attempts: int = 5) -> None:
         except Error as e:
             if "not attached" not in str(e) or attempt == attempts - 1:
                 raise
+
+
+def choose(page, label: str, option: str) -> None:
+    """Pick the option containing `option` in the selectbox (or multiselect) labelled `label`."""
+    box = page.locator(f'input[role="combobox"][aria-label="{label}"]')
+    scroll_to(box)
+    box.click()
+    wanted = page.get_by_role("option").filter(has_text=option).first
+    try:
+        wanted.wait_for(timeout=3_000)
+    except Exception:  # the click focused the input without opening the list: open it from the keyboard
+        page.keyboard.press("ArrowDown")
+    wanted.click()
+    wait_idle(page, timeout=60)
+
+
+def stop_leftover_runs() -> None:
+    """A failed step must not leave a worker training in the background (reads STUDIO_WORKSPACE)."""
+    from studio.runs import list_runs, stop_run
+
+    for run in list_runs():
+        if run.active:
+            stop_run(run.id)
+    deadline = time.monotonic() + 60
+    while any(r.active for r in list_runs()) and time.monotonic() < deadline:
+        time.sleep(0.5)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import screenshot, wait_idle
+from tests.e2e.conftest import choose, screenshot, wait_idle
 from tests.test_inspect import make_runs
 
 pytestmark = pytest.mark.e2e
@@ -20,20 +20,6 @@ def runs(studio_server):
     ids = make_runs()
     mp.undo()
     return ids
-
-
-def choose(page, label: str, option: str) -> None:
-    """Pick the option containing `option` in the selectbox (or multiselect) labelled `label`."""
-    box = page.locator(f'input[role="combobox"][aria-label="{label}"]')
-    box.scroll_into_view_if_needed()
-    box.click()
-    wanted = page.get_by_role("option").filter(has_text=option).first
-    try:
-        wanted.wait_for(timeout=3_000)
-    except Exception:  # the click focused the input without opening the list: open it from the keyboard
-        page.keyboard.press("ArrowDown")
-    wanted.click()
-    wait_idle(page)
 
 
 def view(page, name: str) -> None:

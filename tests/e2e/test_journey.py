@@ -17,9 +17,8 @@ import pytest
 from components.panels import human_count
 from studio.analysis import analyze
 from studio.data import get_info
-from studio.runs import list_runs, stop_run
 from studio.templates import load_template
-from tests.e2e.conftest import FLOW_IFRAME, screenshot, scroll_to, wait_idle
+from tests.e2e.conftest import FLOW_IFRAME, choose, screenshot, scroll_to, stop_leftover_runs, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -34,20 +33,6 @@ def go(page, name: str) -> None:
     """Follow a page link in the sidebar's navigation (the session, and so the current graph, carries over)."""
     page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=name, exact=True).click()
     page.wait_for_url(re.compile(rf"/{name}$"))
-    wait_idle(page, timeout=60)
-
-
-def choose(page, label: str, option: str) -> None:
-    """Pick the option containing `option` in the selectbox labelled `label`."""
-    box = page.locator(f'input[role="combobox"][aria-label="{label}"]')
-    scroll_to(box)
-    box.click()
-    wanted = page.get_by_role("option").filter(has_text=option).first
-    try:
-        wanted.wait_for(timeout=3_000)
-    except Exception:  # the click focused the input without opening the list: open it from the keyboard
-        page.keyboard.press("ArrowDown")
-    wanted.click()
     wait_idle(page, timeout=60)
 
 
@@ -168,16 +153,6 @@ def first_plot(page, what: str) -> dict:
     page.wait_for_function("() => { const p = document.querySelector('.js-plotly-plot'); return p && p.data; }",
                            timeout=WAIT_MS)
     return page.evaluate(f"() => {{ const p = document.querySelector('.js-plotly-plot'); return {what}; }}")
-
-
-def stop_leftover_runs() -> None:
-    """A failed step must not leave a worker training in the background."""
-    for run in list_runs():
-        if run.active:
-            stop_run(run.id)
-    deadline = time.monotonic() + 60
-    while any(r.active for r in list_runs()) and time.monotonic() < deadline:
-        time.sleep(0.5)
 
 
 def walk(studio_server, page, monkeypatch, prefix: str, journey) -> None:

@@ -5,13 +5,11 @@ Screenshots go to tests/e2e/screenshots/."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
-from studio.runs import list_runs, stop_run
 from tests.conftest import chain
-from tests.e2e.conftest import screenshot, scroll_to, wait_idle
+from tests.e2e.conftest import screenshot, scroll_to, stop_leftover_runs, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -22,16 +20,6 @@ CNN = chain(("input", "Input", {"shape": [1, 8, 8]}),
             ("conv2", "Conv2d", {"out_channels": 64, "kernel_size": 3, "padding": 1}), ("relu2", "ReLU", None),
             ("flat", "Flatten", None), ("fc", "Linear", {"out_features": 10}), name="e2e-cnn")
 POINTS = "() => { const p = document.querySelector('.js-plotly-plot'); return p && p.data ? p.data[0].x.length : 0; }"
-
-
-def stop_leftover_runs() -> None:
-    """A failed check must not leave a worker training in the background."""
-    for run in list_runs():
-        if run.active:
-            stop_run(run.id)
-    deadline = time.monotonic() + 60
-    while any(r.active for r in list_runs()) and time.monotonic() < deadline:
-        time.sleep(0.5)
 
 
 def test_launch_watch_and_stop(studio_server, page, monkeypatch):
