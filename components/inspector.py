@@ -2,11 +2,12 @@
 
 Each widget edits the graph through its `on_change` callback, so the canvas, the shapes and the
 issues are recomputed in the same rerun. Widget values follow the graph (undo, redo, opening a
-file): a widget is reset whenever the graph's value differs from the one it last showed.
+file): each widget is keyed by the value it shows and created from it (`param_key`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 
@@ -19,7 +20,6 @@ from studio.graph import Edge, Graph, node_id_problem
 from studio.layers import REGISTRY, Param, fmt_shape
 
 ADVANCED_KEY = "studio.build.show_advanced"
-_SYNCED = "studio.build.synced"  # widget key -> the graph value it was last set from
 _ERRORS = "studio.build.input_errors"  # widget key -> why the typed text was not applied
 # Numbers are typed as text: 1e-05 stays readable and exact, and (measured in Chromium with Streamlit
 # 1.67) a number_input whose value comes from session state showed 0 and could write it back.
@@ -153,14 +153,13 @@ def parse_text(p: Param, text: str):
     return ints[0]
 
 
-def _sync(key: str, graph_value, widget_value) -> None:
-    """Show the graph's value in widget `key` when the graph changed under it (undo, file opened)."""
-    synced = st.session_state.setdefault(_SYNCED, {})
-    marker = json.dumps(graph_value, sort_keys=True, default=str)
-    if synced.get(key) != marker or key not in st.session_state:
-        st.session_state[key] = widget_value
-        synced[key] = marker
-        st.session_state.setdefault(_ERRORS, {}).pop(key, None)
+def param_key(node_id: str, name: str, value) -> str:
+    """The widget key of a param: it names the graph value it shows, so a new value (an edit, undo,
+    a file opened) makes a new widget created from that value. A widget whose value comes from
+    session state can show an empty box after an interrupted rerun (measured in Chromium with
+    Streamlit 1.67: the browser mounts it from the next run's proto, which no longer carries it)."""
+    marker = json.dumps(value, sort_keys=True, default=str)
+    return f"studio.build.param.{node_id}.{name}.{hashlib.sha1(marker.encode()).hexdigest()[:10]}"
 
 
 def _on_param(node_id: str, p: Param, key: str, mode: str) -> None:
@@ -179,38 +178,34 @@ def _on_param(node_id: str, p: Param, key: str, mode: str) -> None:
     errors.pop(key, None)
     graph = session.current_graph()
     if graph.has_node(node_id):
-        st.session_state.setdefault(_SYNCED, {})[key] = json.dumps(value, sort_keys=True, default=str)
         session.set_current_graph(with_param(graph, node_id, p.name, value))
 
 
 def _param_widget(node_id: str, p: Param, value) -> None:
-    key = f"studio.build.param.{node_id}.{p.name}"
+    key = param_key(node_id, p.name, value)
+    errors = st.session_state.setdefault(_ERRORS, {})
+    if key not in st.session_state:  # a new widget shows the graph's value: an old typing error is moot
+        errors.pop(key, None)
     bounds = [f"min {p.min:g}" if p.min is not None else "", f"max {p.max:g}" if p.max is not None else ""]
     bounds_text = ", ".join(b for b in bounds if b)
     help_text = f"{p.help} Default: {to_text(p.default) or 'None'}." + (f" ({bounds_text})" if bounds_text else "")
     label = p.name
     if not _fits_widget(p, value):
-        mode = "json"
-        _sync(key, value, json.dumps(value))
-        st.text_input(label, key=key, help=help_text + " The current value has the wrong type; type JSON.",
-                      on_change=_on_param, args=(node_id, p, key, mode))
+        st.text_input(label, json.dumps(value), key=key, on_change=_on_param, args=(node_id, p, key, "json"),
+                      help=help_text + " The current value has the wrong type; type JSON.")
     elif p.kind in _TEXT_KINDS:
-        _sync(key, value, to_text(value))
-        st.text_input(label, key=key, help=help_text, on_change=_on_param, args=(node_id, p, key, "text"),
-                      placeholder="None (default)" if p.optional else None)
+        st.text_input(label, to_text(value), key=key, help=help_text, on_change=_on_param,
+                      args=(node_id, p, key, "text"), placeholder="None (default)" if p.optional else None)
     elif p.kind == "bool":
-        _sync(key, value, value)
-        st.checkbox(label, key=key, help=help_text, on_change=_on_param, args=(node_id, p, key, "value"))
+        st.checkbox(label, value, key=key, help=help_text, on_change=_on_param, args=(node_id, p, key, "value"))
     elif p.kind == "choice":
-        _sync(key, value, value)
-        st.selectbox(label, list(p.choices), key=key, help=help_text, on_change=_on_param,
-                     args=(node_id, p, key, "value"))
+        st.selectbox(label, list(p.choices), index=list(p.choices).index(value), key=key, help=help_text,
+                     on_change=_on_param, args=(node_id, p, key, "value"))
     else:  # "str"
-        _sync(key, value, value or "")
-        st.text_input(label, key=key, help=help_text, on_change=_on_param, args=(node_id, p, key, "value"))
-    error = st.session_state.get(_ERRORS, {}).get(key)
-    if error:
-        st.error(error, icon=":material/error:")
+        st.text_input(label, value or "", key=key, help=help_text, on_change=_on_param,
+                      args=(node_id, p, key, "value"))
+    if errors.get(key):
+        st.error(errors[key], icon=":material/error:")
 
 
 # ---- actions -------------------------------------------------------------------------------------
@@ -277,9 +272,8 @@ def render_inspector(graph: Graph, analysis: Analysis) -> None:
         where = f"**{issue.param}**: " if issue.param else ""
         (st.error if issue.severity == "error" else st.warning)(f"{where}{st_escape(issue.message)}", icon="⚠️")
 
-    rename_key = f"studio.build.rename.{node_id}"
-    _sync(rename_key, node_id, node_id)
-    st.text_input("Node id", key=rename_key, on_change=_on_rename, args=(node_id, rename_key),
+    rename_key = f"studio.build.rename.{node_id}"  # a new id is a new widget: no value to keep in sync
+    st.text_input("Node id", node_id, key=rename_key, on_change=_on_rename, args=(node_id, rename_key),
                   help="A Python identifier; it names the module in the compiled model and the exported code.")
     if st.session_state.get(_ERRORS, {}).get(rename_key):
         st.error(st.session_state[_ERRORS][rename_key], icon=":material/error:")

@@ -84,6 +84,13 @@ def current(at: AppTest):
     return at.session_state["studio.session.graph"]
 
 
+def param_box(at: AppTest, node_id: str, name: str):
+    """The inspector's text box of one param (its key also names the value it shows: param_key)."""
+    prefix = f"studio.build.param.{node_id}.{name}."
+    (box,) = [t for t in at.text_input if t.key and t.key.startswith(prefix)]
+    return box
+
+
 def show_tab(at: AppTest, label: str) -> AppTest:
     at.session_state["studio.build.tab"] = label
     return run(at)
@@ -97,12 +104,12 @@ def test_click_edit_param_updates_shape_then_invalid_value_flags_node_and_undo_r
     browser(at, selected="conv1")
     assert at.session_state["studio.build.selected"] == "conv1"
 
-    at.text_input(key="studio.build.param.conv1.out_channels").input("16")
+    param_box(at, "conv1", "out_channels").input("16")
     run(at)
     assert "Conv2d 16@3x3 -> (16, 26, 26)" in label(at, "conv1")
     assert "(16, 26, 26)" in label(at, "relu1")  # downstream shapes follow at once
 
-    at.text_input(key="studio.build.param.conv1.kernel_size").input("40")
+    param_box(at, "conv1", "kernel_size").input("40")
     run(at)
     conv = node(at, "conv1")
     assert "⚠" in label(at, "conv1") and "-> ?" in label(at, "conv1")
@@ -115,7 +122,7 @@ def test_click_edit_param_updates_shape_then_invalid_value_flags_node_and_undo_r
     conv = node(at, "conv1")
     assert "⚠" not in label(at, "conv1") and "#dc2626" not in conv["style"]["border"]
     assert "(16, 26, 26)" in label(at, "conv1")
-    assert at.text_input(key="studio.build.param.conv1.kernel_size").value == "3"  # the form follows undo
+    assert param_box(at, "conv1", "kernel_size").value == "3"  # the form follows undo
     at.button(key="studio.build.redo").click()
     run(at)
     assert "⚠" in label(at, "conv1")
@@ -140,8 +147,8 @@ def test_open_template_from_gallery_and_change_a_param(_workspace):
     conv = next(n for n in graph.nodes if n.type == "Conv2d")
     before = analyze(graph).nodes[conv.id].output_shape
     browser(at, selected=conv.id)
-    key = f"studio.build.param.{conv.id}.out_channels"
-    at.text_input(key=key).input(str(int(at.text_input(key=key).value) + 3))
+    box = param_box(at, conv.id, "out_channels")
+    box.input(str(int(box.value) + 3))
     run(at)
     after = analyze(current(at)).nodes[conv.id].output_shape
     assert after[0] == before[0] + 3
@@ -286,7 +293,7 @@ def test_save_open_and_new(_workspace):
 def test_autosave_restores_the_graph_in_a_new_session(_workspace):
     at = start(_workspace, small_cnn())
     browser(at, selected="fc")
-    at.text_input(key="studio.build.param.fc.out_features").input("7")
+    param_box(at, "fc", "out_features").input("7")
     run(at)
     again = start(_workspace)  # a browser refresh: a new session, no doc written this time
     assert current(again).node("fc").params["out_features"] == 7
