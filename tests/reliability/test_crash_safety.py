@@ -30,7 +30,7 @@ from tests.reliability.helpers import kill_leftover_workers, mlp_doc, store_prob
 
 SEED = 20261124
 KILLS_PER_VICTIM = 5
-TOTAL_STEPS = 800
+TOTAL_STEPS = 4000  # enough that five kills always land before the end, at ~1,500 steps/s here
 EVAL_EVERY = 100
 CONFIG = TrainConfig(max_steps=TOTAL_STEPS, batch_size=16, lr=1e-3, eval_every=EVAL_EVERY, checkpoint_every=20,
                      seed=3, probes=False, device="cpu")
