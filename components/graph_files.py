@@ -19,6 +19,7 @@ from components.canvas import st_escape
 from studio.analysis import analyze
 from studio.errors import GraphError, Issue
 from studio.graph import Graph, load_graph, loads_graph, save_graph
+from studio.templates import list_templates, load_template
 from studio.workspace import workspace_dir
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
@@ -35,15 +36,6 @@ class SavedGraph:
 
 
 # ---- pure helpers --------------------------------------------------------------------------------
-
-def templates() -> list:
-    """The template gallery (studio.templates), or [] while that module is not installed."""
-    try:
-        from studio.templates import list_templates
-    except ImportError:
-        return []
-    return list_templates()
-
 
 def saved_graphs() -> list[SavedGraph]:
     """Graphs saved in the workspace, newest first."""
@@ -88,8 +80,6 @@ def _say(kind: str, text: str) -> None:
 
 
 def open_template(name: str) -> None:
-    from studio.templates import list_templates, load_template
-
     info = next((t for t in list_templates() if t.name == name), None)
     graph = load_template(name)
     if any(n.position is None for n in graph.nodes):
@@ -167,20 +157,17 @@ def render_message() -> None:
             st.error(text)
 
 
-def render_gallery(columns: int = 3, key_prefix: str = "studio.build.template") -> None:
-    """A card per template with its description and an Open button."""
-    items = templates()
-    if not items:
-        st.info("No templates are installed yet. Start from a new graph instead.")
-        return
+def render_gallery(columns: int = 3, key_prefix: str = "studio.build.template", label: str = "Open",
+                   on_open=None) -> None:
+    """A card per template with its description and a button that opens it (`on_open(name)`)."""
     cols = st.columns(columns)
-    for i, t in enumerate(items):
+    for i, t in enumerate(list_templates()):
         with cols[i % columns].container(border=True):
             st.markdown(f"**{st_escape(t.title)}**")
             st.caption(st_escape(t.description))
             if t.dataset:
                 st.caption(f"Dataset: {st_escape(t.dataset)}")
-            st.button("Open", key=f"{key_prefix}.{t.name}", on_click=open_template, args=(t.name,),
+            st.button(label, key=f"{key_prefix}.{t.name}", on_click=on_open or open_template, args=(t.name,),
                       icon=":material/open_in_new:")
 
 

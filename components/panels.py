@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pandas as pd
 import streamlit as st
 
@@ -90,10 +88,6 @@ def render_summary(graph: Graph, analysis: Analysis) -> None:
 
 # ---- code and exports ----------------------------------------------------------------------------
 
-def _available(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
-
-
 def _export(fmt: str, graph: Graph, rev: int) -> None:
     from studio import export
 
@@ -110,9 +104,6 @@ def render_code(graph: Graph, analysis: Analysis, rev: int) -> None:
     name = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in graph.name) or "model"
     st.download_button("Graph JSON", graph.to_json() + "\n", file_name=f"{name}.json", mime="application/json",
                        icon=":material/download:", on_click="ignore", key="studio.build.dl_json")
-    if not _available("studio.codegen"):
-        st.info("PyTorch code export is not part of this build yet; the graph JSON above is available.")
-        return
     if not analysis.ok:
         st.warning("Fix the issues first: code and model exports need a valid graph.")
         return
@@ -126,19 +117,16 @@ def render_code(graph: Graph, analysis: Analysis, rev: int) -> None:
     cols = st.columns(3)
     cols[0].download_button("Python code", code, file_name=f"{name}.py", mime="text/x-python",
                             icon=":material/download:", on_click="ignore", key="studio.build.dl_code")
-    if _available("studio.export"):
-        for col, fmt, label, ext in ((cols[1], "torchscript", "TorchScript", "pt"), (cols[2], "onnx", "ONNX", "onnx")):
-            result = st.session_state.get(_EXPORTS, {}).get((fmt, rev))
-            if isinstance(result, bytes):
-                col.download_button(f"{label} (.{ext})", result, file_name=f"{name}.{ext}",
-                                    mime="application/octet-stream", icon=":material/download:",
-                                    on_click="ignore", key=f"studio.build.dl_{fmt}")
-            else:
-                col.button(f"Build {label}", key=f"studio.build.make_{fmt}", on_click=_export,
-                           args=(fmt, graph, rev), icon=":material/build:",
-                           help=f"Compile the model and export it to {label}; a download button appears.")
-                if isinstance(result, str):
-                    col.error(st_escape(result))
-    else:
-        cols[1].caption("TorchScript and ONNX export are not part of this build yet.")
+    for col, fmt, label, ext in ((cols[1], "torchscript", "TorchScript", "pt"), (cols[2], "onnx", "ONNX", "onnx")):
+        result = st.session_state.get(_EXPORTS, {}).get((fmt, rev))
+        if isinstance(result, bytes):
+            col.download_button(f"{label} (.{ext})", result, file_name=f"{name}.{ext}",
+                                mime="application/octet-stream", icon=":material/download:",
+                                on_click="ignore", key=f"studio.build.dl_{fmt}")
+        else:
+            col.button(f"Build {label}", key=f"studio.build.make_{fmt}", on_click=_export,
+                       args=(fmt, graph, rev), icon=":material/build:",
+                       help=f"Compile the model and export it to {label}; a download button appears.")
+            if isinstance(result, str):
+                col.error(st_escape(result))
     st.code(code, language="python", line_numbers=True)

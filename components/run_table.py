@@ -21,7 +21,6 @@ from studio.errors import StudioError
 from studio.runs import RESUMABLE_STATUSES, RunRecord, delete_run, rename_run, resume_run, run_dir, stop_run
 
 INSPECT_PAGE = "pages/4_Inspect.py"
-_ROOT = Path(__file__).resolve().parents[1]
 _BADGE_COLORS = {"queued": "gray", "running": "blue", "completed": "green", "stopped": "orange",
                  "failed": "red", "diverged": "red", "lost": "violet"}
 _MESSAGE = "studio.train.runs_message"
@@ -125,11 +124,7 @@ def _rename(run: RunRecord) -> None:
 
 def _open_inspect(run: RunRecord) -> None:
     session.set_current_run_id(run.id)
-    if (_ROOT / INSPECT_PAGE).exists():
-        st.session_state[GO_INSPECT] = True
-    else:
-        st.session_state[_MESSAGE] = ("info", f"{run.name} is set as the run to inspect, but the Inspect page is "
-                                              "not built yet in this version of the studio.")
+    st.session_state[GO_INSPECT] = True
 
 
 # ---- layout -----------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import streamlit as st
 
 from studio.errors import GraphError, Issue
 from studio.graph import Graph, Node, atomic_write_text, load_graph, save_graph
+from studio.templates import list_templates, load_template
 from studio.workspace import workspace_dir
 
 UNDO_LIMIT = 100  # the contract asks for at least 50 steps
@@ -151,10 +152,6 @@ def empty_graph(name: str = "untitled") -> Graph:
 
 def seed_graph() -> tuple[Graph, str | None, str | None]:
     """(graph, template name, dataset id) a brand-new session starts from: the padded seed CNN."""
-    try:
-        from studio.templates import list_templates, load_template
-    except ImportError:
-        return empty_graph(), None, None
     templates = list_templates()
     if not templates:
         return empty_graph(), None, None
@@ -187,10 +184,6 @@ def _autosave(graph: Graph) -> None:
 def _template_dataset_options(name: str | None) -> dict:
     """The dataset options a template's catalog entry gives its dataset ({} for none or no template)."""
     if not name:
-        return {}
-    try:
-        from studio.templates import list_templates
-    except ImportError:
         return {}
     return next((t.dataset_options for t in list_templates() if t.name == name), {})
 

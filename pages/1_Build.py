@@ -1,16 +1,12 @@
 """Build: the graph editor. Palette on the left, canvas and inspector in the middle, and below them
 the issues, the live summary, the exported code, the templates and the graph files."""
 
-from pathlib import Path
-
 import streamlit as st
 
 from components import canvas, graph_files, inspector, palette, panels, session
 from studio.analysis import analyze
 
 st.set_page_config(page_title="Build · Neural Studio", page_icon="🧱", layout="wide")
-
-TRAIN_PAGE = Path(__file__).resolve().parent / "3_Train.py"
 
 # The browser's edits (moves, deletions, new edges, selection) first, so everything below sees them.
 graph = session.current_graph()
@@ -70,10 +66,7 @@ with bar[1].container(horizontal=True, horizontal_alignment="right"):
                       disabled=not analysis.ok, help="Fix the issues first" if not analysis.ok else
                       f"Open the Train page with this graph (dataset: {dataset})")
 if train:
-    if TRAIN_PAGE.exists():
-        st.switch_page("pages/3_Train.py")
-    messages.info("Training is not built yet in this version of the studio: the Train page is still to come. "
-                  "Meanwhile the graph is autosaved, and the Code tab exports it as PyTorch code.")
+    st.switch_page("pages/3_Train.py")
 
 # ---- canvas and inspector ------------------------------------------------------------------------
 left, right = st.columns([3, 1.15])

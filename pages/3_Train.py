@@ -14,6 +14,7 @@ from studio.analysis import analyze
 from studio.data import check_graph_fits, get_info, list_datasets
 from studio.errors import DataError, GraphError, StudioError
 from studio.runs import list_runs, start_run
+from studio.templates import list_templates
 from studio.training import TrainConfig, config_schema
 
 st.set_page_config(page_title="Train · Neural Studio", page_icon="🏋️", layout="wide")
@@ -38,12 +39,8 @@ GROUP_TITLES = {"optimizer": "Optimizer", "training": "Length and batches", "sch
 
 
 def template_config(name: str | None) -> dict:
-    """The training defaults of the template the graph came from ({} when none or not installed)."""
+    """The training defaults of the template the graph came from ({} when none)."""
     if not name:
-        return {}
-    try:
-        from studio.templates import list_templates
-    except ImportError:
         return {}
     found = next((t for t in list_templates() if t.name == name), None)
     config = getattr(found, "config", None) or {}

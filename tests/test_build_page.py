@@ -21,8 +21,10 @@ from components.canvas import FLOW_KEY
 from components.inspector import parse_text, renamed
 from components.palette import add_layer
 from studio.analysis import analyze
+from studio.codegen import to_code
 from studio.graph import parse_graph
 from studio.layers import REGISTRY, Param
+from studio.templates import list_templates, load_template
 from tests.conftest import chain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,10 +131,6 @@ def test_click_edit_param_updates_shape_then_invalid_value_flags_node_and_undo_r
 
 
 def test_open_template_from_gallery_and_change_a_param(_workspace):
-    try:
-        from studio.templates import list_templates, load_template
-    except ImportError:
-        pytest.skip("studio.templates is not written yet")
     t = next(t for t in list_templates() if any(n.type == "Conv2d" for n in load_template(t.name).nodes))
     at = start(_workspace)
     show_tab(at, "Templates")
@@ -300,18 +298,15 @@ def test_autosave_restores_the_graph_in_a_new_session(_workspace):
     assert "Linear 7 -> (7,)" in label(again, "fc")
 
 
-def test_train_button_goes_to_the_train_page_or_says_it_is_missing(_workspace):
+def test_train_button_goes_to_the_train_page_with_the_graph_and_dataset(_workspace):
     at = start(_workspace, small_cnn())
     at.session_state["studio.session.dataset_id"] = "digits"
     at.button(key="studio.build.train").click()
     at.run()
-    if (ROOT / "pages" / "3_Train.py").exists():
-        # The Train page (another part of the studio) now runs: the canvas is gone, the choice travelled.
-        assert not at.get("component_instance")
-        assert at.session_state["studio.session.dataset_id"] == "digits"
-        assert at.session_state["studio.session.graph"].node("fc").params == {"out_features": 10}
-    else:
-        assert any("Training is not built yet" in plain(i.value) for i in at.info)
+    # The Train page now runs: the canvas is gone, the choice travelled.
+    assert at.title[0].value == "Train" and not at.get("component_instance")
+    assert at.session_state["studio.session.dataset_id"] == "digits"
+    assert at.session_state["studio.session.graph"].node("fc").params == {"out_features": 10}
 
 
 def test_summary_and_code_tabs(_workspace):
@@ -325,17 +320,8 @@ def test_summary_and_code_tabs(_workspace):
     show_tab(at, "Code")
     labels = [b.label for b in at.get("download_button")]
     assert "Graph JSON" in labels
-    try:
-        from studio.codegen import to_code
-    except ImportError:
-        assert any("not part of this build yet" in plain(i.value) for i in at.info)
-    else:
-        assert at.code[0].value.rstrip() == to_code(current(at)).rstrip()
-        assert "Python code" in [b.label for b in at.get("download_button")]
-    try:
-        from studio.export import to_torchscript  # noqa: F401
-    except ImportError:
-        return
+    assert at.code[0].value.rstrip() == to_code(current(at)).rstrip()
+    assert "Python code" in [b.label for b in at.get("download_button")]
     at.button(key="studio.build.make_torchscript").click()
     run(at)
     labels = [b.label for b in at.get("download_button")]

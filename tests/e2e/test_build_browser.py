@@ -9,6 +9,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from studio.templates import list_templates, load_template
 from tests.e2e.conftest import FLOW_IFRAME, screenshot, wait_idle
 
 pytestmark = pytest.mark.e2e
@@ -107,13 +108,7 @@ def test_home_page_renders(studio_server, page):
 
 
 def test_templates_gallery_opens_a_residual_model(studio_server, page):
-    try:
-        from studio.templates import list_templates, load_template
-    except ImportError:
-        pytest.skip("studio.templates is not written yet")
-    merge = next((t for t in list_templates() if any(n.type == "Add" for n in load_template(t.name).nodes)), None)
-    if merge is None:
-        pytest.skip("no template with a residual Add")
+    merge = next(t for t in list_templates() if any(n.type == "Add" for n in load_template(t.name).nodes))
     page.goto(f"{studio_server.url}/Build")
     flow = page.frame_locator(FLOW_IFRAME)
     flow.locator(".react-flow__node").first.wait_for()
