@@ -18,7 +18,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 TILE = 64          # pixels per image tile: small images are scaled up (nearest) so they can be seen
-LABEL_HEIGHT = 14  # pixels under each tile for its label
+LABEL_HEIGHT = 14  # pixels under each tile for each line of its caption
+MAX_CAPTION = 16   # characters of a caption line shown
 PAD_TOKENS = ("<pad>",)
 
 
@@ -58,10 +59,12 @@ def target_label(info, y) -> str:
 
 # ---- images ---------------------------------------------------------------------------------------
 
-def image_grid_png(images, labels: list[str], *, columns: int = 8, tile: int = TILE) -> bytes:
-    """One PNG with `images` (N, C, H, W) in [0, 1] laid out in a grid, each with its label under it.
+def image_grid_png(images, captions: list, *, columns: int = 8, tile: int = TILE) -> bytes:
+    """One PNG with `images` (N, C, H, W) laid out in a grid, each with its caption under it.
 
-    One or three channels are drawn as grayscale or RGB; other channel counts show the first channel.
+    A caption is a string or a tuple of lines; lines after the first are drawn in red (e.g. the
+    predicted class under the true one). Images in [0, 1] are drawn as they are, others scaled to
+    their own range. One or three channels are drawn as grayscale or RGB; other counts show channel 0.
     """
     x = images.detach().cpu().float().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, np.float32)
     if x.ndim != 4:
@@ -69,29 +72,38 @@ def image_grid_png(images, labels: list[str], *, columns: int = 8, tile: int = T
     n, c, h, w = x.shape
     if n == 0:
         raise ValueError("no images to show")
+    lines = [(str(cap),) if isinstance(cap, str) else tuple(map(str, cap)) for cap in captions[:n]]
+    lines += [("",)] * (n - len(lines))
+    depth = max(len(ln) for ln in lines)
     columns = max(1, min(columns, n))
     rows = -(-n // columns)
     scale = max(1, tile // max(h, w))
     th, tw = h * scale, w * scale
-    cell_w, cell_h = max(tw, 48) + 6, th + LABEL_HEIGHT + 6
-    sheet = Image.new("RGB", (columns * cell_w, rows * cell_h), "white")
-    draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default()
-    pixels = (np.clip(x, 0.0, 1.0) * 255).round().astype(np.uint8)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    widest = max(measure.textlength(t[:MAX_CAPTION], font=font) for ln in lines for t in ln)
+    cell_w, cell_h = int(max(tw, widest, 48)) + 6, th + depth * LABEL_HEIGHT + 6
+    sheet = np.full((rows * cell_h, columns * cell_w, 3), 255, np.uint8)
     for i in range(n):
-        if c == 3:
-            img = Image.fromarray(np.ascontiguousarray(pixels[i].transpose(1, 2, 0)), "RGB")
-        else:
-            img = Image.fromarray(pixels[i, 0], "L").convert("RGB")
-        img = img.resize((tw, th), Image.NEAREST)
-        left, top = (i % columns) * cell_w + (cell_w - tw) // 2, (i // columns) * cell_h + 3
-        sheet.paste(img, (left, top))
-        text = str(labels[i])[:12] if i < len(labels) else ""
-        text_w = draw.textlength(text, font=font)
-        draw.text(((i % columns) * cell_w + (cell_w - text_w) / 2, top + th + 2), text, fill="#111827", font=font)
-    out = io.BytesIO()
-    sheet.save(out, format="PNG", optimize=True)
-    return out.getvalue()
+        img = x[i]
+        lo, hi = float(img.min()), float(img.max())
+        if lo < 0 or hi > 1:
+            img = (img - lo) / (hi - lo if hi > lo else 1.0)
+        rgb = img[:3] if c == 3 else np.repeat(img[:1], 3, axis=0)
+        px = (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8).transpose(1, 2, 0).repeat(scale, 0).repeat(scale, 1)
+        top, left = (i // columns) * cell_h + 3, (i % columns) * cell_w + (cell_w - tw) // 2
+        sheet[top:top + th, left:left + tw] = px
+    out = Image.fromarray(sheet, "RGB")
+    draw = ImageDraw.Draw(out)
+    for i, caption in enumerate(lines):
+        for j, text in enumerate(caption):
+            text = text[:MAX_CAPTION]
+            x0 = (i % columns) * cell_w + (cell_w - draw.textlength(text, font=font)) / 2
+            draw.text((x0, (i // columns) * cell_h + 3 + th + 2 + j * LABEL_HEIGHT), text,
+                      fill="#111827" if j == 0 else "#b91c1c", font=font)
+    buf = io.BytesIO()
+    out.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
 
 
 # ---- tables -------------------------------------------------------------------------------------------

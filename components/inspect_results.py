@@ -14,7 +14,7 @@ import torch
 from components import inspect_charts as ic
 from components import inspect_views as iv
 from components.canvas import st_escape
-from components.data_view import target_label, token_text
+from components.data_view import image_grid_png, target_label, token_text
 from components.inspect_probes import K, causal_flags, code_span, run_dataset, show_png
 from studio import inspect as ins
 from studio.errors import StudioError
@@ -91,7 +91,7 @@ def _classification(ev: ins.Evaluation, info, data) -> None:
     names = info.class_names or [str(i) for i in range(ev.confusion.shape[0])]
     if info.is_image:
         lines = [(f"true {names[ev.targets[i]]}", f"pred {names[ev.predictions[i]]}") for i in wrong]
-        show_png(iv.gallery_png(data.x[torch.as_tensor(wrong)].numpy(), lines),
+        show_png(image_grid_png(data.x[torch.as_tensor(wrong)], lines, columns=12),
                  caption="Under each image: its true class, then the predicted one (red); most confident mistakes "
                          "first")
     else:

@@ -160,40 +160,6 @@ def input_png(x: np.ndarray, *, size: int = 192) -> bytes | None:
     return feature_grid_png(as_channel_maps(a), normalize="layer", tile=size // 2)
 
 
-def gallery_png(images: np.ndarray, lines: list[tuple[str, str]], *, columns: int = 12, tile: int = 64) -> bytes:
-    """Images (N, C, H, W) in [0, 1] in a grid, each with two lines of text under it (e.g. the true
-    and the predicted class of a misclassified sample)."""
-    x = np.asarray(images, dtype=np.float32)
-    n, c, h, w = x.shape
-    if n == 0:
-        raise ValueError("no images to show")
-    columns = max(1, min(columns, n))
-    rows = -(-n // columns)
-    scale = max(1, tile // max(h, w))
-    th, tw = h * scale, w * scale
-    cell_w, cell_h = max(tw, 88) + 6, th + 2 * LABEL_H + 8
-    canvas = np.full((rows * cell_h, columns * cell_w, 3), 255, np.uint8)
-    for i in range(n):
-        img = x[i]
-        lo, hi = float(img.min()), float(img.max())
-        if lo < 0 or hi > 1:
-            img = (img - lo) / (hi - lo if hi > lo else 1.0)
-        rgb = np.repeat(img, 3, axis=0) if c == 1 else img[:3]
-        px = (np.clip(rgb, 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0).repeat(scale, 0).repeat(scale, 1)
-        top, left = (i // columns) * cell_h + 3, (i % columns) * cell_w + (cell_w - tw) // 2
-        canvas[top:top + th, left:left + tw] = px
-    out = Image.fromarray(canvas, "RGB")
-    draw = ImageDraw.Draw(out)
-    font = _font()
-    for i, pair in enumerate(lines[:n]):
-        for j, text in enumerate(pair):
-            text = str(text)[:16]
-            x0 = (i % columns) * cell_w + (cell_w - draw.textlength(text, font=font)) / 2
-            draw.text((x0, (i // columns) * cell_h + 3 + th + 1 + j * LABEL_H), text,
-                      fill=TEXT if j == 0 else "#b91c1c", font=font)
-    return _png(out)
-
-
 def attention_grid_png(maps: list[tuple[str, np.ndarray]], *, causal: dict[str, bool] | None = None,
                        cell: int = 120, columns: int | None = None) -> bytes:
     """The BertViz "model view" as one PNG: one tile per (layer, head), each a T x T query-by-key map.

@@ -198,7 +198,7 @@ if dataset is not None:
     n = min(32, len(split))
     x, y = split.x[:n], split.y[:n]
     if kind == "image" and options.get("target") == "input":
-        st.image(data_view.image_grid_png(x, [""] * n), caption=f"The first {n} training images, each its own target")
+        st.image(data_view.image_grid_png(x, []), caption=f"The first {n} training images, each its own target")
     elif kind == "image":
         labels = [data_view.target_label(info, t) for t in y]
         st.image(data_view.image_grid_png(x, labels), caption=f"The first {n} training images with their labels")

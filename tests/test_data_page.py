@@ -174,3 +174,19 @@ def test_image_grid_png_draws_every_image():
     tile = sheet[3:67, 2 * cell_w + (cell_w - 64) // 2:][:, :64]
     assert tile.min() == 255  # the white image, scaled up 8x
     assert sheet[3:67, (cell_w - 64) // 2:][:, :64].max() == 0  # a black one
+
+
+def test_image_grid_png_two_line_captions_second_line_red_and_any_range_scaled():
+    from io import BytesIO
+
+    from PIL import Image
+
+    images = np.linspace(-3.0, 5.0, 2 * 64).reshape(2, 1, 8, 8).astype(np.float32)  # not in [0, 1]
+    one = np.asarray(Image.open(BytesIO(data_view.image_grid_png(images, ["cat", "dog"]))).convert("RGB"))
+    two = np.asarray(Image.open(BytesIO(data_view.image_grid_png(
+        images, [("true cat", "pred dog"), ("true dog", "pred cat")]))).convert("RGB"))
+    assert two.shape[0] == one.shape[0] + data_view.LABEL_HEIGHT  # one more line under each tile
+    red = (two[..., 0] > 150) & (two[..., 1] < 90) & (two[..., 2] < 90)
+    assert red[one.shape[0] - data_view.LABEL_HEIGHT:].any() and not red[:64].any()
+    tile = two[3:67, (two.shape[1] // 2 - 64) // 2:][:, :64, 0]
+    assert tile.min() == 0 and tile.max() == 255  # each image stretched over its own range
