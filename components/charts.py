@@ -23,7 +23,8 @@ from components.downsample import MAX_POINTS, downsample
 
 PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#65a30d",
            "#475569", "#b45309")
-X_AXES = {"step": "step", "epoch": "epoch", "wall": "wall time (s)"}
+X_AXES = {"step": "step", "epoch": "epoch", "wall": "wall time (s)"}  # axis titles
+X_AXIS_CHOICES = {"step": "step", "epoch": "epoch", "wall": "wall time"}  # the pages' x axis control
 CHART_HEIGHT = 300
 MARGIN = {"l": 50, "r": 10, "t": 40, "b": 40}
 # Anchored to the bottom of the whole figure (not the plot), so plotly reserves room for the legend

@@ -62,16 +62,17 @@ def render_field(spec: dict, default) -> None:
     """One widget for one config field, chosen by its kind only (no per-field UI)."""
     key, name, help_text = CFG + spec["name"], spec["name"], spec["help"]
     st.session_state.setdefault(key, ", ".join(map(str, default)) if spec["kind"] in ("ints", "floats") else default)
+    keep = {"key": key, "persist_state": "session"}  # the last settings are still there after a visit elsewhere
     if spec["kind"] == "choice":
-        st.selectbox(name, spec["choices"], key=key, help=help_text)
+        st.selectbox(name, spec["choices"], help=help_text, **keep)
     elif spec["kind"] == "bool":
-        st.checkbox(name, key=key, help=help_text)
+        st.checkbox(name, help=help_text, **keep)
     elif spec["kind"] == "int":
-        st.number_input(name, step=1, key=key, help=help_text)
+        st.number_input(name, step=1, help=help_text, **keep)
     elif spec["kind"] == "float":
-        st.number_input(name, format="%g", step=None, key=key, help=help_text)
+        st.number_input(name, format="%g", step=None, help=help_text, **keep)
     else:  # str, and lists written as comma-separated numbers
-        st.text_input(name, key=key, help=help_text + (" Comma-separated." if spec["kind"] != "str" else ""))
+        st.text_input(name, help=help_text + (" Comma-separated." if spec["kind"] != "str" else ""), **keep)
 
 
 def read_form(schema: list[dict]) -> tuple[dict, list[tuple[str, str]]]:
@@ -217,13 +218,14 @@ picked_now = [r for r in st.session_state.get(PICKED, []) if r in by_id]
 if not picked_now and runs:
     picked_now = [runs[0].id]
 st.session_state[PICKED] = picked_now
-controls[0].multiselect("Runs on the charts", list(by_id), key=PICKED,
+controls[0].multiselect("Runs on the charts", list(by_id), key=PICKED, persist_state="session",
                         format_func=lambda i: f"{by_id[i].name} ({i})")
 smoothing = controls[1].slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="studio.train.smoothing",
+                               persist_state="session",
                                help="Exponential moving average, debiased as in TensorBoard; 0 = raw values")
-log_y = controls[2].toggle("Log scale", key="studio.train.log_y")
-x_axis = controls[3].radio("x axis", list(charts.X_AXES), horizontal=True, key="studio.train.x_axis",
-                           format_func=lambda k: {"step": "step", "epoch": "epoch", "wall": "wall time"}[k])
+log_y = controls[2].toggle("Log scale", key="studio.train.log_y", persist_state="session")
+x_axis = controls[3].radio("x axis", list(charts.X_AXIS_CHOICES), horizontal=True, key="studio.train.x_axis",
+                           persist_state="session", format_func=charts.X_AXIS_CHOICES.get)
 
 
 def histories_for(run_ids: list[str], records: dict) -> dict:

@@ -49,7 +49,8 @@ except StudioError as e:
     st.stop()
 entries = ins.probe_index(run)
 
-view = st.radio("View", VIEWS, horizontal=True, key=VIEW, label_visibility="collapsed")
+view = st.radio("View", VIEWS, horizontal=True, key=VIEW, label_visibility="collapsed",
+                persist_state="session")
 try:
     if view == "Feature maps":
         inspect_probes.render_feature_maps(run, info, entries, record.active)

@@ -51,17 +51,18 @@ if PICKED not in st.session_state:
     st.session_state[PICKED] = [first] + [r.id for r in runs if r.id != first][:1]
 st.session_state[PICKED] = [r for r in st.session_state[PICKED] if r in by_id]
 picked = st.multiselect("Runs to compare (the first is the reference for the differences)", list(by_id),
-                        key=PICKED, format_func=lambda i: names[i])
+                        key=PICKED, format_func=lambda i: names[i], persist_state="session")
 if len(picked) < 2:
     st.info("Pick at least two runs.")
     st.stop()
 
 # ---- curves ----------------------------------------------------------------------------------------
 controls = st.columns([2, 2, 1])
-x_axis = controls[0].radio("x axis", list(charts.X_AXES), horizontal=True, key="studio.compare.x_axis",
-                           format_func=lambda k: {"step": "step", "epoch": "epoch", "wall": "wall time"}[k])
-smoothing = controls[1].slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="studio.compare.smoothing")
-log_y = controls[2].toggle("Log scale", key="studio.compare.log_y")
+x_axis = controls[0].radio("x axis", list(charts.X_AXIS_CHOICES), horizontal=True, key="studio.compare.x_axis",
+                           persist_state="session", format_func=charts.X_AXIS_CHOICES.get)
+smoothing = controls[1].slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="studio.compare.smoothing",
+                               persist_state="session")
+log_y = controls[2].toggle("Log scale", key="studio.compare.log_y", persist_state="session")
 cache = st.session_state.setdefault(HISTORIES, {})
 for run_id in picked:
     history = cache.get(run_id)

@@ -78,6 +78,17 @@ def test_a_different_dataset_and_template_graph_show_as_differences(runs):
     assert "`` + embed added ``" in text and "`` - conv1 removed ``" in text
 
 
+def test_the_picked_runs_and_chart_settings_survive_a_visit_to_another_page(runs):
+    at = open_page()
+    at.multiselect(key=PICKED).set_value([runs["rev"], runs["cnn-b"]]).run()
+    at.toggle(key="studio.compare.log_y").set_value(True).run()
+    at.switch_page("pages/4_Inspect.py").run()
+    at.switch_page("pages/5_Compare.py").run()
+    assert not at.exception
+    assert at.multiselect(key=PICKED).value == [runs["rev"], runs["cnn-b"]]
+    assert at.toggle(key="studio.compare.log_y").value is True
+
+
 def test_fewer_than_two_runs(runs, tmp_path, monkeypatch):
     monkeypatch.setenv("STUDIO_WORKSPACE", str(tmp_path / "empty"))
     at = open_page()

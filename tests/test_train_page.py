@@ -88,6 +88,23 @@ def test_form_is_generated_from_the_config_and_refuses_an_invalid_one(_workspace
     assert Store(_workspace / "studio.db").list_runs() == []
 
 
+def test_the_form_keeps_its_settings_across_a_visit_to_another_page(_workspace):
+    at = open_train_page(_workspace, TINY_MLP)
+    at.number_input(key=f"{CFG}lr").set_value(0.05)
+    at.selectbox(key=f"{CFG}optimizer").set_value("sgd")
+    at.text_input(key=f"{CFG}betas").set_value("0.9, 1.5")  # refused: nothing is launched
+    launch_button(at).click()
+    rerun(at)
+    assert "The run was not launched" in plain(at.error[0].value)
+    at.switch_page("pages/4_Inspect.py")
+    rerun(at)
+    at.switch_page("pages/3_Train.py")
+    rerun(at)
+    assert at.number_input(key=f"{CFG}lr").value == 0.05
+    assert at.selectbox(key=f"{CFG}optimizer").value == "sgd"
+    assert at.text_input(key=f"{CFG}betas").value == "0.9, 1.5"
+
+
 def test_launch_is_refused_while_the_graph_does_not_fit(_workspace):
     wrong = chain(("input", "Input", {"shape": [4]}), ("fc", "Linear", {"out_features": 10}), name="wrong")
     at = open_train_page(_workspace, wrong)
