@@ -3,10 +3,11 @@ the issues, the live summary, the exported code, the templates and the graph fil
 
 import streamlit as st
 
-from components import canvas, graph_files, inspector, palette, panels, session
+from components import canvas, graph_files, inspector, nav, palette, panels, session
 from studio.analysis import analyze
 
 st.set_page_config(page_title="Build · Neural Studio", page_icon="🧱", layout="wide")
+nav.render()
 
 # The browser's edits (moves, deletions, new edges, selection) first, so everything below sees them.
 graph = session.current_graph()

@@ -3,7 +3,7 @@ upload your own data, and set the current graph's input from it ("Use with curre
 
 import streamlit as st
 
-from components import charts, data_view, session
+from components import charts, data_view, nav, session
 from components.canvas import st_escape
 from studio.analysis import analyze
 from studio.data import (
@@ -25,6 +25,7 @@ from studio.errors import DataError, GraphError, StudioError
 from studio.workspace import workspace_dir
 
 st.set_page_config(page_title="Data · Neural Studio", page_icon="🗂️", layout="wide")
+nav.render()
 
 PICK = "studio.data.dataset"
 MESSAGE = "studio.data.message"

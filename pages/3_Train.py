@@ -7,7 +7,7 @@ from dataclasses import fields
 
 import streamlit as st
 
-from components import charts, data_view, run_table, session
+from components import charts, data_view, nav, run_table, session
 from components.canvas import st_escape
 from components.run_store import open_store
 from studio.analysis import analyze
@@ -18,6 +18,7 @@ from studio.templates import list_templates
 from studio.training import TrainConfig, config_schema
 
 st.set_page_config(page_title="Train · Neural Studio", page_icon="🏋️", layout="wide")
+nav.render()
 
 if st.session_state.pop(run_table.GO_INSPECT, False):
     st.switch_page(run_table.INSPECT_PAGE)

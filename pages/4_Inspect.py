@@ -4,7 +4,7 @@ dataset sample or an uploaded image with saliency, and diagnostics with their ev
 
 import streamlit as st
 
-from components import inspect_probes, inspect_results, session
+from components import inspect_probes, inspect_results, nav, session
 from components.canvas import st_escape
 from components.run_store import open_store
 from components.run_table import best_metric_text, status_badge
@@ -13,6 +13,7 @@ from studio.errors import StudioError
 from studio.runs import list_runs
 
 st.set_page_config(page_title="Inspect · Neural Studio", page_icon="🔬", layout="wide")
+nav.render()
 
 RUN = "studio.inspect.run"
 VIEW = "studio.inspect.view"

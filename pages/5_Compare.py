@@ -5,7 +5,7 @@ type or params changed) against the first run picked."""
 import pandas as pd
 import streamlit as st
 
-from components import charts, session
+from components import charts, nav, session
 from components.canvas import st_escape
 from components.inspect_probes import code_span
 from components.run_store import open_store
@@ -14,6 +14,7 @@ from studio import inspect as ins
 from studio.runs import Store, list_runs
 
 st.set_page_config(page_title="Compare · Neural Studio", page_icon="⚖️", layout="wide")
+nav.render()
 
 PICKED = "studio.compare.runs"
 HISTORIES = "studio.compare.histories"

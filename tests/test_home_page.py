@@ -27,9 +27,11 @@ def test_home_renders_and_lists_templates():
     for t in list_templates():
         assert f"**{st_escape(t.title)}**" in text
         assert at.button(key=f"studio.home.template.{t.name}").label == "Open in Build"
-    # every other page is one click away, under the name the sidebar gives it
-    links = {el.proto.page: el.proto.label.split(":")[0] for el in at.get("page_link")}
-    assert links == {p: f"Open the {p} page" for p in ("Build", "Data", "Train", "Inspect", "Compare")}
+    # the sidebar names every page, the entry page "Home" (not its file name); Quick start links the others
+    assert [el.proto.label for el in at.sidebar.get("page_link")] == [
+        "Home", "Build", "Data", "Train", "Inspect", "Compare"]
+    assert [el.proto.label.split(":")[0] for el in at.main.get("page_link")] == [
+        f"Open the {p} page" for p in ("Build", "Data", "Train", "Inspect", "Compare")]
 
 
 def test_home_lists_recent_saved_graphs_and_opens_one(_workspace):
