@@ -1,5 +1,6 @@
 """The Inspect page's views of a checkpoint and of the run's record: evaluation on the validation
-split, live inference on one input (with its feature maps, attention and saliency), and diagnostics.
+split, live inference on one input (a dataset sample, an uploaded image or a drawing, with its feature
+maps, attention and saliency), and diagnostics.
 
 Models and evaluations are cached per (run, checkpoint, checkpoint file time), so a new best
 checkpoint is picked up and reruns cost nothing.
@@ -10,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 import torch
+from streamlit_drawable_canvas import st_canvas
 
+from components import drawn_input as dr
 from components import inspect_charts as ic
 from components import inspect_views as iv
 from components.canvas import st_escape
@@ -19,9 +22,6 @@ from components.inspect_probes import K, causal_flags, code_span, run_dataset, s
 from studio import inspect as ins
 from studio.errors import StudioError
 from studio.training import diagnostics
-
-DRAWING_NOTE = ("Drawing an input is not available: no drawing component (such as streamlit-drawable-canvas) is "
-                "installed in this studio.")
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the checkpoint...")
@@ -141,9 +141,10 @@ def render_inference(run: ins.RunFiles, info) -> None:
         return
     model = cached_model(run, which)
     dataset = run_dataset(run)
-    sources = ["dataset sample"] + (["uploaded image"] if info.is_image else [])
+    sources = ["dataset sample"] + (["uploaded image", "drawn image"] if info.is_image else [])
     source = st.radio("Input", sources, horizontal=True, key=K + "inf.source")
-    st.caption(DRAWING_NOTE if info.is_image else "This dataset's inputs are not images: pick a dataset sample.")
+    if not info.is_image:
+        st.caption("This dataset's inputs are not images: pick a dataset sample.")
     target = None
     if source == "dataset sample":
         c1, c2 = st.columns(2)
@@ -155,7 +156,7 @@ def render_inference(run: ins.RunFiles, info) -> None:
         index = int(c2.number_input("Sample index", 0, len(part) - 1, 0, key=K + "inf.index"))
         x, target = part.take(torch.tensor([index]))
         x, target = x[0], target[0]
-    else:
+    elif source == "uploaded image":
         upload = st.file_uploader("Image (PNG or JPEG)", type=["png", "jpg", "jpeg", "bmp", "gif"],
                                   key=K + "inf.upload")
         if upload is None:
@@ -168,9 +169,29 @@ def render_inference(run: ins.RunFiles, info) -> None:
             st.error(f"That file could not be read as an image ({e}); upload a PNG or JPEG.")
             return
         st.caption(f"Resized to the model's input {tuple(model.input_shape)}.")
+    else:
+        x = _drawn(tuple(model.input_shape))
+        if x is None:
+            return
     result = ins.infer(model, x, info.task)
     _show_prediction(x, target, result, info)
     _show_internals(model, x, result, info, run)
+
+
+def _drawn(input_shape: tuple[int, ...]) -> torch.Tensor | None:
+    """The drawing canvas and what is drawn on it as the model's input; None (with a hint) while empty."""
+    width, height = dr.canvas_size(input_shape)
+    st.space("medium")  # room for the canvas toolbar, which floats above the canvas on hover
+    drawing = st_canvas(stroke_width=dr.brush_width(input_shape), stroke_color="#FFFFFF",
+                        background_color="#000000", width=width, height=height, drawing_mode="freedraw",
+                        return_image_data=True, key=K + "inf.canvas")
+    x = dr.drawn_input(drawing.image_data, input_shape)
+    if x is None:
+        st.caption("Draw on the black canvas (light strokes on dark, like the dataset's images) to see the "
+                   "model's prediction; undo and clear are in the toolbar that appears above it on hover.")
+        return None
+    st.caption(f"Drawn at {width}x{height}, resized to the model's input {input_shape}.")
+    return x
 
 
 def _show_prediction(x, target, result: ins.Inference, info) -> None:

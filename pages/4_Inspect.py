@@ -1,6 +1,6 @@
 """Inspect: look inside one run. Feature maps and attention as training went (every saved probe
 step), weight and gradient distributions, evaluation on the validation split, live inference on a
-dataset sample or an uploaded image with saliency, and diagnostics with their evidence."""
+dataset sample, an uploaded image or a drawing, with saliency, and diagnostics with their evidence."""
 
 import streamlit as st
 

@@ -219,6 +219,51 @@ def test_uploaded_images_are_resized_to_the_input_shape():
         ins.image_to_input(img, (12,))
 
 
+def bar_canvas(size: int = 280, background=(0, 0, 0, 255)) -> np.ndarray:
+    """RGBA canvas pixels with a white vertical bar drawn at columns 126..153, rows 40..239."""
+    rgba = np.empty((size, size, 4), np.uint8)
+    rgba[:] = background
+    rgba[40:240, 126:154] = (255, 255, 255, 255)
+    return rgba
+
+
+def test_a_drawn_vertical_bar_lands_as_a_bright_vertical_bar_on_a_zero_background():
+    from components.drawn_input import drawn_input
+
+    x = drawn_input(bar_canvas(), (1, 28, 28))
+    assert x.shape == (1, 28, 28) and x.dtype == torch.float32
+    assert float(x.min()) == 0.0 and float(x.max()) <= 1.0
+    assert (x[0, 6:22, 13:15] > 0.8).all()                         # the bar: bright, 2 columns wide
+    assert (x[0, :, :11] == 0).all() and (x[0, :, 17:] == 0).all()  # left and right of it: background 0
+    assert (x[0, :2] == 0).all() and (x[0, 26:] == 0).all()          # above and below it
+    profile = x[0].sum(dim=0)
+    assert int(profile.argmax()) in (13, 14) and float(profile[2]) == 0.0
+
+
+def test_drawn_input_counts_transparency_as_background_and_fills_three_channels():
+    from components.drawn_input import canvas_image, drawn_input
+
+    opaque = drawn_input(bar_canvas(), (1, 16, 16))
+    transparent = drawn_input(bar_canvas(background=(255, 255, 255, 0)), (1, 16, 16))
+    assert torch.allclose(opaque, transparent)  # a white but transparent background is still black
+    rgb = drawn_input(bar_canvas(), (3, 16, 16))
+    assert rgb.shape == (3, 16, 16) and torch.equal(rgb[0], rgb[1]) and torch.equal(rgb[1], rgb[2])
+    assert torch.allclose(rgb[0], opaque[0], atol=1 / 255)
+    assert canvas_image(bar_canvas()[..., :3]).size == (280, 280)  # RGB pixels without alpha work too
+    for empty in (None, np.zeros((280, 280, 4), np.uint8), bar_canvas(background=(0, 0, 0, 255))[:30]):
+        assert drawn_input(empty, (1, 28, 28)) is None
+
+
+def test_the_canvas_keeps_the_input_aspect_and_sizes_the_brush_to_its_pixels():
+    from components.drawn_input import BRUSH_RANGE, brush_width, canvas_size
+
+    assert canvas_size((1, 28, 28)) == (280, 280) and brush_width((1, 28, 28)) == 20  # 2 input pixels
+    assert brush_width((1, 16, 16)) == 35 and brush_width((1, 8, 8)) == BRUSH_RANGE[1]
+    assert canvas_size((3, 16, 32)) == (280, 140) and canvas_size((1, 40, 20)) == (140, 280)
+    with pytest.raises(StudioError, match=r"takes \(12,\); use a dataset sample"):
+        canvas_size((12,))
+
+
 # ---- probes --------------------------------------------------------------------------------------------
 
 def test_logged_confusions_match_the_worker_evaluations(runs):

@@ -1,23 +1,28 @@
 """The Inspect page under AppTest on short finished runs (real workers): feature maps of a conv node
 with the step slider and play control, attention with the vocabulary's tokens as labels, the
-confusion matrix summing to the validation size, live inference with saliency, weights, diagnostics."""
+confusion matrix summing to the validation size, live inference with saliency (on a dataset sample and on a
+drawing, the canvas's browser answer faked in session state), weights, diagnostics."""
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from studio import inspect as ins
 from studio.data import get_dataset
-from tests.test_inspect import SHAPES_OPTIONS, make_runs
+from tests.test_inspect import SHAPES_OPTIONS, bar_canvas, make_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = "pages/4_Inspect.py"
 K = "studio.inspect."
+SHAPE_NAMES = ["circle", "square", "triangle", "cross", "ring"]
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +149,7 @@ def test_sequence_evaluation_shows_predicted_tokens(runs):
 
 def test_live_inference_with_probabilities_feature_maps_and_saliency(runs):
     at = page(runs["cnn-a"], "Live inference")
-    assert any("Drawing an input is not available" in c.value for c in at.caption)
+    assert at.radio(key=K + "inf.source").options == ["dataset sample", "uploaded image", "drawn image"]
     at.number_input(key=K + "inf.index").set_value(5).run()
     assert any(m.value.startswith("**Prediction:") for m in at.markdown)
     probs = figures(at)[0]["data"][0]
@@ -160,6 +165,53 @@ def test_live_inference_with_probabilities_feature_maps_and_saliency(runs):
     assert any(m.value.startswith("**Predicted tokens**") for m in at.markdown)
     att = [f for f in figures(at) if f["data"][0]["type"] == "heatmap"]
     assert att and att[0]["data"][0]["x"][0].startswith("0 ")
+
+
+def canvas_value(rgba: np.ndarray) -> dict:
+    """What streamlit-drawable-canvas sends back from the browser: its Fabric.js JSON and a PNG data URL."""
+    buf = io.BytesIO()
+    Image.fromarray(rgba).save(buf, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return {"drawing": {"raw": {"objects": [{"type": "path"}], "background": "#000000"}, "data": url}}
+
+
+def test_live_inference_on_a_drawn_image(runs):
+    at = page(runs["cnn-a"], "Live inference")
+    at.radio(key=K + "inf.source").set_value("drawn image").run()
+    assert not at.exception, [e.message for e in at.exception]
+    (canvas,) = elements(at, "bidi_component")  # the component renders only in a browser: check what it was sent
+    sent = json.loads(canvas.proto.json)
+    assert canvas.proto.component_name.endswith("streamlit_drawable_canvas")
+    assert (sent["canvasWidth"], sent["canvasHeight"], sent["drawingMode"]) == (280, 280, "freedraw")
+    assert (sent["strokeColor"], sent["backgroundColor"], sent["strokeWidth"]) == ("#FFFFFF", "#000000", 35)
+    assert any(c.value.startswith("Draw on the black canvas") for c in at.caption)  # empty: a hint, no prediction
+    assert not any(m.value.startswith("**Prediction:") for m in at.markdown) and not figures(at)
+
+    rgba = bar_canvas()
+    at.session_state[K + "inf.canvas"] = canvas_value(rgba)  # the browser's answer after a stroke
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert "Drawn at 280x280, resized to the model's input (1, 16, 16)." in [c.value for c in at.caption]
+    run = ins.load_run(runs["cnn-a"])
+    expected = ins.infer(ins.load_model(run, "best"), ins.image_to_input(Image.fromarray(rgba).convert("L"),
+                                                                         (1, 16, 16)), "classification")
+    k = int(expected.probabilities.argmax())
+    prediction = next(m.value for m in at.markdown if m.value.startswith("**Prediction:"))
+    assert prediction.startswith(f"**Prediction: {SHAPE_NAMES[k]}** ({expected.probabilities[k]:.1%})")
+    probs = figures(at)[0]["data"][0]
+    shown = dict(zip(probs["y"], arr(probs["x"]), strict=True))
+    assert np.allclose([shown[n] for n in SHAPE_NAMES], expected.probabilities, atol=1e-5)  # what the model saw
+    captions = image_captions(at)
+    assert "input" in captions and any(c.startswith("conv1: per-sample shape (8, 16, 16)") for c in captions)
+    assert any(c.startswith("gradcam for class") for c in captions)
+
+    at.session_state[K + "inf.canvas"] = canvas_value(np.zeros((280, 280, 4), np.uint8))  # cleared in the toolbar
+    at.run()
+    assert any(c.value.startswith("Draw on the black canvas") for c in at.caption)
+    assert not any(m.value.startswith("**Prediction:") for m in at.markdown)
+
+    at = page(runs["rev"], "Live inference")  # token inputs: nothing to draw
+    assert at.radio(key=K + "inf.source").options == ["dataset sample"]
 
 
 def test_weights_and_diagnostics_views(runs):

@@ -1,12 +1,15 @@
 """The Inspect and Compare pages in headless Chromium on short finished runs (real workers): feature
 maps of a conv layer with the step slider, attention with token labels, the confusion matrix, live
-inference, and the graph diff of two runs. Screenshots go to tests/e2e/screenshots/inspect_*.png."""
+inference on a dataset sample and on a stroke drawn with the mouse, and the graph diff of two runs.
+Screenshots go to tests/e2e/screenshots/inspect_*.png."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from tests.e2e.conftest import choose, screenshot, wait_idle
+from tests.e2e.conftest import choose, screenshot, scroll_to, wait_idle
 from tests.test_inspect import make_runs
 
 pytestmark = pytest.mark.e2e
@@ -29,6 +32,18 @@ def view(page, name: str) -> None:
 
 def image_captions(page) -> list[str]:
     return page.locator('[data-testid="stImageCaption"]').all_inner_texts()
+
+
+def draw_ring(page, box: dict, radius_fraction: float = 0.3) -> None:
+    """One closed freehand stroke around the centre of the canvas whose bounding box is `box` (page px)."""
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    r = radius_fraction * box["width"]
+    page.mouse.move(cx + r, cy)
+    page.mouse.down()
+    for i in range(1, 41):
+        a = 2 * math.pi * i / 40
+        page.mouse.move(cx + r * math.cos(a), cy + r * math.sin(a))
+    page.mouse.up()
 
 
 def test_inspect_and_compare_pages(studio_server, runs, page):
@@ -68,6 +83,31 @@ def test_inspect_and_compare_pages(studio_server, runs, page):
     page.wait_for_function("[...document.querySelectorAll('[data-testid=\"stImageCaption\"]')]"
                            ".some(e => e.innerText.startsWith('gradcam for class'))")
     screenshot(page, "inspect_05_saliency")
+
+    page.get_by_role("radiogroup", name="Input").get_by_text("drawn image", exact=True).click()
+    wait_idle(page)
+    page.get_by_text("Draw on the black canvas").wait_for()  # empty canvas: a hint, no prediction
+    assert page.get_by_text("Prediction:").count() == 0
+    canvas = page.locator("canvas.upper-canvas")  # Fabric.js draws on its upper canvas (in a shadow root)
+    scroll_to(canvas)
+    box = canvas.bounding_box()
+    assert (round(box["width"]), round(box["height"])) == (280, 280)
+    draw_ring(page, box)
+    page.get_by_text("Drawn at 280x280, resized to the model's input (1, 16, 16).").wait_for()
+    page.get_by_text("Prediction:").first.wait_for()
+    wait_idle(page)
+    page.wait_for_function("[...document.querySelectorAll('[data-testid=\"stImageCaption\"]')]"
+                           ".some(e => e.innerText.startsWith('gradcam for class'))")
+    drawn = page.locator('[data-testid="stImage"] img').first  # the drawing at the model's resolution
+    assert drawn.evaluate("e => e.naturalWidth") > 0
+    scroll_to(canvas)
+    page.mouse.move(box["x"] + 10, box["y"] + 10)  # hovering shows the canvas toolbar (undo, clear)
+    page.get_by_role("button", name="Reset canvas & history").wait_for()
+    screenshot(page, "inspect_05b_drawn_input")
+    page.get_by_role("button", name="Reset canvas & history").click()
+    page.get_by_text("Draw on the black canvas").wait_for()  # cleared: back to the hint
+    wait_idle(page)
+    assert page.get_by_text("Prediction:").count() == 0
 
     choose(page, "Run", runs["rev"])
     view(page, "Attention")
