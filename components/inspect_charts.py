@@ -23,10 +23,11 @@ _MARGIN = {"l": 50, "r": 10, "t": 40, "b": 40}
 
 
 def token_labels(ids, vocab: list[str] | None) -> list[str]:
-    """Unique axis labels for a token sequence, "0 a", "1 b", ... (Plotly merges equal category labels)."""
+    """Axis labels for a token sequence: each token with its position, "a (0)", "b (1)", ... (the position
+    keeps repeated tokens apart: Plotly merges equal category labels)."""
     ids = [int(i) for i in np.asarray(ids).reshape(-1)]
     words = [vocab[i] if vocab and 0 <= i < len(vocab) else str(i) for i in ids]
-    return [f"{p} {w!s}".replace("\n", "\\n") for p, w in enumerate(words)]
+    return [f"{w!s} ({p})".replace("\n", "\\n") for p, w in enumerate(words)]
 
 
 def _masked(att: np.ndarray, causal: bool) -> np.ndarray:

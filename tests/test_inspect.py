@@ -357,7 +357,7 @@ def test_attention_grid_shows_the_causal_mask_in_grey():
     assert tuple(img[top + 1, left + (t - 1) * scale + 1]) == iv.MASKED_RGB      # row 0, last key: masked
     assert tuple(img[top + (t - 1) * scale + 1, left + 1]) != iv.MASKED_RGB      # last row, key 0: allowed
     fig = ic.attention_figure(att[0], ic.token_labels([1, 1, 2, 0, 1, 2], ["a", "b", "c"]), causal=True)
-    assert list(fig.data[0].x) == ["0 b", "1 b", "2 c", "3 a", "4 b", "5 c"]   # unique labels for repeats
+    assert list(fig.data[0].x) == ["b (0)", "b (1)", "c (2)", "a (3)", "b (4)", "c (5)"]   # unique labels for repeats
     assert np.isnan(np.asarray(fig.data[0].z, dtype=float)[0, 1])              # masked cells left blank
 
 

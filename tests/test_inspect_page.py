@@ -111,7 +111,7 @@ def test_attention_renders_with_the_vocabulary_as_token_labels(runs):
     at.selectbox(key=K + "att.sample").set_value(2).run()
     (fig,) = figures(at)
     heat = fig["data"][0]
-    expected = [f"{p} {vocab[int(t)]}" for p, t in enumerate(x[2])]
+    expected = [f"{vocab[int(t)]} ({p})" for p, t in enumerate(x[2])]
     assert heat["type"] == "heatmap" and heat["x"] == expected and heat["y"] == expected
     z = arr(heat["z"])
     assert z.shape == (12, 12) and np.allclose(z.sum(axis=1), 1, atol=1e-2)
@@ -164,7 +164,7 @@ def test_live_inference_with_probabilities_feature_maps_and_saliency(runs):
     at = page(runs["rev"], "Live inference")
     assert any(m.value.startswith("**Predicted tokens**") for m in at.markdown)
     att = [f for f in figures(at) if f["data"][0]["type"] == "heatmap"]
-    assert att and att[0]["data"][0]["x"][0].startswith("0 ")
+    assert att and att[0]["data"][0]["x"][0].endswith(" (0)")
 
 
 def canvas_value(rgba: np.ndarray) -> dict:

@@ -113,7 +113,7 @@ def test_inspect_and_compare_pages(studio_server, runs, page):
     view(page, "Attention")
     page.locator(".js-plotly-plot").first.wait_for()
     labels = page.evaluate("() => Array.from(document.querySelector('.js-plotly-plot').data[0].x)")
-    assert len(labels) == 12 and all(lbl.split(" ")[1] in "0123456789" for lbl in labels)
+    assert len(labels) == 12 and all(lbl.split(" ")[0] in "0123456789" for lbl in labels)
     screenshot(page, "inspect_06_attention")
     page.get_by_text("overview: every layer and head", exact=True).click()
     wait_idle(page)

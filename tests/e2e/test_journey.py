@@ -30,8 +30,8 @@ CAPTIONS = "() => [...document.querySelectorAll('[data-testid=\"stImageCaption\"
 # ---- what a user does, one gesture each ----------------------------------------------------------------
 
 def go(page, name: str) -> None:
-    """Follow a page link in the sidebar's navigation (the session, and so the current graph, carries over)."""
-    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=name, exact=True).click()
+    """Follow a page link in the sidebar (components/nav.py; the session, and so the current graph, carries over)."""
+    page.locator('[data-testid="stSidebar"]').get_by_role("link", name=name, exact=True).click()
     page.wait_for_url(re.compile(rf"/{name}$"))
     wait_idle(page, timeout=60)
 
@@ -336,8 +336,8 @@ def transformer_journey(studio_server, page, shot) -> None:
     assert trace["type"] == "heatmap", trace["type"]
     vocab = get_info("reverse").vocab
     assert len(trace["x"]) == 12 and trace["x"] == trace["y"], trace
-    positions, tokens = zip(*(label.split(" ", 1) for label in trace["x"]), strict=True)
-    assert list(positions) == [str(i) for i in range(12)] and set(tokens) <= set(vocab), trace["x"]
+    tokens, positions = zip(*(label.rsplit(" ", 1) for label in trace["x"]), strict=True)
+    assert list(positions) == [f"({i})" for i in range(12)] and set(tokens) <= set(vocab), trace["x"]
     shown = page.locator('[data-testid="stMarkdownContainer"]').filter(has_text="target").locator("code").first
     assert shown.inner_text().strip() == "".join(tokens), (shown.inner_text(), tokens)
     wait_idle(page, timeout=60)
