@@ -3,7 +3,8 @@ FLOPs and activation memory.
 
 Shapes, params and FLOPs come from PyTorch itself: each layer is built and run on the `meta`
 device (no memory, no compute) under `torch.utils.flop_counter.FlopCounterMode`, so there is no
-hand-written formula to drift from torch. Validation runs ordered passes (structure, params,
+hand-written formula to drift from torch. Element-wise layers without weights (activations, Dropout,
+Identity) pass their input's shape on without the run; the layer tests hold that to PyTorch. Validation runs ordered passes (structure, params,
 shapes) and stops only downstream of a broken node.
 
     >>> from studio.graph import parse_graph
@@ -211,7 +212,10 @@ def analyze(graph: Graph, *, param_budget: float = DEFAULT_PARAM_BUDGET) -> Anal
             for param, msg in problems:
                 issue(Issue(nid, msg, param))
             continue
-        result = _infer(spec.type, _params_key(n.params), tuple(ins))
+        if spec.elementwise:  # the input's shape and dtype, no params, no FLOPs (LayerSpec.elementwise)
+            result = (ins[0].shape, ins[0].dtype, 0, 0)
+        else:
+            result = _infer(spec.type, _params_key(n.params), tuple(ins))
         if isinstance(result, str):
             issue(Issue(nid, result))
             continue

@@ -85,6 +85,34 @@ def test_flops_equal_flop_counter_on_compiled_model(type_name):
     assert analyze(graph).total_flops == counter.get_total_flops()
 
 
+ELEMENTWISE = sorted(t for t, spec in REGISTRY.items() if spec.elementwise)
+
+
+def test_the_elementwise_layers_are_the_weightless_activations_dropout_and_identity():
+    assert ELEMENTWISE == sorted([*(t for t in PALETTE["activation"] if t != "Softmax"), "Dropout", "Identity"])
+
+
+@pytest.mark.parametrize("type_name", ELEMENTWISE)
+@pytest.mark.parametrize("shape", [(7,), (3, 5), (2, 4, 6), (2, 3, 4, 5)])
+def test_elementwise_layers_keep_shape_and_dtype_with_no_params_and_no_counted_flops(type_name, shape):
+    """What analysis assumes for `elementwise` specs (it skips their meta run), checked on PyTorch itself."""
+    spec = REGISTRY[type_name]
+    params = {p.name: p.default for p in spec.params}
+    dtypes = ["float32", "int64"] if spec.dtype == "any" else ["float32"]
+    for dtype in dtypes:
+        doc = {"format": "studio.graph/1", "name": "e", "edges": [{"source": "input", "target": "layer"}],
+               "nodes": [{"id": "input", "type": "Input", "params": {"shape": list(shape), "dtype": dtype}},
+                         {"id": "layer", "type": type_name, "params": params}]}
+        info = analyze(parse_graph(doc)).nodes["layer"]
+        module = spec.build(params, [info.inputs[0]])
+        x = torch.randn(2, *shape) if dtype == "float32" else torch.randint(0, 9, (2, *shape))
+        with FlopCounterMode(display=False) as counter:
+            out = module(x)
+        assert (info.output_shape, info.dtype) == (tuple(out.shape[1:]), str(out.dtype).removeprefix("torch."))
+        assert info.params == sum(p.numel() for p in module.parameters()) == 0
+        assert info.flops == counter.get_total_flops() == 0
+
+
 @pytest.mark.parametrize("type_name", sorted(REGISTRY))
 def test_schema_is_complete_and_json_round_trips(type_name):
     spec = REGISTRY[type_name]

@@ -128,6 +128,10 @@ class LayerSpec:
     check: CheckFn | None = None
     label: Callable[[dict], str] | None = None  # key params for the canvas, e.g. "32@3x3"
     attention: bool = False  # reports per-head attention weights
+    # Element-wise with no weights: the output has the input's shape and dtype and FlopCounterMode counts
+    # nothing, so analysis need not run it on the meta device (where PyTorch's Python reference kernels
+    # cost ~0.5 ms a call). tests/test_layers.py checks the claim against PyTorch at several ranks.
+    elementwise: bool = False
     example: tuple[InSpec, ...] = field(default=(InSpec((16,), "float32"),))  # an input the defaults accept
 
     def param(self, name: str) -> Param:

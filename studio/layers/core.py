@@ -107,13 +107,13 @@ register(LayerSpec(
     params=(Param("p", "float", 0.5, "Probability of an element being zeroed.", min=0.0, max=1.0),),
     make=lambda p, ins: (nn.Dropout, {"p": float(p["p"])}),
     label=lambda p: str(p["p"]),
-    dtype="float",
+    dtype="float", elementwise=True,
 ))
 
 register(LayerSpec(
     type="Identity", category="core",
     doc="Pass the input through unchanged (a placeholder for a skip path).",
-    make=lambda p, ins: (nn.Identity, {}), dtype="any",
+    make=lambda p, ins: (nn.Identity, {}), dtype="any", elementwise=True,
 ))
 
 

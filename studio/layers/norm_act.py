@@ -67,7 +67,8 @@ register(LayerSpec(
 
 def _activation(cls: type, doc: str, params: tuple[Param, ...] = (), label=None) -> LayerSpec:
     return LayerSpec(type=cls.__name__, category="activation", doc=doc, params=params,
-                     make=lambda p, ins: (cls, dict(p)), label=label, example=(InSpec((4, 6, 6), "float32"),))
+                     make=lambda p, ins: (cls, dict(p)), label=label, example=(InSpec((4, 6, 6), "float32"),),
+                     elementwise=True)
 
 
 register(_activation(nn.ReLU, "max(0, x), element-wise."))
