@@ -16,7 +16,6 @@ import streamlit as st
 
 from components import canvas, session
 from components.canvas import st_escape
-from studio.analysis import analyze
 from studio.errors import GraphError, Issue
 from studio.graph import Graph, load_graph, loads_graph, save_graph
 from studio.templates import list_templates, load_template
@@ -140,7 +139,7 @@ def _on_upload() -> None:
         graph = canvas.auto_layout(graph, canvas.direction(), only_missing=True)
     session.open_graph(graph)
     canvas.select_node(None)
-    n_issues = len(analyze(graph).issues)
+    n_issues = len(session.current_analysis().issues)
     note = f" It has {n_issues} issue(s) to fix: see the Issues tab." if n_issues else ""
     _say("success", f"Opened {st_escape(upload.name)}.{note}")
 

@@ -15,6 +15,7 @@ import os
 
 import streamlit as st
 
+from studio.analysis import Analysis, analyze
 from studio.errors import GraphError, Issue
 from studio.graph import Graph, Node, atomic_write_text, load_graph, save_graph
 from studio.templates import list_templates, load_template
@@ -26,6 +27,7 @@ _META_NAME = "_autosave.meta.json"  # template, dataset id and dataset options o
 
 _GRAPH = "studio.session.graph"
 _REV = "studio.session.rev"
+_ANALYSIS = "studio.session.analysis"  # (revision, Analysis) of the current graph
 _UNDO = "studio.session.undo"
 _REDO = "studio.session.redo"
 _TEMPLATE = "studio.session.template"
@@ -48,6 +50,15 @@ def graph_revision() -> int:
     """A counter bumped by every change of the current graph (for caching derived views)."""
     current_graph()
     return st.session_state[_REV]
+
+
+def current_analysis() -> Analysis:
+    """`analyze(current_graph())`, computed once per graph revision and shared by every page."""
+    rev = graph_revision()
+    cached = st.session_state.get(_ANALYSIS)
+    if cached is None or cached[0] != rev:
+        cached = st.session_state[_ANALYSIS] = (rev, analyze(current_graph()))
+    return cached[1]
 
 
 def set_current_graph(graph: Graph, *, undoable: bool = True) -> None:

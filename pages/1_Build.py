@@ -4,7 +4,6 @@ the issues, the live summary, the exported code, the templates and the graph fil
 import streamlit as st
 
 from components import canvas, graph_files, inspector, nav, palette, panels, session
-from studio.analysis import analyze
 
 st.set_page_config(page_title="Build · Neural Studio", page_icon="🧱", layout="wide")
 nav.render()
@@ -17,12 +16,7 @@ if edited is not None:
 if any(n.position is None for n in session.current_graph().nodes):
     session.set_current_graph(canvas.auto_layout(session.current_graph(), canvas.direction(), only_missing=True),
                               undoable=False)
-graph, rev = session.current_graph(), session.graph_revision()
-cached = st.session_state.get("studio.build.analysis")
-if cached is None or cached[0] != rev:
-    cached = (rev, analyze(graph))
-    st.session_state["studio.build.analysis"] = cached
-analysis = cached[1]
+graph, rev, analysis = session.current_graph(), session.graph_revision(), session.current_analysis()
 
 
 def _relayout(direction: str) -> None:

@@ -5,7 +5,6 @@ import streamlit as st
 
 from components import charts, data_view, nav, session
 from components.canvas import st_escape
-from studio.analysis import analyze
 from studio.data import (
     apply_dataset,
     check_graph_fits,
@@ -153,7 +152,7 @@ graph = session.current_graph()
 with st.container(border=True):
     left, right = st.columns([3, 1], vertical_alignment="center")
     try:
-        fit_issues = check_graph_fits(graph, analyze(graph), info)
+        fit_issues = check_graph_fits(graph, session.current_analysis(), info)
     except GraphError as e:
         fit_issues = list(e.issues)
     errors = [i for i in fit_issues if i.severity == "error"]

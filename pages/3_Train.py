@@ -10,7 +10,6 @@ import streamlit as st
 from components import charts, data_view, nav, run_table, session
 from components.canvas import st_escape
 from components.run_store import open_store
-from studio.analysis import analyze
 from studio.data import check_graph_fits, get_info, list_datasets
 from studio.errors import DataError, GraphError, StudioError
 from studio.runs import list_runs, start_run
@@ -95,12 +94,7 @@ def read_form(schema: list[dict]) -> tuple[dict, list[tuple[str, str]]]:
 
 # ---- the graph and the dataset ---------------------------------------------------------------------
 st.title("Train")
-graph, rev = session.current_graph(), session.graph_revision()
-cached = st.session_state.get("studio.train.analysis")
-if cached is None or cached[0] != rev:
-    cached = (rev, analyze(graph))
-    st.session_state["studio.train.analysis"] = cached
-analysis = cached[1]
+graph, analysis = session.current_graph(), session.current_analysis()
 
 infos = {i.id: i for i in list_datasets()}
 dataset_id = session.current_dataset_id()

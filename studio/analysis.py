@@ -4,8 +4,9 @@ FLOPs and activation memory.
 Shapes, params and FLOPs come from PyTorch itself: each layer is built and run on the `meta`
 device (no memory, no compute) under `torch.utils.flop_counter.FlopCounterMode`, so there is no
 hand-written formula to drift from torch. Element-wise layers without weights (activations, Dropout,
-Identity) pass their input's shape on without the run; the layer tests hold that to PyTorch. Validation runs ordered passes (structure, params,
-shapes) and stops only downstream of a broken node.
+Identity) pass their input's shape on without the run; the layer tests hold that to PyTorch.
+Validation runs ordered passes (structure, params, shapes) and stops only downstream of a broken
+node.
 
     >>> from studio.graph import parse_graph
     >>> g = parse_graph({"format": "studio.graph/1", "name": "t",
