@@ -49,9 +49,9 @@ with left:
         "shapes and issues update on every edit.\n"
         "3. Export from the **Code** tab of the Build page (PyTorch code, graph JSON, TorchScript, ONNX)."
     )
-    st.page_link(BUILD, label="Open the Build page", icon=":material/account_tree:")
+    nav.link(BUILD, label="Open the Build page", icon=":material/account_tree:")
     for path, (label, icon) in LINKS.items():
-        st.page_link(path, label=label, icon=icon)
+        nav.link(path, label=label, icon=icon)
 with right:
     st.subheader("Current graph")
     graph = session.current_graph()

@@ -1,9 +1,12 @@
-"""The sidebar's page list, drawn by every page: Streamlit's own list (hidden in .streamlit/config.toml)
-names the entry page after its file, "app"; this one says "Home" and gives each page an icon."""
+"""Links between pages. The sidebar's page list is drawn by every page: Streamlit's own list (hidden in
+.streamlit/config.toml) names the entry page after its file, "app"; this one says "Home" and gives
+each page an icon. A page run on its own (`streamlit run pages/...`, AppTest of one page file) has no
+other pages to link to: the links are left out there and the page works as usual."""
 
 from __future__ import annotations
 
 import streamlit as st
+from streamlit.errors import StreamlitPageNotFoundError
 
 PAGES = (
     ("app.py", "Home", ":material/home:"),
@@ -16,7 +19,19 @@ PAGES = (
 
 
 def render() -> None:
-    with st.sidebar:
-        for path, label, icon in PAGES:
-            st.page_link(path, label=label, icon=icon)
-        st.divider()
+    """The page list at the top of the sidebar."""
+    try:
+        with st.sidebar:
+            for path, label, icon in PAGES:
+                st.page_link(path, label=label, icon=icon)
+            st.divider()
+    except StreamlitPageNotFoundError:
+        pass  # a page on its own: no other pages
+
+
+def link(path: str, label: str, icon: str | None = None) -> None:
+    """A link to another page (`path` relative to app.py), left out where the page runs on its own."""
+    try:
+        st.page_link(path, label=label, icon=icon)
+    except StreamlitPageNotFoundError:
+        pass

@@ -115,7 +115,7 @@ with top[0].container(border=True):
     st.caption(f"{len(graph.nodes)} nodes · {analysis.total_params:,} parameters · input "
                f"{analysis.input_shape} → output {analysis.output_shape}"
                + (f" · template {session.current_template()}" if session.current_template() else ""))
-    st.page_link("pages/1_Build.py", label="Edit in Build", icon=":material/account_tree:")
+    nav.link("pages/1_Build.py", label="Edit in Build", icon=":material/account_tree:")
 with top[1].container(border=True):
     ids = list(infos)
     shown = {**infos, **({dataset_id: info} if info else {})}  # the current dataset as its options make it
@@ -130,7 +130,7 @@ with top[1].container(border=True):
     if info is not None:
         st.caption(f"{st_escape(info.description)}  \ninput {tuple(info.input_shape)} {info.input_dtype} · output "
                    f"{tuple(info.output_shape)} · " + " / ".join(f"{k} {v:,}" for k, v in info.sizes.items()))
-    st.page_link("pages/2_Data.py", label="Preview or upload data", icon=":material/dataset:")
+    nav.link("pages/2_Data.py", label="Preview or upload data", icon=":material/dataset:")
 
 reasons = [f"{i.node_id}: {i.message}" if i.node_id else i.message for i in analysis.errors]
 if options_problem:

@@ -25,7 +25,7 @@ store = open_store()
 runs = list_runs(store=store)
 if not runs:
     st.info("No runs yet. Launch one on the Train page, then come back to look inside it.")
-    st.page_link("pages/3_Train.py", label="Go to Train", icon=":material/model_training:")
+    nav.link("pages/3_Train.py", label="Go to Train", icon=":material/model_training:")
     st.stop()
 
 by_id = {r.id: r for r in runs}

@@ -42,7 +42,7 @@ runs = list_runs(store=store)
 if len(runs) < 2:
     st.info(f"Comparing needs at least two runs; there {'is' if len(runs) == 1 else 'are'} {len(runs)}. "
             "Launch more on the Train page (e.g. the same graph with another learning rate).")
-    st.page_link("pages/3_Train.py", label="Go to Train", icon=":material/model_training:")
+    nav.link("pages/3_Train.py", label="Go to Train", icon=":material/model_training:")
     st.stop()
 
 by_id = {r.id: r for r in runs}

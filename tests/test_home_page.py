@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from components.canvas import st_escape
@@ -57,3 +58,13 @@ def test_home_opens_a_template_into_build(_workspace):
     assert not at.exception
     assert at.session_state["studio.session.template"] == t.name
     assert at.get("component_instance"), "the Build page (with its canvas) should be showing"
+
+
+@pytest.mark.parametrize("page", ["app.py", *sorted(f"pages/{p.name}" for p in (ROOT / "pages").glob("*.py"))])
+def test_every_page_file_also_runs_on_its_own(page):
+    """AppTest.from_file on one page (no multipage app around it, an empty workspace): it renders without
+    an exception; its links to other pages are left out, as there are none to go to."""
+    at = AppTest.from_file(str(ROOT / page), default_timeout=60)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.main.children, "the page drew nothing"
