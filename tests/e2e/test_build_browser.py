@@ -32,7 +32,7 @@ def test_add_connect_and_see_the_shape(studio_server, page):
     flow = page.frame_locator(FLOW_IFRAME)
     fc = flow.locator('.react-flow__node[data-id="fc"]')
     fc.wait_for()
-    assert "Linear 10 -> (10,)" in fc.inner_text()
+    expect(fc).to_contain_text("Linear 10 -> (10,)")  # expect() retries: the canvas may be redrawing
     wait_idle(page)
     screenshot(page, "build_01_opened")
 
@@ -44,7 +44,8 @@ def test_add_connect_and_see_the_shape(studio_server, page):
     new = flow.locator('.react-flow__node[data-id="dropout1"]')
     new.wait_for()
     wait_idle(page)
-    assert "⚠" in new.inner_text() and "?" in new.inner_text()
+    expect(new).to_contain_text("⚠")
+    expect(new).to_contain_text("?")
     screenshot(page, "build_02_added")
 
     # Connect fc -> dropout1 by dragging from fc's source handle to dropout1's target handle.
@@ -59,16 +60,15 @@ def test_add_connect_and_see_the_shape(studio_server, page):
                    const n = f && f.contentDocument.querySelector('.react-flow__node[data-id="dropout1"]');
                    return n && n.innerText.includes('(10,)'); }""", timeout=20_000)
     wait_idle(page)
-    text = new.inner_text()
-    assert re.search(r"Dropout.*->\s*\(10,\)", text.replace("\n", " ")), text
-    assert "⚠" not in text
-    assert flow.locator(".react-flow__edge").count() == 3
+    expect(new).to_contain_text(re.compile(r"Dropout.*->\s*\(10,\)", re.S))
+    expect(new).not_to_contain_text("⚠")
+    expect(flow.locator(".react-flow__edge")).to_have_count(3)
 
     # Select it: the inspector shows its params, as the graph holds them.
     new.click()
     _wait_inspector(page, "dropout1")
     expect(page.get_by_label("p", exact=True)).to_have_value("0.5")  # retried: the form may still be redrawing
-    assert "Dropout 0.5" in new.inner_text()
+    expect(new).to_contain_text("Dropout 0.5")
     screenshot(page, "build_03_connected_and_selected")
     saved = json.loads((studio_server.workspace / "graphs" / "_autosave.json").read_text())
     assert {"source": "fc", "target": "dropout1"} in saved["edges"]
@@ -84,7 +84,7 @@ def test_add_connect_and_see_the_shape(studio_server, page):
         """() => { const f = document.querySelector('iframe[title="streamlit_flow.streamlit_flow"]');
                    const n = f && f.contentDocument.querySelector('.react-flow__node[data-id="dropout1"]');
                    return n && n.innerText.includes('(12,)'); }""", timeout=20_000)
-    assert "Linear 12 -> (12,)" in fc.inner_text()
+    expect(fc).to_contain_text("Linear 12 -> (12,)")
     page.get_by_role("tab", name="Summary").click()
     page.get_by_text("Parameters").first.wait_for()
     wait_idle(page)
@@ -121,7 +121,7 @@ def test_templates_gallery_opens_a_residual_model(studio_server, page):
     wait_idle(page)
     assert flow.locator(".react-flow__node").count() == len(graph.nodes)
     assert flow.locator(".react-flow__edge").count() == len(graph.edges)
-    assert "?" not in flow.locator(f'.react-flow__node[data-id="{add}"]').inner_text()
+    expect(flow.locator(f'.react-flow__node[data-id="{add}"]')).not_to_contain_text("?")
     page.locator(FLOW_IFRAME).scroll_into_view_if_needed()
     page.wait_for_timeout(300)
     screenshot(page, "build_05_template_residual")

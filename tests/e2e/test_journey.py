@@ -13,6 +13,7 @@ import re
 import time
 
 import pytest
+from playwright.sync_api import expect
 
 from components.panels import human_count
 from studio.analysis import analyze
@@ -41,8 +42,9 @@ def selected(page, label: str) -> str:
     return page.locator(f'input[role="combobox"][aria-label="{label}"]').input_value()
 
 
-def node_text(page, node_id: str) -> str:
-    return page.frame_locator(FLOW_IFRAME).locator(f'.react-flow__node[data-id="{node_id}"]').inner_text()
+def node(page, node_id: str):
+    """A canvas node (read it through expect(): the canvas may be redrawing when it is looked at)."""
+    return page.frame_locator(FLOW_IFRAME).locator(f'.react-flow__node[data-id="{node_id}"]')
 
 
 def wait_node_text(page, node_id: str, text: str) -> None:
@@ -190,8 +192,9 @@ def cnn_journey(studio_server, page, shot) -> None:
     page.wait_for_url(re.compile(r"/Build$"), timeout=WAIT_MS)
     wait_node_text(page, "fc2", "(10,)")
     wait_idle(page, timeout=60)
-    assert "Conv2d 32" in node_text(page, "conv1") and "(32, 28, 28)" in node_text(page, "conv1")
-    assert "(64, 7, 7)" in node_text(page, "pool2")
+    expect(node(page, "conv1")).to_contain_text("Conv2d 32")
+    expect(node(page, "conv1")).to_contain_text("(32, 28, 28)")
+    expect(node(page, "pool2")).to_contain_text("(64, 7, 7)")
     before = build_caption(page)
     shot("02_build_template")
 
@@ -199,7 +202,8 @@ def cnn_journey(studio_server, page, shot) -> None:
     edit_param(page, "conv1", "out_channels", "16")
     wait_node_text(page, "pool1", "(16, 14, 14)")
     wait_idle(page, timeout=60)
-    assert "Conv2d 16" in node_text(page, "conv1") and "(16, 28, 28)" in node_text(page, "conv1")
+    expect(node(page, "conv1")).to_contain_text("Conv2d 16")
+    expect(node(page, "conv1")).to_contain_text("(16, 28, 28)")
     graph = load_template("seed_cnn_padded")
     graph.node("conv1").params["out_channels"] = 16
     expected = human_count(analyze(graph).total_params)
@@ -228,7 +232,7 @@ def cnn_journey(studio_server, page, shot) -> None:
     edit_param(page, "fc2", "out_features", "5")
     wait_node_text(page, "fc2", "(5,)")
     wait_idle(page, timeout=60)
-    assert "(64, 8, 8)" in node_text(page, "pool2")
+    expect(node(page, "pool2")).to_contain_text("(64, 8, 8)")
     shot("06_build_fitted")
 
     # Train: one short epoch (700 steps of 2 samples), the live chart grows, the run completes.
@@ -296,12 +300,13 @@ def transformer_journey(studio_server, page, shot) -> None:
     page.wait_for_url(re.compile(r"/Build$"), timeout=WAIT_MS)
     wait_node_text(page, "head", "(12, 10)")
     wait_idle(page, timeout=60)
-    assert "(12, 64)" in node_text(page, "attn")
+    expect(node(page, "attn")).to_contain_text("(12, 64)")
     shot("02_build_template")
     edit_param(page, "embed", "embedding_dim", "32")
     wait_node_text(page, "attn", "(12, 32)")
     wait_idle(page, timeout=60)
-    assert "(12, 32)" in node_text(page, "pos") and "(12, 10)" in node_text(page, "head")
+    expect(node(page, "pos")).to_contain_text("(12, 32)")
+    expect(node(page, "head")).to_contain_text("(12, 10)")
     shot("03_build_embedding_32")
 
     # Data: `reverse` (the template's own dataset) with the current graph: it fits as it is.
