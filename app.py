@@ -14,10 +14,8 @@ st.set_page_config(page_title="Neural Studio", page_icon="🧠", layout="wide")
 nav.render()
 
 BUILD = "pages/1_Build.py"
-LINKS = {"pages/2_Data.py": ("Open the Data page: pick or upload a dataset", ":material/dataset:"),
-         "pages/3_Train.py": ("Open the Train page: train in the background", ":material/model_training:"),
-         "pages/4_Inspect.py": ("Open the Inspect page: feature maps, attention, weights", ":material/biotech:"),
-         "pages/5_Compare.py": ("Open the Compare page: compare runs", ":material/compare_arrows:")}
+WHAT = {"Data": "pick or upload a dataset", "Train": "train in the background",
+        "Inspect": "feature maps, attention, weights", "Compare": "compare runs"}  # after "Open the X page"
 
 
 def _open_template(name: str) -> None:
@@ -49,9 +47,8 @@ with left:
         "shapes and issues update on every edit.\n"
         "3. Export from the **Code** tab of the Build page (PyTorch code, graph JSON, TorchScript, ONNX)."
     )
-    nav.link(BUILD, label="Open the Build page", icon=":material/account_tree:")
-    for path, (label, icon) in LINKS.items():
-        nav.link(path, label=label, icon=icon)
+    for path, page, icon in nav.PAGES[1:]:
+        nav.link(path, f"Open the {page} page" + (f": {WHAT[page]}" if page in WHAT else ""), icon)
 with right:
     st.subheader("Current graph")
     graph = session.current_graph()

@@ -20,18 +20,16 @@ PAGES = (
 
 def render() -> None:
     """The page list at the top of the sidebar."""
-    try:
-        with st.sidebar:
-            for path, label, icon in PAGES:
-                st.page_link(path, label=label, icon=icon)
+    with st.sidebar:
+        if all([link(path, label, icon) for path, label, icon in PAGES]):  # a list: every link is drawn
             st.divider()
-    except StreamlitPageNotFoundError:
-        pass  # a page on its own: no other pages
 
 
-def link(path: str, label: str, icon: str | None = None) -> None:
-    """A link to another page (`path` relative to app.py), left out where the page runs on its own."""
+def link(path: str, label: str, icon: str | None = None) -> bool:
+    """A link to another page (`path` relative to app.py); False, and nothing drawn, where the page
+    runs on its own."""
     try:
         st.page_link(path, label=label, icon=icon)
     except StreamlitPageNotFoundError:
-        pass
+        return False
+    return True
