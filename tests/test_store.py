@@ -41,7 +41,7 @@ def test_schema_pragmas_and_version(store):
 def test_newer_schema_is_refused(tmp_path):
     store = Store(tmp_path / "studio.db")
     store.connect().execute("UPDATE meta SET value='99' WHERE key='schema_version'")
-    with pytest.raises(TrainError, match="schema version 99, newer than this studio's 1"):
+    with pytest.raises(TrainError, match="schema version 99, newer than this studio's 2"):
         Store(tmp_path / "studio.db")
 
 
@@ -193,3 +193,28 @@ def test_max_concurrent_from_env(monkeypatch):
         launcher.max_concurrent()
     monkeypatch.delenv("STUDIO_MAX_RUNS")
     assert launcher.max_concurrent() >= 1
+
+
+def test_a_schema_1_store_gains_the_schema_2_columns_and_keeps_its_runs(tmp_path):
+    import sqlite3
+
+    from studio.runs import store as store_mod
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    old_schema = store_mod._SCHEMA.split("total_steps INTEGER,")[0] + "total_steps INTEGER\n);" + \
+        store_mod._SCHEMA.split("-- JSON object: trial params and other labels (schema 2)\n);")[1]
+    conn.executescript(old_schema)
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    conn.execute("INSERT INTO runs (id, name, status, created, graph, config, dataset_id) "
+                 "VALUES ('r1', 'old run', 'completed', 1.0, '{}', '{}', 'digits')")
+    conn.commit()
+    conn.close()
+    run = Store(path).get_run("r1")
+    assert (run.name, run.status, run.backend, run.workers, run.sweep_id, run.tags) == \
+        ("old run", "completed", "local", 1, None, {})
+    s = Store(path)
+    s.create_run("r2", name="trial", graph={}, config={}, dataset_id="digits", sweep_id="sw1", tags={"lr": 0.1})
+    s.set_status("r2", "pruned")
+    r2 = s.get_run("r2")
+    assert (r2.sweep_id, r2.tags, r2.status) == ("sw1", {"lr": 0.1}, "pruned")

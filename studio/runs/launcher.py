@@ -61,7 +61,8 @@ def new_run_id() -> str:
 
 
 def start_run(graph: Graph | dict, dataset_id: str, config: TrainConfig | dict | None = None, *,
-              name: str | None = None, dataset_options: dict | None = None, store: Store | None = None) -> str:
+              name: str | None = None, dataset_options: dict | None = None, store: Store | None = None,
+              sweep_id: str | None = None, parent_id: str | None = None, tags: dict | None = None) -> str:
     """Queue a run and start it at once if a slot is free; returns the run id immediately.
 
     Raises ConfigError for an invalid config and GraphError for a malformed graph document; the
@@ -90,7 +91,8 @@ def start_run(graph: Graph | dict, dataset_id: str, config: TrainConfig | dict |
     }, indent=2) + "\n")
     (directory / "log.txt").touch()
     store.create_run(run_id, name=name or f"{graph.name} on {dataset_id}", graph=graph.to_dict(),
-                     config=config.to_dict(), dataset_id=dataset_id)
+                     config=config.to_dict(), dataset_id=dataset_id, sweep_id=sweep_id, parent_id=parent_id,
+                     tags=tags)
     store.log_event(run_id, "queued")
     reconcile(store)
     return run_id

@@ -16,15 +16,17 @@ import json
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from studio.errors import TrainError
 from studio.workspace import workspace_dir
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 10_000
-STATUSES = ("queued", "running", "completed", "stopped", "failed", "diverged", "lost")
+STATUSES = ("queued", "running", "completed", "stopped", "failed", "diverged", "lost", "pruned")
+# Final statuses; `pruned` is a sweep trial ended early by its pruner (it keeps what it logged).
+FINAL_STATUSES = ("completed", "stopped", "failed", "diverged", "lost", "pruned")
 ACTIVE_STATUSES = ("queued", "running")
 RESUMABLE_STATUSES = ("stopped", "failed", "diverged", "lost")
 
@@ -47,7 +49,12 @@ CREATE TABLE IF NOT EXISTS runs (
     best_metric REAL,
     best_metric_name TEXT,
     step INTEGER NOT NULL DEFAULT 0,  -- last step whose metrics were committed
-    total_steps INTEGER
+    total_steps INTEGER,
+    backend TEXT NOT NULL DEFAULT 'local',  -- local | ray (schema 2)
+    workers INTEGER NOT NULL DEFAULT 1,     -- data-parallel ranks (schema 2)
+    sweep_id TEXT,                    -- the sweep this run is a trial of (schema 2)
+    parent_id TEXT,                   -- the run this one derives from: fine-tune, warm start (schema 2)
+    tags TEXT NOT NULL DEFAULT '{}'   -- JSON object: trial params and other labels (schema 2)
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
 CREATE TABLE IF NOT EXISTS metrics (
@@ -72,7 +79,16 @@ CREATE INDEX IF NOT EXISTS events_run ON events (run_id, time);
 _RUN_COLUMNS = (
     "id", "name", "status", "created", "started", "ended", "pid", "heartbeat", "graph", "config",
     "dataset_id", "error", "traceback", "best_metric", "best_metric_name", "step", "total_steps",
+    "backend", "workers", "sweep_id", "parent_id", "tags",
 )
+# Columns added after schema 1, with their definitions: an older store gains them on open.
+_ADDED_COLUMNS = {
+    "backend": "TEXT NOT NULL DEFAULT 'local'",
+    "workers": "INTEGER NOT NULL DEFAULT 1",
+    "sweep_id": "TEXT",
+    "parent_id": "TEXT",
+    "tags": "TEXT NOT NULL DEFAULT '{}'",
+}
 _UPDATABLE = frozenset(_RUN_COLUMNS) - {"id", "created"}
 
 
@@ -114,12 +130,17 @@ class RunRecord:
     best_metric_name: str | None
     step: int
     total_steps: int | None
+    backend: str = "local"
+    workers: int = 1
+    sweep_id: str | None = None
+    parent_id: str | None = None
+    tags: dict = field(default_factory=dict)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> RunRecord:
         d = dict(row)
-        d["graph"] = json.loads(d["graph"])
-        d["config"] = json.loads(d["config"])
+        for k in ("graph", "config", "tags"):
+            d[k] = json.loads(d[k])
         return cls(**d)
 
     @property
@@ -185,8 +206,13 @@ class Store:
                 if stmt.strip():
                     conn.execute(stmt)
             row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
-                conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            if row is None or int(row["value"]) < SCHEMA_VERSION:
+                have = {r["name"] for r in conn.execute("PRAGMA table_info(runs)")}
+                for name, definition in _ADDED_COLUMNS.items():
+                    if name not in have:
+                        conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {definition}")
+                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                             (str(SCHEMA_VERSION),))
             elif int(row["value"]) > SCHEMA_VERSION:
                 raise TrainError(
                     f"the run store {str(self.path)!r} has schema version {row['value']}, newer than this "
@@ -195,11 +221,14 @@ class Store:
 
     # ---- runs ---------------------------------------------------------------------------------
     def create_run(self, run_id: str, *, name: str, graph: dict, config: dict, dataset_id: str,
-                   status: str = "queued", total_steps: int | None = None) -> None:
+                   status: str = "queued", total_steps: int | None = None, backend: str = "local",
+                   workers: int = 1, sweep_id: str | None = None, parent_id: str | None = None,
+                   tags: dict | None = None) -> None:
         self.connect().execute(
-            "INSERT INTO runs (id, name, status, created, graph, config, dataset_id, total_steps) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (run_id, name, status, time.time(), json.dumps(graph), json.dumps(config), dataset_id, total_steps),
+            "INSERT INTO runs (id, name, status, created, graph, config, dataset_id, total_steps, backend, workers, "
+            "sweep_id, parent_id, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, name, status, time.time(), json.dumps(graph), json.dumps(config), dataset_id, total_steps,
+             backend, workers, sweep_id, parent_id, json.dumps(tags or {})),
         )
 
     def get_run(self, run_id: str) -> RunRecord:
@@ -227,7 +256,7 @@ class Store:
         unknown = set(fields) - _UPDATABLE
         if unknown:
             raise TrainError(f"cannot update run fields {sorted(unknown)}; updatable: {sorted(_UPDATABLE)}")
-        for k in ("graph", "config"):
+        for k in ("graph", "config", "tags"):
             if k in fields and not isinstance(fields[k], str):
                 fields[k] = json.dumps(fields[k])
         cols = ", ".join(f"{k}=?" for k in fields)
