@@ -3,19 +3,23 @@
 `start_run` writes the run directory, records the run as `queued` and calls `reconcile()`, which
 starts queued runs while fewer than `max_concurrent()` are running. Anyone who reads the store
 calls `reconcile()` too (list_runs does): it reaps finished children, marks runs whose process is
-gone as `lost`, and starts queued runs when slots are free. Workers call it when they end, so the
-queue drains even when no page is open.
+gone as `lost`, and starts queued runs when slots are free. The launcher owns the queue and the
+worker only trains: each worker runs under a small supervisor (`studio.runs.supervise`) that waits
+for it and reconciles when it ends, so the queue drains even when no page is open.
 
-Workers are started with `subprocess.Popen(..., start_new_session=True)`, not multiprocessing
+Supervisors are started with `subprocess.Popen(..., start_new_session=True)`, not multiprocessing
 (which re-executes Streamlit's page in the child): they survive the server and the browser tab.
+The launcher names the process to run by module (`BACKEND_MODULES`) and imports nothing from
+training: a config is anything with `to_dict()` and `validate()` (a TrainConfig), or a document.
 
-    >>> run_id = start_run(graph, "digits", TrainConfig(epochs=3))
-    >>> stop_run(run_id); resume_run(run_id)
+Example (with a Graph `graph` and `from studio.training import TrainConfig`)::
+
+    run_id = start_run(graph, "digits", TrainConfig(epochs=3))
+    stop_run(run_id); resume_run(run_id)
 """
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
@@ -25,12 +29,16 @@ import time
 from pathlib import Path
 
 from studio.errors import TrainError
-from studio.graph import Graph, atomic_write_text, parse_graph
+from studio.graph import Graph, parse_graph
+from studio.runs.rundir import STOP_FILE, RunDir
 from studio.runs.store import RESUMABLE_STATUSES, RunRecord, Store
-from studio.training.config import TrainConfig
 from studio.workspace import workspace_dir
 
-STOP_FILE = "stop"
+__all__ = ["STOP_FILE", "max_concurrent", "run_dir", "new_run_id", "start_run", "stop_run", "resume_run",
+           "delete_run", "rename_run", "list_runs", "reconcile", "pid_alive", "BACKEND_MODULES"]
+
+# The process that trains a run, by backend: `python -m MODULE RUN_DIR`.
+BACKEND_MODULES = {"local": "studio.training.worker", "ray": "studio.training.distributed"}
 START_GRACE_SECONDS = 30.0    # a claimed run may take this long to record its worker's pid
 LOST_AFTER_SECONDS = 120.0    # no heartbeat for this long = lost, even if the pid looks alive (pid reuse)
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -52,7 +60,7 @@ def max_concurrent() -> int:
 
 
 def run_dir(run_id: str) -> Path:
-    return workspace_dir() / "runs" / run_id
+    return RunDir.of(run_id).path
 
 
 def new_run_id() -> str:
@@ -60,39 +68,41 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
-def start_run(graph: Graph | dict, dataset_id: str, config: TrainConfig | dict | None = None, *,
+def start_run(graph: Graph | dict, dataset_id: str, config=None, *,
               name: str | None = None, dataset_options: dict | None = None, store: Store | None = None,
-              sweep_id: str | None = None, parent_id: str | None = None, tags: dict | None = None) -> str:
+              sweep_id: str | None = None, parent_id: str | None = None, tags: dict | None = None,
+              backend: dict | None = None) -> str:
     """Queue a run and start it at once if a slot is free; returns the run id immediately.
 
-    Raises ConfigError for an invalid config and GraphError for a malformed graph document; the
-    heavier checks (the graph against the dataset) happen in the worker and end as `failed` with
-    the message.
+    `config` is a TrainConfig (validated here: ConfigError lists every problem) or a config document
+    (a dict, checked by the worker); None means every default. `backend` is where it trains:
+    None or {"kind": "local"} (a worker process on this machine), or RaySettings(...).to_dict() (a
+    driver process on this machine running the ranks on Ray). Raises GraphError for a malformed
+    graph document; the heavier checks (the graph against the dataset, the Ray cluster) happen in
+    the worker and end as `failed` with the message.
     """
     if isinstance(graph, dict):
         graph = parse_graph(graph)
     if config is None:
-        config = TrainConfig()
-    elif isinstance(config, dict):
-        config = TrainConfig.from_dict(config)
-    config.validate()
+        config = {}
+    if not isinstance(config, dict):
+        config.validate()
+        config = config.to_dict()
     if not isinstance(dataset_id, str) or not dataset_id:
         raise TrainError(f"dataset_id must be a dataset id such as 'digits', got {dataset_id!r}")
+    backend = dict(backend or {"kind": "local"})
+    if backend.get("kind") not in BACKEND_MODULES:
+        raise TrainError(f"backend {backend.get('kind')!r} is unknown; use one of {', '.join(BACKEND_MODULES)}")
+    workers = int(backend.get("workers", 1))
     store = store or Store()
     run_id = new_run_id()
-    directory = run_dir(run_id)
-    (directory / "checkpoints").mkdir(parents=True)
-    (directory / "probes").mkdir()
-    atomic_write_text(directory / "graph.json", graph.to_json() + "\n")
-    atomic_write_text(directory / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
-    atomic_write_text(directory / "run.json", json.dumps({
+    RunDir.of(run_id).create(graph_json=graph.to_json(), config=config, meta={
         "run_id": run_id, "dataset_id": dataset_id, "dataset_options": dataset_options or {},
-        "db": str(store.path), "workspace": str(workspace_dir()),
-    }, indent=2) + "\n")
-    (directory / "log.txt").touch()
+        "db": str(store.path), "workspace": str(workspace_dir()), "backend": backend,
+    })
     store.create_run(run_id, name=name or f"{graph.name} on {dataset_id}", graph=graph.to_dict(),
-                     config=config.to_dict(), dataset_id=dataset_id, sweep_id=sweep_id, parent_id=parent_id,
-                     tags=tags)
+                     config=config, dataset_id=dataset_id, sweep_id=sweep_id, parent_id=parent_id,
+                     tags=tags, backend=backend["kind"], workers=workers)
     store.log_event(run_id, "queued")
     reconcile(store)
     return run_id
@@ -112,7 +122,7 @@ def stop_run(run_id: str, *, store: Store | None = None) -> str:
         return store.get_run(run_id).status
     if run.status != "running":
         raise TrainError(f"run {run_id!r} is {run.status}; only queued or running runs can be stopped")
-    (run_dir(run_id) / STOP_FILE).touch()
+    RunDir.of(run_id).request_stop()
     store.log_event(run_id, "stop requested")
     return "running"
 
@@ -126,10 +136,10 @@ def resume_run(run_id: str, *, store: Store | None = None) -> str:
     if run.status not in RESUMABLE_STATUSES:
         raise TrainError(f"run {run_id!r} is {run.status}; only {', '.join(RESUMABLE_STATUSES)} runs can be "
                          "resumed")
-    directory = run_dir(run_id)
-    if not (directory / "run.json").exists():
-        raise TrainError(f"the directory of run {run_id!r} ({directory}) is missing; it cannot be resumed")
-    (directory / STOP_FILE).unlink(missing_ok=True)
+    directory = RunDir.of(run_id)
+    if not directory.run_file.exists():
+        raise TrainError(f"the directory of run {run_id!r} ({directory.path}) is missing; it cannot be resumed")
+    directory.clear_stop()
     store.update_run(run_id, status="queued", pid=None, error=None, traceback=None, ended=None)
     store.log_event(run_id, "resume requested")
     reconcile(store)
@@ -247,22 +257,24 @@ def _claim_queued(store: Store) -> str | None:
 
 
 def _spawn(store: Store, run_id: str) -> None:
-    directory = run_dir(run_id)
+    directory = RunDir.of(run_id)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH")) if p)
     env["STUDIO_WORKSPACE"] = str(workspace_dir())
     try:
-        with open(directory / "log.txt", "ab") as out:
+        module = BACKEND_MODULES[directory.backend().get("kind", "local")]
+        with open(directory.log_file, "ab") as out:
+            # The supervisor runs `python -m module RUN_DIR`, waits for it and reconciles when it ends.
             proc = subprocess.Popen(
-                [sys.executable, "-m", "studio.training.worker", str(directory)],
+                [sys.executable, "-m", "studio.runs.supervise", module, str(directory.path)],
                 cwd=_PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-    except OSError as e:
+    except (OSError, KeyError, TrainError, ValueError) as e:
         store.set_status(run_id, "failed", error=f"could not start the worker process: {e}")
         return
     _CHILDREN[proc.pid] = proc
     with store.transaction(immediate=True) as conn:  # the worker may already have written its own pid
         conn.execute("UPDATE runs SET pid=? WHERE id=? AND pid IS NULL AND status='running'", (proc.pid, run_id))
-    store.log_event(run_id, f"worker started (pid {proc.pid})")
+    store.log_event(run_id, f"worker started (supervisor pid {proc.pid})")
 

@@ -2,13 +2,16 @@
 
 It depends only on the run directory (graph.json, config.json, run.json naming the run id, the
 dataset and the store) and the store itself, so any launcher that can start a process next to
-them can run it. It heartbeats every ~2 s, honours the stop file, resumes from checkpoints/last.pt
-when one exists, and always leaves the run in a final status with a human message.
+them can run it; it never calls the launcher (the launcher's supervisor reconciles when it ends).
+It heartbeats every ~2 s, honours the stop file, resumes from checkpoints/last.pt when one
+exists, and always leaves the run in a final status with a human message.
+
+`build_trainer` is shared with the Ray backend (studio.training.distributed): each rank builds the
+same Trainer from a run directory, with rank 0 alone logging, probing and checkpointing.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -22,7 +25,7 @@ import numpy as np
 import torch
 
 from studio.errors import DataError, GraphError, StudioError, TrainError
-from studio.runs.launcher import STOP_FILE, reconcile
+from studio.runs.rundir import RunDir
 from studio.runs.store import MetricWriter, Store
 from studio.training.callbacks import (
     Checkpointer,
@@ -34,7 +37,7 @@ from studio.training.callbacks import (
     restore_checkpoint,
 )
 from studio.training.config import TrainConfig
-from studio.training.loop import Task, Trainer
+from studio.training.loop import Callback, Task, Trainer
 from studio.training.optim import init_weights, resolve_device
 from studio.training.probes import Prober
 
@@ -84,22 +87,31 @@ class Heartbeat:
         self.store.close()
 
 
-def build_trainer(run_dir: Path, meta: dict, store: Store, log: RunLog) -> tuple[Trainer, dict]:
-    """Everything from the run directory to a ready Trainer (restored from last.pt when present)."""
+def build_trainer(run_dir: Path | RunDir, meta: dict, store: Store, log: RunLog, *, shard=None,
+                  stop_callback: Callback | None = None, device: torch.device | None = None,
+                  extra_callbacks: tuple = ()) -> tuple[Trainer, dict]:
+    """Everything from the run directory to a ready Trainer (restored from last.pt when present).
+
+    On a data-parallel rank (`shard` given, see studio.training.shard) every rank builds the same
+    model and state; only rank 0 (`shard.rank == 0`) gets the logger, checkpointer and prober, and
+    `store` / `log` there may be stand-ins that relay to the studio's machine. `stop_callback`
+    replaces the stop-file poll; `extra_callbacks` run last (rank 0 only).
+    """
     from studio.compile import compile_graph
     from studio.data import get_dataset
     from studio.graph import load_graph
 
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    chief = shard is None or shard.rank == 0
     run_id = meta["run_id"]
-    for leftover in (run_dir / "checkpoints").glob(".*.tmp"):  # an atomic write cut short by a kill
-        leftover.unlink(missing_ok=True)
-    cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    rd.remove_partial_writes()  # an atomic write cut short by a kill
+    cfg = TrainConfig.from_dict(rd.config_doc())
     cfg.validate()
-    graph = load_graph(run_dir / "graph.json")
-    device = resolve_device(cfg.device)
+    graph = load_graph(rd.graph_file)
+    device = device or resolve_device(cfg.device)
     data = get_dataset(meta["dataset_id"], workspace=meta.get("workspace"), seed=cfg.seed,
                        options=meta.get("dataset_options") or None)
-    _check_fits(graph, data.info, log)
+    _check_fits(graph, data.info, log if chief else (lambda *a, **k: None))
 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -111,39 +123,47 @@ def build_trainer(run_dir: Path, meta: dict, store: Store, log: RunLog) -> tuple
     monitor, mode = cfg.resolved_monitor(task.kind)
     guard = DivergenceGuard()
     stateful: dict = {}
-    writer = MetricWriter(store, run_id)
+    writer = MetricWriter(store, run_id) if chief else None
     checkpointer = Checkpointer(
-        run_dir / "checkpoints", every=cfg.checkpoint_every,
+        rd.checkpoints_dir, every=cfg.checkpoint_every,
         extra_state=lambda: {k: cb.state_dict() for k, cb in stateful.items()},
         on_best=lambda name, value, step: store.update_run(run_id, best_metric=value, best_metric_name=name),
-        before_last=writer.flush,
+        before_last=writer.flush if chief else None,
     )
     guard.checkpointer = checkpointer
     stateful["checkpointer"] = checkpointer
-    callbacks = [guard, StopRequest(run_dir / STOP_FILE)]
+    callbacks = [guard, stop_callback or StopRequest(rd.stop_file)]
     if cfg.patience > 0:
         stateful["early_stopping"] = EarlyStopping(monitor, mode, cfg.patience, cfg.min_delta)
         callbacks.append(stateful["early_stopping"])
-    # The logger ends each step before the checkpointer saves it, and last.pt is written only once the
-    # rows up to its step are committed: a worker killed at any moment never leaves a step without rows.
-    callbacks.append(MetricLogger(writer, log=log, run_dir=run_dir))
-    callbacks.append(checkpointer)
-    if cfg.probes:
-        callbacks.append(Prober(run_dir / "probes", data.probe_batch(PROBE_SAMPLES), every=cfg.probe_every))
+    if chief:
+        # The logger ends each step before the checkpointer saves it, and last.pt is written only once the
+        # rows up to its step are committed: a worker killed at any moment never leaves a step without rows.
+        callbacks.append(MetricLogger(writer, log=log, run_dir=rd.path))
+        callbacks.append(checkpointer)
+        if cfg.probes:
+            callbacks.append(Prober(rd.probes_dir, data.probe_batch(PROBE_SAMPLES), every=cfg.probe_every))
+        callbacks.extend(extra_callbacks)
 
+    if shard is not None:
+        model = shard.prepare(model, log if chief else None)
     trainer = Trainer(model, data, cfg, task=task, callbacks=callbacks, device=device)
+    if shard is not None:
+        shard.attach(trainer)
     if checkpointer.last_path.exists():
         ckpt = load_checkpoint(checkpointer.last_path, map_location=device)
         restore_checkpoint(trainer, ckpt, stateful)
         checkpointer.last_step = trainer.state.step
-        dropped = store.truncate_metrics(run_id, trainer.state.step)
-        _truncate_confusion(run_dir / "confusion.jsonl", trainer.state.step)
-        log(f"resumed from the checkpoint at step {trainer.state.step}"
-            + (f" ({dropped} metric rows logged after it will be recomputed)" if dropped else ""))
-    elif store.truncate_metrics(run_id, 0):  # killed before its first checkpoint: start over, no duplicate rows
-        _truncate_confusion(run_dir / "confusion.jsonl", 0)
+        if chief:
+            dropped = store.truncate_metrics(run_id, trainer.state.step)
+            rd.truncate_confusion(trainer.state.step)
+            log(f"resumed from the checkpoint at step {trainer.state.step}"
+                + (f" ({dropped} metric rows logged after it will be recomputed)" if dropped else ""))
+    elif chief and store.truncate_metrics(run_id, 0):  # killed before its first checkpoint: start over
+        rd.truncate_confusion(0)
         log("no checkpoint to resume from: training starts over from step 0")
-    store.update_run(run_id, total_steps=trainer.state.total_steps)
+    if chief:
+        store.update_run(run_id, total_steps=trainer.state.total_steps)
     return trainer, stateful
 
 
@@ -161,20 +181,6 @@ def _check_fits(graph, info, log: RunLog) -> None:
         raise GraphError(errors)
 
 
-def _truncate_confusion(path: Path, after_step: int) -> None:
-    if not path.exists():
-        return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    kept = []
-    for ln in lines:
-        try:
-            if json.loads(ln)["step"] <= after_step:
-                kept.append(ln)
-        except (json.JSONDecodeError, KeyError):
-            continue  # a line cut short by a killed worker
-    path.write_text("".join(k + "\n" for k in kept))
-
-
 def human_message(exc: BaseException, batch_size: int | None) -> str:
     """One sentence for the run's error field: what went wrong and what to try."""
     text = str(exc)
@@ -190,23 +196,23 @@ def human_message(exc: BaseException, batch_size: int | None) -> str:
 
 def run(run_dir: str | Path) -> str:
     """Train the run in `run_dir` to a final status and return it."""
-    run_dir = Path(run_dir).resolve()
-    meta = json.loads((run_dir / "run.json").read_text())
+    rd = RunDir(Path(run_dir).resolve())
+    meta = rd.meta()
     run_id = meta["run_id"]
     store = Store(meta["db"])
-    log = RunLog(run_dir / "log.txt", store, run_id)
+    log = RunLog(rd.log_file, store, run_id)
     now = time.time()
     store.update_run(run_id, status="running", pid=os.getpid(), started=now, heartbeat=now, ended=None,
                      error=None, traceback=None)
     # SIGTERM (e.g. the machine shutting down) stops like the Stop button: finish the step, checkpoint.
-    signal.signal(signal.SIGTERM, lambda *_: (run_dir / STOP_FILE).touch())
+    signal.signal(signal.SIGTERM, lambda *_: rd.request_stop())
     batch_size = None
     status = "failed"
     with Heartbeat(store, run_id):
         try:
-            cfg_doc = json.loads((run_dir / "config.json").read_text())
+            cfg_doc = rd.config_doc()
             batch_size = cfg_doc.get("batch_size") if isinstance(cfg_doc, dict) else None
-            trainer, _ = build_trainer(run_dir, meta, store, log)
+            trainer, _ = build_trainer(rd, meta, store, log)
             state = trainer.fit()
             status = FINAL_STATUS[state.stop_reason]
             log(state.message, "error" if status == "diverged" else "info")
@@ -214,14 +220,12 @@ def run(run_dir: str | Path) -> str:
         except BaseException as exc:  # every failure ends as a recorded status, never a silent exit
             message = human_message(exc, batch_size)
             tb = traceback.format_exc()
-            with open(run_dir / "log.txt", "a") as f:
+            with open(rd.log_file, "a") as f:
                 f.write(tb)
             log(f"failed: {message}", "error")
             store.set_status(run_id, "failed", error=message, traceback=tb)
             status = "failed"
-    (run_dir / STOP_FILE).unlink(missing_ok=True)
-    # A slot just freed: start the next queued run (this process exits; init adopts that worker).
-    reconcile(store)
+    rd.clear_stop()
     return status
 
 

@@ -1,0 +1,35 @@
+"""`python -m studio.runs.supervise MODULE RUN_DIR`: run one run's process and keep the queue moving.
+
+The launcher starts this small process (detached, in its own session) instead of the worker
+itself. It runs `python -m MODULE RUN_DIR` (the local worker or the Ray driver) as its child,
+waits for it (so no zombie is left), then reconciles the store: a run whose process died without
+a final status is marked `lost` at once, and the next queued run starts. The worker itself never
+calls the launcher; it only trains.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        print("usage: python -m studio.runs.supervise MODULE RUN_DIR", file=sys.stderr)
+        return 2
+    module, directory = argv
+    # stdout/stderr are inherited: the launcher opened them on the run's log.txt.
+    code = subprocess.call([sys.executable, "-m", module, directory], stdin=subprocess.DEVNULL)
+    from studio.runs.launcher import reconcile
+    from studio.runs.store import Store
+
+    meta = json.loads((Path(directory) / "run.json").read_text())
+    reconcile(Store(meta["db"]))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
