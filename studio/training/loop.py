@@ -159,6 +159,10 @@ class Trainer:
         self.monitor, self.monitor_mode = config.resolved_monitor(task.kind)
         self.has_val = len(data.val) > 0
         self.notes: list[tuple[str, str]] = []  # (level, message) for the run's event log; MetricLogger drains it
+        # Data parallel (studio.training.shard): a rank trains on its rows of each global batch, through
+        # its DistributedDataParallel wrapper; None / the model itself in one process.
+        self.shard = None
+        self.step_model: nn.Module = model
 
     def note(self, message: str, level: str = "info") -> None:
         self.notes.append((level, message))
@@ -220,14 +224,18 @@ class Trainer:
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         s, cfg = self.state, self.config
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        if self.shard is not None:  # this rank's rows of the global batch
+            x, y = self.shard.take(x, y)
         s.lr = self.schedule.lr_at(s.step)
         for group in self.optimizer.param_groups:
             group["lr"] = s.lr
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
-            out = self.model(x)
+            out = self.step_model(x)
         loss = self.task.loss(out.float(), y, train=True)
+        if self.shard is not None:  # weighted by its share: the averaged gradient is the full batch's
+            loss = self.shard.weigh(loss)
         self.scaler.scale(loss).backward()
         if cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
@@ -236,6 +244,8 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)  # probes read true gradients
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.shard is not None:  # the full batch's loss, all-reduced over the ranks
+            return self.shard.logged_loss(loss)
         return loss.item()
 
     def evaluate(self, split: str = "val") -> dict:

@@ -89,13 +89,14 @@ class Heartbeat:
 
 def build_trainer(run_dir: Path | RunDir, meta: dict, store: Store, log: RunLog, *, shard=None,
                   stop_callback: Callback | None = None, device: torch.device | None = None,
-                  extra_callbacks: tuple = ()) -> tuple[Trainer, dict]:
+                  extra_callbacks: tuple = (), data=None) -> tuple[Trainer, dict]:
     """Everything from the run directory to a ready Trainer (restored from last.pt when present).
 
     On a data-parallel rank (`shard` given, see studio.training.shard) every rank builds the same
     model and state; only rank 0 (`shard.rank == 0`) gets the logger, checkpointer and prober, and
     `store` / `log` there may be stand-ins that relay to the studio's machine. `stop_callback`
-    replaces the stop-file poll; `extra_callbacks` run last (rank 0 only).
+    replaces the stop-file poll; `extra_callbacks` run last (rank 0 only); `data` is the dataset when
+    the caller has it already (a rank gets it from the driver, not from a filesystem).
     """
     from studio.compile import compile_graph
     from studio.data import get_dataset
@@ -109,8 +110,9 @@ def build_trainer(run_dir: Path | RunDir, meta: dict, store: Store, log: RunLog,
     cfg.validate()
     graph = load_graph(rd.graph_file)
     device = device or resolve_device(cfg.device)
-    data = get_dataset(meta["dataset_id"], workspace=meta.get("workspace"), seed=cfg.seed,
-                       options=meta.get("dataset_options") or None)
+    if data is None:
+        data = get_dataset(meta["dataset_id"], workspace=meta.get("workspace"), seed=cfg.seed,
+                           options=meta.get("dataset_options") or None)
     _check_fits(graph, data.info, log if chief else (lambda *a, **k: None))
 
     torch.manual_seed(cfg.seed)
