@@ -143,6 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--name")
     t.add_argument("--json", action="store_true")
+    t.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="where the run trains: this machine (default) or a Ray cluster (data parallel)")
+    t.add_argument("--ray-address", default="local", metavar="local|auto|ray://HOST:PORT",
+                   help="Ray: 'local' starts Ray on this machine, 'auto' joins the cluster running here, "
+                        "ray://HOST:10001 a remote one")
+    t.add_argument("--workers", type=int, default=1, help="Ray: data-parallel workers (ranks)")
+    t.add_argument("--cpus-per-worker", type=float, default=1.0)
+    t.add_argument("--gpus-per-worker", type=float, default=0.0, help="Ray: > 0 trains on CUDA with NCCL")
+    t.add_argument("--max-failures", type=int, default=2,
+                   help="Ray: restarts from the last checkpoint after a worker dies")
+    t.add_argument("--storage-path", help="Ray: Ray Train's storage, shared by every node of a multi-node "
+                                          "cluster (a shared directory or s3://...)")
     t.set_defaults(func=_training("cmd_train"))
 
     e = sub.add_parser("export", help="export a graph as PyTorch code, TorchScript or ONNX")

@@ -131,6 +131,7 @@ def cluster_resources(address: str, *, timeout: float = PROBE_TIMEOUT_S) -> Clus
     require_ray()
     if address == "local":
         return local_resources()
+    check_reachable(address)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH")) if p)
     try:
@@ -171,8 +172,30 @@ def preflight(settings: RaySettings) -> ClusterInfo:
     return info
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """TrainError at once when nothing listens at a HOST:PORT or ray://HOST:PORT address (Ray itself
+    would retry for minutes); `local` and `auto` pass (Ray answers those quickly)."""
+    import socket
+
+    if address in ("local", "auto"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        raise TrainError(f"could not reach a Ray cluster at {address!r}: nothing answers at {host}:{port} "
+                         f"({e.strerror or type(e).__name__}); start one with `ray start --head`, check the address "
+                         "(ray://HOST:10001 for a remote cluster), or use address 'local' to start Ray on this "
+                         "machine") from None
+
+
 def _probe(address: str) -> dict:
     """Join the cluster at `address` briefly and read its resources (run in a subprocess)."""
+    try:
+        check_reachable(address)
+    except TrainError as e:
+        return {"error": str(e).split(": ", 1)[1].split("; start one")[0]}
     import ray
 
     try:
@@ -194,3 +217,19 @@ def _probe(address: str) -> dict:
 
 if __name__ == "__main__":
     print(json.dumps(_probe(sys.argv[1])), flush=True)
+
+
+def backend_from_args(args) -> dict | None:
+    """The `backend` for start_run from the CLI's train flags: None for this machine; for Ray the
+    settings after a preflight (TrainError before any run exists when Ray is missing, the cluster
+    cannot be reached or the request does not fit)."""
+    if (getattr(args, "backend", None) or "local") == "local":
+        return None
+    settings = RaySettings(
+        address=getattr(args, "ray_address", None) or "local", workers=getattr(args, "workers", None) or 1,
+        cpus_per_worker=getattr(args, "cpus_per_worker", None) or 1.0,
+        gpus_per_worker=getattr(args, "gpus_per_worker", None) or 0.0,
+        max_failures=2 if getattr(args, "max_failures", None) is None else args.max_failures,
+        storage_path=getattr(args, "storage_path", None))
+    preflight(settings)
+    return settings.to_dict()

@@ -34,9 +34,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     options = dict(getattr(args, "data_option", None) or [])  # [(key, value), ...] from --data-option
     if options:
         get_info(args.data, options=options)  # an unknown option fails here, before a run exists
+    from studio.runs.ray_backend import backend_from_args
+
+    backend = backend_from_args(args)  # None: this machine; Ray: checked against the cluster first
     store = Store()
     run_id = start_run(graph, args.data, config, name=getattr(args, "name", None), dataset_options=options,
-                       store=store)
+                       store=store, backend=backend)
     shown = "".join(f" {k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in options.items())
     print(f"run {run_id}: {graph.name} on {args.data}{shown} (logs: {run_dir(run_id) / 'log.txt'})",
           file=sys.stderr)
@@ -145,18 +148,19 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(json.dumps([{"id": r.id, "name": r.name, "status": r.status, "dataset_id": r.dataset_id,
                            "step": r.step, "total_steps": r.total_steps, "created": r.created,
                            "best_metric_name": r.best_metric_name, "best_metric": r.best_metric,
-                           "error": r.error} for r in runs]))
+                           "error": r.error, "backend": r.backend, "workers": r.workers} for r in runs]))
         return 0
     if not runs:
         print("no runs yet; start one with: python -m studio train GRAPH.json --data digits")
         return 0
-    rows = [("id", "status", "step", "best", "name")]
+    rows = [("id", "status", "step", "best", "backend", "name")]
     for r in runs:
         best = f"{r.best_metric_name}={r.best_metric:.4g}" if r.best_metric_name else "-"
-        rows.append((r.id, r.status, f"{r.step}/{r.total_steps or '?'}", best, r.name))
-    widths = [max(len(row[c]) for row in rows) for c in range(4)]
+        where = r.backend if r.workers == 1 else f"{r.backend} x{r.workers}"  # "ray x2": two workers
+        rows.append((r.id, r.status, f"{r.step}/{r.total_steps or '?'}", best, where, r.name))
+    widths = [max(len(row[c]) for row in rows) for c in range(5)]
     for row in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(row[:4], widths, strict=True)) + "  " + row[4])
+        print("  ".join(v.ljust(w) for v, w in zip(row[:5], widths, strict=True)) + "  " + row[5])
     return 0
 
 

@@ -29,7 +29,7 @@ import traceback
 from pathlib import Path
 
 from studio.errors import StudioError, TrainError
-from studio.runs.ray_backend import INSTALL_HINT, ClusterInfo, RaySettings, check_fits
+from studio.runs.ray_backend import INSTALL_HINT, ClusterInfo, RaySettings, check_fits, check_reachable
 from studio.runs.rundir import RunDir
 from studio.runs.store import Store
 from studio.training.loop import Callback, Trainer
@@ -173,7 +173,8 @@ def train_rank(config: dict) -> None:
         extra = (StopPoller(relay, shard), Mirror(scratch, store)) if chief else ()
         trainer, _ = build_trainer(scratch, meta, store if chief else None, log, shard=shard,
                                    stop_callback=ShardStop(shard), device=device, extra_callbacks=extra, data=data)
-        store.send(("start", rank, world, os.getpid(), ray.util.get_node_ip_address(), trainer.state.step))
+        node = f"{ray.util.get_node_ip_address()}, id {ray.get_runtime_context().get_node_id()[:12]}"
+        store.send(("start", rank, world, os.getpid(), node, trainer.state.step))
         state = trainer.fit()
         if chief:
             ray.get(relay.put.remote([("end", state.stop_reason, state.message)]))  # delivered before we return
@@ -245,6 +246,7 @@ class Driver:
             raise TrainError(f"the Ray backend needs Ray, which cannot be imported here ({e}); install it with "
                              f"{INSTALL_HINT} or train on this machine (backend 'local')") from None
         s = self.settings
+        check_reachable(s.address)
         kwargs: dict = {"logging_level": "ERROR", "log_to_driver": False}
         if s.address == "local":
             kwargs["include_dashboard"] = False
