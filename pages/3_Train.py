@@ -7,7 +7,7 @@ from dataclasses import fields
 
 import streamlit as st
 
-from components import charts, data_view, nav, run_table, session
+from components import backend_form, charts, data_view, nav, run_table, session
 from components.canvas import st_escape
 from components.run_store import open_store
 from studio.data import check_graph_fits, get_info, list_datasets
@@ -158,6 +158,8 @@ latest = next(iter(store.list_runs()), None)
 # then), and stays open while the graph (node moves aside) or the dataset differs from the last run's.
 changed = latest is None or latest.dataset_id != dataset_id or model_of(latest.graph) != model_of(graph.to_dict())
 with st.expander("New run", expanded=changed or bool(reasons), icon=":material/add:"):
+    backend, refusal = backend_form.render()  # this machine or Ray: cluster resources, clear refusals
+    reasons = [*reasons, refusal] if refusal else reasons
     with st.form("studio.train.form", border=True):
         st.markdown("**Training settings**")
         groups = list(dict.fromkeys(s["group"] for s in schema))
@@ -193,7 +195,7 @@ if launch and not reasons:
     else:
         try:
             run_id = start_run(graph, info.id, config, name=run_name.strip() or None, dataset_options=options,
-                               store=store)
+                               store=store, backend=backend)
         except StudioError as e:
             st.error(f"The run was not launched: {st_escape(str(e))}")
         else:
