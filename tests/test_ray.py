@@ -71,8 +71,14 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def _workspace(cluster):  # overrides conftest's per-test workspace: these tests share one
-    return cluster["workspace"]
+def _workspace(request, tmp_path, monkeypatch):
+    """Overrides conftest's: tests reading the scenario share the cluster's workspace, others get their own."""
+    if "scenario" in request.fixturenames:
+        ws = request.getfixturevalue("cluster")["workspace"]
+    else:
+        ws = tmp_path / "workspace"
+    monkeypatch.setenv("STUDIO_WORKSPACE", str(ws))
+    return ws
 
 
 def ray_backend(cluster, **kw) -> dict:
@@ -235,3 +241,26 @@ def test_the_local_path_never_imports_ray():
             "studio.runs.ray_backend; print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_train_page_where_it_runs_shows_resources_and_refuses_what_does_not_fit(_workspace):
+    from tests.test_train_page import launch_button, open_train_page, rerun
+
+    at = open_train_page(_workspace, mlp(), "digits")
+    where = at.radio(key="studio.train.backend.where")
+    assert where.value == "local" and not launch_button(at).disabled
+    where.set_value("ray")
+    rerun(at)
+    cpus = os.cpu_count()
+    shown = " ".join(c.value for c in at.caption)
+    assert f"Cluster at this machine (Ray starts when the run does): **{cpus} CPUs, 0 GPUs, 1 node**" in shown
+    at.number_input(key="studio.train.backend.gpus").set_value(4.0)
+    rerun(at)
+    errors = " ".join(e.value for e in at.error)
+    assert "the request does not fit the Ray cluster at 'local': 2 workers x 4 GPU = 8 GPUs asked, 0 available" \
+        in errors.replace("\\", "")
+    assert launch_button(at).disabled
+    at.text_input(key="studio.train.backend.address").set_value("ray:/nowhere")
+    rerun(at)
+    assert "address='ray:/nowhere' is not a Ray address" in " ".join(e.value for e in at.error).replace("\\", "")
+    assert launch_button(at).disabled and Store().list_runs() == []
