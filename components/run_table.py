@@ -159,6 +159,8 @@ def _render_row(run: RunRecord, now: float) -> None:
     if run.error and run.status in ("failed", "diverged", "lost"):
         cols[0].caption(st_escape(run.error))
     cols[1].markdown(st_escape(run.dataset_id))
+    if run.backend != "local":  # where it trained: "ray · 2 workers"
+        cols[1].caption(f"{run.backend} · {run.workers} worker{'s' if run.workers != 1 else ''}")
     fraction, text = progress(run, now)
     cols[2].progress(fraction, text=text)
     cols[3].markdown(st_escape(best_metric_text(run)))
