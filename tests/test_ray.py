@@ -213,7 +213,9 @@ def test_cnn_on_two_workers_charts_probes_inspect_export(scenario):
     assert acc >= 0.85 and abs(acc - store.latest_metrics(local)["val_accuracy"]) <= 0.03
     files = ins.load_run(ray_)
     index = ins.probe_index(files)
-    assert [e["step"] for e in index] == list(range(0, run.total_steps + 1, 20))  # start and each epoch end, once
+    # before training, each epoch end, and the step the run stopped at (then resumed from): each once
+    stopped_at = scenario["stopped"].step
+    assert [e["step"] for e in index] == sorted({*range(0, run.total_steps + 1, 20), stopped_at})
     assert "conv1" in index[-1]["feature_maps"] and ins.load_probe_array(files, index[-1], "fmap/conv1").ndim == 4
     assert [c["step"] for c in ins.read_confusions(files)] == list(range(20, run.total_steps + 1, 20))
     model = ins.load_model(files, "best")
