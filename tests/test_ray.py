@@ -60,9 +60,17 @@ def cluster(tmp_path_factory):
     ws = tmp_path_factory.mktemp("workspace")
     mp.setenv("STUDIO_WORKSPACE", str(ws))
     mp.setenv("STUDIO_MAX_RUNS", "12")
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 6, "include_dashboard": False})
-    node2 = c.add_node(num_cpus=2, resources={"node2": 2})
-    c.wait_for_nodes()
+    for attempt in range(3):  # Ray gives a raylet 30 s to register: a loaded 2-core machine can miss that
+        c = Cluster()
+        try:
+            c.add_node(num_cpus=6, include_dashboard=False)
+            node2 = c.add_node(num_cpus=2, resources={"node2": 2})
+            c.wait_for_nodes()
+            break
+        except Exception:
+            c.shutdown()
+            if attempt == 2:
+                raise
     yield {"address": c.address, "node2": node2.node_id, "workspace": ws}
     for run in Store().list_runs(("running",)):  # never leave a driver or worker behind
         if run.pid and pid_alive(run.pid):
