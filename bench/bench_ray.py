@@ -6,7 +6,12 @@ the same MLP on digits with the same settings; variants run in turn, `--reps` ti
 excluded); "start-up" is from the run being claimed to its first step's row (for Ray: the driver's
 imports, an embedded Ray, the worker group, the dataset through the object store).
 
-    python -m bench.bench_ray [--steps 600] [--reps 2]
+    python -m bench.bench_ray [--steps 600] [--reps 2] [--in-process-only]
+
+On a shared, loaded machine whole runs swing with the load, so the script also measures the Ray
+rank's own per-step additions in one process, interleaved with the plain loop: the same
+build_trainer with a 1-worker Shard, the Mirror of rank 0's files and the relay-backed store (the
+relay's actor call itself, a fire-and-forget message at each metric flush, is left out).
 """
 
 from __future__ import annotations
@@ -48,12 +53,70 @@ def one_run(backend: dict | None, steps: int, batch_size: int) -> tuple[float, f
     return times[0] - run.started, times[-1] - times[0]
 
 
+class _NoRelay:
+    """Stands in for the relay actor handle: `put.remote(...)` and nothing else."""
+
+    class _Call:
+        def remote(self, *args):
+            return None
+
+    put = _Call()
+
+
+def in_process_overhead(steps: int, batch_size: int, reps: int) -> float:
+    """Median seconds of fit() with the rank's additions / without, interleaved."""
+    import json
+
+    import torch
+
+    from bench.common import interleaved
+    from studio.runs.rundir import RunDir
+    from studio.runs.store import Store
+    from studio.training import TrainConfig
+    from studio.training.distributed import Mirror, RelayStore
+    from studio.training.shard import Shard, ShardStop
+    from studio.training.worker import build_trainer
+
+    torch.set_num_threads(1)
+    root = tempfile.mkdtemp(prefix="bench-ray-steps-")
+    cfg = TrainConfig(max_steps=steps, batch_size=batch_size, probes=False, eval_every=0, seed=0).to_dict()
+    store = Store(os.path.join(root, "studio.db"))
+    log = lambda message, level="info": None  # noqa: E731
+
+    def make(name: str) -> RunDir:
+        rd = RunDir(os.path.join(root, name))
+        rd.create(graph_json=json.dumps(mlp()), config=cfg, meta={"run_id": name, "dataset_id": "digits"})
+        store.create_run(name, name=name, graph=mlp(), config=cfg, dataset_id="digits")
+        return rd
+
+    def plain():
+        rd = make(f"plain-{time.perf_counter_ns()}")
+        build_trainer(rd, rd.meta(), store, log)[0].fit()
+
+    def rank():
+        rd = make(f"rank-{time.perf_counter_ns()}")
+        relay_store = RelayStore(_NoRelay())
+        shard = Shard(0, 1)
+        build_trainer(rd, rd.meta(), relay_store, log, shard=shard, stop_callback=ShardStop(shard),
+                      extra_callbacks=(Mirror(rd, relay_store),))[0].fit()
+
+    t = interleaved({"plain": plain, "rank": rank}, reps=reps, warmup=1)
+    print(f"  in one process, {steps} steps: plain loop {t['plain']:.2f} s, Ray rank's loop {t['rank']:.2f} s")
+    return t["rank"] / t["plain"]
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--in-process-only", action="store_true")
     args = p.parse_args(argv)
+    ratio = in_process_overhead(args.steps, args.batch_size, max(3, args.reps))
+    report("Ray rank's per-step additions (1 worker) / plain loop, in one process", ratio, "<= 1.10",
+           ratio <= 1.10, "x")
+    if args.in_process_only:
+        return
     os.environ.setdefault("STUDIO_WORKSPACE", tempfile.mkdtemp(prefix="bench-ray-"))
     os.environ["STUDIO_MAX_RUNS"] = "1"
     from studio.runs.ray_backend import RaySettings
