@@ -273,8 +273,6 @@ def _spawn(store: Store, run_id: str) -> None:
     except (OSError, KeyError, TrainError, ValueError) as e:
         store.set_status(run_id, "failed", error=f"could not start the worker process: {e}")
         return
-    _CHILDREN[proc.pid] = proc
-    with store.transaction(immediate=True) as conn:  # the worker may already have written its own pid
-        conn.execute("UPDATE runs SET pid=? WHERE id=? AND pid IS NULL AND status='running'", (proc.pid, run_id))
+    _CHILDREN[proc.pid] = proc  # the supervisor records its worker's pid as the run's (START_GRACE_SECONDS)
     store.log_event(run_id, f"worker started (supervisor pid {proc.pid})")
 

@@ -21,13 +21,21 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m studio.runs.supervise MODULE RUN_DIR", file=sys.stderr)
         return 2
     module, directory = argv
-    # stdout/stderr are inherited: the launcher opened them on the run's log.txt.
-    code = subprocess.call([sys.executable, "-m", module, directory], stdin=subprocess.DEVNULL)
-    from studio.runs.launcher import reconcile
     from studio.runs.store import Store
 
     meta = json.loads((Path(directory) / "run.json").read_text())
-    reconcile(Store(meta["db"]))
+    store = Store(meta["db"])
+    # stdout/stderr are inherited: the launcher opened them on the run's log.txt.
+    proc = subprocess.Popen([sys.executable, "-m", module, directory], stdin=subprocess.DEVNULL)
+    # The run's pid is the worker's (what `stop`, reconcile and a kill act on), recorded at once; the
+    # worker records it again when it starts.
+    with store.transaction(immediate=True) as conn:
+        conn.execute("UPDATE runs SET pid=? WHERE id=? AND pid IS NULL AND status='running'",
+                     (proc.pid, meta["run_id"]))
+    code = proc.wait()
+    from studio.runs.launcher import reconcile
+
+    reconcile(store)
     return code
 
 
