@@ -98,9 +98,10 @@ def start_run(graph: Graph | dict, dataset_id: str, config: TrainConfig | dict |
     return run_id
 
 
-def stop_run(run_id: str, *, store: Store | None = None) -> str:
-    """Ask a run to stop. A running worker finishes its step, checkpoints and marks itself `stopped`;
-    a queued run is stopped at once. Returns the status after the request."""
+def stop_run(run_id: str, *, store: Store | None = None, reason: str | None = None) -> str:
+    """Ask a run to stop. A running worker finishes its step, checkpoints and marks itself `stopped`
+    (`pruned` when `reason="pruned"`: a sweep's pruner asked); a queued run is stopped at once.
+    Returns the status after the request."""
     store = store or Store()
     reconcile(store)
     run = store.get_run(run_id)
@@ -112,8 +113,8 @@ def stop_run(run_id: str, *, store: Store | None = None) -> str:
         return store.get_run(run_id).status
     if run.status != "running":
         raise TrainError(f"run {run_id!r} is {run.status}; only queued or running runs can be stopped")
-    (run_dir(run_id) / STOP_FILE).touch()
-    store.log_event(run_id, "stop requested")
+    (run_dir(run_id) / STOP_FILE).write_text(reason or "")  # the worker reads the reason when it ends
+    store.log_event(run_id, "stop requested" + (f" ({reason})" if reason else ""))
     return "running"
 
 

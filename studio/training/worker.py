@@ -175,6 +175,14 @@ def _truncate_confusion(path: Path, after_step: int) -> None:
     path.write_text("".join(k + "\n" for k in kept))
 
 
+def _stop_reason(run_dir: Path) -> str:
+    """What the stop file says (stop_run's `reason`; empty for a plain stop or SIGTERM)."""
+    try:
+        return (run_dir / STOP_FILE).read_text().strip()
+    except OSError:
+        return ""
+
+
 def human_message(exc: BaseException, batch_size: int | None) -> str:
     """One sentence for the run's error field: what went wrong and what to try."""
     text = str(exc)
@@ -209,6 +217,8 @@ def run(run_dir: str | Path) -> str:
             trainer, _ = build_trainer(run_dir, meta, store, log)
             state = trainer.fit()
             status = FINAL_STATUS[state.stop_reason]
+            if status == "stopped" and _stop_reason(run_dir) == "pruned":  # a sweep's pruner ended this trial
+                status, state.message = "pruned", f"pruned by its sweep at step {state.step}"
             log(state.message, "error" if status == "diverged" else "info")
             store.set_status(run_id, status, error=state.message if status == "diverged" else None)
         except BaseException as exc:  # every failure ends as a recorded status, never a silent exit
@@ -232,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(1)
     status = run(argv[0])
-    return 0 if status in ("completed", "stopped") else 1
+    return 0 if status in ("completed", "stopped", "pruned") else 1
 
 
 if __name__ == "__main__":
