@@ -131,7 +131,7 @@ def tpe_sweep(tmp_path_factory):
         mp.setenv("STUDIO_WORKSPACE", str(base / "workspace"))
         mp.setenv("STUDIO_MAX_RUNS", "2")
         path = write_sweep(base / "s", trials=8, parallel=2, pruner="median",
-                           config={**BASE, "max_steps": 30, "optimizer": "adam"},
+                           config={**BASE, "max_steps": 200, "eval_every": 10, "optimizer": "adam"},
                            space={"lr": {"choice": [0.003, 0.03, 10.0]}, "fc1.out_features": {"choice": [8, 16]}})
         summary = run_to_end(path)
     return base / "workspace", summary

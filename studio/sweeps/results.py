@@ -37,7 +37,9 @@ def sweep_summary(sweep_id: str, *, store: Store | None = None) -> dict:
             objective = frozen.intermediate_values[max(frozen.intermediate_values)]
         else:
             objective = None
-        if run is not None:
+        if run is not None and frozen.state == TrialState.RUNNING and run.status not in ("queued", "running"):
+            status = "running"  # the run has ended; the sweep has not recorded its result yet
+        elif run is not None:
             status = run.status
         else:
             status = "failed" if frozen.state == TrialState.FAIL else "queued"
