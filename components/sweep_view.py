@@ -98,8 +98,8 @@ def parallel_figure(summary: dict) -> go.Figure | None:
     dims.append({"label": summary["objective_name"], "values": objective})
     fig = go.Figure(go.Parcoords(dimensions=dims, line={"color": objective, "colorscale": "Viridis",
                                                         "showscale": True}))
-    fig.update_layout(title={"text": "Parameters against the objective"}, height=320,
-                      margin={"l": 60, "r": 60, "t": 70, "b": 30})
+    fig.update_layout(title={"text": "Parameters against the objective"}, height=340,
+                      margin={"l": 60, "r": 60, "t": 100, "b": 30})
     return fig
 
 

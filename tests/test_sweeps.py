@@ -4,9 +4,9 @@
   hold those values and whose final metrics equal those of the same 3 runs launched by hand;
 - a TPE sweep of 8 trials with a median pruner prunes trials on a space with a hopeless lr (10), and
   its best trial is the best completed one;
-- a width sweep, killed mid-way and resumed: every trial once, the param counts those of PyTorch's
-  own modules and of `summary`, and a kernel size that breaks the graph fails its trial with the
-  analysis message while the sweep goes on;
+- a width sweep, stopped, resumed, killed mid-way and resumed again: every trial once, the param
+  counts those of PyTorch's own modules and of `summary`, and a kernel size that breaks the graph
+  fails its trial with the analysis message while the sweep goes on;
 - bad sweep files: errors naming the field;
 - the Sweep tab of the Train page under AppTest.
 
@@ -166,14 +166,25 @@ def torch_param_count(width: int, kernel: int) -> int:
     return sum(p.numel() for m in modules for p in m.parameters())
 
 
-def test_width_sweep_killed_and_resumed_runs_every_trial_once(tmp_path, capsys):
+def test_width_sweep_stopped_killed_and_resumed_runs_every_trial_once(tmp_path, capsys):
     path = write_sweep(tmp_path / "s", graph=CNN, sampler="grid", trials=4, parallel=1,
-                       config={**BASE, "max_steps": 40},
+                       config={**BASE, "max_steps": 300, "eval_every": 50},
                        space={"fc1.out_features": {"grid": [8, 24]}, "conv.kernel_size": {"grid": [3, 9]}})
     sweep_id = start_sweep(load_sweep(path))
     store = Store()
-    wait_until(lambda: any(r.sweep_id == sweep_id and r.status == "running" for r in store.list_runs()),
-               "a trial under way")
+
+    def trial_under_way():
+        return next((r for r in store.list_runs() if r.sweep_id == sweep_id and r.status == "running"
+                     and r.step > 0), None)
+
+    # A stop: the trial under way stops with a checkpoint and the sweep ends `stopped`.
+    stopped = wait_until(trial_under_way, "a trial under way")
+    stop_sweep(sweep_id)
+    assert wait_sweep_process(sweep_id, timeout=POLL_S) == 0
+    assert get_sweep(sweep_id).status == "stopped" and store.get_run(stopped.id).status == "stopped"
+    # Resumed, then killed outright: the sweep shows `lost`.
+    assert resume_sweep(sweep_id) == "starting"
+    wait_until(trial_under_way, "a trial under way again")
     os.kill(read_state(sweep_dir(sweep_id))["pid"], signal.SIGKILL)  # no goodbye: the worst case
     wait_sweep_process(sweep_id, timeout=60)
     assert get_sweep(sweep_id).status == "lost"
@@ -184,7 +195,8 @@ def test_width_sweep_killed_and_resumed_runs_every_trial_once(tmp_path, capsys):
     assert summary["status"] == "completed"
     assert sorted(t["number"] for t in summary["trials"]) == [0, 1, 2, 3]
     runs = [r for r in store.list_runs() if r.sweep_id == sweep_id]
-    assert sorted(r.tags["trial"] for r in runs) == sorted({r.tags["trial"] for r in runs})  # none twice
+    assert len(runs) == 2 and len({r.tags["trial"] for r in runs}) == 2  # no trial launched twice
+    assert "resumed from the checkpoint" in (run_dir(stopped.id) / "log.txt").read_text()
     by_status = {}
     for t in summary["trials"]:
         by_status.setdefault(t["status"], []).append(t)
@@ -203,24 +215,6 @@ def test_width_sweep_killed_and_resumed_runs_every_trial_once(tmp_path, capsys):
         assert said == torch_param_count(width, 3) == sum(v.numel() for v in ckpt["model"].values())
         counts[width] = said
     assert counts[24] > counts[8]
-
-
-def test_stop_then_resume_finishes_the_trials(tmp_path):
-    path = write_sweep(tmp_path / "s", trials=1, parallel=1, config={**BASE, "max_steps": 400, "eval_every": 50})
-    sweep_id = start_sweep(load_sweep(path))
-    store = Store()
-    run = wait_until(lambda: next((r for r in store.list_runs() if r.sweep_id == sweep_id and r.step > 0), None),
-                     "a trial with steps")
-    stop_sweep(sweep_id)
-    assert wait_sweep_process(sweep_id, timeout=POLL_S) == 0
-    assert get_sweep(sweep_id).status == "stopped"
-    assert store.get_run(run.id).status == "stopped"
-    resume_sweep(sweep_id)
-    assert wait_sweep_process(sweep_id, timeout=POLL_S) == 0
-    summary = sweep_summary(sweep_id)
-    assert summary["status"] == "completed" and len(summary["trials"]) == 1
-    assert summary["trials"][0]["run_id"] == run.id and summary["trials"][0]["status"] == "completed"
-    assert "resumed from the checkpoint" in (run_dir(run.id) / "log.txt").read_text()
 
 
 # ---- bad sweep files ------------------------------------------------------------------------------

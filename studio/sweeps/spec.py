@@ -188,6 +188,9 @@ def _graph(value, base_dir, bad) -> Graph | None:
             path = Path(value)
             if not path.is_absolute() and base_dir is not None:
                 path = Path(base_dir) / path
+            if not path.is_file():
+                bad(("graph", f"the graph file {str(path)!r} does not exist; the path is relative to the sweep file"))
+                return None
             return load_graph(path)
         if isinstance(value, dict):
             return parse_graph(value)

@@ -42,7 +42,9 @@ def journey(studio_server, page) -> None:
     page.goto(f"{studio_server.url}/Train")
     page.get_by_text("Training settings").wait_for()
     wait_idle(page)
-    page.get_by_role("tab", name="Sweep").click()
+    tab = page.get_by_role("tab", name="Sweep")
+    box = tab.bounding_box()  # a locator click waits forever for the tab to be "stable" (it has transition: all)
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.get_by_role("button", name="Start sweep").wait_for()
     wait_idle(page)
     page.get_by_label("Base training settings (JSON: TrainConfig fields shared by every trial)").fill(
