@@ -73,7 +73,8 @@ def objective_figure(summary: dict) -> go.Figure:
             ys.append(best)
     fig.add_scatter(x=xs, y=ys, mode="lines", name="best so far", line={"shape": "hv", "color": "#1565c0"})
     fig.update_layout(title={"text": f"{name} over trials, best so far"}, xaxis_title="trial", yaxis_title=name,
-                      height=320, margin={"l": 50, "r": 20, "t": 50, "b": 40}, legend={"orientation": "h"})
+                      height=320, margin={"l": 50, "r": 20, "t": 50, "b": 40},
+                      legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom"})
     return fig
 
 
@@ -106,7 +107,7 @@ def parallel_figure(summary: dict) -> go.Figure | None:
 def importance_figure(importances: dict[str, float]) -> go.Figure:
     names = sorted(importances, key=importances.get)
     fig = go.Figure(go.Bar(x=[importances[n] for n in names], y=names, orientation="h", marker_color="#6a1b9a"))
-    fig.update_layout(title={"text": "Parameter importance (Optuna)"}, xaxis_title="share of the objective's variance",
+    fig.update_layout(title={"text": "Parameter importance (Optuna)"}, xaxis_title="importance (sums to 1)",
                       height=max(200, 60 + 40 * len(names)), margin={"l": 140, "r": 20, "t": 50, "b": 40})
     return fig
 
