@@ -60,9 +60,9 @@ def _two_slots(monkeypatch):
     monkeypatch.setenv("STUDIO_MAX_RUNS", "2")
 
 
-def write_sweep(directory: Path, graph: dict = MLP, **fields) -> Path:
+def write_sweep(directory: Path, graph_doc: dict = MLP, **fields) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "graph.json").write_text(json.dumps(graph))
+    (directory / "graph.json").write_text(json.dumps(graph_doc))
     doc = {"format": "studio.sweep/1", "graph": "graph.json", "data": "digits", "config": dict(BASE),
            "space": {"lr": {"log_uniform": [1e-3, 1e-1]}}, "objective": "val_accuracy", "direction": "maximize",
            "trials": 2, "parallel": 2, "sampler": "tpe", "pruner": "none", "backend": "local", **fields}
@@ -167,7 +167,7 @@ def torch_param_count(width: int, kernel: int) -> int:
 
 
 def test_width_sweep_stopped_killed_and_resumed_runs_every_trial_once(tmp_path, capsys):
-    path = write_sweep(tmp_path / "s", graph=CNN, sampler="grid", trials=4, parallel=1,
+    path = write_sweep(tmp_path / "s", graph_doc=CNN, sampler="grid", trials=4, parallel=1,
                        config={**BASE, "max_steps": 300, "eval_every": 50},
                        space={"fc1.out_features": {"grid": [8, 24]}, "conv.kernel_size": {"grid": [3, 9]}})
     sweep_id = start_sweep(load_sweep(path))
@@ -283,7 +283,7 @@ def test_sweep_view_renders_under_apptest(tpe_sweep, monkeypatch):
     (workspace / "graphs" / "_autosave.json").write_text(json.dumps(MLP))
     (workspace / "graphs" / "_autosave.meta.json").write_text(json.dumps({"dataset_id": "digits"}))
     at = AppTest.from_file(str(ROOT / "pages" / "3_Train.py"), default_timeout=60)
-    at.query_params["tab"] = "Sweep"
+    at.query_params["studio.train.tab"] = "Sweep"
     at.run()
     assert not at.exception, [e.message for e in at.exception]
     assert any(b.label == "Start sweep" for b in at.button)
