@@ -47,13 +47,13 @@ def journey(studio_server, page) -> None:
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.get_by_role("button", name="Start sweep").wait_for()
     wait_idle(page)
-    page.get_by_label("Base training settings (JSON: TrainConfig fields shared by every trial)").fill(
+    page.get_by_role("textbox", name="Base training settings (JSON: TrainConfig fields shared by every trial)").fill(
         json.dumps(CONFIG))
-    page.get_by_label("Search space (JSON)").fill(json.dumps(SPACE))
-    trials = page.get_by_label("Trials", exact=True)
+    page.get_by_role("textbox", name="Search space (JSON)").fill(json.dumps(SPACE))
+    trials = page.get_by_role("spinbutton", name="Trials", exact=True)
     trials.fill("3")
     trials.press("Tab")
-    page.get_by_label("Sweep name (optional)").fill("browser sweep")
+    page.get_by_role("textbox", name="Sweep name (optional)").fill("browser sweep")
     screenshot(page, "sweep_01_form")
     page.get_by_role("button", name="Start sweep").click()
     page.get_by_text("its trials run in the background").wait_for()
