@@ -40,8 +40,8 @@ def journey(studio_server, page) -> None:
     (graphs / "_autosave.json").write_text(json.dumps(MLP))
     (graphs / "_autosave.meta.json").write_text(json.dumps({"dataset_id": "digits"}))
     page.goto(f"{studio_server.url}/Train")
-    page.get_by_text("Training settings").wait_for()
-    wait_idle(page)
+    page.get_by_text("Training settings").wait_for(timeout=240_000)  # a cold server on a loaded machine
+    wait_idle(page, timeout=120)
     tab = page.get_by_role("tab", name="Sweep")
     box = tab.bounding_box()  # a locator click waits forever for the tab to be "stable" (it has transition: all)
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
