@@ -126,6 +126,11 @@ def trial_rows(summary: dict) -> list[dict]:
     return rows
 
 
+def _short(value) -> str:
+    """A parameter value for a sentence: floats to 4 significant digits, the rest as JSON."""
+    return f"{value:.4g}" if isinstance(value, float) else json.dumps(value)
+
+
 def default_space(graph) -> dict:
     """A starting search space: the learning rate, the batch size and the first Linear's width."""
     space = {"lr": {"log_uniform": [1e-4, 1e-1]}, "batch_size": {"choice": [32, 64, 128]}}
@@ -309,7 +314,7 @@ def _live(sweep_id: str, store, was_active: bool) -> None:
     if best:
         with st.container(border=True):
             st.markdown(f"**Best trial {best['number']}** · {summary['objective_name']} **{best['objective']:.4g}** · "
-                        + ", ".join(f"`{k}` = {st_escape(json.dumps(v))}" for k, v in best["params"].items()))
+                        + ", ".join(f"`{k}` = {st_escape(_short(v))}" for k, v in best["params"].items()))
             if best["run_id"]:
                 run = store.get_run(best["run_id"])
                 with st.container(horizontal=True):
