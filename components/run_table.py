@@ -22,7 +22,7 @@ from studio.runs import RESUMABLE_STATUSES, RunRecord, delete_run, rename_run, r
 
 INSPECT_PAGE = "pages/4_Inspect.py"
 _BADGE_COLORS = {"queued": "gray", "running": "blue", "completed": "green", "stopped": "orange",
-                 "failed": "red", "diverged": "red", "lost": "violet"}
+                 "failed": "red", "diverged": "red", "lost": "violet", "pruned": "orange"}
 _MESSAGE = "studio.train.runs_message"
 _CONFIRM = "studio.train.confirm_delete"
 _RENAMING = "studio.train.renaming"
@@ -76,6 +76,15 @@ def best_metric_text(run: RunRecord) -> str:
     if run.best_metric is None:
         return "–"
     return f"{run.best_metric_name} {run.best_metric:.4g}"
+
+
+def sweep_tag_text(run: RunRecord) -> str | None:
+    """'sweep <id> · trial 3 · lr=0.01, fc1.out_features=128' for a sweep trial; None for other runs."""
+    if not run.sweep_id:
+        return None
+    params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                       for k, v in run.tags.items() if k != "trial")
+    return f"sweep {run.sweep_id} · trial {run.tags.get('trial', '?')}" + (f" · {params}" if params else "")
 
 
 def metrics_csv(store, run_id: str) -> bytes:
@@ -158,6 +167,8 @@ def _render_row(run: RunRecord, now: float) -> None:
     cols[0].markdown(f"{status_badge(run.status)} {st_escape(run.name)}  \n:gray[{run.id}]")
     if run.error and run.status in ("failed", "diverged", "lost"):
         cols[0].caption(st_escape(run.error))
+    if sweep_tag := sweep_tag_text(run):
+        cols[0].caption(st_escape(sweep_tag))
     cols[1].markdown(st_escape(run.dataset_id))
     if run.backend != "local":  # where it trained: "ray · 2 workers"
         cols[1].caption(f"{run.backend} · {run.workers} worker{'s' if run.workers != 1 else ''}")

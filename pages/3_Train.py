@@ -7,7 +7,7 @@ from dataclasses import fields
 
 import streamlit as st
 
-from components import backend_form, charts, data_view, nav, run_table, session
+from components import backend_form, charts, data_view, nav, run_table, session, sweep_view
 from components.canvas import st_escape
 from components.run_store import open_store
 from studio.data import check_graph_fits, get_info, list_datasets
@@ -142,6 +142,13 @@ else:
         reasons += [str(i) for i in check_graph_fits(graph, analysis, info) if i.severity == "error"]
     except GraphError as e:
         reasons += [str(i) for i in e.issues]
+
+# ---- one run, or a sweep of many (the Sweep tab runs alone: the rest of the page is the Runs tab) -----
+sweep_tab = st.tabs(["Runs", "Sweep"], key="studio.train.tab", bind="query-params")[1]
+if sweep_tab.open:
+    with sweep_tab:
+        sweep_view.render(graph, dataset_id, options, info, reasons, open_store())
+    st.stop()
 
 # ---- the training form ------------------------------------------------------------------------------
 schema = [s for s in config_schema() if s["group"] != "meta"]

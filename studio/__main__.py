@@ -182,7 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("run_id")
         q.add_argument("--json", action="store_true")
         q.set_defaults(func=_training(f"cmd_{name}"))
+    _add_sweep(sub)
     return p
+
+
+def _add_sweep(sub) -> None:
+    from studio.sweeps.cli import add_parser
+
+    add_parser(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

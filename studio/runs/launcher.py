@@ -108,9 +108,10 @@ def start_run(graph: Graph | dict, dataset_id: str, config=None, *,
     return run_id
 
 
-def stop_run(run_id: str, *, store: Store | None = None) -> str:
-    """Ask a run to stop. A running worker finishes its step, checkpoints and marks itself `stopped`;
-    a queued run is stopped at once. Returns the status after the request."""
+def stop_run(run_id: str, *, store: Store | None = None, reason: str | None = None) -> str:
+    """Ask a run to stop. A running worker finishes its step, checkpoints and marks itself `stopped`
+    (`pruned` when `reason="pruned"`: a sweep's pruner asked); a queued run is stopped at once.
+    Returns the status after the request."""
     store = store or Store()
     reconcile(store)
     run = store.get_run(run_id)
@@ -122,8 +123,8 @@ def stop_run(run_id: str, *, store: Store | None = None) -> str:
         return store.get_run(run_id).status
     if run.status != "running":
         raise TrainError(f"run {run_id!r} is {run.status}; only queued or running runs can be stopped")
-    RunDir.of(run_id).request_stop()
-    store.log_event(run_id, "stop requested")
+    RunDir.of(run_id).request_stop(reason)
+    store.log_event(run_id, "stop requested" + (f" ({reason})" if reason else ""))
     return "running"
 
 

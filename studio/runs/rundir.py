@@ -127,8 +127,16 @@ class RunDir:
         """The backend settings in run.json: {"kind": "local"} unless the run was started on Ray."""
         return self.meta().get("backend") or {"kind": "local"}
 
-    def request_stop(self) -> None:
-        self.stop_file.touch()
+    def request_stop(self, reason: str | None = None) -> None:
+        """Ask the run to stop; `reason` ("pruned": a sweep's pruner) is what the worker ends with."""
+        self.stop_file.write_text(reason or "")
+
+    def stop_reason(self) -> str:
+        """What the stop file says (empty for a plain stop or SIGTERM)."""
+        try:
+            return self.stop_file.read_text().strip()
+        except OSError:
+            return ""
 
     def clear_stop(self) -> None:
         self.stop_file.unlink(missing_ok=True)

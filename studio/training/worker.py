@@ -217,6 +217,8 @@ def run(run_dir: str | Path) -> str:
             trainer, _ = build_trainer(rd, meta, store, log)
             state = trainer.fit()
             status = FINAL_STATUS[state.stop_reason]
+            if status == "stopped" and rd.stop_reason() == "pruned":  # a sweep's pruner ended this trial
+                status, state.message = "pruned", f"pruned by its sweep at step {state.step}"
             log(state.message, "error" if status == "diverged" else "info")
             store.set_status(run_id, status, error=state.message if status == "diverged" else None)
         except BaseException as exc:  # every failure ends as a recorded status, never a silent exit
@@ -238,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(1)
     status = run(argv[0])
-    return 0 if status in ("completed", "stopped") else 1
+    return 0 if status in ("completed", "stopped", "pruned") else 1
 
 
 if __name__ == "__main__":
