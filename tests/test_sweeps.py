@@ -27,7 +27,6 @@ import torch
 from torch import nn
 
 from studio.__main__ import main as cli
-from studio.errors import TrainError
 from studio.runs import Store, list_runs, run_dir, start_run
 from studio.sweeps import (
     SweepError,
