@@ -190,7 +190,7 @@ FRESH = textwrap.dedent("""
         model = cls()
         model.load_state_dict(torch.load(folder + "/run.weights.pt", weights_only=True))
         preds["code"] = model.eval()(x).argmax(-1)
-    print(json.dumps({k: {"accuracy": (p == y).float().mean().item(), "predictions": p.tolist()}
+    print(json.dumps({k: {"accuracy": (p == y).sum().item() / len(y), "predictions": p.tolist()}
                       for k, p in preds.items()}))
 """)
 
@@ -222,8 +222,7 @@ def test_exports_of_a_trained_run_score_like_the_run_in_a_fresh_interpreter(trai
 
     run = ins.load_run(run_id)
     dataset = ins.load_run_dataset(run)
-    x = torch.stack([dataset.val[i][0] for i in range(len(dataset.val))])
-    y = torch.stack([torch.as_tensor(dataset.val[i][1]) for i in range(len(dataset.val))])
+    x, y = dataset.val.x, dataset.val.y
     torch.save({"x": x, "y": y}, tmp_path / "val.pt")
     with torch.no_grad():
         expected = ins.load_model(run, "best")(x).argmax(-1)
