@@ -265,3 +265,27 @@ def test_run_export_weights_choice_and_errors(trained_run, tmp_path, monkeypatch
         assert "last.pt weights" in capsys.readouterr().out
     finally:
         (tmp_path / "best.pt").rename(ws / "runs" / run_id / "checkpoints" / "best.pt")
+
+
+def test_inspect_page_builds_a_pt2_of_the_run_that_gives_its_predictions(trained_run, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from studio import inspect as ins
+
+    ws, summary = trained_run
+    monkeypatch.setenv("STUDIO_WORKSPACE", str(ws))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "pages" / "4_Inspect.py"), default_timeout=90)
+    at.run()
+    assert not at.exception
+    key = "studio.inspect.exports"
+    assert at.radio(key=f"{key}.weights").value == "best"
+    at.button(key=f"{key}.make.pt2.best").click().run()
+    assert not at.exception and not at.error
+    built = at.session_state["studio.run_exports.built"]
+    ((files),) = [v for k, v in built.items() if k[2] == "pt2"]
+    run_id = summary["run_id"]
+    run = ins.load_run(run_id)
+    x = ins.load_run_dataset(run).val.x[:16]
+    with torch.no_grad():
+        program = torch.export.load(io.BytesIO(files[f"{run_id}-best.pt2"]))
+        assert torch.equal(program.module()(x).argmax(-1), ins.load_model(run, "best")(x).argmax(-1))
