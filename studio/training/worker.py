@@ -23,7 +23,7 @@ import torch
 
 from studio.errors import DataError, GraphError, StudioError, TrainError
 from studio.runs.launcher import STOP_FILE, reconcile
-from studio.runs.store import MetricWriter, Store
+from studio.runs.store import Store
 from studio.training.callbacks import (
     Checkpointer,
     DivergenceGuard,
@@ -34,6 +34,7 @@ from studio.training.callbacks import (
     restore_checkpoint,
 )
 from studio.training.config import TrainConfig
+from studio.training.deferred import DeferredMetricWriter
 from studio.training.loop import Task, Trainer
 from studio.training.optim import init_weights, resolve_device
 from studio.training.probes import Prober
@@ -111,12 +112,12 @@ def build_trainer(run_dir: Path, meta: dict, store: Store, log: RunLog) -> tuple
     monitor, mode = cfg.resolved_monitor(task.kind)
     guard = DivergenceGuard()
     stateful: dict = {}
-    writer = MetricWriter(store, run_id)
+    writer = DeferredMetricWriter(store, run_id)  # device values read once per flush; commits off this thread
     checkpointer = Checkpointer(
         run_dir / "checkpoints", every=cfg.checkpoint_every,
         extra_state=lambda: {k: cb.state_dict() for k, cb in stateful.items()},
         on_best=lambda name, value, step: store.update_run(run_id, best_metric=value, best_metric_name=name),
-        before_last=writer.flush,
+        before_last=writer.flush_and_wait,
     )
     guard.checkpointer = checkpointer
     stateful["checkpointer"] = checkpointer
