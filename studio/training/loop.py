@@ -148,6 +148,9 @@ class Trainer:
         # True: state.loss / grad_norm are read as floats every step (free on the CPU). False (accelerators):
         # they stay device tensors, read once per metric flush (training/deferred.py), so no step waits.
         self.sync_every_step = self.device.type == "cpu"
+        # config.compile_model: the training forward goes through torch.compile (imported only then);
+        # self.model stays the plain module, so checkpoints, evaluation and probes see the same names.
+        self._train_forward = torch.compile(self.model) if config.compile_model else self.model
         self.callbacks = list(callbacks)
         augment = config.augmentation()
         if augment.enabled and getattr(data, "info", None) is not None:
@@ -237,7 +240,7 @@ class Trainer:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
-            out = self.model(x)
+            out = self._train_forward(x)
         loss = self.task.loss(out.float(), y, train=True)
         self.scaler.scale(loss).backward()
         if cfg.grad_clip > 0:
