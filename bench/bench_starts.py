@@ -176,7 +176,8 @@ def bilstm_graph():
 def cold_analysis(reps: int) -> None:
     from studio import analysis
 
-    for name, make in (("100 distinct convolutions", lambda: conv_graph(100)), ("bidirectional-LSTM graph", bilstm_graph)):
+    cases = (("100 distinct convolutions", lambda: conv_graph(100)), ("bidirectional-LSTM graph", bilstm_graph))
+    for name, make in cases:
         try:
             graph = make()
         except Exception as e:  # a palette without a layer used here: say so, measure the rest

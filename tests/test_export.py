@@ -259,7 +259,8 @@ def test_run_export_weights_choice_and_errors(trained_run, tmp_path, monkeypatch
     assert "no-such-run" in capsys.readouterr().err
     (ws / "runs" / run_id / "checkpoints" / "best.pt").rename(tmp_path / "best.pt")
     try:
-        assert cli(["export", "--run", run_id, "--weights", "best", "--format", "pt2", "-o", str(tmp_path / "x.pt2")]) == 1
+        out = str(tmp_path / "x.pt2")
+        assert cli(["export", "--run", run_id, "--weights", "best", "--format", "pt2", "-o", out]) == 1
         assert "use --weights last" in capsys.readouterr().err
         assert cli(["export", "--run", run_id, "--format", "pt2", "-o", str(tmp_path / "x.pt2")]) == 0
         assert "last.pt weights" in capsys.readouterr().out
