@@ -117,7 +117,8 @@ def render_code(graph: Graph, analysis: Analysis, rev: int) -> None:
     cols = st.columns(3)
     cols[0].download_button("Python code", code, file_name=f"{name}.py", mime="text/x-python",
                             icon=":material/download:", on_click="ignore", key="studio.build.dl_code")
-    for col, fmt, label, ext in ((cols[1], "torchscript", "TorchScript", "pt"), (cols[2], "onnx", "ONNX", "onnx")):
+    for col, fmt, label, ext in ((cols[1], "torchscript", "TorchScript (legacy)", "pt"),
+                                 (cols[2], "onnx", "ONNX", "onnx")):
         result = st.session_state.get(_EXPORTS, {}).get((fmt, rev))
         if isinstance(result, bytes):
             col.download_button(f"{label} (.{ext})", result, file_name=f"{name}.{ext}",

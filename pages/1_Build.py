@@ -84,6 +84,9 @@ with tabs[1]:
         panels.render_summary(graph, analysis)
 with tabs[2]:
     if tabs[2].open:
+        st.caption("Exports here are **untrained**: the graph with its seeded initial weights. To export a trained "
+                   "model, open the run on the Train or Inspect page (Export the trained model), or run "
+                   "`python -m studio export --run RUN_ID --format pt2 -o model.pt2`. TorchScript is legacy.")
         panels.render_code(graph, analysis, rev)
 with tabs[3]:
     if tabs[3].open:

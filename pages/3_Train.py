@@ -7,7 +7,7 @@ from dataclasses import fields
 
 import streamlit as st
 
-from components import backend_form, charts, data_view, nav, run_table, session, sweep_view
+from components import backend_form, charts, data_view, nav, run_exports, run_table, session, sweep_view
 from components.canvas import st_escape
 from components.run_store import open_store
 from studio.data import check_graph_fits, get_info, list_datasets
@@ -301,6 +301,7 @@ def render_live() -> None:
                                        key=f"studio.train.ckpt.{which}.{run_id}", icon=":material/download:")
                 else:
                     st.caption(f"no {which} checkpoint yet")
+        run_exports.render(run_id, f"studio.train.exports.{run_id}")
 
 
 st.fragment(render_live, run_every=REFRESH_S if any_active else None)()

@@ -4,7 +4,7 @@ dataset sample, an uploaded image or a drawing, with saliency, and diagnostics w
 
 import streamlit as st
 
-from components import inspect_probes, inspect_results, nav, session
+from components import inspect_probes, inspect_results, nav, run_exports, session
 from components.canvas import st_escape
 from components.run_store import open_store
 from components.run_table import best_metric_text, status_badge
@@ -41,6 +41,7 @@ top[1].markdown(f"{status_badge(record.status)} · dataset `{record.dataset_id}`
                 + f" · best {st_escape(best_metric_text(record))}")
 if record.error:
     st.caption(f"Run message: {st_escape(record.error)}")
+run_exports.render(run_id, "studio.inspect.exports")
 
 try:
     run = ins.load_run(run_id)

@@ -68,10 +68,23 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from studio.codegen import export_graph
+    from studio import export
 
-    path = export_graph(_load(args.graph), args.format, args.output)
-    print(f"wrote {path}")
+    run_id = getattr(args, "run", None)
+    if (args.graph is None) == (run_id is None):
+        print("error: export takes either a graph file (untrained weights) or --run RUN_ID (a run's trained "
+              f"weights), got graph={args.graph!r} and --run={run_id!r}", file=sys.stderr)
+        return 2
+    if run_id is None:
+        if getattr(args, "weights", None) is not None:
+            print("error: --weights picks a run's checkpoint; use it with --run RUN_ID", file=sys.stderr)
+            return 2
+        path = export.write_graph_export(_load(args.graph), args.format, args.output)
+        print(f"wrote {path} (untrained: the graph's seeded initial weights; export a run with --run for "
+              "trained ones)")
+        return 0
+    paths, which = export.write_run_export(run_id, args.format, args.output, args.weights)
+    print(f"wrote {', '.join(str(p) for p in paths)} (run {run_id}, {which}.pt weights)")
     return 0
 
 
@@ -157,9 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
                                           "cluster (a shared directory or s3://...)")
     t.set_defaults(func=_training("cmd_train"))
 
-    e = sub.add_parser("export", help="export a graph as PyTorch code, TorchScript or ONNX")
-    e.add_argument("graph")
-    e.add_argument("--format", required=True, choices=("code", "torchscript", "onnx"))
+    e = sub.add_parser("export", help="export a graph (untrained) or a run's trained model (--run) as PyTorch "
+                                      "code, a PyTorch 2 program (.pt2), ONNX or TorchScript (legacy)")
+    e.add_argument("graph", nargs="?", help="a graph file; its weights are the seeded initial ones (untrained)")
+    e.add_argument("--run", metavar="RUN_ID", help="export this run's trained model instead of a graph file")
+    e.add_argument("--weights", choices=("best", "last"),
+                   help="with --run: the checkpoint to export (default: best when the run has one, else last)")
+    e.add_argument("--format", required=True, choices=("code", "pt2", "onnx", "torchscript"),
+                   help="code: the model's .py (with --run, plus NAME.weights.pt beside it); pt2: torch.export "
+                        "program, load with torch.export.load; torchscript is legacy")
     e.add_argument("-o", "--output", required=True)
     e.set_defaults(func=cmd_export)
 

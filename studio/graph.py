@@ -34,11 +34,25 @@ _RESERVED_IDS = frozenset({"order", "input_id", "output_id", "input_shape", "inp
                            "self", "x", "torch", "nn", "F", "math", "super"})
 
 
+# The public attributes of an nn.Module instance (`training` too), listed here so that parsing a graph
+# does not import torch (the CLI launches runs without it); ids starting with '_' are refused anyway.
+# tests/test_cli.py checks this list against the installed torch.
+_NN_MODULE_ATTRS = frozenset("""
+    T_destination add_module apply bfloat16 buffers call_super_init children compile cpu cuda
+    double dump_patches eval extra_repr float forward get_buffer get_extra_state get_parameter
+    get_submodule half ipu load_state_dict modules mtia named_buffers named_children
+    named_modules named_parameters parameters register_backward_hook register_buffer
+    register_forward_hook register_forward_pre_hook register_full_backward_hook
+    register_full_backward_pre_hook register_load_state_dict_post_hook
+    register_load_state_dict_pre_hook register_module register_parameter
+    register_state_dict_post_hook register_state_dict_pre_hook requires_grad_ set_extra_state
+    set_submodule share_memory state_dict to to_empty train training type xpu zero_grad
+""".split())
+
+
 @functools.cache
 def _reserved_ids() -> frozenset[str]:
-    from torch import nn
-
-    return _RESERVED_IDS | frozenset(dir(nn.Module()))  # an instance: `training` too
+    return _RESERVED_IDS | _NN_MODULE_ATTRS
 
 _DOC_KEYS = {"format", "name", "description", "nodes", "edges"}
 _NODE_KEYS = {"id", "type", "params", "position"}

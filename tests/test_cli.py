@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
 
 from studio.__main__ import main
 from tests.conftest import chain
+
+ROOT = Path(__file__).resolve().parents[1]
 
 GOOD = chain(("input", "Input", {"shape": [1, 8, 8]}), ("conv1", "Conv2d", {"out_channels": 4}),
              ("flat", "Flatten", None), ("fc", "Linear", {"out_features": 3}))
@@ -59,3 +65,71 @@ def test_summary_table(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "conv1  Conv2d   (4, 6, 6)" in text
     assert "total params: 475" in text
+
+
+# ---- train: launching and following a run without torch ------------------------------------------
+
+MLP = chain(("input", "Input", {"shape": [1, 8, 8]}), ("flat", "Flatten", None),
+            ("fc", "Linear", {"out_features": 10}), name="tiny")
+
+# The CLI's own process: train through main(), then report which heavy modules it imported.
+IN_CLI = """
+import json, sys
+from studio.__main__ import main
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "torch": "torch" in sys.modules, "numpy": "numpy" in sys.modules}), file=sys.stderr)
+"""
+
+
+def test_train_launches_and_follows_a_run_without_importing_torch(tmp_path):
+    env = {**os.environ, "STUDIO_WORKSPACE": str(tmp_path / "ws"), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", IN_CLI, "train", write(tmp_path, MLP), "--data", "digits",
+                           "--epochs", "1", "--batch-size", "256", "--json"],
+                          capture_output=True, text=True, env=env, timeout=180)
+    report = json.loads(done.stderr.strip().splitlines()[-1])
+    assert report == {"code": 0, "torch": False, "numpy": False}, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["status"] == "completed" and summary["step"] == summary["total_steps"] > 0
+    assert 0.0 <= summary["val_accuracy"] <= 1.0  # the worker (which does import torch) trained and evaluated
+
+
+def test_follow_reads_the_store_only_after_a_commit(tmp_path, monkeypatch):
+    from studio.runs import Store
+    from studio.training import cli as training_cli
+
+    store = Store(tmp_path / "s.db")
+    store.create_run("r1", name="r", graph={}, config={}, dataset_id="digits")
+    store.update_run("r1", status="running", pid=os.getpid(), heartbeat=time.time())
+    reads = []
+    real_get_run = Store.get_run
+
+    def counting_get_run(self, run_id):
+        reads.append(run_id)
+        return real_get_run(self, run_id)
+
+    monkeypatch.setattr(Store, "get_run", counting_get_run)
+    monkeypatch.setattr(training_cli, "reconcile", lambda store: None)
+    monkeypatch.setattr(training_cli, "RECONCILE_SECONDS", 3600.0)
+    other = Store(tmp_path / "s.db")  # another connection, as the worker's would be
+
+    def finish():
+        time.sleep(0.3)
+        other.set_status("r1", "completed")
+        other.close()
+
+    thread = threading.Thread(target=finish)
+    thread.start()
+    run = training_cli.follow("r1", store)
+    thread.join()
+    assert run.status == "completed"
+    assert len(reads) == 2  # once at the start, once after the worker's commit: no fixed-interval re-reads
+
+
+def test_graph_ids_reserved_without_torch_cover_every_nn_module_attribute():
+    from torch import nn
+
+    from studio.graph import _reserved_ids, node_id_problem
+
+    public = {n for n in dir(nn.Module()) if not n.startswith("_")}
+    assert public <= _reserved_ids(), f"add {sorted(public - _reserved_ids())} to graph._NN_MODULE_ATTRS"
+    assert "reserved" in node_id_problem("training") and "reserved" in node_id_problem("zero_grad")

@@ -394,3 +394,53 @@ def test_augmentation_settings_reach_training_batches_only():
         cfg.augmentation().check_input((4,), "float32")
     problems = dict(TrainConfig(augment_rotation=400.0).validate(raise_on_error=False))
     assert "augment_rotation" in problems
+
+
+# ---- no per-step device syncs ------------------------------------------------------------------------
+
+def _logged_rows(digits, tmp_path, *, sync: bool, name: str):
+    from studio.runs.store import MetricWriter, Store
+    from studio.training.callbacks import MetricLogger
+    from studio.training.deferred import DeferredMetricWriter
+
+    store = Store(tmp_path / f"{name}.db")
+    store.create_run("r", name=name, graph={}, config={}, dataset_id="digits")
+    writer = MetricWriter(store, "r") if sync else DeferredMetricWriter(store, "r")
+    cfg = TrainConfig(max_steps=45, batch_size=32, optimizer="sgd", lr=0.05, grad_clip=1.0, eval_every=20, seed=4)
+    rec = Recorder()
+    trainer = make_trainer(digits, cfg, [DivergenceGuard(), MetricLogger(writer), rec])
+    trainer.sync_every_step = sync
+    reads = []
+    real_item = torch.Tensor.item
+
+    def counting_item(self):
+        reads.append(1)
+        return real_item(self)
+
+    torch.Tensor.item = counting_item
+    try:
+        trainer.fit()
+    finally:
+        torch.Tensor.item = real_item
+    rows = [(m.step, m.split, m.key, m.value) for m in store.read_metrics("r") if m.key != "samples_per_sec"]
+    return rows, rec.losses, len(reads)
+
+
+def test_loss_kept_on_the_device_logs_todays_losses_to_the_last_bit_on_cpu(digits, tmp_path):
+    today, today_losses, today_reads = _logged_rows(digits, tmp_path, sync=True, name="today")
+    kept, kept_losses, kept_reads = _logged_rows(digits, tmp_path, sync=False, name="kept")
+    assert all(isinstance(v, torch.Tensor) for v in kept_losses)  # never read per step
+    assert [float(v) for v in kept_losses] == today_losses
+    assert {k for _, _, k, _ in kept} >= {"train_loss", "grad_norm", "lr", "val_loss", "val_accuracy"}
+    assert kept == today  # every logged value, bit for bit (floats compare exactly)
+    # .item(): once per step before; now only the evaluations' three sums (3 evaluations)
+    assert today_reads >= 45 and kept_reads <= 3 * 3, (today_reads, kept_reads)
+
+
+def test_divergence_is_caught_when_the_loss_stays_on_the_device(digits):
+    cfg = TrainConfig(max_steps=200, batch_size=32, optimizer="sgd", lr=1e12)
+    trainer = make_trainer(digits, cfg, [DivergenceGuard()])
+    trainer.sync_every_step = False
+    state = trainer.fit()
+    assert state.stop_reason == "diverged" and state.step < 200
+    assert "lower the learning rate" in state.message and "became nan" in state.message

@@ -444,5 +444,9 @@ class MetricWriter:
         self._steps_pending = 0
         self._last_flush = time.monotonic()
 
+    def flush_and_wait(self) -> None:
+        """flush(), with every row committed on return (here flush() already is synchronous)."""
+        self.flush()
+
     def close(self) -> None:
         self.flush(everything=True)

@@ -13,6 +13,7 @@ import math
 import os
 import pickle
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -75,17 +76,44 @@ class MetricLogger(Callback):
 class DivergenceGuard(Callback):
     """A NaN or Inf training loss ends the run as `diverged`, naming the step and the last good checkpoint."""
 
+    READ_SECONDS = 0.5  # a loss kept on the device is checked this often (one read), and at evaluations/epoch ends
+
     def __init__(self, checkpointer: Checkpointer | None = None):
         self.checkpointer = checkpointer
+        self._pending: list[tuple[int, torch.Tensor]] = []
+        self._last_read = time.monotonic()
 
     def on_step_end(self, trainer: Trainer) -> None:
         s = trainer.state
+        if isinstance(s.loss, torch.Tensor):  # kept on the device (Trainer.sync_every_step False)
+            self._check_deferred(trainer)
+            return
         if math.isfinite(s.loss):
             return
+        self._diverge(trainer, s.loss, s.step)
+
+    def _check_deferred(self, trainer: Trainer) -> None:
+        s = trainer.state
+        self._pending.append((s.step, s.loss))
+        due = (s.eval_due or s.batch_in_epoch >= s.steps_per_epoch or s.step >= s.total_steps
+               or s.stop_reason is not None or time.monotonic() - self._last_read >= self.READ_SECONDS)
+        if not due:
+            return
+        from studio.training.deferred import read_scalars
+
+        values = read_scalars([loss for _, loss in self._pending])
+        steps = [step for step, _ in self._pending]
+        self._pending, self._last_read = [], time.monotonic()
+        bad = next(((step, v) for step, v in zip(steps, values, strict=True) if not math.isfinite(v)), None)
+        if bad is not None and s.stop_reason != "diverged":
+            self._diverge(trainer, bad[1], bad[0])
+
+    def _diverge(self, trainer: Trainer, loss: float, step: int) -> None:
+        s = trainer.state
         last = self.checkpointer.last_step if self.checkpointer else None
         where = f"the last good checkpoint is at step {last}" if last is not None else "no checkpoint was saved yet"
         s.stop_reason = "diverged"
-        s.message = (f"the training loss became {s.loss} at step {s.step} (lr={s.lr:.3g}); lower the learning "
+        s.message = (f"the training loss became {loss} at step {step} (lr={s.lr:.3g}); lower the learning "
                      f"rate, set grad_clip (e.g. 1.0) or add normalization; {where}")
 
 

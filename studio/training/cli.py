@@ -16,14 +16,15 @@ from studio.runs.launcher import list_runs, reconcile, resume_run, run_dir, star
 from studio.runs.store import ACTIVE_STATUSES, Store
 from studio.training.config import TrainConfig
 
-POLL_SECONDS = 0.5
+POLL_SECONDS = 0.5  # kept for callers that import it; follow() waits on the store's change counter instead
+CHANGE_POLL_SECONDS = 0.02  # how often follow() reads SQLite's data_version (a counter, no table read)
+RECONCILE_SECONDS = 1.0     # how often follow() checks that the worker is still alive
 BAR_WIDTH = 24
 # Per-step bookkeeping that does not belong in a run's final summary.
 _NOT_FINAL = frozenset({"lr", "samples_per_sec", "grad_norm"})
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from studio.data import get_info
     from studio.graph import load_graph
 
     graph = load_graph(args.graph)
@@ -33,6 +34,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     config.validate()
     options = dict(getattr(args, "data_option", None) or [])  # [(key, value), ...] from --data-option
     if options:
+        from studio.data import get_info  # imports torch; only to check the options before a run exists
+
         get_info(args.data, options=options)  # an unknown option fails here, before a run exists
     from studio.runs.ray_backend import backend_from_args
 
@@ -56,12 +59,27 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def follow(run_id: str, store: Store, progress: Progress | None = None):
-    """Poll the store until the run ends; returns its final RunRecord. Ctrl-C requests a stop."""
+    """Follow the run until it ends; returns its final RunRecord. Ctrl-C requests a stop.
+
+    It waits on the store: SQLite's `PRAGMA data_version` changes when another process commits, so the
+    run and its metrics are read only after the worker wrote something (seen within
+    CHANGE_POLL_SECONDS), and the worker's liveness is reconciled every RECONCILE_SECONDS.
+    """
     last_step, latest = -1, {}
     interrupted = False
+    conn = store.connect()
+    seen_version, next_reconcile = None, 0.0
     while True:
         try:
-            reconcile(store)
+            if time.monotonic() >= next_reconcile:
+                reconcile(store)
+                next_reconcile = time.monotonic() + RECONCILE_SECONDS
+                seen_version = None  # reconcile may have changed the run itself: read it
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            if version == seen_version:
+                time.sleep(CHANGE_POLL_SECONDS)
+                continue
+            seen_version = version
             run = store.get_run(run_id)
             for m in store.read_metrics(run_id, since_step=last_step):
                 latest[m.key] = m.value
@@ -73,7 +91,6 @@ def follow(run_id: str, store: Store, progress: Progress | None = None):
                 if progress is not None:
                     progress.close()
                 return run
-            time.sleep(POLL_SECONDS)
         except KeyboardInterrupt:
             if interrupted:
                 print(f"\ndetached; run {run_id} keeps going in the background "

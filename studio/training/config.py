@@ -141,6 +141,9 @@ class TrainConfig:
                      group="system")
     precision: str = _f("fp32", "choice", "fp32, or mixed precision with autocast: bf16 (CPU or recent GPUs) or "
                         "fp16 (CUDA, with loss scaling).", choices=PRECISIONS, group="system", advanced=True)
+    compile_model: bool = _f(False, "bool", "Train through torch.compile(model): the first steps pay the "
+                             "compilation (seconds to a minute), later ones may run faster; checkpoints are "
+                             "unchanged.", group="system", advanced=True)
 
     # ---- what gets recorded ----
     eval_every: int = _f(0, "int", "Evaluate on the validation split every N steps; 0 = at each epoch end.",

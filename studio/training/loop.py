@@ -51,35 +51,40 @@ class Task:
 
     def evaluate(self, model: nn.Module, batches, device: torch.device, autocast) -> dict:
         """Mean loss and task metrics over `batches`; classification adds "confusion" (C, C) as a list."""
-        total_loss, count, correct, abs_err, tokens = 0.0, 0, 0, 0.0, 0
+        # The sums stay on the device (float64 where it has it: the same bits as summing Python floats)
+        # and are read once at the end, not once per batch.
+        acc = torch.float32 if device.type == "mps" else torch.float64
+        total_loss, count, tokens = torch.zeros((), dtype=acc, device=device), 0, 0
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        abs_err = torch.zeros((), dtype=acc, device=device)
         confusion = None
         if self.kind == "classification" and self.num_classes:
-            confusion = torch.zeros(self.num_classes * self.num_classes, dtype=torch.int64)
+            confusion = torch.zeros(self.num_classes * self.num_classes, dtype=torch.int64, device=device)
         with torch.no_grad():
             for x, y in batches:
-                x, y = x.to(device), y.to(device)
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 with autocast():
                     out = model(x)
                 out = out.float()
                 n = y.shape[0]
                 weight = n if self.kind in ("classification", "regression") else y.numel()  # mean per sample/token
-                total_loss += self.loss(out, y, train=False).item() * weight
+                total_loss += self.loss(out, y, train=False).to(acc) * weight
                 if self.kind == "classification":
                     pred = out.argmax(dim=-1)
-                    correct += (pred == y).sum().item()
+                    correct += (pred == y).sum()
                     count += n
                     if confusion is not None:
-                        confusion += torch.bincount((y * self.num_classes + pred).cpu(),
-                                                    minlength=self.num_classes ** 2)
+                        confusion += torch.bincount(y * self.num_classes + pred, minlength=self.num_classes ** 2)
                 elif self.kind == "regression":
-                    abs_err += (out - _match(out, y)).abs().sum().item()
+                    abs_err += (out - _match(out, y)).abs().sum().to(acc)
                     count += n
                     tokens += y.numel()
                 else:
-                    correct += (out.argmax(dim=-1) == y).sum().item()
+                    correct += (out.argmax(dim=-1) == y).sum()
                     count += y.numel()
         if count == 0:
             return {}
+        total_loss, correct, abs_err = total_loss.item(), correct.item(), abs_err.item()  # the one read
         loss = total_loss / count
         if self.kind == "classification":
             metrics = {"loss": loss, "accuracy": correct / count}
@@ -140,6 +145,9 @@ class Trainer:
                  callbacks: list[Callback] = (), device: torch.device | str = "cpu"):
         self.model, self.data, self.config, self.task = model, data, config, task
         self.device = torch.device(device)
+        # True: state.loss / grad_norm are read as floats every step (free on the CPU). False (accelerators):
+        # they stay device tensors, read once per metric flush (training/deferred.py), so no step waits.
+        self.sync_every_step = self.device.type == "cpu"
         self.callbacks = list(callbacks)
         augment = config.augmentation()
         if augment.enabled and getattr(data, "info", None) is not None:
@@ -159,10 +167,12 @@ class Trainer:
         self.monitor, self.monitor_mode = config.resolved_monitor(task.kind)
         self.has_val = len(data.val) > 0
         self.notes: list[tuple[str, str]] = []  # (level, message) for the run's event log; MetricLogger drains it
-        # Data parallel (studio.training.shard): a rank trains on its rows of each global batch, through
-        # its DistributedDataParallel wrapper; None / the model itself in one process.
+        # What the training forward goes through: the model itself, torch.compile of it when
+        # config.compile_model (torch.compile imported only then), or a rank's DistributedDataParallel
+        # wrapper (studio.training.shard: a rank trains on its rows of each global batch). self.model
+        # stays the plain module, so checkpoints, evaluation and probes see the same names.
         self.shard = None
-        self.step_model: nn.Module = model
+        self.step_model: nn.Module = torch.compile(model) if config.compile_model else model
 
     def note(self, message: str, level: str = "info") -> None:
         self.notes.append((level, message))
@@ -199,9 +209,9 @@ class Trainer:
                 now = time.perf_counter()
                 s.samples_per_sec, t0 = x.shape[0] / max(now - t0, 1e-9), now
                 epoch_done = s.batch_in_epoch >= s.steps_per_epoch
-                s.eval_due = self.has_val and math.isfinite(s.loss) and (
+                s.eval_due = self.has_val and (
                     (cfg.eval_every > 0 and s.step % cfg.eval_every == 0)
-                    or (cfg.eval_every == 0 and epoch_done) or s.step == s.total_steps)
+                    or (cfg.eval_every == 0 and epoch_done) or s.step == s.total_steps) and math.isfinite(s.loss)
                 if s.eval_due:
                     metrics = self.evaluate()
                     self.fire("on_eval_end", metrics)
@@ -221,8 +231,11 @@ class Trainer:
         self.fire("on_train_end")
         return s
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> float | torch.Tensor:
+        """One optimizer step; the loss as a float, or as a device tensor when not sync_every_step."""
         s, cfg = self.state, self.config
+        if self.device.type == "cuda":  # from pinned memory the copies below run asynchronously
+            x, y = x.pin_memory(), y.pin_memory()
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         if self.shard is not None:  # this rank's rows of the global batch
             x, y = self.shard.take(x, y)
@@ -239,14 +252,15 @@ class Trainer:
         self.scaler.scale(loss).backward()
         if cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
-            s.grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
+            norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            s.grad_norm = float(norm) if self.sync_every_step else norm.detach()
         elif self.scaler.is_enabled():
             self.scaler.unscale_(self.optimizer)  # probes read true gradients
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.shard is not None:  # the full batch's loss, all-reduced over the ranks
             return self.shard.logged_loss(loss)
-        return loss.item()
+        return loss.item() if self.sync_every_step else loss.detach()
 
     def evaluate(self, split: str = "val") -> dict:
         """Task metrics on `split`, named "val_loss", "val_accuracy", ...; also stored in state.last_eval."""

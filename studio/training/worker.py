@@ -37,6 +37,7 @@ from studio.training.callbacks import (
     restore_checkpoint,
 )
 from studio.training.config import TrainConfig
+from studio.training.deferred import DeferredMetricWriter
 from studio.training.loop import Callback, Task, Trainer
 from studio.training.optim import init_weights, resolve_device
 from studio.training.probes import Prober
@@ -125,12 +126,15 @@ def build_trainer(run_dir: Path | RunDir, meta: dict, store: Store, log: RunLog,
     monitor, mode = cfg.resolved_monitor(task.kind)
     guard = DivergenceGuard()
     stateful: dict = {}
-    writer = MetricWriter(store, run_id) if chief else None
+    writer = None
+    if chief:  # one process: device values read once per flush, commits off this thread; a Ray rank's
+        # loss is read at every step's all-reduce anyway, and its relay keeps the rows in order
+        writer = DeferredMetricWriter(store, run_id) if shard is None else MetricWriter(store, run_id)
     checkpointer = Checkpointer(
         rd.checkpoints_dir, every=cfg.checkpoint_every,
         extra_state=lambda: {k: cb.state_dict() for k, cb in stateful.items()},
         on_best=lambda name, value, step: store.update_run(run_id, best_metric=value, best_metric_name=name),
-        before_last=writer.flush if chief else None,
+        before_last=writer.flush_and_wait if chief else None,
     )
     guard.checkpointer = checkpointer
     stateful["checkpointer"] = checkpointer
