@@ -472,6 +472,7 @@ def smooth(rec: dict, weight: float, lead: dict | None = None) -> tuple[np.ndarr
     value differs by at most the smoothed spread max(mean - min, max - mean) of the records (0 where
     a record is one raw row), plus weight**n * (max - min) for the n rows of `lead` when the lead
     does not reach the run's first row (under 1e-6 of the range with the lead `MetricHistory` reads).
+    From a bucket holding +-inf on, the bound is unknown and given as inf.
     Proof sketch: a bucket's exact contribution is (1 - w) * sum w**j * y_j, its mean's is
     (1 - w**c) * m; the difference lies within (1 - w**c) * [min - m, max - m], and both recurrences
     decay the past by w**c per bucket.
@@ -482,10 +483,15 @@ def smooth(rec: dict, weight: float, lead: dict | None = None) -> tuple[np.ndarr
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(both["count"] > 0, both["sum"] / np.maximum(both["count"], 1), np.nan)
         spread = np.fmax(mean - both["min_value"], both["max_value"] - mean)
-    spread = np.where(np.isfinite(spread), spread, 0.0)
+    has_mean = np.isfinite(mean)
+    # A bucket holding +-inf has no finite spread on record: from there on the bound is unknown (inf).
+    unknown = has_mean & ~np.isfinite(spread)
     values = ema(mean, weight, both["count"])[n_lead:]
-    bound = ema(np.where(np.isfinite(mean), spread, np.nan), weight, both["count"])[n_lead:]
-    return rec["last_step"], values, np.where(np.isfinite(bound), bound, 0.0)
+    bound = ema(np.where(has_mean & ~unknown, spread, np.nan), weight, both["count"])
+    bound = np.where(np.isfinite(bound), bound, 0.0)
+    if unknown.any():
+        bound[np.argmax(unknown):] = np.inf
+    return rec["last_step"], values, bound[n_lead:]
 
 
 def lead_rows(weight: float) -> int:
@@ -603,8 +609,9 @@ class MetricHistory:
         rows = max(1.0, window.records["rows"].sum())
         span_per_row = (window.hi - window.lo + 1) / rows
         lo = max(first, window.lo - int(math.ceil(need * span_per_row * 2)) - window.gw)
-        records, _ = read_window(conn, self.run_id, key, lo, window.lo - 1, groups=self.groups,
-                                 gw=max(window.gw, group_width(lo, window.lo - 1, self.groups)))
+        # At the window's own resolution: a window of raw rows gets a raw lead (at most ~2 * 1375 rows
+        # for the heaviest smoothing, 0.99), so its smoothed line is the full series' to 1e-6.
+        records, _ = read_window(conn, self.run_id, key, lo, window.lo - 1, groups=self.groups, gw=window.gw)
         return records
 
     # ---- what the charts draw -----------------------------------------------------------------------
