@@ -663,3 +663,27 @@ class MetricHistory:
         steps, values, bound = smooth(window.records, weight, lead)
         r = window.records
         return self.to_x(steps, r["last_epoch"], r["last_wall"], x_axis, steps_per_epoch), values, bound
+
+
+# ---- from the raw rows ------------------------------------------------------------------------------------
+
+_FINITE = "value BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308"
+
+
+def final_and_best(conn, run_id: str, keys: list[str]) -> dict[str, tuple[float, float, float]]:
+    """key -> (last value, smallest finite, largest finite) of each key, read from the raw rows (the
+    truth: the buckets are only a summary of them). One pass over the run's rows in SQL, no Python
+    object per row; slow for a run of millions of rows, so pages run it in the background."""
+    if not keys:
+        return {}
+    marks = ",".join("?" * len(keys))
+    cur = conn.cursor()
+    cur.row_factory = None
+    extremes = cur.execute(f"SELECT key, MIN(CASE WHEN {_FINITE} THEN value END), "
+                           f"MAX(CASE WHEN {_FINITE} THEN value END) FROM metrics WHERE run_id=? AND key IN ({marks}) "
+                           "GROUP BY key", (run_id, *keys)).fetchall()
+    last = dict(cur.execute(f"SELECT key, value FROM metrics WHERE rowid IN (SELECT MAX(rowid) FROM metrics "
+                            f"WHERE run_id=? AND key IN ({marks}) GROUP BY key)", (run_id, *keys)).fetchall())
+    nan = float("nan")
+    return {k: (nan if last.get(k) is None else last[k], nan if lo is None else lo, nan if hi is None else hi)
+            for k, lo, hi in extremes}
