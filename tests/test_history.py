@@ -72,8 +72,9 @@ def test_a_window_holds_the_exact_min_max_and_last_point_of_each_group(tmp_path,
         np.testing.assert_array_equal(points["step"], np.arange(lo, last + 1))
 
 
-def test_incremental_buckets_equal_a_rebuild_and_survive_truncation(tmp_path, series):
-    store = make_store(tmp_path, series[:20_000], batch=53)
+@pytest.mark.parametrize("batch", [53, 5000])  # the writer's pure-Python path and the bulk numpy path
+def test_incremental_buckets_equal_a_rebuild_and_survive_truncation(tmp_path, series, batch):
+    store = make_store(tmp_path, series[:20_000], batch=batch)
     conn = store.connect()
 
     def table():

@@ -29,6 +29,7 @@ LEVELS = 8      # widths 8 .. 8**8 (16.8M) steps; level 0 is the raw rows
 MAX_POINTS = 1000
 # Smoothing reads this many times the EMA's memory before a zoomed range, so what is cut off weighs < 1e-6.
 LEAD_EPSILON = 1e-6
+_NUMPY_ROWS = 2000  # a write with more rows of one key than this aggregates them with numpy
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS metric_buckets (
@@ -202,6 +203,13 @@ def add_rows(conn, run_id: str, rows: list[tuple]) -> None:
     for key, part in by_key.items():
         part.sort(key=lambda r: r[0])  # stable: same-step rows keep their order
         split = part[0][2]
+        if len(part) > _NUMPY_ROWS:  # a bulk write (an import, a benchmark): numpy per level
+            step = np.array([r[0] for r in part], dtype=np.int64)
+            rec = records_from_points(step, [r[1] for r in part], [r[5] for r in part],
+                                      [np.nan if r[4] is None else r[4] for r in part])
+            for level, ids, merged in _levels(rec, step):
+                statements += _bucket_rows(run_id, key, split, level, ids, merged)
+            continue
         level_rows: dict[int, list] = {}  # bucket -> record, built from the rows, then from the level below
         for step, epoch, _, _, value, wall in part:
             rec = _point(step, epoch, wall, value)
