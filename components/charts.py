@@ -33,6 +33,22 @@ MARGIN = {"l": 50, "r": 10, "t": 40, "b": 40}
 LEGEND_BELOW = {"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom", "x": 0, "xanchor": "left"}
 
 
+class PlainFigure(go.Figure):
+    """A Figure assembled from plain dicts: built without validation (`_validate=False`), and handed to
+    Streamlit without the deep copy and per-element base64 scan of `Figure.to_dict` (its traces hold
+    plain lists of Python numbers, nothing to convert). Those three passes were most of a live
+    refresh's cost; the figure is otherwise a normal `go.Figure` (tests read `fig.data`, `fig.layout`)."""
+
+    def __init__(self, data: list[dict], layout: dict):
+        super().__init__(data=data, layout=layout, _validate=False)
+
+    def to_dict(self) -> dict:
+        # Traces hold numpy arrays while the figure is built (Plotly's constructor deep-copies them in
+        # one memcpy instead of one call per number) and go out as plain lists (see plain_values).
+        return {"data": [{k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in t.items()} for t in self._data],
+                "layout": dict(self._layout)}
+
+
 # ---- training curves -------------------------------------------------------------------------------
 
 @dataclass
@@ -55,16 +71,21 @@ def plain_values(a, digits: int = 7) -> list:
     Plain lists (not numpy arrays, which plotly would send as base64 'bdata') keep `trace.x.length`
     readable in the browser, and the rounding keeps each number a few characters long.
     """
+    return _plain_array(a, digits).tolist()
+
+
+def _plain_array(a, digits: int = 7) -> np.ndarray:
+    """plain_values as an array: int64 for whole numbers, else float64 rounded to `digits` digits."""
     a = np.asarray(a)
     if a.dtype.kind in "iub" or (a.dtype.kind == "f" and len(a) and np.all(a == np.round(a))
                                  and np.all(np.abs(a) < 2**53)):
-        return a.astype(np.int64).tolist()
+        return a.astype(np.int64)
     a = a.astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         exponent = np.floor(np.log10(np.abs(a)))
         scale = 10.0 ** np.where(np.isfinite(exponent), digits - 1 - exponent, 0)
         rounded = np.round(a * scale) / scale
-    return np.where(np.isfinite(rounded), rounded, a).tolist()
+    return np.where(np.isfinite(rounded), rounded, a)
 
 
 def _rgba(hex_color: str, alpha: float) -> str:
@@ -94,12 +115,12 @@ def metric_figure(curves: list[Curve], *, title: str, smoothing: float = 0.6, lo
         name = f"{c.run} · {c.split}" if show_run else c.split
         xs, ys = downsample(x, y, max_points)
         if c.split == "val" or len(y) < 3:
-            traces.append({"type": "scatter", "x": plain_values(xs), "y": plain_values(ys), "name": name,
+            traces.append({"type": "scatter", "x": _plain_array(xs), "y": _plain_array(ys), "name": name,
                            "mode": "lines+markers", "legendgroup": name, "line": {"color": color, "dash": "dash"},
                            "marker": {"size": 5}})
             continue
         if smoothing > 0:
-            traces.append({"type": "scatter", "x": plain_values(xs), "y": plain_values(ys), "name": f"{name} (raw)",
+            traces.append({"type": "scatter", "x": _plain_array(xs), "y": _plain_array(ys), "name": f"{name} (raw)",
                            "mode": "lines", "legendgroup": name, "showlegend": False, "hoverinfo": "skip",
                            "line": {"color": _rgba(color, 0.25), "width": 1}})
             if c.smooth_y is not None:
@@ -107,7 +128,7 @@ def metric_figure(curves: list[Curve], *, title: str, smoothing: float = 0.6, lo
                 xs, ys = downsample(np.asarray(c.smooth_x), np.where(sy > 0, sy, np.nan) if log_y else sy, max_points)
             else:
                 xs, ys = downsample(x, ema(y, smoothing), max_points)
-        traces.append({"type": "scatter", "x": plain_values(xs), "y": plain_values(ys), "name": name, "mode": "lines",
+        traces.append({"type": "scatter", "x": _plain_array(xs), "y": _plain_array(ys), "name": name, "mode": "lines",
                        "legendgroup": name, "line": {"color": color, "width": 2}})
     xaxis = {"title": {"text": X_AXES.get(x_axis, x_axis)}}
     if x_axis == "step":
@@ -128,7 +149,7 @@ def metric_figure(curves: list[Curve], *, title: str, smoothing: float = 0.6, lo
         yaxis["range"] = [finite[0] - c, finite[0] + c]
     layout = {"title": {"text": title, "font": {"size": 14}}, "height": height, "margin": MARGIN,
               "hovermode": "x unified", "legend": LEGEND_BELOW, "uirevision": title, "xaxis": xaxis, "yaxis": yaxis}
-    return go.Figure(data=traces, layout=layout, _validate=False)
+    return PlainFigure(traces, layout)
 
 
 def _integer_ticks(xs: list) -> dict:
@@ -174,7 +195,7 @@ def run_figures(runs: list[tuple[str, MetricHistory, float | None]], *, x_axis: 
                     split = "val" if key.startswith("val_") else "train"
                     sx = sy = None
                     if smooth > 0 and split == "train":
-                        sx, sy, _ = history.smoothed(key, smooth, x_axis, spe)
+                        sx, sy, _ = history.smoothed(key, smooth, x_axis, spe, bound=False)
                     curves.append(Curve(name, split, x, y, color_index=i, smooth_x=sx, smooth_y=sy))
         bounds = (0.0, 1.0) if all("accuracy" in k for k in chart_keys) else None
         figures.append((title, metric_figure(curves, title=title, smoothing=smooth, log_y=log_y, x_axis=x_axis,

@@ -48,6 +48,9 @@ CREATE TABLE IF NOT EXISTS metric_buckets (
     PRIMARY KEY (run_id, key, level, bucket)
 ) WITHOUT ROWID
 """
+# The widest buckets (a few per key) answer "which keys, from which step to which": a partial index keeps
+# that query off the other levels' rows. (SQLite uses it only with the level written as a literal.)
+_TOP_INDEX = f"CREATE INDEX IF NOT EXISTS metric_buckets_top ON metric_buckets (run_id, key) WHERE level = {LEVELS}"
 BACKFILL_FLAG = "metric_buckets"  # meta key set once every run's buckets were built from its raw rows
 
 # The columns of a summary record, in table order after (run_id, key, level, bucket, split).
@@ -71,6 +74,12 @@ _UPSERT = _INSERT + """ ON CONFLICT (run_id, key, level, bucket) DO UPDATE SET
     last_step = excluded.last_step, last_epoch = excluded.last_epoch, last_wall = excluded.last_wall,
     last_value = excluded.last_value"""
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM metric_buckets"
+
+
+def create_schema(conn) -> None:
+    """The bucket table and its index (inside the store's schema transaction)."""
+    conn.execute(SCHEMA)
+    conn.execute(_TOP_INDEX)
 
 
 def width(level: int) -> int:
@@ -256,8 +265,9 @@ def truncate(conn, run_id: str, after_step: int) -> None:
     (at most 8 records a level), so a resume costs the same at step 100 or 10,000,000."""
     cur = conn.cursor()
     cur.row_factory = None
-    splits = dict(cur.execute("SELECT key, MIN(split) FROM metric_buckets WHERE run_id=? AND level=? GROUP BY key",
-                              (run_id, LEVELS)).fetchall())
+    splits = dict(cur.execute(f"SELECT key, MIN(split) FROM metric_buckets INDEXED BY metric_buckets_top "
+                              f"WHERE run_id=? AND level={LEVELS} "
+                              "GROUP BY key", (run_id,)).fetchall())
     cut_at = after_step + 1  # the first step that goes
     for level in range(1, LEVELS + 1):
         conn.execute("DELETE FROM metric_buckets WHERE run_id=? AND level=? AND bucket>=?",
@@ -380,8 +390,8 @@ def summary(conn, run_id: str) -> dict[str, tuple[str, int, int, int]]:
     cur = conn.cursor()
     cur.row_factory = None
     rows = cur.execute("SELECT key, MIN(split), MIN(first_step), MAX(last_step), SUM(rows) FROM metric_buckets "
-                       "WHERE run_id=? AND level=? GROUP BY key ORDER BY MIN(first_step), key",
-                       (run_id, LEVELS)).fetchall()
+                       f"INDEXED BY metric_buckets_top WHERE run_id=? AND level={LEVELS} GROUP BY key ORDER BY MIN(first_step), key",
+                       (run_id,)).fetchall()
     return {k: (s, int(a), int(b), int(n)) for k, s, a, b, n in rows}
 
 
@@ -471,9 +481,10 @@ def ema(values, weight: float, counts=None) -> np.ndarray:
     return out
 
 
-def smooth(rec: dict, weight: float, lead: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def smooth(rec: dict, weight: float, lead: dict | None = None, *, bound: bool = True,
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The smoothed line over these records, one point at each record's last step: (steps, values,
-    error bound). `lead` holds records just before the range, read so the line enters it as the full
+    error bound, or None with bound=False). `lead` holds records just before the range, read so the line enters it as the full
     series' smoothing would.
 
     Stated error: against TensorBoard's smoothing of every raw row, at each record's last step the
@@ -490,6 +501,9 @@ def smooth(rec: dict, weight: float, lead: dict | None = None) -> tuple[np.ndarr
     n_lead = _size(lead)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(both["count"] > 0, both["sum"] / np.maximum(both["count"], 1), np.nan)
+    if not bound:
+        return rec["last_step"], ema(mean, weight, both["count"])[n_lead:], None
+    with np.errstate(invalid="ignore"):
         spread = np.fmax(mean - both["min_value"], both["max_value"] - mean)
     has_mean = np.isfinite(mean)
     # A bucket holding +-inf has no finite spread on record: from there on the bound is unknown (inf).
@@ -577,8 +591,8 @@ class MetricHistory:
             if found:
                 self.last_step = max(last for _, _, last, _ in found.values())
                 if self._origin is None:
-                    self._origin = conn.execute("SELECT MIN(first_wall) FROM metric_buckets WHERE run_id=? AND level=?",
-                                                (self.run_id, LEVELS)).fetchone()[0]
+                    self._origin = conn.execute("SELECT MIN(first_wall) FROM metric_buckets INDEXED BY metric_buckets_top WHERE run_id=? "
+                                                f"AND level={LEVELS}", (self.run_id,)).fetchone()[0]
                 if self._spe is None:
                     key = max(found, key=lambda k: found[k][3])
                     self._spe = steps_per_epoch(conn, self.run_id, key)
@@ -661,14 +675,14 @@ class MetricHistory:
         p = self.drawn(key)
         return self.to_x(p["step"], p["epoch"], p["wall"], x_axis, steps_per_epoch), p["value"]
 
-    def smoothed(self, key: str, weight: float, x_axis: str = "step", steps_per_epoch: float | None = None,
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(x, smoothed y, error bound) at each drawn group's last point; see `smooth`."""
+    def smoothed(self, key: str, weight: float, x_axis: str = "step", steps_per_epoch: float | None = None, *,
+                 bound: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(x, smoothed y, error bound or None) at each drawn group's last point; see `smooth`."""
         window = self.windows.get(key)
         if window is None or not _size(window.records):
-            return np.zeros(0), np.zeros(0), np.zeros(0)
+            return np.zeros(0), np.zeros(0), np.zeros(0) if bound else None
         lead = window.lead if window.lead_weight == weight else None
-        steps, values, bound = smooth(window.records, weight, lead)
+        steps, values, bound = smooth(window.records, weight, lead, bound=bound)
         r = window.records
         return self.to_x(steps, r["last_epoch"], r["last_wall"], x_axis, steps_per_epoch), values, bound
 

@@ -221,7 +221,7 @@ class Store:
                 )
             # The downsampled histories (studio.runs.history): the table, and once per store the
             # buckets of the runs it held before the table existed.
-            conn.execute(history.SCHEMA)
+            history.create_schema(conn)
             if conn.execute("SELECT 1 FROM meta WHERE key=?", (history.BACKFILL_FLAG,)).fetchone() is None:
                 history.backfill(conn)
                 conn.execute("INSERT INTO meta (key, value) VALUES (?, '1')", (history.BACKFILL_FLAG,))
