@@ -44,7 +44,7 @@ from bench.common import report
 ROOT = Path(__file__).resolve().parents[1]
 LENGTHS = (10_000, 100_000, 1_000_000, 10_000_000)
 CHUNK = 100_000
-REPS = 3
+REPS = int(os.environ.get("BENCH_HISTORY_REPS", "3"))
 COMPARE_GOAL_S, TRAIN_GOAL_S, REFRESH_GOAL_RATIO = 0.300, 1.0, 2.0
 
 

@@ -475,9 +475,8 @@ def ema(values, weight: float, counts=None) -> np.ndarray:
     times = pd.to_datetime((cum * scale).astype(np.int64), unit="ns")
     halflife = pd.Timedelta(math.log(0.5) / math.log(weight) * scale, unit="ns")
     gain = -np.expm1(c[use] * math.log(weight))  # 1 - w**c
-    num = pd.Series(gain * y[use]).ewm(halflife=halflife, times=times).mean().to_numpy()
-    den = pd.Series(gain).ewm(halflife=halflife, times=times).mean().to_numpy()
-    out[use] = num / den
+    both = pd.DataFrame({"num": gain * y[use], "den": gain}).ewm(halflife=halflife, times=times).mean().to_numpy()
+    out[use] = both[:, 0] / both[:, 1]
     return out
 
 
