@@ -225,7 +225,8 @@ def main(lengths=LENGTHS) -> None:
         next_step = {n: [n + 1] for n in lengths}
         for _ in range(REPS):
             for n in lengths:  # interleaved: drift on the shared machine hits every length alike
-                results[n].append({**compare_visit(spaces[n]), **train_visit(spaces[n]), **refresh(spaces[n], next_step[n])})
+                results[n].append({**compare_visit(spaces[n]), **train_visit(spaces[n]),
+                                   **refresh(spaces[n], next_step[n])})
         med = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in results.items()}
 
     print("\n| logged steps | Compare rerun | Compare first visit | table (background) | Train first visit "
@@ -233,7 +234,8 @@ def main(lengths=LENGTHS) -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for n, m in med.items():
         print(f"| {n:,} | {m['compare_rerun'] * 1000:.0f} ms | {m['compare_first'] * 1000:.0f} ms "
-              f"| {m['table_wait'] * 1000:.0f} ms | {m['train_first'] * 1000:.0f} ms | {m['session_bytes'] / 1000:.0f} KB "
+              f"| {m['table_wait'] * 1000:.0f} ms | {m['train_first'] * 1000:.0f} ms "
+              f"| {m['session_bytes'] / 1000:.0f} KB "
               f"| {m['drawn']:.0f} | {m['refresh'] * 1000:.1f} ms | {m['tb_reload'] * 1000:.1f} ms |")
     big = med[max(n for n in lengths if n <= 1_000_000)] if any(n <= 1_000_000 for n in lengths) else med[max(lengths)]
     reruns = [m["compare_rerun"] for m in med.values()]

@@ -38,7 +38,8 @@ def metrics_table(found: dict[str, dict], picked: list[str], names: dict[str, st
     for run_id in picked:
         record = by_id[run_id]
         row = {"run": names[run_id], "status": record.status, "dataset": record.dataset_id, "steps": record.step}
-        for key, (final, lowest, highest) in sorted(found[run_id].items(), key=lambda kv: (kv[0] != "train_loss", kv[0])):
+        ordered = sorted(found[run_id].items(), key=lambda kv: (kv[0] != "train_loss", kv[0]))
+        for key, (final, lowest, highest) in ordered:
             row[f"{key} final"] = final
             row[f"{key} best"] = ins.best_value(key, [lowest, highest])
         rows.append(row)

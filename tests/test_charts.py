@@ -129,7 +129,8 @@ def test_metric_history_holds_at_most_the_drawn_points(tmp_path):
     store.create_run("r1", name="r", graph={}, config={}, dataset_id="iris")
     h = MetricHistory("r1", max_points=101)
     for start in range(1, 20_001, 5000):
-        store.write_metrics("r1", [(s, 0, "train", "train_loss", float(s % 977), 0.0) for s in range(start, start + 5000)])
+        rows = [(s, 0, "train", "train_loss", float(s % 977), 0.0) for s in range(start, start + 5000)]
+        store.write_metrics("r1", rows)
         h.update(store, smoothing=0.6)
         assert h.held_points() <= 50
     steps, values = h.series("train_loss")

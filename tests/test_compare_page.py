@@ -126,11 +126,13 @@ def test_long_runs_keep_only_the_drawn_points_in_the_session(runs, tmp_path, mon
     n = 30_000
     truth = {}
     for run_id in ("long-a", "long-b"):
-        store.create_run(run_id, name=run_id, graph=load_template(list_templates()[0].name).to_dict(), config={"lr": 0.1},
+        store.create_run(run_id, name=run_id, graph=load_template(list_templates()[0].name).to_dict(),
+                         config={"lr": 0.1},
                          dataset_id="iris", status="completed")
         loss = np.exp(-np.arange(n) / 5000) + 0.05 * rng.standard_normal(n)
         rows = [(s + 1, s // 1000, "train", "train_loss", float(v), float(s)) for s, v in enumerate(loss)]
-        rows += [(s, s // 1000 - 1, "val", "val_loss", float(loss[s - 1]) + 0.1, float(s)) for s in range(1000, n + 1, 1000)]
+        rows += [(s, s // 1000 - 1, "val", "val_loss", float(loss[s - 1]) + 0.1, float(s))
+                 for s in range(1000, n + 1, 1000)]
         rows.sort(key=lambda r: r[0])
         store.write_metrics(run_id, rows)
         truth[run_id] = loss
@@ -139,7 +141,7 @@ def test_long_runs_keep_only_the_drawn_points_in_the_session(runs, tmp_path, mon
     settle(at)
     assert not at.exception
     histories = at.session_state["studio.compare.histories"]
-    for run_id, h in histories.items():
+    for h in histories.values():
         assert isinstance(h, MetricHistory) and h.points("train_loss") == n
         assert h.held_points() <= 2 * h.groups  # a bounded view per key, not 30,000 rows
     charts = [json.loads(e.proto.spec) for e in _walk(at._tree) if getattr(e, "type", None) == "plotly_chart"]

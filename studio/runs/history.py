@@ -61,16 +61,18 @@ _POINT = ("step", "epoch", "wall", "value")
 _INSERT = (f"INSERT INTO metric_buckets (run_id, key, level, bucket, split, {', '.join(COLUMNS)}) "
            f"VALUES ({', '.join('?' * (5 + len(COLUMNS)))})")
 # Appending rows to a bucket that already holds earlier ones: ties keep the earlier point (as argmin does).
-_UPSERT = _INSERT + """ ON CONFLICT (run_id, key, level, bucket) DO UPDATE SET
+_NEW_MIN = "min_value IS NULL OR excluded.min_value < min_value"
+_NEW_MAX = "max_value IS NULL OR excluded.max_value > max_value"
+_UPSERT = _INSERT + f""" ON CONFLICT (run_id, key, level, bucket) DO UPDATE SET
     rows = rows + excluded.rows, count = count + excluded.count, sum = sum + excluded.sum,
-    min_step = CASE WHEN min_value IS NULL OR excluded.min_value < min_value THEN excluded.min_step ELSE min_step END,
-    min_epoch = CASE WHEN min_value IS NULL OR excluded.min_value < min_value THEN excluded.min_epoch ELSE min_epoch END,
-    min_wall = CASE WHEN min_value IS NULL OR excluded.min_value < min_value THEN excluded.min_wall ELSE min_wall END,
-    min_value = CASE WHEN min_value IS NULL OR excluded.min_value < min_value THEN excluded.min_value ELSE min_value END,
-    max_step = CASE WHEN max_value IS NULL OR excluded.max_value > max_value THEN excluded.max_step ELSE max_step END,
-    max_epoch = CASE WHEN max_value IS NULL OR excluded.max_value > max_value THEN excluded.max_epoch ELSE max_epoch END,
-    max_wall = CASE WHEN max_value IS NULL OR excluded.max_value > max_value THEN excluded.max_wall ELSE max_wall END,
-    max_value = CASE WHEN max_value IS NULL OR excluded.max_value > max_value THEN excluded.max_value ELSE max_value END,
+    min_step = CASE WHEN {_NEW_MIN} THEN excluded.min_step ELSE min_step END,
+    min_epoch = CASE WHEN {_NEW_MIN} THEN excluded.min_epoch ELSE min_epoch END,
+    min_wall = CASE WHEN {_NEW_MIN} THEN excluded.min_wall ELSE min_wall END,
+    min_value = CASE WHEN {_NEW_MIN} THEN excluded.min_value ELSE min_value END,
+    max_step = CASE WHEN {_NEW_MAX} THEN excluded.max_step ELSE max_step END,
+    max_epoch = CASE WHEN {_NEW_MAX} THEN excluded.max_epoch ELSE max_epoch END,
+    max_wall = CASE WHEN {_NEW_MAX} THEN excluded.max_wall ELSE max_wall END,
+    max_value = CASE WHEN {_NEW_MAX} THEN excluded.max_value ELSE max_value END,
     last_step = excluded.last_step, last_epoch = excluded.last_epoch, last_wall = excluded.last_wall,
     last_value = excluded.last_value"""
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM metric_buckets"
@@ -130,8 +132,8 @@ def merge(rec: dict, group) -> dict:
         v = rec[f"{kind}_value"]
         missing = np.isnan(v)
         # Sort key per group: present values first, then by value (max: descending), then earlier step.
-        pick = np.lexsort((order_in, np.where(missing, 0.0, sign * v), missing, np.repeat(np.arange(len(starts)),
-                                                                                           np.diff(np.append(starts, n)))))
+        group_index = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, n)))
+        pick = np.lexsort((order_in, np.where(missing, 0.0, sign * v), missing, group_index))
         first = pick[starts]  # sorted by group first, so each group's best is at its start offset
         for name in ("value", "step", "epoch", "wall"):
             out[f"{kind}_{name}"] = rec[f"{kind}_{name}"][first]
@@ -390,7 +392,8 @@ def summary(conn, run_id: str) -> dict[str, tuple[str, int, int, int]]:
     cur = conn.cursor()
     cur.row_factory = None
     rows = cur.execute("SELECT key, MIN(split), MIN(first_step), MAX(last_step), SUM(rows) FROM metric_buckets "
-                       f"INDEXED BY metric_buckets_top WHERE run_id=? AND level={LEVELS} GROUP BY key ORDER BY MIN(first_step), key",
+                       f"INDEXED BY metric_buckets_top WHERE run_id=? AND level={LEVELS} "
+                       "GROUP BY key ORDER BY MIN(first_step), key",
                        (run_id,)).fetchall()
     return {k: (s, int(a), int(b), int(n)) for k, s, a, b, n in rows}
 
@@ -483,8 +486,8 @@ def ema(values, weight: float, counts=None) -> np.ndarray:
 def smooth(rec: dict, weight: float, lead: dict | None = None, *, bound: bool = True,
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The smoothed line over these records, one point at each record's last step: (steps, values,
-    error bound, or None with bound=False). `lead` holds records just before the range, read so the line enters it as the full
-    series' smoothing would.
+    error bound, or None with bound=False). `lead` holds records just before the range, read so the
+    line enters it as the full series' smoothing would.
 
     Stated error: against TensorBoard's smoothing of every raw row, at each record's last step the
     value differs by at most the smoothed spread max(mean - min, max - mean) of the records (0 where
@@ -590,8 +593,9 @@ class MetricHistory:
             if found:
                 self.last_step = max(last for _, _, last, _ in found.values())
                 if self._origin is None:
-                    self._origin = conn.execute("SELECT MIN(first_wall) FROM metric_buckets INDEXED BY metric_buckets_top WHERE run_id=? "
-                                                f"AND level={LEVELS}", (self.run_id,)).fetchone()[0]
+                    self._origin = conn.execute(
+                        "SELECT MIN(first_wall) FROM metric_buckets INDEXED BY metric_buckets_top WHERE run_id=? "
+                        f"AND level={LEVELS}", (self.run_id,)).fetchone()[0]
                 if self._spe is None:
                     key = max(found, key=lambda k: found[k][3])
                     self._spe = steps_per_epoch(conn, self.run_id, key)
