@@ -448,7 +448,7 @@ def ema(values, weight: float, counts=None) -> np.ndarray:
     values passed through without counting. With `counts`, each value is the mean of that many
     consecutive points and weighs as many (the smoothing of buckets, see `smooth`).
 
-    >>> [round(v, 12) for v in ema([1.0, 1.0, 1.0], 0.9)]
+    >>> ema([1.0, 1.0, 1.0], 0.9).round(12).tolist()
     [1.0, 1.0, 1.0]
     """
     import pandas as pd
