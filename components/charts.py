@@ -1,10 +1,11 @@
 """Figures for the Data and Train pages, as pure functions: data in, `plotly.graph_objects.Figure` out.
 
-Training curves are smoothed with TensorBoard's debiased exponential moving average and downsampled
-on the server (min/max buckets, components.downsample) before they are put in a figure, so a run
-with a million logged steps still sends about a thousand points per trace to the browser.
-`MetricHistory` is the incremental reader that feeds them: it keeps what it already read from the
-run store and asks only for the steps after the last one it saw.
+Training curves come from `MetricHistory` (studio.runs.history), a session's bounded view of a run:
+at most about a thousand drawn points per series (exact min/max buckets read from the store), and a
+smoothed line computed on those buckets, within a stated error of smoothing every logged step. A run
+with ten million steps costs a page what one with ten thousand does. Figures are assembled from plain
+dicts without Plotly's per-property validation (`go.Figure(..., _validate=False)`), which was most of
+a refresh's cost; the data is plain numbers and the layout a handful of fixed keys.
 
     >>> fig = metric_figure([Curve("run-a", "train", np.arange(5), np.ones(5))], title="loss")
     >>> len(fig.data)  # the raw curve (faint) and its smoothed line
@@ -13,13 +14,13 @@ run store and asks only for the steps after the last one it saw.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
-from scipy.signal import lfilter  # scipy ships with scikit-learn
 
 from components.downsample import MAX_POINTS, downsample
+from studio.runs.history import MetricHistory, ema  # noqa: F401  (MetricHistory lives next to the store)
 
 PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#65a30d",
            "#475569", "#b45309")
@@ -32,33 +33,20 @@ MARGIN = {"l": 50, "r": 10, "t": 40, "b": 40}
 LEGEND_BELOW = {"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom", "x": 0, "xanchor": "left"}
 
 
-# ---- smoothing -------------------------------------------------------------------------------------
+class PlainFigure(go.Figure):
+    """A Figure assembled from plain dicts: built without validation (`_validate=False`), and handed to
+    Streamlit without the deep copy and per-element base64 scan of `Figure.to_dict` (its traces hold
+    plain lists of Python numbers, nothing to convert). Those three passes were most of a live
+    refresh's cost; the figure is otherwise a normal `go.Figure` (tests read `fig.data`, `fig.layout`)."""
 
-def ema(values, weight: float) -> np.ndarray:
-    """TensorBoard's smoothing: an exponential moving average divided by (1 - weight**n) so the
-    first points are not pulled towards zero. Non-finite values pass through and do not count.
+    def __init__(self, data: list[dict], layout: dict):
+        super().__init__(data=data, layout=layout, _validate=False)
 
-    >>> ema([1.0, 1.0, 1.0], 0.9).tolist()
-    [1.0, 1.0, 1.0]
-    """
-    y = np.asarray(values, dtype=np.float64)
-    if not 0.0 <= weight < 1.0:
-        raise ValueError(f"smoothing weight must be in [0, 1), got {weight}")
-    if weight == 0.0 or len(y) == 0:
-        return y.copy()
-    finite = np.isfinite(y)
-    all_finite = bool(finite.all())
-    if not all_finite and not finite.any():
-        return y.copy()
-    acc = lfilter([1.0 - weight], [1.0, -weight], y if all_finite else y[finite])  # w * s[i-1] + (1 - w) * y[i]
-    # Debias by 1 - w**count; past `k` points that factor is 1.0 in float64, so only the head is divided.
-    k = min(len(acc), int(np.ceil(40.0 / -np.log(weight))) + 1)
-    acc[:k] /= -np.expm1(np.arange(1, k + 1) * np.log(weight))
-    if all_finite:
-        return acc
-    out = y.copy()
-    out[finite] = acc
-    return out
+    def to_dict(self) -> dict:
+        # Traces hold numpy arrays while the figure is built (Plotly's constructor deep-copies them in
+        # one memcpy instead of one call per number) and go out as plain lists (see plain_values).
+        return {"data": [{k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in t.items()} for t in self._data],
+                "layout": dict(self._layout)}
 
 
 # ---- training curves -------------------------------------------------------------------------------
@@ -72,6 +60,9 @@ class Curve:
     x: np.ndarray
     y: np.ndarray
     color_index: int = 0
+    # The smoothed line when it was computed on buckets (MetricHistory.smoothed); None: smooth y here.
+    smooth_x: np.ndarray | None = None
+    smooth_y: np.ndarray | None = None
 
 
 def plain_values(a, digits: int = 7) -> list:
@@ -80,16 +71,21 @@ def plain_values(a, digits: int = 7) -> list:
     Plain lists (not numpy arrays, which plotly would send as base64 'bdata') keep `trace.x.length`
     readable in the browser, and the rounding keeps each number a few characters long.
     """
+    return _plain_array(a, digits).tolist()
+
+
+def _plain_array(a, digits: int = 7) -> np.ndarray:
+    """plain_values as an array: int64 for whole numbers, else float64 rounded to `digits` digits."""
     a = np.asarray(a)
     if a.dtype.kind in "iub" or (a.dtype.kind == "f" and len(a) and np.all(a == np.round(a))
                                  and np.all(np.abs(a) < 2**53)):
-        return a.astype(np.int64).tolist()
+        return a.astype(np.int64)
     a = a.astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         exponent = np.floor(np.log10(np.abs(a)))
         scale = 10.0 ** np.where(np.isfinite(exponent), digits - 1 - exponent, 0)
         rounded = np.round(a * scale) / scale
-    return np.where(np.isfinite(rounded), rounded, a).tolist()
+    return np.where(np.isfinite(rounded), rounded, a)
 
 
 def _rgba(hex_color: str, alpha: float) -> str:
@@ -105,48 +101,55 @@ def metric_figure(curves: list[Curve], *, title: str, smoothing: float = 0.6, lo
 
     Every trace holds at most `max_points` points (min/max buckets, the last point kept). `bounds` is
     the metric's own range (an accuracy lives in (0, 1)): the y axis never reaches past it while the
-    values stay inside it.
+    values stay inside it. Traces and layout are plain dicts, so Plotly validates nothing.
     """
-    fig = go.Figure()
+    traces = []
     show_run = len({c.run for c in curves}) > 1
+    finite_parts = []
     for c in curves:
         color = PALETTE[c.color_index % len(PALETTE)]
         x, y = np.asarray(c.x), np.asarray(c.y, dtype=np.float64)
         if log_y:  # a log axis cannot show values <= 0; they become gaps, not errors
             y = np.where(y > 0, y, np.nan)
+        finite_parts.append(np.asarray(c.y, dtype=np.float64))
         name = f"{c.run} · {c.split}" if show_run else c.split
-        if c.split == "val" or len(y) < 3:
-            xs, ys = downsample(x, y, max_points)
-            fig.add_trace(go.Scatter(x=plain_values(xs), y=plain_values(ys), name=name, mode="lines+markers",
-                                     legendgroup=name, line={"color": color, "dash": "dash"}, marker={"size": 5}))
-            continue
         xs, ys = downsample(x, y, max_points)
+        if c.split == "val" or len(y) < 3:
+            traces.append({"type": "scatter", "x": _plain_array(xs), "y": _plain_array(ys), "name": name,
+                           "mode": "lines+markers", "legendgroup": name, "line": {"color": color, "dash": "dash"},
+                           "marker": {"size": 5}})
+            continue
         if smoothing > 0:
-            fig.add_trace(go.Scatter(x=plain_values(xs), y=plain_values(ys), name=f"{name} (raw)", mode="lines",
-                                     legendgroup=name, showlegend=False, hoverinfo="skip",
-                                     line={"color": _rgba(color, 0.25), "width": 1}))
-            xs, ys = downsample(x, ema(y, smoothing), max_points)
-        fig.add_trace(go.Scatter(x=plain_values(xs), y=plain_values(ys), name=name, mode="lines",
-                                 legendgroup=name, line={"color": color, "width": 2}))
-    fig.update_layout(title={"text": title, "font": {"size": 14}}, height=height, margin=MARGIN,
-                      hovermode="x unified", legend=LEGEND_BELOW, uirevision=title)
-    fig.update_xaxes(title_text=X_AXES.get(x_axis, x_axis))
+            traces.append({"type": "scatter", "x": _plain_array(xs), "y": _plain_array(ys), "name": f"{name} (raw)",
+                           "mode": "lines", "legendgroup": name, "showlegend": False, "hoverinfo": "skip",
+                           "line": {"color": _rgba(color, 0.25), "width": 1}})
+            if c.smooth_y is not None:
+                sy = np.asarray(c.smooth_y, dtype=np.float64)
+                xs, ys = downsample(np.asarray(c.smooth_x), np.where(sy > 0, sy, np.nan) if log_y else sy, max_points)
+            else:
+                xs, ys = downsample(x, ema(y, smoothing), max_points)
+        traces.append({"type": "scatter", "x": _plain_array(xs), "y": _plain_array(ys), "name": name, "mode": "lines",
+                       "legendgroup": name, "line": {"color": color, "width": 2}})
+    xaxis = {"title": {"text": X_AXES.get(x_axis, x_axis)}}
     if x_axis == "step":
-        fig.update_xaxes(**_integer_ticks([c.x for c in curves]))
-    fig.update_yaxes(tickformat="~g")
-    finite = np.concatenate([np.asarray(c.y, dtype=np.float64) for c in curves] or [np.zeros(0)])
+        xaxis.update(_integer_ticks([c.x for c in curves]))
+    yaxis = {"tickformat": "~g"}
+    finite = np.concatenate(finite_parts or [np.zeros(0)])
     finite = finite[np.isfinite(finite)]
     if log_y:
-        fig.update_yaxes(type="log")
+        yaxis["type"] = "log"
     elif bounds is not None and len(finite) and bounds[0] <= finite.min() and finite.max() <= bounds[1]:
         lo, hi = finite.min(), finite.max()
         pad = 0.05 * (bounds[1] - bounds[0])
-        fig.update_yaxes(range=[max(bounds[0], lo - pad), min(bounds[1], hi + pad)])
-        fig.update_traces(cliponaxis=False)  # a marker at exactly 1.0 sits on the edge: draw all of it
+        yaxis["range"] = [max(bounds[0], lo - pad), min(bounds[1], hi + pad)]
+        for t in traces:  # a marker at exactly 1.0 sits on the edge: draw all of it
+            t["cliponaxis"] = False
     elif len(finite) and finite.min() == finite.max() != 0:  # a constant (e.g. the lr): centre it
         c = abs(finite[0])
-        fig.update_yaxes(range=[finite[0] - c, finite[0] + c])
-    return fig
+        yaxis["range"] = [finite[0] - c, finite[0] + c]
+    layout = {"title": {"text": title, "font": {"size": 14}}, "height": height, "margin": MARGIN,
+              "hovermode": "x unified", "legend": LEGEND_BELOW, "uirevision": title, "xaxis": xaxis, "yaxis": yaxis}
+    return PlainFigure(traces, layout)
 
 
 def _integer_ticks(xs: list) -> dict:
@@ -157,91 +160,6 @@ def _integer_ticks(xs: list) -> dict:
     if len(values) and values.max() - values.min() < 10:
         return {"tickmode": "linear", "tick0": 0, "dtick": 1, "tickformat": "d"}
     return {"tickformat": "d"}
-
-
-# ---- reading the store incrementally ------------------------------------------------------------
-
-class _Column:
-    """A growable float64 array (amortised doubling), so appending new points is O(new)."""
-
-    def __init__(self):
-        self._data = np.empty(256)
-        self.size = 0
-
-    def extend(self, values: np.ndarray) -> None:
-        need = self.size + len(values)
-        if need > len(self._data):
-            grown = np.empty(max(need, 2 * len(self._data)))
-            grown[:self.size] = self._data[:self.size]
-            self._data = grown
-        self._data[self.size:need] = values
-        self.size = need
-
-    @property
-    def values(self) -> np.ndarray:
-        return self._data[:self.size]
-
-
-@dataclass
-class MetricHistory:
-    """Every metric of one run read so far, per key: step, epoch, wall time and value columns.
-
-    `update(store)` reads only rows with step > `last_step` (the store commits whole steps, so this
-    never misses a row). `started` is the run's start time when read: a resumed run restarts and
-    may rewrite steps after its checkpoint, so the page drops a history whose run has a new start.
-    """
-
-    run_id: str
-    started: float | None = None
-    last_step: int = -1
-    columns: dict = field(default_factory=dict)  # key -> {"step", "epoch", "wall", "value"}: _Column
-    split_of: dict = field(default_factory=dict)  # key -> "train" | "val" | ...
-
-    def update(self, store) -> int:
-        """Append the rows logged since the last read; returns how many rows were new."""
-        read = store.read_metric_table(self.run_id, since_step=self.last_step)
-        if read is None:
-            return 0
-        found, table, upto = read
-        for i, (key, split) in enumerate(found):
-            part = table[table[:, 4] == i]
-            cols = self.columns.setdefault(key, {c: _Column() for c in ("step", "epoch", "value", "wall")})
-            for j, name in enumerate(("step", "epoch", "value", "wall")):
-                cols[name].extend(part[:, j])
-            self.split_of.setdefault(key, split)
-        self.last_step = upto
-        return len(table)
-
-    def keys(self) -> list[str]:
-        return list(self.columns)
-
-    def points(self, key: str) -> int:
-        return self.columns[key]["value"].size if key in self.columns else 0
-
-    def steps_per_epoch(self) -> float | None:
-        """Optimizer steps per epoch: the last step logged in epoch 0, once epoch 1 has begun."""
-        for cols in self.columns.values():
-            epoch, step = cols["epoch"].values, cols["step"].values
-            if len(epoch) and epoch[0] == 0 and epoch[-1] > 0:
-                return float(step[epoch == 0].max())
-        return None
-
-    def series(self, key: str, x_axis: str = "step", steps_per_epoch: float | None = None,
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """(x, y) of one key, x by step, fractional epoch or seconds since the first logged row."""
-        cols = self.columns[key]
-        y = cols["value"].values
-        if x_axis == "step":
-            return cols["step"].values, y
-        if x_axis == "epoch":
-            spe = steps_per_epoch or self.steps_per_epoch()
-            if spe:
-                return cols["step"].values / spe, y
-            return cols["epoch"].values, y
-        if x_axis == "wall":
-            origin = min(c["wall"].values[0] for c in self.columns.values() if c["wall"].size)
-            return cols["wall"].values - origin, y
-        raise ValueError(f"x_axis={x_axis!r}; use one of {', '.join(X_AXES)}")
 
 
 def chart_layout(keys: list[str]) -> list[tuple[str, list[str]]]:
@@ -263,17 +181,22 @@ def _sentence_case(text: str) -> str:
 def run_figures(runs: list[tuple[str, MetricHistory, float | None]], *, x_axis: str = "step",
                 smoothing: float = 0.6, log_y: bool = False,
                 max_points: int = MAX_POINTS) -> list[tuple[str, go.Figure]]:
-    """The live charts for runs overlaid: `runs` holds (display name, history, steps per epoch or None)."""
+    """The live charts for runs overlaid: `runs` holds (display name, history, steps per epoch or None).
+    Only the drawn points of each history are used; smoothing is computed on its buckets."""
     keys = list(dict.fromkeys(k for _, h, _ in runs for k in h.keys()))
     figures = []
     for title, chart_keys in chart_layout(keys):
+        smooth = 0.0 if chart_keys == ["lr"] else smoothing  # a schedule is exact: nothing to smooth
         curves = []
         for i, (name, history, spe) in enumerate(runs):
             for key in chart_keys:
                 if history.points(key):
                     x, y = history.series(key, x_axis, spe)
-                    curves.append(Curve(name, "val" if key.startswith("val_") else "train", x, y, color_index=i))
-        smooth = 0.0 if chart_keys == ["lr"] else smoothing  # a schedule is exact: nothing to smooth
+                    split = "val" if key.startswith("val_") else "train"
+                    sx = sy = None
+                    if smooth > 0 and split == "train":
+                        sx, sy, _ = history.smoothed(key, smooth, x_axis, spe, bound=False)
+                    curves.append(Curve(name, split, x, y, color_index=i, smooth_x=sx, smooth_y=sy))
         bounds = (0.0, 1.0) if all("accuracy" in k for k in chart_keys) else None
         figures.append((title, metric_figure(curves, title=title, smoothing=smooth, log_y=log_y, x_axis=x_axis,
                                              max_points=max_points, bounds=bounds)))

@@ -9,6 +9,7 @@ import streamlit as st
 
 from components import backend_form, charts, data_view, nav, run_exports, run_table, session, sweep_view
 from components.canvas import st_escape
+from components.history_view import update_histories, zoom_control
 from components.run_store import open_store
 from studio.data import check_graph_fits, get_info, list_datasets
 from studio.errors import DataError, GraphError, StudioError
@@ -230,20 +231,14 @@ smoothing = controls[1].slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="studio.tr
 log_y = controls[2].toggle("Log scale", key="studio.train.log_y", persist_state="session")
 x_axis = controls[3].radio("x axis", list(charts.X_AXIS_CHOICES), horizontal=True, key="studio.train.x_axis",
                            persist_state="session", format_func=charts.X_AXIS_CHOICES.get)
+# Zooming into a step range is offered for finished runs (a live run's range grows every second).
+zoom = None if any_active else zoom_control(
+    "studio.train.zoom", max((by_id[r].step for r in st.session_state.get(PICKED, []) if r in by_id), default=0))
 
 
 def histories_for(run_ids: list[str], records: dict) -> dict:
-    """Per-run metric histories kept in the session, updated with only the new rows."""
-    cache = st.session_state.setdefault(HISTORIES, {})
-    for run_id in list(cache):
-        if run_id not in records:
-            del cache[run_id]
-    for run_id in run_ids:
-        history = cache.get(run_id)
-        if history is None or history.started != records[run_id].started:  # new, or resumed
-            history = cache[run_id] = charts.MetricHistory(run_id, started=records[run_id].started)
-        history.update(store)
-    return {r: cache[r] for r in run_ids}
+    """Per-run bounded history views kept in the session (the drawn points only), updated with what changed."""
+    return update_histories(HISTORIES, run_ids, records, store, smoothing, zoom)
 
 
 def steps_per_epoch(run) -> float | None:

@@ -1,17 +1,23 @@
 """Compare: two or more runs side by side. Their curves overlaid on one axis, a table of final and best
 metrics, the training settings that differ, and how their graphs differ (nodes added, removed,
-type or params changed) against the first run picked."""
+type or params changed) against the first run picked.
+
+The curves come from each run's downsampled history (a few thousand bucket rows, whatever the run's
+length); the table comes from the raw rows, read on a server thread so a long run never holds up the
+page."""
 
 import pandas as pd
 import streamlit as st
 
 from components import charts, nav, session
 from components.canvas import st_escape
+from components.history_view import update_histories, zoom_control
 from components.inspect_probes import code_span
-from components.run_store import open_store
+from components.run_store import in_background, open_store
 from components.run_table import status_badge
 from studio import inspect as ins
 from studio.runs import Store, list_runs
+from studio.runs.history import final_and_best
 
 st.set_page_config(page_title="Compare · Neural Studio", page_icon="⚖️", layout="wide")
 nav.render()
@@ -20,18 +26,22 @@ PICKED = "studio.compare.runs"
 HISTORIES = "studio.compare.histories"
 
 
-def metrics_table(store: Store, picked: list[str], names: dict[str, str]) -> pd.DataFrame:
+def run_metrics(store: Store, run_id: str) -> dict[str, tuple[float, float, float]]:
+    """key -> (final, lowest, highest) of the run's validation metrics and train_loss, from its raw rows."""
+    keys = [k for k in store.metric_keys(run_id) if k.startswith("val_") or k == "train_loss"]
+    return final_and_best(store.connect(), run_id, keys)
+
+
+def metrics_table(found: dict[str, dict], picked: list[str], names: dict[str, str]) -> pd.DataFrame:
     """One row per run: status, steps, then `final` and `best` of every validation metric and train_loss."""
     rows = []
     for run_id in picked:
         record = by_id[run_id]
         row = {"run": names[run_id], "status": record.status, "dataset": record.dataset_id, "steps": record.step}
-        keys = [k for k in store.metric_keys(run_id) if k.startswith("val_") or k == "train_loss"]
-        for key in sorted(keys, key=lambda k: (k != "train_loss", k)):
-            _, values = store.metric_series(run_id, key)
-            if values:
-                row[f"{key} final"] = values[-1]
-                row[f"{key} best"] = ins.best_value(key, values)
+        ordered = sorted(found[run_id].items(), key=lambda kv: (kv[0] != "train_loss", kv[0]))
+        for key, (final, lowest, highest) in ordered:
+            row[f"{key} final"] = final
+            row[f"{key} best"] = ins.best_value(key, [lowest, highest])
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -64,13 +74,9 @@ x_axis = controls[0].radio("x axis", list(charts.X_AXIS_CHOICES), horizontal=Tru
 smoothing = controls[1].slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="studio.compare.smoothing",
                                persist_state="session")
 log_y = controls[2].toggle("Log scale", key="studio.compare.log_y", persist_state="session")
-cache = st.session_state.setdefault(HISTORIES, {})
-for run_id in picked:
-    history = cache.get(run_id)
-    if history is None or history.started != by_id[run_id].started:
-        history = cache[run_id] = charts.MetricHistory(run_id, started=by_id[run_id].started)
-    history.update(store)
-figures = charts.run_figures([(names[r], cache[r], None) for r in picked], x_axis=x_axis, smoothing=smoothing,
+zoom = zoom_control("studio.compare.zoom", max(by_id[r].step for r in picked))
+histories = update_histories(HISTORIES, picked, by_id, store, smoothing, zoom)
+figures = charts.run_figures([(names[r], histories[r], None) for r in picked], x_axis=x_axis, smoothing=smoothing,
                              log_y=log_y)
 st.subheader("Curves")
 grid = st.columns(2)
@@ -80,7 +86,29 @@ for n, (title, fig) in enumerate(figures):
 # ---- metrics ------------------------------------------------------------------------------------------
 st.subheader("Final and best metrics")
 st.markdown(" · ".join(f"{status_badge(by_id[r].status)} {st_escape(names[r])}" for r in picked))
-st.dataframe(metrics_table(store, picked, names), hide_index=True)
+
+
+def table_reads() -> dict:
+    """The background read of each picked run's raw rows, started once per run and state (a run still
+    training is read again once it has logged more)."""
+    return {r: in_background(("compare.metrics", r, by_id[r].step, by_id[r].status, by_id[r].started),
+                             run_metrics, store, r) for r in picked}
+
+
+def render_metrics_table() -> None:
+    """The table once every picked run's raw rows are read; until then a note, re-checked twice a second."""
+    reads = table_reads()
+    if all(f.done() for f in reads.values()):
+        st.dataframe(metrics_table({r: f.result() for r, f in reads.items()}, picked, names), hide_index=True)
+        if st.session_state.pop("studio.compare.table_pending", False):
+            st.rerun(scope="app")  # stop the polling: run_every is fixed when the page draws the fragment
+        return
+    st.session_state["studio.compare.table_pending"] = True
+    st.caption(f":material/hourglass_top: Reading the final and best values from the raw metric rows "
+               f"({sum(by_id[r].step for r in picked):,} steps)...")
+
+
+st.fragment(render_metrics_table, run_every=None if all(f.done() for f in table_reads().values()) else 0.5)()
 
 # ---- settings and graphs --------------------------------------------------------------------------------
 st.subheader("Training settings that differ")

@@ -1,5 +1,5 @@
-"""Chart figures: TensorBoard's debiased EMA, downsampled traces, log scale, overlay; the incremental
-metric reader; class-balance and series previews."""
+"""Chart figures: TensorBoard's debiased EMA (pandas ewm), downsampled traces, log scale, overlay; the
+bounded, incremental history view the charts draw from; class-balance and series previews."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from components.charts import (
     ema,
     metric_figure,
     plain_values,
+    run_figures,
     series_preview_figure,
 )
 from studio.runs.store import Store
@@ -123,16 +124,39 @@ def test_metric_history_reads_only_new_rows(tmp_path):
         h.series("train_loss", "time")
 
 
-def test_metric_history_grows_past_its_buffer(tmp_path):
+def test_metric_history_holds_at_most_the_drawn_points(tmp_path):
     store = Store(tmp_path / "studio.db")
     store.create_run("r1", name="r", graph={}, config={}, dataset_id="iris")
-    h = MetricHistory("r1")
-    for start in range(1, 2001, 500):
-        store.write_metrics("r1", [(s, 0, "train", "train_loss", float(s), 0.0) for s in range(start, start + 500)])
-        h.update(store)
+    h = MetricHistory("r1", max_points=101)
+    for start in range(1, 20_001, 5000):
+        rows = [(s, 0, "train", "train_loss", float(s % 977), 0.0) for s in range(start, start + 5000)]
+        store.write_metrics("r1", rows)
+        h.update(store, smoothing=0.6)
+        assert h.held_points() <= 50
     steps, values = h.series("train_loss")
-    np.testing.assert_array_equal(steps, np.arange(1, 2001))
-    np.testing.assert_array_equal(values, np.arange(1, 2001))
+    assert len(steps) <= 101 and steps[-1] == 20_000 and values.max() == 976 and values.min() == 0
+    h.zoom((1000, 1080))  # a range whose rows fit: every raw point
+    h.update(store, smoothing=0.6)
+    steps, values = h.series("train_loss")
+    np.testing.assert_array_equal(steps, np.arange(1000, 1081))
+    np.testing.assert_array_equal(values, np.arange(1000, 1081) % 977)
+
+
+def test_run_figures_draw_the_history_and_its_bucket_smoothing(tmp_path):
+    store = Store(tmp_path / "studio.db")
+    store.create_run("r1", name="r", graph={}, config={}, dataset_id="iris")
+    rng = np.random.default_rng(1)
+    y = np.exp(-np.arange(30_000) / 8000) + 0.05 * rng.standard_normal(30_000)
+    store.write_metrics("r1", [(s + 1, 0, "train", "train_loss", float(y[s]), 0.0) for s in range(30_000)])
+    h = MetricHistory("r1")
+    h.update(store, smoothing=0.9)
+    (title, fig), = run_figures([("r", h, None)], smoothing=0.9)
+    assert title == "Loss" and [t.name for t in fig.data] == ["train (raw)", "train"]
+    assert all(len(t.x) <= 1000 for t in fig.data) and fig.data[0].x[-1] == 30_000
+    sx, sy, bound = h.smoothed("train_loss", 0.9)
+    exact = ema(y, 0.9)[sx.astype(int) - 1]
+    assert np.all(np.abs(sy - exact) <= bound + 1e-12)
+    assert fig.data[1].y[-1] == pytest.approx(sy[-1], rel=1e-6)
 
 
 def test_plain_values_are_short_and_exact_enough():

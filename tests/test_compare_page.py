@@ -4,6 +4,7 @@ the settings that differ, and the graph diff that names the changed param."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -40,9 +41,20 @@ def open_page(run_id: str | None = None) -> AppTest:
     return at
 
 
+def settle(at: AppTest) -> AppTest:
+    """Rerun until the metrics table's background read has finished (fragments do not tick in AppTest)."""
+    for _ in range(200):
+        if not any("Reading the final" in c.value for c in at.caption):
+            return at
+        time.sleep(0.05)
+        at.run()
+    raise AssertionError("the metrics table never appeared")
+
+
 def test_two_runs_side_by_side(runs):
     at = open_page(runs["cnn-a"])
     at.multiselect(key=PICKED).set_value([runs["cnn-a"], runs["cnn-b"]]).run()
+    settle(at)
     assert not at.exception
 
     text = "\n".join(m.value for m in at.markdown)
@@ -71,6 +83,7 @@ def test_two_runs_side_by_side(runs):
 def test_a_different_dataset_and_template_graph_show_as_differences(runs):
     at = open_page()
     at.multiselect(key=PICKED).set_value([runs["cnn-a"], runs["rev"]]).run()
+    settle(at)
     assert not at.exception
     settings = at.dataframe[1].value
     assert settings.loc["dataset"].tolist() == ["shapes", "reverse"]
@@ -99,3 +112,44 @@ def _walk(node):
     yield node
     for child in (getattr(node, "children", None) or {}).values():
         yield from _walk(child)
+
+
+def test_long_runs_keep_only_the_drawn_points_in_the_session(runs, tmp_path, monkeypatch):
+    import numpy as np
+
+    from studio.runs.history import MetricHistory
+    from studio.templates import list_templates, load_template
+
+    monkeypatch.setenv("STUDIO_WORKSPACE", str(tmp_path / "long"))
+    store = Store()
+    rng = np.random.default_rng(0)
+    n = 30_000
+    truth = {}
+    for run_id in ("long-a", "long-b"):
+        store.create_run(run_id, name=run_id, graph=load_template(list_templates()[0].name).to_dict(),
+                         config={"lr": 0.1},
+                         dataset_id="iris", status="completed")
+        loss = np.exp(-np.arange(n) / 5000) + 0.05 * rng.standard_normal(n)
+        rows = [(s + 1, s // 1000, "train", "train_loss", float(v), float(s)) for s, v in enumerate(loss)]
+        rows += [(s, s // 1000 - 1, "val", "val_loss", float(loss[s - 1]) + 0.1, float(s))
+                 for s in range(1000, n + 1, 1000)]
+        rows.sort(key=lambda r: r[0])
+        store.write_metrics(run_id, rows)
+        truth[run_id] = loss
+    at = open_page()
+    at.multiselect(key=PICKED).set_value(["long-a", "long-b"]).run()
+    settle(at)
+    assert not at.exception
+    histories = at.session_state["studio.compare.histories"]
+    for h in histories.values():
+        assert isinstance(h, MetricHistory) and h.points("train_loss") == n
+        assert h.held_points() <= 2 * h.groups  # a bounded view per key, not 30,000 rows
+    charts = [json.loads(e.proto.spec) for e in _walk(at._tree) if getattr(e, "type", None) == "plotly_chart"]
+    loss_chart = next(c for c in charts if c["layout"]["title"]["text"] == "Loss")
+    assert all(len(t["x"]) <= 1000 for t in loss_chart["data"])
+    raw = next(t for t in loss_chart["data"] if t["name"].startswith("long-a") and t["name"].endswith("(raw)"))
+    assert max(raw["y"]) == pytest.approx(truth["long-a"].max(), rel=1e-6)  # the spikes survive
+    table = at.dataframe[0].value
+    for row, run_id in zip(table.itertuples(), ("long-a", "long-b"), strict=True):
+        assert table.loc[row.Index, "train_loss final"] == truth[run_id][-1]  # the raw rows' truth
+        assert table.loc[row.Index, "train_loss best"] == truth[run_id].min()

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from studio.errors import TrainError
+from studio.runs import history
 from studio.workspace import workspace_dir
 
 SCHEMA_VERSION = 2
@@ -218,6 +219,12 @@ class Store:
                     f"the run store {str(self.path)!r} has schema version {row['value']}, newer than this "
                     f"studio's {SCHEMA_VERSION}; upgrade Neural Studio or point STUDIO_WORKSPACE elsewhere"
                 )
+            # The downsampled histories (studio.runs.history): the table, and once per store the
+            # buckets of the runs it held before the table existed.
+            history.create_schema(conn)
+            if conn.execute("SELECT 1 FROM meta WHERE key=?", (history.BACKFILL_FLAG,)).fetchone() is None:
+                history.backfill(conn)
+                conn.execute("INSERT INTO meta (key, value) VALUES (?, '1')", (history.BACKFILL_FLAG,))
 
     # ---- runs ---------------------------------------------------------------------------------
     def create_run(self, run_id: str, *, name: str, graph: dict, config: dict, dataset_id: str,
@@ -283,6 +290,7 @@ class Store:
             conn.execute("DELETE FROM metrics WHERE run_id=?", (run_id,))
             conn.execute("DELETE FROM events WHERE run_id=?", (run_id,))
             conn.execute("DELETE FROM runs WHERE id=?", (run_id,))
+            history.delete(conn, run_id)
 
     # ---- metrics ------------------------------------------------------------------------------
     def write_metrics(self, run_id: str, rows: list[tuple[int, int, str, str, float, float]]) -> None:
@@ -296,6 +304,7 @@ class Store:
                 [(run_id, *r) for r in rows],
             )
             conn.execute("UPDATE runs SET step=MAX(step, ?) WHERE id=?", (max(r[0] for r in rows), run_id))
+            history.add_rows(conn, run_id, rows)  # the min/max buckets, in the same transaction
 
     def read_metrics(self, run_id: str, *, since_step: int = -1, keys: list[str] | None = None,
                      split: str | None = None) -> list[Metric]:
@@ -371,6 +380,7 @@ class Store:
         with self.transaction():
             cur = self.connect().execute("DELETE FROM metrics WHERE run_id=? AND step>?", (run_id, after_step))
             self.connect().execute("UPDATE runs SET step=? WHERE id=?", (after_step, run_id))
+            history.truncate(self.connect(), run_id, after_step)
         return cur.rowcount
 
     # ---- events -------------------------------------------------------------------------------

@@ -1,0 +1,260 @@
+"""Histories that scale: the Compare and Train pages and the live-chart refresh against runs of 10k to
+10M logged steps, measured as a user meets them (Streamlit's AppTest runs the real pages), CPU time,
+repetitions interleaved across the history lengths.
+
+Each history length gets its own workspace with two completed runs: `long` (the length measured:
+train_loss and lr every step, val_loss and val_accuracy every 1,000 steps, so 2,002,000 rows at 1M
+steps) and `short` (1,000 steps), written straight into the store in batches of 100,000 steps (no
+worker). Figures:
+
+- Compare rerun: the page drawn again in a session that has already opened it with both runs picked
+  (goal <= 300 ms, independent of history length). Its first visit is shown too; the final/best table
+  is read from the raw rows on a server thread, and its wait is shown apart.
+- Train first visit: a new session opening the Train page with the long run picked (goal <= 1 s);
+  "session holds" is the pickled size of the session's chart state (the history views), which must
+  not grow with the steps logged.
+- Chart refresh: what the live fragment does each second after a worker logged 100 more steps: update
+  the views, build the figures, serialise them as Streamlit does. tensorboard is not installed here,
+  so it is compared with a TensorBoard-equivalent reload emulated in Python: a reservoir of 1,000
+  points per tag (TensorBoard's default for scalars, last point kept) taking the 100 new points, then
+  the scalars response for the 4 tags as JSON. That is a lower bound of TensorBoard's own reload
+  (which also reads and parses the event file), so the ratio is conservative.
+
+    python -m bench.bench_history            # 10k, 100k, 1M and 10M steps (the 10M store takes minutes)
+    python -m bench.bench_history 10000 1e6  # chosen lengths
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import pickle
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import report
+
+ROOT = Path(__file__).resolve().parents[1]
+LENGTHS = (10_000, 100_000, 1_000_000, 10_000_000)
+CHUNK = 100_000
+REPS = int(os.environ.get("BENCH_HISTORY_REPS", "3"))
+COMPARE_GOAL_S, TRAIN_GOAL_S, REFRESH_GOAL_RATIO = 0.300, 1.0, 2.0
+
+
+def rows_for(first: int, last: int, rng) -> list[tuple]:
+    steps = np.arange(first, last + 1)
+    loss = 2.0 * np.exp(-steps / max(1.0, last / 5)) + 0.05 * rng.standard_normal(len(steps))
+    epoch = (steps - 1) // 10_000
+    wall = 1e9 + steps * 0.01
+    rows = list(zip(steps.tolist(), epoch.tolist(), ["train"] * len(steps), ["train_loss"] * len(steps),
+                    loss.tolist(), wall.tolist(), strict=True))
+    rows += list(zip(steps.tolist(), epoch.tolist(), ["train"] * len(steps), ["lr"] * len(steps),
+                     [1e-3] * len(steps), wall.tolist(), strict=True))
+    val = steps[steps % 1000 == 0]
+    if len(val):
+        v = 2.0 * np.exp(-val / max(1.0, last / 5)) + 0.1
+        for key, values in (("val_loss", v), ("val_accuracy", 1 - v / 3)):
+            rows += list(zip(val.tolist(), ((val - 1) // 10_000).tolist(), ["val"] * len(val), [key] * len(val),
+                             values.tolist(), (1e9 + val * 0.01).tolist(), strict=True))
+    return rows
+
+
+def fill(workspace: Path, steps: int) -> float:
+    """Two completed runs in a new store; returns the seconds it took."""
+    from studio.runs.store import Store
+    from studio.templates import list_templates, load_template
+    from studio.training import TrainConfig
+
+    t = time.perf_counter()
+    store = Store(workspace / "studio.db")
+    graph = load_template(list_templates()[0].name).to_dict()
+    rng = np.random.default_rng(0)
+    for run_id, n in (("short", 1000), ("long", steps)):
+        store.create_run(run_id, name=run_id, graph=graph, config=TrainConfig().to_dict(), dataset_id="digits",
+                         status="completed", total_steps=n)
+        for start in range(1, n + 1, CHUNK):
+            store.write_metrics(run_id, rows_for(start, min(n, start + CHUNK - 1), rng))
+        time.sleep(0.01)  # `long` is the newer run: both pages pick it first
+    store.close()
+    return time.perf_counter() - t
+
+
+def _reset(workspace: Path, steps: int) -> None:
+    from studio.runs.store import Store
+
+    store = Store(workspace / "studio.db")
+    if store.get_run("long").step > steps:
+        store.truncate_metrics("long", steps)
+    store.close()
+
+
+def fill_only(lengths) -> None:
+    """Generate the stores into BENCH_HISTORY_STORES without measuring."""
+    for n in lengths:
+        space = Path(os.environ["BENCH_HISTORY_STORES"]) / f"ws{n}"
+        if not (space / "ready").exists():
+            seconds = fill(space, n)
+            (space / "ready").write_text(f"{seconds:.0f}\n")
+            print(f"{n:,} steps: {os.path.getsize(space / 'studio.db') / 1e6:,.0f} MB in {seconds:.0f} s", flush=True)
+
+
+def _app():
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
+
+
+def _cpu(fn) -> float:
+    gc.collect()
+    t = time.process_time()
+    fn()
+    return time.process_time() - t
+
+
+def compare_visit(workspace: Path) -> dict:
+    os.environ["STUDIO_WORKSPACE"] = str(workspace)
+    at = _app()
+    at.switch_page("pages/5_Compare.py")
+    first = _cpu(at.run)
+    t = time.perf_counter()
+    while any("Reading the final" in c.value for c in at.caption):  # the table's background read
+        time.sleep(0.05)
+        at.run()
+    table_wait = time.perf_counter() - t
+    rerun = _cpu(at.run)
+    assert not at.exception, [e.message for e in at.exception]
+    return {"compare_first": first, "compare_rerun": rerun, "table_wait": table_wait}
+
+
+def train_visit(workspace: Path) -> dict:
+    os.environ["STUDIO_WORKSPACE"] = str(workspace)
+    at = _app()
+    at.switch_page("pages/3_Train.py")
+    first = _cpu(at.run)
+    assert not at.exception, [e.message for e in at.exception]
+    histories = at.session_state["studio.train.histories"]
+    assert list(histories) == ["long"], list(histories)
+    held = len(pickle.dumps(histories))
+    return {"train_first": first, "session_bytes": held, "drawn": histories["long"].held_points()}
+
+
+def refresh(workspace: Path, next_step: list[int]) -> dict:
+    """The live fragment's work for one tick after 100 new steps, and the TensorBoard-equivalent reload."""
+    import plotly.io as pio
+
+    from components.charts import run_figures
+    from studio.runs.history import MetricHistory
+    from studio.runs.store import Store
+
+    store = Store(workspace / "studio.db")
+    view = MetricHistory("long")
+    view.update(store, 0.6)
+    rng = np.random.default_rng(1)
+    ticks, tb = [], []
+    reservoir = _Reservoir(store, "long")
+    for _ in range(5):
+        store.write_metrics("long", rows_for(next_step[0], next_step[0] + 99, rng))
+        next_step[0] += 100
+
+        def tick():
+            view.update(store, 0.6)
+            for _, fig in run_figures([("long", view, None)], smoothing=0.6):
+                pio.to_json(fig.to_dict(), validate=False)  # what st.plotly_chart does with a Figure
+
+        ticks.append(_cpu(tick))
+        tb.append(_cpu(reservoir.reload))
+    store.close()
+    return {"refresh": statistics.median(ticks), "tb_reload": statistics.median(tb)}
+
+
+class _Reservoir:
+    """TensorBoard's scalar reload, emulated: per tag a reservoir of 1,000 points (uniform replacement,
+    the newest point always kept), fed the rows since the last reload, then the JSON response."""
+
+    SIZE = 1000
+
+    def __init__(self, store, run_id: str):
+        self.store, self.run_id = store, run_id
+        self.last = store.get_run(run_id).step
+        self.items: dict[str, list] = {}
+        self.seen: dict[str, int] = {}
+        self.rng = random.Random(0)
+        for key in ("train_loss", "lr", "val_loss", "val_accuracy"):  # loaded once, like TensorBoard's first load
+            self.items[key] = [[1e9, s, 1.0] for s in range(self.SIZE)]
+            self.seen[key] = self.last
+
+    def reload(self) -> None:
+        for m in self.store.read_metrics(self.run_id, since_step=self.last):
+            items = self.items[m.key]
+            self.seen[m.key] += 1
+            slot = self.rng.randrange(self.seen[m.key])
+            if slot < self.SIZE:
+                items[slot] = [m.wall_time, m.step, m.value]
+            else:
+                items[-1] = [m.wall_time, m.step, m.value]
+            self.last = max(self.last, m.step)
+        json.dumps({key: sorted(items, key=lambda p: p[1]) for key, items in self.items.items()})
+
+
+def main(lengths=LENGTHS) -> None:
+    # BENCH_HISTORY_STORES=DIR keeps the generated stores there and reuses them (the 10M one takes minutes).
+    keep = os.environ.get("BENCH_HISTORY_STORES")
+    with tempfile.TemporaryDirectory() as tmp:
+        spaces = {}
+        for n in lengths:
+            spaces[n] = Path(keep or tmp) / f"ws{n}"
+            if (spaces[n] / "ready").exists():
+                continue
+            seconds = fill(spaces[n], n)
+            (spaces[n] / "ready").write_text(f"{seconds:.0f}\n")
+            print(f"       (store with a {n:,}-step run: {os.path.getsize(spaces[n] / 'studio.db') / 1e6:,.0f} MB, "
+                  f"written in {seconds:.0f} s)", flush=True)
+        if keep:  # a reused store: the runs grew during the last refresh measurements; start them over
+            for n in lengths:
+                _reset(spaces[n], n)
+        compare_visit(spaces[lengths[0]])  # imports and caches paid once, outside the figures
+        train_visit(spaces[lengths[0]])
+        results: dict[int, list[dict]] = {n: [] for n in lengths}
+        next_step = {n: [n + 1] for n in lengths}
+        for _ in range(REPS):
+            for n in lengths:  # interleaved: drift on the shared machine hits every length alike
+                results[n].append({**compare_visit(spaces[n]), **train_visit(spaces[n]),
+                                   **refresh(spaces[n], next_step[n])})
+        med = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in results.items()}
+
+    print("\n| logged steps | Compare rerun | Compare first visit | table (background) | Train first visit "
+          "| session holds | drawn records | chart refresh | TB-equivalent reload |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for n, m in med.items():
+        print(f"| {n:,} | {m['compare_rerun'] * 1000:.0f} ms | {m['compare_first'] * 1000:.0f} ms "
+              f"| {m['table_wait'] * 1000:.0f} ms | {m['train_first'] * 1000:.0f} ms "
+              f"| {m['session_bytes'] / 1000:.0f} KB "
+              f"| {m['drawn']:.0f} | {m['refresh'] * 1000:.1f} ms | {m['tb_reload'] * 1000:.1f} ms |")
+    big = med[max(n for n in lengths if n <= 1_000_000)] if any(n <= 1_000_000 for n in lengths) else med[max(lengths)]
+    reruns = [m["compare_rerun"] for m in med.values()]
+    report("Compare rerun, 1M-step run in the store (CPU)", big["compare_rerun"] * 1000, "<= 300 ms",
+           big["compare_rerun"] <= COMPARE_GOAL_S, " ms")
+    report("Compare rerun, longest / shortest history", max(reruns) / min(reruns), "~1 (independent of length)",
+           max(reruns) / min(reruns) <= 1.5, "x")
+    report("Train first visit, 1M-step run (CPU)", big["train_first"] * 1000, "<= 1000 ms",
+           big["train_first"] <= TRAIN_GOAL_S, " ms")
+    longest = med[max(lengths)]
+    bound = 4 * ((1000 - 1) // 2)  # 4 series, at most 499 bucket records each (max_points 1,000)
+    report(f"records held by the session, {max(lengths):,} steps", longest["drawn"], f"<= {bound} (points drawn)",
+           longest["drawn"] <= bound)
+    ratio = big["refresh"] / big["tb_reload"]
+    report("chart refresh / TensorBoard-equivalent reload, 1M steps", ratio, "<= 2x", ratio <= REFRESH_GOAL_RATIO, "x")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--fill"]:
+        fill_only(tuple(int(float(a)) for a in sys.argv[2:]) or LENGTHS)
+    else:
+        main(tuple(int(float(a)) for a in sys.argv[1:]) or LENGTHS)
