@@ -27,13 +27,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     from studio.graph import load_graph
 
     graph = load_graph(args.graph)
-    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "seed")
+    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "seed", "teacher", "temperature",
+                                               "distill_weight", "init_from")
                  if getattr(args, k, None) is not None}
     config = TrainConfig(**overrides)
     config.validate()
     options = dict(getattr(args, "data_option", None) or [])  # [(key, value), ...] from --data-option
     if options:
         get_info(args.data, options=options)  # an unknown option fails here, before a run exists
+    if config.teacher or config.init_from:  # what the teacher and the warm start bring, before a run exists
+        from studio.deploy.transfer import check_teacher, match_graph
+
+        if config.teacher:
+            check_teacher(graph, config.teacher, get_info(args.data, options=options or None).task)
+        if config.init_from:
+            for line in match_graph(graph, config.init_from).lines():
+                print(line, file=sys.stderr)
     store = Store()
     run_id = start_run(graph, args.data, config, name=getattr(args, "name", None), dataset_options=options,
                        store=store)

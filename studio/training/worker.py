@@ -107,6 +107,9 @@ def build_trainer(run_dir: Path, meta: dict, store: Store, log: RunLog) -> tuple
     model = compile_graph(graph, seed=cfg.seed, device=device)
     init_weights(model, cfg.init)
     task = Task(data.info.task, num_classes=data.info.num_classes, label_smoothing=cfg.label_smoothing)
+    from studio.deploy.transfer import prepare_training  # warm start, pruning masks, frozen nodes, teacher
+
+    distill = prepare_training(model, graph, cfg, task.kind, log, device=device)
 
     monitor, mode = cfg.resolved_monitor(task.kind)
     guard = DivergenceGuard()
@@ -131,7 +134,7 @@ def build_trainer(run_dir: Path, meta: dict, store: Store, log: RunLog) -> tuple
     if cfg.probes:
         callbacks.append(Prober(run_dir / "probes", data.probe_batch(PROBE_SAMPLES), every=cfg.probe_every))
 
-    trainer = Trainer(model, data, cfg, task=task, callbacks=callbacks, device=device)
+    trainer = Trainer(model, data, cfg, task=task, callbacks=callbacks, device=device, distill=distill)
     if checkpointer.last_path.exists():
         ckpt = load_checkpoint(checkpointer.last_path, map_location=device)
         restore_checkpoint(trainer, ckpt, stateful)
