@@ -158,15 +158,17 @@ def test_quantized_seed_mlp_keeps_its_digits_accuracy_within_2_points(trained):
 
 # ---- the CLI and a fresh interpreter -----------------------------------------------------------------------
 
-def test_compress_cli_json_and_the_program_loads_without_the_studio(trained, tmp_path):
+def test_compress_cli_json_and_the_program_loads_without_the_studio(trained, tmp_path, monkeypatch, capsys):
+    from studio.__main__ import main
+
     ws, run_id = trained
     out = tmp_path / "pruned.pt2"
-    env = {**os.environ, "STUDIO_WORKSPACE": str(ws), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "studio", "compress", run_id, "--method", "prune", "--sparsity",
-                           "0.5", "--repeats", "2", "-o", str(out), "--json"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.strip().splitlines()
+    monkeypatch.setenv("STUDIO_WORKSPACE", str(ws))
+    code = main(["compress", run_id, "--method", "prune", "--sparsity", "0.5", "--repeats", "2", "-o", str(out),
+                 "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    lines = captured.out.strip().splitlines()
     figures = json.loads(lines[-1])
     assert set(figures) == COMPRESS_KEYS
     assert figures["method"] == "prune" and figures["metric_name"] == "val_accuracy"
@@ -193,9 +195,13 @@ def test_compress_cli_json_and_the_program_loads_without_the_studio(trained, tmp
     torch.testing.assert_close(torch.load(tmp_path / "y.pt", weights_only=True), expected)
 
 
-def test_compress_of_an_unknown_run_says_so(tmp_path):
-    env = {**os.environ, "STUDIO_WORKSPACE": str(tmp_path), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "studio", "compress", "nope", "--method", "int8-weight", "-o",
-                           str(tmp_path / "x.pt2")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1
-    assert "error: run 'nope' has no run directory" in proc.stderr
+def test_compress_of_an_unknown_run_or_a_bad_sparsity_says_so(trained, tmp_path, capsys):
+    from studio.__main__ import main
+
+    assert main(["compress", "nope", "--method", "int8-weight", "-o", str(tmp_path / "x.pt2")]) == 1
+    assert "error: run 'nope' has no run directory" in capsys.readouterr().err
+    ws, run_id = trained
+    os.environ["STUDIO_WORKSPACE"] = str(ws)  # the autouse fixture's monkeypatch restores it
+    assert main(["compress", run_id, "--method", "prune", "--sparsity", "2", "-o", str(tmp_path / "x.pt2")]) == 1
+    assert "sparsity=2.0 is out of range" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt2").exists()

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from studio.deploy import measure
-from studio.deploy.variants import DESCRIPTIONS, METHODS, make_variant
+from studio.deploy.variants import DESCRIPTIONS, METHODS, check_sparsity, make_variant
 from studio.errors import ExportError, StudioError
 
 CALIBRATION_BATCHES = 8
@@ -74,6 +74,8 @@ def deploy_report(run_id: str, methods=METHODS, *, sparsity: float = 0.5, which:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ExportError(f"unknown method {unknown[0]!r}; use one of {', '.join(METHODS)}")
+    if any(m.startswith("prune") for m in methods):
+        check_sparsity(sparsity)
     run = load_run(run_id, workspace)
     if which not in run.checkpoints():
         which = (run.checkpoints() or [which])[0]  # a run stopped before its first evaluation has only 'last'
