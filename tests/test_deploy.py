@@ -205,3 +205,41 @@ def test_compress_of_an_unknown_run_or_a_bad_sparsity_says_so(trained, tmp_path,
     assert main(["compress", run_id, "--method", "prune", "--sparsity", "2", "-o", str(tmp_path / "x.pt2")]) == 1
     assert "sparsity=2.0 is out of range" in capsys.readouterr().err
     assert not (tmp_path / "x.pt2").exists()
+
+
+# ---- the page ------------------------------------------------------------------------------------------------
+
+def test_deploy_page_measures_variants_offers_downloads_and_starts_a_linked_fine_tune(trained, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from studio.runs import Store, list_runs, reconcile
+
+    ws, run_id = trained
+    monkeypatch.setenv("STUDIO_WORKSPACE", str(ws))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.session_state["studio.session.run_id"] = run_id
+    at.switch_page("pages/6_Deploy.py")
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.selectbox(key="studio.deploy.run").value == run_id
+    at.multiselect(key="studio.deploy.methods").set_value(["int8-weight", "prune"])
+    at.button(key="studio.deploy.measure").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    table = at.dataframe[0].value
+    assert table["variant"].tolist() == ["fp32", "int8-weight", "prune"]
+    assert (table["size ×"].iloc[1] < 1.0) and table["non-zero"].iloc[2] < 0.6 * table["params"].iloc[2]
+    assert abs(table["change"].iloc[1]) <= 2.0
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels == ["fp32.pt2", "fp32 state dict", "int8-weight.pt2", "prune.pt2", "prune state dict"]
+    assert len(at.get("plotly_chart")) == 1
+
+    at.button(key="FormSubmitter:studio.deploy.finetune-Start fine-tuning").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("Started run" in s.value for s in at.success)
+    child = next(r for r in Store().list_runs() if r.id != run_id)
+    assert child.parent_id == run_id and child.config["prune_method"] == "prune"
+    deadline = time.time() + DEADLINE_S
+    while time.time() < deadline and any(r.active for r in list_runs()):
+        reconcile()
+        time.sleep(0.3)
+    assert Store().get_run(child.id).status == "completed", Store().get_run(child.id).error

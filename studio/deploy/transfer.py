@@ -222,3 +222,34 @@ def prepare_training(model: nn.Module, graph, cfg, task: str, log, device="cpu")
     teacher = load_teacher(cfg.teacher, model, task, device=device)
     log(f"distilling from run {cfg.teacher} (temperature {cfg.temperature}, weight {cfg.distill_weight})")
     return Distiller(teacher, cfg.temperature, cfg.distill_weight)
+
+
+# ---- fine-tuning a pruned model as a new run ------------------------------------------------------------
+
+def start_finetune(run_id: str, method: str, sparsity: float, *, epochs: int | None = None, lr: float | None = None,
+                   store=None) -> str:
+    """Start a run that fine-tunes run `run_id`'s model pruned by `method` at `sparsity`, linked to it as its
+    parent (same graph, dataset and settings; warm start from it; pruned weights held at zero)."""
+    from studio.deploy.variants import check_sparsity
+    from studio.inspect import load_run
+    from studio.runs.launcher import start_run
+
+    if method not in ("prune", "prune-channels"):
+        raise TrainError(f"fine-tuning keeps a pruned model pruned; method must be 'prune' or 'prune-channels', "
+                         f"got {method!r}")
+    check_sparsity(sparsity)
+    run = load_run(run_id)
+    changes = {"init_from": run_id, "prune_method": method, "prune_sparsity": float(sparsity), "teacher": ""}
+    if epochs is not None:
+        changes.update(epochs=int(epochs), max_steps=0)
+    if lr is not None:
+        changes["lr"] = float(lr)
+    config = run.config.replace(**changes)
+    name = f"{run_id[-6:]} {method} {sparsity:.0%} fine-tune"
+    return start_run(run.graph, run.dataset_id, config, name=name, dataset_options=run.dataset_options or None,
+                     store=store, parent_id=run_id)
+
+
+def teacher_pairs(runs) -> list[tuple[str, str]]:
+    """(student run id, teacher run id) for every run in `runs` (RunRecords) trained with a teacher."""
+    return [(r.id, r.config.get("teacher")) for r in runs if isinstance(r.config, dict) and r.config.get("teacher")]

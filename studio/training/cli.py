@@ -45,7 +45,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 print(line, file=sys.stderr)
     store = Store()
     run_id = start_run(graph, args.data, config, name=getattr(args, "name", None), dataset_options=options,
-                       store=store)
+                       store=store, parent_id=config.init_from or None)
     shown = "".join(f" {k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in options.items())
     print(f"run {run_id}: {graph.name} on {args.data}{shown} (logs: {run_dir(run_id) / 'log.txt'})",
           file=sys.stderr)
