@@ -62,6 +62,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
             if k == 0:
                 print("  ".join("-" * w for w in widths))
         print(f"total params: {_fmt_int(a.total_params)}   total FLOPs per sample: {_fmt_int(a.total_flops)}")
+        if a.frozen:
+            print(f"trainable params: {_fmt_int(a.trainable_params)} (frozen: {', '.join(sorted(a.frozen))})")
     for i in a.issues:
         print(f"{i}" + (" (warning)" if i.severity == "warning" else ""), file=sys.stderr)
     return 1 if a.errors else 0
