@@ -11,6 +11,7 @@ from components.inspect_probes import code_span
 from components.run_store import open_store
 from components.run_table import status_badge
 from studio import inspect as ins
+from studio.deploy.transfer import teacher_pairs, teacher_student_rows
 from studio.runs import Store, list_runs
 
 st.set_page_config(page_title="Compare · Neural Studio", page_icon="⚖️", layout="wide")
@@ -81,6 +82,12 @@ for n, (title, fig) in enumerate(figures):
 st.subheader("Final and best metrics")
 st.markdown(" · ".join(f"{status_badge(by_id[r].status)} {st_escape(names[r])}" for r in picked))
 st.dataframe(metrics_table(store, picked, names), hide_index=True)
+
+# ---- distillation: each picked student next to its teacher ----------------------------------------------
+for student, teacher in teacher_pairs([by_id[r] for r in picked]):
+    st.subheader(f"Teacher and student: {names.get(student, student)}")
+    st.dataframe(pd.DataFrame(teacher_student_rows(store, student, teacher)), hide_index=True,
+                 key=f"studio.compare.distill.{student}")
 
 # ---- settings and graphs --------------------------------------------------------------------------------
 st.subheader("Training settings that differ")

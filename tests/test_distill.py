@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,6 +25,7 @@ from studio.training.config import ConfigError
 from studio.training.loop import Task, Trainer
 
 DEADLINE_S = 180
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def graph_doc(hidden: int = 32, frozen: tuple = ()) -> dict:
@@ -185,6 +187,18 @@ def test_a_student_run_with_teacher_warm_start_and_a_frozen_node(source, monkeyp
     assert any(m.startswith(f"warm start from run {run_id}: 3 node(s) copied (fc1, bn1, fc2)") for m in messages), messages
     assert any("distilling from run" in m for m in messages)
     assert any("frozen nodes: fc1" in m for m in messages)
+
+    # Compare shows the teacher and the student side by side
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.session_state["studio.session.run_id"] = student
+    at.switch_page("pages/5_Compare.py")
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    pair = next(d.value for d in at.dataframe if "role" in d.value.columns)
+    assert pair["role"].tolist() == ["teacher", "student"] and pair["run"].tolist() == [run_id, student]
+    assert pair["params"].tolist() == [2474, 2474] and "val_accuracy" in pair.columns
 
 
 def test_pruned_fine_tuning_keeps_the_pruned_weights_at_zero(source, monkeypatch):

@@ -253,3 +253,22 @@ def start_finetune(run_id: str, method: str, sparsity: float, *, epochs: int | N
 def teacher_pairs(runs) -> list[tuple[str, str]]:
     """(student run id, teacher run id) for every run in `runs` (RunRecords) trained with a teacher."""
     return [(r.id, r.config.get("teacher")) for r in runs if isinstance(r.config, dict) and r.config.get("teacher")]
+
+
+def teacher_student_rows(store, student_id: str, teacher_id: str) -> list[dict]:
+    """Teacher and student side by side: role, run, name, status, parameters and final validation metrics."""
+    from studio.analysis import analyze
+    from studio.graph import parse_graph
+
+    rows = []
+    for role, run_id in (("teacher", teacher_id), ("student", student_id)):
+        try:
+            record = store.get_run(run_id)
+        except TrainError:  # the teacher was deleted since
+            rows.append({"role": role, "run": run_id, "status": "deleted"})
+            continue
+        row = {"role": role, "run": run_id, "name": record.name, "status": record.status,
+               "params": analyze(parse_graph(record.graph)).total_params}
+        row.update({k: v for k, v in sorted(store.latest_metrics(run_id).items()) if k.startswith("val_")})
+        rows.append(row)
+    return rows
