@@ -48,7 +48,8 @@ def main() -> int:
         run_id = train(template, epochs)
         r = deploy_report(run_id, sparsity=0.5, repeats=15)
         fp32 = r.row("fp32")
-        print(f"{template}: fp32 val_accuracy {fp32.metric:.4f}, file {fp32.bytes:,} B, weights {fp32.weight_bytes:,} B, "
+        print(f"{template}: fp32 val_accuracy {fp32.metric:.4f}, file {fp32.bytes:,} B, "
+              f"weights {fp32.weight_bytes:,} B, "
               f"{fp32.latency_ms_batch1:.4f} ms/sample @1, {fp32.latency_ms_batch:.4f} ms/sample @64", flush=True)
         for row in r.rows:
             if not row.ok:

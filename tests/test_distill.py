@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from studio.compile import compile_graph
 from studio.data import apply_dataset, get_dataset, get_info
@@ -184,7 +183,8 @@ def test_a_student_run_with_teacher_warm_start_and_a_frozen_node(source, monkeyp
     assert torch.equal(out.fc1.weight, src.fc1.weight) and torch.equal(out.fc1.bias, src.fc1.bias)
     assert not torch.equal(out.fc2.weight, src.fc2.weight)
     messages = [e.message for e in Store().read_events(student)]
-    assert any(m.startswith(f"warm start from run {run_id}: 3 node(s) copied (fc1, bn1, fc2)") for m in messages), messages
+    copied = f"warm start from run {run_id}: 3 node(s) copied (fc1, bn1, fc2)"
+    assert any(m.startswith(copied) for m in messages), messages
     assert any("distilling from run" in m for m in messages)
     assert any("frozen nodes: fc1" in m for m in messages)
 

@@ -56,7 +56,8 @@ def export_program(module: nn.Module, example: torch.Tensor) -> bytes:
 def weight_bytes(program: bytes) -> int:
     """Bytes of tensor data (weights, buffers, constants) inside a .pt2 archive, without the graph text."""
     with zipfile.ZipFile(io.BytesIO(program)) as z:
-        return sum(i.file_size for i in z.infolist() if "/data/weights/" in i.filename or "/data/constants/" in i.filename)
+        return sum(i.file_size for i in z.infolist()
+                   if "/data/weights/" in i.filename or "/data/constants/" in i.filename)
 
 
 def weight_counts(module: nn.Module) -> tuple[int, int]:
