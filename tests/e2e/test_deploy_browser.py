@@ -44,8 +44,6 @@ def test_deploy_page_measures_and_offers_downloads(studio_server, run_id, page):
     page.get_by_role("button", name="Measure variants").click()
     page.get_by_text("Downloads", exact=True).wait_for(timeout=240_000)
     wait_idle(page, timeout=120)
-    page.wait_for_timeout(2000)
-    screenshot(page, "deploy_01_table")
     assert page.get_by_text("Measuring failed").count() == 0
     page.locator('[data-testid="stDataFrame"], [data-testid="stDataFrameResizable"]').first.wait_for(
         state="attached", timeout=60_000)
@@ -55,3 +53,6 @@ def test_deploy_page_measures_and_offers_downloads(studio_server, run_id, page):
     assert page.locator(".js-plotly-plot").count() == 1
     buttons = page.locator('[data-testid="stDownloadButton"] button').all_inner_texts()
     assert any("int8-weight.pt2" in b for b in buttons) and any("prune state dict" in b for b in buttons)
+    page.locator('[data-testid="stDownloadButton"] button').first.wait_for(timeout=60_000)
+    page.wait_for_timeout(3000)
+    screenshot(page, "deploy_01_table")
