@@ -53,5 +53,5 @@ def tradeoff_figure(report, height: int = 380) -> go.Figure:
                       title={"text": f"Size and latency (× fp32) against {report.metric_name}", "font": {"size": 14}},
                       legend={"orientation": "h", "y": -0.15})
     fig.update_yaxes(title_text="× fp32 (log)", type="log", secondary_y=False)
-    fig.update_yaxes(title_text=report.metric_name, secondary_y=True)
+    fig.update_yaxes(title_text=report.metric_name, secondary_y=True, nticks=6, tickformat=".3f", showgrid=False)
     return fig
