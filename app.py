@@ -15,7 +15,8 @@ nav.render()
 
 BUILD = "pages/1_Build.py"
 WHAT = {"Data": "pick or upload a dataset", "Train": "train in the background",
-        "Inspect": "feature maps, attention, weights", "Compare": "compare runs"}  # after "Open the X page"
+        "Inspect": "feature maps, attention, weights", "Compare": "compare runs",
+        "Deploy": "quantize, prune, measure"}  # after "Open the X page"
 
 
 def _open_template(name: str) -> None:

@@ -36,6 +36,7 @@ _DIRECTION = "studio.build.direction"  # "down" (top to bottom) or "right" (left
 
 ISSUE_COLOR = "#dc2626"
 WARNING_COLOR = "#d97706"
+FROZEN_COLOR = "#64748b"  # the dashed border of a frozen node
 LAYER_GAP = {"down": 110.0, "right": 290.0}  # distance between layers
 NODE_GAP = {"down": 250.0, "right": 95.0}  # distance between nodes of one layer
 _MD_SPECIAL = set("\\`*_{}[]()#+-.!|~$:")
@@ -187,6 +188,8 @@ def flow_elements(graph: Graph, analysis: Analysis, selected: str | None, direct
         spec = REGISTRY.get(n.type)
         mark = "⚠ " if n.id in warned else ""
         content = f"**{md_escape(n.id)}**\n\n{mark}{md_escape(node_label(graph, analysis, n.id))}"
+        if n.frozen:  # not trained: a dashed grey border and a snowflake
+            content = f"❄ {content}"
         pos = n.position or {"x": 0.0, "y": 0.0}
         node = StreamlitFlowNode(
             n.id, (pos["x"], pos["y"]), {"content": content},
@@ -195,6 +198,8 @@ def flow_elements(graph: Graph, analysis: Analysis, selected: str | None, direct
             style=_node_style(spec.category if spec else None,
                               "error" if n.id in flagged else "warning" if n.id in warned else None,
                               n.id == selected))
+        if n.frozen:
+            node.style = {**node.style, "borderStyle": "dashed", "borderColor": FROZEN_COLOR}
         nodes.append(node)
     inputs = graph.input_map()
     edges = []

@@ -44,6 +44,13 @@ def with_param(graph: Graph, node_id: str, name: str, value) -> Graph:
     return g
 
 
+def with_frozen(graph: Graph, node_id: str, frozen: bool) -> Graph:
+    """A copy with the node's `frozen` flag set (its parameters are then not trained)."""
+    g = graph.copy()
+    g.node(node_id).frozen = bool(frozen)
+    return g
+
+
 def renamed(graph: Graph, old: str, new: str) -> Graph:
     """A copy with node `old` called `new` (edges follow); raises ValueError with the reason."""
     problem = node_id_problem(new)
@@ -227,6 +234,10 @@ def _on_rename(node_id: str, key: str) -> None:
     canvas.select_node(new)
 
 
+def _on_frozen(node_id: str, key: str) -> None:
+    session.set_current_graph(with_frozen(session.current_graph(), node_id, st.session_state[key]))
+
+
 def _on_delete(node_id: str) -> None:
     session.set_current_graph(without_node(session.current_graph(), node_id))
     canvas.select_node(None)
@@ -303,6 +314,12 @@ def render_inspector(graph: Graph, analysis: Analysis) -> None:
                 if i:
                     c2.button("↑", key=f"studio.build.input_up.{node_id}.{i}", on_click=_on_move_input,
                               args=(node_id, i), help="Move this input one place earlier")
+    if info is not None and info.params:
+        frozen_key = f"studio.build.frozen.{node_id}.{node.frozen}"  # keyed by its value, created from it
+        st.toggle("Frozen (not trained)", node.frozen, key=frozen_key, on_change=_on_frozen,
+                  args=(node_id, frozen_key), help="Keep this node's weights as they are (e.g. after a warm start): "
+                                                   "requires_grad False, and it runs in eval mode while training.")
+        st.caption(f"Trainable parameters in the graph: {analysis.trainable_params:,} of {analysis.total_params:,}")
     c1, c2 = st.columns(2)
     c1.button("Duplicate", key="studio.build.duplicate", on_click=_on_duplicate, args=(node_id,),
               icon=":material/content_copy:", width="stretch")

@@ -15,6 +15,7 @@ PAGES = (
     ("pages/3_Train.py", "Train", ":material/model_training:"),
     ("pages/4_Inspect.py", "Inspect", ":material/biotech:"),
     ("pages/5_Compare.py", "Compare", ":material/compare_arrows:"),
+    ("pages/6_Deploy.py", "Deploy", ":material/deployed_code:"),
 )
 
 

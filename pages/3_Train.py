@@ -72,8 +72,35 @@ def render_field(spec: dict, default) -> None:
         st.number_input(name, step=1, help=help_text, **keep)
     elif spec["kind"] == "float":
         st.number_input(name, format="%g", step=None, help=help_text, **keep)
+    elif spec["kind"] == "run":  # a finished run with a checkpoint, or none
+        runs = [""] + [r.id for r in list_runs() if r.status in ("completed", "stopped")]
+        if st.session_state.get(key) not in runs:
+            st.session_state[key] = ""
+        st.selectbox(name, runs, help=help_text, format_func=lambda r: r or "none", **keep)
     else:  # str, and lists written as comma-separated numbers
         st.text_input(name, help=help_text + (" Comma-separated." if spec["kind"] != "str" else ""), **keep)
+
+
+def render_transfer(schema: list[dict], defaults: dict, graph, task: str | None) -> None:
+    """Teacher, warm start and pruned fine-tuning, outside the form: what a warm start copies and what it
+    leaves shows as soon as a run is picked, before launch."""
+    from studio.deploy.transfer import check_teacher, match_graph
+
+    st.markdown("**Start from other runs** (distillation, warm start)")
+    cols = st.columns(3)
+    for i, spec in enumerate(s for s in schema if s["group"] == "transfer"):
+        with cols[i % 3]:
+            render_field(spec, defaults[spec["name"]])
+    teacher, init_from = st.session_state.get(CFG + "teacher"), st.session_state.get(CFG + "init_from")
+    try:
+        if teacher and task:
+            check_teacher(graph, teacher, task)
+            st.caption(f"Teacher {teacher}: same input and output shape as this graph.")
+        if init_from:
+            match = match_graph(graph, init_from)
+            (st.info if match.matched else st.warning)("\n\n".join(st_escape(line) for line in match.lines()))
+    except StudioError as e:
+        st.error(st_escape(str(e)))
 
 
 def read_form(schema: list[dict]) -> tuple[dict, list[tuple[str, str]]]:
@@ -168,9 +195,10 @@ changed = latest is None or latest.dataset_id != dataset_id or model_of(latest.g
 with st.expander("New run", expanded=changed or bool(reasons), icon=":material/add:"):
     backend, refusal = backend_form.render()  # this machine or Ray: cluster resources, clear refusals
     reasons = [*reasons, refusal] if refusal else reasons
+    render_transfer(schema, defaults, graph, info.task if info else None)
     with st.form("studio.train.form", border=True):
         st.markdown("**Training settings**")
-        groups = list(dict.fromkeys(s["group"] for s in schema))
+        groups = list(dict.fromkeys(s["group"] for s in schema if s["group"] != "transfer"))
         cols = st.columns(3)
         for i, group in enumerate(groups):
             with cols[i % 3]:
@@ -179,7 +207,7 @@ with st.expander("New run", expanded=changed or bool(reasons), icon=":material/a
                     render_field(spec, defaults[spec["name"]])
         with st.expander("Advanced settings"):
             cols = st.columns(3)
-            for i, spec in enumerate(s for s in schema if s["advanced"]):
+            for i, spec in enumerate(s for s in schema if s["advanced"] and s["group"] != "transfer"):
                 with cols[i % 3]:
                     render_field(spec, defaults[spec["name"]])
         run_name = st.text_input("Run name (optional)", key="studio.train.run_name", max_chars=120)
@@ -203,7 +231,8 @@ if launch and not reasons:
     else:
         try:
             run_id = start_run(graph, info.id, config, name=run_name.strip() or None, dataset_options=options,
-                               store=store, backend=backend)
+                               store=store, backend=backend,
+                               parent_id=config.init_from or None)
         except StudioError as e:
             st.error(f"The run was not launched: {st_escape(str(e))}")
         else:

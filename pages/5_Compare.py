@@ -16,6 +16,7 @@ from components.inspect_probes import code_span
 from components.run_store import in_background, open_store
 from components.run_table import status_badge
 from studio import inspect as ins
+from studio.deploy.transfer import teacher_pairs, teacher_student_rows
 from studio.runs import Store, list_runs
 from studio.runs.history import final_and_best
 
@@ -109,6 +110,12 @@ def render_metrics_table() -> None:
 
 
 st.fragment(render_metrics_table, run_every=None if all(f.done() for f in table_reads().values()) else 0.5)()
+
+# ---- distillation: each picked student next to its teacher ----------------------------------------------
+for student, teacher in teacher_pairs([by_id[r] for r in picked]):
+    st.subheader(f"Teacher and student: {names.get(student, student)}")
+    st.dataframe(pd.DataFrame(teacher_student_rows(store, student, teacher)), hide_index=True,
+                 key=f"studio.compare.distill.{student}")
 
 # ---- settings and graphs --------------------------------------------------------------------------------
 st.subheader("Training settings that differ")

@@ -62,6 +62,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
             if k == 0:
                 print("  ".join("-" * w for w in widths))
         print(f"total params: {_fmt_int(a.total_params)}   total FLOPs per sample: {_fmt_int(a.total_flops)}")
+        if a.frozen:
+            print(f"trainable params: {_fmt_int(a.trainable_params)} (frozen: {', '.join(sorted(a.frozen))})")
     for i in a.issues:
         print(f"{i}" + (" (warning)" if i.severity == "warning" else ""), file=sys.stderr)
     return 1 if a.errors else 0
@@ -155,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float)
     t.add_argument("--seed", type=int)
     t.add_argument("--name")
+    t.add_argument("--teacher", metavar="RUN_ID", help="distil from this finished run (same output shape)")
+    t.add_argument("--temperature", type=float, help="distillation temperature (default 4)")
+    t.add_argument("--distill-weight", type=float, help="weight of the distillation term (default 0.7)")
+    t.add_argument("--init-from", metavar="RUN_ID", help="warm start: copy this run's weights into the nodes "
+                                                          "with the same id and shapes")
     t.add_argument("--json", action="store_true")
     t.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="where the run trains: this machine (default) or a Ray cluster (data parallel)")
@@ -191,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--input-dtype", default="float32", choices=("float32", "int64"))
     i.add_argument("-o", "--output", required=True)
     i.set_defaults(func=cmd_import)
+
+    from studio.deploy.cli import add_compress_parser
+
+    add_compress_parser(sub)
 
     r = sub.add_parser("runs", help="list runs")
     r.add_argument("--json", action="store_true")

@@ -64,6 +64,7 @@ class Analysis:
     order: list[str] = field(default_factory=list)  # topological; empty when the graph has a cycle
     input_id: str | None = None
     output_id: str | None = None
+    frozen: set = field(default_factory=set)  # ids of the graph's frozen nodes (their params are not trained)
 
     @property
     def errors(self) -> list[Issue]:
@@ -80,6 +81,11 @@ class Analysis:
     @property
     def total_params(self) -> int:
         return sum(n.params for n in self.nodes.values())
+
+    @property
+    def trainable_params(self) -> int:
+        """Parameters that training updates: all but those of frozen nodes."""
+        return sum(n.params for nid, n in self.nodes.items() if nid not in self.frozen)
 
     @property
     def total_flops(self) -> int:
@@ -132,6 +138,7 @@ def validate(graph: Graph, **kwargs) -> list[Issue]:
 
 def analyze(graph: Graph, *, param_budget: float = DEFAULT_PARAM_BUDGET) -> Analysis:
     a = Analysis()
+    a.frozen = {n.id for n in graph.nodes if n.frozen}
     broken: set[str] = set()  # nodes whose output cannot be inferred
     issue = a.issues.append
 

@@ -55,7 +55,7 @@ def _reserved_ids() -> frozenset[str]:
     return _RESERVED_IDS | _NN_MODULE_ATTRS
 
 _DOC_KEYS = {"format", "name", "description", "nodes", "edges"}
-_NODE_KEYS = {"id", "type", "params", "position"}
+_NODE_KEYS = {"id", "type", "params", "position", "frozen"}
 _EDGE_KEYS = {"source", "target", "port"}
 
 
@@ -81,6 +81,7 @@ class Node:
     type: str
     params: dict = field(default_factory=dict)
     position: dict | None = None  # {"x": float, "y": float} on the canvas; no effect on the model
+    frozen: bool = False  # its parameters are not trained (requires_grad False; it runs in eval mode)
 
     def to_dict(self) -> dict:
         d: dict = {"id": self.id, "type": self.type}
@@ -88,6 +89,8 @@ class Node:
             d["params"] = copy.deepcopy(self.params)
         if self.position is not None:
             d["position"] = dict(self.position)
+        if self.frozen:
+            d["frozen"] = True
         return d
 
 
@@ -255,7 +258,11 @@ def parse_graph(doc: object) -> Graph:
                 position = None
             else:
                 position = {"x": position["x"], "y": position["y"]}
-        nodes.append(Node(nid, ntype, copy.deepcopy(params), position))
+        frozen = rn.get("frozen", False)
+        if not isinstance(frozen, bool):
+            issues.append(Issue(nid, f"frozen must be true or false, got {_type_name(frozen)} {frozen!r}"[:200]))
+            frozen = False
+        nodes.append(Node(nid, ntype, copy.deepcopy(params), position, frozen))
 
     edges: list[Edge] = []
     raw_edges = doc.get("edges", [])

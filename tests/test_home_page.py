@@ -30,9 +30,9 @@ def test_home_renders_and_lists_templates():
         assert at.button(key=f"studio.home.template.{t.name}").label == "Open in Build"
     # the sidebar names every page, the entry page "Home" (not its file name); Quick start links the others
     assert [el.proto.label for el in at.sidebar.get("page_link")] == [
-        "Home", "Build", "Data", "Train", "Inspect", "Compare"]
+        "Home", "Build", "Data", "Train", "Inspect", "Compare", "Deploy"]
     assert [el.proto.label.split(":")[0] for el in at.main.get("page_link")] == [
-        f"Open the {p} page" for p in ("Build", "Data", "Train", "Inspect", "Compare")]
+        f"Open the {p} page" for p in ("Build", "Data", "Train", "Inspect", "Compare", "Deploy")]
 
 
 def test_home_lists_recent_saved_graphs_and_opens_one(_workspace):

@@ -28,7 +28,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from studio.graph import load_graph
 
     graph = load_graph(args.graph)
-    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "seed")
+    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "seed", "teacher", "temperature",
+                                               "distill_weight", "init_from")
                  if getattr(args, k, None) is not None}
     config = TrainConfig(**overrides)
     config.validate()
@@ -37,12 +38,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         from studio.data import get_info  # imports torch; only to check the options before a run exists
 
         get_info(args.data, options=options)  # an unknown option fails here, before a run exists
+    if config.teacher or config.init_from:  # what the teacher and the warm start bring, before a run exists
+        from studio.deploy.transfer import check_teacher, match_graph
+
+        if config.teacher:
+            check_teacher(graph, config.teacher, get_info(args.data, options=options or None).task)
+        if config.init_from:
+            for line in match_graph(graph, config.init_from).lines():
+                print(line, file=sys.stderr)
     from studio.runs.ray_backend import backend_from_args
 
     backend = backend_from_args(args)  # None: this machine; Ray: checked against the cluster first
     store = Store()
     run_id = start_run(graph, args.data, config, name=getattr(args, "name", None), dataset_options=options,
-                       store=store, backend=backend)
+                       store=store, backend=backend, parent_id=config.init_from or None)
     shown = "".join(f" {k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in options.items())
     print(f"run {run_id}: {graph.name} on {args.data}{shown} (logs: {run_dir(run_id) / 'log.txt'})",
           file=sys.stderr)

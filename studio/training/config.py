@@ -26,10 +26,12 @@ INITS = ("default", "xavier", "kaiming", "normal")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
 MONITOR_MODES = ("auto", "min", "max")
+PRUNE_METHODS = ("none", "prune", "prune-channels")  # studio.deploy's pruning methods, for fine-tuning
 # Metrics where larger is better; every other monitored metric is minimised under mode "auto".
 MAXIMIZED_METRICS = frozenset({"val_accuracy", "val_token_accuracy", "train_accuracy"})
 # A monitored metric's name; it also reaches exported code, so nothing but a plain identifier passes.
 _METRIC_NAME = re.compile(r"(val|train)_[A-Za-z0-9_]{1,60}")
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # a run directory's name (no path separators)
 
 
 def _f(default, kind: str, help: str, *, min=None, max=None, min_exclusive=False, choices=None,
@@ -155,6 +157,22 @@ class TrainConfig:
     checkpoint_every: int = _f(0, "int", "Save the 'last' checkpoint every N steps; 0 = at each epoch end.",
                                min=0, group="recording")
 
+    # ---- starting from other runs (studio.deploy.transfer): distillation, warm start, pruned fine-tuning ----
+    teacher: str = _f("", "run", "Distillation: a finished run whose model teaches this one (same output shape); "
+                      "empty = no teacher.", group="transfer")
+    temperature: float = _f(4.0, "float", "Distillation: softmax temperature T of both models' outputs.", min=0.0,
+                            min_exclusive=True, max=100.0, group="transfer")
+    distill_weight: float = _f(0.7, "float", "Distillation: loss = w * KL(teacher || student, softened) * T^2 + "
+                               "(1 - w) * task loss.", min=0.0, max=1.0, group="transfer")
+    init_from: str = _f("", "run", "Warm start: copy the weights of this run's best checkpoint into the nodes "
+                        "with the same id and shapes; empty = fresh weights.", group="transfer")
+    prune_method: str = _f("none", "choice", "Fine-tuning a pruned model: prune the init_from weights this way "
+                           "and keep the pruned weights at zero while training.", choices=PRUNE_METHODS,
+                           group="transfer", advanced=True)
+    prune_sparsity: float = _f(0.5, "float", "Fine-tuning a pruned model: the fraction of weights (prune) or "
+                               "channels (prune-channels) pruned.", min=0.0, min_exclusive=True, max=0.99,
+                               group="transfer", advanced=True)
+
     def augmentation(self):
         """The studio.data Augment these settings describe (enabled only when a switch is on)."""
         from studio.data.augment import Augment
@@ -222,6 +240,10 @@ class TrainConfig:
         if "monitor" not in bad and self.monitor != "auto" and not _METRIC_NAME.fullmatch(self.monitor):
             problems.append(("monitor", f"monitor={self.monitor!r} is not a metric name; use 'auto' or a "
                                         "validation metric such as 'val_loss' or 'val_accuracy'"))
+        if "prune_method" not in bad and self.prune_method != "none" and not self.init_from:
+            problems.append(("prune_method", f"prune_method={self.prune_method!r} prunes the weights of init_from, "
+                                             "which is empty; set init_from to the run to prune, or prune_method "
+                                             "to 'none'"))
         if problems and raise_on_error:
             raise ConfigError(problems)
         return problems
@@ -248,6 +270,10 @@ def _check_field(f, value) -> str | None:
         return None if isinstance(value, bool) else f"{f.name} must be true or false, got {value!r}"
     if kind == "str":
         return None if isinstance(value, str) and value else f"{f.name} must be a non-empty string, got {value!r}"
+    if kind == "run":  # a run id, or "" for none
+        if isinstance(value, str) and (value == "" or _RUN_ID.fullmatch(value)):
+            return None
+        return f"{f.name}={value!r} is not a run id (e.g. '20250101-120000-3fa2c1'); leave it empty for none"
     if kind in ("floats", "ints"):
         if not isinstance(value, (list, tuple)):
             return f"{f.name} must be a list, got {value!r}"

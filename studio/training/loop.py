@@ -142,8 +142,12 @@ class Trainer:
     `.train` and `.val` splits) as `config` says, firing events to `callbacks` in order."""
 
     def __init__(self, model: nn.Module, data, config: TrainConfig, *, task: Task,
-                 callbacks: list[Callback] = (), device: torch.device | str = "cpu"):
+                 callbacks: list[Callback] = (), device: torch.device | str = "cpu", distill=None):
         self.model, self.data, self.config, self.task = model, data, config, task
+        # distill(out, x, task_loss) -> loss: a teacher's soft targets blended in (studio.deploy.transfer)
+        self.distill = distill
+        # Frozen nodes (studio.deploy.transfer.freeze_nodes) run in eval mode while the rest trains.
+        self.frozen_modules = [m for m in model.modules() if getattr(m, "studio_frozen", False)]
         self.device = torch.device(device)
         # True: state.loss / grad_norm are read as floats every step (free on the CPU). False (accelerators):
         # they stay device tensors, read once per metric flush (training/deferred.py), so no step waits.
@@ -243,10 +247,14 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = s.lr
         self.model.train()
+        for m in self.frozen_modules:
+            m.eval()
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
             out = self.step_model(x)
         loss = self.task.loss(out.float(), y, train=True)
+        if self.distill is not None:
+            loss = self.distill(out.float(), x, loss)
         if self.shard is not None:  # weighted by its share: the averaged gradient is the full batch's
             loss = self.shard.weigh(loss)
         self.scaler.scale(loss).backward()

@@ -122,6 +122,9 @@ def build_trainer(run_dir: Path | RunDir, meta: dict, store: Store, log: RunLog,
     model = compile_graph(graph, seed=cfg.seed, device=device)
     init_weights(model, cfg.init)
     task = Task(data.info.task, num_classes=data.info.num_classes, label_smoothing=cfg.label_smoothing)
+    from studio.deploy.transfer import prepare_training  # warm start, pruning masks, frozen nodes, teacher
+
+    distill = prepare_training(model, graph, cfg, task.kind, log, device=device)
 
     monitor, mode = cfg.resolved_monitor(task.kind)
     guard = DivergenceGuard()
@@ -153,7 +156,7 @@ def build_trainer(run_dir: Path | RunDir, meta: dict, store: Store, log: RunLog,
 
     if shard is not None:
         model = shard.prepare(model, log if chief else None)
-    trainer = Trainer(model, data, cfg, task=task, callbacks=callbacks, device=device)
+    trainer = Trainer(model, data, cfg, task=task, callbacks=callbacks, device=device, distill=distill)
     if shard is not None:
         shard.attach(trainer)
     if checkpointer.last_path.exists():

@@ -1,0 +1,274 @@
+"""Training from other runs: warm start, frozen nodes, knowledge distillation and pruned fine-tuning.
+
+The worker calls `prepare_training` once the model is compiled and before the optimizer exists:
+
+- warm start (`init_from`): weights of another run's best checkpoint are copied into the nodes with
+  the same id whose every tensor has the same shape; `match_weights` lists what matched and what did
+  not, so the CLI and the Train page can show it before launch.
+- pruned fine-tuning (`prune_method`): the warm-started weights are pruned as on the Deploy page and
+  a gradient mask keeps every pruned weight at exactly zero (any optimizer: zero grad on a zero weight
+  gives a zero update, weight decay included).
+- frozen nodes (the graph's `frozen` flag): their parameters get requires_grad False and the module
+  runs in eval mode (batch-norm statistics do not move either).
+- distillation (`teacher`): `Distiller` blends the teacher's softened outputs into the loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from studio.errors import TrainError
+
+FROZEN_ATTR = "studio_frozen"  # set on a frozen node's module; the training loop keeps it in eval mode
+
+
+def load_trained(run_id: str, workspace=None, device="cpu"):
+    """(RunFiles, model with the run's best weights, or last when it has no best) of a finished run."""
+    from studio.inspect import load_model, load_run
+
+    run = load_run(run_id, workspace)
+    have = run.checkpoints()
+    if not have:
+        raise TrainError(f"run {run_id!r} has no checkpoint yet; pick a run that has finished at least one "
+                         "evaluation or epoch")
+    return run, load_model(run, have[0], device=device)
+
+
+# ---- warm start -------------------------------------------------------------------------------------
+
+@dataclass
+class WeightMatch:
+    """What a warm start from `run_id` copies: node ids matched, and one line per node that did not."""
+
+    run_id: str
+    matched: list[str] = field(default_factory=list)
+    unmatched: list[str] = field(default_factory=list)
+    state: dict = field(default_factory=dict, repr=False)  # the matched tensors, by state-dict key
+
+    def lines(self) -> list[str]:
+        out = [f"warm start from run {self.run_id}: {len(self.matched)} node(s) copied"
+               + (f" ({', '.join(self.matched)})" if self.matched else "")]
+        out += [f"  not copied: {line}" for line in self.unmatched]
+        return out
+
+
+def _by_node(state: dict) -> dict[str, dict]:
+    nodes: dict[str, dict] = {}
+    for key, value in state.items():
+        node_id, _, rest = key.partition(".")
+        nodes.setdefault(node_id, {})[rest] = value
+    return nodes
+
+
+def match_weights(model: nn.Module, run_id: str, workspace=None) -> WeightMatch:
+    """Match `model`'s nodes against run `run_id`'s trained weights by node id and shape."""
+    _, source = load_trained(run_id, workspace)
+    mine, theirs = _by_node(model.state_dict()), _by_node(source.state_dict())
+    match = WeightMatch(run_id)
+    for node_id, tensors in mine.items():
+        other = theirs.get(node_id)
+        if other is None:
+            match.unmatched.append(f"{node_id}: run {run_id} has no node {node_id!r}")
+            continue
+        problems = [f"{k} {tuple(v.shape)} vs {tuple(other[k].shape)}" if k in other else f"{k} missing there"
+                    for k, v in tensors.items() if k not in other or other[k].shape != v.shape]
+        if set(other) - set(tensors):
+            problems.append(f"run {run_id} has {', '.join(sorted(set(other) - set(tensors)))} too")
+        if problems:
+            match.unmatched.append(f"{node_id}: " + "; ".join(problems) + " (here vs there)")
+            continue
+        match.matched.append(node_id)
+        match.state.update({f"{node_id}.{k}": other[k].detach().clone() for k in tensors})
+    for node_id in theirs.keys() - mine.keys():
+        match.unmatched.append(f"{node_id}: only in run {run_id} (this graph has no node {node_id!r})")
+    return match
+
+
+def match_graph(graph, run_id: str, workspace=None) -> WeightMatch:
+    """match_weights for a graph (compiled here with fresh weights)."""
+    from studio.compile import compile_graph
+
+    return match_weights(compile_graph(graph, seed=0), run_id, workspace)
+
+
+def warm_start(model: nn.Module, run_id: str, workspace=None) -> WeightMatch:
+    """Copy the matched weights of run `run_id` into `model` (in place); returns the match."""
+    match = match_weights(model, run_id, workspace)
+    if not match.matched:
+        raise TrainError(f"warm start from run {run_id!r} matched no node (ids and shapes differ everywhere): "
+                         + "; ".join(match.unmatched[:5]))
+    device = next(iter(model.state_dict().values())).device
+    model.load_state_dict({k: v.to(device) for k, v in match.state.items()}, strict=False)
+    return match
+
+
+# ---- frozen nodes ------------------------------------------------------------------------------------
+
+def freeze_nodes(model: nn.Module, graph) -> list[str]:
+    """Freeze the graph's `frozen` nodes in `model`; returns their ids."""
+    frozen = [n.id for n in graph.nodes if n.frozen and n.id in model._modules]
+    for node_id in frozen:
+        module = model._modules[node_id]
+        for p in module.parameters():
+            p.requires_grad_(False)
+        setattr(module, FROZEN_ATTR, True)
+    return frozen
+
+
+def trainable_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# ---- pruned fine-tuning ------------------------------------------------------------------------------
+
+def keep_pruned(model: nn.Module, method: str, sparsity: float) -> int:
+    """Prune `model`'s weights in place as studio.deploy does, and mask the gradients of the pruned
+    weights so training keeps them at zero. Returns the number of zero weights."""
+    from studio.deploy.variants import prune_channels, prune_global_l1
+
+    (prune_global_l1 if method == "prune" else prune_channels)(model, sparsity)
+    zeros = 0
+    for _, m in _weights(model):
+        mask = (m.weight != 0).to(m.weight.dtype)
+        zeros += int((mask == 0).sum())
+        m.weight.register_hook(lambda g, mask=mask: g * mask)
+        if method == "prune-channels" and m.bias is not None:
+            bias_mask = (m.bias != 0).to(m.bias.dtype)
+            m.bias.register_hook(lambda g, mask=bias_mask: g * mask)
+    return zeros
+
+
+def _weights(model: nn.Module):
+    from studio.deploy.variants import prunable
+
+    return prunable(model)
+
+
+# ---- distillation ------------------------------------------------------------------------------------
+
+class Distiller:
+    """loss = w * KL(softmax(teacher / T) || softmax(student / T)) * T^2 + (1 - w) * task loss.
+
+    The teacher runs in eval mode under no_grad on the same batch. Classification outputs (B, C) and
+    per-token outputs (B, T, V) are softened over their last dimension.
+    """
+
+    def __init__(self, teacher: nn.Module, temperature: float, weight: float):
+        self.teacher = teacher.eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.temperature, self.weight = float(temperature), float(weight)
+
+    def __call__(self, out: torch.Tensor, x: torch.Tensor, task_loss: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = self.teacher(x).float()
+        t = self.temperature
+        student = F.log_softmax(out.reshape(-1, out.shape[-1]) / t, dim=-1)
+        teacher = F.softmax(target.reshape(-1, target.shape[-1]) / t, dim=-1)
+        kl = F.kl_div(student, teacher, reduction="batchmean") * (t * t)
+        return self.weight * kl + (1.0 - self.weight) * task_loss
+
+
+def load_teacher(teacher_id: str, student: nn.Module, task: str, device="cpu", workspace=None) -> nn.Module:
+    """The teacher run's model, checked against the student: same input, same output shape."""
+    if task not in ("classification", "sequence", "language_model"):
+        raise TrainError(f"distillation softens class or token scores; this dataset's task is {task!r}. "
+                         "Clear the teacher for regression")
+    _, teacher = load_trained(teacher_id, workspace, device=device)
+    x = torch.zeros((2, *student.input_shape), dtype=student.input_dtype, device=device)
+    if teacher.input_shape != student.input_shape or teacher.input_dtype != student.input_dtype:
+        raise TrainError(f"teacher run {teacher_id!r} takes inputs {tuple(teacher.input_shape)} "
+                         f"{teacher.input_dtype}, the student {tuple(student.input_shape)} {student.input_dtype}; "
+                         "pick a teacher trained on the same dataset")
+    with torch.no_grad():
+        was = student.training
+        student.eval()
+        s_shape, t_shape = tuple(student(x).shape[1:]), tuple(teacher.eval()(x).shape[1:])
+        student.train(was)
+    if s_shape != t_shape:
+        raise TrainError(f"teacher run {teacher_id!r} outputs {t_shape} per sample but this graph outputs {s_shape}; "
+                         "distillation needs the same output shape (same classes or vocabulary)")
+    return teacher
+
+
+def check_teacher(graph, teacher_id: str, task: str, workspace=None) -> None:
+    """Before launch: TrainError when run `teacher_id` cannot teach `graph`."""
+    from studio.compile import compile_graph
+
+    load_teacher(teacher_id, compile_graph(graph, seed=0), task, workspace=workspace)
+
+
+# ---- the worker's entry point ------------------------------------------------------------------------
+
+def prepare_training(model: nn.Module, graph, cfg, task: str, log, device="cpu") -> Distiller | None:
+    """Apply warm start, pruning masks and frozen nodes to `model`; return the Distiller when the config
+    names a teacher. `log(message, level)` records what was done in the run's event log."""
+    if cfg.init_from:
+        match = warm_start(model, cfg.init_from)
+        for line in match.lines():
+            log(line.strip(), "info" if not line.startswith("  ") else "warning")
+        if cfg.prune_method != "none":
+            zeros = keep_pruned(model, cfg.prune_method, cfg.prune_sparsity)
+            log(f"pruned ({cfg.prune_method}, sparsity {cfg.prune_sparsity}): {zeros:,} weights held at zero")
+    frozen = freeze_nodes(model, graph)
+    if frozen:
+        log(f"frozen nodes: {', '.join(frozen)}; {trainable_params(model):,} trainable parameters")
+    if not cfg.teacher:
+        return None
+    teacher = load_teacher(cfg.teacher, model, task, device=device)
+    log(f"distilling from run {cfg.teacher} (temperature {cfg.temperature}, weight {cfg.distill_weight})")
+    return Distiller(teacher, cfg.temperature, cfg.distill_weight)
+
+
+# ---- fine-tuning a pruned model as a new run ------------------------------------------------------------
+
+def start_finetune(run_id: str, method: str, sparsity: float, *, epochs: int | None = None, lr: float | None = None,
+                   store=None) -> str:
+    """Start a run that fine-tunes run `run_id`'s model pruned by `method` at `sparsity`, linked to it as its
+    parent (same graph, dataset and settings; warm start from it; pruned weights held at zero)."""
+    from studio.deploy.variants import check_sparsity
+    from studio.inspect import load_run
+    from studio.runs.launcher import start_run
+
+    if method not in ("prune", "prune-channels"):
+        raise TrainError(f"fine-tuning keeps a pruned model pruned; method must be 'prune' or 'prune-channels', "
+                         f"got {method!r}")
+    check_sparsity(sparsity)
+    run = load_run(run_id)
+    changes = {"init_from": run_id, "prune_method": method, "prune_sparsity": float(sparsity), "teacher": ""}
+    if epochs is not None:
+        changes.update(epochs=int(epochs), max_steps=0)
+    if lr is not None:
+        changes["lr"] = float(lr)
+    config = run.config.replace(**changes)
+    name = f"{run_id[-6:]} {method} {sparsity:.0%} fine-tune"
+    return start_run(run.graph, run.dataset_id, config, name=name, dataset_options=run.dataset_options or None,
+                     store=store, parent_id=run_id)
+
+
+def teacher_pairs(runs) -> list[tuple[str, str]]:
+    """(student run id, teacher run id) for every run in `runs` (RunRecords) trained with a teacher."""
+    return [(r.id, r.config.get("teacher")) for r in runs if isinstance(r.config, dict) and r.config.get("teacher")]
+
+
+def teacher_student_rows(store, student_id: str, teacher_id: str) -> list[dict]:
+    """Teacher and student side by side: role, run, name, status, parameters and final validation metrics."""
+    from studio.analysis import analyze
+    from studio.graph import parse_graph
+
+    rows = []
+    for role, run_id in (("teacher", teacher_id), ("student", student_id)):
+        try:
+            record = store.get_run(run_id)
+        except TrainError:  # the teacher was deleted since
+            rows.append({"role": role, "run": run_id, "status": "deleted"})
+            continue
+        row = {"role": role, "run": run_id, "name": record.name, "status": record.status,
+               "params": analyze(parse_graph(record.graph)).total_params}
+        row.update({k: v for k, v in sorted(store.latest_metrics(run_id).items()) if k.startswith("val_")})
+        rows.append(row)
+    return rows

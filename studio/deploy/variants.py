@@ -1,0 +1,234 @@
+"""Smaller variants of a trained model: int8 quantization (torchao) and pruning (torch.nn.utils.prune).
+
+Each builder takes the fp32 model (a compiled graph in eval mode, never modified: it works on a
+copy) and returns a `Variant`: the module to measure, whether it can be saved as a state dict, and
+notes on what it left untouched. A method that cannot handle the graph raises ExportError saying
+which node stops it and what to use instead.
+
+    int8-weight     torchao Int8WeightOnlyConfig: Linear weights int8 per output channel, activations fp32.
+    int8-dynamic    torchao Int8DynamicActivationInt8WeightConfig: Linear weights int8, activations
+                    quantized per token at run time.
+    int8-static     PT2E (torch.export, prepare_pt2e, calibration on training batches, convert_pt2e) with
+                    torchao's X86InductorQuantizer: Conv and Linear weights and activations int8.
+    prune           global L1 unstructured pruning of every Conv/Linear weight at `sparsity`.
+    prune-channels  L2 structured pruning of output channels of every Conv/Linear but the output layer.
+
+`torch.ao.quantization` is deprecated in this PyTorch and is not used.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from studio.errors import ExportError
+
+METHODS = ("fp32", "int8-weight", "int8-dynamic", "int8-static", "prune", "prune-channels")
+QUANT_TYPES = (nn.Linear,)
+PRUNE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)
+RECURRENT = ("RNN", "LSTM", "GRU")
+# What each method quantizes or prunes, in words, for the table.
+DESCRIPTIONS = {
+    "fp32": "the run's trained weights, unchanged",
+    "int8-weight": "Linear weights int8 per channel (torchao weight-only)",
+    "int8-dynamic": "Linear weights int8, activations int8 per token at run time (torchao dynamic)",
+    "int8-static": "Conv/Linear weights and activations int8, calibrated on training batches (PT2E)",
+    "prune": "global L1 unstructured pruning of Conv/Linear weights",
+    "prune-channels": "L2 structured pruning of output channels (all Conv/Linear but the output layer)",
+}
+
+
+@dataclass
+class Variant:
+    method: str
+    module: nn.Module
+    notes: list[str] = field(default_factory=list)
+    state_dict_ok: bool = True   # loads into the studio graph's model (fp32 and pruned variants)
+
+
+def make_variant(model: nn.Module, method: str, *, sparsity: float = 0.5, calibration=None,
+                 example: torch.Tensor | None = None) -> Variant:
+    """The `method` variant of `model` (left untouched). `calibration`: an iterable of input batches
+    (int8-static); `example`: one input batch for torch.export (int8-static)."""
+    if method not in METHODS:
+        raise ExportError(f"method {method!r} is not known; use one of {', '.join(METHODS)}")
+    if method.startswith("prune"):
+        check_sparsity(sparsity)
+    base = copy.deepcopy(model).eval()
+    if method == "fp32":
+        return Variant(method, base)
+    if method == "int8-weight":
+        return _torchao(base, method)
+    if method == "int8-dynamic":
+        return _torchao(base, method)
+    if method == "int8-static":
+        if example is None or calibration is None:
+            raise ExportError("int8-static needs an example input and calibration batches from the training split")
+        return _pt2e_static(base, example, calibration)
+    if method == "prune":
+        return prune_global_l1(base, sparsity)
+    return prune_channels(base, sparsity)
+
+
+def check_sparsity(sparsity: float) -> None:
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 < sparsity < 1.0:
+        raise ExportError(f"sparsity={sparsity!r} is out of range; expected a fraction 0 < sparsity < 1 "
+                          "(e.g. 0.5 zeroes half the weights)")
+
+
+def _node_types(model: nn.Module) -> dict[str, str]:
+    return dict(getattr(model, "node_types", {}) or {})
+
+
+def _untouched(model: nn.Module, types: tuple, what: str) -> list[str]:
+    """Notes naming the nodes with weights that `types` does not cover (they stay fp32) or covers in part."""
+    kinds = _node_types(model)
+    left, partial = [], []
+    for name, m in model.named_children():
+        if isinstance(m, types) or not any(True for _ in m.parameters()):
+            continue
+        label = f"{name} ({kinds.get(name, type(m).__name__)})"
+        (partial if any(isinstance(s, types) for s in m.modules()) else left).append(label)
+    notes = []
+    if left:
+        notes.append(f"{what}; these stay fp32: {', '.join(left)}")
+    if partial:
+        notes.append(f"only the Linear parts of {', '.join(partial)} are quantized")
+    return notes
+
+
+def _torchao(model: nn.Module, method: str) -> Variant:
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, quantize_
+
+    if not any(isinstance(m, QUANT_TYPES) for m in model.modules()):
+        raise ExportError(f"{method} quantizes Linear layers and this graph has none; nothing would change "
+                          "(use int8-static for convolutions, or prune)")
+    config = Int8WeightOnlyConfig() if method == "int8-weight" else Int8DynamicActivationInt8WeightConfig()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_(model, config)
+    return Variant(method, model, _untouched(model, QUANT_TYPES, "torchao quantizes Linear layers only"),
+                   state_dict_ok=False)
+
+
+def _pt2e_static(model: nn.Module, example: torch.Tensor, calibration) -> Variant:
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+
+    kinds = _node_types(model)
+    blocked = [f"{nid} ({t})" for nid, t in kinds.items() if t in RECURRENT]
+    if blocked:
+        raise ExportError(f"int8-static is not supported for recurrent layers: {', '.join(blocked)}; PT2E's x86 "
+                          "quantizer has no int8 pattern for RNN/LSTM/GRU. Use int8-weight or int8-dynamic "
+                          "(they quantize the Linear layers), or prune")
+    if not any(isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)) for m in model.modules()):
+        raise ExportError("int8-static quantizes Conv and Linear layers and this graph has none; nothing would "
+                          "change")
+    quantizer = xiq.X86InductorQuantizer()
+    quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
+    logger = logging.getLogger("torch")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                graph = torch.export.export(model, (example,), dynamic_shapes=({0: _batch_dim()},)).module()
+                prepared = prepare_pt2e(graph, quantizer)
+            except Exception as e:  # torch.export and the quantizer raise many types
+                raise ExportError(f"int8-static could not capture this graph with torch.export: "
+                                  f"{_first_line(e)}; use int8-weight or int8-dynamic") from None
+            batches = 0
+            with torch.no_grad():
+                for x in calibration:
+                    prepared(x)
+                    batches += 1
+            if batches == 0:
+                raise ExportError("int8-static needs calibration batches; the training split gave none")
+            converted = convert_pt2e(prepared)
+    finally:
+        logger.setLevel(level)
+    _drop_unused_attributes(converted)
+    return Variant("int8-static", converted,
+                   [f"calibrated on {batches} training batch{'es' if batches != 1 else ''}; int8 kernels need "
+                    "torch.compile (inductor) to run fast, eager timings show the quantize/dequantize cost"],
+                   state_dict_ok=False)
+
+
+def _batch_dim():
+    return torch.export.Dim("batch", min=1, max=1 << 16)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:300]
+
+
+def _drop_unused_attributes(gm: torch.fx.GraphModule) -> None:
+    """convert_pt2e keeps the fp32 weights as attributes next to their int8 copies; drop the ones the graph
+    no longer reads, so the saved program holds only int8 weights."""
+    used = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
+    for name, _ in list(gm.named_parameters()) + list(gm.named_buffers()):
+        if name not in used:
+            owner_name, _, attr = name.rpartition(".")
+            owner = gm.get_submodule(owner_name) if owner_name else gm
+            delattr(owner, attr)
+
+
+# ---- pruning -----------------------------------------------------------------------------------------
+
+def prunable(model: nn.Module, *, skip_output: bool = False) -> list[tuple[str, nn.Module]]:
+    """(name, module) of the Conv/Linear layers pruning acts on (their `weight`)."""
+    output_id = getattr(model, "output_id", None)
+    out = []
+    for name, m in model.named_modules():
+        if isinstance(m, PRUNE_TYPES) and getattr(m, "weight", None) is not None:
+            if skip_output and name.split(".")[0] == output_id:
+                continue
+            out.append((name, m))
+    return out
+
+
+def prune_global_l1(model: nn.Module, sparsity: float) -> Variant:
+    """Zero the `sparsity` fraction of all Conv/Linear weights with the smallest |w| (one global threshold);
+    the masks are made permanent (plain tensors with zeros)."""
+    layers = prunable(model)
+    if not layers:
+        raise ExportError("prune acts on Conv and Linear weights and this graph has none")
+    prune.global_unstructured([(m, "weight") for _, m in layers], pruning_method=prune.L1Unstructured,
+                              amount=float(sparsity))
+    for _, m in layers:
+        prune.remove(m, "weight")
+    total = sum(m.weight.numel() for _, m in layers)
+    zeros = sum(int((m.weight == 0).sum()) for _, m in layers)
+    notes = [f"{zeros:,} of {total:,} Conv/Linear weights are zero ({zeros / total:.1%}); stored dense, so the file "
+             "is not smaller: a sparse format or structured pruning is needed for that"]
+    return Variant("prune", model, notes)
+
+
+def prune_channels(model: nn.Module, sparsity: float, n: int = 2) -> Variant:
+    """Zero the `sparsity` fraction of output channels (rows of Linear, filters of Conv) with the smallest
+    L-n norm in every Conv/Linear but the output layer; their biases are zeroed too."""
+    layers = prunable(model, skip_output=True)
+    if not layers:
+        raise ExportError("prune-channels needs a Conv or Linear layer before the output layer; this graph has "
+                          "none (use prune)")
+    for _, m in layers:
+        dim = 1 if isinstance(m, nn.ConvTranspose2d) else 0
+        prune.ln_structured(m, "weight", amount=float(sparsity), n=n, dim=dim)
+        mask = m.weight_mask
+        prune.remove(m, "weight")
+        if m.bias is not None:
+            keep = mask.flatten(1).any(dim=1) if dim == 0 else mask.transpose(0, 1).flatten(1).any(dim=1)
+            with torch.no_grad():
+                m.bias.mul_(keep.to(m.bias.dtype))
+    names = ", ".join(name for name, _ in layers)
+    return Variant("prune-channels", model,
+                   [f"{sparsity:.0%} of the output channels of {names} are zero (the output layer is kept whole); "
+                    "stored dense, a smaller architecture would need the channels removed"])
