@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 from scipy.signal import lfilter  # scipy ships with scikit-learn
 
 from components.downsample import MAX_POINTS, downsample
+from components.safe_text import safe_figure
 
 PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#65a30d",
            "#475569", "#b45309")
@@ -146,7 +147,7 @@ def metric_figure(curves: list[Curve], *, title: str, smoothing: float = 0.6, lo
     elif len(finite) and finite.min() == finite.max() != 0:  # a constant (e.g. the lr): centre it
         c = abs(finite[0])
         fig.update_yaxes(range=[finite[0] - c, finite[0] + c])
-    return fig
+    return safe_figure(fig)
 
 
 def _integer_ticks(xs: list) -> dict:
@@ -293,7 +294,7 @@ def class_balance_figure(class_names: list[str], counts: dict[str, list[int]],
                       margin=MARGIN, legend=LEGEND_BELOW)
     fig.update_xaxes(type="category", title_text="class")
     fig.update_yaxes(title_text="samples")
-    return fig
+    return safe_figure(fig)
 
 
 def series_preview_figure(samples: list[np.ndarray], labels: list[str], *, title: str = "Samples",
@@ -311,4 +312,4 @@ def series_preview_figure(samples: list[np.ndarray], labels: list[str], *, title
     fig.update_layout(title={"text": title, "font": {"size": 14}}, height=height,
                       margin=MARGIN, legend=LEGEND_BELOW)
     fig.update_xaxes(title_text="time step")
-    return fig
+    return safe_figure(fig)

@@ -4,6 +4,7 @@ I/O errors) worded for the user: what failed, on which path, and what to do abou
 One place for the advice, so the CLI, the uploads, the run store and the pages say the same thing.
 
     >>> import errno
+import os
     >>> describe_os_error(OSError(errno.ENOSPC, "No space left on device"), "save the upload", "/w")
     'cannot save the upload in /w: the disk is full (No space left on device); free some disk space and try again'
 """
@@ -11,6 +12,7 @@ One place for the advice, so the CLI, the uploads, the run store and the pages s
 from __future__ import annotations
 
 import errno
+import os
 
 _ADVICE = {
     errno.ENOSPC: ("the disk is full", "free some disk space and try again"),
@@ -36,3 +38,17 @@ def describe_os_error(error: OSError, action: str, path: object) -> str:
 
 def is_disk_full(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+_SQLITE_ERRNO = (("disk is full", errno.ENOSPC), ("readonly", errno.EROFS), ("read-only", errno.EROFS),
+                 ("disk i/o error", errno.EIO), ("unable to open", errno.EACCES))
+
+
+def describe_sqlite_error(error: Exception, action: str, path: object) -> str:
+    """The same wording for SQLite's failures ("database or disk is full", "attempt to write a readonly
+    database", "unable to open database file", "disk I/O error"), which carry no errno."""
+    text = str(error).lower()
+    code = next((c for key, c in _SQLITE_ERRNO if key in text), None)
+    if code == errno.EACCES and path is not None and os.path.isdir(str(path)):
+        code = errno.EISDIR
+    return describe_os_error(OSError(code, str(error)), action, path)

@@ -19,6 +19,7 @@ import json
 import os
 import secrets
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from studio.errors import TrainError
 from studio.graph import Graph, atomic_write_text, parse_graph
-from studio.runs.store import RESUMABLE_STATUSES, RunRecord, Store
+from studio.runs.store import RESUMABLE_STATUSES, RunRecord, Store, storage_message
 from studio.training.config import TrainConfig
 from studio.workspace import workspace_dir
 
@@ -81,18 +82,22 @@ def start_run(graph: Graph | dict, dataset_id: str, config: TrainConfig | dict |
     store = store or Store()
     run_id = new_run_id()
     directory = run_dir(run_id)
-    (directory / "checkpoints").mkdir(parents=True)
-    (directory / "probes").mkdir()
-    atomic_write_text(directory / "graph.json", graph.to_json() + "\n")
-    atomic_write_text(directory / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
-    atomic_write_text(directory / "run.json", json.dumps({
-        "run_id": run_id, "dataset_id": dataset_id, "dataset_options": dataset_options or {},
-        "db": str(store.path), "workspace": str(workspace_dir()),
-    }, indent=2) + "\n")
-    (directory / "log.txt").touch()
-    store.create_run(run_id, name=name or f"{graph.name} on {dataset_id}", graph=graph.to_dict(),
-                     config=config.to_dict(), dataset_id=dataset_id, sweep_id=sweep_id, parent_id=parent_id,
-                     tags=tags)
+    try:  # disk full, read-only workspace, store errors: no half-made run folder stays behind
+        (directory / "checkpoints").mkdir(parents=True)
+        (directory / "probes").mkdir()
+        atomic_write_text(directory / "graph.json", graph.to_json() + "\n")
+        atomic_write_text(directory / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+        atomic_write_text(directory / "run.json", json.dumps({
+            "run_id": run_id, "dataset_id": dataset_id, "dataset_options": dataset_options or {},
+            "db": str(store.path), "workspace": str(workspace_dir()),
+        }, indent=2) + "\n")
+        (directory / "log.txt").touch()
+        store.create_run(run_id, name=name or f"{graph.name} on {dataset_id}", graph=graph.to_dict(),
+                         config=config.to_dict(), dataset_id=dataset_id, sweep_id=sweep_id, parent_id=parent_id,
+                         tags=tags)
+    except (OSError, sqlite3.Error) as e:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise TrainError(storage_message(e, "create the run", directory.parent)) from None
     store.log_event(run_id, "queued")
     reconcile(store)
     return run_id

@@ -32,8 +32,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(**overrides)
     config.validate()
     options = dict(getattr(args, "data_option", None) or [])  # [(key, value), ...] from --data-option
-    if options:
-        get_info(args.data, options=options)  # an unknown option fails here, before a run exists
+    get_info(args.data, options=options or None)  # an unknown id or option fails here, before a run exists
     store = Store()
     run_id = start_run(graph, args.data, config, name=getattr(args, "name", None), dataset_options=options,
                        store=store)
