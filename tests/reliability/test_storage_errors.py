@@ -127,3 +127,17 @@ def test_sqlite_errors_reaching_the_cli_are_explained(_workspace, monkeypatch, c
     assert main(["runs"]) == 1
     err = capsys.readouterr().err
     assert "the disk reported an I/O error" in err and "Traceback" not in err
+
+
+def test_a_worker_that_cannot_write_reports_why_instead_of_ending_lost(_workspace, tmp_path):
+    from studio.training.worker import RunLog, human_message
+
+    message = human_message(OSError(errno.ENOSPC, "No space left on device", "/w/runs/r/checkpoints/last.pt"), 32)
+    assert message.startswith("cannot write the run's files in /w/runs/r/checkpoints/last.pt: the disk is full")
+    store = Store()
+    store.create_run("r_log", name="n", graph=GRAPH, config={}, dataset_id="iris")
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # log.txt under a file: every write fails, as on a full disk
+    RunLog(blocked / "log.txt", store, "r_log")("a line the disk could not take", "error")  # no OSError
+    rows = sqlite3.connect(store.path).execute("SELECT message FROM events WHERE run_id='r_log'").fetchall()
+    assert ("a line the disk could not take",) in rows
