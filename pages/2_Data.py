@@ -201,7 +201,7 @@ if dataset is not None:
     split = dataset.train
     kind = data_view.preview_kind(info)
     n = min(32, len(split))
-    x, y = split.x[:n], split.y[:n]
+    x, y = split.take(slice(0, n))  # only these samples as floats, not the whole uint8 set
     if kind == "image" and options.get("target") == "input":
         st.image(data_view.image_grid_png(x, []), caption=f"The first {n} training images, each its own target")
     elif kind == "image":
