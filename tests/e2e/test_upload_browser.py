@@ -60,13 +60,16 @@ def test_upload_selects_the_new_dataset_without_an_error(studio_server, page, ki
 
     page.set_default_timeout(60_000)  # a loaded 2-core machine is slow, not broken
     page.goto(f"{studio_server.url}/Data")
-    page.get_by_text("Your data", exact=True).wait_for()
+    page.get_by_text("Your data", exact=True).wait_for(timeout=180_000)  # a cold server imports torch first
     wait_idle(page, timeout=60)
     expander = page.get_by_text("Upload a dataset", exact=True)
     scroll_to(expander)
-    if not page.get_by_text("Kind", exact=True).is_visible():
+    # Open on a workspace without uploads, closed once there are some: read the state, not the rendering.
+    details = page.locator("details").filter(has=expander)
+    if details.get_attribute("open") is None:
         expander.click()
-        wait_idle(page, timeout=60)
+    page.get_by_text("Kind", exact=True).wait_for()
+    wait_idle(page, timeout=60)
     page.get_by_text(kind, exact=True).click()
     wait_idle(page, timeout=60)
     upload = page.get_by_test_id("stBaseButton-primary").filter(has_text="Upload")
