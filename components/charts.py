@@ -20,6 +20,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from components.downsample import MAX_POINTS, downsample
+from components.safe_text import figure_text, safe_figure
 from studio.runs.history import MetricHistory, ema  # noqa: F401  (MetricHistory lives next to the store)
 
 PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#65a30d",
@@ -112,7 +113,7 @@ def metric_figure(curves: list[Curve], *, title: str, smoothing: float = 0.6, lo
         if log_y:  # a log axis cannot show values <= 0; they become gaps, not errors
             y = np.where(y > 0, y, np.nan)
         finite_parts.append(np.asarray(c.y, dtype=np.float64))
-        name = f"{c.run} · {c.split}" if show_run else c.split
+        name = figure_text(f"{c.run} · {c.split}" if show_run else c.split)  # a run's name is text, not markup
         xs, ys = downsample(x, y, max_points)
         if c.split == "val" or len(y) < 3:
             traces.append({"type": "scatter", "x": _plain_array(xs), "y": _plain_array(ys), "name": name,
@@ -147,7 +148,7 @@ def metric_figure(curves: list[Curve], *, title: str, smoothing: float = 0.6, lo
     elif len(finite) and finite.min() == finite.max() != 0:  # a constant (e.g. the lr): centre it
         c = abs(finite[0])
         yaxis["range"] = [finite[0] - c, finite[0] + c]
-    layout = {"title": {"text": title, "font": {"size": 14}}, "height": height, "margin": MARGIN,
+    layout = {"title": {"text": figure_text(title), "font": {"size": 14}}, "height": height, "margin": MARGIN,
               "hovermode": "x unified", "legend": LEGEND_BELOW, "uirevision": title, "xaxis": xaxis, "yaxis": yaxis}
     return PlainFigure(traces, layout)
 
@@ -216,7 +217,7 @@ def class_balance_figure(class_names: list[str], counts: dict[str, list[int]],
                       margin=MARGIN, legend=LEGEND_BELOW)
     fig.update_xaxes(type="category", title_text="class")
     fig.update_yaxes(title_text="samples")
-    return fig
+    return safe_figure(fig)
 
 
 def series_preview_figure(samples: list[np.ndarray], labels: list[str], *, title: str = "Samples",
@@ -234,4 +235,4 @@ def series_preview_figure(samples: list[np.ndarray], labels: list[str], *, title
     fig.update_layout(title={"text": title, "font": {"size": 14}}, height=height,
                       margin=MARGIN, legend=LEGEND_BELOW)
     fig.update_xaxes(title_text="time step")
-    return fig
+    return safe_figure(fig)

@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from components.charts import PALETTE
+from components.safe_text import safe_figure
 
 HEIGHT = 340
 MASK_COLOR = "#d6d6d6"
@@ -49,7 +50,7 @@ def attention_figure(att: np.ndarray, labels: list[str] | None = None, *, causal
                              "font": {"size": 14}}, height=height, margin=_MARGIN, plot_bgcolor=MASK_COLOR)
     fig.update_yaxes(autorange="reversed", title_text="query", type="category")
     fig.update_xaxes(title_text="key", type="category", tickangle=-60 if t > 16 else 0)
-    return fig
+    return safe_figure(fig)
 
 
 def attention_heads_figure(att: np.ndarray, labels: list[str] | None = None, *, causal: bool = False,
@@ -71,7 +72,7 @@ def attention_heads_figure(att: np.ndarray, labels: list[str] | None = None, *, 
     fig.update_xaxes(type="category", showticklabels=t <= 24)
     fig.update_layout(title={"text": title, "font": {"size": 14}}, height=260 * rows + 60, margin=_MARGIN,
                       plot_bgcolor=MASK_COLOR)
-    return fig
+    return safe_figure(fig)
 
 
 def channel_figure(channel: np.ndarray, *, title: str) -> go.Figure:
@@ -83,7 +84,7 @@ def channel_figure(channel: np.ndarray, *, title: str) -> go.Figure:
         fig = go.Figure(go.Heatmap(z=a, colorscale="Viridis", hovertemplate="y %{y}, x %{x}: %{z:.4g}<extra></extra>"))
         fig.update_yaxes(autorange="reversed", scaleanchor="x")
     fig.update_layout(title={"text": title, "font": {"size": 14}}, height=HEIGHT, margin=_MARGIN)
-    return fig
+    return safe_figure(fig)
 
 
 def histogram_heatmap_figure(steps: np.ndarray, edges: np.ndarray, counts: np.ndarray, *, title: str) -> go.Figure:
@@ -96,7 +97,7 @@ def histogram_heatmap_figure(steps: np.ndarray, edges: np.ndarray, counts: np.nd
     fig.update_layout(title={"text": title, "font": {"size": 14}}, height=HEIGHT, margin=_MARGIN)
     fig.update_xaxes(title_text="step", type="category")
     fig.update_yaxes(title_text="value")
-    return fig
+    return safe_figure(fig)
 
 
 def lines_figure(steps: np.ndarray, series: dict[str, np.ndarray], *, title: str, y_title: str,
@@ -115,7 +116,7 @@ def lines_figure(steps: np.ndarray, series: dict[str, np.ndarray], *, title: str
     fig.update_yaxes(title_text=y_title, type="log" if log_y else "linear")
     if percent:
         fig.update_yaxes(range=[0, 100])
-    return fig
+    return safe_figure(fig)
 
 
 def confusion_figure(confusion: np.ndarray, class_names: list[str] | None, *, title: str = "Confusion matrix"
@@ -130,7 +131,7 @@ def confusion_figure(confusion: np.ndarray, class_names: list[str] | None, *, ti
                       margin=_MARGIN)
     fig.update_yaxes(autorange="reversed", title_text="true", type="category")
     fig.update_xaxes(title_text="predicted", type="category")
-    return fig
+    return safe_figure(fig)
 
 
 def per_class_frame(precision: np.ndarray, recall: np.ndarray, support: np.ndarray,
@@ -153,7 +154,7 @@ def regression_figure(true: np.ndarray, pred: np.ndarray, *, title: str = "Predi
                       legend={"orientation": "h", "y": -0.2})
     fig.update_xaxes(title_text="true")
     fig.update_yaxes(title_text="predicted")
-    return fig
+    return safe_figure(fig)
 
 
 def probabilities_figure(probs: np.ndarray, class_names: list[str] | None, *, top: int = 20) -> go.Figure:
@@ -167,7 +168,7 @@ def probabilities_figure(probs: np.ndarray, class_names: list[str] | None, *, to
                       height=max(200, 26 * len(order) + 80), margin=_MARGIN)
     fig.update_xaxes(range=[0, 1.1], tickformat=".0%")
     fig.update_yaxes(type="category")
-    return fig
+    return safe_figure(fig)
 
 
 def token_frame(x_ids, y_ids, pred_ids, vocab: list[str] | None) -> pd.DataFrame:

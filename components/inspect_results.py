@@ -161,12 +161,10 @@ def render_inference(run: ins.RunFiles, info) -> None:
                                   key=K + "inf.upload")
         if upload is None:
             return
-        from PIL import Image, UnidentifiedImageError
-
         try:
-            x = ins.image_to_input(Image.open(upload), tuple(model.input_shape))
-        except (UnidentifiedImageError, OSError) as e:
-            st.error(f"That file could not be read as an image ({e}); upload a PNG or JPEG.")
+            x = ins.image_to_input(ins.open_image(upload), tuple(model.input_shape))
+        except StudioError as e:
+            st.error(st_escape(str(e)))
             return
         st.caption(f"Resized to the model's input {tuple(model.input_shape)}.")
     else:

@@ -3,7 +3,7 @@ the issues, the live summary, the exported code, the templates and the graph fil
 
 import streamlit as st
 
-from components import canvas, graph_files, inspector, nav, palette, panels, session
+from components import canvas, graph_files, graph_rescue, inspector, nav, palette, panels, session
 
 st.set_page_config(page_title="Build · Neural Studio", page_icon="🧱", layout="wide")
 nav.render()
@@ -66,7 +66,10 @@ if train:
 # ---- canvas and inspector ------------------------------------------------------------------------
 left, right = st.columns([3, 1.15])
 with left:
-    canvas.render(graph, analysis)
+    try:
+        canvas.render(graph, analysis)
+    except graph_rescue.DRAW_ERRORS as e:
+        graph_rescue.render_undrawable(graph, e)
     st.caption("Drag from a node's bottom handle to another node to connect · right-click a node or edge to "
                "delete it · click a node to edit it")
 with right:

@@ -29,6 +29,9 @@ nav.render()
 PICK = "studio.data.dataset"
 MESSAGE = "studio.data.message"
 CONFIRM = "studio.data.confirm_delete"
+# The dataset to select on the next run: a widget's value cannot be set once it is drawn, so an
+# upload (at the bottom of the page) leaves its id here and the next run applies it before the selectbox.
+SELECT_NEXT = "studio.data.select_next"
 OPTION = "studio.data.option."  # + dataset id + "." + option name: the option widgets
 SOURCES = {"builtin": "built in", "download": "download", "upload": "upload"}
 TARGETS = {"labels": "the labels", "input": "the input itself (autoencoder)"}
@@ -121,6 +124,8 @@ def show_message() -> None:
 st.title("Data")
 infos = {i.id: i for i in list_datasets()}
 ids = list(infos)
+if st.session_state.get(SELECT_NEXT) in infos:
+    st.session_state[PICK] = st.session_state.pop(SELECT_NEXT)
 if st.session_state.get(PICK) not in infos:
     current = session.current_dataset_id()
     st.session_state[PICK] = current if current in infos else ids[0]
@@ -196,7 +201,7 @@ if dataset is not None:
     split = dataset.train
     kind = data_view.preview_kind(info)
     n = min(32, len(split))
-    x, y = split.x[:n], split.y[:n]
+    x, y = split.take(slice(0, n))  # only these samples as floats, not the whole uint8 set
     if kind == "image" and options.get("target") == "input":
         st.image(data_view.image_grid_png(x, []), caption=f"The first {n} training images, each its own target")
     elif kind == "image":
@@ -287,6 +292,6 @@ with st.expander("Upload a dataset", expanded=not uploads):
         except DataError as e:
             st.error(st_escape(str(e)))
         else:
-            st.session_state[PICK] = new.id
+            st.session_state[SELECT_NEXT] = new.id
             say("success", f"Uploaded {new.name} as {new.id}: {new.description}")
             st.rerun()

@@ -49,7 +49,11 @@ try:
 except StudioError as e:
     st.error(f"This run cannot be inspected: {st_escape(str(e))}")
     st.stop()
-entries = ins.probe_index(run)
+try:
+    entries = ins.probe_index(run)
+except StudioError as e:  # a damaged probe index: the other views still work
+    st.warning(st_escape(str(e)))
+    entries = []
 
 view = st.radio("View", VIEWS, horizontal=True, key=VIEW, label_visibility="collapsed",
                 persist_state="session")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 
 from studio.errors import GraphError, StudioError
@@ -228,6 +229,16 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except StudioError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # disk full, read-only workspace, I/O error: said plainly, never a traceback
+        from studio.oserrors import describe_os_error
+
+        print(f"error: {describe_os_error(e, args.command, e.filename or 'the workspace')}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as e:
+        from studio.oserrors import describe_sqlite_error
+
+        print(f"error: {describe_sqlite_error(e, args.command, 'the run store (studio.db)')}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

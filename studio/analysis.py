@@ -237,7 +237,30 @@ def analyze(graph: Graph, *, param_budget: float = DEFAULT_PARAM_BUDGET) -> Anal
         issue(Issue(biggest, f"the model has {total:,} parameters, over the budget of {int(param_budget):,}; "
                              f"this node holds {a.nodes[biggest].params:,} of them: make it smaller "
                              "(or raise the parameter budget)"))
+    _buffer_budget(graph, a, total, param_budget, issue)
     return a
+
+
+def _buffer_budget(graph: Graph, a: Analysis, params: int, budget: float, issue) -> None:
+    """Buffers (fixed tables such as sinusoidal positional encodings) take memory like parameters but
+    are not trained: count them in the same size budget, naming the node that holds most of them."""
+    if params > budget:
+        return  # already reported
+    held = {n.id: _buffer_values(n.type, _params_key(n.params), a.nodes[n.id].inputs) for n in graph.nodes
+            if n.id in a.nodes and n.type != "Input" and not REGISTRY[n.type].elementwise}
+    values = sum(held.values())
+    if params + values > budget:
+        biggest = max(held, key=held.__getitem__)
+        issue(Issue(biggest, f"the model holds {params:,} parameters and {values:,} buffer values (fixed tables "
+                             f"such as positional encodings), over the size budget of {int(budget):,}; this node's "
+                             f"buffers hold {held[biggest]:,} of them: make it smaller (e.g. a lower max_len)"))
+
+
+@functools.lru_cache(maxsize=4096)
+def _buffer_values(type_name: str, params_key: str, ins: tuple[InSpec, ...]) -> int:
+    with torch.device("meta"):
+        module = REGISTRY[type_name].build(json.loads(params_key), list(ins))
+    return sum(b.numel() for b in module.buffers())
 
 
 def _param_issues(node_id: str, spec: LayerSpec, params: dict, issue) -> bool:

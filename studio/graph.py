@@ -55,6 +55,8 @@ def _reserved_ids() -> frozenset[str]:
     return _RESERVED_IDS | _NN_MODULE_ATTRS
 
 _DOC_KEYS = {"format", "name", "description", "nodes", "edges"}
+MAX_DEPTH = 16  # nesting of objects/lists anywhere in a document (a real one is 5 deep)
+MAX_INT = 2**63 - 1  # integers past int64 cannot be a size, a count or a position
 _NODE_KEYS = {"id", "type", "params", "position", "frozen"}
 _EDGE_KEYS = {"source", "target", "port"}
 
@@ -203,6 +205,9 @@ def parse_graph(doc: object) -> Graph:
     issues: list[Issue] = []
     if not isinstance(doc, dict):
         raise GraphError(f"a graph document must be a JSON object, got {_type_name(doc)}")
+    problem = value_problem(doc)
+    if problem:
+        raise GraphError(problem)
     for k in sorted(set(doc) - _DOC_KEYS, key=str):
         issues.append(Issue(None, f"unknown key {k!r} in the document; allowed keys are {sorted(_DOC_KEYS)}"))
     if doc.get("format") != FORMAT:
@@ -307,13 +312,48 @@ def parse_graph(doc: object) -> Graph:
     return Graph(name=name, nodes=nodes, edges=edges, description=description)
 
 
+def value_problem(doc: object) -> str | None:
+    """Why a decoded document holds a value no graph can use, or None: a non-finite number (NaN or
+    Infinity), an integer past int64, or nesting deeper than MAX_DEPTH. Walked without recursion, so a
+    hostile document cannot exhaust the stack; checked before anything else reads the document."""
+    stack: list[tuple[object, str, int]] = [(doc, "document", 0)]
+    while stack:
+        value, where, depth = stack.pop()
+        if isinstance(value, bool) or value is None or isinstance(value, str):
+            continue
+        if isinstance(value, int):
+            if not -MAX_INT <= value <= MAX_INT:
+                digits = len(str(abs(value))) if value.bit_length() < 10_000 else "thousands of"
+                return (f"{where} is an integer of {digits} digits, past the 64-bit range (|n| <= {MAX_INT}); "
+                        "use a realistic number")
+        elif isinstance(value, float):
+            if value != value or value in (float("inf"), float("-inf")):
+                return f"{where} is {value!r}; every number in a graph must be finite (no NaN or Infinity)"
+        elif isinstance(value, (dict, list)):
+            if depth >= MAX_DEPTH:
+                return f"{where} is nested more than {MAX_DEPTH} levels deep; a graph document is a few levels deep"
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for k, v in items:
+                stack.append((v, f"{where}[{k!r}]"[:120], depth + 1))
+        else:
+            return f"{where} is a {type(value).__name__}, which JSON does not have"
+    return None
+
+
+def _refuse_constant(name: str):
+    raise GraphError(f"the file holds {name}; every number in a graph must be finite (no NaN or Infinity)")
+
+
 def loads_graph(text: str | bytes) -> Graph:
     """Parse graph JSON text; malformed JSON becomes a GraphError with the line and column."""
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, parse_constant=_refuse_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         where = f" at line {e.lineno}, column {e.colno}" if isinstance(e, json.JSONDecodeError) else ""
         raise GraphError(f"the file is not valid JSON{where}: {getattr(e, 'msg', e)}") from None
+    except ValueError:  # an integer literal past Python's digit limit (4,300 digits)
+        raise GraphError("the file holds an integer literal thousands of digits long; numbers in a graph fit in "
+                         f"64 bits (|n| <= {MAX_INT}): fix that number") from None
     except RecursionError:
         raise GraphError("the JSON document is nested too deeply to read") from None
     return parse_graph(doc)

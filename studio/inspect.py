@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from studio.errors import StudioError, TrainError
+from studio.errors import DataError, StudioError, TrainError
 from studio.graph import Graph, parse_graph
 from studio.training.config import TrainConfig
 
@@ -68,12 +68,34 @@ def load_run(run_id: str, workspace: str | Path | None = None) -> RunFiles:
     if not meta_path.exists():
         raise TrainError(f"run {run_id!r} has no run directory at {directory}; it was deleted or belongs to "
                          "another workspace (check STUDIO_WORKSPACE)")
-    meta = json.loads(meta_path.read_text())
     from studio.graph import load_graph
 
-    return RunFiles(run_id, directory, load_graph(directory / "graph.json"),
-                    TrainConfig.from_dict(json.loads((directory / "config.json").read_text())),
+    meta = _read_json_object(meta_path, run_id)
+    config = _read_json_object(directory / "config.json", run_id)
+    if not isinstance(meta.get("dataset_id"), str) or not isinstance(meta.get("dataset_options") or {}, dict):
+        raise TrainError(f"run {run_id!r}: {meta_path} has no dataset_id string or a malformed dataset_options; "
+                         "the file is damaged, so this run cannot be inspected (its checkpoints are untouched)")
+    try:
+        train_config = TrainConfig.from_dict(config)
+    except (TypeError, ValueError, KeyError, StudioError) as e:
+        raise TrainError(f"run {run_id!r}: {directory / 'config.json'} is damaged ({e}); this run cannot be "
+                         "inspected (its checkpoints are untouched)") from None
+    return RunFiles(run_id, directory, load_graph(directory / "graph.json"), train_config,
                     meta["dataset_id"], dict(meta.get("dataset_options") or {}))
+
+
+def _read_json_object(path: Path, run_id: str) -> dict:
+    """A run's JSON file as a dict, or a TrainError saying which file is damaged and how."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__ + (f": {e}" if str(e) else "")
+        raise TrainError(f"run {run_id!r}: {path} cannot be read ({why[:200]}); the file is damaged, so this run "
+                         "cannot be inspected (its checkpoints are untouched)") from None
+    if not isinstance(data, dict):
+        raise TrainError(f"run {run_id!r}: {path} holds a JSON {type(data).__name__}, not an object; the file is "
+                         "damaged, so this run cannot be inspected")
+    return data
 
 
 def load_run_dataset(run: RunFiles):
@@ -232,6 +254,32 @@ def infer(model, x: torch.Tensor, task: str, *, node_ids: list[str] | None = Non
                      {k: v[0].float().numpy() for k, v in attns.items()})
 
 
+def open_image(file):
+    """A PIL image from an uploaded file, decoded; a damaged file or one that declares more pixels than
+    MAX_IMAGE_PIXELS (a decompression bomb: a tiny PNG that says 20000x20000) is a DataError."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    from studio.data.readers import MAX_IMAGE_PIXELS
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(file)
+            w, h = img.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise DataError(f"the image is {w}x{h} pixels, more than the {MAX_IMAGE_PIXELS:,} allowed; "
+                                "upload a smaller image")
+            img.load()
+    except DataError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
+            Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DataError(f"that file could not be read as an image ({str(e)[:200]}); upload a PNG or JPEG") from None
+    return img
+
+
 def image_to_input(image, input_shape: tuple[int, ...]) -> torch.Tensor:
     """A PIL image as a model input of per-sample shape (C, H, W) in [0, 1]: resized (bilinear) to
     (H, W), converted to grayscale for C=1 or RGB for C=3."""
@@ -295,7 +343,17 @@ def probe_index(run: RunFiles) -> list[dict]:
     """The run's probe snapshots, oldest first (see studio.training.probes for the entry format)."""
     from studio.training.probes import read_index
 
-    return [e for e in read_index(run.probes_dir) if (run.probes_dir / e["file"]).exists()]
+    try:
+        index = read_index(run.probes_dir)
+    except (OSError, ValueError, RecursionError) as e:
+        raise TrainError(f"run {run.run_id!r}: the probe index {run.probes_dir / 'index.json'} is damaged "
+                         f"({type(e).__name__}); the probe views cannot be shown (the run's metrics, checkpoints "
+                         "and evaluation are unaffected)") from None
+    if not isinstance(index, list):
+        raise TrainError(f"run {run.run_id!r}: the probe index {run.probes_dir / 'index.json'} is not a list; "
+                         "the probe views cannot be shown")
+    return [e for e in index if isinstance(e, dict) and isinstance(e.get("file"), str) and "/" not in e["file"]
+            and (run.probes_dir / e["file"]).exists()]
 
 
 def load_probe_array(run: RunFiles, entry: dict, name: str) -> np.ndarray:

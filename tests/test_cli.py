@@ -133,3 +133,10 @@ def test_graph_ids_reserved_without_torch_cover_every_nn_module_attribute():
     public = {n for n in dir(nn.Module()) if not n.startswith("_")}
     assert public <= _reserved_ids(), f"add {sorted(public - _reserved_ids())} to graph._NN_MODULE_ATTRS"
     assert "reserved" in node_id_problem("training") and "reserved" in node_id_problem("zero_grad")
+
+
+def test_dataset_ids_known_without_torch_are_the_registry_ids():
+    from studio.data.registry import registered_ids
+    from studio.dataset_ids import REGISTERED_IDS
+
+    assert list(REGISTERED_IDS) == registered_ids()

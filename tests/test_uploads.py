@@ -173,9 +173,10 @@ HOSTILE_ZIPS = {
     "one_class": ({f"cat/{i}.png": png(i) for i in range(12)}, r"all images are in one folder \('cat'\)"),
     "no_folders": ({f"{i}.png": png(i) for i in range(12)}, r"12 images are not inside a class folder"),
     "no_images": ({"a/readme.txt": b"x", "b/notes.md": b"y"}, r"contains no images \(2 other files\)"),
-    "corrupt": ({"cat/1.png": png(1), "dog/2.png": b"\x89PNG\r\n\x1a\nnot really"},
+    "corrupt": ({**{f"cat/{i}.png": png(i) for i in range(10)}, "dog/2.png": b"\x89PNG\r\n\x1a\nnot really"},
                 r"'dog/2.png' is not a readable image"),
-    "truncated": ({"cat/1.png": png(1), "dog/2.png": png(3, (64, 64))[:60]}, r"'dog/2.png' is not a readable image"),
+    "truncated": ({**{f"cat/{i}.png": png(i) for i in range(10)}, "dog/2.png": png(3, (64, 64))[:60]},
+                  r"'dog/2.png' is not a readable image"),
     "too_few": ({"cat/1.png": png(1), "dog/2.png": png(2)}, r"found 2 images; at least 10 are needed"),
 }
 

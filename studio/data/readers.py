@@ -10,12 +10,14 @@ stopped before it is expanded.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import re
 import stat
 import warnings
 import zipfile
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +29,10 @@ MAX_ZIP_FILES = 20_000  # entries in an archive
 MAX_ZIP_TOTAL_BYTES = 1 * 2**30  # uncompressed, whole archive
 MAX_ZIP_ENTRY_BYTES = 50 * 2**20  # uncompressed, one entry
 MAX_IMAGE_PIXELS = 40_000_000  # one decoded image (Pillow's own bomb limit is higher)
+MAX_CSV_COLUMNS = 10_000
+MAX_CSV_ROWS = 1_000_000
+MAX_CSV_CELLS = 10_000_000  # rows x columns: each cell is a Python string until the columns are converted
+CSV_CACHE_SIZE = 2  # parsed tables kept (the page's column list and the upload that follows share one parse)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
@@ -69,11 +75,34 @@ class Table:
 
 
 def read_csv(data: bytes, filename: str, *, delimiter: str = ",") -> Table:
+    """The CSV as a Table, parsed once per file: the same bytes, name and delimiter return the cached
+    Table (callers must not modify it). Bounded by MAX_CSV_COLUMNS, MAX_CSV_ROWS and MAX_CSV_CELLS,
+    checked while reading, so an oversized file is refused before it is held in memory."""
     check_size(data, filename)
+    key = (hashlib.blake2b(data, digest_size=20).digest(), filename, delimiter)
+    table = _CSV_CACHE.get(key)
+    if table is None:
+        table = _parse_csv(data, filename, delimiter)
+        _CSV_CACHE[key] = table
+        while len(_CSV_CACHE) > CSV_CACHE_SIZE:
+            _CSV_CACHE.pop(next(iter(_CSV_CACHE)))
+    else:
+        _CSV_CACHE[key] = _CSV_CACHE.pop(key)  # most recently used last
+    return table
+
+
+_CSV_CACHE: dict[tuple, Table] = {}
+
+
+def _parse_csv(data: bytes, filename: str, delimiter: str) -> Table:
     text = decode_text(data, filename)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         header = next(reader)
+        if len(header) > MAX_CSV_COLUMNS:
+            raise DataError(f"{filename}: the header has {len(header):,} columns; the limit is {MAX_CSV_COLUMNS:,}; "
+                            "keep the columns the model needs")
+        max_rows = min(MAX_CSV_ROWS, MAX_CSV_CELLS // max(1, len(header)))
         rows: list[list[str]] = []
         for row in reader:
             if not row or all(not c.strip() for c in row):
@@ -82,7 +111,13 @@ def read_csv(data: bytes, filename: str, *, delimiter: str = ",") -> Table:
                 raise DataError(f"{filename}: line {reader.line_num} has {len(row)} fields but the header has "
                                 f"{len(header)} columns ({', '.join(header)[:200]}); every row needs the same "
                                 "number of fields (quote values that contain the delimiter)")
+            if len(rows) == max_rows:
+                raise DataError(f"{filename}: more than {max_rows:,} data rows of {len(header):,} columns; the "
+                                f"limits are {MAX_CSV_ROWS:,} rows and {MAX_CSV_CELLS:,} cells (rows x columns); "
+                                "upload a sample of the rows or fewer columns")
             rows.append([c.strip() for c in row])
+    except StopIteration:
+        raise DataError(f"{filename} is empty; upload a file with data in it") from None
     except csv.Error as e:
         raise DataError(f"{filename}: not a readable CSV near line {reader.line_num}: {e}") from None
     columns = [c.strip() for c in header]
@@ -92,7 +127,8 @@ def read_csv(data: bytes, filename: str, *, delimiter: str = ",") -> Table:
     for i, name in enumerate(columns):
         if not name:
             raise DataError(f"{filename}: column {i + 1} has no name in the header row; name every column")
-    dupes = sorted({c for c in columns if columns.count(c) > 1})
+    counts = Counter(columns)  # one pass: columns.count(c) per column was quadratic (100k columns: minutes)
+    dupes = sorted(c for c, k in counts.items() if k > 1)
     if dupes:
         raise DataError(f"{filename}: the header repeats column {dupes[0]!r}; give every column its own name")
     if not rows:
@@ -121,11 +157,33 @@ def check_no_missing(table: Table, column: str, filename: str) -> None:
 # ---- zips of image folders ------------------------------------------------------------------------
 
 @dataclass
-class ImageFolders:
-    images: np.ndarray  # (N, C, S, S) uint8
+class ImageZip:
+    """A checked zip of class folders, not yet decoded: what each image's class is, and what was skipped.
+
+    `chunks(image_size, mode)` decodes the images in order, a chunk at a time, so a caller can write
+    a large set out without holding every decoded image at once."""
+
+    filename: str
+    data: bytes
+    entries: list  # zipfile.ZipInfo of each image, in order
     labels: np.ndarray  # (N,) int64
     class_names: list[str]
     skipped: list[str] = field(default_factory=list)  # entries that are not images
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def chunks(self, image_size: int, mode: str, chunk: int = 256):
+        """Yield (n, C, S, S) uint8 arrays covering the images in order."""
+        budget = MAX_ZIP_TOTAL_BYTES
+        with zipfile.ZipFile(io.BytesIO(self.data)) as zf:
+            for start in range(0, len(self.entries), chunk):
+                out = []
+                for info in self.entries[start:start + chunk]:
+                    raw = _read_entry(zf, info, budget, self.filename)
+                    budget -= len(raw)
+                    out.append(_decode_image(raw, info.filename, self.filename, image_size, mode))
+                yield np.stack(out)
 
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -179,8 +237,9 @@ def _decode_image(raw: bytes, name: str, filename: str, image_size: int, mode: s
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)  # (C, S, S)
 
 
-def read_image_zip(data: bytes, filename: str, *, image_size: int, mode: str) -> ImageFolders:
-    """Images from a zip with one folder per class (a single enclosing folder is allowed)."""
+def open_image_zip(data: bytes, filename: str) -> ImageZip:
+    """A zip with one folder per class (a single enclosing folder is allowed), checked entry by entry
+    (names, links, declared sizes) without decoding any image."""
     check_size(data, filename)
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
@@ -232,13 +291,8 @@ def read_image_zip(data: bytes, filename: str, *, image_size: int, mode: str) ->
             raise DataError(f"{filename}: all images are in one folder ({class_names[0]!r}); a classifier needs "
                             "at least 2 classes, one folder per class")
         lookup = {c: i for i, c in enumerate(class_names)}
-        images, labels, budget = [], [], MAX_ZIP_TOTAL_BYTES
-        for info, d in candidates:
-            raw = _read_entry(zf, info, budget, filename)
-            budget -= len(raw)
-            images.append(_decode_image(raw, info.filename, filename, image_size, mode))
-            labels.append(lookup[d[depth]])
-    return ImageFolders(np.stack(images), np.array(labels, dtype=np.int64), class_names, skipped)
+    labels = np.array([lookup[d[depth]] for _, d in candidates], dtype=np.int64)
+    return ImageZip(filename, bytes(data), [info for info, _ in candidates], labels, class_names, skipped)
 
 
 def slug(text: str, max_len: int = 40) -> str:

@@ -16,13 +16,13 @@ downloads.py and uploads.py; this module only knows how to find the right loader
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
+from studio.dataset_ids import UPLOAD_ID_RE, unknown_message
 from studio.errors import DataError
 
 TASKS = ("classification", "regression", "sequence", "language_model")
@@ -301,7 +301,6 @@ def _ensure_loaded() -> None:
     from studio.data import builtin, downloads  # noqa: F401
 
 
-UPLOAD_ID_RE = re.compile(r"upload_[a-z0-9_]{1,64}\Z")
 
 
 def _workspace(workspace: str | Path | None) -> Path:
@@ -416,5 +415,4 @@ def _no_upload_options(dataset_id: str, opts: dict) -> None:
 
 
 def _unknown_message(dataset_id: object) -> str:
-    return (f"unknown dataset {dataset_id!r}; use one of {', '.join(_REGISTRY)} "
-            "or the id of an upload (upload_...)")
+    return unknown_message(dataset_id)

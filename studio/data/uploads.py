@@ -16,15 +16,18 @@ import os
 import shutil
 import tempfile
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from studio.data import readers
-from studio.data.builtin import char_windows
+# builtin is imported for its registrations: the registry lists ids in import order, built-ins first.
+from studio.data import builtin, readers  # noqa: F401
+from studio.data.budget import check_prepared_size
 from studio.data.registry import UPLOAD_ID_RE, DatasetInfo, make_dataset, split_indices, split_sizes
 from studio.errors import DataError
+from studio.oserrors import describe_os_error
 
 META_FORMAT = "studio.upload/1"
 MAX_AUTO_CLASSES = 20  # an integer target with at most this many values is read as classes
@@ -33,6 +36,7 @@ MAX_CATEGORIES = 20  # a text feature column with more distinct values is refuse
 MAX_VOCAB = 5000
 MIN_SAMPLES = 10  # enough for non-empty train, validation and test splits
 PAD, UNK = "<pad>", "<unk>"
+CHUNK_VALUES = 1 << 20  # values per chunk when a large array is built and written piece by piece
 
 
 # ---- storage -----------------------------------------------------------------------------------------
@@ -114,26 +118,76 @@ def _new_id(root: Path, name: str) -> str:
     return upload_id
 
 
+class NpyWriter:
+    """Write one .npy array chunk by chunk (header first, then rows), so a large dataset is built with
+    a chunk in memory rather than the whole array. Plain file writes, not a memory map: a full disk
+    is an OSError to report, never a SIGBUS."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype):
+        self.shape, self.dtype, self.rows = tuple(shape), np.dtype(dtype), 0
+        self._file = open(path, "wb")  # noqa: SIM115 (closed by __exit__, also on error)
+        np.lib.format.write_array_header_1_0(
+            self._file, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                         "shape": self.shape})
+
+    def write(self, chunk: np.ndarray) -> None:
+        chunk = np.ascontiguousarray(chunk, dtype=self.dtype)
+        if chunk.shape[1:] != self.shape[1:] or self.rows + len(chunk) > self.shape[0]:
+            raise ValueError(f"chunk {chunk.shape} does not fit the array {self.shape} after {self.rows} rows")
+        self._file.write(chunk.tobytes())
+        self.rows += len(chunk)
+
+    def __enter__(self) -> NpyWriter:
+        return self
+
+    def __exit__(self, kind, error, tb) -> None:
+        self._file.close()
+        if kind is None and self.rows != self.shape[0]:
+            raise ValueError(f"wrote {self.rows} rows of an array of {self.shape[0]}")
+
+
+@contextmanager
+def _staging(workspace):
+    """A temp folder under uploads/ to build an upload in; removed if anything fails (nothing half-made
+    stays behind), and OS failures (disk full, read-only workspace) become DataErrors saying what to do."""
+    root = uploads_dir(workspace)
+    tmp = None
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+        yield tmp
+    except OSError as e:
+        raise DataError(describe_os_error(e, "save the upload", root)
+                        + "; datasets uploaded before are unchanged") from None
+    finally:
+        if tmp is not None and tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _commit(tmp: Path, kind: str, filename: str, name: str | None, workspace, make_info, options: dict,
+            preprocessing: dict | None = None, skipped: list[str] | None = None) -> DatasetInfo:
+    """Write meta.json next to the arrays in `tmp`, then rename the folder into place (all or nothing)."""
+    root = uploads_dir(workspace)
+    upload_id = _new_id(root, name or filename)
+    info = make_info(upload_id)
+    meta = {"format": META_FORMAT, "kind": kind, "filename": filename, "options": options,
+            "preprocessing": preprocessing or {}, "skipped": skipped or [], "info": info.to_dict()}
+    with open(tmp / "meta.json", "w", encoding="utf-8") as f:
+        f.write(json.dumps(meta, indent=1))
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, root / upload_id)
+    return info
+
+
 def _store(kind: str, filename: str, name: str | None, workspace, x: np.ndarray, y: np.ndarray,
            make_info, options: dict, preprocessing: dict | None = None, skipped: list[str] | None = None
            ) -> DatasetInfo:
-    """Write the arrays and meta.json into a temp folder, then rename it into place (all or nothing)."""
-    root = uploads_dir(workspace)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
-    try:
-        upload_id = _new_id(root, name or filename)
-        info = make_info(upload_id)
+    """Write arrays already in memory and meta.json into a temp folder, then rename it into place."""
+    with _staging(workspace) as tmp:
         np.save(tmp / "x.npy", x, allow_pickle=False)
         np.save(tmp / "y.npy", y, allow_pickle=False)
-        meta = {"format": META_FORMAT, "kind": kind, "filename": filename, "options": options,
-                "preprocessing": preprocessing or {}, "skipped": skipped or [], "info": info.to_dict()}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1), "utf-8")
-        os.rename(tmp, root / upload_id)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return info
+        return _commit(tmp, kind, filename, name, workspace, make_info, options, preprocessing, skipped)
 
 
 def _need_samples(n: int, filename: str, what: str) -> None:
@@ -198,7 +252,9 @@ def upload_csv(data: bytes, filename: str, *, target: str, task: str = "auto", d
     else:
         y, class_names = _classes(target_values, target, filename)
 
-    features, feature_names, encoding = [], [], {}
+    # Plan the columns first (numbers, or one-hot categories), so the prepared size is known before
+    # anything is allocated; then fill one float32 array column by column.
+    plan, feature_names, encoding = [], [], {}
     for col in table.columns:
         if col == target or col in drop_columns:
             continue
@@ -206,7 +262,7 @@ def upload_csv(data: bytes, filename: str, *, target: str, task: str = "auto", d
         values = table.cells[col]
         numbers = readers.as_numbers(values)
         if numbers is not None:
-            features.append(numbers[:, None])
+            plan.append((col, None))
             feature_names.append(col)
             continue
         categories = sorted(set(values))
@@ -215,15 +271,31 @@ def upload_csv(data: bytes, filename: str, *, target: str, task: str = "auto", d
                             f"{values[0]!r}); one-hot encoding allows at most {MAX_CATEGORIES}; drop the column "
                             "(drop_columns) or upload it as a text+label CSV")
         encoding[col] = categories
-        features.append((np.array(values)[:, None] == np.array(categories)[None, :]).astype(np.float64))
+        plan.append((col, categories))
         feature_names += [f"{col}={c}" for c in categories]
-    if not features:
+    if not plan:
         raise DataError(f"{filename}: no feature columns left besides the target {target!r}")
-    x = np.concatenate(features, axis=1)
-    train = split_indices(len(x), 0)["train"].numpy()
-    mean, std = x[train].mean(0), x[train].std(0)
-    std[std == 0] = 1.0
-    x = ((x - mean) / std).astype(np.float32)
+    width = len(feature_names)
+    check_prepared_size(table.rows * width * 4 + y.nbytes, f"{table.rows:,} rows x {width:,} features x 4 bytes",
+                        filename, "drop columns (drop_columns) or upload fewer rows")
+    # Standardised with the training split's statistics, one float64 column at a time.
+    train = split_indices(table.rows, 0)["train"].numpy()
+    x = np.empty((table.rows, width), dtype=np.float32)
+    mean, std = np.zeros(width), np.ones(width)
+    j = 0
+    for col, categories in plan:
+        values = table.cells[col]
+        if categories is None:
+            columns = [readers.as_numbers(values)]
+        else:
+            index = {c: k for k, c in enumerate(categories)}
+            codes = np.array([index[v] for v in values])
+            columns = [(codes == k).astype(np.float64) for k in range(len(categories))]
+        for column in columns:
+            mean[j], sd = column[train].mean(), column[train].std()
+            std[j] = sd if sd != 0 else 1.0
+            x[:, j] = (column - mean[j]) / std[j]
+            j += 1
 
     def make_info(upload_id: str) -> DatasetInfo:
         what = f"{len(class_names)} classes" if class_names else "a number"
@@ -250,20 +322,26 @@ def upload_image_zip(data: bytes, filename: str, *, image_size: int = 32, color:
         raise DataError(f"color={color!r}; use 'grayscale' or 'rgb'")
     if not isinstance(image_size, int) or not 8 <= image_size <= 256:
         raise DataError(f"image_size={image_size!r}; use an integer from 8 to 256")
-    folders = readers.read_image_zip(data, filename, image_size=image_size, mode="L" if color == "grayscale" else "RGB")
-    _need_samples(len(folders.labels), filename, "images")
-    n, c = folders.images.shape[:2]
+    images = readers.open_image_zip(data, filename)
+    _need_samples(len(images), filename, "images")
+    n, c = len(images), 1 if color == "grayscale" else 3
+    check_prepared_size(n * c * image_size * image_size, f"{n:,} images x {c} x {image_size} x {image_size} bytes",
+                        filename, "choose a smaller image size or upload fewer images")
 
     def make_info(upload_id: str) -> DatasetInfo:
-        skipped = f"; {len(folders.skipped)} non-image files skipped" if folders.skipped else ""
+        skipped = f"; {len(images.skipped)} non-image files skipped" if images.skipped else ""
         return DatasetInfo(upload_id, name or filename, "classification", (c, image_size, image_size), "float32",
-                           (), len(folders.class_names), folders.class_names, None,
-                           f"{n} {color} images {image_size}x{image_size} in {len(folders.class_names)} classes"
+                           (), len(images.class_names), images.class_names, None,
+                           f"{n} {color} images {image_size}x{image_size} in {len(images.class_names)} classes"
                            f"{skipped}; uploaded zip {filename}", "upload", split_sizes(n))
 
     options = {"image_size": image_size, "color": color}
-    return _store("image_zip", filename, name, workspace, folders.images, folders.labels, make_info, options,
-                  skipped=folders.skipped)
+    with _staging(workspace) as tmp:
+        with NpyWriter(tmp / "x.npy", (n, c, image_size, image_size), np.uint8) as x:
+            for chunk in images.chunks(image_size, "L" if color == "grayscale" else "RGB"):
+                x.write(chunk)
+        np.save(tmp / "y.npy", images.labels, allow_pickle=False)
+        return _commit(tmp, "image_zip", filename, name, workspace, make_info, options, skipped=images.skipped)
 
 
 # ---- text ---------------------------------------------------------------------------------------------------
@@ -278,17 +356,30 @@ def upload_text(data: bytes, filename: str, *, seq_len: int = 64, name: str | No
     vocab = sorted(set(text))
     if len(vocab) > MAX_VOCAB:
         raise DataError(f"{filename} uses {len(vocab)} distinct characters; the limit is {MAX_VOCAB}")
-    x, y = char_windows(text, vocab, seq_len)
-    if len(x) < MIN_SAMPLES:
-        raise DataError(f"{filename} has {len(text):,} characters: with seq_len={seq_len} that makes {len(x)} "
+    n = (len(text) - 1) // seq_len  # non-overlapping windows (builtin.char_windows), next-char targets
+    if n < MIN_SAMPLES:
+        raise DataError(f"{filename} has {len(text):,} characters: with seq_len={seq_len} that makes {n} "
                         f"sequences, at least {MIN_SAMPLES} are needed; upload more text or lower seq_len")
+    check_prepared_size(2 * n * seq_len * 8, f"inputs and targets: 2 x {n:,} windows x {seq_len} ids x 8 bytes",
+                        filename, "upload less text")
 
     def make_info(upload_id: str) -> DatasetInfo:
         return DatasetInfo(upload_id, name or filename, "language_model", (seq_len,), "int64", (seq_len,),
                            len(vocab), None, vocab, f"Next-character prediction on {len(text):,} characters; "
-                           f"uploaded text {filename}", "upload", split_sizes(len(x)))
+                           f"uploaded text {filename}", "upload", split_sizes(n))
 
-    return _store("text", filename, name, workspace, x.numpy(), y.numpy(), make_info, {"seq_len": seq_len})
+    lookup = {ch: i for i, ch in enumerate(vocab)}
+    rows = max(1, CHUNK_VALUES // seq_len)  # windows per chunk
+    with _staging(workspace) as tmp:
+        with (NpyWriter(tmp / "x.npy", (n, seq_len), np.int64) as x,
+              NpyWriter(tmp / "y.npy", (n, seq_len), np.int64) as y):
+            for start in range(0, n, rows):
+                stop = min(n, start + rows)
+                piece = text[start * seq_len: stop * seq_len + 1]
+                ids = np.fromiter((lookup[ch] for ch in piece), dtype=np.int64, count=len(piece))
+                x.write(ids[:-1].reshape(-1, seq_len))
+                y.write(ids[1:].reshape(-1, seq_len))
+        return _commit(tmp, "text", filename, name, workspace, make_info, {"seq_len": seq_len})
 
 
 def upload_text_csv(data: bytes, filename: str, *, text_column: str, label_column: str, max_len: int = 128,
@@ -304,24 +395,34 @@ def upload_text_csv(data: bytes, filename: str, *, text_column: str, label_colum
     readers.check_no_missing(table, label_column, filename)
     _need_samples(table.rows, filename, "data rows")
     y, class_names = _classes(labels_raw, label_column, filename)
-    counts = Counter("".join(texts))
+    n = table.rows
+    check_prepared_size(n * max_len * 8 + y.nbytes, f"{n:,} texts x max_len {max_len:,} ids x 8 bytes", filename,
+                        "lower max_len or upload fewer rows")
+    counts: Counter = Counter()
+    for text in texts:  # text by text: no joined copy of the whole column
+        counts.update(text)
     vocab = [PAD, UNK] + sorted(ch for ch, _ in counts.most_common(max(1, min(max_vocab, MAX_VOCAB))))
     lookup = {ch: i for i, ch in enumerate(vocab)}
-    x = np.zeros((len(texts), max_len), dtype=np.int64)  # PAD is id 0
-    for i, text in enumerate(texts):
-        ids = [lookup.get(ch, 1) for ch in text[:max_len]]
-        x[i, :len(ids)] = ids
     truncated = sum(len(t) > max_len for t in texts)
-
     def make_info(upload_id: str) -> DatasetInfo:
         cut = f", {truncated} cut to {max_len} characters" if truncated else ""
         return DatasetInfo(upload_id, name or filename, "classification", (max_len,), "int64", (), len(class_names),
                            class_names, vocab, f"{table.rows} texts -> {label_column!r} ({len(class_names)} "
-                           f"classes){cut}; uploaded CSV {filename}", "upload", split_sizes(len(x)))
+                           f"classes){cut}; uploaded CSV {filename}", "upload", split_sizes(n))
 
     options = {"text_column": text_column, "label_column": label_column, "max_len": max_len,
                "max_vocab": max_vocab, "delimiter": delimiter}
-    return _store("text_csv", filename, name, workspace, x, y, make_info, options)
+    rows = max(1, CHUNK_VALUES // max_len)  # texts per chunk
+    with _staging(workspace) as tmp:
+        with NpyWriter(tmp / "x.npy", (n, max_len), np.int64) as x:
+            for start in range(0, n, rows):
+                chunk = np.zeros((min(rows, n - start), max_len), dtype=np.int64)  # PAD is id 0
+                for i, text in enumerate(texts[start:start + rows]):
+                    ids = [lookup.get(ch, 1) for ch in text[:max_len]]
+                    chunk[i, :len(ids)] = ids
+                x.write(chunk)
+        np.save(tmp / "y.npy", y, allow_pickle=False)
+        return _commit(tmp, "text_csv", filename, name, workspace, make_info, options)
 
 
 def csv_columns(data: bytes, filename: str, *, delimiter: str = ",") -> list[dict]:

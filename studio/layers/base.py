@@ -13,6 +13,8 @@ from typing import Any
 from torch import nn
 
 PARAM_KINDS = ("int", "float", "bool", "choice", "ints", "size", "padding", "str")
+MAX_INTS_ITEMS = 8  # entries of an "ints" param (a shape or a permutation of at most 8 dims)
+MAX_INTS_VALUE = 2**31 - 1  # any entry of an "ints" param: larger is no tensor size this studio can hold
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class Param:
     advanced: bool = False  # shown behind the inspector's "advanced" toggle
     optional: bool = False  # None is allowed (e.g. a pool's stride, which then equals kernel_size)
     length: int = 1  # for "size"/"padding": how many spatial dims a list must have
+    max_product: int | None = None  # for "ints": the most the entries may multiply to (a shape's values)
 
     def to_dict(self) -> dict:
         return {
@@ -63,7 +66,7 @@ class Param:
         if k == "ints":
             if not isinstance(value, list) or not value or not all(_is_int(v) for v in value):
                 return f"{self.name} must be a non-empty list of integers, got {_show(value)}"
-            return None
+            return self._ints_bounds(value)
         if k in ("size", "padding"):
             if k == "padding" and isinstance(value, str):
                 return None if value in ("same", "valid") else (
@@ -78,6 +81,25 @@ class Param:
                 return None
             return f"{self.name} must be an integer or a list of {self.length} integers, got {_show(value)}"
         raise ValueError(f"unknown param kind {k!r}")
+
+    def _ints_bounds(self, value: list[int]) -> str | None:
+        if len(value) > MAX_INTS_ITEMS:
+            return f"{self.name} has {len(value)} entries; at most {MAX_INTS_ITEMS} are allowed"
+        for v in value:
+            if abs(v) > MAX_INTS_VALUE:
+                return f"{self.name}={_show(value)} has the entry {v:,}; entries are at most {MAX_INTS_VALUE:,}"
+            if self.min is not None and v < self.min:
+                return f"{self.name}={_show(value)} has the entry {v}, below the minimum {_num(self.min)}"
+            if self.max is not None and v > self.max:
+                return f"{self.name}={_show(value)} has the entry {v}, above the maximum {_num(self.max)}"
+        if self.max_product is not None:
+            product = 1
+            for v in value:
+                product *= v
+            if product > self.max_product:
+                return (f"{self.name}={_show(value)} holds {product:,} values per sample, more than the "
+                        f"{self.max_product:,} allowed; use smaller sizes")
+        return None
 
     def _bounds(self, value: float) -> str | None:
         if self.min is not None and value < self.min:

@@ -12,7 +12,7 @@ register(LayerSpec(
     doc="The model's input: one sample's shape (without the batch dimension) and dtype.",
     params=(
         Param("shape", "ints", [1, 28, 28], "Per-sample shape: images (C, H, W), sequences (T, F), token ids (T,).",
-              min=1),
+              min=1, max_product=2**24),
         Param("dtype", "choice", "float32", "float32 for features and images, int64 for token ids.",
               choices=("float32", "int64")),
     ),
@@ -76,7 +76,7 @@ def _reshape_check(p: dict, ins: list[InSpec]) -> list[tuple[str | None, str]]:
 register(LayerSpec(
     type="Reshape", category="core",
     doc="Reshape each sample to `shape` (per-sample; one size may be -1).",
-    params=(Param("shape", "ints", [-1], "Target per-sample shape, e.g. [1, 28, 28]; one entry may be -1."),),
+    params=(Param("shape", "ints", [-1], "Target per-sample shape, e.g. [1, 28, 28]; one entry may be -1.", min=-1),),
     make=lambda p, ins: (m.Reshape, {"shape": list(p["shape"])}),
     check=_reshape_check,
     label=lambda p: fmt_shape(p["shape"]),

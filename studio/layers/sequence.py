@@ -78,7 +78,7 @@ register(LayerSpec(
     params=(
         Param("kind", "choice", "sinusoidal", "sinusoidal (fixed, Vaswani et al.) or learned.",
               choices=("sinusoidal", "learned")),
-        Param("max_len", "int", 512, "Longest sequence supported.", min=1),
+        Param("max_len", "int", 512, "Longest sequence supported.", min=1, max=65_536),
     ),
     make=lambda p, ins: (m.PositionalEncoding, {"d_model": ins[0].shape[-1], **p}),
     ranks=(2,), expects="(T, F)", check=_pe_check, label=lambda p: p["kind"], example=_SEQ,

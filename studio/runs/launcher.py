@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -31,7 +32,7 @@ from pathlib import Path
 from studio.errors import TrainError
 from studio.graph import Graph, parse_graph
 from studio.runs.rundir import STOP_FILE, RunDir
-from studio.runs.store import RESUMABLE_STATUSES, RunRecord, Store
+from studio.runs.store import RESUMABLE_STATUSES, RunRecord, Store, storage_message
 from studio.workspace import workspace_dir
 
 __all__ = ["STOP_FILE", "max_concurrent", "run_dir", "new_run_id", "start_run", "stop_run", "resume_run",
@@ -96,13 +97,18 @@ def start_run(graph: Graph | dict, dataset_id: str, config=None, *,
     workers = int(backend.get("workers", 1))
     store = store or Store()
     run_id = new_run_id()
-    RunDir.of(run_id).create(graph_json=graph.to_json(), config=config, meta={
-        "run_id": run_id, "dataset_id": dataset_id, "dataset_options": dataset_options or {},
-        "db": str(store.path), "workspace": str(workspace_dir()), "backend": backend,
-    })
-    store.create_run(run_id, name=name or f"{graph.name} on {dataset_id}", graph=graph.to_dict(),
-                     config=config, dataset_id=dataset_id, sweep_id=sweep_id, parent_id=parent_id,
-                     tags=tags, backend=backend["kind"], workers=workers)
+    directory = RunDir.of(run_id)
+    try:  # disk full, read-only workspace, store errors: no half-made run folder stays behind
+        directory.create(graph_json=graph.to_json(), config=config, meta={
+            "run_id": run_id, "dataset_id": dataset_id, "dataset_options": dataset_options or {},
+            "db": str(store.path), "workspace": str(workspace_dir()), "backend": backend,
+        })
+        store.create_run(run_id, name=name or f"{graph.name} on {dataset_id}", graph=graph.to_dict(),
+                         config=config, dataset_id=dataset_id, sweep_id=sweep_id, parent_id=parent_id,
+                         tags=tags, backend=backend["kind"], workers=workers)
+    except (OSError, sqlite3.Error) as e:
+        shutil.rmtree(directory.path, ignore_errors=True)
+        raise TrainError(storage_message(e, "create the run", directory.path.parent)) from None
     store.log_event(run_id, "queued")
     reconcile(store)
     return run_id

@@ -153,6 +153,14 @@ def default_db_path() -> Path:
     return workspace_dir() / "studio.db"
 
 
+def storage_message(error: Exception, action: str, path) -> str:
+    """What an OS or SQLite failure on the store means for the user and what to do about it."""
+    from studio.oserrors import describe_os_error, describe_sqlite_error
+
+    describe = describe_os_error if isinstance(error, OSError) else describe_sqlite_error
+    return describe(error, action, path) + "; runs saved before are unchanged"
+
+
 class Store:
     """Access to studio.db. Cheap to create; safe to share between threads (one connection each)."""
 
@@ -188,6 +196,11 @@ class Store:
     def _ensure_schema(self) -> None:
         try:
             self._create_schema()
+        except (OSError, sqlite3.OperationalError) as e:  # read-only, a directory, disk full, I/O error
+            if "locked" in str(e) or "busy" in str(e):
+                raise
+            self.close()
+            raise TrainError(storage_message(e, "open the run store", self.path)) from None
         except sqlite3.DatabaseError as e:
             # Not a lock or a constraint (OperationalError etc. are subclasses): the file itself is unreadable.
             if type(e) is not sqlite3.DatabaseError:

@@ -12,9 +12,11 @@ import json
 import sys
 import time
 
+from studio.dataset_ids import check_dataset_id
 from studio.runs.launcher import list_runs, reconcile, resume_run, run_dir, start_run, stop_run
 from studio.runs.store import ACTIVE_STATUSES, Store
 from studio.training.config import TrainConfig
+from studio.workspace import workspace_dir
 
 POLL_SECONDS = 0.5  # kept for callers that import it; follow() waits on the store's change counter instead
 CHANGE_POLL_SECONDS = 0.02  # how often follow() reads SQLite's data_version (a counter, no table read)
@@ -34,11 +36,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(**overrides)
     config.validate()
     options = dict(getattr(args, "data_option", None) or [])  # [(key, value), ...] from --data-option
+    check_dataset_id(args.data, workspace_dir())  # an unknown id fails here, before a run exists (no torch)
     if options:
         from studio.data import get_info  # imports torch; only to check the options before a run exists
 
         get_info(args.data, options=options)  # an unknown option fails here, before a run exists
     if config.teacher or config.init_from:  # what the teacher and the warm start bring, before a run exists
+        from studio.data import get_info
         from studio.deploy.transfer import check_teacher, match_graph
 
         if config.teacher:

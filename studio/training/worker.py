@@ -56,8 +56,11 @@ class RunLog:
 
     def __call__(self, message: str, level: str = "info") -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with open(self.path, "a") as f:
-            f.write(f"{stamp} {level.upper():7} {message}\n")
+        try:
+            with open(self.path, "a") as f:
+                f.write(f"{stamp} {level.upper():7} {message}\n")
+        except OSError:  # a full disk: the event below still reaches the store (and the run's status)
+            pass
         self.store.log_event(self.run_id, message, level)
 
 
@@ -200,6 +203,10 @@ def human_message(exc: BaseException, batch_size: int | None) -> str:
         return f"ran out of memory; try a smaller batch size{smaller} or a smaller model"
     if isinstance(exc, (StudioError, DataError, GraphError, TrainError)):
         return text
+    if isinstance(exc, OSError) and exc.errno is not None:  # disk full, read-only, I/O error: say what to do
+        from studio.oserrors import describe_os_error
+
+        return describe_os_error(exc, "write the run's files", exc.filename or "the run folder")
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -231,9 +238,12 @@ def run(run_dir: str | Path) -> str:
         except BaseException as exc:  # every failure ends as a recorded status, never a silent exit
             message = human_message(exc, batch_size)
             tb = traceback.format_exc()
-            with open(rd.log_file, "a") as f:
-                f.write(tb)
-            log(f"failed: {message}", "error")
+            try:
+                with open(rd.log_file, "a") as f:
+                    f.write(tb)
+                log(f"failed: {message}", "error")
+            except Exception:  # noqa: BLE001 (disk or store full: the status below matters more than the log)
+                pass
             store.set_status(run_id, "failed", error=message, traceback=tb)
             status = "failed"
     rd.clear_stop()

@@ -1,0 +1,58 @@
+"""User strings in Plotly figures, shown as text and never as markup.
+
+Plotly draws trace names, titles, annotations and category tick labels through its own small HTML
+subset (`<a href>`, `<span style>`, `<br>`...): a run named `<a href=...>` became a clickable link in a
+legend and a `font-size:300px` span covered the charts. `safe_figure` escapes every such string of a
+finished figure once (`<` `>` `&` as entities, which Plotly shows as the characters), so each figure
+function calls it on return instead of each call site remembering to escape its inputs.
+Hover templates are the studio's own markup and are left alone.
+
+    >>> import plotly.graph_objects as go
+    >>> safe_figure(go.Figure(go.Scatter(y=[1], name="<b>run</b>"))).data[0].name
+    '&lt;b&gt;run&lt;/b&gt;'
+"""
+
+from __future__ import annotations
+
+import html
+
+_MARK = "_studio_escaped"  # set on a figure once escaped, so figures built from figures are not escaped twice
+
+
+def figure_text(value):
+    """One user string as figure text; anything that is not a string is returned unchanged."""
+    return html.escape(value, quote=False) if isinstance(value, str) else value
+
+
+def _labels(values):
+    if values is None or isinstance(values, str):
+        return figure_text(values)
+    try:
+        items = list(values)
+    except TypeError:
+        return values
+    if not any(isinstance(v, str) for v in items):
+        return values  # numbers: leave numeric arrays as they are
+    return [figure_text(v) for v in items]
+
+
+def safe_figure(fig):
+    """Escape every text a user can influence in `fig` (in place) and return it."""
+    if getattr(fig, _MARK, False):
+        return fig
+    for trace in fig.data:
+        for prop in ("name", "legendgroup", "text", "x", "y", "labels"):
+            if prop in trace and trace[prop] is not None:
+                trace[prop] = _labels(trace[prop])
+    layout = fig.layout
+    if layout.title.text:
+        layout.title.text = figure_text(layout.title.text)
+    for annotation in layout.annotations or ():
+        annotation.text = figure_text(annotation.text)
+    for axis in [layout[k] for k in layout if k.startswith(("xaxis", "yaxis"))]:
+        if axis.title.text:
+            axis.title.text = figure_text(axis.title.text)
+        if axis.ticktext is not None:
+            axis.ticktext = _labels(axis.ticktext)
+    object.__setattr__(fig, _MARK, True)
+    return fig
