@@ -1,10 +1,11 @@
 """Graph -> one readable PyTorch file that the user owns; `export_graph` for every export format.
 
-The file holds the imports, the verbatim source of the studio's own layer classes the graph uses
-(from studio/layers/modules.py, which depend only on torch and math), and one `nn.Module` whose
-submodules are named by node id and built from the same `LayerSpec.make` as the compiler uses, so
-the exported model loads the studio model's state dict with `strict=True` and computes exactly the
-same outputs. `forward` follows the topological order with each value's shape as a comment.
+The file holds the imports, the verbatim source of the studio's own layer classes and functions the
+graph uses (from studio/layers/modules.py, which depend only on torch and math), and one `nn.Module`
+whose submodules are named by node id and built from the same `LayerSpec.make` as the compiler uses,
+so the exported model loads the studio model's state dict with `strict=True` and computes exactly
+the same outputs. `forward` is the code torch.fx generates for the compiler's graph, with each
+value's shape as a comment.
 Optionally a plain-PyTorch training script for a dataset and a TrainConfig is appended.
 
 Nothing from the graph reaches the code unescaped: node ids are identifiers (graph contract), every
@@ -30,9 +31,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import torch
+import torch.fx
 from torch import nn
 
 from studio.analysis import analyze
+from studio.compile import build_fx_graph
 from studio.errors import ExportError, GraphError
 from studio.graph import Graph, atomic_write_bytes, atomic_write_text
 from studio.layers import REGISTRY
@@ -46,36 +50,35 @@ _FILE_NAMES = frozenset({"math", "torch", "F", "nn", "main", "lr_at", "evaluate"
 
 
 @dataclass(frozen=True)
-class LayerCode:
-    """One layer of the exported module: its node id, class, constructor kwargs, inputs and output shape."""
+class ModelCode:
+    """What the exported class is made of: the compiler's fx graph and each submodule's constructor."""
 
-    node_id: str
-    cls: type
-    kwargs: dict
-    inputs: tuple[str, ...]
-    shape: tuple[int, ...]
+    fx_graph: torch.fx.Graph  # the same graph compile_graph builds; its code is the exported forward
+    constructors: dict[str, tuple[type, dict]]  # node_id -> (class, kwargs) from LayerSpec.make
+    input_shape: tuple[int, ...]
+    input_dtype: str
 
 
-def plan_layers(graph: Graph) -> tuple[list[LayerCode], str, tuple[int, ...], str]:
-    """(layers in topological order, input node id, input shape, input dtype) of a valid graph.
+def model_code(graph: Graph) -> ModelCode:
+    """The compiler's fx graph and the submodules' constructors of a valid graph.
 
-    Raises GraphError when the graph is invalid, ExportError when a node cannot be written as code.
+    Raises GraphError when the graph is invalid. The submodules are built on the `meta` device only
+    to make the fx graph (no memory, no init).
     """
     analysis = analyze(graph)
     if analysis.errors:
         raise GraphError(analysis.errors)
-    input_map = graph.input_map()
+    with torch.device("meta"):
+        fx_graph, _ = build_fx_graph(graph, analysis)
     by_id = {n.id: n for n in graph.nodes}
-    layers = []
-    for node_id in analysis.order:
-        node = by_id[node_id]
-        if node.type == "Input":
-            continue
-        spec = REGISTRY[node.type]
-        info = analysis.nodes[node_id]
-        cls, kwargs = spec.make(spec.resolve(node.params), list(info.inputs))
-        layers.append(LayerCode(node_id, cls, dict(kwargs), tuple(input_map[node_id]), tuple(info.output_shape)))
-    return layers, analysis.input_id, tuple(analysis.input_shape), analysis.input_dtype
+    constructors = {}
+    for fx_node in fx_graph.nodes:
+        if fx_node.op == "call_module":
+            node = by_id[fx_node.target]
+            spec = REGISTRY[node.type]
+            cls, kwargs = spec.make(spec.resolve(node.params), list(analysis.nodes[node.id].inputs))
+            constructors[node.id] = (cls, dict(kwargs))
+    return ModelCode(fx_graph, constructors, tuple(analysis.input_shape), analysis.input_dtype)
 
 
 # ---- literals and names ---------------------------------------------------------------------------
@@ -229,6 +232,50 @@ def shape_comment(shape: tuple[int, ...]) -> str:
     return "(" + ", ".join(["B", *map(str, shape)]) + ")"
 
 
+def forward_source(code: ModelCode) -> tuple[list[str], set[str], list[str]]:
+    """(the fx graph's forward without its `= None` drops, indented for the class, with each value's
+    shape as a comment;
+    the modules.py functions it calls; alias lines for those whose name a value of forward takes).
+
+    fx names a function it calls by its qualified name (`studio_layers_modules_add`); the file calls it
+    by its own name (`add`), unless a node is called that too, and then keeps fx's name as an alias.
+    """
+    python = code.fx_graph.python_code(root_module="self")
+    src = python.src
+    nodes = {n.name: n for n in code.fx_graph.nodes}
+    functions, aliases = set(), []
+    for global_name, obj in python.globals.items():
+        if getattr(obj, "__module__", None) == studio_modules.__name__ and callable(obj):
+            functions.add(obj.__name__)
+            if obj.__name__ in nodes:
+                aliases.append(f"{global_name} = {obj.__name__}  # a value in forward is called {obj.__name__!r}")
+            else:
+                src = re.sub(rf"\b{global_name}\b", obj.__name__, src)
+    kind = "token ids" if code.input_dtype == "int64" else "float32"
+    lines = []
+    for line in src.strip("\n").splitlines():
+        # fx ends a line with `;  a = b = None` to drop values after their last use; the file leaves
+        # that to Python (one statement a line, as a hand-written forward reads).
+        line = re.sub(r";  (\w+ = )+None$", "", line.rstrip())
+        head, eq, call = line.partition(" = ")
+        line = head + eq + re.sub(r"([(,] ?)(\w+) = ", r"\1\2=", call)  # fx writes `dim = 1` for keywords
+        if not line:
+            continue
+        m = re.match(r"    (\w+) = ", line)
+        node = nodes.get(m.group(1)) if m else None
+        if line.startswith("def forward("):
+            lines += [INDENT + line, f"{INDENT * 2}# x: {shape_comment(code.input_shape)} {kind}"]
+        elif node is not None and node.meta.get("shape") is not None:
+            comment = f"  # {shape_comment(node.meta['shape'])}"
+            if len(INDENT + line + comment) <= MAX_LINE:
+                lines.append(INDENT + line + comment)
+            else:
+                lines += [f"{INDENT * 2}# {node.name}: {shape_comment(node.meta['shape'])}", INDENT + line]
+        else:
+            lines.append(INDENT + line)
+    return lines, functions, aliases
+
+
 # ---- the file -----------------------------------------------------------------------------------------
 
 def to_code(graph: Graph, *, class_name: str | None = None, training_script: bool = False,
@@ -240,30 +287,18 @@ def to_code(graph: Graph, *, class_name: str | None = None, training_script: boo
     dict of overrides) in plain PyTorch is appended; it loads the data with the studio's dataset
     registry (`studio.data.get_dataset`), so the splits match the studio's.
     """
-    layers, input_id, input_shape, input_dtype = plan_layers(graph)
+    code = model_code(graph)
     name = _check_class_name(class_name) if class_name is not None else default_class_name(graph.name)
 
     custom: set[str] = set()
     init_lines: list[str] = []
-    for layer in layers:
-        ref = class_ref(layer.cls)
+    for node_id, (cls, kwargs) in code.constructors.items():
+        ref = class_ref(cls)
         if not ref.startswith("nn."):
             custom.add(ref)
-        init_lines += _call(f"self.{layer.node_id} = {ref}", _constructor_args(layer.cls, layer.kwargs), INDENT * 2)
-
-    var = {input_id: "x"}
-    kind = "token ids" if input_dtype == "int64" else "float32"
-    fwd_lines = [f"{INDENT * 2}# x: {shape_comment(input_shape)} {kind}"]
-    for layer in layers:
-        var[layer.node_id] = layer.node_id
-        comment = f"  # {shape_comment(layer.shape)}"
-        call = _call(f"{layer.node_id} = self.{layer.node_id}", [var[s] for s in layer.inputs], INDENT * 2)
-        if len(call) == 1 and len(call[0]) + len(comment) <= MAX_LINE:
-            fwd_lines.append(call[0] + comment)
-        else:
-            fwd_lines.append(f"{INDENT * 2}# {layer.node_id}: {shape_comment(layer.shape)}")
-            fwd_lines += call
-    fwd_lines.append(f"{INDENT * 2}return {var[layers[-1].node_id] if layers else 'x'}")
+        init_lines += _call(f"self.{node_id} = {ref}", _constructor_args(cls, kwargs), INDENT * 2)
+    fwd_lines, functions, aliases = forward_source(code)
+    custom |= functions
 
     doc = docstring_text(graph.name or "untitled")
     if graph.description.strip():
@@ -283,11 +318,10 @@ def to_code(graph: Graph, *, class_name: str | None = None, training_script: boo
         f"{INDENT * 2}super().__init__()",
         *init_lines,
         "",
-        f"{INDENT}def forward(self, x):",
         *fwd_lines,
     ])
 
-    blocks = custom_sources(custom) + [class_src]
+    blocks = custom_sources(custom) + (["\n".join(aliases)] if aliases else []) + [class_src]
     if training_script:
         blocks.append(training_source(name, dataset_id, config, dataset_options))
     body = "\n\n\n".join(blocks) + "\n"
@@ -547,5 +581,5 @@ def export_graph(graph: Graph, fmt: str, path: str | os.PathLike, *, dataset_id:
     return path
 
 
-__all__ = ["FORMATS", "LayerCode", "class_ref", "custom_sources", "default_class_name", "docstring_text",
-           "export_graph", "literal", "plan_layers", "to_code"]
+__all__ = ["FORMATS", "ModelCode", "class_ref", "custom_sources", "default_class_name", "docstring_text",
+           "export_graph", "forward_source", "literal", "model_code", "to_code"]

@@ -67,9 +67,32 @@ def _studio_class(cls: type) -> str | None:
     return name
 
 
+# The studio's merge functions (modules.py) and the palette type each one is.
+_STUDIO_FUNCTIONS = {studio_modules.add: "Add", studio_modules.multiply: "Multiply", studio_modules.concat: "Concat"}
+
+
+def _studio_function(fn) -> str | None:
+    """The palette type of a studio merge function (itself, or a verbatim copy as in exported code)."""
+    if fn in _STUDIO_FUNCTIONS:
+        return _STUDIO_FUNCTIONS[fn]
+    for original, type_name in _STUDIO_FUNCTIONS.items():
+        if inspect.isfunction(fn) and fn.__name__ == original.__name__:
+            try:
+                if inspect.getsource(fn) == inspect.getsource(original):
+                    return type_name
+            except (OSError, TypeError):
+                return None
+    return None
+
+
 class _Tracer(torch.fx.Tracer):
-    def __init__(self):
-        super().__init__()
+    """Keeps the studio's classes and merge functions whole: one node each, as the compiler wrote them."""
+
+    def __init__(self, module: nn.Module):
+        forward_globals = getattr(type(module).forward, "__globals__", {})
+        merges = tuple({id(f): f for f in [*_STUDIO_FUNCTIONS, *forward_globals.values()]
+                        if callable(f) and _studio_function(f)}.values())
+        super().__init__(autowrap_functions=merges)
         self.record_stack_traces = True
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
@@ -115,6 +138,7 @@ class _Out:
     params: dict = field(default_factory=dict)
     inputs: list = field(default_factory=list)  # fx nodes feeding it, in order
     module: nn.Module | None = None  # whose weights the node takes
+    name: str | None = None  # the node id to prefer (the variable a merge function's result is assigned to)
 
 
 def _module_params(m: nn.Module) -> tuple[str, dict]:
@@ -231,10 +255,6 @@ def _studio_module(name: str, m: nn.Module) -> tuple[str, dict]:
     if name in ("Reshape", "Permute"):
         key = "shape" if name == "Reshape" else "dims"
         return name, {key: list(getattr(m, key))}
-    if name in ("Add", "Multiply"):
-        return name, {}
-    if name == "Concat":
-        return name, {"dim": m.dim - 1 if m.dim > 0 else m.dim}
     if name == "SequencePool":
         return name, {"mode": m.mode}
     if name == "PositionalEncoding":
@@ -298,10 +318,9 @@ class _Importer:
             m = self.modules[target]
             type_name, params = _module_params(m)
             inputs = [a for a in node.args if isinstance(a, torch.fx.Node)]
-            if type_name not in ("Add", "Multiply", "Concat"):
-                if len(node.args) != 1 or node.kwargs or len(inputs) != 1:
-                    raise _Unmapped(f"{type(m).__name__} called with extra arguments (e.g. a mask or a hidden "
-                                    "state) has no palette equivalent")
+            if len(node.args) != 1 or node.kwargs or len(inputs) != 1:
+                raise _Unmapped(f"{type(m).__name__} called with extra arguments (e.g. a mask or a hidden "
+                                "state) has no palette equivalent")
             return _Out(type_name, params, inputs, m)
         if op == "call_function":
             return self.map_function(node, target)
@@ -333,6 +352,10 @@ class _Importer:
             a = self.tensor_arg(node, node.args[0], kind)
             b = self.tensor_arg(node, node.args[1], kind)
             return _Out(kind, {}, [a, b])
+        merge = _studio_function(fn)
+        if merge is not None:
+            params = {"dim": _sample_dim(node.kwargs["dim"], "concat")} if merge == "Concat" else {}
+            return _Out(merge, params, [self.tensor_arg(node, a, merge) for a in node.args], name=_assigned_name(node))
         if fn is torch.cat:
             tensors = list(_arg(node, 0, "tensors", []))
             dim = _arg(node, 1, "dim", 0)
@@ -507,6 +530,14 @@ def _where(node: torch.fx.Node) -> str:
     return f"node '{node.name}'"
 
 
+def _assigned_name(node: torch.fx.Node) -> str | None:
+    """`b1_add` for a node made by the line `b1_add = add(b1_bn2, stem_relu)` (exported or compiled code)."""
+    lines = [line for f, line in re.findall(r'File "([^"]+)", line \d+, in \w+\n\s+(.*)', node.stack_trace or "")
+             if not f.startswith(_TORCH_DIR)]
+    m = re.match(r"(\w+) = \w+\(", lines[-1].strip()) if lines else None
+    return m.group(1) if m else None
+
+
 # ---- ids and the graph -----------------------------------------------------------------------------------
 
 def _node_id(wanted: str, taken: set[str]) -> str:
@@ -573,7 +604,7 @@ def _example(shape: list[int], dtype: str) -> torch.Tensor:
 
 def _import(module: nn.Module, shape: list[int], dtype: str, name: str) -> tuple[Graph | None, list[str]]:
     try:
-        tracer = _Tracer()
+        tracer = _Tracer(module)
         fx_graph = tracer.trace(module)
         gm = torch.fx.GraphModule(tracer.root, fx_graph)
         gm.graph.eliminate_dead_code()  # e.g. the `_` of `out, _ = self.lstm(x)`
@@ -670,7 +701,7 @@ def _build(imp, placeholder, result, shape, dtype, name, module, example) -> tup
     for node, out in imp.out.items():
         if out.type is None:
             continue
-        node_id = ids.get(node) or _node_id(node.name, taken)
+        node_id = ids.get(node) or _node_id(out.name or node.name, taken)
         ids[node] = node_id
         nodes.append(Node(node_id, out.type, _drop_defaults(out.type, out.params)))
         sources = []

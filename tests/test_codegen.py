@@ -18,7 +18,7 @@ from studio.__main__ import main as cli
 from studio.codegen import default_class_name, docstring_text, export_graph, literal, to_code
 from studio.compile import compile_graph
 from studio.errors import DataError, ExportError, GraphError
-from studio.graph import save_graph
+from studio.graph import parse_graph, save_graph
 from studio.templates import get_template, list_templates, load_template
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,7 +109,7 @@ def test_only_the_needed_studio_classes_and_their_helpers_are_copied():
     assert "class ReturnSequences:" in rnn and "class RNNLayer(ReturnSequences, nn.RNN):" in rnn
     assert "class LSTMLayer(" not in rnn and "import math" not in rnn
     resnet = to_code(load_template("resnet_small"))
-    assert "class Add(nn.Module):" in resnet and "b1_add = self.b1_add(b1_bn2, stem_relu)" in resnet
+    assert "def add(*xs):" in resnet and "b1_add = add(b1_bn2, stem_relu)  # (B, 16, 32, 32)" in resnet
 
 
 HOSTILE = [
@@ -163,7 +163,7 @@ def test_string_params_are_written_with_repr_and_hostile_ones_never_reach_the_co
 def test_class_names_and_node_ids_that_would_break_the_file_are_refused():
     graph = load_template("mlp")
     assert default_class_name("3 layers!") == "Model3Layers"
-    assert default_class_name("add") == "AddModel"  # the studio's Add class keeps its name
+    assert default_class_name("reshape") == "ReshapeModel"  # the studio's Reshape class keeps its name
     assert "class Net(nn.Module):" in to_code(graph, class_name="Net")
     for bad in ("my model", "class", "nn", "Reshape", "x;import os"):
         with pytest.raises(ExportError, match="class_name="):
@@ -256,3 +256,23 @@ def test_training_script_applies_the_configs_augmentation():
     assert "flip=True" in src and "noise=True, noise_std=0.1" in src
     assert "            x = augment(x, generator)" in src
     compile(src, "exported.py", "exec")
+
+
+def test_forward_is_the_fx_code_and_a_node_named_like_a_merge_function_still_runs():
+    from tests.conftest import chain
+
+    doc = chain(("input", "Input", {"shape": [6]}), ("a", "Linear", {"out_features": 6}))
+    doc["nodes"] += [{"id": "add", "type": "Add"}, {"id": "concat", "type": "Concat"}]
+    doc["edges"] += [{"source": "input", "target": "add"}, {"source": "a", "target": "add"},
+                     {"source": "add", "target": "concat"}, {"source": "a", "target": "concat"}]
+    graph = parse_graph(doc)
+    code = to_code(graph, class_name="Net")
+    assert "studio_layers_modules_add = add  # a value in forward is called 'add'" in code
+    assert "concat = studio_layers_modules_concat(add, a, dim=1)  # (B, 12)" in code
+    namespace: dict = {}
+    exec(compile(code, "exported.py", "exec"), namespace)
+    model = compile_graph(graph, seed=0).eval()
+    exported = namespace["Net"]()
+    exported.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(3, 6)
+    assert torch.equal(exported(x), model(x))

@@ -70,7 +70,7 @@ def test_defaults_valid_and_shape_params_equal_pytorch(type_name):
     info = a.nodes["layer"]
     assert info.output_shape == tuple(out.shape[1:])
     assert info.dtype == str(out.dtype).removeprefix("torch.")
-    assert info.params == sum(p.numel() for p in model.layer.parameters() if p.requires_grad)
+    assert info.params == sum(p.numel() for p in model.parameters() if p.requires_grad)  # only `layer` has any
     assert info.activation_bytes == out[0].numel() * out.element_size()
 
 

@@ -126,11 +126,12 @@ def _same_shapes(p: dict, ins: list[InSpec]) -> list[tuple[str | None, str]]:
     return []
 
 
-for _cls, _doc in ((m.Add, "Element-wise sum of two or more inputs of the same shape (residual connections)."),
-                   (m.Multiply, "Element-wise product of two or more inputs of the same shape (gating).")):
+for _type, _fn, _doc in (
+        ("Add", m.add, "Element-wise sum of two or more inputs of the same shape (residual connections)."),
+        ("Multiply", m.multiply, "Element-wise product of two or more inputs of the same shape (gating).")):
     register(LayerSpec(
-        type=_cls.__name__, category="merge", doc=_doc,
-        make=lambda p, ins, _cls=_cls: (_cls, {}),
+        type=_type, category="merge", doc=_doc,
+        function=lambda p, _fn=_fn: (_fn, {}),
         inputs=(2, None), check=_same_shapes,
         example=(InSpec((8,), "float32"), InSpec((8,), "float32")),
     ))
@@ -158,7 +159,7 @@ register(LayerSpec(
     type="Concat", category="merge",
     doc="Concatenate inputs along a per-sample dim, in port order.",
     params=(Param("dim", "int", 0, "Per-sample dim to join along (0: channels/features of the first dim)."),),
-    make=lambda p, ins: (m.Concat, {"dim": p["dim"]}),
+    function=lambda p: (m.concat, {"dim": sample_dim(p["dim"])}),
     inputs=(2, None), check=_concat_check,
     label=lambda p: f"dim={p['dim']}",
     example=(InSpec((4, 8), "float32"), InSpec((4, 8), "float32")),

@@ -3,7 +3,10 @@
 Kept so the checkpoint can be explained; rerunning it with today's compiler would defeat its purpose.
 Run from the repository root: PYTHONPATH=. python tests/data/make_pre_fx_checkpoints.py
 """
-import json, torch
+import json
+
+import torch
+
 from studio.compile import compile_graph
 from studio.graph import parse_graph
 
@@ -29,7 +32,8 @@ seq = {"format": "studio.graph/1", "name": "tiny_seq", "nodes": [
     {"id": "input", "type": "Input", "params": {"shape": [5], "dtype": "int64"}},
     {"id": "emb", "type": "Embedding", "params": {"num_embeddings": 7, "embedding_dim": 8}},
     {"id": "pos", "type": "PositionalEncoding", "params": {"kind": "learned", "max_len": 5}},
-    {"id": "enc", "type": "TransformerEncoderLayer", "params": {"nhead": 2, "dim_feedforward": 8, "dropout": 0.0, "causal": True}},
+    {"id": "enc", "type": "TransformerEncoderLayer",
+     "params": {"nhead": 2, "dim_feedforward": 8, "dropout": 0.0, "causal": True}},
     {"id": "mha", "type": "MultiheadAttention", "params": {"num_heads": 2}},
     {"id": "gate", "type": "Multiply", "params": {}},
     {"id": "lstm", "type": "LSTM", "params": {"hidden_size": 4}},
