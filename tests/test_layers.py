@@ -166,3 +166,53 @@ def test_attention_labels_count_heads_in_words_and_no_category_is_the_issue_red(
         "TransformerEncoderLayer 1 head ff64"
     assert "#dc2626" not in CATEGORY_COLORS.values()  # red marks a node with an error on the canvas
     assert len(set(CATEGORY_COLORS.values())) == len(CATEGORY_COLORS)
+
+
+# ---- from_module: each spec reads its own modules back -------------------------------------------------
+
+def _varied_params(spec) -> dict:
+    """Defaults, with every bool flipped and every number moved off its default, where still valid."""
+    params = {p.name: p.default for p in spec.params}
+    for p in spec.params:
+        if p.kind == "bool":
+            candidate = not p.default
+        elif p.kind == "float" and p.default is not None:
+            candidate = min(p.default + 0.25, p.max) if p.max is not None else p.default + 0.25
+        elif p.kind == "choice":
+            candidate = p.choices[-1]
+        else:
+            continue
+        trial = {**params, p.name: candidate}
+        info = analyze(parse_graph(single_layer_graph(spec.type, trial))).nodes.get("layer")
+        if info is not None and not analyze(parse_graph(single_layer_graph(spec.type, trial))).errors:
+            params = trial
+    return params
+
+
+MODULE_SPECS = sorted(t for t, spec in REGISTRY.items() if spec.make is not None)
+
+
+def test_every_module_layer_can_read_itself_back_and_function_layers_compile_to_functions():
+    for type_name, spec in REGISTRY.items():
+        if type_name == "Input":
+            continue
+        assert (spec.make is None) == (spec.function is not None), type_name
+        if spec.make is not None:
+            assert spec.from_module is not None and spec.module_types, f"{type_name} has no from_module"
+
+
+@pytest.mark.parametrize("type_name", MODULE_SPECS)
+@pytest.mark.parametrize("variant", ["defaults", "varied"])
+def test_from_module_inverts_build(type_name, variant):
+    spec = REGISTRY[type_name]
+    params = spec.resolve({}) if variant == "defaults" else _varied_params(spec)
+    info = analyze(parse_graph(single_layer_graph(type_name, params))).nodes["layer"]
+    module = spec.build(params, list(info.inputs))
+    assert type(module) in spec.module_types
+    read = spec.from_module(module)
+    # Equal params, or params that build the same module (LayerNorm's bias means nothing without affine).
+    rebuilt = spec.build(read, list(info.inputs))
+    shapes = lambda mod: {k: v.shape for k, v in mod.state_dict().items()}  # noqa: E731
+    assert spec.resolve(read) == spec.resolve(params) or (repr(rebuilt) == repr(module)
+                                                          and shapes(rebuilt) == shapes(module))
+    assert type(rebuilt) is type(module) and repr(rebuilt) == repr(module)

@@ -216,6 +216,36 @@ def fmt_size(v: int | list[int] | None) -> str:
     return "x".join(str(i) for i in v) if isinstance(v, list) else f"{v}x{v}"
 
 
+class NoEquivalent(ValueError):
+    """A constructed module whose settings the palette cannot express; the message says which and why."""
+
+
+def module_size(v, n: int):
+    """A module's kernel/stride/padding attribute as the palette writes it: an int when all dims agree."""
+    if isinstance(v, (tuple, list)):
+        v = list(v)
+        if len(v) == n and all(x == v[0] for x in v):
+            return v[0]
+        return v
+    return v
+
+
+def module_dim(d: int, what: str) -> int:
+    """A module's batched dim index as a per-sample one (negative ones unchanged); dim 0 has none."""
+    if d == 0:
+        raise NoEquivalent(f"{what} over the batch dimension (dim 0) has no palette equivalent; the batch always "
+                           "stays first")
+    return d - 1 if d > 0 else d
+
+
+def spec_for_module(cls: type) -> LayerSpec | None:
+    """The spec whose `from_module` reads modules of class `cls`, or None."""
+    for spec in REGISTRY.values():
+        if cls in spec.module_types:
+            return spec
+    return None
+
+
 def fmt_shape(shape: tuple[int, ...] | list[int]) -> str:
     """Shapes print as Python tuples: (32, 26, 26), (10,)."""
     return str(tuple(shape))
