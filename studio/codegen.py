@@ -156,25 +156,27 @@ def class_ref(cls: type) -> str:
 
 # ---- the studio's own classes, copied verbatim --------------------------------------------------------
 
-@lru_cache(maxsize=1)
-def _module_defs() -> tuple[str, dict[str, tuple[int, int, frozenset]]]:
-    """modules.py's source and, per top-level def: (first line, last line, top-level names it uses)."""
-    source = inspect.getsource(studio_modules)
+@lru_cache(maxsize=8)
+def _module_defs(module=studio_modules) -> tuple[str, dict[str, tuple[int, int, frozenset]]]:
+    """A module's source and, per top-level def or constant: (first line, last line, top-level names it uses)."""
+    source = inspect.getsource(module)
     tree = ast.parse(source)
     defs = {}
-    top = {n.name for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef))}
-    for node in tree.body:
-        if isinstance(node, (ast.ClassDef, ast.FunctionDef)):
-            used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} & top
-            used.discard(node.name)
-            start = min([node.lineno] + [d.lineno for d in node.decorator_list])
-            defs[node.name] = (start, node.end_lineno, frozenset(used))
+    named = [(n.name, n) for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef))]
+    named += [(t.id, n) for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)]
+    top = {name for name, _ in named}
+    for name, node in named:
+        used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} & top
+        used.discard(name)
+        start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+        defs[name] = (start, node.end_lineno, frozenset(used))
     return source, defs
 
 
-def custom_sources(names: set[str]) -> list[str]:
-    """Source of the named modules.py definitions plus everything they use, in the file's order."""
-    source, defs = _module_defs()
+def custom_sources(names: set[str], module=studio_modules) -> list[str]:
+    """Source of the named top-level definitions of `module` (modules.py by default) plus everything they
+    use, in the file's order; constants come first, as one block."""
+    source, defs = _module_defs(module)
     wanted: set[str] = set()
     todo = list(names)
     while todo:
@@ -183,7 +185,9 @@ def custom_sources(names: set[str]) -> list[str]:
             wanted.add(name)
             todo.extend(defs[name][2])
     lines = source.splitlines()
-    return ["\n".join(lines[defs[n][0] - 1:defs[n][1]]) for n in sorted(wanted, key=lambda n: defs[n][0])]
+    chunks = ["\n".join(lines[defs[n][0] - 1:defs[n][1]]) for n in sorted(wanted, key=lambda n: defs[n][0])]
+    constants = [c for c in chunks if not c.startswith(("def ", "class ", "@"))]
+    return (["\n".join(constants)] if constants else []) + [c for c in chunks if c not in constants]
 
 
 # ---- layout helpers ---------------------------------------------------------------------------------
@@ -324,17 +328,26 @@ def to_code(graph: Graph, *, class_name: str | None = None, training_script: boo
     blocks = custom_sources(custom) + (["\n".join(aliases)] if aliases else []) + [class_src]
     if training_script:
         blocks.append(training_source(name, dataset_id, config, dataset_options))
+    else:
+        blocks.append(demo_source(name, code.input_shape, code.input_dtype))
     body = "\n\n\n".join(blocks) + "\n"
     header = ('"""PyTorch model exported by Neural Studio: plain torch, no studio import needed to use it.\n\n'
               "The model class below mirrors the studio graph node by node (attributes are named by node id), so\n"
-              "it loads a state dict saved by the studio with strict=True.\n\"\"\"")
+              "it loads a state dict saved by the studio with strict=True. A run's best weights:\n\n"
+              f"    model = {name}()\n"
+              '    ckpt = torch.load("workspace/runs/<run_id>/checkpoints/best.pt", weights_only=True)\n'
+              '    model.load_state_dict(ckpt["model"])\n\n'
+              + ("Run this file to train the model (main() below).\n" if training_script else
+                 "Run this file to build the model and pass one batch through it.\n") + '\"\"\"')
     return header + "\n\n" + _imports(body) + "\n\n\n" + body
 
 
 def _imports(body: str) -> str:
     tree = ast.parse(body)
     used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
-    std = ["import math"] if "math" in used else []
+    std = [f"import {m}" for m in ("contextlib", "math") if m in used]
+    if "SimpleNamespace" in used:
+        std.append("from types import SimpleNamespace")
     third = []
     if "torch" in used:
         third.append("import torch")
@@ -346,41 +359,11 @@ def _imports(body: str) -> str:
 
 # ---- training script ------------------------------------------------------------------------------
 
-_OPTIMIZERS = {  # the torch.optim class and its arguments, as studio.training.optim.build_optimizer uses them
-    "sgd": ("SGD", ("lr", "momentum", "nesterov", "weight_decay")),
-    "adam": ("Adam", ("lr", "betas", "weight_decay")),
-    "adamw": ("AdamW", ("lr", "betas", "weight_decay")),
-    "rmsprop": ("RMSprop", ("lr", "momentum", "weight_decay")),
-    "adagrad": ("Adagrad", ("lr", "weight_decay")),
-}
-_SCHEDULES = {  # factor of the base lr at step t after warmup, over `span` steps (studio.training.optim)
-    "none": "1.0",
-    "plateau": "1.0",
-    "step": "{gamma} ** (t // {step_size})",
-    "multistep": "{gamma} ** sum(1 for m in {milestones} if t >= m)",
-    "exponential": "{gamma} ** t",
-    "cosine": "{floor} + (1 - {floor}) * 0.5 * (1 + math.cos(math.pi * min(t, span) / span))",
-}
-_ONECYCLE = """\
-    up = max(1.0, 0.3 * span - 1)  # PyTorch's OneCycleLR: 30% up from lr/25, then down to lr/25e4
-    start, end = 1 / 25.0, 1 / (25.0 * 1e4)
-    if t <= up:
-        a, b, pct = start, 1.0, t / up
-    else:
-        a, b, pct = 1.0, end, min(1.0, (t - up) / max(1.0, span - 1 - up))
-    return {lr} * (b + (a - b) / 2.0 * (math.cos(math.pi * pct) + 1)) * scale"""
-_INIT = {"xavier": "nn.init.xavier_uniform_(p)", "kaiming": 'nn.init.kaiming_uniform_(p, nonlinearity="relu")',
-         "normal": "nn.init.normal_(p, 0.0, 0.02)"}
-_LOSS = {
-    "classification": "F.cross_entropy(out, y, label_smoothing=smoothing)",
-    "regression": "F.mse_loss(out, y.reshape(out.shape).to(out.dtype))",
-    "sequence": "F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), label_smoothing=smoothing)",
-}
-_METRIC = {  # (name, summed value of a batch, count of a batch)
-    "classification": ("accuracy", "(out.argmax(-1) == y).sum().item()", "len(y)"),
-    "regression": ("mae", "(out - y.reshape(out.shape)).abs().sum().item()", "out.numel()"),
-    "sequence": ("token_accuracy", "(out.argmax(-1) == y).sum().item()", "y.numel()"),
-}
+TRAIN_TEMPLATE = Path(__file__).parent / "templates_code" / "train_script.py.tmpl"
+# What the script copies from the studio's training code: the worker's schedule, optimizer, init, loss
+# and metrics (module, top-level names); whatever they use in their module comes along.
+TRAINING_SOURCES = (("studio.training.optim", ("LRSchedule", "build_optimizer", "init_weights")),
+                    ("studio.training.loop", ("Task",)))
 
 
 def _options_literal(options: dict) -> str:
@@ -392,8 +375,12 @@ def _options_literal(options: dict) -> str:
 
 
 def training_source(class_name: str, dataset_id: str | None, config=None, dataset_options: dict | None = None) -> str:
-    """A `main()` training `class_name` on `dataset_id` (with `dataset_options`) as `config` says, in plain
-    PyTorch."""
+    """A `main()` training `class_name` on `dataset_id` (with `dataset_options`) as `config` says: the
+    template file TRAIN_TEMPLATE filled with the studio's own training code (TRAINING_SOURCES) and the
+    run's settings."""
+    import importlib
+    import string
+
     from studio.data import get_info
     from studio.training.config import TrainConfig
 
@@ -404,157 +391,39 @@ def training_source(class_name: str, dataset_id: str | None, config=None, datase
     cfg.validate()
     options = dict(dataset_options or {})
     info = get_info(dataset_id, options=options or None)
-    task = "sequence" if info.task in ("sequence", "language_model") else info.task
-    lit = literal
-    values = {"lr": lit(float(cfg.lr)), "momentum": lit(float(cfg.momentum)), "nesterov": lit(bool(cfg.nesterov)),
-              "weight_decay": lit(float(cfg.weight_decay)), "betas": lit(tuple(float(b) for b in cfg.betas)),
-              "gamma": lit(float(cfg.gamma)), "step_size": lit(int(cfg.step_size)),
-              "milestones": lit(tuple(int(m) for m in cfg.milestones)),
-              "floor": lit(float(cfg.min_lr) / float(cfg.lr))}
     monitor, mode = cfg.resolved_monitor(info.task)
-    metric_name, metric_sum, metric_count = _METRIC[task]
-    lines = [
-        f"DATASET = {lit(dataset_id)}",
-        "# Options of get_dataset; {'target': 'input'} makes the input its own target (an autoencoder's data).",
-        f"DATASET_OPTIONS = {_options_literal(options)}",
-        f"SEED = {lit(int(cfg.seed))}",
-        f"EPOCHS = {lit(int(cfg.epochs))}",
-        f"MAX_STEPS = {lit(int(cfg.max_steps))}  # 0: train for EPOCHS",
-        f"BATCH_SIZE = {lit(int(cfg.batch_size))}",
-        f"WARMUP_STEPS = {lit(int(cfg.warmup_steps))}",
-        f"GRAD_CLIP = {lit(float(cfg.grad_clip))}  # 0: no clipping",
-        f"LABEL_SMOOTHING = {lit(float(cfg.label_smoothing))}",
-        "",
-        "",
-        "def lr_at(step, total_steps, scale=1.0):",
-        f'    """Learning rate of optimizer step `step`: linear warmup, then the {cfg.schedule!r} schedule."""',
-        "    if step < WARMUP_STEPS:",
-        f"        return {values['lr']} * (step + 1) / WARMUP_STEPS",
-        "    t = step - WARMUP_STEPS",
-        "    span = max(1, total_steps - WARMUP_STEPS)",
-    ]
-    if cfg.schedule == "onecycle":
-        lines.append(_ONECYCLE.format(**values))
-    else:
-        factor = _SCHEDULES[cfg.schedule].format(**values)
-        if factor == "1.0":
-            lines[-2:] = ["    return " + values["lr"] + " * scale"]
-        else:
-            if "span" not in factor:
-                lines.pop()
-            lines.append(f"    return {values['lr']} * ({factor}) * scale")
-    lines += [
-        "",
-        "",
-        "def loss_fn(out, y, smoothing=0.0):",
-        f"    return {_LOSS[task]}",
-        "",
-        "",
-        "def evaluate(model, split, device):",
-        f'    """Mean loss and {metric_name} of `model` on a split, without gradients."""',
-        "    model.eval()",
-        "    loss_sum, metric_sum, metric_count = 0.0, 0.0, 0",
-        "    with torch.no_grad():",
-        "        for start in range(0, len(split), BATCH_SIZE):",
-        "            x, y = split.take(torch.arange(start, min(start + BATCH_SIZE, len(split))))",
-        "            x, y = x.to(device), y.to(device)",
-        "            out = model(x)",
-        "            loss_sum += loss_fn(out, y).item() * len(y)",
-        f"            metric_sum += {metric_sum}",
-        f"            metric_count += {metric_count}",
-        "    return loss_sum / max(1, len(split)), metric_sum / max(1, metric_count)",
-    ]
-    if cfg.init in _INIT:
-        lines += [
-            "",
-            "",
-            "def init_weights(model):",
-            f'    """Re-initialise weight matrices ({cfg.init}) and zero their biases, as the studio does."""',
-            "    with torch.no_grad():",
-            "        for module in model.modules():",
-            "            has_matrix = any(p.dim() >= 2 for p in module.parameters(recurse=False))",
-            "            for name, p in module.named_parameters(recurse=False):",
-            "                if p.dim() >= 2:",
-            f"                    {_INIT[cfg.init]}",
-            '                elif name.startswith("bias") and p.dim() == 1 and has_matrix:',
-            "                    nn.init.zeros_(p)",
-        ]
-    lines += [
-        "",
-        "",
-        "def main():",
-        '    """Train on DATASET, print validation metrics per epoch, save the weights to model_state_dict.pt."""',
-        "    from studio.data import get_dataset  # Neural Studio's datasets: the same splits as in the studio",
-        "",
-        "    torch.manual_seed(SEED)",
-        '    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")',
-        "    data = get_dataset(DATASET, seed=SEED, options=DATASET_OPTIONS)",
-        f"    model = {class_name}().to(device)",
-    ]
-    if cfg.init in _INIT:
-        lines.append("    init_weights(model)")
-    if cfg.precision != "fp32":
-        lines.append(f"    # The studio trains this config with {cfg.precision} autocast; this script trains in fp32.")
+    sources = []
+    for module_name, names in TRAINING_SOURCES:
+        sources += custom_sources(set(names), importlib.import_module(module_name))
     augment = cfg.augmentation()
-    if augment.enabled:
-        lines += ["    from studio.data.augment import Augment  # the studio's training-only image augmentation",
-                  *_call("augment = Augment", [f"{k}={v!r}" for k, v in augment.to_dict().items()], INDENT)]
-    opt_class, opt_args = _OPTIMIZERS[cfg.optimizer]
-    lines += _call(f"optimizer = torch.optim.{opt_class}",
-                   ["model.parameters()", *(f"{a}={values[a]}" for a in opt_args)], INDENT)
-    better = "<" if mode == "min" else ">"
-    watched = "val_loss" if monitor == "val_loss" else "val_metric"
-    plateau = cfg.schedule == "plateau"
-    lines += [
-        "    total_steps = MAX_STEPS or EPOCHS * math.ceil(len(data.train) / BATCH_SIZE)",
-        "    step, epoch, scale = 0, 0, 1.0",
-    ]
-    if plateau:
-        lines.append("    best, bad_evals = None, 0")
-    lines += [
-        "    while step < total_steps:",
-        "        # The same data order as the studio's trainer: a function of (seed, epoch).",
-        "        generator = torch.Generator().manual_seed(SEED * 1_000_003 + epoch)",
-        "        order = torch.randperm(len(data.train), generator=generator)",
-        "        model.train()",
-        "        for start in range(0, len(order), BATCH_SIZE):",
-        "            x, y = data.train.take(order[start:start + BATCH_SIZE])",
-        *(["            x = augment(x, generator)"] if augment.enabled else []),
-        "            x, y = x.to(device), y.to(device)",
-        "            for group in optimizer.param_groups:",
-        "                group[\"lr\"] = lr_at(step, total_steps, scale)",
-        "            loss = loss_fn(model(x), y, LABEL_SMOOTHING)",
-        "            optimizer.zero_grad(set_to_none=True)",
-        "            loss.backward()",
-        "            if GRAD_CLIP > 0:",
-        "                nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)",
-        "            optimizer.step()",
-        "            step += 1",
-        "            if step >= total_steps:",
-        "                break",
-        "        epoch += 1",
-        "        val_loss, val_metric = evaluate(model, data.val, device)",
-        '        print(f"epoch {epoch} step {step}: train loss {loss.item():.4f}, val loss {val_loss:.4f}, "',
-        f'              f"val {metric_name} {{val_metric:.4f}}")',
-    ]
-    if plateau:
-        lines += [
-            f"        # Reduce on plateau of {monitor} ({mode}), as the studio's schedule does.",
-            f"        if best is None or {watched} {better} best:",
-            f"            best, bad_evals = {watched}, 0",
-            "        else:",
-            "            bad_evals += 1",
-            f"            if bad_evals > {lit(int(cfg.plateau_patience))}:",
-            f"                scale, bad_evals = scale * {lit(float(cfg.plateau_factor))}, 0",
-        ]
-    lines += [
-        '    torch.save(model.state_dict(), "model_state_dict.pt")',
-        "",
-        "",
+    settings = cfg.to_dict()
+    config_src = "{\n" + "".join(f"{INDENT}{literal(k)}: {literal(_plain_value(v))},\n"
+                                  for k, v in settings.items()) + "}"
+    return string.Template(TRAIN_TEMPLATE.read_text()).substitute(
+        SOURCES="\n\n\n".join(sources), DATASET=literal(dataset_id), DATASET_OPTIONS=_options_literal(options),
+        CONFIG=config_src, MONITOR=literal(monitor), MODE=literal(mode), CLASS_NAME=class_name,
+        AUGMENT=_options_literal(augment.to_dict()) if augment.enabled else "None").rstrip("\n")
+
+
+def _plain_value(v):
+    """A config value as `literal` writes it (tuples as lists are fine: the copied code only iterates them)."""
+    return list(v) if isinstance(v, tuple) else v
+
+
+def demo_source(class_name: str, input_shape: tuple[int, ...], input_dtype: str) -> str:
+    """`__main__` of a model-only file: build the model, run one batch of the right shape, print a summary."""
+    make_x = (f"torch.randint(0, 2, (2, {', '.join(map(str, input_shape))}))" if input_dtype == "int64"
+              else f"torch.randn(2, {', '.join(map(str, input_shape))})")
+    return "\n".join([
         'if __name__ == "__main__":',
-        "    main()",
-    ]
-    return "\n".join(lines)
+        f"    model = {class_name}().eval()",
+        f"    x = {make_x}  # a batch of 2 {'token-id sequences' if input_dtype == 'int64' else 'samples'}",
+        "    with torch.no_grad():",
+        "        out = model(x)",
+        "    params = sum(p.numel() for p in model.parameters())",
+        '    print(f"{type(model).__name__}: {params:,} parameters; input {tuple(x.shape)} -> "',
+        '          f"output {tuple(out.shape)}")',
+    ])
 
 
 # ---- export_graph: the CLI's `export` ---------------------------------------------------------------
@@ -581,5 +450,6 @@ def export_graph(graph: Graph, fmt: str, path: str | os.PathLike, *, dataset_id:
     return path
 
 
-__all__ = ["FORMATS", "ModelCode", "class_ref", "custom_sources", "default_class_name", "docstring_text",
-           "export_graph", "forward_source", "literal", "model_code", "to_code"]
+__all__ = ["FORMATS", "TRAIN_TEMPLATE", "ModelCode", "class_ref", "custom_sources", "default_class_name",
+           "demo_source", "docstring_text", "export_graph", "forward_source", "literal", "model_code", "to_code",
+           "training_source"]
