@@ -9,8 +9,8 @@ queue drains even when no page is open.
 Workers are started with `subprocess.Popen(..., start_new_session=True)`, not multiprocessing
 (which re-executes Streamlit's page in the child): they survive the server and the browser tab.
 
-    >>> run_id = start_run(graph, "digits", TrainConfig(epochs=3))
-    >>> stop_run(run_id); resume_run(run_id)
+    >>> run_id = start_run(graph, "digits", TrainConfig(epochs=3))  # doctest: +SKIP
+    >>> stop_run(run_id); resume_run(run_id)  # doctest: +SKIP
 """
 
 from __future__ import annotations
