@@ -97,3 +97,17 @@ KNOWN_CYCLES = [["studio.runs", "studio.training", "studio.runs"]]
 def test_no_sibling_packages_under_studio_import_each_other_in_a_circle():
     cycles = [c for c in _cycles(_unit_imports()) if c not in KNOWN_CYCLES]
     assert cycles == [], "import circles between parts of studio/: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_dataset_loaders_never_import_the_catalogue():
+    """registry.py imports the loaders; a loader importing it back would close a circle inside studio.data."""
+    back = []
+    for path in sorted((ROOT / "studio" / "data").glob("*.py")):
+        if path.stem in ("__init__", "registry"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "studio.data.registry" or (
+                    isinstance(node, ast.ImportFrom) and node.module == "studio.data"
+                    and any(a.name == "registry" for a in node.names)):
+                back.append(path.name)
+    assert back == []

@@ -23,7 +23,7 @@ import torch
 
 from studio.data import readers
 from studio.data.builtin import char_windows
-from studio.data.registry import UPLOAD_ID_RE, DatasetInfo, make_dataset, split_indices, split_sizes
+from studio.data.types import UPLOAD_ID_RE, DatasetInfo, make_dataset, split_indices, split_sizes
 from studio.errors import DataError
 
 META_FORMAT = "studio.upload/1"
