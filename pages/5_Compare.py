@@ -10,7 +10,7 @@ from components.canvas import st_escape
 from components.inspect_probes import code_span
 from components.run_store import open_store
 from components.run_table import status_badge
-from studio import inspect as ins
+from studio import inspection as ins
 from studio.runs import Store, list_runs
 
 st.set_page_config(page_title="Compare · Neural Studio", page_icon="⚖️", layout="wide")
