@@ -12,7 +12,7 @@ from torch import nn
 
 from bench.common import interleaved, report, sgd_steps
 from studio.data import Augment, get_dataset, get_info
-from studio.data.registry import Dataset, make_dataset
+from studio.data.types import Dataset, make_dataset
 
 BATCH = 64
 BATCHES = 50  # batches fetched per repetition

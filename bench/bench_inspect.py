@@ -57,7 +57,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["STUDIO_WORKSPACE"] = str(Path(tmp) / "workspace")
         from components import inspect_views as iv
-        from studio import inspect as ins
+        from studio import inspection as ins
 
         run_id = _train_run()
         run = ins.load_run(run_id)

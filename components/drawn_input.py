@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from studio import inspect as ins
+from studio import inspection as ins
 from studio.errors import StudioError
 
 CANVAS_PX = 280          # the canvas's longer side on screen, pixels
@@ -69,6 +69,6 @@ def canvas_image(rgba: np.ndarray | None) -> Image.Image | None:
 
 def drawn_input(rgba: np.ndarray | None, input_shape: tuple[int, ...]) -> torch.Tensor | None:
     """The drawing as the model's input (C, H, W) float32 in [0, 1], through the same conversion as an
-    uploaded image (studio.inspect.image_to_input); None for an empty canvas."""
+    uploaded image (studio.inspection.image_to_input); None for an empty canvas."""
     image = canvas_image(rgba)
     return None if image is None else ins.image_to_input(image, tuple(input_shape))

@@ -1,7 +1,7 @@
 """The Inspect page's views of probe snapshots: feature maps, attention, weights and gradients.
 
 Each view is a fragment, so moving the step slider or picking another layer reruns only that view,
-and each rerun reads exactly one array of one snapshot (`studio.inspect.load_probe_array`). While the
+and each rerun reads exactly one array of one snapshot (`studio.inspection.load_probe_array`). While the
 run is training the view refreshes itself to pick up new snapshots; the play control steps through
 the saved snapshots.
 """
@@ -14,7 +14,7 @@ import streamlit as st
 
 from components import inspect_charts as ic
 from components import inspect_views as iv
-from studio import inspect as ins
+from studio import inspection as ins
 from studio.errors import StudioError
 
 K = "studio.inspect."

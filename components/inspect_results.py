@@ -19,7 +19,7 @@ from components import inspect_views as iv
 from components.canvas import st_escape
 from components.data_view import image_grid_png, target_label, token_text
 from components.inspect_probes import K, causal_flags, code_span, run_dataset, show_png
-from studio import inspect as ins
+from studio import inspection as ins
 from studio.errors import StudioError
 from studio.training import diagnostics
 

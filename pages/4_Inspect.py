@@ -8,7 +8,7 @@ from components import inspect_probes, inspect_results, nav, run_exports, sessio
 from components.canvas import st_escape
 from components.run_store import open_store
 from components.run_table import best_metric_text, status_badge
-from studio import inspect as ins
+from studio import inspection as ins
 from studio.errors import StudioError
 from studio.runs import list_runs
 

@@ -1,10 +1,11 @@
 """Graph -> one readable PyTorch file that the user owns; `export_graph` for every export format.
 
-The file holds the imports, the verbatim source of the studio's own layer classes the graph uses
-(from studio/layers/modules.py, which depend only on torch and math), and one `nn.Module` whose
-submodules are named by node id and built from the same `LayerSpec.make` as the compiler uses, so
-the exported model loads the studio model's state dict with `strict=True` and computes exactly the
-same outputs. `forward` follows the topological order with each value's shape as a comment.
+The file holds the imports, the verbatim source of the studio's own layer classes and functions the
+graph uses (from studio/layers/modules.py, which depend only on torch and math), and one `nn.Module`
+whose submodules are named by node id and built from the same `LayerSpec.make` as the compiler uses,
+so the exported model loads the studio model's state dict with `strict=True` and computes exactly
+the same outputs. `forward` is the code torch.fx generates for the compiler's graph, with each
+value's shape as a comment.
 Optionally a plain-PyTorch training script for a dataset and a TrainConfig is appended.
 
 Nothing from the graph reaches the code unescaped: node ids are identifiers (graph contract), every
@@ -30,9 +31,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import torch
+import torch.fx
 from torch import nn
 
 from studio.analysis import analyze
+from studio.compile import build_fx_graph
 from studio.errors import ExportError, GraphError
 from studio.graph import Graph, atomic_write_bytes, atomic_write_text
 from studio.layers import REGISTRY
@@ -46,36 +50,35 @@ _FILE_NAMES = frozenset({"math", "torch", "F", "nn", "main", "lr_at", "evaluate"
 
 
 @dataclass(frozen=True)
-class LayerCode:
-    """One layer of the exported module: its node id, class, constructor kwargs, inputs and output shape."""
+class ModelCode:
+    """What the exported class is made of: the compiler's fx graph and each submodule's constructor."""
 
-    node_id: str
-    cls: type
-    kwargs: dict
-    inputs: tuple[str, ...]
-    shape: tuple[int, ...]
+    fx_graph: torch.fx.Graph  # the same graph compile_graph builds; its code is the exported forward
+    constructors: dict[str, tuple[type, dict]]  # node_id -> (class, kwargs) from LayerSpec.make
+    input_shape: tuple[int, ...]
+    input_dtype: str
 
 
-def plan_layers(graph: Graph) -> tuple[list[LayerCode], str, tuple[int, ...], str]:
-    """(layers in topological order, input node id, input shape, input dtype) of a valid graph.
+def model_code(graph: Graph) -> ModelCode:
+    """The compiler's fx graph and the submodules' constructors of a valid graph.
 
-    Raises GraphError when the graph is invalid, ExportError when a node cannot be written as code.
+    Raises GraphError when the graph is invalid. The submodules are built on the `meta` device only
+    to make the fx graph (no memory, no init).
     """
     analysis = analyze(graph)
     if analysis.errors:
         raise GraphError(analysis.errors)
-    input_map = graph.input_map()
+    with torch.device("meta"):
+        fx_graph, _ = build_fx_graph(graph, analysis)
     by_id = {n.id: n for n in graph.nodes}
-    layers = []
-    for node_id in analysis.order:
-        node = by_id[node_id]
-        if node.type == "Input":
-            continue
-        spec = REGISTRY[node.type]
-        info = analysis.nodes[node_id]
-        cls, kwargs = spec.make(spec.resolve(node.params), list(info.inputs))
-        layers.append(LayerCode(node_id, cls, dict(kwargs), tuple(input_map[node_id]), tuple(info.output_shape)))
-    return layers, analysis.input_id, tuple(analysis.input_shape), analysis.input_dtype
+    constructors = {}
+    for fx_node in fx_graph.nodes:
+        if fx_node.op == "call_module":
+            node = by_id[fx_node.target]
+            spec = REGISTRY[node.type]
+            cls, kwargs = spec.make(spec.resolve(node.params), list(analysis.nodes[node.id].inputs))
+            constructors[node.id] = (cls, dict(kwargs))
+    return ModelCode(fx_graph, constructors, tuple(analysis.input_shape), analysis.input_dtype)
 
 
 # ---- literals and names ---------------------------------------------------------------------------
@@ -153,25 +156,27 @@ def class_ref(cls: type) -> str:
 
 # ---- the studio's own classes, copied verbatim --------------------------------------------------------
 
-@lru_cache(maxsize=1)
-def _module_defs() -> tuple[str, dict[str, tuple[int, int, frozenset]]]:
-    """modules.py's source and, per top-level def: (first line, last line, top-level names it uses)."""
-    source = inspect.getsource(studio_modules)
+@lru_cache(maxsize=8)
+def _module_defs(module=studio_modules) -> tuple[str, dict[str, tuple[int, int, frozenset]]]:
+    """A module's source and, per top-level def or constant: (first line, last line, top-level names it uses)."""
+    source = inspect.getsource(module)
     tree = ast.parse(source)
     defs = {}
-    top = {n.name for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef))}
-    for node in tree.body:
-        if isinstance(node, (ast.ClassDef, ast.FunctionDef)):
-            used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} & top
-            used.discard(node.name)
-            start = min([node.lineno] + [d.lineno for d in node.decorator_list])
-            defs[node.name] = (start, node.end_lineno, frozenset(used))
+    named = [(n.name, n) for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef))]
+    named += [(t.id, n) for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)]
+    top = {name for name, _ in named}
+    for name, node in named:
+        used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} & top
+        used.discard(name)
+        start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+        defs[name] = (start, node.end_lineno, frozenset(used))
     return source, defs
 
 
-def custom_sources(names: set[str]) -> list[str]:
-    """Source of the named modules.py definitions plus everything they use, in the file's order."""
-    source, defs = _module_defs()
+def custom_sources(names: set[str], module=studio_modules) -> list[str]:
+    """Source of the named top-level definitions of `module` (modules.py by default) plus everything they
+    use, in the file's order; constants come first, as one block."""
+    source, defs = _module_defs(module)
     wanted: set[str] = set()
     todo = list(names)
     while todo:
@@ -180,7 +185,9 @@ def custom_sources(names: set[str]) -> list[str]:
             wanted.add(name)
             todo.extend(defs[name][2])
     lines = source.splitlines()
-    return ["\n".join(lines[defs[n][0] - 1:defs[n][1]]) for n in sorted(wanted, key=lambda n: defs[n][0])]
+    chunks = ["\n".join(lines[defs[n][0] - 1:defs[n][1]]) for n in sorted(wanted, key=lambda n: defs[n][0])]
+    constants = [c for c in chunks if not c.startswith(("def ", "class ", "@"))]
+    return (["\n".join(constants)] if constants else []) + [c for c in chunks if c not in constants]
 
 
 # ---- layout helpers ---------------------------------------------------------------------------------
@@ -229,6 +236,50 @@ def shape_comment(shape: tuple[int, ...]) -> str:
     return "(" + ", ".join(["B", *map(str, shape)]) + ")"
 
 
+def forward_source(code: ModelCode) -> tuple[list[str], set[str], list[str]]:
+    """(the fx graph's forward without its `= None` drops, indented for the class, with each value's
+    shape as a comment;
+    the modules.py functions it calls; alias lines for those whose name a value of forward takes).
+
+    fx names a function it calls by its qualified name (`studio_layers_modules_add`); the file calls it
+    by its own name (`add`), unless a node is called that too, and then keeps fx's name as an alias.
+    """
+    python = code.fx_graph.python_code(root_module="self")
+    src = python.src
+    nodes = {n.name: n for n in code.fx_graph.nodes}
+    functions, aliases = set(), []
+    for global_name, obj in python.globals.items():
+        if getattr(obj, "__module__", None) == studio_modules.__name__ and callable(obj):
+            functions.add(obj.__name__)
+            if obj.__name__ in nodes:
+                aliases.append(f"{global_name} = {obj.__name__}  # a value in forward is called {obj.__name__!r}")
+            else:
+                src = re.sub(rf"\b{global_name}\b", obj.__name__, src)
+    kind = "token ids" if code.input_dtype == "int64" else "float32"
+    lines = []
+    for line in src.strip("\n").splitlines():
+        # fx ends a line with `;  a = b = None` to drop values after their last use; the file leaves
+        # that to Python (one statement a line, as a hand-written forward reads).
+        line = re.sub(r";  (\w+ = )+None$", "", line.rstrip())
+        head, eq, call = line.partition(" = ")
+        line = head + eq + re.sub(r"([(,] ?)(\w+) = ", r"\1\2=", call)  # fx writes `dim = 1` for keywords
+        if not line:
+            continue
+        m = re.match(r"    (\w+) = ", line)
+        node = nodes.get(m.group(1)) if m else None
+        if line.startswith("def forward("):
+            lines += [INDENT + line, f"{INDENT * 2}# x: {shape_comment(code.input_shape)} {kind}"]
+        elif node is not None and node.meta.get("shape") is not None:
+            comment = f"  # {shape_comment(node.meta['shape'])}"
+            if len(INDENT + line + comment) <= MAX_LINE:
+                lines.append(INDENT + line + comment)
+            else:
+                lines += [f"{INDENT * 2}# {node.name}: {shape_comment(node.meta['shape'])}", INDENT + line]
+        else:
+            lines.append(INDENT + line)
+    return lines, functions, aliases
+
+
 # ---- the file -----------------------------------------------------------------------------------------
 
 def to_code(graph: Graph, *, class_name: str | None = None, training_script: bool = False,
@@ -240,30 +291,18 @@ def to_code(graph: Graph, *, class_name: str | None = None, training_script: boo
     dict of overrides) in plain PyTorch is appended; it loads the data with the studio's dataset
     registry (`studio.data.get_dataset`), so the splits match the studio's.
     """
-    layers, input_id, input_shape, input_dtype = plan_layers(graph)
+    code = model_code(graph)
     name = _check_class_name(class_name) if class_name is not None else default_class_name(graph.name)
 
     custom: set[str] = set()
     init_lines: list[str] = []
-    for layer in layers:
-        ref = class_ref(layer.cls)
+    for node_id, (cls, kwargs) in code.constructors.items():
+        ref = class_ref(cls)
         if not ref.startswith("nn."):
             custom.add(ref)
-        init_lines += _call(f"self.{layer.node_id} = {ref}", _constructor_args(layer.cls, layer.kwargs), INDENT * 2)
-
-    var = {input_id: "x"}
-    kind = "token ids" if input_dtype == "int64" else "float32"
-    fwd_lines = [f"{INDENT * 2}# x: {shape_comment(input_shape)} {kind}"]
-    for layer in layers:
-        var[layer.node_id] = layer.node_id
-        comment = f"  # {shape_comment(layer.shape)}"
-        call = _call(f"{layer.node_id} = self.{layer.node_id}", [var[s] for s in layer.inputs], INDENT * 2)
-        if len(call) == 1 and len(call[0]) + len(comment) <= MAX_LINE:
-            fwd_lines.append(call[0] + comment)
-        else:
-            fwd_lines.append(f"{INDENT * 2}# {layer.node_id}: {shape_comment(layer.shape)}")
-            fwd_lines += call
-    fwd_lines.append(f"{INDENT * 2}return {var[layers[-1].node_id] if layers else 'x'}")
+        init_lines += _call(f"self.{node_id} = {ref}", _constructor_args(cls, kwargs), INDENT * 2)
+    fwd_lines, functions, aliases = forward_source(code)
+    custom |= functions
 
     doc = docstring_text(graph.name or "untitled")
     if graph.description.strip():
@@ -283,24 +322,32 @@ def to_code(graph: Graph, *, class_name: str | None = None, training_script: boo
         f"{INDENT * 2}super().__init__()",
         *init_lines,
         "",
-        f"{INDENT}def forward(self, x):",
         *fwd_lines,
     ])
 
-    blocks = custom_sources(custom) + [class_src]
+    blocks = custom_sources(custom) + (["\n".join(aliases)] if aliases else []) + [class_src]
     if training_script:
         blocks.append(training_source(name, dataset_id, config, dataset_options))
+    else:
+        blocks.append(demo_source(name, code.input_shape, code.input_dtype))
     body = "\n\n\n".join(blocks) + "\n"
     header = ('"""PyTorch model exported by Neural Studio: plain torch, no studio import needed to use it.\n\n'
               "The model class below mirrors the studio graph node by node (attributes are named by node id), so\n"
-              "it loads a state dict saved by the studio with strict=True.\n\"\"\"")
+              "it loads a state dict saved by the studio with strict=True. A run's best weights:\n\n"
+              f"    model = {name}()\n"
+              '    ckpt = torch.load("workspace/runs/<run_id>/checkpoints/best.pt", weights_only=True)\n'
+              '    model.load_state_dict(ckpt["model"])\n\n'
+              + ("Run this file to train the model (main() below).\n" if training_script else
+                 "Run this file to build the model and pass one batch through it.\n") + '\"\"\"')
     return header + "\n\n" + _imports(body) + "\n\n\n" + body
 
 
 def _imports(body: str) -> str:
     tree = ast.parse(body)
     used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
-    std = ["import math"] if "math" in used else []
+    std = [f"import {m}" for m in ("contextlib", "math") if m in used]
+    if "SimpleNamespace" in used:
+        std.append("from types import SimpleNamespace")
     third = []
     if "torch" in used:
         third.append("import torch")
@@ -312,41 +359,11 @@ def _imports(body: str) -> str:
 
 # ---- training script ------------------------------------------------------------------------------
 
-_OPTIMIZERS = {  # the torch.optim class and its arguments, as studio.training.optim.build_optimizer uses them
-    "sgd": ("SGD", ("lr", "momentum", "nesterov", "weight_decay")),
-    "adam": ("Adam", ("lr", "betas", "weight_decay")),
-    "adamw": ("AdamW", ("lr", "betas", "weight_decay")),
-    "rmsprop": ("RMSprop", ("lr", "momentum", "weight_decay")),
-    "adagrad": ("Adagrad", ("lr", "weight_decay")),
-}
-_SCHEDULES = {  # factor of the base lr at step t after warmup, over `span` steps (studio.training.optim)
-    "none": "1.0",
-    "plateau": "1.0",
-    "step": "{gamma} ** (t // {step_size})",
-    "multistep": "{gamma} ** sum(1 for m in {milestones} if t >= m)",
-    "exponential": "{gamma} ** t",
-    "cosine": "{floor} + (1 - {floor}) * 0.5 * (1 + math.cos(math.pi * min(t, span) / span))",
-}
-_ONECYCLE = """\
-    up = max(1.0, 0.3 * span - 1)  # PyTorch's OneCycleLR: 30% up from lr/25, then down to lr/25e4
-    start, end = 1 / 25.0, 1 / (25.0 * 1e4)
-    if t <= up:
-        a, b, pct = start, 1.0, t / up
-    else:
-        a, b, pct = 1.0, end, min(1.0, (t - up) / max(1.0, span - 1 - up))
-    return {lr} * (b + (a - b) / 2.0 * (math.cos(math.pi * pct) + 1)) * scale"""
-_INIT = {"xavier": "nn.init.xavier_uniform_(p)", "kaiming": 'nn.init.kaiming_uniform_(p, nonlinearity="relu")',
-         "normal": "nn.init.normal_(p, 0.0, 0.02)"}
-_LOSS = {
-    "classification": "F.cross_entropy(out, y, label_smoothing=smoothing)",
-    "regression": "F.mse_loss(out, y.reshape(out.shape).to(out.dtype))",
-    "sequence": "F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), label_smoothing=smoothing)",
-}
-_METRIC = {  # (name, summed value of a batch, count of a batch)
-    "classification": ("accuracy", "(out.argmax(-1) == y).sum().item()", "len(y)"),
-    "regression": ("mae", "(out - y.reshape(out.shape)).abs().sum().item()", "out.numel()"),
-    "sequence": ("token_accuracy", "(out.argmax(-1) == y).sum().item()", "y.numel()"),
-}
+TRAIN_TEMPLATE = Path(__file__).parent / "templates_code" / "train_script.py.tmpl"
+# What the script copies from the studio's training code: the worker's schedule, optimizer, init, loss
+# and metrics (module, top-level names); whatever they use in their module comes along.
+TRAINING_SOURCES = (("studio.training.optim", ("LRSchedule", "build_optimizer", "init_weights")),
+                    ("studio.training.loop", ("Task",)))
 
 
 def _options_literal(options: dict) -> str:
@@ -358,8 +375,12 @@ def _options_literal(options: dict) -> str:
 
 
 def training_source(class_name: str, dataset_id: str | None, config=None, dataset_options: dict | None = None) -> str:
-    """A `main()` training `class_name` on `dataset_id` (with `dataset_options`) as `config` says, in plain
-    PyTorch."""
+    """A `main()` training `class_name` on `dataset_id` (with `dataset_options`) as `config` says: the
+    template file TRAIN_TEMPLATE filled with the studio's own training code (TRAINING_SOURCES) and the
+    run's settings."""
+    import importlib
+    import string
+
     from studio.data import get_info
     from studio.training.config import TrainConfig
 
@@ -370,157 +391,39 @@ def training_source(class_name: str, dataset_id: str | None, config=None, datase
     cfg.validate()
     options = dict(dataset_options or {})
     info = get_info(dataset_id, options=options or None)
-    task = "sequence" if info.task in ("sequence", "language_model") else info.task
-    lit = literal
-    values = {"lr": lit(float(cfg.lr)), "momentum": lit(float(cfg.momentum)), "nesterov": lit(bool(cfg.nesterov)),
-              "weight_decay": lit(float(cfg.weight_decay)), "betas": lit(tuple(float(b) for b in cfg.betas)),
-              "gamma": lit(float(cfg.gamma)), "step_size": lit(int(cfg.step_size)),
-              "milestones": lit(tuple(int(m) for m in cfg.milestones)),
-              "floor": lit(float(cfg.min_lr) / float(cfg.lr))}
     monitor, mode = cfg.resolved_monitor(info.task)
-    metric_name, metric_sum, metric_count = _METRIC[task]
-    lines = [
-        f"DATASET = {lit(dataset_id)}",
-        "# Options of get_dataset; {'target': 'input'} makes the input its own target (an autoencoder's data).",
-        f"DATASET_OPTIONS = {_options_literal(options)}",
-        f"SEED = {lit(int(cfg.seed))}",
-        f"EPOCHS = {lit(int(cfg.epochs))}",
-        f"MAX_STEPS = {lit(int(cfg.max_steps))}  # 0: train for EPOCHS",
-        f"BATCH_SIZE = {lit(int(cfg.batch_size))}",
-        f"WARMUP_STEPS = {lit(int(cfg.warmup_steps))}",
-        f"GRAD_CLIP = {lit(float(cfg.grad_clip))}  # 0: no clipping",
-        f"LABEL_SMOOTHING = {lit(float(cfg.label_smoothing))}",
-        "",
-        "",
-        "def lr_at(step, total_steps, scale=1.0):",
-        f'    """Learning rate of optimizer step `step`: linear warmup, then the {cfg.schedule!r} schedule."""',
-        "    if step < WARMUP_STEPS:",
-        f"        return {values['lr']} * (step + 1) / WARMUP_STEPS",
-        "    t = step - WARMUP_STEPS",
-        "    span = max(1, total_steps - WARMUP_STEPS)",
-    ]
-    if cfg.schedule == "onecycle":
-        lines.append(_ONECYCLE.format(**values))
-    else:
-        factor = _SCHEDULES[cfg.schedule].format(**values)
-        if factor == "1.0":
-            lines[-2:] = ["    return " + values["lr"] + " * scale"]
-        else:
-            if "span" not in factor:
-                lines.pop()
-            lines.append(f"    return {values['lr']} * ({factor}) * scale")
-    lines += [
-        "",
-        "",
-        "def loss_fn(out, y, smoothing=0.0):",
-        f"    return {_LOSS[task]}",
-        "",
-        "",
-        "def evaluate(model, split, device):",
-        f'    """Mean loss and {metric_name} of `model` on a split, without gradients."""',
-        "    model.eval()",
-        "    loss_sum, metric_sum, metric_count = 0.0, 0.0, 0",
-        "    with torch.no_grad():",
-        "        for start in range(0, len(split), BATCH_SIZE):",
-        "            x, y = split.take(torch.arange(start, min(start + BATCH_SIZE, len(split))))",
-        "            x, y = x.to(device), y.to(device)",
-        "            out = model(x)",
-        "            loss_sum += loss_fn(out, y).item() * len(y)",
-        f"            metric_sum += {metric_sum}",
-        f"            metric_count += {metric_count}",
-        "    return loss_sum / max(1, len(split)), metric_sum / max(1, metric_count)",
-    ]
-    if cfg.init in _INIT:
-        lines += [
-            "",
-            "",
-            "def init_weights(model):",
-            f'    """Re-initialise weight matrices ({cfg.init}) and zero their biases, as the studio does."""',
-            "    with torch.no_grad():",
-            "        for module in model.modules():",
-            "            has_matrix = any(p.dim() >= 2 for p in module.parameters(recurse=False))",
-            "            for name, p in module.named_parameters(recurse=False):",
-            "                if p.dim() >= 2:",
-            f"                    {_INIT[cfg.init]}",
-            '                elif name.startswith("bias") and p.dim() == 1 and has_matrix:',
-            "                    nn.init.zeros_(p)",
-        ]
-    lines += [
-        "",
-        "",
-        "def main():",
-        '    """Train on DATASET, print validation metrics per epoch, save the weights to model_state_dict.pt."""',
-        "    from studio.data import get_dataset  # Neural Studio's datasets: the same splits as in the studio",
-        "",
-        "    torch.manual_seed(SEED)",
-        '    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")',
-        "    data = get_dataset(DATASET, seed=SEED, options=DATASET_OPTIONS)",
-        f"    model = {class_name}().to(device)",
-    ]
-    if cfg.init in _INIT:
-        lines.append("    init_weights(model)")
-    if cfg.precision != "fp32":
-        lines.append(f"    # The studio trains this config with {cfg.precision} autocast; this script trains in fp32.")
+    sources = []
+    for module_name, names in TRAINING_SOURCES:
+        sources += custom_sources(set(names), importlib.import_module(module_name))
     augment = cfg.augmentation()
-    if augment.enabled:
-        lines += ["    from studio.data.augment import Augment  # the studio's training-only image augmentation",
-                  *_call("augment = Augment", [f"{k}={v!r}" for k, v in augment.to_dict().items()], INDENT)]
-    opt_class, opt_args = _OPTIMIZERS[cfg.optimizer]
-    lines += _call(f"optimizer = torch.optim.{opt_class}",
-                   ["model.parameters()", *(f"{a}={values[a]}" for a in opt_args)], INDENT)
-    better = "<" if mode == "min" else ">"
-    watched = "val_loss" if monitor == "val_loss" else "val_metric"
-    plateau = cfg.schedule == "plateau"
-    lines += [
-        "    total_steps = MAX_STEPS or EPOCHS * math.ceil(len(data.train) / BATCH_SIZE)",
-        "    step, epoch, scale = 0, 0, 1.0",
-    ]
-    if plateau:
-        lines.append("    best, bad_evals = None, 0")
-    lines += [
-        "    while step < total_steps:",
-        "        # The same data order as the studio's trainer: a function of (seed, epoch).",
-        "        generator = torch.Generator().manual_seed(SEED * 1_000_003 + epoch)",
-        "        order = torch.randperm(len(data.train), generator=generator)",
-        "        model.train()",
-        "        for start in range(0, len(order), BATCH_SIZE):",
-        "            x, y = data.train.take(order[start:start + BATCH_SIZE])",
-        *(["            x = augment(x, generator)"] if augment.enabled else []),
-        "            x, y = x.to(device), y.to(device)",
-        "            for group in optimizer.param_groups:",
-        "                group[\"lr\"] = lr_at(step, total_steps, scale)",
-        "            loss = loss_fn(model(x), y, LABEL_SMOOTHING)",
-        "            optimizer.zero_grad(set_to_none=True)",
-        "            loss.backward()",
-        "            if GRAD_CLIP > 0:",
-        "                nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)",
-        "            optimizer.step()",
-        "            step += 1",
-        "            if step >= total_steps:",
-        "                break",
-        "        epoch += 1",
-        "        val_loss, val_metric = evaluate(model, data.val, device)",
-        '        print(f"epoch {epoch} step {step}: train loss {loss.item():.4f}, val loss {val_loss:.4f}, "',
-        f'              f"val {metric_name} {{val_metric:.4f}}")',
-    ]
-    if plateau:
-        lines += [
-            f"        # Reduce on plateau of {monitor} ({mode}), as the studio's schedule does.",
-            f"        if best is None or {watched} {better} best:",
-            f"            best, bad_evals = {watched}, 0",
-            "        else:",
-            "            bad_evals += 1",
-            f"            if bad_evals > {lit(int(cfg.plateau_patience))}:",
-            f"                scale, bad_evals = scale * {lit(float(cfg.plateau_factor))}, 0",
-        ]
-    lines += [
-        '    torch.save(model.state_dict(), "model_state_dict.pt")',
-        "",
-        "",
+    settings = cfg.to_dict()
+    config_src = "{\n" + "".join(f"{INDENT}{literal(k)}: {literal(_plain_value(v))},\n"
+                                  for k, v in settings.items()) + "}"
+    return string.Template(TRAIN_TEMPLATE.read_text()).substitute(
+        SOURCES="\n\n\n".join(sources), DATASET=literal(dataset_id), DATASET_OPTIONS=_options_literal(options),
+        CONFIG=config_src, MONITOR=literal(monitor), MODE=literal(mode), CLASS_NAME=class_name,
+        AUGMENT=_options_literal(augment.to_dict()) if augment.enabled else "None").rstrip("\n")
+
+
+def _plain_value(v):
+    """A config value as `literal` writes it (tuples as lists are fine: the copied code only iterates them)."""
+    return list(v) if isinstance(v, tuple) else v
+
+
+def demo_source(class_name: str, input_shape: tuple[int, ...], input_dtype: str) -> str:
+    """`__main__` of a model-only file: build the model, run one batch of the right shape, print a summary."""
+    make_x = (f"torch.randint(0, 2, (2, {', '.join(map(str, input_shape))}))" if input_dtype == "int64"
+              else f"torch.randn(2, {', '.join(map(str, input_shape))})")
+    return "\n".join([
         'if __name__ == "__main__":',
-        "    main()",
-    ]
-    return "\n".join(lines)
+        f"    model = {class_name}().eval()",
+        f"    x = {make_x}  # a batch of 2 {'token-id sequences' if input_dtype == 'int64' else 'samples'}",
+        "    with torch.no_grad():",
+        "        out = model(x)",
+        "    params = sum(p.numel() for p in model.parameters())",
+        '    print(f"{type(model).__name__}: {params:,} parameters; input {tuple(x.shape)} -> "',
+        '          f"output {tuple(out.shape)}")',
+    ])
 
 
 # ---- export_graph: the CLI's `export` ---------------------------------------------------------------
@@ -547,5 +450,6 @@ def export_graph(graph: Graph, fmt: str, path: str | os.PathLike, *, dataset_id:
     return path
 
 
-__all__ = ["FORMATS", "LayerCode", "class_ref", "custom_sources", "default_class_name", "docstring_text",
-           "export_graph", "literal", "plan_layers", "to_code"]
+__all__ = ["FORMATS", "TRAIN_TEMPLATE", "ModelCode", "class_ref", "custom_sources", "default_class_name",
+           "demo_source", "docstring_text", "export_graph", "forward_source", "literal", "model_code", "to_code",
+           "training_source"]

@@ -1,8 +1,11 @@
-"""Graph -> nn.Module.
+"""Graph -> torch.fx GraphModule.
 
-The compiled module keeps each layer as a submodule named by its node id (`conv1.weight` in the
-state dict) and runs a precomputed topological plan, freeing each intermediate value after its
-last use. It runs exactly as a hand-written module of the same architecture.
+The compiler writes one fx node per graph node: a `call_module` for each layer, whose submodule is
+named by its node id (`conv1.weight` in the state dict), and a `call_function` for each weightless
+merge (`add(conv2, skip)`, `concat(a, b, dim=1)`). fx generates the forward from that graph, and
+its code drops every value after its last use, so the model runs as a hand-written module of the same
+architecture would. fx tooling (`torch.export`, `ShapeProp`, `Interpreter`, graph passes) works
+on the compiled model directly; each fx node carries its graph node id in `node.meta["node_id"]`.
 
     >>> from studio.graph import parse_graph
     >>> g = parse_graph({"format": "studio.graph/1", "name": "t",
@@ -12,54 +15,74 @@ last use. It runs exactly as a hand-written module of the same architecture.
     >>> model = compile_graph(g, seed=0)
     >>> model(torch.zeros(3, 4)).shape
     torch.Size([3, 2])
+    >>> print(model.code.strip())
+    def forward(self, x):
+        fc = self.fc(x);  x = None
+        return fc
 """
 
 from __future__ import annotations
 
 import torch
+import torch.fx
 from torch import nn
+from torch.fx.graph_module import _USER_PRESERVED_ATTRIBUTES_KEY
 
-from studio.analysis import _DTYPES, analyze
+from studio.analysis import _DTYPES, Analysis, analyze
 from studio.errors import GraphError
 from studio.graph import Graph
 from studio.layers import REGISTRY
 
+INPUT_NAME = "x"  # the forward's argument, whatever the Input node is called
 
-class GraphModule(nn.Module):
-    """A compiled graph: submodules by node id, forward in topological order."""
 
-    def __init__(self, layers: dict[str, nn.Module], plan: list[tuple[str, tuple[str, ...]]], input_id: str,
-                 output_id: str, input_shape: tuple[int, ...], input_dtype: torch.dtype,
-                 node_types: dict[str, str]):
-        super().__init__()
-        for node_id, module in layers.items():
-            self.add_module(node_id, module)
-        self.input_id = input_id
-        self.output_id = output_id
-        self.input_shape = input_shape
-        self.input_dtype = input_dtype
-        self.node_types = node_types
-        self.order = [node_id for node_id, _ in plan]
-        # For each step: (node_id, argument ids, ids whose last use this is and can be freed).
-        last_use: dict[str, int] = {}
-        for step, (_, args) in enumerate(plan):
-            for a in args:
-                last_use[a] = step
-        self._plan = [(node_id, args, tuple(a for a in set(args) if last_use[a] == step and a != output_id))
-                      for step, (node_id, args) in enumerate(plan)]
+class GraphModule(torch.fx.GraphModule):
+    """A compiled graph: an fx.GraphModule with submodules by node id and what the studio knows of it.
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        values = {self.input_id: x}
-        modules = self._modules
-        for node_id, args, free in self._plan:
-            values[node_id] = modules[node_id](*[values[a] for a in args])
-            for a in free:
-                del values[a]
-        return values[self.output_id]
+    `.input_id`, `.output_id`, `.order` (node ids, topological, without the Input), `.input_shape`
+    (per sample), `.input_dtype` (torch dtype), `.node_types {node_id: type}`. These survive
+    `copy.deepcopy` (fx's preserved attributes).
+    """
+
+    input_id: str
+    output_id: str
+    order: list[str]
+    input_shape: tuple[int, ...]
+    input_dtype: torch.dtype
+    node_types: dict[str, str]
+
+
+def build_fx_graph(graph: Graph, analysis: Analysis) -> tuple[torch.fx.Graph, dict[str, nn.Module]]:
+    """(fx graph, {node_id: module}) of a valid graph; the modules are freshly initialised.
+
+    Each fx node's meta holds `node_id` and, from the analysis, `shape` (per sample) and `dtype`.
+    """
+    fx_graph = torch.fx.Graph()
+    input_map = graph.input_map()
+    by_id = {n.id: n for n in graph.nodes}
+    values: dict[str, torch.fx.Node] = {}
+    modules: dict[str, nn.Module] = {}
+    for node_id in analysis.order:
+        node, info = by_id[node_id], analysis.nodes[node_id]
+        spec = REGISTRY[node.type]
+        if node.type == "Input":
+            fx_node = fx_graph.placeholder(INPUT_NAME)
+        else:
+            args = tuple(values[s] for s in input_map[node_id])
+            if spec.function is not None:
+                fn, kwargs = spec.function(spec.resolve(node.params))
+                fx_node = fx_graph.create_node("call_function", fn, args, kwargs, name=node_id)
+            else:
+                modules[node_id] = spec.build(node.params, list(info.inputs))
+                fx_node = fx_graph.create_node("call_module", node_id, args, name=node_id)
+        fx_node.meta.update(node_id=node_id, shape=info.output_shape, dtype=info.dtype)
+        values[node_id] = fx_node
+    fx_graph.output(values[analysis.output_id])
+    return fx_graph, modules
 
 
 def compile_graph(graph: Graph, *, seed: int | None = None, device: str | torch.device = "cpu") -> GraphModule:
-    """Build the graph's nn.Module; raises GraphError listing every error when the graph is invalid.
+    """Build the graph's GraphModule; raises GraphError listing every error when the graph is invalid.
 
     With a seed, initial weights are the same on every call (the global RNG is left untouched).
     """
@@ -69,42 +92,57 @@ def compile_graph(graph: Graph, *, seed: int | None = None, device: str | torch.
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        layers = {}
-        plan = []
-        input_map = graph.input_map()
-        by_id = {n.id: n for n in graph.nodes}
-        for node_id in analysis.order:
-            node = by_id[node_id]
-            if node.type == "Input":
-                continue
-            info = analysis.nodes[node_id]
-            layers[node_id] = REGISTRY[node.type].build(node.params, list(info.inputs))
-            plan.append((node_id, tuple(input_map[node_id])))
-    model = GraphModule(layers, plan, analysis.input_id, analysis.output_id, analysis.input_shape,
-                        _DTYPES[analysis.input_dtype], {n.id: n.type for n in graph.nodes})
+        fx_graph, modules = build_fx_graph(graph, analysis)
+    root = nn.Module()
+    for node_id, module in modules.items():
+        root.add_module(node_id, module)
+    model = GraphModule(root, fx_graph, class_name="GraphModule")
+    attributes = {
+        "input_id": analysis.input_id, "output_id": analysis.output_id,
+        "order": [nid for nid in analysis.order if nid != analysis.input_id],
+        "input_shape": tuple(analysis.input_shape), "input_dtype": _DTYPES[analysis.input_dtype],
+        "node_types": {n.id: n.type for n in graph.nodes},
+    }
+    model.meta[_USER_PRESERVED_ATTRIBUTES_KEY] = attributes
+    for name, value in attributes.items():
+        setattr(model, name, value)
     return model.to(device)
+
+
+class _Recorder(torch.fx.Interpreter):
+    """Runs a GraphModule node by node and keeps the outputs of the wanted node ids."""
+
+    def __init__(self, model: torch.fx.GraphModule, node_ids):
+        super().__init__(model)
+        self.wanted = set(node_ids)
+        self.values: dict[str, torch.Tensor] = {}
+
+    def run_node(self, n: torch.fx.Node):
+        out = super().run_node(n)
+        node_id = n.meta.get("node_id")
+        if node_id in self.wanted:
+            self.values[node_id] = out.detach()
+        return out
 
 
 def capture(model: GraphModule, x: torch.Tensor, node_ids, attention: bool = True):
     """Run one forward; return (output, {node_id: output tensor}, {node_id: attention (B, heads, T, T)}).
 
-    Feature outputs come from forward hooks; attention from the attention modules' recording switch,
-    which never changes their output. Run it under torch.no_grad() when no gradient is wanted.
+    Node outputs come from running the fx graph node by node (layers and merges alike); attention
+    from the attention modules' recording switch, which never changes their output. Run it under
+    torch.no_grad() when no gradient is wanted.
     """
-    features: dict[str, torch.Tensor] = {}
-    handles = []
-    for node_id in node_ids:
-        module = model._modules[node_id]
-        handles.append(module.register_forward_hook(
-            lambda _m, _i, out, node_id=node_id: features.__setitem__(node_id, out.detach())))
     recorders = [(nid, m) for nid, m in model.named_children() if hasattr(m, "record_attention")] if attention else []
     for _, m in recorders:
         m.record_attention = True
     try:
-        out = model(x)
+        if node_ids:
+            interpreter = _Recorder(model, node_ids)
+            out = interpreter.run(x)
+            features = interpreter.values
+        else:
+            out, features = model(x), {}
     finally:
-        for h in handles:
-            h.remove()
         for _, m in recorders:
             m.record_attention = False
     attentions = {nid: m.last_attention for nid, m in recorders if m.last_attention is not None}

@@ -218,7 +218,7 @@ def resolve_weights(run, weights: str | None) -> str:
 def trained_model(run_id: str, weights: str | None = None) -> tuple[nn.Module, str]:
     """(the run's graph compiled with the weights of its best.pt or last.pt, in eval mode on the CPU,
     the checkpoint used)."""
-    from studio import inspect as ins
+    from studio import inspection as ins
 
     run = ins.load_run(run_id)
     which = resolve_weights(run, weights)
@@ -235,7 +235,7 @@ def run_exports(run_id: str, fmt: str, weights: str | None = None) -> dict[str, 
     model, which = trained_model(run_id, weights)
     stem = f"{run_id}-{which}"
     if fmt == "code":
-        from studio import inspect as ins
+        from studio import inspection as ins
         from studio.codegen import to_code
 
         graph = ins.load_run(run_id).graph
@@ -257,7 +257,7 @@ def write_run_export(run_id: str, fmt: str, path: str | Path, weights: str | Non
     path = Path(path)
     model, which = trained_model(run_id, weights)
     if fmt == "code":
-        from studio import inspect as ins
+        from studio import inspection as ins
         from studio.codegen import to_code
 
         atomic_write_text(path, to_code(ins.load_run(run_id).graph))

@@ -2,8 +2,9 @@
 
 Modules and functions that have a palette equivalent (nn.Conv2d, nn.Linear, F.relu, torch.flatten,
 `x.view(x.size(0), -1)`, `a + b`, torch.cat, x.permute, nn.LSTM followed by `[0]` and `[:, -1, :]`,
-the studio's own layer classes as copied into exported code, ...) become nodes, with params read
-back from the module's attributes and left out where they equal the palette's default. Whatever
+the studio's own layer classes and merge functions as copied into exported code, ...) become nodes.
+A module's params are read back by its LayerSpec's `from_module` (this file only traces and maps
+functions) and left out where they equal the palette's default; shapes come from fx's `ShapeProp`. Whatever
 does not map is listed, one clear line each, and no graph is returned then. A graph that is
 returned was checked: compiled with the module's own weights, it reproduces the module's output.
 
@@ -33,11 +34,13 @@ import torch
 import torch.fx
 import torch.nn.functional as F
 from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
 from studio.errors import GraphError
 from studio.graph import Edge, Graph, Node, node_id_problem
 from studio.layers import REGISTRY
 from studio.layers import modules as studio_modules
+from studio.layers.base import NoEquivalent, module_dim, module_size, spec_for_module
 
 _DTYPES = {"float32": torch.float32, "int64": torch.int64}
 _STUDIO_CLASSES = {name for name, obj in vars(studio_modules).items()
@@ -67,9 +70,32 @@ def _studio_class(cls: type) -> str | None:
     return name
 
 
+# The studio's merge functions (modules.py) and the palette type each one is.
+_STUDIO_FUNCTIONS = {studio_modules.add: "Add", studio_modules.multiply: "Multiply", studio_modules.concat: "Concat"}
+
+
+def _studio_function(fn) -> str | None:
+    """The palette type of a studio merge function (itself, or a verbatim copy as in exported code)."""
+    if fn in _STUDIO_FUNCTIONS:
+        return _STUDIO_FUNCTIONS[fn]
+    for original, type_name in _STUDIO_FUNCTIONS.items():
+        if inspect.isfunction(fn) and fn.__name__ == original.__name__:
+            try:
+                if inspect.getsource(fn) == inspect.getsource(original):
+                    return type_name
+            except (OSError, TypeError):
+                return None
+    return None
+
+
 class _Tracer(torch.fx.Tracer):
-    def __init__(self):
-        super().__init__()
+    """Keeps the studio's classes and merge functions whole: one node each, as the compiler wrote them."""
+
+    def __init__(self, module: nn.Module):
+        forward_globals = getattr(type(module).forward, "__globals__", {})
+        merges = tuple({id(f): f for f in [*_STUDIO_FUNCTIONS, *forward_globals.values()]
+                        if callable(f) and _studio_function(f)}.values())
+        super().__init__(autowrap_functions=merges)
         self.record_stack_traces = True
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
@@ -85,26 +111,7 @@ def _plain(v):
     return v
 
 
-def _size(v, n: int):
-    """A kernel/stride/padding attribute as the palette writes it: an int when all dims agree."""
-    if isinstance(v, (tuple, list)):
-        v = list(v)
-        if len(v) == n and all(x == v[0] for x in v):
-            return v[0]
-        return v
-    return v
-
-
-def _sample_dim(d: int, what: str) -> int:
-    """A batched dim index -> the per-sample index (negative ones unchanged); dim 0 cannot be named."""
-    if d == 0:
-        raise _Unmapped(f"{what} over the batch dimension (dim 0) has no palette equivalent; the batch always "
-                        "stays first")
-    return d - 1 if d > 0 else d
-
-
-class _Unmapped(Exception):
-    """One node that has no palette equivalent; the message says what and why."""
+_Unmapped = NoEquivalent  # one node that has no palette equivalent; the message says what and why
 
 
 # ---- the mapping -----------------------------------------------------------------------------------------
@@ -115,138 +122,17 @@ class _Out:
     params: dict = field(default_factory=dict)
     inputs: list = field(default_factory=list)  # fx nodes feeding it, in order
     module: nn.Module | None = None  # whose weights the node takes
+    name: str | None = None  # the node id to prefer (the variable a merge function's result is assigned to)
 
 
 def _module_params(m: nn.Module) -> tuple[str, dict]:
-    """(palette type, params) of a leaf module, or raise _Unmapped."""
+    """(palette type, params) of a leaf module, read back by its spec's `from_module`, or raise _Unmapped."""
     cls = type(m)
     studio = _studio_class(cls)
-    if studio is not None:
-        return _studio_module(studio, m)
-    name = cls.__name__
-    if cls is nn.Linear:
-        return "Linear", {"out_features": m.out_features, "bias": m.bias is not None}
-    if cls in (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d):
-        n = 1 if cls is nn.Conv1d else 2
-        p = {"out_channels": m.out_channels, "kernel_size": _size(m.kernel_size, n), "stride": _size(m.stride, n),
-             "padding": _size(m.padding, n) if not isinstance(m.padding, str) else m.padding,
-             "dilation": _size(m.dilation, n), "groups": m.groups, "bias": m.bias is not None}
-        if cls is nn.ConvTranspose2d:
-            if m.padding_mode != "zeros":
-                raise _Unmapped(f"ConvTranspose2d with padding_mode={m.padding_mode!r} has no palette equivalent")
-            p["output_padding"] = _size(m.output_padding, n)
-        else:
-            p["padding_mode"] = m.padding_mode
-        return name, p
-    if cls in (nn.MaxPool1d, nn.MaxPool2d):
-        if m.return_indices:
-            raise _Unmapped(f"{name} with return_indices=True has no palette equivalent")
-        n = 1 if cls is nn.MaxPool1d else 2
-        return name, {"kernel_size": _size(m.kernel_size, n),
-                      "stride": None if m.stride == m.kernel_size else _size(m.stride, n),
-                      "padding": _size(m.padding, n), "dilation": _size(m.dilation, n), "ceil_mode": m.ceil_mode}
-    if cls in (nn.AvgPool1d, nn.AvgPool2d):
-        if getattr(m, "divisor_override", None) is not None:
-            raise _Unmapped(f"{name} with divisor_override has no palette equivalent")
-        n = 1 if cls is nn.AvgPool1d else 2
-        return name, {"kernel_size": _size(m.kernel_size, n),
-                      "stride": None if _size(m.stride, n) == _size(m.kernel_size, n) else _size(m.stride, n),
-                      "padding": _size(m.padding, n), "ceil_mode": m.ceil_mode,
-                      "count_include_pad": m.count_include_pad}
-    if cls in (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d):
-        n = 1 if cls is nn.AdaptiveAvgPool1d else 2
-        size = _size(m.output_size, n)
-        if size is None or (isinstance(size, list) and None in size):
-            raise _Unmapped(f"{name} with output_size={m.output_size!r} (None keeps a size) has no palette equivalent")
-        return name, {"output_size": size}
-    if cls in (nn.BatchNorm1d, nn.BatchNorm2d):
-        if m.momentum is None:
-            raise _Unmapped(f"{name} with momentum=None (cumulative average) has no palette equivalent")
-        return name, {"eps": m.eps, "momentum": m.momentum, "affine": m.affine,
-                      "track_running_stats": m.track_running_stats}
-    if cls is nn.LayerNorm:
-        if len(m.normalized_shape) != 1:
-            raise _Unmapped(f"LayerNorm over {tuple(m.normalized_shape)} normalizes more than the last dimension; "
-                            "the palette's LayerNorm normalizes the last one")
-        return name, {"eps": m.eps, "elementwise_affine": m.elementwise_affine,
-                      "bias": getattr(m, "bias", None) is not None or not m.elementwise_affine}
-    if cls is nn.GroupNorm:
-        return name, {"num_groups": m.num_groups, "eps": m.eps, "affine": m.affine}
-    if cls in (nn.ReLU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Identity):
-        return name, {}
-    if cls is nn.LeakyReLU:
-        return name, {"negative_slope": m.negative_slope}
-    if cls is nn.GELU:
-        return name, {"approximate": m.approximate}
-    if cls is nn.ELU:
-        return name, {"alpha": m.alpha}
-    if cls is nn.Softmax:
-        if m.dim is None:
-            raise _Unmapped("Softmax without dim has no palette equivalent; set dim")
-        return name, {"dim": _sample_dim(m.dim, "Softmax")}
-    if cls is nn.Dropout:
-        return name, {"p": m.p}
-    if cls is nn.Flatten:
-        return name, {"start_dim": _sample_dim(m.start_dim, "Flatten"),
-                      "end_dim": _sample_dim(m.end_dim, "Flatten")}
-    if cls is nn.Embedding:
-        if m.norm_type != 2.0 or m.scale_grad_by_freq or m.sparse:
-            raise _Unmapped("Embedding with norm_type, scale_grad_by_freq or sparse set has no palette equivalent")
-        return name, {"num_embeddings": m.num_embeddings, "embedding_dim": m.embedding_dim,
-                      "padding_idx": m.padding_idx, "max_norm": m.max_norm}
-    if cls in (nn.RNN, nn.LSTM, nn.GRU):
-        if not m.batch_first:
-            raise _Unmapped(f"{name} with batch_first=False: the palette's recurrent layers are batch first; "
-                            "construct it with batch_first=True")
-        if getattr(m, "proj_size", 0):
-            raise _Unmapped("LSTM with proj_size has no palette equivalent")
-        return name, _rnn_params(m, True)
-    if cls is nn.TransformerEncoderLayer:
-        if not m.self_attn.batch_first:
-            raise _Unmapped("TransformerEncoderLayer with batch_first=False: the palette's is batch first; construct "
-                            "it with batch_first=True")
-        return name, _encoder_params(m, causal=False)
-    raise _Unmapped(f"{cls.__module__}.{cls.__qualname__} has no palette equivalent")
-
-
-def _rnn_params(m, return_sequences: bool) -> dict:
-    p = {"hidden_size": m.hidden_size, "num_layers": m.num_layers, "return_sequences": return_sequences,
-         "bidirectional": m.bidirectional, "dropout": float(m.dropout), "bias": m.bias}
-    if m.mode.startswith("RNN"):
-        p["nonlinearity"] = m.nonlinearity
-    return p
-
-
-def _encoder_params(m, causal: bool) -> dict:
-    act = getattr(m, "activation_relu_or_gelu", 0)
-    if act not in (1, 2):
-        raise _Unmapped("TransformerEncoderLayer with an activation other than relu or gelu has no palette "
-                        "equivalent")
-    return {"nhead": m.self_attn.num_heads, "dim_feedforward": m.linear1.out_features, "dropout": m.dropout.p,
-            "activation": "relu" if act == 1 else "gelu", "norm_first": m.norm_first, "causal": causal,
-            "layer_norm_eps": m.norm1.eps, "bias": m.linear1.bias is not None}
-
-
-def _studio_module(name: str, m: nn.Module) -> tuple[str, dict]:
-    if name in ("Reshape", "Permute"):
-        key = "shape" if name == "Reshape" else "dims"
-        return name, {key: list(getattr(m, key))}
-    if name in ("Add", "Multiply"):
-        return name, {}
-    if name == "Concat":
-        return name, {"dim": m.dim - 1 if m.dim > 0 else m.dim}
-    if name == "SequencePool":
-        return name, {"mode": m.mode}
-    if name == "PositionalEncoding":
-        return name, {"kind": m.kind, "max_len": m.pe.shape[0]}
-    if name in ("RNNLayer", "LSTMLayer", "GRULayer"):
-        return name[:-5], _rnn_params(m, m.return_sequences)
-    if name == "SelfAttention":
-        return "MultiheadAttention", {"num_heads": m.num_heads, "dropout": m.dropout, "causal": m.causal,
-                                      "bias": m.in_proj_bias is not None}
-    if name == "EncoderLayer":
-        return "TransformerEncoderLayer", _encoder_params(m, m.causal)
-    raise _Unmapped(f"the studio class {name} is not a layer")
+    spec = spec_for_module(getattr(studio_modules, studio) if studio is not None else cls)
+    if spec is None:
+        raise _Unmapped(f"{cls.__module__}.{cls.__qualname__} has no palette equivalent")
+    return spec.type, spec.from_module(m)
 
 
 def _qualname(fn) -> str:
@@ -298,10 +184,9 @@ class _Importer:
             m = self.modules[target]
             type_name, params = _module_params(m)
             inputs = [a for a in node.args if isinstance(a, torch.fx.Node)]
-            if type_name not in ("Add", "Multiply", "Concat"):
-                if len(node.args) != 1 or node.kwargs or len(inputs) != 1:
-                    raise _Unmapped(f"{type(m).__name__} called with extra arguments (e.g. a mask or a hidden "
-                                    "state) has no palette equivalent")
+            if len(node.args) != 1 or node.kwargs or len(inputs) != 1:
+                raise _Unmapped(f"{type(m).__name__} called with extra arguments (e.g. a mask or a hidden "
+                                "state) has no palette equivalent")
             return _Out(type_name, params, inputs, m)
         if op == "call_function":
             return self.map_function(node, target)
@@ -323,7 +208,7 @@ class _Importer:
             dim = _arg(node, 1, "dim", None)
             if dim is None:
                 raise _Unmapped("softmax without dim has no palette equivalent; pass dim")
-            return _Out("Softmax", {"dim": _sample_dim(dim, "softmax")}, [x])
+            return _Out("Softmax", {"dim": module_dim(dim, "softmax")}, [x])
         if fn is F.dropout:
             return _Out("Dropout", {"p": _arg(node, 1, "p", 0.5)}, [x])
         if fn in (operator.add, operator.iadd, torch.add, operator.mul, operator.imul, torch.mul):
@@ -333,10 +218,14 @@ class _Importer:
             a = self.tensor_arg(node, node.args[0], kind)
             b = self.tensor_arg(node, node.args[1], kind)
             return _Out(kind, {}, [a, b])
+        merge = _studio_function(fn)
+        if merge is not None:
+            params = {"dim": module_dim(node.kwargs["dim"], "concat")} if merge == "Concat" else {}
+            return _Out(merge, params, [self.tensor_arg(node, a, merge) for a in node.args], name=_assigned_name(node))
         if fn is torch.cat:
             tensors = list(_arg(node, 0, "tensors", []))
             dim = _arg(node, 1, "dim", 0)
-            return _Out("Concat", {"dim": _sample_dim(dim, "torch.cat")},
+            return _Out("Concat", {"dim": module_dim(dim, "torch.cat")},
                         [self.tensor_arg(node, t, "torch.cat") for t in tensors])
         if fn is torch.flatten:
             return self.flatten(node, x, _arg(node, 1, "start_dim", 0), _arg(node, 2, "end_dim", -1))
@@ -350,8 +239,8 @@ class _Importer:
             return self.pool_function(node, fn, x)
         if fn in (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d):
             n = 1 if fn is F.adaptive_avg_pool1d else 2
-            return _Out(f"AdaptiveAvgPool{n}d", {"output_size": _size(_plain(_arg(node, 1, "output_size", 1)), n)},
-                        [x])
+            size = module_size(_plain(_arg(node, 1, "output_size", 1)), n)
+            return _Out(f"AdaptiveAvgPool{n}d", {"output_size": size}, [x])
         if fn is torch.mean:
             return self.seq_reduce(node, x, _arg(node, 1, "dim", None), "mean", node.kwargs.get("keepdim", False))
         if fn is operator.getitem:
@@ -382,7 +271,7 @@ class _Importer:
         if name == "transpose":
             return self.transpose(node, x, rest[0], rest[1])
         if name == "softmax":
-            return _Out("Softmax", {"dim": _sample_dim(_arg(node, 1, "dim", -1), "softmax")}, [x])
+            return _Out("Softmax", {"dim": module_dim(_arg(node, 1, "dim", -1), "softmax")}, [x])
         if name in ("add", "mul"):
             return _Out("Add" if name == "add" else "Multiply", {},
                         [x, self.tensor_arg(node, rest[0] if rest else None, f"x.{name}")])
@@ -393,7 +282,7 @@ class _Importer:
 
     # ---- shape operations ----
     def flatten(self, node, x, start: int, end: int) -> _Out:
-        return _Out("Flatten", {"start_dim": _sample_dim(start, "flatten"), "end_dim": _sample_dim(end, "flatten")},
+        return _Out("Flatten", {"start_dim": module_dim(start, "flatten"), "end_dim": module_dim(end, "flatten")},
                     [x])
 
     def reshape(self, node, x, shape: list) -> _Out:
@@ -438,12 +327,12 @@ class _Importer:
         type_name, n = _POOL_FUNCS[fn]
         kernel = _arg(node, 1, "kernel_size", None)
         stride = _arg(node, 2, "stride", None)
-        params = {"kernel_size": _size(_plain(kernel), n),
-                  "stride": None if stride in (None, [], ()) or _size(_plain(stride), n) == _size(_plain(kernel), n)
-                  else _size(_plain(stride), n),
-                  "padding": _size(_plain(_arg(node, 3, "padding", 0)), n)}
+        k = module_size(_plain(kernel), n)
+        s = None if stride in (None, [], ()) else module_size(_plain(stride), n)
+        params = {"kernel_size": k, "stride": None if s == k else s,
+                  "padding": module_size(_plain(_arg(node, 3, "padding", 0)), n)}
         if type_name.startswith("Max"):
-            params["dilation"] = _size(_plain(_arg(node, 4, "dilation", 1)), n)
+            params["dilation"] = module_size(_plain(_arg(node, 4, "dilation", 1)), n)
             params["ceil_mode"] = _arg(node, 5, "ceil_mode", False)
             if _arg(node, 6, "return_indices", False):
                 raise _Unmapped(f"{_qualname(fn)} with return_indices=True has no palette equivalent")
@@ -505,6 +394,14 @@ def _where(node: torch.fx.Node) -> str:
     if frames:
         return f"line {frames[-1][1]} / node '{node.name}'"
     return f"node '{node.name}'"
+
+
+def _assigned_name(node: torch.fx.Node) -> str | None:
+    """`b1_add` for a node made by the line `b1_add = add(b1_bn2, stem_relu)` (exported or compiled code)."""
+    lines = [line for f, line in re.findall(r'File "([^"]+)", line \d+, in \w+\n\s+(.*)', node.stack_trace or "")
+             if not f.startswith(_TORCH_DIR)]
+    m = re.match(r"(\w+) = \w+\(", lines[-1].strip()) if lines else None
+    return m.group(1) if m else None
 
 
 # ---- ids and the graph -----------------------------------------------------------------------------------
@@ -573,7 +470,7 @@ def _example(shape: list[int], dtype: str) -> torch.Tensor:
 
 def _import(module: nn.Module, shape: list[int], dtype: str, name: str) -> tuple[Graph | None, list[str]]:
     try:
-        tracer = _Tracer()
+        tracer = _Tracer(module)
         fx_graph = tracer.trace(module)
         gm = torch.fx.GraphModule(tracer.root, fx_graph)
         gm.graph.eliminate_dead_code()  # e.g. the `_` of `out, _ = self.lstm(x)`
@@ -581,22 +478,15 @@ def _import(module: nn.Module, shape: list[int], dtype: str, name: str) -> tuple
         return None, [f"torch.fx cannot trace {type(module).__name__}: {str(e).strip().splitlines()[0][:300]}"
                       " (data-dependent control flow, e.g. `if x.sum() > 0`, cannot be traced)"]
     example = _example(shape, dtype)
-    shapes: dict[str, tuple] = {}
-
-    class _Recorder(torch.fx.Interpreter):
-        def run_node(self, n):
-            result = super().run_node(n)
-            if isinstance(result, torch.Tensor):
-                shapes[n.name] = tuple(result.shape)
-            return result
-
     try:
         with torch.no_grad():
-            _Recorder(gm).run(example)
+            ShapeProp(gm).propagate(example)
     except Exception as e:  # the module rejects the given input
         return None, [f"running {type(module).__name__} on an input of shape {tuple(example.shape)} {dtype} "
                       f"failed: {str(e).strip().splitlines()[0][:300]}; check input_shape and input_dtype"]
 
+    shapes = {n.name: tuple(n.meta["tensor_meta"].shape) for n in gm.graph.nodes
+              if isinstance(n.meta.get("tensor_meta"), TensorMetadata)}
     imp = _Importer(gm, shapes)
     unmapped: list[str] = []
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
@@ -670,7 +560,7 @@ def _build(imp, placeholder, result, shape, dtype, name, module, example) -> tup
     for node, out in imp.out.items():
         if out.type is None:
             continue
-        node_id = ids.get(node) or _node_id(node.name, taken)
+        node_id = ids.get(node) or _node_id(out.name or node.name, taken)
         ids[node] = node_id
         nodes.append(Node(node_id, out.type, _drop_defaults(out.type, out.params)))
         sources = []

@@ -43,3 +43,71 @@ def _call_args(text: str, start: int) -> str:
         if depth == 0:
             return text[start:i]
     return text[start:]
+
+
+def _studio_unit(path: Path) -> str:
+    """The unit a file belongs to: its sibling package under studio/ (`studio.data`), or the module itself."""
+    rel = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(rel[:2]) if rel[-1] != "__init__" or len(rel) > 2 else "studio"
+
+
+def _unit_imports() -> dict[str, set[str]]:
+    """{unit: units it imports}, counting imports inside functions too (a lazy import is still an arrow)."""
+    units = {_studio_unit(p) for p in (ROOT / "studio").rglob("*.py")}
+    arrows: dict[str, set[str]] = {u: set() for u in units}
+    for path in sorted((ROOT / "studio").rglob("*.py")):
+        src = _studio_unit(path)
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            for name in names:
+                target = ".".join(name.split(".")[:2])
+                if target in units and target != src:
+                    arrows[src].add(target)
+    return arrows
+
+
+def _cycles(arrows: dict[str, set[str]]) -> list[list[str]]:
+    """Every elementary cycle through the smallest unit in it (small graphs: a plain DFS will do)."""
+    found = []
+    for start in sorted(arrows):
+        stack = [(start, [start])]
+        while stack:
+            node, path = stack.pop()
+            for nxt in sorted(arrows[node]):
+                if nxt == start:
+                    found.append(path + [start])
+                elif nxt not in path and nxt > start:
+                    stack.append((nxt, path + [nxt]))
+    return found
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+# The one circle today: the worker (studio.training) calls the launcher (studio.runs). Issue 12 part 4
+# removes it on the Ray engineer's branch; delete this entry when that lands. Nothing may be added here.
+KNOWN_CYCLES = [["studio.runs", "studio.training", "studio.runs"]]
+
+
+def test_no_sibling_packages_under_studio_import_each_other_in_a_circle():
+    cycles = [c for c in _cycles(_unit_imports()) if c not in KNOWN_CYCLES]
+    assert cycles == [], "import circles between parts of studio/: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_dataset_loaders_never_import_the_catalogue():
+    """registry.py imports the loaders; a loader importing it back would close a circle inside studio.data."""
+    back = []
+    for path in sorted((ROOT / "studio" / "data").glob("*.py")):
+        if path.stem in ("__init__", "registry"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "studio.data.registry" or (
+                    isinstance(node, ast.ImportFrom) and node.module == "studio.data"
+                    and any(a.name == "registry" for a in node.names)):
+                back.append(path.name)
+    assert back == []

@@ -18,7 +18,7 @@ from studio.__main__ import main as cli
 from studio.codegen import default_class_name, docstring_text, export_graph, literal, to_code
 from studio.compile import compile_graph
 from studio.errors import DataError, ExportError, GraphError
-from studio.graph import save_graph
+from studio.graph import parse_graph, save_graph
 from studio.templates import get_template, list_templates, load_template
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,7 +109,7 @@ def test_only_the_needed_studio_classes_and_their_helpers_are_copied():
     assert "class ReturnSequences:" in rnn and "class RNNLayer(ReturnSequences, nn.RNN):" in rnn
     assert "class LSTMLayer(" not in rnn and "import math" not in rnn
     resnet = to_code(load_template("resnet_small"))
-    assert "class Add(nn.Module):" in resnet and "b1_add = self.b1_add(b1_bn2, stem_relu)" in resnet
+    assert "def add(*xs):" in resnet and "b1_add = add(b1_bn2, stem_relu)  # (B, 16, 32, 32)" in resnet
 
 
 HOSTILE = [
@@ -163,7 +163,7 @@ def test_string_params_are_written_with_repr_and_hostile_ones_never_reach_the_co
 def test_class_names_and_node_ids_that_would_break_the_file_are_refused():
     graph = load_template("mlp")
     assert default_class_name("3 layers!") == "Model3Layers"
-    assert default_class_name("add") == "AddModel"  # the studio's Add class keeps its name
+    assert default_class_name("reshape") == "ReshapeModel"  # the studio's Reshape class keeps its name
     assert "class Net(nn.Module):" in to_code(graph, class_name="Net")
     for bad in ("my model", "class", "nn", "Reshape", "x;import os"):
         with pytest.raises(ExportError, match="class_name="):
@@ -215,8 +215,15 @@ def test_training_script_needs_a_dataset_and_a_valid_config():
         to_code(graph, training_script=True, dataset_id="digits", config={"learning_rate": 0.1})
     code = to_code(graph, training_script=True, dataset_id="digits",
                    config={"optimizer": "sgd", "lr": 0.1, "schedule": "plateau"})
-    assert "torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=False" in code
-    assert "Reduce on plateau of val_accuracy (max)" in code
+    assert "    'optimizer': 'sgd',\n    'lr': 0.1," in code and "    'schedule': 'plateau'," in code
+    assert "MONITOR, MODE = 'val_accuracy', 'max'" in code
+    # One source: the schedule, optimizer, init and per-task loss are the worker's code, copied.
+    import inspect
+
+    from studio.training import loop, optim
+    for obj in (optim.LRSchedule, optim.build_optimizer, optim.init_weights, loop.Task):
+        assert inspect.getsource(obj) in code
+    assert code.count("def loss(") == 1 and "F.cross_entropy(" in code
     compile(code, "mlp.py", "exec")
 
 
@@ -225,8 +232,7 @@ def test_training_script_loads_the_dataset_with_its_options(tmp_path):
     code = to_code(load_template(t.name), training_script=True, dataset_id=t.dataset, config=t.config,
                    dataset_options=t.dataset_options)
     assert "DATASET_OPTIONS = {'image_size': 28, 'target': 'input'}" in code
-    assert "data = get_dataset(DATASET, seed=SEED, options=DATASET_OPTIONS)" in code
-    assert "F.mse_loss(out, y" in code and "cross_entropy" not in code  # the reconstruction form is regression
+    assert "data = get_dataset(DATASET, seed=CONFIG.seed, options=DATASET_OPTIONS)" in code
     plain = to_code(load_template("mlp"), training_script=True, dataset_id="digits")
     assert "DATASET_OPTIONS = {}" in plain
     with pytest.raises(DataError, match="has no option 'colour'"):
@@ -250,9 +256,58 @@ def test_training_script_applies_the_configs_augmentation():
     from studio.training import TrainConfig
 
     plain = to_code(load_template("seed_cnn_padded"), training_script=True, dataset_id="shapes", config=TrainConfig())
-    assert "augment" not in plain
+    assert "AUGMENT = None" in plain
     src = to_code(load_template("seed_cnn_padded"), training_script=True, dataset_id="shapes",
                   config=TrainConfig(augment_flip=True, augment_noise=True, augment_noise_std=0.1))
-    assert "flip=True" in src and "noise=True, noise_std=0.1" in src
-    assert "            x = augment(x, generator)" in src
+    assert "'flip': True" in src and "'noise': True, 'noise_std': 0.1" in src
+    assert "                x = augment(x, generator)" in src
     compile(src, "exported.py", "exec")
+
+
+def test_forward_is_the_fx_code_and_a_node_named_like_a_merge_function_still_runs():
+    from tests.conftest import chain
+
+    doc = chain(("input", "Input", {"shape": [6]}), ("a", "Linear", {"out_features": 6}))
+    doc["nodes"] += [{"id": "add", "type": "Add"}, {"id": "concat", "type": "Concat"}]
+    doc["edges"] += [{"source": "input", "target": "add"}, {"source": "a", "target": "add"},
+                     {"source": "add", "target": "concat"}, {"source": "a", "target": "concat"}]
+    graph = parse_graph(doc)
+    code = to_code(graph, class_name="Net")
+    assert "studio_layers_modules_add = add  # a value in forward is called 'add'" in code
+    assert "concat = studio_layers_modules_concat(add, a, dim=1)  # (B, 12)" in code
+    namespace: dict = {}
+    exec(compile(code, "exported.py", "exec"), namespace)
+    model = compile_graph(graph, seed=0).eval()
+    exported = namespace["Net"]()
+    exported.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(3, 6)
+    assert torch.equal(exported(x), model(x))
+
+
+@pytest.mark.parametrize("schedule", ["none", "step", "multistep", "exponential", "cosine", "onecycle", "plateau"])
+def test_exported_schedule_matches_lr_schedule(schedule):
+    """The script's LRSchedule, built from its own CONFIG, gives the worker's lr at every step (plateau included)."""
+    from studio.training import TrainConfig
+    from studio.training.optim import LRSchedule
+
+    cfg = TrainConfig(lr=0.05, schedule=schedule, warmup_steps=7, step_size=9, milestones=[5, 20], gamma=0.7,
+                      min_lr=0.001, plateau_patience=1, plateau_factor=0.5, max_steps=60)
+    code = to_code(load_template("mlp"), training_script=True, dataset_id="digits", config=cfg)
+    namespace: dict = {"__name__": "exported"}
+    exec(compile(code, "exported.py", "exec"), namespace)
+    ours, theirs = LRSchedule(cfg, 60), namespace["LRSchedule"](namespace["CONFIG"], 60)
+    for step in range(60):
+        if step % 10 == 9:  # a validation every 10 steps; worse from the second on: the plateau rule fires
+            value = 1.0 + step
+            assert ours.on_eval(value, "min") == theirs.on_eval(value, "min")
+        assert ours.lr_at(step) == theirs.lr_at(step), step
+    assert (schedule == "plateau") == (ours.plateau_scale < 1.0)
+
+
+def test_model_only_file_runs_one_batch_and_prints_a_summary(tmp_path):
+    path = tmp_path / "lenet.py"
+    path.write_text(to_code(load_template("lenet5")))
+    proc = subprocess.run([sys.executable, "-I", str(path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Lenet5: " in proc.stdout and "-> output (2, 10)" in proc.stdout
+    assert 'model.load_state_dict(ckpt["model"])' in path.read_text()

@@ -158,3 +158,53 @@ def test_accelerator_devices(device):
         pytest.skip(f"no {device} device on this machine")
     model = compile_graph(parse_graph(SEED_CNN), seed=0, device=device)
     assert model(torch.randn(2, 1, 28, 28, device=device)).device.type == device
+
+
+# ---- the fx graph ---------------------------------------------------------------------------------------
+
+def test_one_fx_node_per_graph_node_modules_for_layers_functions_for_merges():
+    doc = chain(("input", "Input", {"shape": [6]}), ("a", "Linear", {"out_features": 6}))
+    doc["nodes"] += [{"id": "add", "type": "Add"}, {"id": "cat", "type": "Concat"}]
+    doc["edges"] += [{"source": "input", "target": "add"}, {"source": "a", "target": "add"},
+                     {"source": "add", "target": "cat"}, {"source": "a", "target": "cat"}]
+    model = compile_graph(parse_graph(doc), seed=0)
+    assert isinstance(model, torch.fx.GraphModule)
+    ops = [(n.op, n.meta.get("node_id")) for n in model.graph.nodes]
+    assert ops == [("placeholder", "input"), ("call_module", "a"), ("call_function", "add"),
+                   ("call_function", "cat"), ("output", None)]
+    assert [n.meta["shape"] for n in model.graph.nodes if n.op != "output"] == [(6,), (6,), (6,), (12,)]
+    assert (model.input_id, model.output_id, model.order) == ("input", "cat", ["a", "add", "cat"])
+    assert "x = None" in model.code  # fx's forward drops each value after its last use
+
+
+def test_attributes_survive_deepcopy():
+    import copy
+
+    model = compile_graph(parse_graph(SEED_CNN), seed=0)
+    twin = copy.deepcopy(model)
+    for name in ("input_id", "output_id", "order", "input_shape", "input_dtype", "node_types"):
+        assert getattr(twin, name) == getattr(model, name), name
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(twin(x), model(x))
+
+
+@pytest.mark.parametrize("name", ["tiny_res", "tiny_seq"])
+def test_checkpoints_written_before_fx_load_and_give_the_same_outputs(name):
+    """tests/data/pre_fx_checkpoints.pt was written by the hand-planned compiler (tests/data/make_*.py)."""
+    import json
+    from pathlib import Path
+
+    saved = torch.load(Path(__file__).parent / "data" / "pre_fx_checkpoints.pt", weights_only=True)[name]
+    model = compile_graph(parse_graph(json.loads(saved["graph"])), seed=1).eval()
+    model.load_state_dict(saved["model"], strict=True)
+    with torch.no_grad():
+        assert torch.equal(model(saved["x"]), saved["y"])
+
+
+@pytest.mark.parametrize("doc, x", [(SEED_CNN, torch.randn(2, 1, 28, 28)), (SEED_LSTM, torch.randn(2, 15, 10))],
+                         ids=["cnn", "lstm"])
+def test_torch_export_works_on_the_compiled_model(doc, x):
+    model = compile_graph(parse_graph(doc), seed=0).eval()
+    exported = torch.export.export(model, (x,))
+    assert torch.equal(exported.module()(x), model(x))
+    assert set(exported.state_dict) == set(model.state_dict())

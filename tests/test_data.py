@@ -197,7 +197,8 @@ def test_reconstruction_form_targets_the_input_with_the_same_splits(loaded):
 
 
 def test_reconstruction_form_combines_with_options_and_keeps_uint8_storage():
-    from studio.data.registry import Dataset, Split, reconstruction_form
+    from studio.data.registry import reconstruction_form
+    from studio.data.types import Dataset, Split
 
     shapes = get_dataset("shapes", options={"num_samples": 60, "image_size": 28, "target": "input"})
     assert shapes.info.input_shape == shapes.info.target_shape == (1, 28, 28)
@@ -318,7 +319,7 @@ def test_probe_batch_is_fixed_and_spans_classes(loaded):
 
 
 def test_uint8_splits_are_scaled_per_batch():
-    from studio.data.registry import Dataset, Split
+    from studio.data.types import Dataset, Split
 
     raw = torch.randint(0, 256, (10, 1, 4, 4), dtype=torch.uint8)
     info = get_info("digits")

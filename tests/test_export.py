@@ -210,7 +210,7 @@ def trained_run(tmp_path_factory):
 
 
 def test_exports_of_a_trained_run_score_like_the_run_in_a_fresh_interpreter(trained_run, tmp_path, monkeypatch):
-    from studio import inspect as ins
+    from studio import inspection as ins
 
     ws, summary = trained_run
     monkeypatch.setenv("STUDIO_WORKSPACE", str(ws))
@@ -271,7 +271,7 @@ def test_run_export_weights_choice_and_errors(trained_run, tmp_path, monkeypatch
 def test_inspect_page_builds_a_pt2_of_the_run_that_gives_its_predictions(trained_run, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from studio import inspect as ins
+    from studio import inspection as ins
 
     ws, summary = trained_run
     monkeypatch.setenv("STUDIO_WORKSPACE", str(ws))

@@ -1,4 +1,4 @@
-"""studio.inspect and the Inspect page's image builders on real finished runs (trained by the real
+"""studio.inspection and the Inspect page's image builders on real finished runs (trained by the real
 worker processes): checkpoints load into the compiled graph, the evaluation agrees with torch and
 scikit-learn, probe arrays are read one at a time, saliency agrees with a hand-written torch oracle,
 and graph / config diffs list what changed.
@@ -22,7 +22,7 @@ from PIL import Image
 
 from components import inspect_charts as ic
 from components import inspect_views as iv
-from studio import inspect as ins
+from studio import inspection as ins
 from studio.errors import StudioError, TrainError
 from studio.training import TrainConfig
 

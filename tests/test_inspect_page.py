@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from studio import inspect as ins
+from studio import inspection as ins
 from studio.data import get_dataset
 from tests.test_inspect import SHAPES_OPTIONS, bar_canvas, make_runs
 

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from studio.analysis import analyze
@@ -70,19 +71,8 @@ def test_defaults_valid_and_shape_params_equal_pytorch(type_name):
     info = a.nodes["layer"]
     assert info.output_shape == tuple(out.shape[1:])
     assert info.dtype == str(out.dtype).removeprefix("torch.")
-    assert info.params == sum(p.numel() for p in model.layer.parameters() if p.requires_grad)
+    assert info.params == sum(p.numel() for p in model.parameters() if p.requires_grad)  # only `layer` has any
     assert info.activation_bytes == out[0].numel() * out.element_size()
-
-
-@pytest.mark.parametrize("type_name", LAYERS)
-def test_flops_equal_flop_counter_on_compiled_model(type_name):
-    graph = parse_graph(single_layer_graph(type_name))
-    with torch.device("meta"):
-        model = compile_graph(graph, seed=0, device="meta").eval()
-    x = example_batch(type_name, batch=1).to("meta")
-    with FlopCounterMode(display=False) as counter:
-        model(x)
-    assert analyze(graph).total_flops == counter.get_total_flops()
 
 
 ELEMENTWISE = sorted(t for t, spec in REGISTRY.items() if spec.elementwise)
@@ -166,3 +156,133 @@ def test_attention_labels_count_heads_in_words_and_no_category_is_the_issue_red(
         "TransformerEncoderLayer 1 head ff64"
     assert "#dc2626" not in CATEGORY_COLORS.values()  # red marks a node with an error on the canvas
     assert len(set(CATEGORY_COLORS.values())) == len(CATEGORY_COLORS)
+
+
+# ---- from_module: each spec reads its own modules back -------------------------------------------------
+
+def _varied_params(spec) -> dict:
+    """Defaults, with every bool flipped and every number moved off its default, where still valid."""
+    params = {p.name: p.default for p in spec.params}
+    for p in spec.params:
+        if p.kind == "bool":
+            candidate = not p.default
+        elif p.kind == "float" and p.default is not None:
+            candidate = min(p.default + 0.25, p.max) if p.max is not None else p.default + 0.25
+        elif p.kind == "choice":
+            candidate = p.choices[-1]
+        else:
+            continue
+        trial = {**params, p.name: candidate}
+        info = analyze(parse_graph(single_layer_graph(spec.type, trial))).nodes.get("layer")
+        if info is not None and not analyze(parse_graph(single_layer_graph(spec.type, trial))).errors:
+            params = trial
+    return params
+
+
+MODULE_SPECS = sorted(t for t, spec in REGISTRY.items() if spec.make is not None)
+
+
+def test_every_module_layer_can_read_itself_back_and_function_layers_compile_to_functions():
+    for type_name, spec in REGISTRY.items():
+        if type_name == "Input":
+            continue
+        assert (spec.make is None) == (spec.function is not None), type_name
+        if spec.make is not None:
+            assert spec.from_module is not None and spec.module_types, f"{type_name} has no from_module"
+
+
+@pytest.mark.parametrize("type_name", MODULE_SPECS)
+@pytest.mark.parametrize("variant", ["defaults", "varied"])
+def test_from_module_inverts_build(type_name, variant):
+    spec = REGISTRY[type_name]
+    params = spec.resolve({}) if variant == "defaults" else _varied_params(spec)
+    info = analyze(parse_graph(single_layer_graph(type_name, params))).nodes["layer"]
+    module = spec.build(params, list(info.inputs))
+    assert type(module) in spec.module_types
+    read = spec.from_module(module)
+    # Equal params, or params that build the same module (LayerNorm's bias means nothing without affine).
+    rebuilt = spec.build(read, list(info.inputs))
+    shapes = lambda mod: {k: v.shape for k, v in mod.state_dict().items()}  # noqa: E731
+    assert spec.resolve(read) == spec.resolve(params) or (repr(rebuilt) == repr(module)
+                                                          and shapes(rebuilt) == shapes(module))
+    assert type(rebuilt) is type(module) and repr(rebuilt) == repr(module)
+
+
+# ---- independent oracles: modules built by hand from torch.nn, and closed-form FLOPs ---------------------
+
+def _first(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
+# Each type at its defaults on its spec's example input, written by hand with torch.nn (not by spec.build),
+# and how to call it so it computes what the palette layer computes.
+HAND_BUILT = {
+    "Linear": (lambda: nn.Linear(16, 64), None),
+    "Conv1d": (lambda: nn.Conv1d(3, 32, 3), None),
+    "Conv2d": (lambda: nn.Conv2d(3, 32, 3), None),
+    "ConvTranspose2d": (lambda: nn.ConvTranspose2d(8, 32, 3), None),
+    "MaxPool1d": (lambda: nn.MaxPool1d(2), None), "MaxPool2d": (lambda: nn.MaxPool2d(2), None),
+    "AvgPool1d": (lambda: nn.AvgPool1d(2), None), "AvgPool2d": (lambda: nn.AvgPool2d(2), None),
+    "AdaptiveAvgPool1d": (lambda: nn.AdaptiveAvgPool1d(1), None),
+    "AdaptiveAvgPool2d": (lambda: nn.AdaptiveAvgPool2d(1), None),
+    "BatchNorm1d": (lambda: nn.BatchNorm1d(8), None), "BatchNorm2d": (lambda: nn.BatchNorm2d(4), None),
+    "LayerNorm": (lambda: nn.LayerNorm(16), None), "GroupNorm": (lambda: nn.GroupNorm(1, 8), None),
+    "Flatten": (lambda: nn.Flatten(), None), "Dropout": (lambda: nn.Dropout(0.5), None),
+    "Identity": (lambda: nn.Identity(), None),
+    "ReLU": (lambda: nn.ReLU(), None), "LeakyReLU": (lambda: nn.LeakyReLU(0.01), None),
+    "GELU": (lambda: nn.GELU(), None), "SiLU": (lambda: nn.SiLU(), None), "ELU": (lambda: nn.ELU(1.0), None),
+    "Tanh": (lambda: nn.Tanh(), None), "Sigmoid": (lambda: nn.Sigmoid(), None),
+    "Softmax": (lambda: nn.Softmax(dim=-1), None),
+    "RNN": (lambda: nn.RNN(16, 64, batch_first=True), lambda m, x: m(x)[0]),
+    "LSTM": (lambda: nn.LSTM(16, 64, batch_first=True), lambda m, x: m(x)[0]),
+    "GRU": (lambda: nn.GRU(16, 64, batch_first=True), lambda m, x: m(x)[0]),
+    "Embedding": (lambda: nn.Embedding(1000, 64), None),
+    "MultiheadAttention": (lambda: nn.MultiheadAttention(16, 4, batch_first=True),
+                           lambda m, x: m(x, x, x, need_weights=False)[0]),
+    "TransformerEncoderLayer": (lambda: nn.TransformerEncoderLayer(16, 4, batch_first=True), None),
+}
+
+
+@pytest.mark.parametrize("type_name", sorted(HAND_BUILT))
+def test_spec_module_equals_a_module_built_directly_from_torch_nn(type_name):
+    spec = REGISTRY[type_name]
+    module = spec.build({}, list(spec.example)).eval()
+    make, call = HAND_BUILT[type_name]
+    torch.manual_seed(0)
+    hand = make().eval()
+    assert {k: v.shape for k, v in module.state_dict().items()} == {k: v.shape for k, v in hand.state_dict().items()}
+    hand.load_state_dict(module.state_dict(), strict=True)
+    x = example_batch(type_name)
+    with torch.no_grad():
+        assert torch.equal(_first(module(x)), (call or (lambda m, x: m(x)))(hand, x))
+
+
+def _closed_form_flops(type_name: str) -> int:
+    """Forward FLOPs of one sample at the defaults (a multiply-add is 2), written out by hand."""
+    if type_name == "Linear":
+        return 2 * 16 * 64
+    if type_name == "Conv1d":  # (3, 32) -> (32, 30), kernel 3
+        return 2 * 3 * 3 * 32 * 30
+    if type_name == "Conv2d":  # (3, 16, 16) -> (32, 14, 14), kernel 3x3
+        return 2 * 3 * 3 * 3 * 32 * 14 * 14
+    if type_name == "ConvTranspose2d":  # every input pixel spreads a 3x3 kernel to each output channel
+        return 2 * 8 * 7 * 7 * 3 * 3 * 32
+    raise KeyError(type_name)
+
+
+@pytest.mark.parametrize("type_name", LAYERS)
+def test_flops_equal_an_independent_count(type_name):
+    """Closed form for Linear and convolutions; FlopCounterMode on the hand-built module for the others."""
+    flops = analyze(parse_graph(single_layer_graph(type_name))).total_flops
+    if type_name in ("Linear", "Conv1d", "Conv2d", "ConvTranspose2d"):
+        assert flops == _closed_form_flops(type_name)
+    elif type_name in HAND_BUILT:
+        make, call = HAND_BUILT[type_name]
+        with torch.device("meta"):  # PyTorch's reference kernels: CPU's fused LSTM/attention count nothing
+            hand = make().eval()
+        with FlopCounterMode(display=False) as counter:
+            (call or (lambda m, x: m(x)))(hand, example_batch(type_name, batch=1).to("meta"))
+        assert flops == counter.get_total_flops()
+    else:  # the studio's own weightless layers (Reshape, Permute, merges, SequencePool, PositionalEncoding)
+        assert REGISTRY[type_name].category in ("core", "merge", "sequence", "embedding")
+        assert flops == 0

@@ -211,7 +211,7 @@ def test_cnn_survives_a_killed_worker_and_a_stop_each_step_once(scenario):
 
 
 def test_cnn_on_two_workers_charts_probes_inspect_export(scenario):
-    from studio import inspect as ins
+    from studio import inspection as ins
     from studio.export import to_torchscript
 
     store, local, ray_ = scenario["store"], scenario["cnn_local"], scenario["cnn_ray"]

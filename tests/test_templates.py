@@ -17,7 +17,7 @@ from studio.__main__ import main as cli
 from studio.analysis import analyze
 from studio.compile import capture, compile_graph
 from studio.data import apply_dataset, check_graph_fits, get_dataset, get_info, upload_text_csv
-from studio.data.registry import Split
+from studio.data.types import Split
 from studio.errors import GraphError
 from studio.graph import load_graph
 from studio.templates import CATALOG_PATH, TEMPLATES_DIR, get_template, list_templates, load_template

@@ -1,19 +1,10 @@
 """Datasets: the registry of ids, built-ins that work offline, downloads, uploads, augmentation,
-and the checks that a graph fits a dataset. See registry.py for the data model."""
+and the checks that a graph fits a dataset. See types.py for the data model, registry.py for the catalogue."""
 
 from studio.data.augment import Augment
 from studio.data.fit import apply_dataset, check_graph_fits
-from studio.data.registry import (
-    TASK_METRICS,
-    TASKS,
-    Dataset,
-    DatasetInfo,
-    Split,
-    dataset_options,
-    get_dataset,
-    get_info,
-    list_datasets,
-)
+from studio.data.registry import dataset_options, get_dataset, get_info, list_datasets
+from studio.data.types import TASK_METRICS, TASKS, Dataset, DatasetInfo, Split
 from studio.data.uploads import (
     csv_columns,
     delete_upload,

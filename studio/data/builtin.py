@@ -14,7 +14,7 @@ import math
 import numpy as np
 import torch
 
-from studio.data.registry import Dataset, DatasetInfo, Split, make_dataset, register, split_sizes
+from studio.data.types import Dataset, DatasetInfo, Split, make_dataset, register, split_sizes
 from studio.errors import DataError
 
 SOURCE = "builtin"

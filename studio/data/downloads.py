@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from studio.data.registry import DatasetInfo, make_dataset, register, split_sizes
+from studio.data.types import DatasetInfo, make_dataset, register, split_sizes
 from studio.errors import DataError
 
 ProgressFn = Callable[[int, int], None]

@@ -12,7 +12,7 @@ how to fix it.
 
 from __future__ import annotations
 
-from studio.data.registry import DatasetInfo
+from studio.data.types import DatasetInfo
 from studio.errors import GraphError, Issue
 from studio.graph import Graph
 

@@ -22,10 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# builtin is imported for its registrations: the registry lists ids in import order, built-ins first.
-from studio.data import builtin, readers  # noqa: F401
+from studio.data import readers
 from studio.data.budget import check_prepared_size
-from studio.data.registry import UPLOAD_ID_RE, DatasetInfo, make_dataset, split_indices, split_sizes
+from studio.data.types import UPLOAD_ID_RE, DatasetInfo, make_dataset, split_indices, split_sizes
 from studio.errors import DataError
 from studio.oserrors import describe_os_error
 

@@ -69,7 +69,7 @@ def deploy_report(run_id: str, methods=METHODS, *, sparsity: float = 0.5, which:
                   repeats: int = 15, workspace=None) -> DeployReport:
     """Build and measure every variant in `methods` (fp32 is always measured first, as the reference)."""
     from studio.export import state_dict_bytes
-    from studio.inspect import load_model, load_run, load_run_dataset
+    from studio.inspection import load_model, load_run, load_run_dataset
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:

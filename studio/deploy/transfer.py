@@ -28,7 +28,7 @@ FROZEN_ATTR = "studio_frozen"  # set on a frozen node's module; the training loo
 
 def load_trained(run_id: str, workspace=None, device="cpu"):
     """(RunFiles, model with the run's best weights, or last when it has no best) of a finished run."""
-    from studio.inspect import load_model, load_run
+    from studio.inspection import load_model, load_run
 
     run = load_run(run_id, workspace)
     have = run.checkpoints()
@@ -231,7 +231,7 @@ def start_finetune(run_id: str, method: str, sparsity: float, *, epochs: int | N
     """Start a run that fine-tunes run `run_id`'s model pruned by `method` at `sparsity`, linked to it as its
     parent (same graph, dataset and settings; warm start from it; pruned weights held at zero)."""
     from studio.deploy.variants import check_sparsity
-    from studio.inspect import load_run
+    from studio.inspection import load_run
     from studio.runs.launcher import start_run
 
     if method not in ("prune", "prune-channels"):

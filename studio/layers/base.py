@@ -132,6 +132,11 @@ class InSpec:
 
 # make(params, inputs) -> (module class, constructor kwargs). Build and code export both use it.
 MakeFn = Callable[[dict, list[InSpec]], tuple[type, dict]]
+# function(params) -> (function, keyword args): a weightless node the compiler writes as an fx
+# `call_function` (merges: `add(a, b)`, `concat(a, b, dim=1)`) instead of a submodule.
+FunctionFn = Callable[[dict], tuple[Callable, dict]]
+# from_module(module) -> params: the palette params of a constructed module (import reads models back).
+FromModuleFn = Callable[[nn.Module], dict]
 # check(params, inputs) -> [(param or None, message)]: precise messages before PyTorch is asked.
 CheckFn = Callable[[dict, list[InSpec]], list[tuple[str | None, str]]]
 
@@ -155,6 +160,10 @@ class LayerSpec:
     # cost ~0.5 ms a call). tests/test_layers.py checks the claim against PyTorch at several ranks.
     elementwise: bool = False
     example: tuple[InSpec, ...] = field(default=(InSpec((16,), "float32"),))  # an input the defaults accept
+    function: FunctionFn | None = None  # set for weightless call_function nodes (then make is None)
+    # The inverse of make for modules of `module_types` (fximport's mapping of a traced module).
+    from_module: FromModuleFn | None = None
+    module_types: tuple[type, ...] = ()
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -169,6 +178,10 @@ class LayerSpec:
         return out
 
     def build(self, params: dict, inputs: list[InSpec]) -> nn.Module:
+        """The node's module; a function node's function wrapped as one (what analysis runs on `meta`)."""
+        if self.function is not None:
+            fn, kwargs = self.function(self.resolve(params))
+            return Function(fn, **kwargs)
         cls, kwargs = self.make(self.resolve(params), inputs)
         return cls(**kwargs)
 
@@ -181,6 +194,21 @@ class LayerSpec:
         except (TypeError, KeyError, ValueError, IndexError):
             key = ""
         return f"{self.type} {key}".strip()
+
+
+class Function(nn.Module):
+    """A function node (`add`, `concat`, ...) as a module, so analysis runs it as it runs the layers.
+
+    The compiler never builds it: there such nodes are `call_function` nodes of the fx graph.
+    """
+
+    def __init__(self, fn: Callable, **kwargs):
+        super().__init__()
+        self.fn = fn
+        self.kwargs = kwargs
+
+    def forward(self, *xs):
+        return self.fn(*xs, **self.kwargs)
 
 
 REGISTRY: dict[str, LayerSpec] = {}
@@ -208,6 +236,36 @@ def fmt_size(v: int | list[int] | None) -> str:
     if v is None:
         return ""
     return "x".join(str(i) for i in v) if isinstance(v, list) else f"{v}x{v}"
+
+
+class NoEquivalent(ValueError):
+    """A constructed module whose settings the palette cannot express; the message says which and why."""
+
+
+def module_size(v, n: int):
+    """A module's kernel/stride/padding attribute as the palette writes it: an int when all dims agree."""
+    if isinstance(v, (tuple, list)):
+        v = list(v)
+        if len(v) == n and all(x == v[0] for x in v):
+            return v[0]
+        return v
+    return v
+
+
+def module_dim(d: int, what: str) -> int:
+    """A module's batched dim index as a per-sample one (negative ones unchanged); dim 0 has none."""
+    if d == 0:
+        raise NoEquivalent(f"{what} over the batch dimension (dim 0) has no palette equivalent; the batch always "
+                           "stays first")
+    return d - 1 if d > 0 else d
+
+
+def spec_for_module(cls: type) -> LayerSpec | None:
+    """The spec whose `from_module` reads modules of class `cls`, or None."""
+    for spec in REGISTRY.values():
+        if cls in spec.module_types:
+            return spec
+    return None
 
 
 def fmt_shape(shape: tuple[int, ...] | list[int]) -> str:

@@ -6,7 +6,17 @@ import math
 
 from torch import nn
 
-from studio.layers.base import InSpec, LayerSpec, Param, as_tuple, fmt_shape, fmt_size, register
+from studio.layers.base import (
+    InSpec,
+    LayerSpec,
+    NoEquivalent,
+    Param,
+    as_tuple,
+    fmt_shape,
+    fmt_size,
+    module_size,
+    register,
+)
 
 
 def _window_check(n: int, kernel_key: str = "kernel_size", transposed: bool = False):
@@ -79,6 +89,53 @@ def _conv_make(cls: type):
     return make
 
 
+def _conv_from_module(n: int):
+    def from_module(m: nn.Module) -> dict:
+        p = {"out_channels": m.out_channels, "kernel_size": module_size(m.kernel_size, n),
+             "stride": module_size(m.stride, n),
+             "padding": module_size(m.padding, n) if not isinstance(m.padding, str) else m.padding,
+             "dilation": module_size(m.dilation, n), "groups": m.groups, "bias": m.bias is not None}
+        if isinstance(m, nn.ConvTranspose2d):
+            if m.padding_mode != "zeros":
+                raise NoEquivalent(f"ConvTranspose2d with padding_mode={m.padding_mode!r} has no palette equivalent")
+            p["output_padding"] = module_size(m.output_padding, n)
+        else:
+            p["padding_mode"] = m.padding_mode
+        return p
+
+    return from_module
+
+
+def _pool_from_module(n: int, kind: str):
+    def from_module(m: nn.Module) -> dict:
+        name = type(m).__name__
+        if kind == "max":
+            if m.return_indices:
+                raise NoEquivalent(f"{name} with return_indices=True has no palette equivalent")
+            return {"kernel_size": module_size(m.kernel_size, n),
+                    "stride": None if m.stride == m.kernel_size else module_size(m.stride, n),
+                    "padding": module_size(m.padding, n), "dilation": module_size(m.dilation, n),
+                    "ceil_mode": m.ceil_mode}
+        if getattr(m, "divisor_override", None) is not None:
+            raise NoEquivalent(f"{name} with divisor_override has no palette equivalent")
+        k, s = module_size(m.kernel_size, n), module_size(m.stride, n)
+        return {"kernel_size": k, "stride": None if s == k else s, "padding": module_size(m.padding, n),
+                "ceil_mode": m.ceil_mode, "count_include_pad": m.count_include_pad}
+
+    return from_module
+
+
+def _adaptive_from_module(n: int):
+    def from_module(m: nn.Module) -> dict:
+        size = module_size(m.output_size, n)
+        if size is None or (isinstance(size, list) and None in size):
+            raise NoEquivalent(f"{type(m).__name__} with output_size={m.output_size!r} (None keeps a size) has no "
+                               "palette equivalent")
+        return {"output_size": size}
+
+    return from_module
+
+
 def _conv_label(p: dict) -> str:
     s = f"{p['out_channels']}@{fmt_size(p['kernel_size'])}"
     if p["stride"] != 1:
@@ -94,6 +151,7 @@ for _cls, _n, _layout, _ex in ((nn.Conv1d, 1, "(C, L)", (3, 32)), (nn.Conv2d, 2,
         doc=f"{_n}-D convolution over a {_layout} input (in_channels is inferred).",
         params=_conv_params(_n), make=_conv_make(_cls), ranks=(_n + 1,), expects=_layout,
         check=_conv_checks(_n), label=_conv_label, example=(InSpec(_ex, "float32"),),
+        module_types=(_cls,), from_module=_conv_from_module(_n),
     ))
 
 register(LayerSpec(
@@ -101,6 +159,7 @@ register(LayerSpec(
     doc="2-D transposed convolution (learned upsampling) over a (C, H, W) input.",
     params=_conv_params(2, transposed=True), make=_conv_make(nn.ConvTranspose2d), ranks=(3,), expects="(C, H, W)",
     check=_conv_checks(2, transposed=True), label=_conv_label, example=(InSpec((8, 7, 7), "float32"),),
+    module_types=(nn.ConvTranspose2d,), from_module=_conv_from_module(2),
 ))
 
 
@@ -141,7 +200,7 @@ for _cls, _n, _kind, _layout, _ex in (
         params=_pool_params(_n, _kind), make=lambda p, ins, _cls=_cls: (_cls, dict(p)),
         ranks=(_n + 1,), expects=_layout, check=_pool_check(_n),
         label=(lambda p, _n=_n: "x".join([str(k) for k in as_tuple(p["kernel_size"], _n)])),
-        example=(InSpec(_ex, "float32"),),
+        example=(InSpec(_ex, "float32"),), module_types=(_cls,), from_module=_pool_from_module(_n, _kind),
     ))
 
 for _cls, _n, _layout, _ex in ((nn.AdaptiveAvgPool1d, 1, "(C, L)", (3, 32)),
@@ -153,5 +212,5 @@ for _cls, _n, _layout, _ex in ((nn.AdaptiveAvgPool1d, 1, "(C, L)", (3, 32)),
         make=lambda p, ins, _cls=_cls: (_cls, dict(p)),
         ranks=(_n + 1,), expects=_layout,
         label=(lambda p, _n=_n: "->" + "x".join(str(k) for k in as_tuple(p["output_size"], _n))),
-        example=(InSpec(_ex, "float32"),),
+        example=(InSpec(_ex, "float32"),), module_types=(_cls,), from_module=_adaptive_from_module(_n),
     ))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from studio.layers import modules as m
-from studio.layers.base import InSpec, LayerSpec, Param, fmt_shape, register, sample_dim
+from studio.layers.base import InSpec, LayerSpec, Param, fmt_shape, module_dim, register, sample_dim
 
 register(LayerSpec(
     type="Input", category="input",
@@ -31,6 +31,7 @@ register(LayerSpec(
     make=lambda p, ins: (nn.Linear, {"in_features": ins[0].shape[-1], "out_features": p["out_features"],
                                      "bias": p["bias"]}),
     label=lambda p: str(p["out_features"]),
+    module_types=(nn.Linear,), from_module=lambda m: {"out_features": m.out_features, "bias": m.bias is not None},
 ))
 
 
@@ -55,6 +56,9 @@ register(LayerSpec(
     make=lambda p, ins: (nn.Flatten, {"start_dim": sample_dim(p["start_dim"]), "end_dim": sample_dim(p["end_dim"])}),
     check=_flatten_check,
     example=(InSpec((4, 5, 6), "float32"),),
+    module_types=(nn.Flatten,),
+    from_module=lambda m: {"start_dim": module_dim(m.start_dim, "Flatten"),
+                           "end_dim": module_dim(m.end_dim, "Flatten")},
 ))
 
 
@@ -80,6 +84,7 @@ register(LayerSpec(
     make=lambda p, ins: (m.Reshape, {"shape": list(p["shape"])}),
     check=_reshape_check,
     label=lambda p: fmt_shape(p["shape"]),
+    module_types=(m.Reshape,), from_module=lambda mod: {"shape": list(mod.shape)},
 ))
 
 
@@ -98,6 +103,7 @@ register(LayerSpec(
     make=lambda p, ins: (m.Permute, {"dims": list(p["dims"])}),
     check=_permute_check,
     label=lambda p: str(p["dims"]),
+    module_types=(m.Permute,), from_module=lambda mod: {"dims": list(mod.dims)},
     example=(InSpec((4, 6), "float32"),),
 ))
 
@@ -108,12 +114,14 @@ register(LayerSpec(
     make=lambda p, ins: (nn.Dropout, {"p": float(p["p"])}),
     label=lambda p: str(p["p"]),
     dtype="float", elementwise=True,
+    module_types=(nn.Dropout,), from_module=lambda mod: {"p": mod.p},
 ))
 
 register(LayerSpec(
     type="Identity", category="core",
     doc="Pass the input through unchanged (a placeholder for a skip path).",
     make=lambda p, ins: (nn.Identity, {}), dtype="any", elementwise=True,
+    module_types=(nn.Identity,), from_module=lambda mod: {},
 ))
 
 
@@ -126,11 +134,12 @@ def _same_shapes(p: dict, ins: list[InSpec]) -> list[tuple[str | None, str]]:
     return []
 
 
-for _cls, _doc in ((m.Add, "Element-wise sum of two or more inputs of the same shape (residual connections)."),
-                   (m.Multiply, "Element-wise product of two or more inputs of the same shape (gating).")):
+for _type, _fn, _doc in (
+        ("Add", m.add, "Element-wise sum of two or more inputs of the same shape (residual connections)."),
+        ("Multiply", m.multiply, "Element-wise product of two or more inputs of the same shape (gating).")):
     register(LayerSpec(
-        type=_cls.__name__, category="merge", doc=_doc,
-        make=lambda p, ins, _cls=_cls: (_cls, {}),
+        type=_type, category="merge", doc=_doc,
+        function=lambda p, _fn=_fn: (_fn, {}),
         inputs=(2, None), check=_same_shapes,
         example=(InSpec((8,), "float32"), InSpec((8,), "float32")),
     ))
@@ -158,7 +167,7 @@ register(LayerSpec(
     type="Concat", category="merge",
     doc="Concatenate inputs along a per-sample dim, in port order.",
     params=(Param("dim", "int", 0, "Per-sample dim to join along (0: channels/features of the first dim)."),),
-    make=lambda p, ins: (m.Concat, {"dim": p["dim"]}),
+    function=lambda p: (m.concat, {"dim": sample_dim(p["dim"])}),
     inputs=(2, None), check=_concat_check,
     label=lambda p: f"dim={p['dim']}",
     example=(InSpec((4, 8), "float32"), InSpec((4, 8), "float32")),
@@ -173,4 +182,5 @@ register(LayerSpec(
     ranks=(2,), expects="(T, F)",
     label=lambda p: p["mode"],
     example=(InSpec((8, 16), "float32"),),
+    module_types=(m.SequencePool,), from_module=lambda mod: {"mode": mod.mode},
 ))

@@ -1,4 +1,4 @@
-"""The nn.Modules the palette needs beyond torch.nn's own classes.
+"""The nn.Modules and functions the palette needs beyond torch.nn's own.
 
 Each class here depends only on torch and math, so code export copies its source verbatim into
 the exported file and the exported model matches the studio's exactly. Subclasses keep PyTorch's
@@ -34,35 +34,25 @@ class Permute(nn.Module):
         return x.permute(0, *[d + 1 for d in self.dims])
 
 
-class Add(nn.Module):
+def add(*xs):
     """Element-wise sum of inputs of one shape (residual connections)."""
-
-    def forward(self, *xs):
-        out = xs[0]
-        for x in xs[1:]:
-            out = out + x
-        return out
+    out = xs[0]
+    for x in xs[1:]:
+        out = out + x
+    return out
 
 
-class Multiply(nn.Module):
+def multiply(*xs):
     """Element-wise product of inputs of one shape (gating)."""
-
-    def forward(self, *xs):
-        out = xs[0]
-        for x in xs[1:]:
-            out = out * x
-        return out
+    out = xs[0]
+    for x in xs[1:]:
+        out = out * x
+    return out
 
 
-class Concat(nn.Module):
-    """Concatenate inputs along a per-sample dim, in port order."""
-
-    def __init__(self, dim=0):
-        super().__init__()
-        self.dim = dim + 1 if dim >= 0 else dim
-
-    def forward(self, *xs):
-        return torch.cat(xs, dim=self.dim)
+def concat(*xs, dim):
+    """Concatenate inputs along a batched dim, in port order."""
+    return torch.cat(xs, dim=dim)
 
 
 class SequencePool(nn.Module):

@@ -4,9 +4,29 @@ from __future__ import annotations
 
 from torch import nn
 
-from studio.layers.base import InSpec, LayerSpec, Param, register, sample_dim
+from studio.layers.base import InSpec, LayerSpec, NoEquivalent, Param, module_dim, register, sample_dim
 
 _EPS = Param("eps", "float", 1e-5, "Added to the variance for numerical stability.", min=0.0, advanced=True)
+
+
+def _bn_from_module(m: nn.Module) -> dict:
+    if m.momentum is None:
+        raise NoEquivalent(f"{type(m).__name__} with momentum=None (cumulative average) has no palette equivalent")
+    return {"eps": m.eps, "momentum": m.momentum, "affine": m.affine, "track_running_stats": m.track_running_stats}
+
+
+def _layer_norm_from_module(m: nn.Module) -> dict:
+    if len(m.normalized_shape) != 1:
+        raise NoEquivalent(f"LayerNorm over {tuple(m.normalized_shape)} normalizes more than the last dimension; "
+                           "the palette's LayerNorm normalizes the last one")
+    return {"eps": m.eps, "elementwise_affine": m.elementwise_affine,
+            "bias": getattr(m, "bias", None) is not None or not m.elementwise_affine}
+
+
+def _softmax_from_module(m: nn.Module) -> dict:
+    if m.dim is None:
+        raise NoEquivalent("Softmax without dim has no palette equivalent; set dim")
+    return {"dim": module_dim(m.dim, "Softmax")}
 
 
 def _bn(cls: type, ranks: tuple[int, ...], layout: str, example: tuple[int, ...]) -> LayerSpec:
@@ -23,6 +43,7 @@ def _bn(cls: type, ranks: tuple[int, ...], layout: str, example: tuple[int, ...]
         ),
         make=lambda p, ins: (cls, {"num_features": ins[0].shape[0], **p}),
         ranks=ranks, expects=layout, example=(InSpec(example, "float32"),),
+        module_types=(cls,), from_module=_bn_from_module,
     )
 
 
@@ -38,6 +59,7 @@ register(LayerSpec(
         Param("bias", "bool", True, "Learn the shift (with elementwise_affine).", advanced=True),
     ),
     make=lambda p, ins: (nn.LayerNorm, {"normalized_shape": ins[0].shape[-1], **p}),
+    module_types=(nn.LayerNorm,), from_module=_layer_norm_from_module,
 ))
 
 
@@ -62,13 +84,16 @@ register(LayerSpec(
     ranks=(2, 3, 4), expects="(C, ...)", check=_group_check,
     label=lambda p: f"{p['num_groups']} groups",
     example=(InSpec((8, 6, 6), "float32"),),
+    module_types=(nn.GroupNorm,),
+    from_module=lambda m: {"num_groups": m.num_groups, "eps": m.eps, "affine": m.affine},
 ))
 
 
 def _activation(cls: type, doc: str, params: tuple[Param, ...] = (), label=None) -> LayerSpec:
     return LayerSpec(type=cls.__name__, category="activation", doc=doc, params=params,
                      make=lambda p, ins: (cls, dict(p)), label=label, example=(InSpec((4, 6, 6), "float32"),),
-                     elementwise=True)
+                     elementwise=True, module_types=(cls,),
+                     from_module=lambda m: {p.name: getattr(m, p.name) for p in params})
 
 
 register(_activation(nn.ReLU, "max(0, x), element-wise."))
@@ -98,4 +123,5 @@ register(LayerSpec(
     params=(Param("dim", "int", -1, "Per-sample dim to normalize over."),),
     make=lambda p, ins: (nn.Softmax, {"dim": sample_dim(p["dim"])}),
     check=_softmax_check, label=lambda p: f"dim={p['dim']}",
+    module_types=(nn.Softmax,), from_module=_softmax_from_module,
 ))

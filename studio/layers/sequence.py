@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from studio.layers import modules as m
-from studio.layers.base import InSpec, LayerSpec, Param, register
+from studio.layers.base import InSpec, LayerSpec, NoEquivalent, Param, register
 
 _SEQ = (InSpec((8, 16), "float32"),)
 
@@ -15,6 +15,36 @@ def _recurrent_check(p: dict, ins: list[InSpec]) -> list[tuple[str | None, str]]
         return [("dropout", f"dropout={p['dropout']} has no effect with num_layers=1 (PyTorch applies it "
                             "between stacked layers); set num_layers >= 2 or dropout=0")]
     return []
+
+
+def _recurrent_from_module(m: nn.Module) -> dict:
+    """Params of an nn.RNN/LSTM/GRU (batch first) or of the studio's RNNLayer/LSTMLayer/GRULayer."""
+    name = type(m).__name__
+    if not m.batch_first:
+        raise NoEquivalent(f"{name} with batch_first=False: the palette's recurrent layers are batch first; "
+                           "construct it with batch_first=True")
+    if getattr(m, "proj_size", 0):
+        raise NoEquivalent("LSTM with proj_size has no palette equivalent")
+    p = {"hidden_size": m.hidden_size, "num_layers": m.num_layers,
+         "return_sequences": getattr(m, "return_sequences", True), "bidirectional": m.bidirectional,
+         "dropout": float(m.dropout), "bias": m.bias}
+    if m.mode.startswith("RNN"):
+        p["nonlinearity"] = m.nonlinearity
+    return p
+
+
+def _encoder_from_module(m: nn.Module) -> dict:
+    """Params of an nn.TransformerEncoderLayer (batch first) or of the studio's EncoderLayer."""
+    if not m.self_attn.batch_first:
+        raise NoEquivalent("TransformerEncoderLayer with batch_first=False: the palette's is batch first; "
+                           "construct it with batch_first=True")
+    act = getattr(m, "activation_relu_or_gelu", 0)
+    if act not in (1, 2):
+        raise NoEquivalent("TransformerEncoderLayer with an activation other than relu or gelu has no palette "
+                           "equivalent")
+    return {"nhead": m.self_attn.num_heads, "dim_feedforward": m.linear1.out_features, "dropout": m.dropout.p,
+            "activation": "relu" if act == 1 else "gelu", "norm_first": m.norm_first,
+            "causal": getattr(m, "causal", False), "layer_norm_eps": m.norm1.eps, "bias": m.linear1.bias is not None}
 
 
 def _recurrent(cls: type, name: str, extra: tuple[Param, ...] = ()) -> LayerSpec:
@@ -36,7 +66,7 @@ def _recurrent(cls: type, name: str, extra: tuple[Param, ...] = ()) -> LayerSpec
         ranks=(2,), expects="(T, F)", check=_recurrent_check,
         label=lambda p: f"{p['hidden_size']}{' x' + str(p['num_layers']) if p['num_layers'] > 1 else ''}"
                         f"{' bi' if p['bidirectional'] else ''}{'' if p['return_sequences'] else ' last'}",
-        example=_SEQ,
+        example=_SEQ, module_types=(cls, getattr(nn, name)), from_module=_recurrent_from_module,
     )
 
 
@@ -44,6 +74,13 @@ register(_recurrent(m.RNNLayer, "RNN", (Param("nonlinearity", "choice", "tanh", 
                                               choices=("tanh", "relu"), advanced=True),)))
 register(_recurrent(m.LSTMLayer, "LSTM"))
 register(_recurrent(m.GRULayer, "GRU"))
+
+def _embedding_from_module(mod: nn.Module) -> dict:
+    if mod.norm_type != 2.0 or mod.scale_grad_by_freq or mod.sparse:
+        raise NoEquivalent("Embedding with norm_type, scale_grad_by_freq or sparse set has no palette equivalent")
+    return {"num_embeddings": mod.num_embeddings, "embedding_dim": mod.embedding_dim,
+            "padding_idx": mod.padding_idx, "max_norm": mod.max_norm}
+
 
 register(LayerSpec(
     type="Embedding", category="embedding",
@@ -62,6 +99,7 @@ register(LayerSpec(
         if p["padding_idx"] is not None and p["padding_idx"] >= p["num_embeddings"] else []),
     label=lambda p: f"{p['num_embeddings']}x{p['embedding_dim']}",
     example=(InSpec((8,), "int64"),),
+    module_types=(nn.Embedding,), from_module=_embedding_from_module,
 ))
 
 
@@ -82,6 +120,7 @@ register(LayerSpec(
     ),
     make=lambda p, ins: (m.PositionalEncoding, {"d_model": ins[0].shape[-1], **p}),
     ranks=(2,), expects="(T, F)", check=_pe_check, label=lambda p: p["kind"], example=_SEQ,
+    module_types=(m.PositionalEncoding,), from_module=lambda mod: {"kind": mod.kind, "max_len": mod.pe.shape[0]},
 ))
 
 
@@ -113,6 +152,9 @@ register(LayerSpec(
     make=lambda p, ins: (m.SelfAttention, {"embed_dim": ins[0].shape[-1], **p}),
     ranks=(2,), expects="(T, E)", check=_heads_check("num_heads"), attention=True,
     label=lambda p: f"{_heads(p['num_heads'])}{' causal' if p['causal'] else ''}", example=_SEQ,
+    module_types=(m.SelfAttention,),
+    from_module=lambda mod: {"num_heads": mod.num_heads, "dropout": mod.dropout, "causal": mod.causal,
+                             "bias": mod.in_proj_bias is not None},
 ))
 
 register(LayerSpec(
@@ -131,5 +173,5 @@ register(LayerSpec(
     make=lambda p, ins: (m.EncoderLayer, {"d_model": ins[0].shape[-1], **p}),
     ranks=(2,), expects="(T, E)", check=_heads_check("nhead"), attention=True,
     label=lambda p: f"{_heads(p['nhead'])} ff{p['dim_feedforward']}{' causal' if p['causal'] else ''}",
-    example=_SEQ,
+    example=_SEQ, module_types=(m.EncoderLayer, nn.TransformerEncoderLayer), from_module=_encoder_from_module,
 ))

@@ -6,8 +6,8 @@ threads can read safely while a worker writes. Metric writes go through a `Metri
 buffers rows and commits them in batches; reads are incremental ("run R since step S") and hit the
 (run_id, step) index.
 
-    >>> store = Store()                                   # workspace_dir()/"studio.db"
-    >>> rows = store.read_metrics(run_id, since_step=120, keys=["train_loss"])
+    >>> store = Store()                                   # doctest: +SKIP
+    >>> rows = store.read_metrics(run_id, since_step=120, keys=["train_loss"])  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from components.charts import Curve, class_balance_figure, metric_figure
 from components.inspect_charts import confusion_figure
-from studio import inspect as ins
+from studio import inspection as ins
 from studio.errors import DataError, TrainError
 from studio.graph import parse_graph, save_graph
 

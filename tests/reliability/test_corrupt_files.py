@@ -18,7 +18,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from components.graph_files import saved_graphs
-from studio import inspect as ins
+from studio import inspection as ins
 from studio.errors import GraphError, StudioError, TrainError
 from studio.graph import load_graph, parse_graph, save_graph
 from studio.runs import Store, list_runs, resume_run, run_dir, start_run

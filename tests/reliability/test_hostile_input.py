@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from studio import inspect as ins
+from studio import inspection as ins
 from studio.analysis import analyze
 from studio.codegen import export_graph, to_code
 from studio.compile import compile_graph
