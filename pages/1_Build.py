@@ -12,7 +12,7 @@ nav.render()
 graph = session.current_graph()
 edited = canvas.absorb_browser_state(graph)
 if edited is not None:
-    session.set_current_graph(edited)
+    canvas.apply_browser_edit(edited)
 if any(n.position is None for n in session.current_graph().nodes):
     session.set_current_graph(canvas.auto_layout(session.current_graph(), canvas.direction(), only_missing=True),
                               undoable=False)
