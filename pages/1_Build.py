@@ -36,6 +36,7 @@ if notice:
     messages.warning(notice)
 with messages:
     graph_files.render_message()
+    graph_files.render_newer_elsewhere()
 
 # ---- toolbar -------------------------------------------------------------------------------------
 bar = st.columns([3, 5], vertical_alignment="center")
