@@ -44,6 +44,7 @@ _DATASET = "studio.session.dataset_id"
 _DATASET_OPTIONS = "studio.session.dataset_options"  # get_dataset options, e.g. {"target": "input"}
 _RUN = "studio.session.run_id"
 _NOTICE = "studio.session.notice"
+_SILENCED = "studio.session.silenced"  # [(node id, warning key)] the user chose not to see
 _TAB = "studio.session.tab"  # this tab's id (its URL's `tab` query parameter)
 _SAVED_AT = "studio.session.saved_at"  # time.time() of this tab's last autosave
 
@@ -77,10 +78,34 @@ def graph_revision() -> int:
 def current_analysis() -> Analysis:
     """`analyze(current_graph())`, computed once per graph revision and shared by every page."""
     rev = graph_revision()
+    silenced = silenced_warnings()
     cached = st.session_state.get(_ANALYSIS)
-    if cached is None or cached[0] != rev:
-        cached = st.session_state[_ANALYSIS] = (rev, analyze(current_graph()))
+    if cached is None or cached[0] != (rev, silenced):
+        a = analyze(current_graph())
+        a.issues = [i for i in a.issues if i.severity != "warning" or warning_key(i) not in silenced]
+        cached = st.session_state[_ANALYSIS] = ((rev, silenced), a)
     return cached[1]
+
+
+def warning_key(issue: Issue) -> tuple[str, str]:
+    """What identifies a warning across edits: its node and its first words (shapes in it may change)."""
+    return (issue.node_id or "", " ".join(issue.message.split()[:4]))
+
+
+def silenced_warnings() -> tuple[tuple[str, str], ...]:
+    current_graph()
+    return tuple(tuple(k) for k in st.session_state.get(_SILENCED) or ())
+
+
+def silence_warning(issue: Issue) -> None:
+    """Hide this warning on every page (kept with the autosave)."""
+    st.session_state[_SILENCED] = sorted(set(silenced_warnings()) | {warning_key(issue)})
+    _write_meta()
+
+
+def unsilence_all() -> None:
+    st.session_state[_SILENCED] = []
+    _write_meta()
 
 
 def set_current_graph(graph: Graph, *, undoable: bool = True) -> None:
@@ -294,7 +319,8 @@ def _template_dataset_options(name: str | None) -> dict:
 
 def _write_meta() -> None:
     meta = json.dumps({"template": st.session_state.get(_TEMPLATE), "dataset_id": st.session_state.get(_DATASET),
-                       "dataset_options": st.session_state.get(_DATASET_OPTIONS) or {}})
+                       "dataset_options": st.session_state.get(_DATASET_OPTIONS) or {},
+                       "silenced": [list(k) for k in st.session_state.get(_SILENCED) or ()]})
     try:
         atomic_write_text(_tab_meta_path(), meta)
         atomic_write_text(workspace_dir() / "graphs" / _META_NAME, meta)
@@ -313,6 +339,10 @@ def _read_meta(path) -> dict:
     options = meta.get("dataset_options")
     if isinstance(options, dict) and all(isinstance(k, str) for k in options):
         out["dataset_options"] = options  # checked against the dataset where used (get_info raises DataError)
+    silenced = meta.get("silenced")
+    if isinstance(silenced, list):
+        out["silenced"] = [tuple(k) for k in silenced
+                           if isinstance(k, list) and len(k) == 2 and all(isinstance(v, str) for v in k)]
     return out
 
 
@@ -344,6 +374,7 @@ def _restore() -> None:
             st.session_state[_TEMPLATE] = meta.get("template")
             st.session_state[_DATASET] = meta.get("dataset_id")
             st.session_state[_DATASET_OPTIONS] = meta.get("dataset_options", {}) if meta.get("dataset_id") else {}
+            st.session_state[_SILENCED] = meta.get("silenced", [])
         except GraphError as e:
             first = e.issues[0] if e.issues else Issue(None, "unknown problem")
             st.session_state[_NOTICE] = (f"The autosaved graph could not be read ({first}); "

@@ -46,7 +46,7 @@ with bar[0]:
     if n_warn:
         status += f" :orange-badge[{n_warn} warning{'s' * (n_warn != 1)}]"
     st.markdown(f"#### {canvas.st_escape(graph.name)} &nbsp; {status}")
-    st.caption(f"{len(graph.nodes)} nodes · {panels.human_count(analysis.total_params)} params · "
+    st.caption(f"{len(graph.nodes)} nodes · {panels.params_text(analysis)} · "
                f"output {analysis.output_shape if analysis.output_shape is not None else '?'}")
 with bar[1].container(horizontal=True, horizontal_alignment="right"):
     st.button("Undo", key="studio.build.undo", on_click=session.undo, disabled=not session.can_undo(),

@@ -139,7 +139,8 @@ elif info is None:
     reasons.append("No dataset is chosen: pick one above or on the Data page.")
 else:
     try:
-        reasons += [str(i) for i in check_graph_fits(graph, analysis, info) if i.severity == "error"]
+        reasons += [str(i) for i in check_graph_fits(graph, analysis, info, graph_issues=False)
+                    if i.severity == "error"]
     except GraphError as e:
         reasons += [str(i) for i in e.issues]
 

@@ -22,7 +22,7 @@ from playwright.sync_api import expect
 
 from studio.templates import load_template
 from tests.e2e.conftest import FLOW_IFRAME, screenshot, scroll_to, stop_leftover_runs, wait_idle
-from tests.e2e.test_journey import (WAIT_MS, go, open_in_inspect, open_template_from_home, view, wait_completed,
+from tests.e2e.test_journey import (WAIT_MS, go, open_template_from_home, selected, view, wait_completed,
                                     wait_node_text)
 
 pytestmark = pytest.mark.e2e
@@ -65,6 +65,16 @@ def launch_tiny(page, name: str) -> str:
     done = page.locator('[data-testid="stAlert"]').filter(has_text="it trains in the background")
     done.wait_for(timeout=WAIT_MS)
     return re.search(r"Launched (\S+):", done.inner_text()).group(1)
+
+
+def open_in_inspect(page, run_id: str) -> None:
+    """The run row's Inspect button (the live table may hold a redrawn copy for a moment: take the first)."""
+    wait_idle(page, timeout=60)
+    page.locator(f".st-key-studio-train-run-{run_id}-inspect button").first.click()
+    page.wait_for_url(re.compile(r"/Inspect"), timeout=WAIT_MS)
+    page.locator('input[aria-label="Run"]').wait_for(timeout=WAIT_MS)
+    wait_idle(page, timeout=60)
+    assert run_id in selected(page, "Run")
 
 
 def check_lstm(page, workspace, lstm_ids: list[str], when: str) -> None:
