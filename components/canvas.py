@@ -228,6 +228,20 @@ def _signature(nodes: list[dict], edges: list[dict]) -> str:
     return json.dumps([ns, es])
 
 
+MIN_ZOOM = 0.55  # fit-to-view never shrinks 12 px labels below about 7 px; pan to see the rest
+MAX_HEIGHT = 1400
+
+
+def fit_height(graph: Graph) -> int:
+    """A canvas tall enough that a long chain fits at a readable zoom (up to MAX_HEIGHT)."""
+    span = 0.0
+    if graph.nodes:
+        axis = "y" if direction() == "down" else "x"
+        values = [n.position[axis] for n in graph.nodes if n.position]
+        span = (max(values) - min(values)) if values and axis == "y" else 0.0
+    return int(min(MAX_HEIGHT, 140 + span * 0.8))
+
+
 def render(graph: Graph, analysis: Analysis, *, height: int = 620) -> None:
     """Draw the canvas; the browser's edits come back through `absorb_browser_state` on the next run."""
     gen = st.session_state.get(_GEN, 0)
@@ -242,9 +256,10 @@ def render(graph: Graph, analysis: Analysis, *, height: int = 620) -> None:
     else:
         timestamp = 0  # nothing new: the component keeps what it shows (and the user's viewport)
     st.session_state[_BASE_REV] = session.graph_revision()  # the picture shows this graph (or will)
+    height = max(height, fit_height(graph))
     streamlit_flow(FLOW_KEY, StreamlitFlowState(nodes, edges, timestamp=timestamp), height=height,
                    fit_view=True, show_controls=True, allow_new_edges=True, get_node_on_click=True,
-                   get_edge_on_click=True, enable_node_menu=True, enable_edge_menu=True, min_zoom=0.2,
+                   get_edge_on_click=True, enable_node_menu=True, enable_edge_menu=True, min_zoom=MIN_ZOOM,
                    hide_watermark=True, layout=ManualLayout(), style={"background": "#fafafa"})
 
 
@@ -277,8 +292,23 @@ def absorb_browser_state(graph: Graph) -> Graph | None:
             pair = next(((e.source, e.target) for e in after.edges
                          if f"st-flow-edge_{e.source}-{e.target}" == chosen), None)
             if pair:
+                st.session_state[_SELECTED] = None  # an edge click moves the selection off the node
                 st.session_state[_SELECTED_EDGE] = pair
+    elif chosen is None and edited is None and _answers_for_this_picture() > _AUTOMATIC_ANSWERS:
+        select_node(None)  # a click on the empty pane (nothing moved, no automatic answer): deselect
     return edited
+
+
+_ANSWERS = "studio.build.answers"  # (generation, answers read for it)
+_AUTOMATIC_ANSWERS = 2  # the component answers each picture twice by itself: on adopting it, after its layout pass
+
+
+def _answers_for_this_picture() -> int:
+    gen = st.session_state.get(_GEN)
+    last_gen, count = st.session_state.get(_ANSWERS, (None, 0))
+    count = count + 1 if last_gen == gen else 1
+    st.session_state[_ANSWERS] = (gen, count)
+    return count
 
 
 def is_current_picture(value: dict) -> bool:
