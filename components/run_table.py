@@ -73,11 +73,11 @@ def step_times(rows) -> list[tuple[int, float]]:
 
 
 def _stretches(points: list[tuple[int, float]]) -> list[list[tuple[int, float]]]:
-    """The points cut where training stopped: a step that does not advance (a resume restarts from its
+    """The points cut where training stopped: a step that goes back (a resume restarts from its
     checkpoint) or a pause longer than RESUME_GAP_S."""
     out: list[list[tuple[int, float]]] = []
     for p in points:
-        if out and p[0] > out[-1][-1][0] and p[1] - out[-1][-1][1] <= RESUME_GAP_S:
+        if out and p[0] >= out[-1][-1][0] and p[1] - out[-1][-1][1] <= RESUME_GAP_S:
             out[-1].append(p)
         else:
             out.append([p])
