@@ -157,3 +157,28 @@ def render_code(graph: Graph, analysis: Analysis, rev: int) -> None:
             if isinstance(result, str):
                 col.error(st_escape(result))
     st.code(code, language="python", line_numbers=True)
+
+
+# ---- dataset availability (Train page, before launch) ------------------------------------------------------
+
+def render_dataset_availability(dataset_id: str | None) -> None:
+    """Before a launch: whether the dataset must be downloaded and whether it is here; offer its stand-in."""
+    from components import session
+    from studio.data.standins import availability
+    from studio.workspace import workspace_dir
+
+    if not dataset_id:
+        return
+    found = availability(dataset_id, workspace_dir())
+    if not found.needs_download:
+        return
+    if found.available:
+        st.caption(f":material/check_circle: {st_escape(found.message())}")
+        return
+    st.warning(st_escape(found.message()) + " A launch downloads it first; without the network it fails.",
+               icon=":material/cloud_download:")
+    if found.stand_in:
+        sid, opts = found.stand_in
+        st.button(f"Use the offline stand-in ({sid} at {opts.get('image_size')}x{opts.get('image_size')})",
+                  key="studio.train.use_stand_in", on_click=session.set_current_dataset_id, args=(sid, opts),
+                  icon=":material/wifi_off:")

@@ -7,7 +7,7 @@ from dataclasses import fields
 
 import streamlit as st
 
-from components import charts, data_view, nav, run_table, session
+from components import charts, data_view, nav, panels, run_table, session
 from components.canvas import st_escape
 from components.run_store import open_store
 from studio.data import check_graph_fits, get_info, list_datasets
@@ -131,6 +131,7 @@ with top[1].container(border=True):
         st.caption(f"{st_escape(info.description)}  \ninput {tuple(info.input_shape)} {info.input_dtype} · output "
                    f"{tuple(info.output_shape)} · " + " / ".join(f"{k} {v:,}" for k, v in info.sizes.items()))
     nav.link("pages/2_Data.py", label="Preview or upload data", icon=":material/dataset:")
+    panels.render_dataset_availability(dataset_id)  # must it be downloaded, is it here, its offline stand-in
 
 reasons = [f"{i.node_id}: {i.message}" if i.node_id else i.message for i in analysis.errors]
 if options_problem:
