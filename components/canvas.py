@@ -263,6 +263,30 @@ def render(graph: Graph, analysis: Analysis, *, height: int = 620) -> None:
                    hide_watermark=True, layout=ManualLayout(), style={"background": "#fafafa"})
 
 
+_HIDE_MENU_ITEMS = """<script>
+// The component's context menus offer "Edit Edge" and "Edit Node" editors that the studio does not
+// support (a node is edited in the inspector; an edge has nothing to edit): hide those entries.
+const hide = () => {
+  const frame = window.parent.document.querySelector('iframe[title="streamlit_flow.streamlit_flow"]');
+  const doc = frame && frame.contentDocument;
+  if (!doc || !doc.body || doc.body.dataset.studioMenus) return;
+  doc.body.dataset.studioMenus = "1";
+  new MutationObserver(() => doc.querySelectorAll("button").forEach(b => {
+    if (/^\\s*Edit (Edge|Node)\\s*$/.test(b.textContent)) b.style.display = "none";
+  })).observe(doc.body, {childList: true, subtree: true});
+};
+hide(); setInterval(hide, 1000);
+</script>"""
+
+
+def hide_unsupported_menu_items() -> None:
+    """Hide the component's own edge and node editors (call once, at the end of the page: it draws an
+    empty frame)."""
+    import streamlit.components.v1 as components
+
+    components.html(_HIDE_MENU_ITEMS, height=0)
+
+
 # ---- reading the browser's edits -----------------------------------------------------------------
 
 def absorb_browser_state(graph: Graph) -> Graph | None:

@@ -46,6 +46,7 @@ _RUN = "studio.session.run_id"
 _NOTICE = "studio.session.notice"
 _SILENCED = "studio.session.silenced"  # [(node id, warning key)] the user chose not to see
 _TAB = "studio.session.tab"  # this tab's id (its URL's `tab` query parameter)
+_URL_PAGE = "studio.session.url_page"  # the page whose URL last got the tab id
 _SAVED_AT = "studio.session.saved_at"  # time.time() of this tab's last autosave
 
 TAB_PARAM = "tab"
@@ -252,9 +253,16 @@ def _undo_backup_path(tab: str | None = None):
 
 def _keep_tab_in_url() -> None:
     """Put the tab's id back in the URL (a page switch drops query parameters)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
     tab = st.session_state.get(_TAB)
-    if tab and st.query_params.get(TAB_PARAM) != tab:
+    ctx = get_script_run_ctx()
+    page = getattr(ctx, "page_script_hash", None)
+    # The server keeps the old value across a page switch while the browser's URL lost it: set it again
+    # once on every page the session shows.
+    if tab and (st.query_params.get(TAB_PARAM) != tab or st.session_state.get(_URL_PAGE) != page):
         st.query_params[TAB_PARAM] = tab
+        st.session_state[_URL_PAGE] = page
 
 
 def _install(graph: Graph) -> None:

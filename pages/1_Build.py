@@ -92,3 +92,5 @@ with tabs[3]:
 with tabs[4]:
     if tabs[4].open:
         graph_files.render_files(graph)
+
+canvas.hide_unsupported_menu_items()  # last, so that its empty frame shifts nothing above
