@@ -401,10 +401,13 @@ def _restore() -> None:
     st.session_state[_REV] = 1
     _write_meta()
     try:
-        save_graph(graph, tab_autosave_path())
+        if own:  # this tab's work as it left it: newer work of another tab stays "newer" (newer_elsewhere)
+            st.session_state[_SAVED_AT] = tab_autosave_path().stat().st_mtime
+        else:
+            save_graph(graph, tab_autosave_path())
+            st.session_state[_SAVED_AT] = time.time()
         if not os.path.exists(autosave_path()):
             save_graph(graph, autosave_path())
-        st.session_state[_SAVED_AT] = time.time()
     except OSError as e:
         st.session_state[_NOTICE] = f"Autosave failed ({e.strerror or e}); save the graph by name to keep it."
     _keep_tab_in_url()

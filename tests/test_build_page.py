@@ -457,3 +457,50 @@ def test_undo_keeps_at_least_fifty_steps(_workspace):
     run(at)
     assert at.markdown[0].value == "undone 100 back to v19"
     assert at.markdown[1].value == "redone 100 to v119"
+
+
+def _refresh(workspace: Path, tab: str) -> AppTest:
+    """A browser refresh of the tab whose URL carries `?tab=<tab>`."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.query_params["tab"] = tab
+    at.run()
+    at.switch_page("pages/1_Build.py")
+    return run(at)
+
+
+def test_two_tabs_keep_their_own_autosave_and_a_refresh_finds_its_own(_workspace):
+    first = start(_workspace, small_cnn())
+    tab_a = first.session_state["studio.session.tab"]
+    browser(first, selected="fc")
+    param_box(first, "fc", "out_features").input("7")
+    run(first)
+    second = start(_workspace)  # another tab, opened later: it starts from the newest work
+    assert second.session_state["studio.session.tab"] != tab_a
+    assert current(second).node("fc").params["out_features"] == 7
+    browser(second, selected="fc")
+    param_box(second, "fc", "out_features").input("5")
+    run(second)
+    again = _refresh(_workspace, tab_a)  # the first tab refreshed: its own graph, not the other tab's
+    assert current(again).node("fc").params["out_features"] == 7
+    # ... and it is told that another tab has newer work, and can take it (undoably).
+    assert any("Another tab saved newer work" in m.value for m in again.markdown)
+    again.button(key="studio.build.newer_open").click()
+    run(again)
+    assert current(again).node("fc").params["out_features"] == 5
+    again.button(key="studio.build.undo").click()
+    run(again)
+    assert current(again).node("fc").params["out_features"] == 7
+
+
+def test_a_replaced_graph_stays_one_undo_away_after_a_refresh(_workspace):
+    at = start(_workspace, small_cnn())
+    tab = at.session_state["studio.session.tab"]
+    show_tab(at, "Templates")
+    at.button(key="studio.build.template.lstm_classifier").click()
+    run(at)
+    assert current(at).has_node("lstm")
+    again = _refresh(_workspace, tab)
+    assert current(again).has_node("lstm")
+    again.button(key="studio.build.undo").click()
+    run(again)
+    assert [n.id for n in current(again).nodes] == ["input", "conv1", "relu1", "flat", "fc"]
