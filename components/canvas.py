@@ -8,7 +8,14 @@ no event type, and it keeps returning its last value on every rerun. So (FIELD-N
 - Python pushes a new picture only when what it would draw differs from what the browser shows,
   with a timestamp just above the browser's last one (the component adopts `args.timestamp >=
   its own`); otherwise it sends timestamp 0, which the component ignores;
-- the selected node is kept here, changed only when a node id comes back.
+- the selected node is kept here, changed only when a node id comes back;
+- a browser state is diffed only against the picture it was made from. Every push carries a
+  generation number in each node's `data`, and the graph revision the canvas last drew is kept. A
+  browser state from an older push (the component answers late, or it had not adopted the newest
+  push yet) or one that arrives after Python replaced the graph (a template opened in a callback
+  runs before the page reads the canvas) is not an edit of the current graph: it is ignored and the
+  current picture is pushed again. Without this, the old picture's node ids read as deletions, and
+  opening a template could leave only the one node id both graphs share (`input`).
 
 Node labels are markdown rendered with raw HTML enabled in the component, so every string in them
 is escaped (`md_escape`).
@@ -22,6 +29,7 @@ import streamlit as st
 from streamlit_flow import StreamlitFlowEdge, StreamlitFlowNode, StreamlitFlowState, streamlit_flow
 from streamlit_flow.layouts import ManualLayout
 
+from components import session
 from studio.analysis import Analysis
 from studio.errors import GraphError
 from studio.graph import Edge, Graph
@@ -33,6 +41,9 @@ _SELECTED_EDGE = "studio.build.selected_edge"  # (source, target) of the selecte
 _BROWSER_TS = "studio.build.browser_ts"  # timestamp of the last browser state read
 _SHOWN = "studio.build.shown"  # signature of what the browser shows now
 _DIRECTION = "studio.build.direction"  # "down" (top to bottom) or "right" (left to right)
+_GEN = "studio.build.gen"  # generation of the last picture pushed to the browser
+_BASE_REV = "studio.build.base_rev"  # graph revision the browser's picture shows (as far as Python knows)
+GEN_KEY = "studio_gen"  # the key in each node's `data` that carries the push generation back
 
 ISSUE_COLOR = "#dc2626"
 WARNING_COLOR = "#d97706"
@@ -178,8 +189,8 @@ def auto_layout(graph: Graph, direction: str = "down", only_missing: bool = Fals
 
 # ---- drawing -------------------------------------------------------------------------------------
 
-def flow_elements(graph: Graph, analysis: Analysis, selected: str | None, direction: str):
-    """(nodes, edges) as the component's dicts."""
+def flow_elements(graph: Graph, analysis: Analysis, selected: str | None, direction: str, gen: int = 0):
+    """(nodes, edges) as the component's dicts; every node's data carries the push generation `gen`."""
     src_pos, tgt_pos = ("bottom", "top") if direction == "down" else ("right", "left")
     flagged = {i.node_id for i in analysis.issues if i.node_id and i.severity == "error"}
     warned = {i.node_id for i in analysis.issues if i.node_id}
@@ -192,7 +203,7 @@ def flow_elements(graph: Graph, analysis: Analysis, selected: str | None, direct
             content = f"❄ {content}"
         pos = n.position or {"x": 0.0, "y": 0.0}
         node = StreamlitFlowNode(
-            n.id, (pos["x"], pos["y"]), {"content": content},
+            n.id, (pos["x"], pos["y"]), {"content": content, GEN_KEY: gen},
             node_type="input" if spec is not None and spec.inputs[1] == 0 else "default",
             source_position=src_pos, target_position=tgt_pos, connectable=True, deletable=True,
             style=_node_style(spec.category if spec else None,
@@ -222,19 +233,63 @@ def _signature(nodes: list[dict], edges: list[dict]) -> str:
     return json.dumps([ns, es])
 
 
+MIN_ZOOM = 0.55  # fit-to-view never shrinks 12 px labels below about 7 px; pan to see the rest
+MAX_HEIGHT = 1400
+
+
+def fit_height(graph: Graph) -> int:
+    """A canvas tall enough that a long chain fits at a readable zoom (up to MAX_HEIGHT)."""
+    span = 0.0
+    if graph.nodes:
+        axis = "y" if direction() == "down" else "x"
+        values = [n.position[axis] for n in graph.nodes if n.position]
+        span = (max(values) - min(values)) if values and axis == "y" else 0.0
+    return int(min(MAX_HEIGHT, 140 + span * 0.8))
+
+
 def render(graph: Graph, analysis: Analysis, *, height: int = 620) -> None:
     """Draw the canvas; the browser's edits come back through `absorb_browser_state` on the next run."""
-    nodes, edges = flow_elements(graph, analysis, selected_node(graph), direction())
+    gen = st.session_state.get(_GEN, 0)
+    nodes, edges = flow_elements(graph, analysis, selected_node(graph), direction(), gen)
     shown = _signature([n.asdict() for n in nodes], [e.asdict() for e in edges])
     if shown != st.session_state.get(_SHOWN):
+        gen = st.session_state[_GEN] = gen + 1
+        for n in nodes:
+            n.data[GEN_KEY] = gen
         timestamp = st.session_state.get(_BROWSER_TS, 0) + 1  # the component adopts it: >= its own
         st.session_state[_SHOWN] = shown
     else:
         timestamp = 0  # nothing new: the component keeps what it shows (and the user's viewport)
+    st.session_state[_BASE_REV] = session.graph_revision()  # the picture shows this graph (or will)
+    height = max(height, fit_height(graph))
     streamlit_flow(FLOW_KEY, StreamlitFlowState(nodes, edges, timestamp=timestamp), height=height,
                    fit_view=True, show_controls=True, allow_new_edges=True, get_node_on_click=True,
-                   get_edge_on_click=True, enable_node_menu=True, enable_edge_menu=True, min_zoom=0.2,
+                   get_edge_on_click=True, enable_node_menu=True, enable_edge_menu=True, min_zoom=MIN_ZOOM,
                    hide_watermark=True, layout=ManualLayout(), style={"background": "#fafafa"})
+
+
+_HIDE_MENU_ITEMS = """<script>
+// The component's context menus offer "Edit Edge" and "Edit Node" editors that the studio does not
+// support (a node is edited in the inspector; an edge has nothing to edit): hide those entries.
+const hide = () => {
+  const frame = window.parent.document.querySelector('iframe[title="streamlit_flow.streamlit_flow"]');
+  const doc = frame && frame.contentDocument;
+  if (!doc || !doc.body || doc.body.dataset.studioMenus) return;
+  doc.body.dataset.studioMenus = "1";
+  new MutationObserver(() => doc.querySelectorAll("button").forEach(b => {
+    if (/^\\s*Edit (Edge|Node)\\s*$/.test(b.textContent)) b.style.display = "none";
+  })).observe(doc.body, {childList: true, subtree: true});
+};
+hide(); setInterval(hide, 1000);
+</script>"""
+
+
+def hide_unsupported_menu_items() -> None:
+    """Hide the component's own edge and node editors (call once, at the end of the page: it draws an
+    empty frame)."""
+    import streamlit.components.v1 as components
+
+    components.html(_HIDE_MENU_ITEMS, height=0)
 
 
 # ---- reading the browser's edits -----------------------------------------------------------------
@@ -242,7 +297,8 @@ def render(graph: Graph, analysis: Analysis, *, height: int = 620) -> None:
 def absorb_browser_state(graph: Graph) -> Graph | None:
     """Apply the browser's newest state: returns the edited graph, or None when the graph is unchanged.
 
-    Also moves the selection when a node (or edge) id comes back. Call before anything is drawn.
+    Also moves the selection when a node (or edge) id comes back. Call before anything is drawn, with
+    the session's current graph; hand an edited graph to `apply_browser_edit`.
     """
     value = st.session_state.get(FLOW_KEY)
     if not isinstance(value, dict):
@@ -251,6 +307,9 @@ def absorb_browser_state(graph: Graph) -> Graph | None:
     if not isinstance(ts, (int, float)) or ts <= st.session_state.get(_BROWSER_TS, 0):
         return None
     st.session_state[_BROWSER_TS] = ts
+    if not is_current_picture(value):
+        st.session_state[_SHOWN] = None  # push the current picture again, above this answer's timestamp
+        return None
     st.session_state[_SHOWN] = _signature(value.get("nodes") or [], value.get("edges") or [])
     edited = diff_browser_state(graph, value)
     chosen = value.get("selectedId")
@@ -262,8 +321,43 @@ def absorb_browser_state(graph: Graph) -> Graph | None:
             pair = next(((e.source, e.target) for e in after.edges
                          if f"st-flow-edge_{e.source}-{e.target}" == chosen), None)
             if pair:
+                st.session_state[_SELECTED] = None  # an edge click moves the selection off the node
                 st.session_state[_SELECTED_EDGE] = pair
+    elif chosen is None and edited is None and _answers_for_this_picture() > _AUTOMATIC_ANSWERS:
+        select_node(None)  # a click on the empty pane (nothing moved, no automatic answer): deselect
     return edited
+
+
+_ANSWERS = "studio.build.answers"  # (generation, answers read for it)
+_AUTOMATIC_ANSWERS = 2  # the component answers each picture twice by itself: on adopting it, after its layout pass
+
+
+def _answers_for_this_picture() -> int:
+    gen = st.session_state.get(_GEN)
+    last_gen, count = st.session_state.get(_ANSWERS, (None, 0))
+    count = count + 1 if last_gen == gen else 1
+    st.session_state[_ANSWERS] = (gen, count)
+    return count
+
+
+def is_current_picture(value: dict) -> bool:
+    """Whether a browser state was made from the newest push, with the graph unchanged since it was drawn.
+
+    The component cannot add nodes, so every node it returns came from a push: all of them must carry
+    the newest generation. The graph must still be the revision the canvas drew last: a callback
+    (open a template, undo, add a layer) that ran before this read makes the browser's picture old.
+    """
+    gen = st.session_state.get(_GEN)
+    if gen is None or st.session_state.get(_BASE_REV) != session.graph_revision():
+        return False
+    nodes = [n for n in value.get("nodes") or [] if isinstance(n, dict)]
+    return all(isinstance(n.get("data"), dict) and n["data"].get(GEN_KEY) == gen for n in nodes)
+
+
+def apply_browser_edit(edited: Graph) -> None:
+    """Make a graph edited in the browser current (undoable); the browser already shows it."""
+    session.set_current_graph(edited)
+    st.session_state[_BASE_REV] = session.graph_revision()
 
 
 def diff_browser_state(graph: Graph, value: dict) -> Graph | None:

@@ -23,7 +23,8 @@ from studio import inspection as ins
 from studio.errors import StudioError
 
 CANVAS_PX = 280          # the canvas's longer side on screen, pixels
-BRUSH_INPUT_PX = 2.0     # stroke width in the model's input pixels (MNIST strokes are about 2 px of 28)
+BRUSH_INPUT_PX = 2.0     # stroke width in the model's input pixels at 28 px wide (MNIST strokes: about 2 px)
+BRUSH_MIN_INPUT_PX = 1.0  # a small input (digits, 8x8) gets strokes of one of its pixels: a drawn 0 keeps its hole
 BRUSH_RANGE = (8, 56)    # on-screen stroke width bounds, pixels
 LIT = 8                  # a canvas whose brightest pixel is below this (of 255) holds no drawing
 
@@ -41,9 +42,11 @@ def canvas_size(input_shape: tuple[int, ...]) -> tuple[int, int]:
 
 
 def brush_width(input_shape: tuple[int, ...]) -> int:
-    """On-screen stroke width that lands as about BRUSH_INPUT_PX pixels of the model's input."""
+    """On-screen stroke width: about 2 input pixels on a 28-pixel-wide input, scaled with the input's width
+    and never under one input pixel (8x8 digits: one pixel, 35 px on screen)."""
     width, _ = canvas_size(input_shape)
-    px = BRUSH_INPUT_PX * width / input_shape[2]
+    input_px = max(BRUSH_MIN_INPUT_PX, BRUSH_INPUT_PX * input_shape[2] / 28)  # strokes scale with the input
+    px = input_px * width / input_shape[2]
     return int(min(BRUSH_RANGE[1], max(BRUSH_RANGE[0], round(px))))
 
 
@@ -72,3 +75,4 @@ def drawn_input(rgba: np.ndarray | None, input_shape: tuple[int, ...]) -> torch.
     uploaded image (studio.inspection.image_to_input); None for an empty canvas."""
     image = canvas_image(rgba)
     return None if image is None else ins.image_to_input(image, tuple(input_shape))
+

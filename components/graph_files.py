@@ -156,6 +156,25 @@ def render_message() -> None:
             st.error(text)
 
 
+def render_newer_elsewhere() -> None:
+    """When another browser tab autosaved different work after this one: say so, and let the user choose."""
+    found = session.newer_elsewhere()
+    if found is None:
+        return
+    other, when = found
+    with st.container(border=True):
+        saved_at = time.strftime("%H:%M:%S", time.localtime(when))
+        st.markdown(f":material/tab: Another tab saved newer work at {saved_at}: "
+                    f"**{st_escape(other.name)}** ({len(other.nodes)} nodes). This tab keeps its own graph "
+                    f"(**{st_escape(session.current_graph().name)}**, {len(session.current_graph().nodes)} nodes) "
+                    "unless you open the other one here.")
+        with st.container(horizontal=True):
+            st.button("Open the other tab's graph here", key="studio.build.newer_open",
+                      on_click=session.open_newer_elsewhere, icon=":material/download:",
+                      help="Undo brings this tab's graph back.")
+            st.button("Keep this tab's graph", key="studio.build.newer_keep", on_click=session.keep_this_tab)
+
+
 def render_gallery(columns: int = 3, key_prefix: str = "studio.build.template", label: str = "Open",
                    on_open=None) -> None:
     """A card per template with its description and a button that opens it (`on_open(name)`)."""

@@ -37,19 +37,38 @@ def _on_select(node_id: str) -> None:
 
 
 def render_issues(analysis: Analysis) -> None:
+    from components import session
+
+    silenced = session.silenced_warnings()
+    if silenced:
+        c1, c2 = st.columns([5, 1], vertical_alignment="center")
+        c1.caption(f"{len(silenced)} warning{'s' * (len(silenced) != 1)} silenced.")
+        c2.button("Show again", key="studio.build.unsilence", on_click=session.unsilence_all)
     if not analysis.issues:
         st.success("No issues: the graph is valid and ready to train or export.", icon=":material/check_circle:")
         return
     for i, issue in enumerate(analysis.issues):
-        c1, c2 = st.columns([1, 5], vertical_alignment="center")
+        c1, c2, c3 = st.columns([1, 5, 0.8], vertical_alignment="center")
         if issue.node_id:
             c1.button(issue.node_id, key=f"studio.build.issue.{i}", on_click=_on_select, args=(issue.node_id,),
                       help="Select this node", width="stretch")
         else:
             c1.markdown("*whole graph*")
-        where = f"**{st_escape(issue.param)}**: " if issue.param else ""
+        where = f" (**{st_escape(issue.param)}**)" if issue.param else ""
         show = c2.error if issue.severity == "error" else c2.warning
-        show(f"{where}{st_escape(issue.message)}")
+        show(f"**{st_escape(issue.node_id or 'graph')}**{where}: {st_escape(issue.message)}")
+        if issue.severity == "warning":
+            c3.button("Silence", key=f"studio.build.silence.{i}", on_click=session.silence_warning, args=(issue,),
+                      help="Hide this warning (Show again brings it back)")
+
+
+def params_text(analysis: Analysis) -> str:
+    """'1.2M params'; for a graph with errors the valid part's count ('≥ 1.2k params (valid part)') or '- params'."""
+    if analysis.ok:
+        return f"{human_count(analysis.total_params)} params"
+    if analysis.total_params:
+        return f"≥ {human_count(analysis.total_params)} params (valid part)"
+    return "- params"
 
 
 # ---- summary -------------------------------------------------------------------------------------
@@ -79,9 +98,14 @@ def render_summary(graph: Graph, analysis: Analysis) -> None:
     m2.metric("FLOPs / sample", human_count(analysis.total_flops), help=f"{analysis.total_flops:,} (multiply-add = 2)")
     m3.metric("Activations / sample", human_bytes(analysis.total_activation_bytes))
     m4.metric("Output", fmt_shape(analysis.output_shape) if analysis.output_shape is not None else "?")
-    st.dataframe(summary_frame(graph, analysis), hide_index=True, width="stretch",
+    frame = summary_frame(graph, analysis)
+    # Tall enough for every row up to 30 (the Total row is last and must show without scrolling).
+    st.dataframe(frame, hide_index=True, width="stretch", height=min(36 + 35 * len(frame), 36 + 35 * 30) + 3,
                  column_config={"params": st.column_config.NumberColumn(format="localized"),
                                 "FLOPs": st.column_config.NumberColumn(format="localized")})
+    st.markdown(f"**Total**: {analysis.total_params:,} parameters · {analysis.total_flops:,} FLOPs per sample · "
+                f"{human_bytes(analysis.total_activation_bytes)} of activations per sample"
+                + ("" if analysis.ok else " (the valid part of the graph)"))
     if not analysis.ok:
         st.caption("Rows with '?' are at or below a node with an issue; fix it to see their shapes.")
 
@@ -114,6 +138,9 @@ def render_code(graph: Graph, analysis: Analysis, rev: int) -> None:
     except StudioError as e:
         st.error(f"Code export failed: {st_escape(str(e))}")
         return
+    st.info("These exports hold **untrained** (freshly initialised) weights: they are the architecture. To export a "
+            "trained model, open its run on the **Train** or **Inspect** page and export from there.",
+            icon=":material/info:")
     cols = st.columns(3)
     cols[0].download_button("Python code", code, file_name=f"{name}.py", mime="text/x-python",
                             icon=":material/download:", on_click="ignore", key="studio.build.dl_code")
@@ -131,3 +158,28 @@ def render_code(graph: Graph, analysis: Analysis, rev: int) -> None:
             if isinstance(result, str):
                 col.error(st_escape(result))
     st.code(code, language="python", line_numbers=True)
+
+
+# ---- dataset availability (Train page, before launch) ------------------------------------------------------
+
+def render_dataset_availability(dataset_id: str | None) -> None:
+    """Before a launch: whether the dataset must be downloaded and whether it is here; offer its stand-in."""
+    from components import session
+    from studio.data.standins import availability
+    from studio.workspace import workspace_dir
+
+    if not dataset_id:
+        return
+    found = availability(dataset_id, workspace_dir())
+    if not found.needs_download:
+        return
+    if found.available:
+        st.caption(f":material/check_circle: {st_escape(found.message())}")
+        return
+    st.warning(st_escape(found.message()) + " A launch downloads it first; without the network it fails.",
+               icon=":material/cloud_download:")
+    if found.stand_in:
+        sid, opts = found.stand_in
+        st.button(f"Use the offline stand-in ({sid} at {opts.get('image_size')}x{opts.get('image_size')})",
+                  key="studio.train.use_stand_in", on_click=session.set_current_dataset_id, args=(sid, opts),
+                  icon=":material/wifi_off:")

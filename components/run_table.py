@@ -58,18 +58,77 @@ def duration(run: RunRecord, now: float | None = None) -> float | None:
     return max(0.0, end - run.started)
 
 
-def progress(run: RunRecord, now: float | None = None) -> tuple[float, str]:
-    """(fraction done, text like 'step 120 / 400 · ETA 12 s') from the store's step counters."""
+RESUME_GAP_S = 120.0  # a pause between two logged steps longer than this is not training time (a stop)
+RECENT_STEPS = 50  # the ETA uses the rate over this many recent steps of the current stretch
+
+
+def step_times(rows) -> list[tuple[int, float]]:
+    """(step, wall time) of each logged training step, in order, from `Store.metric_rows` tuples."""
+    seen, out = set(), []
+    for step, _epoch, split, _key, _value, wall in rows:  # a resumed run logs its steps after the checkpoint again
+        if split == "train" and wall is not None and (step, round(wall, 3)) not in seen:
+            seen.add((step, round(wall, 3)))
+            out.append((int(step), float(wall)))
+    return sorted(out, key=lambda p: (p[1], p[0]))
+
+
+def _stretches(points: list[tuple[int, float]]) -> list[list[tuple[int, float]]]:
+    """The points cut where training stopped: a step that goes back (a resume restarts from its
+    checkpoint) or a pause longer than RESUME_GAP_S."""
+    out: list[list[tuple[int, float]]] = []
+    for p in points:
+        if out and p[0] >= out[-1][-1][0] and p[1] - out[-1][-1][1] <= RESUME_GAP_S:
+            out[-1].append(p)
+        else:
+            out.append([p])
+    return out
+
+
+def training_seconds(points: list[tuple[int, float]]) -> float | None:
+    """Seconds spent training, summed over every stretch (stops and resumes do not restart the count)."""
+    if not points:
+        return None
+    return sum(s[-1][1] - s[0][1] for s in _stretches(points))
+
+
+def recent_rate(points: list[tuple[int, float]]) -> float | None:
+    """Steps per second over the last RECENT_STEPS steps of the current stretch (None: too few)."""
+    if not points:
+        return None
+    last = _stretches(points)[-1][-RECENT_STEPS:]
+    if len(last) < 2 or last[-1][1] <= last[0][1]:
+        return None
+    return (last[-1][0] - last[0][0]) / (last[-1][1] - last[0][1])
+
+
+def progress(run: RunRecord, now: float | None = None, points: list[tuple[int, float]] | None = None
+             ) -> tuple[float, str]:
+    """(fraction done, text like 'step 120 / 400 · ETA 12 s') from the store's step counters; with the
+    logged `points`, the ETA comes from the recent rate (a resumed run's first seconds do not count)."""
     total = run.total_steps or 0
     if total <= 0:
         return 0.0, "starting" if run.status == "running" else f"step {run.step}"
     fraction = min(1.0, run.step / total)
     text = f"step {run.step:,} / {total:,}"
     if run.status == "running" and 0 < run.step < total:
-        elapsed = duration(run, now)
-        if elapsed:
-            text += f" · ETA {format_duration((total - run.step) * elapsed / run.step)}"
+        rate = recent_rate(points) if points is not None else None
+        if rate:
+            text += f" · ETA {format_duration((total - run.step) / rate)}"
+        elif points is None:
+            elapsed = duration(run, now)
+            if elapsed:
+                text += f" · ETA {format_duration((total - run.step) * elapsed / run.step)}"
     return fraction, text
+
+
+def state_action(run: RunRecord) -> str | None:
+    """The one state button a row shows: 'stop' while it runs, 'resume' when it can go on, else None.
+    A failed run whose error is in its setup (the dataset or the graph) is not offered a resume."""
+    if run.active:
+        return "stop"
+    if run.status in RESUMABLE_STATUSES and not (run.status == "failed" and run.step == 0):
+        return "resume"
+    return None
 
 
 def best_metric_text(run: RunRecord) -> str:
@@ -99,6 +158,23 @@ def metrics_csv(store, run_id: str) -> bytes:
 def checkpoint_path(run_id: str, which: str) -> Path:
     """checkpoints/best.pt or checkpoints/last.pt of a run (it may not exist yet)."""
     return run_dir(run_id) / "checkpoints" / f"{which}.pt"
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _points_cached(db: str, run_id: str, step: int, status: str) -> list[tuple[int, float]]:
+    from components.run_store import open_store
+
+    return step_times(open_store().metric_rows(run_id))
+
+
+def _points(run_id: str, step: int, status: str) -> list[tuple[int, float]]:
+    """The run's logged steps, read again only when its step or status changes."""
+    from studio.workspace import workspace_dir
+
+    try:
+        return _points_cached(str(workspace_dir()), run_id, step, status)
+    except (StudioError, OSError):
+        return []
 
 
 # ---- actions (callbacks) ---------------------------------------------------------------------------
@@ -166,23 +242,28 @@ def _render_row(run: RunRecord, now: float) -> None:
     cols = st.columns(_WIDTHS, vertical_alignment="center")
     cols[0].markdown(f"{status_badge(run.status)} {st_escape(run.name)}  \n:gray[{run.id}]")
     if run.error and run.status in ("failed", "diverged", "lost"):
-        cols[0].caption(st_escape(run.error))
+        with cols[0].expander("Why it " + ("was lost" if run.status == "lost" else run.status)):  # a compact row
+            st.caption(st_escape(run.error))
     if sweep_tag := sweep_tag_text(run):
         cols[0].caption(st_escape(sweep_tag))
     cols[1].markdown(st_escape(run.dataset_id))
     if run.backend != "local":  # where it trained: "ray · 2 workers"
         cols[1].caption(f"{run.backend} · {run.workers} worker{'s' if run.workers != 1 else ''}")
-    fraction, text = progress(run, now)
+    points = _points(run.id, run.step, run.status)
+    fraction, text = progress(run, now, points)
     cols[2].progress(fraction, text=text)
     cols[3].markdown(st_escape(best_metric_text(run)))
-    cols[4].markdown(format_duration(duration(run, now)))
+    trained = training_seconds(points)
+    cols[4].markdown(format_duration(trained if trained is not None else duration(run, now)),
+                     help="Training time, summed over every stop and resume")
     # The run's state action and Inspect keep their words; rename and delete are icons with a tooltip, so
     # that a row's actions stay on one line.
     with cols[5].container(horizontal=True, gap="xsmall", vertical_alignment="center"):
         key = f"studio.train.run.{run.id}"
-        if run.active:
+        action = state_action(run)  # one slot, one button: never Stop and Resume at once
+        if action == "stop":
             st.button("Stop", key=f"{key}.stop", on_click=_stop, args=(run,), icon=":material/stop:")
-        elif run.status in RESUMABLE_STATUSES:
+        elif action == "resume":
             st.button("Resume", key=f"{key}.resume", on_click=_resume, args=(run,), icon=":material/play_arrow:")
         st.button("Inspect", key=f"{key}.inspect", on_click=_open_inspect, args=(run,),
                   icon=":material/insights:")

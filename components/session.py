@@ -1,9 +1,15 @@
 """The session's current graph, shared by every page, with undo/redo and an autosave.
 
 Every edit goes through `set_current_graph`, which keeps the previous graph on the undo stack and
-writes the graph to `workspace/graphs/_autosave.json`, so a browser refresh (a new Streamlit
-session) finds the graph where the user left it. Graphs in the session are treated as immutable:
-edit a `graph.copy()` and hand it back.
+autosaves the graph, so a browser refresh (a new Streamlit session) finds the graph where the user
+left it. Graphs in the session are treated as immutable: edit a `graph.copy()` and hand it back.
+
+Each browser tab has its own autosave, named by the `tab` query parameter of its URL
+(`workspace/graphs/_autosave.tab-<id>.json`): a refresh keeps the URL and so finds its own graph,
+and two tabs never overwrite each other's work. `_autosave.json` holds the newest graph of any tab;
+a tab opened without an id starts from it. A graph that replaces another one wholesale (a template,
+an upload, an open) or loses most of its nodes at once keeps the one before it in
+`_autosave.tab-<id>.undo.json`, so that it is one Undo away even after a refresh.
 
 Session-state keys are namespaced `studio.session.<name>` (docs/CONTRACTS.md).
 """
@@ -12,6 +18,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
+import time
 
 import streamlit as st
 
@@ -35,6 +44,14 @@ _DATASET = "studio.session.dataset_id"
 _DATASET_OPTIONS = "studio.session.dataset_options"  # get_dataset options, e.g. {"target": "input"}
 _RUN = "studio.session.run_id"
 _NOTICE = "studio.session.notice"
+_SILENCED = "studio.session.silenced"  # [(node id, warning key)] the user chose not to see
+_TAB = "studio.session.tab"  # this tab's id (its URL's `tab` query parameter)
+_URL_PAGE = "studio.session.url_page"  # the page whose URL last got the tab id
+_SAVED_AT = "studio.session.saved_at"  # time.time() of this tab's last autosave
+
+TAB_PARAM = "tab"
+_TAB_RE = re.compile(r"[0-9a-f]{8,32}\Z")
+TAB_FILES_KEPT_DAYS = 30  # other tabs' autosaves older than this are removed when a tab starts
 
 
 # ---- the current graph ---------------------------------------------------------------------------
@@ -43,7 +60,14 @@ def current_graph() -> Graph:
     """The graph being edited; restored from the autosave (or the seed template) in a new session."""
     if _GRAPH not in st.session_state:
         _restore()
+    _keep_tab_in_url()
     return st.session_state[_GRAPH]
+
+
+def tab_id() -> str:
+    """This browser tab's id: names its autosave and stays in its URL (`?tab=<id>`)."""
+    current_graph()
+    return st.session_state[_TAB]
 
 
 def graph_revision() -> int:
@@ -55,10 +79,34 @@ def graph_revision() -> int:
 def current_analysis() -> Analysis:
     """`analyze(current_graph())`, computed once per graph revision and shared by every page."""
     rev = graph_revision()
+    silenced = silenced_warnings()
     cached = st.session_state.get(_ANALYSIS)
-    if cached is None or cached[0] != rev:
-        cached = st.session_state[_ANALYSIS] = (rev, analyze(current_graph()))
+    if cached is None or cached[0] != (rev, silenced):
+        a = analyze(current_graph())
+        a.issues = [i for i in a.issues if i.severity != "warning" or warning_key(i) not in silenced]
+        cached = st.session_state[_ANALYSIS] = ((rev, silenced), a)
     return cached[1]
+
+
+def warning_key(issue: Issue) -> tuple[str, str]:
+    """What identifies a warning across edits: its node and its first words (shapes in it may change)."""
+    return (issue.node_id or "", " ".join(issue.message.split()[:4]))
+
+
+def silenced_warnings() -> tuple[tuple[str, str], ...]:
+    current_graph()
+    return tuple(tuple(k) for k in st.session_state.get(_SILENCED) or ())
+
+
+def silence_warning(issue: Issue) -> None:
+    """Hide this warning on every page (kept with the autosave)."""
+    st.session_state[_SILENCED] = sorted(set(silenced_warnings()) | {warning_key(issue)})
+    _write_meta()
+
+
+def unsilence_all() -> None:
+    st.session_state[_SILENCED] = []
+    _write_meta()
 
 
 def set_current_graph(graph: Graph, *, undoable: bool = True) -> None:
@@ -69,7 +117,18 @@ def set_current_graph(graph: Graph, *, undoable: bool = True) -> None:
         stack.append(previous)
         del stack[:-UNDO_LIMIT]
         st.session_state[_REDO] = []
+        if is_drastic(previous, graph):
+            _write_undo_backup(previous)
     _install(graph)
+
+
+def is_drastic(before: Graph, after: Graph) -> bool:
+    """Whether `after` replaces `before` rather than edits it: fewer than half of its nodes kept, or
+    only one node left of several."""
+    if len(before.nodes) <= 1:
+        return False
+    kept = sum(after.has_node(n.id) for n in before.nodes)
+    return len(after.nodes) <= 1 or kept * 2 < len(before.nodes)
 
 
 def open_graph(graph: Graph, *, template: str | None = None, dataset_id: str | None = None,
@@ -176,7 +235,34 @@ def seed_graph() -> tuple[Graph, str | None, str | None]:
 # ---- internals -----------------------------------------------------------------------------------
 
 def autosave_path():
+    """The newest autosave of any tab (a tab opened without an id starts from it)."""
     return workspace_dir() / "graphs" / AUTOSAVE_NAME
+
+
+def tab_autosave_path(tab: str | None = None):
+    return workspace_dir() / "graphs" / f"_autosave.tab-{tab or st.session_state[_TAB]}.json"
+
+
+def _tab_meta_path(tab: str | None = None):
+    return workspace_dir() / "graphs" / f"_autosave.tab-{tab or st.session_state[_TAB]}.meta.json"
+
+
+def _undo_backup_path(tab: str | None = None):
+    return workspace_dir() / "graphs" / f"_autosave.tab-{tab or st.session_state[_TAB]}.undo.json"
+
+
+def _keep_tab_in_url() -> None:
+    """Put the tab's id back in the URL (a page switch drops query parameters)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    tab = st.session_state.get(_TAB)
+    ctx = get_script_run_ctx()
+    page = getattr(ctx, "page_script_hash", None)
+    # The server keeps the old value across a page switch while the browser's URL lost it: set it again
+    # once on every page the session shows.
+    if tab and (st.query_params.get(TAB_PARAM) != tab or st.session_state.get(_URL_PAGE) != page):
+        st.query_params[TAB_PARAM] = tab
+        st.session_state[_URL_PAGE] = page
 
 
 def _install(graph: Graph) -> None:
@@ -187,9 +273,49 @@ def _install(graph: Graph) -> None:
 
 def _autosave(graph: Graph) -> None:
     try:
+        save_graph(graph, tab_autosave_path())
         save_graph(graph, autosave_path())
+        st.session_state[_SAVED_AT] = time.time()
     except OSError as e:  # a full disk must not break editing; say it once
         st.session_state[_NOTICE] = f"Autosave failed ({e.strerror or e}); save the graph by name to keep it."
+
+
+def _write_undo_backup(graph: Graph) -> None:
+    try:
+        save_graph(graph, _undo_backup_path())
+    except OSError:
+        pass  # the in-session undo stack still has it
+
+
+def newer_elsewhere() -> tuple[Graph, float] | None:
+    """(graph, when) when another tab autosaved a different graph after this tab's last autosave."""
+    path = autosave_path()
+    try:
+        when = path.stat().st_mtime
+    except OSError:
+        return None
+    if when <= st.session_state.get(_SAVED_AT, 0) + 0.5:
+        return None
+    try:
+        other = load_graph(path)
+    except GraphError:
+        return None
+    return None if other.to_dict() == current_graph().to_dict() else (other, when)
+
+
+def open_newer_elsewhere() -> None:
+    """Take the other tab's newer graph into this tab (undoable)."""
+    found = newer_elsewhere()
+    if found is not None:
+        meta = _read_meta(workspace_dir() / "graphs" / _META_NAME)
+        open_graph(found[0], template=meta.get("template"), dataset_id=meta.get("dataset_id"),
+                   dataset_options=meta.get("dataset_options"))
+
+
+def keep_this_tab() -> None:
+    """Keep this tab's graph and make it the newest autosave again."""
+    _autosave(current_graph())
+    _write_meta()
 
 
 def _template_dataset_options(name: str | None) -> dict:
@@ -200,17 +326,19 @@ def _template_dataset_options(name: str | None) -> dict:
 
 
 def _write_meta() -> None:
-    meta = {"template": st.session_state.get(_TEMPLATE), "dataset_id": st.session_state.get(_DATASET),
-            "dataset_options": st.session_state.get(_DATASET_OPTIONS) or {}}
+    meta = json.dumps({"template": st.session_state.get(_TEMPLATE), "dataset_id": st.session_state.get(_DATASET),
+                       "dataset_options": st.session_state.get(_DATASET_OPTIONS) or {},
+                       "silenced": [list(k) for k in st.session_state.get(_SILENCED) or ()]})
     try:
-        atomic_write_text(workspace_dir() / "graphs" / _META_NAME, json.dumps(meta))
+        atomic_write_text(_tab_meta_path(), meta)
+        atomic_write_text(workspace_dir() / "graphs" / _META_NAME, meta)
     except OSError:
         pass  # the graph itself is what matters; the dataset can be picked again
 
 
-def _read_meta() -> dict:
+def _read_meta(path) -> dict:
     try:
-        meta = json.loads((workspace_dir() / "graphs" / _META_NAME).read_text())
+        meta = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
     if not isinstance(meta, dict):
@@ -219,21 +347,42 @@ def _read_meta() -> dict:
     options = meta.get("dataset_options")
     if isinstance(options, dict) and all(isinstance(k, str) for k in options):
         out["dataset_options"] = options  # checked against the dataset where used (get_info raises DataError)
+    silenced = meta.get("silenced")
+    if isinstance(silenced, list):
+        out["silenced"] = [tuple(k) for k in silenced
+                           if isinstance(k, list) and len(k) == 2 and all(isinstance(v, str) for v in k)]
     return out
+
+
+def _forget_old_tabs() -> None:
+    cutoff = time.time() - TAB_FILES_KEPT_DAYS * 86400
+    for p in (workspace_dir() / "graphs").glob("_autosave.tab-*.json"):
+        try:
+            if p.stat().st_mtime < cutoff:
+                p.unlink()
+        except OSError:
+            pass
 
 
 def _restore() -> None:
     st.session_state[_UNDO] = []
     st.session_state[_REDO] = []
-    path = autosave_path()
+    asked = st.query_params.get(TAB_PARAM)
+    own = bool(asked and _TAB_RE.match(asked) and tab_autosave_path(asked).exists())
+    st.session_state[_TAB] = asked if own else secrets.token_hex(6)
+    if not own:
+        _forget_old_tabs()
+    path = tab_autosave_path() if own else autosave_path()
+    meta_path = _tab_meta_path() if own else workspace_dir() / "graphs" / _META_NAME
     graph = None
     if os.path.exists(path):
         try:
             graph = load_graph(path)
-            meta = _read_meta()
+            meta = _read_meta(meta_path)
             st.session_state[_TEMPLATE] = meta.get("template")
             st.session_state[_DATASET] = meta.get("dataset_id")
             st.session_state[_DATASET_OPTIONS] = meta.get("dataset_options", {}) if meta.get("dataset_id") else {}
+            st.session_state[_SILENCED] = meta.get("silenced", [])
         except GraphError as e:
             first = e.issues[0] if e.issues else Issue(None, "unknown problem")
             st.session_state[_NOTICE] = (f"The autosaved graph could not be read ({first}); "
@@ -243,8 +392,22 @@ def _restore() -> None:
         st.session_state[_TEMPLATE] = template
         st.session_state[_DATASET] = dataset_id
         st.session_state[_DATASET_OPTIONS] = _template_dataset_options(template)
+    if own and _undo_backup_path().exists():  # the graph a template, upload or open replaced: one Undo away
+        try:
+            st.session_state[_UNDO] = [load_graph(_undo_backup_path())]
+        except GraphError:
+            pass
     st.session_state[_GRAPH] = graph
     st.session_state[_REV] = 1
     _write_meta()
-    if not os.path.exists(path):
-        _autosave(graph)
+    try:
+        if own:  # this tab's work as it left it: newer work of another tab stays "newer" (newer_elsewhere)
+            st.session_state[_SAVED_AT] = tab_autosave_path().stat().st_mtime
+        else:
+            save_graph(graph, tab_autosave_path())
+            st.session_state[_SAVED_AT] = time.time()
+        if not os.path.exists(autosave_path()):
+            save_graph(graph, autosave_path())
+    except OSError as e:
+        st.session_state[_NOTICE] = f"Autosave failed ({e.strerror or e}); save the graph by name to keep it."
+    _keep_tab_in_url()

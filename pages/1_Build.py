@@ -12,7 +12,7 @@ nav.render()
 graph = session.current_graph()
 edited = canvas.absorb_browser_state(graph)
 if edited is not None:
-    session.set_current_graph(edited)
+    canvas.apply_browser_edit(edited)
 if any(n.position is None for n in session.current_graph().nodes):
     session.set_current_graph(canvas.auto_layout(session.current_graph(), canvas.direction(), only_missing=True),
                               undoable=False)
@@ -36,6 +36,7 @@ if notice:
     messages.warning(notice)
 with messages:
     graph_files.render_message()
+    graph_files.render_newer_elsewhere()
 
 # ---- toolbar -------------------------------------------------------------------------------------
 bar = st.columns([3, 5], vertical_alignment="center")
@@ -45,7 +46,7 @@ with bar[0]:
     if n_warn:
         status += f" :orange-badge[{n_warn} warning{'s' * (n_warn != 1)}]"
     st.markdown(f"#### {canvas.st_escape(graph.name)} &nbsp; {status}")
-    st.caption(f"{len(graph.nodes)} nodes · {panels.human_count(analysis.total_params)} params · "
+    st.caption(f"{len(graph.nodes)} nodes · {panels.params_text(analysis)} · "
                f"output {analysis.output_shape if analysis.output_shape is not None else '?'}")
 with bar[1].container(horizontal=True, horizontal_alignment="right"):
     st.button("Undo", key="studio.build.undo", on_click=session.undo, disabled=not session.can_undo(),
@@ -97,3 +98,5 @@ with tabs[3]:
 with tabs[4]:
     if tabs[4].open:
         graph_files.render_files(graph)
+
+canvas.hide_unsupported_menu_items()  # last, so that its empty frame shifts nothing above

@@ -7,7 +7,7 @@ from dataclasses import fields
 
 import streamlit as st
 
-from components import backend_form, charts, data_view, nav, run_exports, run_table, session, sweep_view
+from components import backend_form, charts, data_view, nav, panels, run_exports, run_table, session, sweep_view
 from components.canvas import st_escape
 from components.history_view import update_histories, zoom_control
 from components.run_store import open_store
@@ -159,6 +159,7 @@ with top[1].container(border=True):
         st.caption(f"{st_escape(info.description)}  \ninput {tuple(info.input_shape)} {info.input_dtype} · output "
                    f"{tuple(info.output_shape)} · " + " / ".join(f"{k} {v:,}" for k, v in info.sizes.items()))
     nav.link("pages/2_Data.py", label="Preview or upload data", icon=":material/dataset:")
+    panels.render_dataset_availability(dataset_id)  # must it be downloaded, is it here, its offline stand-in
 
 reasons = [f"{i.node_id}: {i.message}" if i.node_id else i.message for i in analysis.errors]
 if options_problem:
@@ -167,7 +168,8 @@ elif info is None:
     reasons.append("No dataset is chosen: pick one above or on the Data page.")
 else:
     try:
-        reasons += [str(i) for i in check_graph_fits(graph, analysis, info) if i.severity == "error"]
+        reasons += [str(i) for i in check_graph_fits(graph, analysis, info, graph_issues=False)
+                    if i.severity == "error"]
     except GraphError as e:
         reasons += [str(i) for i in e.issues]
 

@@ -123,7 +123,9 @@ configs = [{"dataset": by_id[r].dataset_id, **by_id[r].config} for r in picked]
 diff = ins.config_diff(configs)
 if diff:
     st.dataframe(pd.DataFrame({names[r]: [str(v[i]) for v in diff.values()] for i, r in enumerate(picked)},
-                              index=list(diff)))
+                              index=list(diff)),
+                 column_config={"_index": st.column_config.TextColumn(  # wide enough for the longest label
+                     "setting", width=max(90, 8 * max(len(k) for k in diff) + 24))})
 else:
     st.caption("Every training setting and the dataset are the same.")
 

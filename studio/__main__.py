@@ -149,7 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a graph on a dataset in a background worker and follow it")
     t.add_argument("graph")
-    t.add_argument("--data", required=True, metavar="DATASET_ID")
+    t.add_argument("--data", metavar="DATASET_ID",
+                   help="the dataset; left out: the graph's own default (its template's), or that dataset's "
+                        "offline stand-in when it must be downloaded and is not here (the command says which)")
     t.add_argument("--data-option", type=data_option, action="append", metavar="KEY=VALUE",
                    help="a dataset option, repeatable; e.g. target=input (the reconstruction form, for "
                         "autoencoders) or image_size=28 (shapes); values are read as JSON when they can be")
@@ -157,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
     t.add_argument("--seed", type=int)
+    t.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (0 = train for --epochs)")
     t.add_argument("--name")
     t.add_argument("--teacher", metavar="RUN_ID", help="distil from this finished run (same output shape)")
     t.add_argument("--temperature", type=float, help="distillation temperature (default 4)")

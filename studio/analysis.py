@@ -217,19 +217,26 @@ def analyze(graph: Graph, *, param_budget: float = DEFAULT_PARAM_BUDGET) -> Anal
         problems = _input_problems(spec, ins) or [(param, msg) for param, msg in
                                                   (spec.check(spec.resolve(n.params), ins) if spec.check else [])]
         if problems:
+            lost = _where_size_was_lost(graph, a, nid, input_map)
             for param, msg in problems:
-                issue(Issue(nid, msg, param))
+                issue(Issue(nid, msg + lost, param))
             continue
         if spec.elementwise:  # the input's shape and dtype, no params, no FLOPs (LayerSpec.elementwise)
             result = (ins[0].shape, ins[0].dtype, 0, 0)
         else:
             result = _infer(spec.type, _params_key(n.params), tuple(ins))
         if isinstance(result, str):
-            issue(Issue(nid, result))
+            issue(Issue(nid, result + _where_size_was_lost(graph, a, nid, input_map)))
             continue
         shape, dtype, params, flops = result
         a.nodes[nid] = NodeInfo(spec.type, spec.category, spec.describe(n.params), tuple(ins), shape, dtype,
                                 params, flops, _numel(shape) * _itemsize(dtype))
+        if spec.type == "Linear" and len(ins[0].shape) >= 3:
+            src = srcs[0]
+            issue(Issue(nid, f"applies to the last dimension only of {fmt_shape(ins[0].shape)} from {src!r}, giving "
+                             f"{fmt_shape(shape)}; a classifier almost always needs one vector per sample: insert "
+                             f"Flatten before {nid} (or silence this warning if it is what you want)",
+                        severity="warning"))
 
     total = a.total_params
     if total > param_budget and a.nodes:
@@ -261,6 +268,39 @@ def _buffer_values(type_name: str, params_key: str, ins: tuple[InSpec, ...]) -> 
     with torch.device("meta"):
         module = REGISTRY[type_name].build(json.loads(params_key), list(ins))
     return sum(b.numel() for b in module.buffers())
+
+
+def _where_size_was_lost(graph: Graph, a: Analysis, node_id: str, input_map: dict) -> str:
+    """For a layer that failed on a small spatial input: the chain of sizes from the Input to it, naming
+    the layers that shrank it, so the fix is looked for where the size was lost, not only here."""
+    chain, nid = [], node_id
+    while True:
+        srcs = input_map.get(nid) or []
+        if len(srcs) != 1 or srcs[0] not in a.nodes:
+            break
+        nid = srcs[0]
+        chain.append(nid)
+    chain.reverse()
+    shapes = [(c, a.nodes[c].output_shape) for c in chain if a.nodes[c].output_shape is not None]
+    if not shapes or len(shapes[-1][1]) < 2:
+        return ""
+    last = shapes[-1][1]
+    if min(last[1:]) > 3:  # not a size that shrank to (almost) nothing
+        return ""
+    spatial = lambda shape: "x".join(str(d) for d in shape[1:])  # noqa: E731
+    steps, shrinkers, prev = [], [], None
+    for c, shape in shapes:
+        if len(shape) != len(last):
+            continue
+        if prev is not None and shape[1:] != prev[1:]:
+            shrinkers.append(c)
+        steps.append(f"{c} {spatial(shape)}")
+        prev = shape
+    if not shrinkers:
+        return ""
+    names = ", ".join(shrinkers)
+    return (f"; the size was lost upstream: {' -> '.join(steps)}. Give those layers padding (padding=1 keeps a "
+            f"3x3 convolution's size), fewer poolings, or a larger input (shrunk by: {names})")
 
 
 def _param_issues(node_id: str, spec: LayerSpec, params: dict, issue) -> bool:

@@ -165,3 +165,28 @@ def test_analysis_figures():
     assert a.nodes["conv"].flops == 2 * (4 * 3 * 3) * (3 * 3 * 3)
     assert a.nodes["flat"].activation_bytes == 36 * 4
     assert a.output_shape == (2,) and a.input_shape == (3, 5, 5) and a.output_id == "fc"
+
+
+def test_a_linear_after_a_multi_dim_output_warns_with_the_flatten_fix():
+    """Issue 18: PyTorch takes (64, 5, 5) -> Linear(128) as (64, 5, 128); a classifier almost never wants it."""
+    from studio.graph import parse_graph
+    from tests.conftest import chain
+
+    g = parse_graph(chain(("input", "Input", {"shape": [1, 14, 14]}),
+                          ("conv1", "Conv2d", {"out_channels": 64, "kernel_size": 3}),
+                          ("pool1", "MaxPool2d", {"kernel_size": 2}), ("linear1", "Linear", {"out_features": 128})))
+    a = analyze(g)
+    assert a.ok and a.nodes["linear1"].output_shape == (64, 6, 128)
+    (w,) = a.warnings
+    assert w.node_id == "linear1" and "insert Flatten before linear1" in w.message and "(64, 6, 6)" in w.message
+
+
+def test_a_size_shrunk_to_nothing_names_the_layers_that_shrank_it():
+    from studio.data import apply_dataset, get_info
+    from studio.templates import load_template
+
+    g = apply_dataset(load_template("seed_cnn"), get_info("digits"))  # 8x8 through unpadded 3x3 convolutions
+    (e,) = analyze(g).errors
+    assert e.node_id == "pool2"
+    assert "the size was lost upstream: input 8x8 -> conv1 6x6" in e.message and "shrunk by: conv1, pool1, conv2" \
+        in e.message

@@ -184,6 +184,55 @@ def test_browser_edits_connect_move_delete_and_stale_answers_are_ignored(_worksp
     assert current(at).has_node("drop")
 
 
+def test_an_old_picture_answering_with_a_template_open_deletes_nothing(_workspace):
+    """Issue 18: the browser's answer about the old graph arrives in the same rerun as a template's
+    Open (its callback runs before the page reads the canvas). It must not read as deleting every
+    node the two graphs do not share (only `input` was left)."""
+    at = start(_workspace, small_cnn())
+    browser(at)
+    show_tab(at, "Templates")
+    old_picture = flow_args(at)
+    lstm = load_template("lstm_classifier")
+    # In one rerun: the component's late answer (the old picture, a newer timestamp) and the click.
+    at.session_state[FLOW_KEY] = {"nodes": old_picture["nodes"], "edges": old_picture["edges"],
+                                  "selectedId": None, "timestamp": next(_clock)}
+    at.button(key="studio.build.template.lstm_classifier").click()
+    run(at)
+    assert [n.id for n in current(at).nodes] == [n.id for n in lstm.nodes]
+    assert len(current(at).edges) == len(lstm.edges)
+    # The canvas is pushed the template (above the answer's timestamp), and once the browser shows it,
+    # its answers are edits again.
+    args = flow_args(at)
+    assert args["timestamp"] > at.session_state["studio.build.browser_ts"]
+    assert {n["id"] for n in args["nodes"]} == {n.id for n in lstm.nodes}
+    browser(at)
+    run(at)
+    assert [n.id for n in current(at).nodes] == [n.id for n in lstm.nodes]
+    # The old graph is one undo away.
+    at.button(key="studio.build.undo").click()
+    run(at)
+    assert [n.id for n in current(at).nodes] == ["input", "conv1", "relu1", "flat", "fc"]
+
+
+def test_an_answer_from_before_a_new_layer_does_not_delete_it(_workspace):
+    """A layer added from the palette is not in the browser's answer that was already on its way."""
+    at = start(_workspace, small_cnn())
+    browser(at, selected="conv1")
+    at.sidebar.button(key="studio.build.add.BatchNorm2d").click()
+    run(at)
+    assert current(at).has_node("batchnorm2d1")
+    stale = flow_args(at)
+    stale_nodes = [dict(n, data=dict(n["data"], studio_gen=n["data"]["studio_gen"] - 1))
+                   for n in stale["nodes"] if n["id"] != "batchnorm2d1"]
+    browser(at, nodes=stale_nodes, edges=[e for e in stale["edges"] if "batchnorm2d1" not in e["id"]])
+    assert current(at).has_node("batchnorm2d1") and analyze(current(at)).ok
+    # The same deletion made on the newest picture is the user's: it is applied.
+    args = flow_args(at)
+    browser(at, nodes=[n for n in args["nodes"] if n["id"] != "batchnorm2d1"],
+            edges=[e for e in args["edges"] if "batchnorm2d1" not in (e["source"], e["target"])])
+    assert not current(at).has_node("batchnorm2d1")
+
+
 def test_push_only_when_the_picture_changes(_workspace):
     at = start(_workspace, small_cnn())
     browser(at)  # the browser adopted the first push and answered
@@ -408,3 +457,50 @@ def test_undo_keeps_at_least_fifty_steps(_workspace):
     run(at)
     assert at.markdown[0].value == "undone 100 back to v19"
     assert at.markdown[1].value == "redone 100 to v119"
+
+
+def _refresh(workspace: Path, tab: str) -> AppTest:
+    """A browser refresh of the tab whose URL carries `?tab=<tab>`."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.query_params["tab"] = tab
+    at.run()
+    at.switch_page("pages/1_Build.py")
+    return run(at)
+
+
+def test_two_tabs_keep_their_own_autosave_and_a_refresh_finds_its_own(_workspace):
+    first = start(_workspace, small_cnn())
+    tab_a = first.session_state["studio.session.tab"]
+    browser(first, selected="fc")
+    param_box(first, "fc", "out_features").input("7")
+    run(first)
+    second = start(_workspace)  # another tab, opened later: it starts from the newest work
+    assert second.session_state["studio.session.tab"] != tab_a
+    assert current(second).node("fc").params["out_features"] == 7
+    browser(second, selected="fc")
+    param_box(second, "fc", "out_features").input("5")
+    run(second)
+    again = _refresh(_workspace, tab_a)  # the first tab refreshed: its own graph, not the other tab's
+    assert current(again).node("fc").params["out_features"] == 7
+    # ... and it is told that another tab has newer work, and can take it (undoably).
+    assert any("Another tab saved newer work" in m.value for m in again.markdown)
+    again.button(key="studio.build.newer_open").click()
+    run(again)
+    assert current(again).node("fc").params["out_features"] == 5
+    again.button(key="studio.build.undo").click()
+    run(again)
+    assert current(again).node("fc").params["out_features"] == 7
+
+
+def test_a_replaced_graph_stays_one_undo_away_after_a_refresh(_workspace):
+    at = start(_workspace, small_cnn())
+    tab = at.session_state["studio.session.tab"]
+    show_tab(at, "Templates")
+    at.button(key="studio.build.template.lstm_classifier").click()
+    run(at)
+    assert current(at).has_node("lstm")
+    again = _refresh(_workspace, tab)
+    assert current(again).has_node("lstm")
+    again.button(key="studio.build.undo").click()
+    run(again)
+    assert [n.id for n in current(again).nodes] == ["input", "conv1", "relu1", "flat", "fc"]

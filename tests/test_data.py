@@ -220,8 +220,12 @@ def test_reconstruction_option_errors():
     with pytest.raises(DataError, match=r"has no option 'size'; its options are: num_samples, image_size, noise, "
                                         r"data_seed, target"):
         get_info("shapes", options={"size": 8, "target": "input"})
-    with pytest.raises(DataError, match=r"dataset 'digits' has no option 'image_size'; its options are: target"):
-        get_dataset("digits", options={"image_size": 8})
+    with pytest.raises(DataError, match=r"dataset 'digits' has no option 'size'; its options are: target"):
+        get_dataset("digits", options={"size": 8})  # image_size and channels apply to every image set (issue 18)
+    with pytest.raises(DataError, match=r"option image_size=2 must be a whole number from 4 to 256"):
+        get_info("digits", options={"image_size": 2})
+    with pytest.raises(DataError, match=r"apply to image datasets only"):
+        get_info("reverse", options={"image_size": 28})
 
 
 def test_regression_loss_and_mae_on_image_outputs():

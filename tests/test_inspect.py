@@ -258,7 +258,8 @@ def test_the_canvas_keeps_the_input_aspect_and_sizes_the_brush_to_its_pixels():
     from components.drawn_input import BRUSH_RANGE, brush_width, canvas_size
 
     assert canvas_size((1, 28, 28)) == (280, 280) and brush_width((1, 28, 28)) == 20  # 2 input pixels
-    assert brush_width((1, 16, 16)) == 35 and brush_width((1, 8, 8)) == BRUSH_RANGE[1]
+    assert brush_width((1, 16, 16)) == 20 and brush_width((1, 8, 8)) == 35  # 8x8: one input pixel (issue 18)
+    assert BRUSH_RANGE[0] <= brush_width((1, 64, 64)) <= BRUSH_RANGE[1]
     assert canvas_size((3, 16, 32)) == (280, 140) and canvas_size((1, 40, 20)) == (140, 280)
     with pytest.raises(StudioError, match=r"takes \(12,\); use a dataset sample"):
         canvas_size((12,))

@@ -216,3 +216,36 @@ def test_transformer_classifier_fits_a_text_classification_upload(_workspace):
     assert info.input_shape == (128,) and info.input_dtype == "int64" and info.num_classes == 2
     assert len(info.vocab) <= graph.node("embed").params["num_embeddings"]
     assert check_graph_fits(graph, analyze(graph), info) == []
+
+
+# ---- offline: every template trains out of the box through the CLI ----------------------------------------
+
+def test_every_template_has_an_offline_dataset_that_fits(_workspace):
+    """Nothing downloaded: each template's default dataset, or its stand-in, is here and fits the graph."""
+    from studio.data.standins import graph_default_dataset, resolve_dataset
+
+    for t in TEMPLATES:
+        graph = load_template(t.name)
+        dataset_id, options = graph_default_dataset(graph)
+        chosen, opts, note = resolve_dataset(dataset_id, options, _workspace)
+        info = get_info(chosen, options=opts)
+        assert info.source != "download", (t.name, chosen)
+        assert check_graph_fits(graph, analyze(graph), info) == [], (t.name, chosen, opts)
+        if dataset_id in ("mnist", "cifar10"):
+            assert chosen == "digits" and note and "stand-in" in note, (t.name, note)
+
+
+@pytest.mark.slow
+def test_cli_trains_every_template_offline_without_data(_workspace, capsys):
+    """`python -m studio train TEMPLATE.json` with no --data and nothing downloaded: the template's
+    dataset or its stand-in is used, the CLI says which, and one epoch (cut to 2 steps) completes."""
+    for t in TEMPLATES:
+        code = cli(["train", str(TEMPLATES_DIR / f"{t.name}.json"), "--epochs", "1", "--max-steps", "2",
+                    "--batch-size", "8"])
+        err = capsys.readouterr().err
+        assert code == 0, (t.name, err[-2000:])
+        line = next(ln for ln in err.splitlines() if ln.startswith("dataset: "))
+        if t.dataset in ("mnist", "cifar10"):
+            assert line.startswith("dataset: digits image_size=") and "stand-in" in line, line
+        else:
+            assert line.startswith(f"dataset: {t.dataset}"), line

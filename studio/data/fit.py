@@ -101,12 +101,15 @@ def _output_issue(graph: Graph, info: DatasetInfo, output_id: str, out: tuple,
     return Issue(output_id, f"{head}; end the model with a Linear layer with out_features={expected[-1]}")
 
 
-def check_graph_fits(graph: Graph, analysis, info: DatasetInfo) -> list[Issue]:
-    """Issues where the graph's input or output does not fit the dataset (empty when it fits).
+def check_graph_fits(graph: Graph, analysis, info: DatasetInfo, *, graph_issues: bool = True) -> list[Issue]:
+    """Issues where the graph does not train on the dataset (empty when it fits): first the graph's
+    own issues from the full analysis (a layer that breaks on the dataset's input is not a fit), then
+    where its input or output does not fit the dataset. One check for Data, Build and Train.
 
-    `analysis` is studio.analysis.Analysis for `graph` (its input/output shapes and dtypes).
+    `analysis` is studio.analysis.Analysis for `graph` (its issues, input/output shapes and dtypes);
+    `graph_issues=False` leaves the analysis' own issues out (for a caller that lists them already).
     """
-    issues: list[Issue] = []
+    issues: list[Issue] = list(getattr(analysis, "issues", ())) if graph_issues else []
     input_id = _input_node(graph)
     in_shape, in_dtype = analysis.input_shape, analysis.input_dtype
     input_differs = False

@@ -83,6 +83,9 @@ def reconstruction_form(data: Dataset) -> Dataset:
     return Dataset(info, *(InputAsTarget(s) for s in (data.train, data.val, data.test)))
 
 
+from studio.data.resize import pop_resize, resized_dataset, resized_info  # noqa: E402  (uses Split, Dataset)
+
+
 def _checked_options(dataset_id: str, entry: Entry, opts: dict) -> dict:
     unknown = sorted(set(opts) - set(entry.options))
     if unknown:
@@ -100,7 +103,9 @@ def get_info(dataset_id: str, workspace: str | Path | None = None, *, options: d
     opts, reconstruct = _pop_target(dataset_id, options)
     if dataset_id in ENTRIES:
         entry = ENTRIES[dataset_id]
+        opts, size, channels = pop_resize(dataset_id, entry.options, opts)  # image_size/channels: any image set
         info = entry.info(**_checked_options(dataset_id, entry, opts)) if opts else entry.info()
+        info = resized_info(info, size, channels)
     elif isinstance(dataset_id, str) and UPLOAD_ID_RE.match(dataset_id):
         _no_upload_options(dataset_id, opts)
         info = upload_info(dataset_id, workspace)
@@ -121,8 +126,10 @@ def get_dataset(dataset_id: str, *, workspace: str | Path | None = None, seed: i
     opts, reconstruct = _pop_target(dataset_id, options)
     if dataset_id in ENTRIES:
         entry = ENTRIES[dataset_id]
+        opts, size, channels = pop_resize(dataset_id, entry.options, opts)  # image_size/channels: any image set
         data = entry.load(seed=seed, workspace=_workspace(workspace), progress=progress,
                           **_checked_options(dataset_id, entry, opts))
+        data = resized_dataset(data, size, channels)
     elif isinstance(dataset_id, str) and UPLOAD_ID_RE.match(dataset_id):
         _no_upload_options(dataset_id, opts)
         data = load_upload(dataset_id, workspace, seed=seed)

@@ -30,12 +30,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from studio.graph import load_graph
 
     graph = load_graph(args.graph)
-    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "seed", "teacher", "temperature",
-                                               "distill_weight", "init_from")
+    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "seed", "max_steps", "teacher",
+                                               "temperature", "distill_weight", "init_from")
                  if getattr(args, k, None) is not None}
     config = TrainConfig(**overrides)
     config.validate()
     options = dict(getattr(args, "data_option", None) or [])  # [(key, value), ...] from --data-option
+    if getattr(args, "data", None) is None:
+        args.data, options = default_dataset(graph, options)
     check_dataset_id(args.data, workspace_dir())  # an unknown id fails here, before a run exists (no torch)
     if options:
         from studio.data import get_info  # imports torch; only to check the options before a run exists
@@ -69,6 +71,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     if run.error:
         print(f"error: {run.error}", file=sys.stderr)
     return 0 if run.status == "completed" else 1
+
+
+def default_dataset(graph, options: dict) -> tuple[str, dict]:
+    """--data left out: the graph's own dataset (its template's), or its offline stand-in; says which."""
+    from studio.data.standins import graph_default_dataset, resolve_dataset
+    from studio.errors import StudioError
+    from studio.workspace import workspace_dir
+
+    dataset_id, own = graph_default_dataset(graph)
+    if dataset_id is None:
+        raise StudioError(f"graph {graph.name!r} has no default dataset (it is not a template); give one with "
+                          "--data DATASET_ID, e.g. --data digits (the Data page lists every dataset)")
+    chosen, opts, note = resolve_dataset(dataset_id, {**own, **options}, workspace_dir())
+    shown = "".join(f" {k}={v}" for k, v in opts.items())
+    print(f"dataset: {chosen}{shown} (the default of {graph.name!r}" + (f"; {note})" if note else ")"),
+          file=sys.stderr)
+    return chosen, opts
 
 
 def follow(run_id: str, store: Store, progress: Progress | None = None):

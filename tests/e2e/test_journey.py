@@ -33,7 +33,7 @@ CAPTIONS = "() => [...document.querySelectorAll('[data-testid=\"stImageCaption\"
 def go(page, name: str) -> None:
     """Follow a page link in the sidebar (components/nav.py; the session, and so the current graph, carries over)."""
     page.locator('[data-testid="stSidebar"]').get_by_role("link", name=name, exact=True).click()
-    page.wait_for_url(re.compile(rf"/{name}$"))
+    page.wait_for_url(re.compile(rf"/{name}(\?|$)"))
     wait_idle(page, timeout=60)
 
 
@@ -138,7 +138,7 @@ def wait_completed(page, run_id: str) -> None:
 
 def open_in_inspect(page, run_id: str) -> None:
     page.locator(f".st-key-studio-train-run-{run_id}-inspect button").click()
-    page.wait_for_url(re.compile(r"/Inspect$"), timeout=WAIT_MS)
+    page.wait_for_url(re.compile(r"/Inspect(\?|$)"), timeout=WAIT_MS)
     page.locator('input[aria-label="Run"]').wait_for(timeout=WAIT_MS)  # the first Inspect run imports a lot
     wait_idle(page, timeout=60)
     assert run_id in selected(page, "Run")
@@ -189,7 +189,7 @@ def cnn_journey(studio_server, page, shot) -> None:
     page.locator(".st-key-studio-home-template-seed_cnn_padded button").click()
 
     # Build: the template on the canvas, every shape known.
-    page.wait_for_url(re.compile(r"/Build$"), timeout=WAIT_MS)
+    page.wait_for_url(re.compile(r"/Build(\?|$)"), timeout=WAIT_MS)
     wait_node_text(page, "fc2", "(10,)")
     wait_idle(page, timeout=60)
     expect(node(page, "conv1")).to_contain_text("Conv2d 32")
@@ -237,7 +237,7 @@ def cnn_journey(studio_server, page, shot) -> None:
 
     # Train: one short epoch (700 steps of 2 samples), the live chart grows, the run completes.
     page.get_by_role("button", name="Train this graph").click()
-    page.wait_for_url(re.compile(r"/Train$"), timeout=WAIT_MS)
+    page.wait_for_url(re.compile(r"/Train(\?|$)"), timeout=WAIT_MS)
     wait_idle(page, timeout=60)
     assert "(shapes)" in selected(page, "Dataset")
     open_new_run_form(page)
@@ -297,7 +297,7 @@ def transformer_journey(studio_server, page, shot) -> None:
     page.locator(".st-key-studio-home-template-reverse_transformer button").click()
 
     # Build: tokens in, one prediction over the 10-token vocabulary per position out.
-    page.wait_for_url(re.compile(r"/Build$"), timeout=WAIT_MS)
+    page.wait_for_url(re.compile(r"/Build(\?|$)"), timeout=WAIT_MS)
     wait_node_text(page, "head", "(12, 10)")
     wait_idle(page, timeout=60)
     expect(node(page, "attn")).to_contain_text("(12, 64)")

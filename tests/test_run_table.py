@@ -1,0 +1,37 @@
+"""The runs table's pure helpers: training time across resumes, ETA from the recent rate, one state button."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from components.run_table import progress, recent_rate, state_action, step_times, training_seconds
+from studio.runs.store import RunRecord
+
+
+def _run(**kw) -> RunRecord:
+    base = RunRecord(id="r", name="r", status="running", created=0.0, started=1000.0, ended=None, pid=1,
+                     heartbeat=None, graph={}, config={}, dataset_id="digits", error=None, traceback=None,
+                     best_metric=None, best_metric_name=None, step=0, total_steps=None)
+    return replace(base, **kw)
+
+
+def test_training_time_sums_the_stretches_of_a_resumed_run():
+    first = [(s, 100.0 + s * 0.5) for s in range(1, 47)]  # 23 s of training, then stopped at step 46
+    second = [(s, 5000.0 + (s - 40) * 0.25) for s in range(40, 217)]  # resumed from the step-40 checkpoint: 44 s
+    rows = [(s, 0, "train", "loss", 1.0, w) for s, w in first + second] + [(46, 0, "val", "val_loss", 1.0, 150.0)]
+    points = step_times(rows)
+    assert abs(training_seconds(points) - (22.5 + 44.0)) < 1e-6
+    assert recent_rate(points) == 4.0  # the current stretch's rate, not the whole run's
+
+
+def test_eta_comes_from_the_recent_rate():
+    points = [(s, 100.0 + s * 0.5) for s in range(1, 101)]  # 2 steps/s
+    run = _run(step=100, total_steps=300, started=0.0)  # a start long ago would give a much longer ETA
+    assert progress(run, now=1000.0, points=points)[1] == "step 100 / 300 · ETA 1 min 40 s"
+
+
+def test_a_row_offers_stop_or_resume_never_both():
+    assert state_action(_run(status="running")) == "stop"
+    assert state_action(_run(status="stopped", step=40)) == "resume"
+    assert state_action(_run(status="failed", step=0, error="mnist could not be downloaded")) is None
+    assert state_action(_run(status="completed", step=10)) is None
