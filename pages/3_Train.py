@@ -84,7 +84,7 @@ def render_field(spec: dict, default) -> None:
 def render_transfer(schema: list[dict], defaults: dict, graph, task: str | None) -> None:
     """Teacher, warm start and pruned fine-tuning, outside the form: what a warm start copies and what it
     leaves shows as soon as a run is picked, before launch."""
-    from studio.deploy.transfer import check_teacher, match_graph
+    from studio.training.transfer import check_teacher, match_graph
 
     st.markdown("**Start from other runs** (distillation, warm start)")
     cols = st.columns(3)

@@ -16,7 +16,7 @@ from components.inspect_probes import code_span
 from components.run_store import in_background, open_store
 from components.run_table import status_badge
 from studio import inspection as ins
-from studio.deploy.transfer import teacher_pairs, teacher_student_rows
+from studio.deploy.lineage import teacher_pairs, teacher_student_rows
 from studio.runs import Store, list_runs
 from studio.runs.history import final_and_best
 

@@ -8,7 +8,7 @@ from components import deploy_view, nav, session
 from components.canvas import st_escape
 from components.run_store import open_store
 from studio.deploy import DESCRIPTIONS, METHODS, deploy_report
-from studio.deploy.transfer import start_finetune
+from studio.deploy.lineage import start_finetune
 from studio.errors import StudioError
 from studio.runs import list_runs
 

@@ -1,4 +1,4 @@
-"""Graph -> one readable PyTorch file that the user owns; `export_graph` for every export format.
+"""Graph -> one readable PyTorch file that the user owns (`to_code`, `export_graph`; binary formats: studio.export).
 
 The file holds the imports, the verbatim source of the studio's own layer classes and functions the
 graph uses (from studio/layers/modules.py, which depend only on torch and math), and one `nn.Module`
@@ -38,13 +38,12 @@ from torch import nn
 from studio.analysis import analyze
 from studio.compile import build_fx_graph
 from studio.errors import ExportError, GraphError
-from studio.graph import Graph, atomic_write_bytes, atomic_write_text
+from studio.graph import Graph, atomic_write_text
 from studio.layers import REGISTRY
 from studio.layers import modules as studio_modules
 
 MAX_LINE = 120
 INDENT = "    "
-FORMATS = ("code", "torchscript", "onnx")
 # Names the generated file defines or imports; a class name must not shadow them.
 _FILE_NAMES = frozenset({"math", "torch", "F", "nn", "main", "lr_at", "evaluate"})
 
@@ -430,26 +429,20 @@ def demo_source(class_name: str, input_shape: tuple[int, ...], input_dtype: str)
 
 def export_graph(graph: Graph, fmt: str, path: str | os.PathLike, *, dataset_id: str | None = None,
                  config=None, dataset_options: dict | None = None) -> Path:
-    """Write the graph as PyTorch code ('code'), TorchScript ('torchscript') or ONNX ('onnx') to `path`.
+    """Write the graph as PyTorch code to `path` (`fmt` "code"; the binary formats are studio.export's).
 
-    Returns the path written. With a `dataset_id`, code export appends a training script that loads it
+    Returns the path written. With a `dataset_id`, the code ends with a training script that loads it
     with `dataset_options`.
     """
+    if fmt != "code":
+        raise ExportError(f"codegen writes source code only, not {fmt!r}; use studio.export.write_graph_export "
+                          "for pt2, ONNX and TorchScript")
     path = Path(path)
-    if fmt == "code":
-        code = to_code(graph, training_script=dataset_id is not None, dataset_id=dataset_id, config=config,
-                       dataset_options=dataset_options)
-        atomic_write_text(path, code)
-    elif fmt in ("torchscript", "onnx"):
-        from studio import export
-
-        data = export.to_torchscript(graph) if fmt == "torchscript" else export.to_onnx(graph)
-        atomic_write_bytes(path, data)
-    else:
-        raise ExportError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
+    atomic_write_text(path, to_code(graph, training_script=dataset_id is not None, dataset_id=dataset_id,
+                                    config=config, dataset_options=dataset_options))
     return path
 
 
-__all__ = ["FORMATS", "TRAIN_TEMPLATE", "ModelCode", "class_ref", "custom_sources", "default_class_name",
+__all__ = ["TRAIN_TEMPLATE", "ModelCode", "class_ref", "custom_sources", "default_class_name",
            "demo_source", "docstring_text", "export_graph", "forward_source", "literal", "model_code", "to_code",
            "training_source"]

@@ -269,15 +269,16 @@ def write_run_export(run_id: str, fmt: str, path: str | Path, weights: str | Non
 
 
 def write_graph_export(graph: Graph, fmt: str, path: str | Path) -> Path:
-    """Export a graph with untrained (seeded) weights; pt2 here, the other formats through codegen."""
+    """Export a graph with untrained (seeded) weights: code through codegen, the binary formats here."""
     _check_format(fmt)
     path = Path(path)
-    if fmt == "pt2":
-        atomic_write_bytes(path, to_pt2(graph))
-        return path
-    from studio.codegen import export_graph
+    if fmt == "code":
+        from studio.codegen import export_graph
 
-    return export_graph(graph, fmt, path)
+        return export_graph(graph, fmt, path)
+    convert = {"pt2": to_pt2, "onnx": to_onnx, "torchscript": to_torchscript}[fmt]
+    atomic_write_bytes(path, convert(graph))
+    return path
 
 
 def checkpoint_weights_bytes(path: str | Path) -> bytes:

@@ -107,23 +107,14 @@ def load_run_dataset(run: RunFiles):
 
 def load_model(run: RunFiles, which: str = "best", device: str = "cpu"):
     """The run's compiled graph with the weights of checkpoint `which` ('best' or 'last'), in eval mode."""
-    from studio.compile import compile_graph
-    from studio.training.callbacks import load_checkpoint
+    from studio.training.callbacks import load_trained_model
 
     path = run.checkpoint_path(which)
     if not path.exists():
         have = run.checkpoints()
         hint = f"use {' or '.join(repr(h) for h in have)}" if have else "wait for the first evaluation or epoch end"
         raise TrainError(f"run {run.run_id!r} has no {which!r} checkpoint yet ({path}); {hint}")
-    ckpt = load_checkpoint(path, map_location=device)  # weights_only=True; TrainError when damaged
-    model = compile_graph(run.graph, device=device)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise TrainError(f"checkpoint {path} does not fit run {run.run_id!r}'s graph ({str(e).splitlines()[0]}); "
-                         "was graph.json edited after training?") from None
-    model.eval()
-    return model
+    return load_trained_model(run.graph, path, run_id=run.run_id, device=device)
 
 
 # ---- evaluation -------------------------------------------------------------------------------------

@@ -188,7 +188,7 @@ def test_compress_cli_json_and_the_program_loads_without_the_studio(trained, tmp
     run = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path, env=clean, capture_output=True,
                          text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    from studio.deploy.transfer import load_trained
+    from studio.training.transfer import load_trained
 
     _, model = load_trained(run_id, ws)
     expected = make_variant(model, "prune", sparsity=0.5).module(x)

@@ -1,4 +1,4 @@
-"""Training from other runs (studio.deploy.transfer): distillation, warm start, frozen nodes and
+"""Training from other runs (studio.training.transfer): distillation, warm start, frozen nodes and
 pruned fine-tuning, with plain PyTorch as the oracle; and the graph's `frozen` key.
 
 In-process Trainer runs check the loss and the bit-for-bit claims; one source run and one student
@@ -16,12 +16,12 @@ import torch
 
 from studio.compile import compile_graph
 from studio.data import apply_dataset, get_dataset, get_info
-from studio.deploy.transfer import Distiller, freeze_nodes, match_graph, trainable_params, warm_start
 from studio.errors import GraphError, TrainError
 from studio.graph import parse_graph
 from studio.training import TrainConfig
 from studio.training.config import ConfigError
 from studio.training.loop import Task, Trainer
+from studio.training.transfer import Distiller, freeze_nodes, match_graph, trainable_params, warm_start
 
 DEADLINE_S = 180
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,7 +141,7 @@ def source(tmp_path_factory):
 
 
 def test_warm_start_copies_matched_nodes_exactly_and_lists_the_others(source, monkeypatch):
-    from studio.deploy.transfer import load_trained
+    from studio.training.transfer import load_trained
 
     ws, run_id = source
     monkeypatch.setenv("STUDIO_WORKSPACE", str(ws))
@@ -168,8 +168,8 @@ def test_warm_start_copies_matched_nodes_exactly_and_lists_the_others(source, mo
 
 
 def test_a_student_run_with_teacher_warm_start_and_a_frozen_node(source, monkeypatch):
-    from studio.deploy.transfer import load_trained
     from studio.runs import Store, start_run
+    from studio.training.transfer import load_trained
 
     ws, run_id = source
     monkeypatch.setenv("STUDIO_WORKSPACE", str(ws))
@@ -202,9 +202,9 @@ def test_a_student_run_with_teacher_warm_start_and_a_frozen_node(source, monkeyp
 
 
 def test_pruned_fine_tuning_keeps_the_pruned_weights_at_zero(source, monkeypatch):
-    from studio.deploy.transfer import load_trained
     from studio.deploy.variants import prunable
     from studio.runs import start_run
+    from studio.training.transfer import load_trained
 
     ws, run_id = source
     monkeypatch.setenv("STUDIO_WORKSPACE", str(ws))
@@ -230,7 +230,7 @@ def test_train_cli_refuses_an_unknown_teacher_before_a_run_exists(tmp_path, caps
     assert "error: run 'nope' has no run directory" in capsys.readouterr().err
     assert list_runs() == []
     with pytest.raises(TrainError, match="outputs"):
-        from studio.deploy.transfer import load_teacher
+        from studio.training.transfer import load_teacher
 
         student = compile_graph(apply_dataset(parse_graph(graph_doc()), get_info("digits")))
         teacher_doc = graph_doc()

@@ -56,7 +56,7 @@ def _resample(x: torch.Tensor, size: int | None, channels: int | None) -> torch.
 
 def resized_dataset(data, size: int | None, channels: int | None):
     """`data` with every split's images resampled (a new dataset; the targets are shared)."""
-    from studio.data.registry import Dataset, Split
+    from studio.data.types import Dataset, Split
 
     if size is None and channels is None:
         return data

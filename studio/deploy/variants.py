@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.nn.utils import prune
 
 from studio.errors import ExportError
+from studio.training import pruning
+from studio.training.pruning import check_sparsity, prunable  # noqa: F401  (part of this module's API)
 
 METHODS = ("fp32", "int8-weight", "int8-dynamic", "int8-static", "prune", "prune-channels")
 QUANT_TYPES = (nn.Linear,)
-PRUNE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)
 RECURRENT = ("RNN", "LSTM", "GRU")
 # What each method quantizes or prunes, in words, for the table.
 DESCRIPTIONS = {
@@ -74,12 +74,6 @@ def make_variant(model: nn.Module, method: str, *, sparsity: float = 0.5, calibr
     if method == "prune":
         return prune_global_l1(base, sparsity)
     return prune_channels(base, sparsity)
-
-
-def check_sparsity(sparsity: float) -> None:
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 < sparsity < 1.0:
-        raise ExportError(f"sparsity={sparsity!r} is out of range; expected a fraction 0 < sparsity < 1 "
-                          "(e.g. 0.5 zeroes half the weights)")
 
 
 def _node_types(model: nn.Module) -> dict[str, str]:
@@ -181,54 +175,13 @@ def _drop_unused_attributes(gm: torch.fx.GraphModule) -> None:
             delattr(owner, attr)
 
 
-# ---- pruning -----------------------------------------------------------------------------------------
-
-def prunable(model: nn.Module, *, skip_output: bool = False) -> list[tuple[str, nn.Module]]:
-    """(name, module) of the Conv/Linear layers pruning acts on (their `weight`)."""
-    output_id = getattr(model, "output_id", None)
-    out = []
-    for name, m in model.named_modules():
-        if isinstance(m, PRUNE_TYPES) and getattr(m, "weight", None) is not None:
-            if skip_output and name.split(".")[0] == output_id:
-                continue
-            out.append((name, m))
-    return out
-
+# ---- pruning (the primitives live in studio.training.pruning: pruned fine-tuning uses them too) -------
 
 def prune_global_l1(model: nn.Module, sparsity: float) -> Variant:
-    """Zero the `sparsity` fraction of all Conv/Linear weights with the smallest |w| (one global threshold);
-    the masks are made permanent (plain tensors with zeros)."""
-    layers = prunable(model)
-    if not layers:
-        raise ExportError("prune acts on Conv and Linear weights and this graph has none")
-    prune.global_unstructured([(m, "weight") for _, m in layers], pruning_method=prune.L1Unstructured,
-                              amount=float(sparsity))
-    for _, m in layers:
-        prune.remove(m, "weight")
-    total = sum(m.weight.numel() for _, m in layers)
-    zeros = sum(int((m.weight == 0).sum()) for _, m in layers)
-    notes = [f"{zeros:,} of {total:,} Conv/Linear weights are zero ({zeros / total:.1%}); stored dense, so the file "
-             "is not smaller: a sparse format or structured pruning is needed for that"]
-    return Variant("prune", model, notes)
+    return Variant("prune", model, pruning.prune_global_l1(model, sparsity))
 
 
 def prune_channels(model: nn.Module, sparsity: float, n: int = 2) -> Variant:
-    """Zero the `sparsity` fraction of output channels (rows of Linear, filters of Conv) with the smallest
-    L-n norm in every Conv/Linear but the output layer; their biases are zeroed too."""
-    layers = prunable(model, skip_output=True)
-    if not layers:
-        raise ExportError("prune-channels needs a Conv or Linear layer before the output layer; this graph has "
-                          "none (use prune)")
-    for _, m in layers:
-        dim = 1 if isinstance(m, nn.ConvTranspose2d) else 0
-        prune.ln_structured(m, "weight", amount=float(sparsity), n=n, dim=dim)
-        mask = m.weight_mask
-        prune.remove(m, "weight")
-        if m.bias is not None:
-            keep = mask.flatten(1).any(dim=1) if dim == 0 else mask.transpose(0, 1).flatten(1).any(dim=1)
-            with torch.no_grad():
-                m.bias.mul_(keep.to(m.bias.dtype))
-    names = ", ".join(name for name, _ in layers)
-    return Variant("prune-channels", model,
-                   [f"{sparsity:.0%} of the output channels of {names} are zero (the output layer is kept whole); "
-                    "stored dense, a smaller architecture would need the channels removed"])
+    return Variant("prune-channels", model, pruning.prune_channels(model, sparsity, n))
+
+

@@ -261,6 +261,20 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     return ckpt
 
 
+def load_trained_model(graph, path: str | Path, *, run_id: str, device="cpu"):
+    """`graph` compiled with the weights of checkpoint `path` (a run's best.pt or last.pt), in eval mode."""
+    from studio.compile import compile_graph
+
+    ckpt = load_checkpoint(path, map_location=device)  # weights_only=True; TrainError when damaged
+    model = compile_graph(graph, device=device)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise TrainError(f"checkpoint {path} does not fit run {run_id!r}'s graph ({str(e).splitlines()[0]}); "
+                         "was graph.json edited after training?") from None
+    return model.eval()
+
+
 def restore_checkpoint(trainer: Trainer, ckpt: dict, callbacks: dict | None = None) -> None:
     """Put model, optimizer, schedule, scaler, RNG, position and callback state back as saved."""
     trainer.model.load_state_dict(ckpt["model"])

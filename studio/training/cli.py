@@ -45,7 +45,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         get_info(args.data, options=options)  # an unknown option fails here, before a run exists
     if config.teacher or config.init_from:  # what the teacher and the warm start bring, before a run exists
         from studio.data import get_info
-        from studio.deploy.transfer import check_teacher, match_graph
+        from studio.training.transfer import check_teacher, match_graph
 
         if config.teacher:
             check_teacher(graph, config.teacher, get_info(args.data, options=options or None).task)

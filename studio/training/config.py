@@ -157,7 +157,7 @@ class TrainConfig:
     checkpoint_every: int = _f(0, "int", "Save the 'last' checkpoint every N steps; 0 = at each epoch end.",
                                min=0, group="recording")
 
-    # ---- starting from other runs (studio.deploy.transfer): distillation, warm start, pruned fine-tuning ----
+    # ---- starting from other runs (studio.training.transfer): distillation, warm start, pruned fine-tuning ----
     teacher: str = _f("", "run", "Distillation: a finished run whose model teaches this one (same output shape); "
                       "empty = no teacher.", group="transfer")
     temperature: float = _f(4.0, "float", "Distillation: softmax temperature T of both models' outputs.", min=0.0,

@@ -144,9 +144,9 @@ class Trainer:
     def __init__(self, model: nn.Module, data, config: TrainConfig, *, task: Task,
                  callbacks: list[Callback] = (), device: torch.device | str = "cpu", distill=None):
         self.model, self.data, self.config, self.task = model, data, config, task
-        # distill(out, x, task_loss) -> loss: a teacher's soft targets blended in (studio.deploy.transfer)
+        # distill(out, x, task_loss) -> loss: a teacher's soft targets blended in (studio.training.transfer)
         self.distill = distill
-        # Frozen nodes (studio.deploy.transfer.freeze_nodes) run in eval mode while the rest trains.
+        # Frozen nodes (studio.training.transfer.freeze_nodes) run in eval mode while the rest trains.
         self.frozen_modules = [m for m in model.modules() if getattr(m, "studio_frozen", False)]
         self.device = torch.device(device)
         # True: state.loss / grad_norm are read as floats every step (free on the CPU). False (accelerators):

@@ -125,7 +125,7 @@ def build_trainer(run_dir: Path | RunDir, meta: dict, store: Store, log: RunLog,
     model = compile_graph(graph, seed=cfg.seed, device=device)
     init_weights(model, cfg.init)
     task = Task(data.info.task, num_classes=data.info.num_classes, label_smoothing=cfg.label_smoothing)
-    from studio.deploy.transfer import prepare_training  # warm start, pruning masks, frozen nodes, teacher
+    from studio.training.transfer import prepare_training  # warm start, pruning masks, frozen nodes, teacher
 
     distill = prepare_training(model, graph, cfg, task.kind, log, device=device)
 

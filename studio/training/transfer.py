@@ -27,15 +27,20 @@ FROZEN_ATTR = "studio_frozen"  # set on a frozen node's module; the training loo
 
 
 def load_trained(run_id: str, workspace=None, device="cpu"):
-    """(RunFiles, model with the run's best weights, or last when it has no best) of a finished run."""
-    from studio.inspection import load_model, load_run
+    """(graph, model with the run's best weights, or last when it has no best) of a finished run."""
+    from studio.graph import load_graph
+    from studio.runs.rundir import RunDir
+    from studio.training.callbacks import load_trained_model
 
-    run = load_run(run_id, workspace)
-    have = run.checkpoints()
+    rd = RunDir.of(run_id, workspace)
+    if not rd.graph_file.exists():
+        raise TrainError(f"no run with id {run_id!r} (no {rd.graph_file}); list the runs with `python -m studio runs`")
+    have = [which for which in ("best", "last") if rd.checkpoint(which).exists()]
     if not have:
         raise TrainError(f"run {run_id!r} has no checkpoint yet; pick a run that has finished at least one "
                          "evaluation or epoch")
-    return run, load_model(run, have[0], device=device)
+    graph = load_graph(rd.graph_file)
+    return graph, load_trained_model(graph, rd.checkpoint(have[0]), run_id=run_id, device=device)
 
 
 # ---- warm start -------------------------------------------------------------------------------------
@@ -128,7 +133,7 @@ def trainable_params(model: nn.Module) -> int:
 def keep_pruned(model: nn.Module, method: str, sparsity: float) -> int:
     """Prune `model`'s weights in place as studio.deploy does, and mask the gradients of the pruned
     weights so training keeps them at zero. Returns the number of zero weights."""
-    from studio.deploy.variants import prune_channels, prune_global_l1
+    from studio.training.pruning import prune_channels, prune_global_l1
 
     (prune_global_l1 if method == "prune" else prune_channels)(model, sparsity)
     zeros = 0
@@ -143,7 +148,7 @@ def keep_pruned(model: nn.Module, method: str, sparsity: float) -> int:
 
 
 def _weights(model: nn.Module):
-    from studio.deploy.variants import prunable
+    from studio.training.pruning import prunable
 
     return prunable(model)
 
@@ -222,53 +227,3 @@ def prepare_training(model: nn.Module, graph, cfg, task: str, log, device="cpu")
     teacher = load_teacher(cfg.teacher, model, task, device=device)
     log(f"distilling from run {cfg.teacher} (temperature {cfg.temperature}, weight {cfg.distill_weight})")
     return Distiller(teacher, cfg.temperature, cfg.distill_weight)
-
-
-# ---- fine-tuning a pruned model as a new run ------------------------------------------------------------
-
-def start_finetune(run_id: str, method: str, sparsity: float, *, epochs: int | None = None, lr: float | None = None,
-                   store=None) -> str:
-    """Start a run that fine-tunes run `run_id`'s model pruned by `method` at `sparsity`, linked to it as its
-    parent (same graph, dataset and settings; warm start from it; pruned weights held at zero)."""
-    from studio.deploy.variants import check_sparsity
-    from studio.inspection import load_run
-    from studio.runs.launcher import start_run
-
-    if method not in ("prune", "prune-channels"):
-        raise TrainError(f"fine-tuning keeps a pruned model pruned; method must be 'prune' or 'prune-channels', "
-                         f"got {method!r}")
-    check_sparsity(sparsity)
-    run = load_run(run_id)
-    changes = {"init_from": run_id, "prune_method": method, "prune_sparsity": float(sparsity), "teacher": ""}
-    if epochs is not None:
-        changes.update(epochs=int(epochs), max_steps=0)
-    if lr is not None:
-        changes["lr"] = float(lr)
-    config = run.config.replace(**changes)
-    name = f"{run_id[-6:]} {method} {sparsity:.0%} fine-tune"
-    return start_run(run.graph, run.dataset_id, config, name=name, dataset_options=run.dataset_options or None,
-                     store=store, parent_id=run_id)
-
-
-def teacher_pairs(runs) -> list[tuple[str, str]]:
-    """(student run id, teacher run id) for every run in `runs` (RunRecords) trained with a teacher."""
-    return [(r.id, r.config.get("teacher")) for r in runs if isinstance(r.config, dict) and r.config.get("teacher")]
-
-
-def teacher_student_rows(store, student_id: str, teacher_id: str) -> list[dict]:
-    """Teacher and student side by side: role, run, name, status, parameters and final validation metrics."""
-    from studio.analysis import analyze
-    from studio.graph import parse_graph
-
-    rows = []
-    for role, run_id in (("teacher", teacher_id), ("student", student_id)):
-        try:
-            record = store.get_run(run_id)
-        except TrainError:  # the teacher was deleted since
-            rows.append({"role": role, "run": run_id, "status": "deleted"})
-            continue
-        row = {"role": role, "run": run_id, "name": record.name, "status": record.status,
-               "params": analyze(parse_graph(record.graph)).total_params}
-        row.update({k: v for k, v in sorted(store.latest_metrics(run_id).items()) if k.startswith("val_")})
-        rows.append(row)
-    return rows
