@@ -4,7 +4,6 @@ I/O errors) worded for the user: what failed, on which path, and what to do abou
 One place for the advice, so the CLI, the uploads, the run store and the pages say the same thing.
 
     >>> import errno
-import os
     >>> describe_os_error(OSError(errno.ENOSPC, "No space left on device"), "save the upload", "/w")
     'cannot save the upload in /w: the disk is full (No space left on device); free some disk space and try again'
 """
