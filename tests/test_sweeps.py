@@ -116,8 +116,12 @@ def test_grid_sweep_equals_the_same_runs_launched_by_hand(tmp_path, capsys):
     assert summary["best"]["objective"] == max(t["objective"] for t in summary["trials"])
 
     assert cli(["runs", "--json"]) == 0
-    listed = {r["id"] for r in json.loads(capsys.readouterr().out)}
-    assert {t["run_id"] for t in summary["trials"]} | set(by_hand.values()) == listed
+    listed = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert {t["run_id"] for t in summary["trials"]} | set(by_hand.values()) == set(listed)
+    for trial in summary["trials"]:  # trials carry their sweep and parameters in the listing
+        row = listed[trial["run_id"]]
+        assert (row["sweep_id"], row["tags"]["lr"]) == (summary["sweep_id"], trial["params"]["lr"])
+    assert all(listed[r]["sweep_id"] is None for r in by_hand.values())
 
 
 # ---- TPE with a median pruner ---------------------------------------------------------------------

@@ -197,7 +197,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(json.dumps([{"id": r.id, "name": r.name, "status": r.status, "dataset_id": r.dataset_id,
                            "step": r.step, "total_steps": r.total_steps, "created": r.created,
                            "best_metric_name": r.best_metric_name, "best_metric": r.best_metric,
-                           "error": r.error, "backend": r.backend, "workers": r.workers} for r in runs]))
+                           "error": r.error, "backend": r.backend, "workers": r.workers, "sweep_id": r.sweep_id,
+                           "parent_id": r.parent_id, "tags": r.tags} for r in runs]))
         return 0
     if not runs:
         print("no runs yet; start one with: python -m studio train GRAPH.json --data digits")
