@@ -249,11 +249,11 @@ def cnn_journey(studio_server, page, shot) -> None:
     scroll_to(page.locator(".js-plotly-plot").first)
     shot("09_train_live_chart")
     wait_completed(page, first_run)
-    scroll_to(page.get_by_text("Runs", exact=True))
+    scroll_to(page.get_by_role("heading", name="Runs", exact=True))
     shot("10_train_completed")
 
     # Inspect: feature maps of conv1 as images, then the confusion matrix on the validation split.
-    scroll_to(page.get_by_text("Runs", exact=True))
+    scroll_to(page.get_by_role("heading", name="Runs", exact=True))
     open_in_inspect(page, first_run)
     page.wait_for_function(f"({CAPTIONS})().some(c => c.startsWith('conv1 at step'))", timeout=WAIT_MS)
     page.wait_for_function("() => { const imgs = [...document.querySelectorAll('[data-testid=\"stImage\"] img')];"
@@ -274,7 +274,7 @@ def cnn_journey(studio_server, page, shot) -> None:
     second_run = launch(page, {"epochs": "1", "batch_size": "2", "lr": "0.003"}, "journey cnn lr 3e-3")
     shot("13_train_second_run")
     wait_completed(page, second_run)
-    scroll_to(page.get_by_text("Runs", exact=True))
+    scroll_to(page.get_by_role("heading", name="Runs", exact=True))
     shot("14_train_two_runs")
     go(page, "Compare")
     page.get_by_text("Final and best metrics").wait_for(timeout=WAIT_MS)
@@ -330,7 +330,7 @@ def transformer_journey(studio_server, page, shot) -> None:
     scroll_to(page.locator(".js-plotly-plot").first)
     shot("06_train_live_chart")
     wait_completed(page, run_id)
-    scroll_to(page.get_by_text("Runs", exact=True))
+    scroll_to(page.get_by_role("heading", name="Runs", exact=True))
     shot("07_train_completed")
 
     # Inspect: the attention of `attn` on a probe sample, its axes labelled with the sample's tokens.

@@ -115,7 +115,7 @@ def test_opening_a_template_after_train_and_inspect_keeps_the_whole_graph(studio
             if i < 2:
                 run_id = launch_tiny(page, f"switch {i}")
                 wait_completed(page, run_id)
-            scroll_to(page.get_by_text("Runs", exact=True))
+            scroll_to(page.get_by_role("heading", name="Runs", exact=True))
             open_in_inspect(page, run_id)
             view(page, "Attention")
             view(page, "Evaluation")

@@ -61,10 +61,10 @@ def journey(studio_server, page) -> None:
     scroll_to(page.locator(".js-plotly-plot").first)
     screenshot(page, "train_02_live")
 
-    scroll_to(page.get_by_text("Runs", exact=True))
+    scroll_to(page.get_by_role("heading", name="Runs", exact=True))
     page.get_by_role("button", name="Stop").first.click()
     page.get_by_text("stopped", exact=True).first.wait_for(timeout=60_000)
     wait_idle(page)
     assert page.get_by_role("button", name="Resume").count() == 1
-    scroll_to(page.get_by_text("Runs", exact=True))
+    scroll_to(page.get_by_role("heading", name="Runs", exact=True))
     screenshot(page, "train_03_stopped")
