@@ -47,7 +47,7 @@ _NOTICE = "studio.session.notice"
 _SILENCED = "studio.session.silenced"  # [(node id, warning key)] the user chose not to see
 _TAB = "studio.session.tab"  # this tab's id (its URL's `tab` query parameter)
 _URL_PAGE = "studio.session.url_page"  # the page whose URL last got the tab id
-_SAVED_AT = "studio.session.saved_at"  # time.time() of this tab's last autosave
+_SAVED_AT = "studio.session.saved_at"  # the shared autosave's mtime when this tab last wrote it
 
 TAB_PARAM = "tab"
 _TAB_RE = re.compile(r"[0-9a-f]{8,32}\Z")
@@ -275,7 +275,8 @@ def _autosave(graph: Graph) -> None:
     try:
         save_graph(graph, tab_autosave_path())
         save_graph(graph, autosave_path())
-        st.session_state[_SAVED_AT] = time.time()
+        # The shared file's own time, compared with its later times: no clock margin to guess
+        st.session_state[_SAVED_AT] = autosave_path().stat().st_mtime
     except OSError as e:  # a full disk must not break editing; say it once
         st.session_state[_NOTICE] = f"Autosave failed ({e.strerror or e}); save the graph by name to keep it."
 
@@ -294,7 +295,7 @@ def newer_elsewhere() -> tuple[Graph, float] | None:
         when = path.stat().st_mtime
     except OSError:
         return None
-    if when <= st.session_state.get(_SAVED_AT, 0) + 0.5:
+    if when <= st.session_state.get(_SAVED_AT, 0):
         return None
     try:
         other = load_graph(path)
@@ -408,6 +409,7 @@ def _restore() -> None:
             st.session_state[_SAVED_AT] = time.time()
         if not os.path.exists(autosave_path()):
             save_graph(graph, autosave_path())
+            st.session_state[_SAVED_AT] = autosave_path().stat().st_mtime
     except OSError as e:
         st.session_state[_NOTICE] = f"Autosave failed ({e.strerror or e}); save the graph by name to keep it."
     _keep_tab_in_url()

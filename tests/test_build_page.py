@@ -374,7 +374,7 @@ def test_summary_and_code_tabs(_workspace):
     at.button(key="studio.build.make_torchscript").click()
     run(at)
     labels = [b.label for b in at.get("download_button")]
-    assert "TorchScript (.pt)" in labels and "Build ONNX" in [b.label for b in at.button]
+    assert "TorchScript (legacy) (.pt)" in labels and "Build ONNX" in [b.label for b in at.button]
 
 
 # ---- palette -------------------------------------------------------------------------------------

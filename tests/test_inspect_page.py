@@ -183,7 +183,8 @@ def test_live_inference_on_a_drawn_image(runs):
     sent = json.loads(canvas.proto.json)
     assert canvas.proto.component_name.endswith("streamlit_drawable_canvas")
     assert (sent["canvasWidth"], sent["canvasHeight"], sent["drawingMode"]) == (280, 280, "freedraw")
-    assert (sent["strokeColor"], sent["backgroundColor"], sent["strokeWidth"]) == ("#FFFFFF", "#000000", 35)
+    # 16x16 shapes on a 280 px canvas: strokes of about one input pixel (17.5 px, within 20 px)
+    assert (sent["strokeColor"], sent["backgroundColor"], sent["strokeWidth"]) == ("#FFFFFF", "#000000", 20)
     assert any(c.value.startswith("Draw on the black canvas") for c in at.caption)  # empty: a hint, no prediction
     assert not any(m.value.startswith("**Prediction:") for m in at.markdown) and not figures(at)
 

@@ -82,7 +82,7 @@ def test_schema_describes_every_field():
     schema = config_schema()
     assert [s["name"] for s in schema] == list(TrainConfig().to_dict())
     for s in schema:
-        assert s["kind"] in {"int", "float", "bool", "choice", "str", "floats", "ints"} and s["help"]
+        assert s["kind"] in {"int", "float", "bool", "choice", "str", "floats", "ints", "run"} and s["help"]
         if s["kind"] == "choice":
             assert s["default"] in s["choices"]
     by_name = {s["name"]: s for s in schema}

@@ -1,7 +1,7 @@
 """The deploy table of a finished run: every variant measured on the run's own validation split.
 
-    >>> report = deploy_report(run_id, ["fp32", "int8-weight", "prune"], sparsity=0.5)
-    >>> [(r.method, r.metric, r.bytes) for r in report.rows if r.ok]
+    >>> report = deploy_report(run_id, ["fp32", "int8-weight", "prune"], sparsity=0.5)  # doctest: +SKIP
+    >>> [(r.method, r.metric, r.bytes) for r in report.rows if r.ok]  # doctest: +SKIP
 
 `compress(run_id, method, path)` is the CLI's one-variant form: it measures fp32 and the variant
 side by side and writes the variant's torch.export program to `path`.

@@ -24,34 +24,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from studio.runs.store import BUCKET_LEVELS, BUCKETS_BACKFILLED
+
 BASE = 8        # each level's buckets are 8x wider than the level below
-LEVELS = 8      # widths 8 .. 8**8 (16.8M) steps; level 0 is the raw rows
+LEVELS = BUCKET_LEVELS  # widths 8 .. 8**8 (16.8M) steps; level 0 is the raw rows
 MAX_POINTS = 1000
 # Smoothing reads this many times the EMA's memory before a zoomed range, so what is cut off weighs < 1e-6.
 LEAD_EPSILON = 1e-6
 _NUMPY_ROWS = 2000  # a write with more rows of one key than this aggregates them with numpy
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS metric_buckets (
-    run_id TEXT NOT NULL,
-    key TEXT NOT NULL,
-    level INTEGER NOT NULL,           -- width 8**level steps
-    bucket INTEGER NOT NULL,          -- covers steps [bucket * width, (bucket + 1) * width)
-    split TEXT NOT NULL,
-    rows INTEGER NOT NULL,            -- metric rows in the bucket (NaN included)
-    count INTEGER NOT NULL,           -- finite values (what smoothing averages)
-    sum REAL NOT NULL,                -- of the finite values
-    first_step INTEGER NOT NULL, first_epoch INTEGER NOT NULL, first_wall REAL NOT NULL,
-    min_value REAL, min_step INTEGER, min_epoch INTEGER, min_wall REAL,   -- NULL when every value is NaN
-    max_value REAL, max_step INTEGER, max_epoch INTEGER, max_wall REAL,
-    last_step INTEGER NOT NULL, last_epoch INTEGER NOT NULL, last_wall REAL NOT NULL, last_value REAL,
-    PRIMARY KEY (run_id, key, level, bucket)
-) WITHOUT ROWID
-"""
-# The widest buckets (a few per key) answer "which keys, from which step to which": a partial index keeps
-# that query off the other levels' rows. (SQLite uses it only with the level written as a literal.)
-_TOP_INDEX = f"CREATE INDEX IF NOT EXISTS metric_buckets_top ON metric_buckets (run_id, key) WHERE level = {LEVELS}"
-BACKFILL_FLAG = "metric_buckets"  # meta key set once every run's buckets were built from its raw rows
+# The bucket table's DDL lives with the store's schema (studio.runs.store), which opens without numpy.
+BACKFILL_FLAG = BUCKETS_BACKFILLED
 
 # The columns of a summary record, in table order after (run_id, key, level, bucket, split).
 COLUMNS = ("rows", "count", "sum", "first_step", "first_epoch", "first_wall",
@@ -76,12 +59,6 @@ _UPSERT = _INSERT + f""" ON CONFLICT (run_id, key, level, bucket) DO UPDATE SET
     last_step = excluded.last_step, last_epoch = excluded.last_epoch, last_wall = excluded.last_wall,
     last_value = excluded.last_value"""
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM metric_buckets"
-
-
-def create_schema(conn) -> None:
-    """The bucket table and its index (inside the store's schema transaction)."""
-    conn.execute(SCHEMA)
-    conn.execute(_TOP_INDEX)
 
 
 def width(level: int) -> int:
@@ -287,10 +264,6 @@ def truncate(conn, run_id: str, after_step: int) -> None:
             partial = merge(part, np.zeros(_size(part), dtype=np.int64))
             if _size(partial):
                 conn.executemany(_INSERT, _bucket_rows(run_id, key, split, level, np.array([cut_at // w]), partial))
-
-
-def delete(conn, run_id: str) -> None:
-    conn.execute("DELETE FROM metric_buckets WHERE run_id=?", (run_id,))
 
 
 def backfill(conn) -> int:

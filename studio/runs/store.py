@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from studio.errors import TrainError
-from studio.runs import history
 from studio.workspace import workspace_dir
 
 SCHEMA_VERSION = 2
@@ -76,6 +75,33 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_run ON events (run_id, time);
 """
+
+# The downsampled histories' table (studio.runs.history fills and reads it; the schema lives here so
+# that opening the store needs no numpy: the CLI follows runs without it).
+BUCKET_LEVELS = 8  # bucket widths 8 .. 8**8 steps
+_BUCKETS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS metric_buckets (
+    run_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    level INTEGER NOT NULL,           -- width 8**level steps
+    bucket INTEGER NOT NULL,          -- covers steps [bucket * width, (bucket + 1) * width)
+    split TEXT NOT NULL,
+    rows INTEGER NOT NULL,            -- metric rows in the bucket (NaN included)
+    count INTEGER NOT NULL,           -- finite values (what smoothing averages)
+    sum REAL NOT NULL,                -- of the finite values
+    first_step INTEGER NOT NULL, first_epoch INTEGER NOT NULL, first_wall REAL NOT NULL,
+    min_value REAL, min_step INTEGER, min_epoch INTEGER, min_wall REAL,   -- NULL when every value is NaN
+    max_value REAL, max_step INTEGER, max_epoch INTEGER, max_wall REAL,
+    last_step INTEGER NOT NULL, last_epoch INTEGER NOT NULL, last_wall REAL NOT NULL, last_value REAL,
+    PRIMARY KEY (run_id, key, level, bucket)
+) WITHOUT ROWID
+"""
+# The widest buckets (a few per key) answer "which keys, from which step to which": a partial index keeps
+# that query off the other levels' rows. (SQLite uses it only with the level written as a literal.)
+_TOP_INDEX = ("CREATE INDEX IF NOT EXISTS metric_buckets_top ON metric_buckets (run_id, key) "
+              f"WHERE level = {BUCKET_LEVELS}")
+BUCKETS_BACKFILLED = "metric_buckets"  # meta key set once every run's buckets were built from its raw rows
+
 
 _RUN_COLUMNS = (
     "id", "name", "status", "created", "started", "ended", "pid", "heartbeat", "graph", "config",
@@ -234,10 +260,14 @@ class Store:
                 )
             # The downsampled histories (studio.runs.history): the table, and once per store the
             # buckets of the runs it held before the table existed.
-            history.create_schema(conn)
-            if conn.execute("SELECT 1 FROM meta WHERE key=?", (history.BACKFILL_FLAG,)).fetchone() is None:
-                history.backfill(conn)
-                conn.execute("INSERT INTO meta (key, value) VALUES (?, '1')", (history.BACKFILL_FLAG,))
+            conn.execute(_BUCKETS_SCHEMA)
+            conn.execute(_TOP_INDEX)
+            if conn.execute("SELECT 1 FROM meta WHERE key=?", (BUCKETS_BACKFILLED,)).fetchone() is None:
+                if conn.execute("SELECT 1 FROM metrics LIMIT 1").fetchone() is not None:
+                    from studio.runs import history
+
+                    history.backfill(conn)
+                conn.execute("INSERT INTO meta (key, value) VALUES (?, '1')", (BUCKETS_BACKFILLED,))
 
     # ---- runs ---------------------------------------------------------------------------------
     def create_run(self, run_id: str, *, name: str, graph: dict, config: dict, dataset_id: str,
@@ -303,13 +333,15 @@ class Store:
             conn.execute("DELETE FROM metrics WHERE run_id=?", (run_id,))
             conn.execute("DELETE FROM events WHERE run_id=?", (run_id,))
             conn.execute("DELETE FROM runs WHERE id=?", (run_id,))
-            history.delete(conn, run_id)
+            conn.execute("DELETE FROM metric_buckets WHERE run_id=?", (run_id,))
 
     # ---- metrics ------------------------------------------------------------------------------
     def write_metrics(self, run_id: str, rows: list[tuple[int, int, str, str, float, float]]) -> None:
         """Insert (step, epoch, split, key, value, wall_time) rows in one transaction; moves runs.step."""
         if not rows:
             return
+        from studio.runs import history  # numpy: only where metrics are written (a worker)
+
         with self.transaction():
             conn = self.connect()
             conn.executemany(
@@ -390,6 +422,8 @@ class Store:
 
     def truncate_metrics(self, run_id: str, after_step: int) -> int:
         """Delete rows with step > after_step (a resumed run recomputes them); returns the count."""
+        from studio.runs import history
+
         with self.transaction():
             cur = self.connect().execute("DELETE FROM metrics WHERE run_id=? AND step>?", (run_id, after_step))
             self.connect().execute("UPDATE runs SET step=? WHERE id=?", (after_step, run_id))

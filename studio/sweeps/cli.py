@@ -12,10 +12,6 @@ import json
 import sys
 import time
 
-from studio.sweeps.control import get_sweep, resume_sweep, start_sweep, stop_sweep, sweep_dir, wait_sweep_process
-from studio.sweeps.results import sweep_summary
-from studio.sweeps.spec import load_sweep
-
 POLL_SECONDS = 1.0
 _ENDED = ("completed", "stopped", "failed", "lost")
 
@@ -29,6 +25,9 @@ def add_parser(sub) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from studio.sweeps.control import get_sweep, resume_sweep, start_sweep, sweep_dir
+    from studio.sweeps.spec import load_sweep
+
     if args.resume:
         sweep_id = args.sweep
         resume_sweep(sweep_id)
@@ -51,6 +50,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def follow(sweep_id: str) -> dict:
     """Poll until the sweep process ends; print each trial as it finishes; returns the final summary."""
+    from studio.sweeps.control import stop_sweep, wait_sweep_process
+    from studio.sweeps.results import sweep_summary
+
     shown: set[int] = set()
     interrupted = False
     while True:

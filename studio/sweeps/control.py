@@ -7,8 +7,8 @@ process's status and pid), `log.txt`, and a `stop` file the process polls. The p
 (`subprocess.Popen(..., start_new_session=True)`): closing the tab or restarting the server does
 not stop it.
 
-    >>> sweep_id = start_sweep(load_sweep("sweep.json"))
-    >>> stop_sweep(sweep_id); resume_sweep(sweep_id)
+    >>> sweep_id = start_sweep(load_sweep("sweep.json"))  # doctest: +SKIP
+    >>> stop_sweep(sweep_id); resume_sweep(sweep_id)  # doctest: +SKIP
 """
 
 from __future__ import annotations

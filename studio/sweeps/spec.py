@@ -3,10 +3,11 @@ trial's parameters turn into (a graph and a TrainConfig).
 
 A sweep searches over training settings (any TrainConfig field: `lr`, `batch_size`, `optimizer`, ...)
 and graph parameters named `NODE_ID.PARAM` (`fc1.out_features`, `drop.p`). This module only reads
-and checks documents; `studio.sweeps.runner` runs them.
+and checks documents (`load_sweep` raises SweepError listing every problem, by field);
+`studio.sweeps.runner` runs them.
 
-    >>> spec = load_sweep("sweep.json")          # SweepError listing every problem, by field
-    >>> graph, config = trial_inputs(spec, {"lr": 0.01, "fc1.out_features": 128})
+    >>> spec = load_sweep("sweep.json")  # doctest: +SKIP
+    >>> graph, config = trial_inputs(spec, {"lr": 0.01, "fc1.out_features": 128})  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -34,7 +34,8 @@ def load_trained(run_id: str, workspace=None, device="cpu"):
 
     rd = RunDir.of(run_id, workspace)
     if not rd.graph_file.exists():
-        raise TrainError(f"no run with id {run_id!r} (no {rd.graph_file}); list the runs with `python -m studio runs`")
+        raise TrainError(f"run {run_id!r} has no run directory at {rd.path}; list the runs with "
+                         "`python -m studio runs`")
     have = [which for which in ("best", "last") if rd.checkpoint(which).exists()]
     if not have:
         raise TrainError(f"run {run_id!r} has no checkpoint yet; pick a run that has finished at least one "

@@ -260,8 +260,8 @@ def test_a_hostile_monitor_name_cannot_reach_the_training_script(marker):
             with pytest.raises(TrainError, match=r"monitor=.* is not a metric name"):
                 to_code(graph, training_script=True, dataset_id="iris",
                         config={"schedule": "plateau", "monitor": monitor})
-    assert "Reduce on plateau of val_loss" in to_code(graph, training_script=True, dataset_id="iris",
-                                                      config={"schedule": "plateau", "monitor": "val_loss"})
+    assert "MONITOR, MODE = 'val_loss', 'min'" in to_code(graph, training_script=True, dataset_id="iris",
+                                                          config={"schedule": "plateau", "monitor": "val_loss"})
 
 
 def _string_fields(text: str) -> list[tuple[str, dict]]:

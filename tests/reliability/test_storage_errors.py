@@ -16,7 +16,7 @@ from studio.__main__ import main
 from studio.data import get_dataset, list_uploads, upload_text
 from studio.data import uploads as uploads_module
 from studio.errors import DataError, TrainError
-from studio.runs import Store, launcher, start_run
+from studio.runs import Store, start_run
 from tests.reliability.helpers import mlp_doc
 
 GRAPH = mlp_doc([4], 8, 3, name="store")
@@ -72,14 +72,16 @@ def test_a_full_or_read_only_store_refuses_a_new_run_and_leaves_nothing_half_mad
 
 
 def test_enospc_while_writing_a_run_folder_removes_it(_workspace, monkeypatch):
-    real = launcher.atomic_write_text
+    from studio.runs import rundir
+
+    real = rundir.atomic_write_text
 
     def full(path, text):
         if path.name == "run.json":
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         real(path, text)
 
-    monkeypatch.setattr(launcher, "atomic_write_text", full)
+    monkeypatch.setattr(rundir, "atomic_write_text", full)
     with pytest.raises(TrainError, match=r"cannot create the run in .*runs: the disk is full"):
         start_run(GRAPH, "iris", {"epochs": 1})
     assert run_dirs(_workspace) == [] and Store().list_runs() == []
