@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -401,53 +400,26 @@ class _RankError(TrainError):
 
 def run(run_dir: str | Path) -> str:
     """Drive the run in `run_dir` on Ray to a final status and return it."""
-    from studio.training.worker import FINAL_STATUS, Heartbeat, RunLog, human_message
+    from studio.training.worker import run_process
 
-    rd = RunDir(Path(run_dir).resolve())
-    meta = rd.meta()
-    run_id = meta["run_id"]
-    store = Store(meta["db"])
-    log = RunLog(rd.log_file, store, run_id)
-    now = time.time()
-    store.update_run(run_id, status="running", pid=os.getpid(), started=now, heartbeat=now, ended=None,
-                     error=None, traceback=None)
-    signal.signal(signal.SIGTERM, lambda *_: rd.request_stop())  # stop like the Stop button
-    status = "failed"
-    with Heartbeat(store, run_id):
+    def train(rd, meta, store, log):
         try:
-            driver = Driver(rd, meta, store, log)
-            reason, message = driver.train()
-            status = FINAL_STATUS[reason]
-            log(message, "error" if status == "diverged" else "info")
-            store.set_status(run_id, status, error=message if status == "diverged" else None)
-        except BaseException as exc:  # every failure ends as a recorded status, never a silent exit
-            message = human_message(exc, rd.config_doc().get("batch_size") if rd.config_file.exists() else None)
-            tb = getattr(exc, "rank_traceback", "") or traceback.format_exc()
-            with open(rd.log_file, "a") as f:
-                f.write(tb)
-            log(f"failed: {message}", "error")
-            store.set_status(run_id, "failed", error=message, traceback=tb)
-            status = "failed"
+            reason, message = Driver(rd, meta, store, log).train()
+            return reason, message, store.get_run(meta["run_id"]).step
         finally:
             if "ray" in sys.modules:
                 try:
                     sys.modules["ray"].shutdown()
                 except Exception:  # noqa: BLE001 - shutting down after a failure must not hide the status
                     pass
-    rd.clear_stop()
-    return status
+
+    return run_process(run_dir, train)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m studio.training.distributed RUN_DIR", file=sys.stderr)
-        return 2
-    import torch
+    from studio.training.worker import process_main
 
-    torch.set_num_threads(1)
-    status = run(argv[0])
-    return 0 if status in ("completed", "stopped") else 1
+    return process_main(run, "studio.training.distributed", argv)
 
 
 if __name__ == "__main__":

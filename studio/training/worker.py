@@ -210,8 +210,10 @@ def human_message(exc: BaseException, batch_size: int | None) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def run(run_dir: str | Path) -> str:
-    """Train the run in `run_dir` to a final status and return it."""
+def run_process(run_dir: str | Path, train) -> str:
+    """The frame every training process shares (this worker, the Ray driver): mark the run running,
+    heartbeat, call `train(rd, meta, store, log) -> (stop_reason, message, step)`, and always leave the
+    run in a final status with a human message (a sweep's stop with reason "pruned" ends as `pruned`)."""
     rd = RunDir(Path(run_dir).resolve())
     meta = rd.meta()
     run_id = meta["run_id"]
@@ -222,22 +224,18 @@ def run(run_dir: str | Path) -> str:
                      error=None, traceback=None)
     # SIGTERM (e.g. the machine shutting down) stops like the Stop button: finish the step, checkpoint.
     signal.signal(signal.SIGTERM, lambda *_: rd.request_stop())
-    batch_size = None
     status = "failed"
     with Heartbeat(store, run_id):
         try:
-            cfg_doc = rd.config_doc()
-            batch_size = cfg_doc.get("batch_size") if isinstance(cfg_doc, dict) else None
-            trainer, _ = build_trainer(rd, meta, store, log)
-            state = trainer.fit()
-            status = FINAL_STATUS[state.stop_reason]
+            reason, message, step = train(rd, meta, store, log)
+            status = FINAL_STATUS[reason]
             if status == "stopped" and rd.stop_reason() == "pruned":  # a sweep's pruner ended this trial
-                status, state.message = "pruned", f"pruned by its sweep at step {state.step}"
-            log(state.message, "error" if status == "diverged" else "info")
-            store.set_status(run_id, status, error=state.message if status == "diverged" else None)
+                status, message = "pruned", f"pruned by its sweep at step {step}"
+            log(message, "error" if status == "diverged" else "info")
+            store.set_status(run_id, status, error=message if status == "diverged" else None)
         except BaseException as exc:  # every failure ends as a recorded status, never a silent exit
-            message = human_message(exc, batch_size)
-            tb = traceback.format_exc()
+            message = human_message(exc, _batch_size(rd))
+            tb = getattr(exc, "rank_traceback", "") or traceback.format_exc()
             try:
                 with open(rd.log_file, "a") as f:
                     f.write(tb)
@@ -250,14 +248,38 @@ def run(run_dir: str | Path) -> str:
     return status
 
 
-def main(argv: list[str] | None = None) -> int:
+def _batch_size(rd: RunDir) -> int | None:
+    """The configured batch size for a failure's advice, when config.json can be read at all."""
+    try:
+        value = rd.config_doc().get("batch_size")
+    except Exception:  # noqa: BLE001 (a damaged config is what failed; the advice just leaves the size out)
+        return None
+    return value if isinstance(value, int) else None
+
+
+def run(run_dir: str | Path) -> str:
+    """Train the run in `run_dir` in this process to a final status and return it."""
+
+    def train(rd, meta, store, log):
+        trainer, _ = build_trainer(rd, meta, store, log)
+        state = trainer.fit()
+        return state.stop_reason, state.message, state.step
+
+    return run_process(run_dir, train)
+
+
+def process_main(run, module: str, argv: list[str] | None = None) -> int:
+    """`python -m MODULE RUN_DIR`: exit 0 when the run ends completed, stopped or pruned."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m studio.training.worker RUN_DIR", file=sys.stderr)
+        print(f"usage: python -m {module} RUN_DIR", file=sys.stderr)
         return 2
     torch.set_num_threads(1)
-    status = run(argv[0])
-    return 0 if status in ("completed", "stopped", "pruned") else 1
+    return 0 if run(argv[0]) in ("completed", "stopped", "pruned") else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return process_main(run, "studio.training.worker", argv)
 
 
 if __name__ == "__main__":
