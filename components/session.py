@@ -365,6 +365,18 @@ def _forget_old_tabs() -> None:
             pass
 
 
+def _keep_unreadable(path) -> str | None:
+    """Copy an autosave that cannot be read to graphs/unreadable-autosave-<time>.json; its name, or None."""
+    import shutil
+
+    kept = workspace_dir() / "graphs" / f"unreadable-autosave-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    try:
+        shutil.copyfile(path, kept)
+    except OSError:
+        return None
+    return kept.name
+
+
 def _restore() -> None:
     st.session_state[_UNDO] = []
     st.session_state[_REDO] = []
@@ -386,8 +398,10 @@ def _restore() -> None:
             st.session_state[_SILENCED] = meta.get("silenced", [])
         except GraphError as e:
             first = e.issues[0] if e.issues else Issue(None, "unknown problem")
-            st.session_state[_NOTICE] = (f"The autosaved graph could not be read ({first}); "
-                                         "started from the seed template instead.")
+            kept = _keep_unreadable(path)  # the next edit overwrites the autosave: keep what was there
+            st.session_state[_NOTICE] = (f"The autosaved graph could not be read ({first}); started from the seed "
+                                         "template instead." + (f" The unreadable file is kept as graphs/{kept}."
+                                                                if kept else ""))
     if graph is None:
         graph, template, dataset_id = seed_graph()
         st.session_state[_TEMPLATE] = template

@@ -504,3 +504,14 @@ def test_a_replaced_graph_stays_one_undo_away_after_a_refresh(_workspace):
     again.button(key="studio.build.undo").click()
     run(again)
     assert [n.id for n in current(again).nodes] == ["input", "conv1", "relu1", "flat", "fc"]
+
+
+def test_an_unreadable_autosave_is_kept_aside_before_the_seed_graph_replaces_it(_workspace):
+    doc = small_cnn()
+    doc["nodes"][0]["position"] = {"x": float("nan"), "y": 0}  # written by an older studio, refused today
+    at = start(_workspace, doc)
+    assert not at.exception, [e.message for e in at.exception]
+    kept = list((_workspace / "graphs").glob("unreadable-autosave-*.json"))
+    assert len(kept) == 1 and json.loads(kept[0].read_text(), parse_constant=lambda c: c) == \
+        json.loads(json.dumps(doc), parse_constant=lambda c: c)
+    assert any(f"kept as graphs/{kept[0].name}" in w.value for w in [*at.warning, *at.info, *at.markdown, *at.caption])
