@@ -25,9 +25,9 @@ import torch.nn.functional as F
 
 from studio.errors import DataError, StudioError, TrainError
 from studio.graph import Graph, parse_graph
+from studio.runs.rundir import RunDir
 from studio.training.config import TrainConfig
 
-CHECKPOINTS = ("best", "last")
 EVAL_BATCH = 256
 MISCLASSIFIED_LIMIT = 64
 
@@ -46,41 +46,42 @@ class RunFiles:
     dataset_options: dict = field(default_factory=dict)
 
     @property
+    def rundir(self) -> RunDir:
+        """The directory's layout (studio.runs.rundir owns it)."""
+        return RunDir(self.directory)
+
+    @property
     def probes_dir(self) -> Path:
-        return self.directory / "probes"
+        return self.rundir.probes_dir
 
     def checkpoint_path(self, which: str) -> Path:
-        if which not in CHECKPOINTS:
-            raise TrainError(f"checkpoint {which!r} does not exist; use one of {', '.join(CHECKPOINTS)}")
-        return self.directory / "checkpoints" / f"{which}.pt"
+        return self.rundir.checkpoint(which)
 
     def checkpoints(self) -> list[str]:
         """The checkpoints saved so far, best first."""
-        return [w for w in CHECKPOINTS if self.checkpoint_path(w).exists()]
+        return self.rundir.checkpoints()
 
 
 def load_run(run_id: str, workspace: str | Path | None = None) -> RunFiles:
     """The files of run `run_id` under workspace/runs/ (TrainError naming the directory when missing)."""
-    from studio.workspace import workspace_dir
-
-    directory = (Path(workspace) if workspace is not None else workspace_dir()) / "runs" / run_id
-    meta_path = directory / "run.json"
+    rd = RunDir.of(run_id, workspace)
+    directory, meta_path = rd.path, rd.run_file
     if not meta_path.exists():
         raise TrainError(f"run {run_id!r} has no run directory at {directory}; it was deleted or belongs to "
                          "another workspace (check STUDIO_WORKSPACE)")
     from studio.graph import load_graph
 
     meta = _read_json_object(meta_path, run_id)
-    config = _read_json_object(directory / "config.json", run_id)
+    config = _read_json_object(rd.config_file, run_id)
     if not isinstance(meta.get("dataset_id"), str) or not isinstance(meta.get("dataset_options") or {}, dict):
         raise TrainError(f"run {run_id!r}: {meta_path} has no dataset_id string or a malformed dataset_options; "
                          "the file is damaged, so this run cannot be inspected (its checkpoints are untouched)")
     try:
         train_config = TrainConfig.from_dict(config)
     except (TypeError, ValueError, KeyError, StudioError) as e:
-        raise TrainError(f"run {run_id!r}: {directory / 'config.json'} is damaged ({e}); this run cannot be "
+        raise TrainError(f"run {run_id!r}: {rd.config_file} is damaged ({e}); this run cannot be "
                          "inspected (its checkpoints are untouched)") from None
-    return RunFiles(run_id, directory, load_graph(directory / "graph.json"), train_config,
+    return RunFiles(run_id, directory, load_graph(rd.graph_file), train_config,
                     meta["dataset_id"], dict(meta.get("dataset_options") or {}))
 
 
@@ -408,7 +409,7 @@ def index_series(entries: list[dict], field_name: str) -> tuple[np.ndarray, dict
 
 def read_confusions(run: RunFiles) -> list[dict]:
     """Every evaluation's confusion matrix the worker logged: [{"step", "epoch", "matrix"}], oldest first."""
-    path = run.directory / "confusion.jsonl"
+    path = run.rundir.confusion_file
     if not path.exists():
         return []
     out = []

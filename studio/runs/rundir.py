@@ -93,6 +93,10 @@ class RunDir:
             raise TrainError(f"checkpoint {which!r} does not exist; use one of {', '.join(CHECKPOINTS)}")
         return self.checkpoints_dir / f"{which}.pt"
 
+    def checkpoints(self) -> list[str]:
+        """The checkpoints saved so far, best first."""
+        return [w for w in CHECKPOINTS if self.checkpoint(w).exists()]
+
     def file(self, relative: str) -> Path:
         """A file named relative to the directory, refusing names that would leave it (from a relay)."""
         target = (self.path / relative).resolve()

@@ -36,7 +36,7 @@ def load_trained(run_id: str, workspace=None, device="cpu"):
     if not rd.graph_file.exists():
         raise TrainError(f"run {run_id!r} has no run directory at {rd.path}; list the runs with "
                          "`python -m studio runs`")
-    have = [which for which in ("best", "last") if rd.checkpoint(which).exists()]
+    have = rd.checkpoints()
     if not have:
         raise TrainError(f"run {run_id!r} has no checkpoint yet; pick a run that has finished at least one "
                          "evaluation or epoch")
