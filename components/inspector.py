@@ -13,10 +13,19 @@ import re
 
 import streamlit as st
 
-from components import canvas, palette, session
+from components import canvas, session
 from components.canvas import st_escape
 from studio.analysis import Analysis
-from studio.graph import Edge, Graph, node_id_problem
+from studio.graph import Graph
+from studio.graph_edit import (
+    duplicated,
+    renamed,
+    with_frozen,
+    with_input_moved_up,
+    with_param,
+    without_edge,
+    without_node,
+)
 from studio.layers import REGISTRY, Param, fmt_shape
 
 ADVANCED_KEY = "studio.build.show_advanced"
@@ -24,81 +33,6 @@ _ERRORS = "studio.build.input_errors"  # widget key -> why the typed text was no
 # Numbers are typed as text: 1e-05 stays readable and exact, and (measured in Chromium with Streamlit
 # 1.67) a number_input whose value comes from session state showed 0 and could write it back.
 _TEXT_KINDS = {"ints", "size", "padding", "float", "int"}
-
-
-# ---- graph edits (pure) --------------------------------------------------------------------------
-
-def with_param(graph: Graph, node_id: str, name: str, value) -> Graph:
-    """A copy with `name` set; a value equal to the documented default is omitted, as in DESIGN.md."""
-    g = graph.copy()
-    node = g.node(node_id)
-    spec = REGISTRY.get(node.type)
-    try:
-        default = spec.param(name).default if spec else object()
-    except KeyError:
-        default = object()
-    if value == default and type(value) is type(default):
-        node.params.pop(name, None)
-    else:
-        node.params[name] = value
-    return g
-
-
-def with_frozen(graph: Graph, node_id: str, frozen: bool) -> Graph:
-    """A copy with the node's `frozen` flag set (its parameters are then not trained)."""
-    g = graph.copy()
-    g.node(node_id).frozen = bool(frozen)
-    return g
-
-
-def renamed(graph: Graph, old: str, new: str) -> Graph:
-    """A copy with node `old` called `new` (edges follow); raises ValueError with the reason."""
-    problem = node_id_problem(new)
-    if problem:
-        raise ValueError(problem)
-    if new != old and graph.has_node(new):
-        raise ValueError(f"id {new!r} is already used by another node; choose another")
-    g = graph.copy()
-    g.node(old).id = new
-    g.edges = [Edge(new if e.source == old else e.source, new if e.target == old else e.target, e.port)
-               for e in g.edges]
-    return g
-
-
-def without_node(graph: Graph, node_id: str) -> Graph:
-    g = graph.copy()
-    g.nodes = [n for n in g.nodes if n.id != node_id]
-    g.edges = [e for e in g.edges if node_id not in (e.source, e.target)]
-    return g
-
-
-def without_edge(graph: Graph, source: str, target: str) -> Graph:
-    g = graph.copy()
-    g.edges = [e for e in g.edges if (e.source, e.target) != (source, target)]
-    return g
-
-
-def duplicated(graph: Graph, node_id: str) -> tuple[Graph, str]:
-    """A copy with a twin of `node_id` (same type and params, fed by the same inputs), and its id."""
-    g = graph.copy()
-    node = g.node(node_id)
-    nid = palette.new_node_id(g, node.type)
-    pos = node.position or {"x": 0.0, "y": 0.0}
-    g.nodes.insert(g.nodes.index(node) + 1,
-                   type(node)(nid, node.type, json.loads(json.dumps(node.params)),
-                              {"x": pos["x"] + 60.0, "y": pos["y"] + 40.0}))
-    g.edges += [Edge(src, nid) for src in g.inputs_of(node_id)]
-    return g, nid
-
-
-def with_input_moved_up(graph: Graph, node_id: str, index: int) -> Graph:
-    """A copy where input `index` of a multi-input node comes one place earlier (explicit ports)."""
-    order = graph.inputs_of(node_id)
-    order[index - 1], order[index] = order[index], order[index - 1]
-    g = graph.copy()
-    rank = {src: i for i, src in enumerate(order)}
-    g.edges = [Edge(e.source, e.target, rank[e.source]) if e.target == node_id else e for e in g.edges]
-    return g
 
 
 # ---- widget values <-> param values --------------------------------------------------------------

@@ -10,20 +10,11 @@ from __future__ import annotations
 import streamlit as st
 
 from components import canvas, session
-from studio.graph import Edge, Graph, Node, node_id_problem
+from studio.graph import Edge, Graph, Node
+from studio.graph_edit import new_node_id
 from studio.layers import CATEGORIES, REGISTRY
 
 SEARCH_KEY = "studio.build.palette_search"
-
-
-def new_node_id(graph: Graph, type_name: str) -> str:
-    """A free id from the type, e.g. 'conv2d1', 'relu3'."""
-    base = "".join(ch for ch in type_name.lower() if ch.isalnum()) or "layer"
-    taken = {n.id for n in graph.nodes}
-    i = 1
-    while f"{base}{i}" in taken or node_id_problem(f"{base}{i}"):
-        i += 1
-    return f"{base}{i}"
 
 
 def add_layer(graph: Graph, type_name: str, after: str | None, direction: str = "down") -> tuple[Graph, str]:

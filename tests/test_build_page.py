@@ -18,7 +18,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from components.canvas import FLOW_KEY
-from components.inspector import parse_text, renamed
+from components.inspector import parse_text
 from components.palette import add_layer
 from studio.analysis import analyze
 from studio.codegen import to_code
@@ -416,7 +416,7 @@ def test_add_layer_inserts_into_the_chain_and_shifts_downstream():
     assert g4.inputs_of(nid4) == []
 
 
-def test_parse_text_and_rename_helpers():
+def test_parse_text_helper():
     size = Param("kernel_size", "size", 3, "", length=2)
     assert parse_text(size, "3") == 3 and parse_text(size, "3, 5") == [3, 5] and parse_text(size, "(3 5)") == [3, 5]
     with pytest.raises(ValueError, match="kernel_size: 'x' is not an integer or 2 integers"):
@@ -425,11 +425,6 @@ def test_parse_text_and_rename_helpers():
     assert parse_text(pad, "same") == "same"
     assert parse_text(Param("shape", "ints", [1], ""), "7") == [7]
     assert parse_text(Param("stride", "size", None, "", optional=True), " ") is None
-    g = parse_graph(small_cnn())
-    with pytest.raises(ValueError, match="already used"):
-        renamed(g, "conv1", "fc")
-    with pytest.raises(ValueError, match="reserved"):
-        renamed(g, "conv1", "forward")
 
 
 def _undo_depth_script():
