@@ -1,8 +1,10 @@
 """Dataset previews as a user expects them for each kind of data: an image grid with labels (one PNG,
 not hundreds of traces), the head of a table, token sequences written out through the vocabulary,
-a plot of a few series; and the per-class counts behind the class-balance chart.
+a plot of a few series; the per-class counts behind the class-balance chart; and the text and tables
+the Data page shows around them (a dataset's label in the picker, its target, the kinds of upload).
 
-Pure functions on a loaded `studio.data.Dataset`; the Data page only lays the results out.
+Pure functions on a loaded `studio.data.Dataset` or its `DatasetInfo`; the Data page only lays the
+results out.
 
     >>> kind = preview_kind(ds.info)                      # doctest: +SKIP
     >>> png = image_grid_png(ds.train.x[:32], labels)     # doctest: +SKIP
@@ -10,17 +12,25 @@ Pure functions on a loaded `studio.data.Dataset`; the Data page only lays the re
 
 from __future__ import annotations
 
+import inspect
 import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from studio.data.downloads import is_downloaded
+from studio.data.uploads import upload_csv, upload_image_zip, upload_text, upload_text_csv, uploads_dir
+
 TILE = 64          # pixels per image tile: small images are scaled up (nearest) so they can be seen
 LABEL_HEIGHT = 14  # pixels under each tile for each line of its caption
 MAX_CAPTION = 16   # characters of a caption line shown
 PAD_TOKENS = ("<pad>",)
+SOURCES = {"builtin": "built in", "download": "download", "upload": "upload"}
 
 
 def preview_kind(info) -> str:
@@ -44,6 +54,33 @@ def dataset_label(dataset_id: str, options: dict | None = None) -> str:
         parts.append(f"target = {target}" + (" (reconstruction)" if target == "input" else ""))
     parts += [f"{k} = {v}" for k, v in opts.items()]
     return " · ".join(parts)
+
+
+def choice_label(info, workspace: Path) -> str:
+    """A dataset as the picker lists it: name, id, task and where it comes from (whether a download
+    is already in `workspace`)."""
+    where = SOURCES.get(info.source, info.source)
+    if info.source == "download":
+        where = "downloaded" if is_downloaded(info.id, workspace) else "download on first use"
+    return f"{info.name} ({info.id}) · {info.task} · {where}"
+
+
+def target_text(info) -> str:
+    """What a dataset's target is, e.g. "10 classes", "(1, 28, 28) float" or "(64, 65)"."""
+    if info.task == "classification":
+        return f"{info.num_classes} classes"
+    if info.task == "regression":
+        return f"{tuple(info.target_shape)} float"
+    return f"{tuple(info.output_shape)}"
+
+
+def cache_version(info, workspace: Path) -> float:
+    """A number that changes when the dataset's files do (an upload's folder time; 0 for the others), so a
+    cache keyed by it never serves a deleted and re-uploaded dataset."""
+    if info.source != "upload":
+        return 0.0
+    folder = uploads_dir(workspace) / info.id
+    return folder.stat().st_mtime if folder.exists() else 0.0
 
 
 def target_label(info, y) -> str:
@@ -164,3 +201,30 @@ def class_counts(dataset) -> dict[str, list[int]]:
         if len(y):
             out[name] = torch.bincount(y.reshape(-1).long(), minlength=k).tolist()
     return out
+
+
+# ---- uploads ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class UploadKind:
+    """One kind of upload the Data page offers: the files it takes and the studio function that reads them."""
+
+    files: tuple[str, ...]     # file name extensions the uploader accepts
+    upload: Callable           # studio.data.uploads' function: (bytes, filename, *, name, **options) -> DatasetInfo
+    needs_columns: bool = False  # a CSV: its columns are read first, to choose the target among them
+
+    def default(self, option: str):
+        """The upload function's own default for `option` (the form starts from it).
+
+        >>> UPLOAD_KINDS["Text (.txt)"].default("seq_len")
+        64
+        """
+        return inspect.signature(self.upload).parameters[option].default
+
+
+UPLOAD_KINDS = {
+    "CSV table": UploadKind(("csv",), upload_csv, needs_columns=True),
+    "Image folders (zip)": UploadKind(("zip",), upload_image_zip),
+    "Text (.txt)": UploadKind(("txt",), upload_text),
+    "Text + label CSV": UploadKind(("csv",), upload_text_csv, needs_columns=True),
+}
