@@ -243,3 +243,27 @@ def test_deploy_page_measures_variants_offers_downloads_and_starts_a_linked_fine
         reconcile()
         time.sleep(0.3)
     assert Store().get_run(child.id).status == "completed", Store().get_run(child.id).error
+
+
+def test_deploy_exports_show_warnings_other_than_known_pytorch_noise():
+    """Only studio.export's known PyTorch noise is hidden around torch.export and quantization, as in every export."""
+    import warnings
+
+    from studio.deploy.measure import export_program
+
+    class Loud(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, x):
+            warnings.warn("the user's own warning", UserWarning, stacklevel=1)
+            return self.fc(x)
+
+    x = torch.randn(2, 3)
+    for name, run in (("export_program", lambda: export_program(Loud().eval(), x)),
+                      ("int8-static", lambda: make_variant(Loud(), "int8-static", example=x, calibration=[x]))):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            run()
+        assert "the user's own warning" in [str(w.message) for w in seen], name

@@ -10,13 +10,13 @@ import contextlib
 import io
 import statistics
 import time
-import warnings
 import zipfile
 
 import torch
 from torch import nn
 
 from studio.errors import ExportError
+from studio.export import _known_noise_filtered  # the same known warnings as every export, no others
 
 METRIC_NAMES = {"classification": "val_accuracy", "regression": "val_mae", "sequence": "val_token_accuracy",
                 "language_model": "val_token_accuracy"}
@@ -41,8 +41,7 @@ def export_program(module: nn.Module, example: torch.Tensor) -> bytes:
     """
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with _known_noise_filtered():
             program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
             buffer = io.BytesIO()
             torch.export.save(program, buffer)

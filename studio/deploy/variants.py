@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import copy
 import logging
-import warnings
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from studio.errors import ExportError
+from studio.export import _known_noise_filtered  # the same known warnings as every export, no others
 from studio.training import pruning
 from studio.training.pruning import check_sparsity, prunable  # noqa: F401  (part of this module's API)
 
@@ -104,8 +104,7 @@ def _torchao(model: nn.Module, method: str) -> Variant:
         raise ExportError(f"{method} quantizes Linear layers and this graph has none; nothing would change "
                           "(use int8-static for convolutions, or prune)")
     config = Int8WeightOnlyConfig() if method == "int8-weight" else Int8DynamicActivationInt8WeightConfig()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _known_noise_filtered():
         quantize_(model, config)
     return Variant(method, model, _untouched(model, QUANT_TYPES, "torchao quantizes Linear layers only"),
                    state_dict_ok=False)
@@ -130,8 +129,7 @@ def _pt2e_static(model: nn.Module, example: torch.Tensor, calibration) -> Varian
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with _known_noise_filtered():
             try:
                 graph = torch.export.export(model, (example,), dynamic_shapes=({0: _batch_dim()},)).module()
                 prepared = prepare_pt2e(graph, quantizer)
