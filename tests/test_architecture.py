@@ -111,3 +111,37 @@ def test_dataset_loaders_never_import_the_catalogue():
                     and any(a.name == "registry" for a in node.names)):
                 back.append(path.name)
     assert back == []
+
+
+def _readme_layout() -> str:
+    """The code block under README's "How it is built": the layout of the repository."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## How it is built"):]
+    start = section.index("```\n") + 4
+    return section[start:section.index("```\n", start)]
+
+
+def test_readme_layout_names_every_module_and_package_of_studio():
+    layout = _readme_layout()
+    names = [p.name for p in (ROOT / "studio").glob("*.py") if p.name != "__init__.py"]
+    names += [f"{p.name}/" for p in (ROOT / "studio").iterdir() if p.is_dir() and not p.name.startswith(("_", "."))]
+    missing = sorted(n for n in names if not re.search(rf"(?m)^\s+{re.escape(n)}\s", layout))
+    assert missing == [], f"README's layout (How it is built) does not list {', '.join(missing)} under studio/"
+    for top in ("components/", "pages/", "tests/", "bench/"):
+        assert re.search(rf"(?m)^{re.escape(top)}", layout), top
+
+
+def test_layout_check_finds_a_missing_module():
+    assert not re.search(r"(?m)^\s+graph_edit\.py\s", "  graph.py          the graph document\n")
+
+
+def test_studio_never_imports_scipy():
+    """scipy comes only with scikit-learn (README: Libraries we chose); requirements.txt does not pin it."""
+    users = []
+    for path in sorted((ROOT / "studio").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            users += [str(path.relative_to(ROOT)) for n in names if n.split(".")[0] == "scipy"]
+    assert users == []
+    assert not [ln for ln in (ROOT / "requirements.txt").read_text().splitlines() if ln.startswith("scipy")]
