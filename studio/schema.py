@@ -174,22 +174,22 @@ class Field:
                 return []
             if k in ("str", "run"):
                 return ""
-            raise SettingError(f"{self.name} needs a value")
+            raise SettingError(f"{self.name} must be set; it cannot be empty")
         shown = repr(text[:40])
         if k == "bool":
             if text.lower() in _BOOL_WORDS:
                 return _BOOL_WORDS[text.lower()]
-            raise SettingError(f"{self.name}: {shown} is not true or false")
+            raise SettingError(f"{self.name} must be true or false, got {shown}")
         if k == "int":
             try:
                 return int(text)
             except ValueError:
-                raise SettingError(f"{self.name}: {shown} is not an integer (e.g. 32)") from None
+                raise SettingError(f"{self.name} must be an integer, got {shown} (e.g. 32)") from None
         if k == "float":
             try:
                 return float(text)
             except ValueError:
-                raise SettingError(f"{self.name}: {shown} is not a number (e.g. 0.5 or 1e-5)") from None
+                raise SettingError(f"{self.name} must be a number, got {shown} (e.g. 0.5 or 1e-5)") from None
         if k in ("choice", "str", "run"):
             if k == "choice" and text not in self.choices:
                 for c in self.choices:  # non-string choices (an int) are matched by their text
@@ -202,11 +202,11 @@ class Field:
         try:
             values = [float(t) if k == "floats" else int(t) for t in parts]
         except ValueError:
-            expected = {"ints": "integers separated by commas, e.g. 1, 28, 28",
-                        "floats": "numbers separated by commas, e.g. 0.9, 0.999",
+            expected = {"ints": "a list of integers separated by commas", "floats": "a list of numbers separated by commas",
                         "size": f"an integer or {self.length} integers separated by commas",
                         "padding": f"an integer, {self.length} integers separated by commas, 'same' or 'valid'"}[k]
-            raise SettingError(f"{self.name}: {shown} is not {expected}") from None
+            example = {"ints": " (e.g. 1, 28, 28)", "floats": " (e.g. 0.9, 0.999)"}.get(k, "")
+            raise SettingError(f"{self.name} must be {expected}, got {shown}{example}") from None
         if k in ("ints", "floats") or len(values) > 1:
             return values
         return values[0]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, fields
 
-from studio.augment_settings import config_fields
+from studio.augment_settings import CONFIG_NAMES, config_fields
 from studio.errors import TrainError
 from studio.schema import Field, SettingError, parse_assignment
 
@@ -181,10 +181,7 @@ class TrainConfig:
         """The studio.data Augment these settings describe (enabled only when a switch is on)."""
         from studio.data.augment import Augment
 
-        return Augment(crop=self.augment_crop, crop_padding=self.augment_crop_padding, flip=self.augment_flip,
-                       flip_prob=self.augment_flip_prob, affine=self.augment_affine,
-                       rotation_degrees=self.augment_rotation, scale=self.augment_scale,
-                       translate=self.augment_translate, noise=self.augment_noise, noise_std=self.augment_noise_std)
+        return Augment(**{name: getattr(self, key) for name, key in CONFIG_NAMES.items()})
 
     # ---- documents ----
     def to_dict(self) -> dict:
@@ -308,3 +305,14 @@ def parse_settings(assignments: list[str]) -> dict:
 def unknown_setting(key) -> str:
     known = sorted(f.name for f in SCHEMA if f.group != "meta")
     return f"unknown setting {key!r}; known settings are {', '.join(known)}"
+
+
+def settings_help() -> str:
+    """Every setting `--set` accepts, one line each: name, kind, default and help (the CLI's epilog)."""
+    lines = ["training settings (--set KEY=VALUE; lists as 0.9,0.99; the defaults before a template's and a task's):"]
+    for f in SCHEMA:
+        if f.group == "meta":
+            continue
+        what = "|".join(map(str, f.choices)) if f.kind == "choice" else f.kind
+        lines.append(f"  {f.name}={f.to_text(f.default)}  ({what}) {f.help}")
+    return "\n".join(lines)
