@@ -93,7 +93,8 @@ class Field:
         if k == "run":
             if isinstance(value, str) and (value == "" or _RUN_ID.fullmatch(value)):
                 return None
-            return f"{self.name}={_show(value)} is not a run id (e.g. '20250101-120000-3fa2c1'); leave it empty for none"
+            return (f"{self.name}={_show(value)} is not a run id (e.g. '20250101-120000-3fa2c1'); leave it empty "
+                    "for none")
         if k in ("ints", "floats"):
             return self._list_problem(value)
         if k in ("size", "padding"):
@@ -202,7 +203,8 @@ class Field:
         try:
             values = [float(t) if k == "floats" else int(t) for t in parts]
         except ValueError:
-            expected = {"ints": "a list of integers separated by commas", "floats": "a list of numbers separated by commas",
+            expected = {"ints": "a list of integers separated by commas",
+                        "floats": "a list of numbers separated by commas",
                         "size": f"an integer or {self.length} integers separated by commas",
                         "padding": f"an integer, {self.length} integers separated by commas, 'same' or 'valid'"}[k]
             example = {"ints": " (e.g. 1, 28, 28)", "floats": " (e.g. 0.9, 0.999)"}.get(k, "")

@@ -1,9 +1,9 @@
 """Image augmentation for training batches, on tensors, the whole batch at once.
 
 `Augment` is a config (a dataclass with a switch and a strength per transform) that is also the
-callable `Dataset.batches` applies to training batches only. Its settings' schema (defaults, bounds,
-help, validation) is `studio.augment_settings.AUGMENT_FIELDS`, shared with TrainConfig. Randomness comes from the generator
-passed in, so a seeded run augments the same way every time.
+callable `Dataset.batches` applies to training batches only. Its settings' schema (defaults,
+bounds, help, validation) is `studio.augment_settings.AUGMENT_FIELDS`, shared with TrainConfig.
+Randomness comes from the generator passed in, so a seeded run augments the same way every time.
 
     >>> aug = Augment(flip=True, crop=True, crop_padding=2)
     >>> x = torch.rand(16, 1, 28, 28)
@@ -21,7 +21,6 @@ import torch.nn.functional as F
 
 from studio.augment_settings import AUGMENT_FIELDS
 from studio.errors import DataError
-
 
 _DEFAULTS = {f.name: f.default for f in AUGMENT_FIELDS}
 
