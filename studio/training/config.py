@@ -266,8 +266,8 @@ FIELDS: dict[str, Field] = {f.name: f for f in SCHEMA}
 
 def config_schema() -> list[dict]:
     """One dict per field, in form order: name, kind, default, min, max, choices, help, advanced, group."""
-    return [{**f.to_dict(), "min_exclusive": f.min_exclusive, "max_exclusive": f.max_exclusive, "group": f.group}
-            for f in SCHEMA]
+    return [{**f.to_dict(), "choices": f.choices, "min_exclusive": f.min_exclusive,
+             "max_exclusive": f.max_exclusive, "group": f.group} for f in SCHEMA]
 
 
 def task_defaults(task: str | None) -> dict:
