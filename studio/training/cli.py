@@ -30,23 +30,9 @@ _NOT_FINAL = frozenset({"lr", "samples_per_sec", "grad_norm"})
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from studio.graph import load_graph
-
-    graph = load_graph(args.graph)
-    options = dict(getattr(args, "data_option", None) or [])  # [(key, value), ...] from --data-option
-    if getattr(args, "data", None) is None:
-        args.data, options = default_dataset(graph, options)
-    check_dataset_id(args.data, workspace_dir())  # an unknown id fails here, before a run exists (no torch)
-    task = task_of(args.data, workspace_dir())
-    if options:
-        from studio.data import get_info  # imports torch; only to check the options before a run exists
-
-        task = get_info(args.data, options=options).task  # an unknown option fails here, before a run exists
     try:
-        config = train_config(graph.name, task, config_file=getattr(args, "config", None),
-                              flags={k: getattr(args, k) for k in LEGACY_FLAGS if getattr(args, k, None) is not None},
-                              sets=getattr(args, "set", None) or [])
-    except ConfigError as e:
+        graph, options, config = prepare_train(args)
+    except ConfigError as e:  # a bad --set/--config/flag: the schema's message, no run created
         print(f"error: {e}", file=sys.stderr)
         return 2
     if config.teacher or config.init_from:  # what the teacher and the warm start bring, before a run exists
@@ -77,6 +63,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     if run.error:
         print(f"error: {run.error}", file=sys.stderr)
     return 0 if run.status == "completed" else 1
+
+
+def prepare_train(args: argparse.Namespace) -> tuple:
+    """(graph, dataset options, checked TrainConfig) of `train`, before any run exists; sets args.data
+    to the dataset (the graph's default when left out). Imports torch only to check dataset options."""
+    from studio.graph import load_graph
+
+    graph = load_graph(args.graph)
+    options = dict(getattr(args, "data_option", None) or [])  # [(key, value), ...] from --data-option
+    if getattr(args, "data", None) is None:
+        args.data, options = default_dataset(graph, options)
+    check_dataset_id(args.data, workspace_dir())  # an unknown id fails here, before a run exists (no torch)
+    task = task_of(args.data, workspace_dir())
+    if options:
+        from studio.data import get_info  # imports torch; only to check the options before a run exists
+
+        task = get_info(args.data, options=options).task  # an unknown option fails here, before a run exists
+    flags = {k: getattr(args, k) for k in LEGACY_FLAGS if getattr(args, k, None) is not None}
+    config = train_config(graph.name, task, config_file=getattr(args, "config", None), flags=flags,
+                          sets=getattr(args, "set", None) or [])
+    return graph, options, config
 
 
 def train_config(graph_name: str, task: str | None, *, config_file: str | None = None, flags: dict | None = None,
