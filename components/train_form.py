@@ -1,6 +1,6 @@
 """The Train page's settings form: TrainConfig's schema laid out by group through the one generated
 form (`components.schema_form`), its values kept in session state, and read back into a checked
-TrainConfig when Launch is pressed. The starting values are `studio.templates.training_defaults`,
+TrainConfig when Launch is pressed. The starting values are `studio.training.config.training_defaults`,
 the same the CLI's `train` starts from.
 """
 
@@ -13,8 +13,7 @@ from components.canvas import st_escape
 from studio.errors import StudioError
 from studio.runs import list_runs
 from studio.schema import Field
-from studio.templates import training_defaults
-from studio.training.config import SCHEMA, TrainConfig
+from studio.training.config import SCHEMA, TrainConfig, training_defaults
 
 CFG = "studio.train.cfg."  # + field name: one widget per TrainConfig field
 DEFAULTS_FOR = "studio.train.defaults_for"

@@ -24,9 +24,9 @@ from studio.graph import parse_graph
 from studio.layers import REGISTRY, Param
 from studio.runs import Store
 from studio.schema import Field, SettingError
-from studio.templates import list_templates, load_template, training_defaults
+from studio.templates import list_templates, load_template
 from studio.training.cli import prepare_train, train_config
-from studio.training.config import FIELDS, SCHEMA, ConfigError, TrainConfig, parse_settings
+from studio.training.config import FIELDS, SCHEMA, ConfigError, TrainConfig, parse_settings, training_defaults
 from tests.conftest import chain
 from tests.test_train_page import CFG, POLL_S, TINY_MLP, launch_button, open_train_page, rerun
 

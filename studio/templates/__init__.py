@@ -73,22 +73,5 @@ def load_template(name: str) -> Graph:
     return load_graph(get_template(name).path)
 
 
-__all__ = ["TEMPLATES_DIR", "Template", "get_template", "list_templates", "load_template", "training_defaults"]
+__all__ = ["TEMPLATES_DIR", "Template", "get_template", "list_templates", "load_template"]
 
-
-def training_defaults(template: str | None, task: str | None) -> dict:
-    """The whole TrainConfig document a graph starts from: TrainConfig's defaults, then its task's
-    (`studio.training.config.TASK_DEFAULTS`), then its template's `config`. The Train page's form and
-    `python -m studio train` both start here, so they train a template with the same settings.
-
-        >>> d = training_defaults("resnet_small", "classification")
-        >>> d["optimizer"], d["lr"], d["schedule"]
-        ('sgd', 0.1, 'cosine')
-        >>> training_defaults(None, "regression")["lr"]
-        0.003
-    """
-    from studio.training.config import FIELDS, TrainConfig, task_defaults
-
-    found = next((t for t in _catalog() if t.name == template), None) if template else None
-    own = {k: v for k, v in (found.config if found else {}).items() if k in FIELDS}
-    return json.loads(json.dumps({**TrainConfig().to_dict(), **task_defaults(task), **own}))

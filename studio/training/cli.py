@@ -15,7 +15,15 @@ import time
 from studio.dataset_ids import check_dataset_id, task_of
 from studio.runs.launcher import list_runs, reconcile, resume_run, run_dir, start_run, stop_run
 from studio.runs.store import ACTIVE_STATUSES, Store
-from studio.training.config import CONFIG_VERSION, FIELDS, ConfigError, TrainConfig, parse_settings, unknown_setting
+from studio.training.config import (
+    CONFIG_VERSION,
+    FIELDS,
+    ConfigError,
+    TrainConfig,
+    parse_settings,
+    training_defaults,
+    unknown_setting,
+)
 from studio.workspace import workspace_dir
 
 POLL_SECONDS = 0.5  # kept for callers that import it; follow() waits on the store's change counter instead
@@ -89,10 +97,9 @@ def prepare_train(args: argparse.Namespace) -> tuple:
 def train_config(graph_name: str, task: str | None, *, config_file: str | None = None, flags: dict | None = None,
                  sets: list[str] = ()) -> TrainConfig:
     """The checked TrainConfig of `train`: the graph's template and task defaults (the Train page's
-    starting point, `studio.templates.training_defaults`), then --config FILE.json, then the single
+    starting point, `studio.training.config.training_defaults`), then --config FILE.json, then the single
     flags (--epochs, --lr, ...), then each --set KEY=VALUE read by its field's text parser.
     ConfigError lists every unknown key and bad value."""
-    from studio.templates import training_defaults
 
     doc = training_defaults(graph_name, task)
     if config_file:

@@ -275,6 +275,24 @@ def task_defaults(task: str | None) -> dict:
     return dict(TASK_DEFAULTS.get(task or "", {}))
 
 
+def training_defaults(template: str | None, task: str | None) -> dict:
+    """The whole TrainConfig document a graph starts from: TrainConfig's defaults, then its task's
+    (TASK_DEFAULTS), then its template's `config` (studio.templates' catalog). The Train page's form and
+    `python -m studio train` both start here, so they train a template with the same settings.
+
+        >>> d = training_defaults("resnet_small", "classification")
+        >>> d["optimizer"], d["lr"], d["schedule"]
+        ('sgd', 0.1, 'cosine')
+        >>> training_defaults(None, "regression")["lr"]
+        0.003
+    """
+    from studio.templates import list_templates
+
+    found = next((t for t in list_templates() if t.name == template), None) if template else None
+    own = {k: v for k, v in (found.config if found else {}).items() if k in FIELDS}
+    return {**TrainConfig().to_dict(), **task_defaults(task), **own}
+
+
 def parse_settings(assignments: list[str]) -> dict:
     """`KEY=VALUE` texts (the CLI's --set) as a partial config document, each value read by its field's
     `parse_text`; ConfigError lists every unknown key and unreadable value.
