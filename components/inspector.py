@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 
 import streamlit as st
 
-from components import canvas, session
+from components import canvas, schema_form, session
 from components.canvas import st_escape
 from studio.analysis import Analysis
 from studio.graph import Graph
@@ -30,68 +29,21 @@ from studio.layers import REGISTRY, Param, fmt_shape
 
 ADVANCED_KEY = "studio.build.show_advanced"
 _ERRORS = "studio.build.input_errors"  # widget key -> why the typed text was not applied
-# Numbers are typed as text: 1e-05 stays readable and exact, and (measured in Chromium with Streamlit
-# 1.67) a number_input whose value comes from session state showed 0 and could write it back.
-_TEXT_KINDS = {"ints", "size", "padding", "float", "int"}
+# Numbers are typed as text (schema_form's default): 1e-05 stays readable and exact, and (measured in
+# Chromium with Streamlit 1.67) a number_input whose value comes from session state showed 0 and could
+# write it back.
 
 
 # ---- widget values <-> param values --------------------------------------------------------------
 
-def _fits_widget(p: Param, value) -> bool:
-    if value is None:
-        return p.optional and p.kind not in ("bool", "choice")
-    if p.kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if p.kind == "float":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if p.kind == "bool":
-        return isinstance(value, bool)
-    if p.kind == "choice":
-        return value in p.choices
-    if p.kind == "str":
-        return isinstance(value, str)
-    return True  # text kinds show anything
-
-
 def to_text(value) -> str:
-    """A param value as the inspector's text: '3', '3, 5', 'same', '' for None."""
-    if value is None:
-        return ""
-    if isinstance(value, list):
-        return ", ".join(str(v) for v in value)
-    return str(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else json.dumps(value)
+    """A param value as the inspector's text: '3', '3, 5', 'same', '' for None (the schema's to_text)."""
+    return schema_form.to_text(value)
 
 
 def parse_text(p: Param, text: str):
-    """The typed text as a param value; raises ValueError saying what is expected."""
-    text = text.strip()
-    if not text:
-        if p.optional:
-            return None
-        raise ValueError(f"{p.name} needs a value")
-    if p.kind == "padding" and text in ("same", "valid"):
-        return text
-    if p.kind == "float":
-        try:
-            return float(text)
-        except ValueError:
-            raise ValueError(f"{p.name}: {text[:40]!r} is not a number (e.g. 0.5 or 1e-5)") from None
-    if p.kind == "int":
-        try:
-            return int(text)
-        except ValueError:
-            raise ValueError(f"{p.name}: {text[:40]!r} is not an integer (e.g. 32)") from None
-    parts = [t for t in re.split(r"[,\s]+", text.strip("[]() ")) if t]
-    try:
-        ints = [int(t) for t in parts]
-    except ValueError:
-        expected = {"ints": "integers separated by commas, e.g. 1, 28, 28",
-                    "size": f"an integer or {p.length} integers separated by commas",
-                    "padding": f"an integer, {p.length} integers separated by commas, 'same' or 'valid'"}[p.kind]
-        raise ValueError(f"{p.name}: {text[:40]!r} is not {expected}") from None
-    if p.kind == "ints" or len(ints) > 1:
-        return ints
-    return ints[0]
+    """The typed text as a param value (the schema's one parser); raises ValueError saying what is expected."""
+    return p.parse_text(text)
 
 
 def param_key(node_id: str, name: str, value) -> str:
@@ -107,14 +59,12 @@ def _on_param(node_id: str, p: Param, key: str, mode: str) -> None:
     raw = st.session_state[key]
     errors = st.session_state.setdefault(_ERRORS, {})
     try:
-        if mode == "text":
-            value = parse_text(p, raw)
-        elif mode == "json":
+        if mode == "json":
             value = json.loads(raw) if raw.strip() else None
         else:
-            value = raw
+            value = schema_form.widget_value(p, raw)
     except ValueError as e:
-        errors[key] = str(e) if mode == "text" else f"{p.name}: not valid JSON ({e})"
+        errors[key] = str(e) if mode != "json" else f"{p.name}: not valid JSON ({e})"
         return
     errors.pop(key, None)
     graph = session.current_graph()
@@ -127,24 +77,11 @@ def _param_widget(node_id: str, p: Param, value) -> None:
     errors = st.session_state.setdefault(_ERRORS, {})
     if key not in st.session_state:  # a new widget shows the graph's value: an old typing error is moot
         errors.pop(key, None)
-    bounds = [f"min {p.min:g}" if p.min is not None else "", f"max {p.max:g}" if p.max is not None else ""]
-    bounds_text = ", ".join(b for b in bounds if b)
-    help_text = f"{p.help} Default: {to_text(p.default) or 'None'}." + (f" ({bounds_text})" if bounds_text else "")
-    label = p.name
-    if not _fits_widget(p, value):
-        st.text_input(label, json.dumps(value), key=key, on_change=_on_param, args=(node_id, p, key, "json"),
-                      help=help_text + " The current value has the wrong type; type JSON.")
-    elif p.kind in _TEXT_KINDS:
-        st.text_input(label, to_text(value), key=key, help=help_text, on_change=_on_param,
-                      args=(node_id, p, key, "text"), placeholder="None (default)" if p.optional else None)
-    elif p.kind == "bool":
-        st.checkbox(label, value, key=key, help=help_text, on_change=_on_param, args=(node_id, p, key, "value"))
-    elif p.kind == "choice":
-        st.selectbox(label, list(p.choices), index=list(p.choices).index(value), key=key, help=help_text,
-                     on_change=_on_param, args=(node_id, p, key, "value"))
-    else:  # "str"
-        st.text_input(label, value or "", key=key, help=help_text, on_change=_on_param,
-                      args=(node_id, p, key, "value"))
+    if not schema_form.fits_widget(p, value):
+        st.text_input(p.name, json.dumps(value), key=key, on_change=_on_param, args=(node_id, p, key, "json"),
+                      help=schema_form.help_text(p) + " The current value has the wrong type; type JSON.")
+    else:  # the one generated widget, created from the graph's value (numbers typed as text)
+        schema_form.field_widget(p, key, value, on_change=_on_param, args=(node_id, p, key, "value"))
     if errors.get(key):
         st.error(errors[key], icon=":material/error:")
 

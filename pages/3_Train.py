@@ -3,19 +3,27 @@ runs table and live charts. Runs are worker processes; this page only starts the
 run store, so closing the tab stops nothing and reopening it shows every run as it is."""
 
 import time
-from dataclasses import fields
 
 import streamlit as st
 
-from components import backend_form, charts, data_view, nav, panels, run_exports, run_table, session, sweep_view
+from components import (
+    backend_form,
+    charts,
+    data_view,
+    nav,
+    panels,
+    run_exports,
+    run_table,
+    session,
+    sweep_view,
+    train_form,
+)
 from components.canvas import st_escape
 from components.history_view import update_histories, zoom_control
 from components.run_store import open_store
 from studio.data import check_graph_fits, get_info, list_datasets
 from studio.errors import DataError, GraphError, StudioError
 from studio.runs import list_runs, start_run
-from studio.templates import list_templates
-from studio.training import TrainConfig, config_schema
 
 st.set_page_config(page_title="Train · Neural Studio", page_icon="🏋️", layout="wide")
 nav.render()
@@ -23,101 +31,9 @@ nav.render()
 if st.session_state.pop(run_table.GO_INSPECT, False):
     st.switch_page(run_table.INSPECT_PAGE)
 
-CFG = "studio.train.cfg."          # + field name: one widget per TrainConfig field
-DEFAULTS_FOR = "studio.train.defaults_for"
 PICKED = "studio.train.picked_runs"
 HISTORIES = "studio.train.histories"
 REFRESH_S = 1.0
-# Per-task starting points layered over TrainConfig's own defaults (a template's config wins over these).
-TASK_DEFAULTS = {
-    "classification": {},
-    "regression": {"lr": 3e-3},
-    "sequence": {"grad_clip": 1.0},
-    "language_model": {"grad_clip": 1.0, "lr": 3e-3},
-}
-GROUP_TITLES = {"optimizer": "Optimizer", "training": "Length and batches", "schedule": "Learning-rate schedule",
-                "monitor": "Best checkpoint and early stopping", "recording": "Recording", "system": "System"}
-
-
-def template_config(name: str | None) -> dict:
-    """The training defaults of the template the graph came from ({} when none)."""
-    if not name:
-        return {}
-    found = next((t for t in list_templates() if t.name == name), None)
-    config = getattr(found, "config", None) or {}
-    known = {f.name for f in fields(TrainConfig)}
-    return {k: v for k, v in dict(config).items() if k in known}
-
-
-def form_defaults(task: str | None, template: str | None) -> dict:
-    return {**TrainConfig().to_dict(), **TASK_DEFAULTS.get(task or "", {}), **template_config(template)}
-
-
-def model_of(graph_doc: dict) -> tuple:
-    """A graph document without what does not change the model (node positions on the canvas)."""
-    nodes = [{k: v for k, v in n.items() if k != "position"} for n in graph_doc.get("nodes", [])]
-    return graph_doc.get("name"), nodes, graph_doc.get("edges", [])
-
-
-def render_field(spec: dict, default) -> None:
-    """One widget for one config field, chosen by its kind only (no per-field UI)."""
-    key, name, help_text = CFG + spec["name"], spec["name"], spec["help"]
-    st.session_state.setdefault(key, ", ".join(map(str, default)) if spec["kind"] in ("ints", "floats") else default)
-    keep = {"key": key, "persist_state": "session"}  # the last settings are still there after a visit elsewhere
-    if spec["kind"] == "choice":
-        st.selectbox(name, spec["choices"], help=help_text, **keep)
-    elif spec["kind"] == "bool":
-        st.checkbox(name, help=help_text, **keep)
-    elif spec["kind"] == "int":
-        st.number_input(name, step=1, help=help_text, **keep)
-    elif spec["kind"] == "float":
-        st.number_input(name, format="%g", step=None, help=help_text, **keep)
-    elif spec["kind"] == "run":  # a finished run with a checkpoint, or none
-        runs = [""] + [r.id for r in list_runs() if r.status in ("completed", "stopped")]
-        if st.session_state.get(key) not in runs:
-            st.session_state[key] = ""
-        st.selectbox(name, runs, help=help_text, format_func=lambda r: r or "none", **keep)
-    else:  # str, and lists written as comma-separated numbers
-        st.text_input(name, help=help_text + (" Comma-separated." if spec["kind"] != "str" else ""), **keep)
-
-
-def render_transfer(schema: list[dict], defaults: dict, graph, task: str | None) -> None:
-    """Teacher, warm start and pruned fine-tuning, outside the form: what a warm start copies and what it
-    leaves shows as soon as a run is picked, before launch."""
-    from studio.training.transfer import check_teacher, match_graph
-
-    st.markdown("**Start from other runs** (distillation, warm start)")
-    cols = st.columns(3)
-    for i, spec in enumerate(s for s in schema if s["group"] == "transfer"):
-        with cols[i % 3]:
-            render_field(spec, defaults[spec["name"]])
-    teacher, init_from = st.session_state.get(CFG + "teacher"), st.session_state.get(CFG + "init_from")
-    try:
-        if teacher and task:
-            check_teacher(graph, teacher, task)
-            st.caption(f"Teacher {teacher}: same input and output shape as this graph.")
-        if init_from:
-            match = match_graph(graph, init_from)
-            (st.info if match.matched else st.warning)("\n\n".join(st_escape(line) for line in match.lines()))
-    except StudioError as e:
-        st.error(st_escape(str(e)))
-
-
-def read_form(schema: list[dict]) -> tuple[dict, list[tuple[str, str]]]:
-    """The form's values as a config document, and problems found while parsing lists."""
-    doc, problems = {}, []
-    for spec in schema:
-        value = st.session_state.get(CFG + spec["name"], spec["default"])
-        if spec["kind"] in ("ints", "floats"):
-            parse = int if spec["kind"] == "ints" else float
-            try:
-                value = [parse(v) for v in str(value).replace(";", ",").split(",") if v.strip()]
-            except ValueError:
-                problems.append((spec["name"], f"{spec['name']}={value!r} is not a comma-separated list of "
-                                               f"{'integers' if parse is int else 'numbers'}"))
-                continue
-        doc[spec["name"]] = value
-    return doc, problems
 
 
 # ---- the graph and the dataset ---------------------------------------------------------------------
@@ -180,38 +96,24 @@ if sweep_tab.open:
         sweep_view.render(graph, dataset_id, options, info, reasons, open_store())
     st.stop()
 
-# ---- the training form ------------------------------------------------------------------------------
-schema = [s for s in config_schema() if s["group"] != "meta"]
-signature = (graph.name, session.current_template(), info.task if info else None)
-if st.session_state.get(DEFAULTS_FOR) != signature:  # a new template or task: start from its defaults
-    for spec in schema:
-        st.session_state.pop(CFG + spec["name"], None)
-    st.session_state[DEFAULTS_FOR] = signature
-defaults = form_defaults(info.task if info else None, session.current_template())
+# ---- the training form (components.train_form: TrainConfig's schema through the one generated form) ----
+task = info.task if info else None
+defaults = train_form.start_from_defaults((graph.name, session.current_template(), task),
+                                          session.current_template(), task)
 
 store = open_store()
 latest = next(iter(store.list_runs()), None)
 # The form folds once this graph has been launched on this dataset (the runs and charts below matter
 # then), and stays open while the graph (node moves aside) or the dataset differs from the last run's.
-changed = latest is None or latest.dataset_id != dataset_id or model_of(latest.graph) != model_of(graph.to_dict())
+changed = (latest is None or latest.dataset_id != dataset_id
+           or train_form.model_of(latest.graph) != train_form.model_of(graph.to_dict()))
 with st.expander("New run", expanded=changed or bool(reasons), icon=":material/add:"):
     backend, refusal = backend_form.render()  # this machine or Ray: cluster resources, clear refusals
     reasons = [*reasons, refusal] if refusal else reasons
-    render_transfer(schema, defaults, graph, info.task if info else None)
+    train_form.render_transfer(defaults, graph, task)
     with st.form("studio.train.form", border=True):
         st.markdown("**Training settings**")
-        groups = list(dict.fromkeys(s["group"] for s in schema if s["group"] != "transfer"))
-        cols = st.columns(3)
-        for i, group in enumerate(groups):
-            with cols[i % 3]:
-                st.markdown(f"*{GROUP_TITLES.get(group, group.title())}*")
-                for spec in (s for s in schema if s["group"] == group and not s["advanced"]):
-                    render_field(spec, defaults[spec["name"]])
-        with st.expander("Advanced settings"):
-            cols = st.columns(3)
-            for i, spec in enumerate(s for s in schema if s["advanced"] and s["group"] != "transfer"):
-                with cols[i % 3]:
-                    render_field(spec, defaults[spec["name"]])
+        train_form.render_settings(defaults)
         run_name = st.text_input("Run name (optional)", key="studio.train.run_name", max_chars=120)
         if reasons:
             st.error("Launch is not possible yet:\n\n" + "\n".join(f"- {st_escape(r)}" for r in reasons))
@@ -219,14 +121,7 @@ with st.expander("New run", expanded=changed or bool(reasons), icon=":material/a
                                        disabled=bool(reasons))
 
 if launch and not reasons:
-    doc, problems = read_form(schema)
-    config = None
-    if not problems:
-        try:
-            config = TrainConfig.from_dict({**doc, "version": TrainConfig().version})
-            problems = config.validate(raise_on_error=False)
-        except StudioError as e:
-            problems = list(getattr(e, "problems", [("config", str(e))]))
+    config, problems = train_form.read_config()
     if problems:
         st.error("The run was not launched; fix these settings:\n\n"
                  + "\n".join(f"- {st_escape(msg)}" for _, msg in problems))

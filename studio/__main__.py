@@ -147,7 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--param-budget", type=float, default=1e9)
     s.set_defaults(func=cmd_summary)
 
-    t = sub.add_parser("train", help="train a graph on a dataset in a background worker and follow it")
+    from studio.training.config import settings_help
+
+    t = sub.add_parser("train", help="train a graph on a dataset in a background worker and follow it",
+                       epilog=settings_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("graph")
     t.add_argument("--data", metavar="DATASET_ID",
                    help="the dataset; left out: the graph's own default (its template's), or that dataset's "
@@ -160,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float)
     t.add_argument("--seed", type=int)
     t.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (0 = train for --epochs)")
+    t.add_argument("--config", metavar="FILE.json",
+                   help="training settings from a TrainConfig JSON document (partial allowed; a run's config.json "
+                        "works); over the template's and the task's defaults")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="one training setting, repeatable, typed as on the Train page: --set schedule=cosine "
+                        "--set betas=0.9,0.99; applied last (the settings are listed below)")
     t.add_argument("--name")
     t.add_argument("--teacher", metavar="RUN_ID", help="distil from this finished run (same output shape)")
     t.add_argument("--temperature", type=float, help="distillation temperature (default 4)")

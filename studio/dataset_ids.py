@@ -39,3 +39,27 @@ def check_dataset_id(dataset_id: object, workspace: Path) -> None:
         raise DataError(f"no uploaded dataset {dataset_id!r} in {workspace / 'datasets' / 'uploads'}; "
                         "list the datasets on the Data page or upload it again")
     raise DataError(unknown_message(dataset_id))
+
+
+# Each registered id's task without options (get_info(id).task), so the CLI picks a task's default
+# training settings without importing torch; tests/test_schema.py checks it against the registry.
+REGISTERED_TASKS = {"digits": "classification", "iris": "classification", "wine": "classification",
+                    "breast_cancer": "classification", "shapes": "classification", "reverse": "sequence",
+                    "sort": "sequence", "copy": "sequence", "sine": "regression", "adding": "regression",
+                    "chars": "language_model", "majority": "classification", "mnist": "classification",
+                    "fashion_mnist": "classification", "cifar10": "classification"}
+
+
+def task_of(dataset_id: str, workspace: Path) -> str | None:
+    """The task of a registered dataset (no options) or of an upload, read without torch; None if unknown."""
+    if dataset_id in REGISTERED_TASKS:
+        return REGISTERED_TASKS[dataset_id]
+    if isinstance(dataset_id, str) and UPLOAD_ID_RE.match(dataset_id):
+        import json
+
+        try:
+            meta = json.loads((workspace / "datasets" / "uploads" / dataset_id / "meta.json").read_text("utf-8"))
+            return meta["info"]["task"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    return None

@@ -419,7 +419,7 @@ def test_add_layer_inserts_into_the_chain_and_shifts_downstream():
 def test_parse_text_helper():
     size = Param("kernel_size", "size", 3, "", length=2)
     assert parse_text(size, "3") == 3 and parse_text(size, "3, 5") == [3, 5] and parse_text(size, "(3 5)") == [3, 5]
-    with pytest.raises(ValueError, match="kernel_size: 'x' is not an integer or 2 integers"):
+    with pytest.raises(ValueError, match="kernel_size must be an integer or 2 integers separated by commas, got 'x'"):
         parse_text(size, "x")
     pad = Param("padding", "padding", 0, "", length=2)
     assert parse_text(pad, "same") == "same"

@@ -83,8 +83,8 @@ def test_form_is_generated_from_the_config_and_refuses_an_invalid_one(_workspace
     rerun(at)
     text = plain(at.error[0].value)
     assert "The run was not launched" in text
-    assert "lr=0.0 is out of range; expected lr > 0.0" in text
-    assert "betas=1.5 is out of range; expected betas < 1.0" in text
+    assert "lr=0.0 is out of range; expected lr > 0" in text
+    assert "betas=[0.9, 1.5] has the entry 1.5, which is out of range; expected betas < 1" in text
     assert Store(_workspace / "studio.db").list_runs() == []
 
 

@@ -1,8 +1,9 @@
 """Image augmentation for training batches, on tensors, the whole batch at once.
 
 `Augment` is a config (a dataclass with a switch and a strength per transform) that is also the
-callable `Dataset.batches` applies to training batches only. Randomness comes from the generator
-passed in, so a seeded run augments the same way every time.
+callable `Dataset.batches` applies to training batches only. Its settings' schema (defaults,
+bounds, help, validation) is `studio.augment_settings.AUGMENT_FIELDS`, shared with TrainConfig.
+Randomness comes from the generator passed in, so a seeded run augments the same way every time.
 
     >>> aug = Augment(flip=True, crop=True, crop_padding=2)
     >>> x = torch.rand(16, 1, 28, 28)
@@ -18,38 +19,36 @@ from dataclasses import asdict, dataclass, fields
 import torch
 import torch.nn.functional as F
 
+from studio.augment_settings import AUGMENT_FIELDS
 from studio.errors import DataError
+
+_DEFAULTS = {f.name: f.default for f in AUGMENT_FIELDS}
 
 
 @dataclass
 class Augment:
-    crop: bool = False
-    crop_padding: int = 4  # pixels of zero padding around the image before a random crop of its size
-    flip: bool = False
-    flip_prob: float = 0.5  # chance of a horizontal flip (mirrors digits and text: off for those)
-    affine: bool = False
-    rotation_degrees: float = 10.0  # uniform in [-d, d]
-    scale: float = 0.1  # zoom uniform in [1 - s, 1 + s]
-    translate: float = 0.0  # shift uniform in [-t, t] as a fraction of the image size
-    noise: bool = False
-    noise_std: float = 0.05  # Gaussian noise added to pixel values (images are in [0, 1])
+    # Defaults, bounds and help are the schema's (studio.augment_settings); the comments say how each applies.
+    crop: bool = _DEFAULTS["crop"]
+    crop_padding: int = _DEFAULTS["crop_padding"]  # zero padding around the image before a random crop of its size
+    flip: bool = _DEFAULTS["flip"]
+    flip_prob: float = _DEFAULTS["flip_prob"]  # chance of a horizontal flip (mirrors digits and text: off for those)
+    affine: bool = _DEFAULTS["affine"]
+    rotation_degrees: float = _DEFAULTS["rotation_degrees"]  # uniform in [-d, d]
+    scale: float = _DEFAULTS["scale"]  # zoom uniform in [1 - s, 1 + s]
+    translate: float = _DEFAULTS["translate"]  # shift uniform in [-t, t] as a fraction of the image size
+    noise: bool = _DEFAULTS["noise"]
+    noise_std: float = _DEFAULTS["noise_std"]  # Gaussian noise added to pixel values (images are in [0, 1])
 
     @property
     def enabled(self) -> bool:
         return self.crop or self.flip or self.affine or self.noise
 
     def validate(self) -> Augment:
-        checks = [
-            ("crop_padding", isinstance(self.crop_padding, int) and 0 <= self.crop_padding <= 64, "an integer 0..64"),
-            ("flip_prob", 0.0 <= self.flip_prob <= 1.0, "a number in [0, 1]"),
-            ("rotation_degrees", 0.0 <= self.rotation_degrees <= 180.0, "a number in [0, 180]"),
-            ("scale", 0.0 <= self.scale < 1.0, "a number in [0, 1)"),
-            ("translate", 0.0 <= self.translate <= 0.5, "a number in [0, 0.5]"),
-            ("noise_std", 0.0 <= self.noise_std <= 1.0, "a number in [0, 1]"),
-        ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise DataError(f"augmentation {name}={getattr(self, name)!r} is out of range; use {expected}")
+        """Self, or DataError naming the first setting out of range (the schema's one validator)."""
+        for spec in AUGMENT_FIELDS:
+            problem = spec.problem(getattr(self, spec.name))
+            if problem:
+                raise DataError(f"augmentation {problem}")
         return self
 
     def to_dict(self) -> dict:

@@ -8,118 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from torch import nn
 
-PARAM_KINDS = ("int", "float", "bool", "choice", "ints", "size", "padding", "str")
-MAX_INTS_ITEMS = 8  # entries of an "ints" param (a shape or a permutation of at most 8 dims)
-MAX_INTS_VALUE = 2**31 - 1  # any entry of an "ints" param: larger is no tensor size this studio can hold
+from studio.schema import MAX_INTS_ITEMS, MAX_INTS_VALUE, Field  # noqa: F401  (re-exported)
 
-
-@dataclass(frozen=True)
-class Param:
-    """One constructor keyword: its kind, default, bounds or choices, help, and whether it is advanced."""
-
-    name: str
-    kind: str  # one of PARAM_KINDS; "size" is an int or a list of `length` ints (kernel_size, stride)
-    default: Any
-    help: str
-    min: float | None = None
-    max: float | None = None
-    choices: tuple = ()
-    advanced: bool = False  # shown behind the inspector's "advanced" toggle
-    optional: bool = False  # None is allowed (e.g. a pool's stride, which then equals kernel_size)
-    length: int = 1  # for "size"/"padding": how many spatial dims a list must have
-    max_product: int | None = None  # for "ints": the most the entries may multiply to (a shape's values)
-
-    def to_dict(self) -> dict:
-        return {
-            "name": self.name, "kind": self.kind, "default": self.default, "help": self.help,
-            "min": self.min, "max": self.max, "choices": list(self.choices),
-            "advanced": self.advanced, "optional": self.optional, "length": self.length,
-        }
-
-    def problem(self, value: Any) -> str | None:
-        """Why `value` is not acceptable for this param, or None. Worded as the tail of a message."""
-        if value is None:
-            return None if self.optional else f"{self.name} must be set; it cannot be null"
-        k = self.kind
-        if k == "bool":
-            return None if isinstance(value, bool) else f"{self.name} must be true or false, got {value!r}"
-        if k == "int":
-            if not _is_int(value):
-                return f"{self.name} must be an integer, got {_show(value)}"
-            return self._bounds(value)
-        if k == "float":
-            if not (_is_int(value) or isinstance(value, float)):
-                return f"{self.name} must be a number, got {_show(value)}"
-            if value != value or value in (float("inf"), float("-inf")):
-                return f"{self.name} must be a finite number, got {value!r}"
-            return self._bounds(value)
-        if k in ("choice", "str"):
-            if not isinstance(value, str):
-                return f"{self.name} must be a string, got {_show(value)}"
-            if k == "choice" and value not in self.choices:
-                return f"{self.name}={value!r} is not one of {list(self.choices)}"
-            return None
-        if k == "ints":
-            if not isinstance(value, list) or not value or not all(_is_int(v) for v in value):
-                return f"{self.name} must be a non-empty list of integers, got {_show(value)}"
-            return self._ints_bounds(value)
-        if k in ("size", "padding"):
-            if k == "padding" and isinstance(value, str):
-                return None if value in ("same", "valid") else (
-                    f"padding={value!r} is not valid; use an integer, a list of {self.length}, 'same' or 'valid'")
-            if _is_int(value):
-                return self._bounds(value)
-            if (isinstance(value, list) and len(value) == self.length and all(_is_int(v) for v in value)):
-                for v in value:
-                    p = self._bounds(v)
-                    if p:
-                        return p
-                return None
-            return f"{self.name} must be an integer or a list of {self.length} integers, got {_show(value)}"
-        raise ValueError(f"unknown param kind {k!r}")
-
-    def _ints_bounds(self, value: list[int]) -> str | None:
-        if len(value) > MAX_INTS_ITEMS:
-            return f"{self.name} has {len(value)} entries; at most {MAX_INTS_ITEMS} are allowed"
-        for v in value:
-            if abs(v) > MAX_INTS_VALUE:
-                return f"{self.name}={_show(value)} has the entry {v:,}; entries are at most {MAX_INTS_VALUE:,}"
-            if self.min is not None and v < self.min:
-                return f"{self.name}={_show(value)} has the entry {v}, below the minimum {_num(self.min)}"
-            if self.max is not None and v > self.max:
-                return f"{self.name}={_show(value)} has the entry {v}, above the maximum {_num(self.max)}"
-        if self.max_product is not None:
-            product = 1
-            for v in value:
-                product *= v
-            if product > self.max_product:
-                return (f"{self.name}={_show(value)} holds {product:,} values per sample, more than the "
-                        f"{self.max_product:,} allowed; use smaller sizes")
-        return None
-
-    def _bounds(self, value: float) -> str | None:
-        if self.min is not None and value < self.min:
-            return f"{self.name}={value!r} is below the minimum {_num(self.min)}"
-        if self.max is not None and value > self.max:
-            return f"{self.name}={value!r} is above the maximum {_num(self.max)}"
-        return None
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _num(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() else str(v)
-
-
-def _show(v: Any) -> str:
-    s = repr(v)
-    return (s[:60] + "...") if len(s) > 60 else s
+PARAM_KINDS = ("int", "float", "bool", "choice", "ints", "size", "padding", "str")  # the kinds layers use
+# A layer param is a settings field (studio.schema): the same type, validator and text parsing as the
+# training settings, so the inspector and the Train form read and check values the one way.
+Param = Field
 
 
 @dataclass(frozen=True)

@@ -349,7 +349,7 @@ def _param_check(name: str, graph: Graph | None, base: TrainConfig | None, where
                     "nor a graph parameter written NODE_ID.PARAM such as 'fc1.out_features'"))
         return None
     base = base or TrainConfig()
-    kind = next(f.metadata["kind"] for f in fields(TrainConfig) if f.name == name)
+    kind = next(f.metadata["field"].kind for f in fields(TrainConfig) if f.name == name)
 
     def problem_of(value):
         try:

@@ -74,3 +74,4 @@ def load_template(name: str) -> Graph:
 
 
 __all__ = ["TEMPLATES_DIR", "Template", "get_template", "list_templates", "load_template"]
+

@@ -12,37 +12,37 @@ import json
 import sys
 import time
 
-from studio.dataset_ids import check_dataset_id
+from studio.dataset_ids import check_dataset_id, task_of
 from studio.runs.launcher import list_runs, reconcile, resume_run, run_dir, start_run, stop_run
 from studio.runs.store import ACTIVE_STATUSES, Store
-from studio.training.config import TrainConfig
+from studio.training.config import (
+    CONFIG_VERSION,
+    FIELDS,
+    ConfigError,
+    TrainConfig,
+    parse_settings,
+    training_defaults,
+    unknown_setting,
+)
 from studio.workspace import workspace_dir
 
 POLL_SECONDS = 0.5  # kept for callers that import it; follow() waits on the store's change counter instead
 CHANGE_POLL_SECONDS = 0.02  # how often follow() reads SQLite's data_version (a counter, no table read)
 RECONCILE_SECONDS = 1.0     # how often follow() checks that the worker is still alive
 BAR_WIDTH = 24
+# The single-setting flags of `train` (kept from before --set): each is the TrainConfig field of that name.
+LEGACY_FLAGS = ("epochs", "batch_size", "lr", "seed", "max_steps", "teacher", "temperature", "distill_weight",
+                "init_from")
 # Per-step bookkeeping that does not belong in a run's final summary.
 _NOT_FINAL = frozenset({"lr", "samples_per_sec", "grad_norm"})
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from studio.graph import load_graph
-
-    graph = load_graph(args.graph)
-    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "seed", "max_steps", "teacher",
-                                               "temperature", "distill_weight", "init_from")
-                 if getattr(args, k, None) is not None}
-    config = TrainConfig(**overrides)
-    config.validate()
-    options = dict(getattr(args, "data_option", None) or [])  # [(key, value), ...] from --data-option
-    if getattr(args, "data", None) is None:
-        args.data, options = default_dataset(graph, options)
-    check_dataset_id(args.data, workspace_dir())  # an unknown id fails here, before a run exists (no torch)
-    if options:
-        from studio.data import get_info  # imports torch; only to check the options before a run exists
-
-        get_info(args.data, options=options)  # an unknown option fails here, before a run exists
+    try:
+        graph, options, config = prepare_train(args)
+    except ConfigError as e:  # a bad --set/--config/flag: the schema's message, no run created
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if config.teacher or config.init_from:  # what the teacher and the warm start bring, before a run exists
         from studio.data import get_info
         from studio.training.transfer import check_teacher, match_graph
@@ -71,6 +71,62 @@ def cmd_train(args: argparse.Namespace) -> int:
     if run.error:
         print(f"error: {run.error}", file=sys.stderr)
     return 0 if run.status == "completed" else 1
+
+
+def prepare_train(args: argparse.Namespace) -> tuple:
+    """(graph, dataset options, checked TrainConfig) of `train`, before any run exists; sets args.data
+    to the dataset (the graph's default when left out). Imports torch only to check dataset options."""
+    from studio.graph import load_graph
+
+    graph = load_graph(args.graph)
+    options = dict(getattr(args, "data_option", None) or [])  # [(key, value), ...] from --data-option
+    if getattr(args, "data", None) is None:
+        args.data, options = default_dataset(graph, options)
+    check_dataset_id(args.data, workspace_dir())  # an unknown id fails here, before a run exists (no torch)
+    task = task_of(args.data, workspace_dir())
+    if options:
+        from studio.data import get_info  # imports torch; only to check the options before a run exists
+
+        task = get_info(args.data, options=options).task  # an unknown option fails here, before a run exists
+    flags = {k: getattr(args, k) for k in LEGACY_FLAGS if getattr(args, k, None) is not None}
+    config = train_config(graph.name, task, config_file=getattr(args, "config", None), flags=flags,
+                          sets=getattr(args, "set", None) or [])
+    return graph, options, config
+
+
+def train_config(graph_name: str, task: str | None, *, config_file: str | None = None, flags: dict | None = None,
+                 sets: list[str] = ()) -> TrainConfig:
+    """The checked TrainConfig of `train`: the graph's template and task defaults (the Train page's
+    starting point, `studio.training.config.training_defaults`), then --config FILE.json, then the single
+    flags (--epochs, --lr, ...), then each --set KEY=VALUE read by its field's text parser.
+    ConfigError lists every unknown key and bad value."""
+
+    doc = training_defaults(graph_name, task)
+    if config_file:
+        doc.update(read_config_file(config_file))
+    doc.update(flags or {})
+    doc.update(parse_settings(list(sets)))
+    config = TrainConfig.from_dict({**doc, "version": CONFIG_VERSION})
+    config.validate()
+    return config
+
+
+def read_config_file(path: str) -> dict:
+    """A (partial) TrainConfig document from a JSON file; ConfigError when it cannot be read or has unknown keys."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except OSError as e:
+        raise ConfigError([("--config", f"cannot read {path}: {e.strerror or e}; give a TrainConfig JSON file "
+                                        "(a run's config.json works)")]) from None
+    except ValueError as e:
+        raise ConfigError([("--config", f"{path} is not valid JSON ({e}); give a TrainConfig JSON document")]) from None
+    if not isinstance(doc, dict):
+        raise ConfigError([("--config", f"{path} holds a {type(doc).__name__}, not a JSON object of settings")])
+    unknown = [k for k in doc if k not in FIELDS]
+    if unknown:
+        raise ConfigError([(str(k), f"{path}: {unknown_setting(k)}") for k in unknown])
+    return doc
 
 
 def default_dataset(graph, options: dict) -> tuple[str, dict]:

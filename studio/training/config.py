@@ -1,8 +1,9 @@
 """TrainConfig: everything a run needs besides the graph and the dataset.
 
-A plain dataclass saved as `config.json` in the run directory. Each field carries its own schema
-(kind, default, bounds, choices, help) in `dataclasses.field(metadata=...)`, so the Train page can
-generate its form from `config_schema()` and `validate()` can check bounds without a second list.
+A plain dataclass saved as `config.json` in the run directory. Each field carries its schema, a
+`studio.schema.Field` (kind, default, bounds, choices, help), in `dataclasses.field(metadata=...)`;
+`SCHEMA` lists them in form order. The Train page's form and the CLI's `--set` are generated from it,
+and `validate()` checks every value with the fields' one validator (the one layer params use).
 
     >>> cfg = TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, epochs=5)
     >>> cfg.validate()            # raises ConfigError listing every problem
@@ -13,11 +14,12 @@ generate its form from `config_schema()` and `validate()` can check bounds witho
 
 from __future__ import annotations
 
-import math
 import re
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 
+from studio.augment_settings import CONFIG_NAMES, config_fields
 from studio.errors import TrainError
+from studio.schema import Field, SettingError, parse_assignment
 
 CONFIG_VERSION = 1
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
@@ -31,17 +33,27 @@ PRUNE_METHODS = ("none", "prune", "prune-channels")  # studio.deploy's pruning m
 MAXIMIZED_METRICS = frozenset({"val_accuracy", "val_token_accuracy", "train_accuracy"})
 # A monitored metric's name; it also reaches exported code, so nothing but a plain identifier passes.
 _METRIC_NAME = re.compile(r"(val|train)_[A-Za-z0-9_]{1,60}")
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # a run directory's name (no path separators)
+# Per-task starting points layered over TrainConfig's own defaults (a template's config wins over these).
+TASK_DEFAULTS = {
+    "classification": {},
+    "regression": {"lr": 3e-3},
+    "sequence": {"grad_clip": 1.0},
+    "language_model": {"grad_clip": 1.0, "lr": 3e-3},
+}
 
 
-def _f(default, kind: str, help: str, *, min=None, max=None, min_exclusive=False, choices=None,
-       advanced: bool = False, group: str = "training"):
-    """A dataclass field with its form/validation schema in metadata."""
-    meta = {"kind": kind, "help": help, "min": min, "max": max, "min_exclusive": min_exclusive,
-            "choices": choices, "advanced": advanced, "group": group}
+def _f(default, kind: str, help: str, **schema):
+    """A dataclass field whose schema (a studio.schema Field, named after the field later) is its metadata."""
+    spec = Field("", kind, default, help, **{"group": "training", **schema})
     if isinstance(default, (list, tuple)):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
+        return field(default_factory=lambda: list(default), metadata={"field": spec})
+    return field(default=default, metadata={"field": spec})
+
+
+def _augment(name: str):
+    """A dataclass field for one augmentation setting, its schema taken from studio.augment_settings."""
+    spec = next(f for f in config_fields() if f.name == name)
+    return field(default=spec.default, metadata={"field": spec})
 
 
 class ConfigError(TrainError):
@@ -71,7 +83,7 @@ class TrainConfig:
     nesterov: bool = _f(False, "bool", "Nesterov momentum (SGD with momentum > 0 only).", group="optimizer",
                         advanced=True)
     betas: list = _f([0.9, 0.999], "floats", "Adam/AdamW (beta1, beta2): decay rates of the moment estimates.",
-                     min=0.0, max=1.0, group="optimizer", advanced=True)
+                     min=0.0, max=1.0, max_exclusive=True, items=(2, 2), group="optimizer", advanced=True)
 
     # ---- learning-rate schedule (all counted in optimizer steps) ----
     schedule: str = _f("none", "choice", "Learning-rate schedule applied after the warmup.", choices=SCHEDULES,
@@ -81,7 +93,7 @@ class TrainConfig:
     step_size: int = _f(1000, "int", "step: multiply lr by gamma every step_size steps.", min=1, group="schedule",
                         advanced=True)
     milestones: list = _f([], "ints", "multistep: steps (after warmup) at which lr is multiplied by gamma.",
-                          min=1, group="schedule", advanced=True)
+                          min=1, items=(0, None), group="schedule", advanced=True)
     gamma: float = _f(0.1, "float", "step / multistep / exponential: the multiplicative decay factor.",
                       min=0.0, min_exclusive=True, max=1.0, group="schedule", advanced=True)
     min_lr: float = _f(0.0, "float", "cosine: the learning rate reached at the last step.", min=0.0,
@@ -117,24 +129,16 @@ class TrainConfig:
                           min=0.0, group="monitor", advanced=True)
 
     # ---- image augmentation (training batches only; image datasets (C, H, W) only) ----
-    augment_crop: bool = _f(False, "bool", "Random crop of the image's size after zero padding.", group="augmentation")
-    augment_crop_padding: int = _f(4, "int", "Pixels of zero padding around the image before the crop.", min=0,
-                                   max=64, group="augmentation", advanced=True)
-    augment_flip: bool = _f(False, "bool", "Random horizontal flip (leave off for digits and text).",
-                            group="augmentation")
-    augment_flip_prob: float = _f(0.5, "float", "Chance of a flip.", min=0.0, max=1.0, group="augmentation",
-                                  advanced=True)
-    augment_affine: bool = _f(False, "bool", "Small random rotation, zoom and shift.", group="augmentation")
-    augment_rotation: float = _f(10.0, "float", "Rotation uniform in [-d, d] degrees.", min=0.0, max=180.0,
-                                 group="augmentation", advanced=True)
-    augment_scale: float = _f(0.1, "float", "Zoom uniform in [1 - s, 1 + s].", min=0.0, max=0.99,
-                              group="augmentation", advanced=True)
-    augment_translate: float = _f(0.0, "float", "Shift uniform in [-t, t] as a fraction of the image size.",
-                                  min=0.0, max=0.5, group="augmentation", advanced=True)
-    augment_noise: bool = _f(False, "bool", "Add Gaussian noise to pixel values (images in [0, 1]).",
-                             group="augmentation")
-    augment_noise_std: float = _f(0.05, "float", "Standard deviation of the noise.", min=0.0, max=1.0,
-                                  group="augmentation", advanced=True)
+    augment_crop: bool = _augment("augment_crop")
+    augment_crop_padding: int = _augment("augment_crop_padding")
+    augment_flip: bool = _augment("augment_flip")
+    augment_flip_prob: float = _augment("augment_flip_prob")
+    augment_affine: bool = _augment("augment_affine")
+    augment_rotation: float = _augment("augment_rotation")
+    augment_scale: float = _augment("augment_scale")
+    augment_translate: float = _augment("augment_translate")
+    augment_noise: bool = _augment("augment_noise")
+    augment_noise_std: float = _augment("augment_noise_std")
 
     # ---- reproducibility and hardware ----
     seed: int = _f(0, "int", "Seeds weights, data order, dropout and augmentation.", min=0, max=2**31 - 1,
@@ -177,10 +181,7 @@ class TrainConfig:
         """The studio.data Augment these settings describe (enabled only when a switch is on)."""
         from studio.data.augment import Augment
 
-        return Augment(crop=self.augment_crop, crop_padding=self.augment_crop_padding, flip=self.augment_flip,
-                       flip_prob=self.augment_flip_prob, affine=self.augment_affine,
-                       rotation_degrees=self.augment_rotation, scale=self.augment_scale,
-                       translate=self.augment_translate, noise=self.augment_noise, noise_std=self.augment_noise_std)
+        return Augment(**{name: getattr(self, key) for name, key in CONFIG_NAMES.items()})
 
     # ---- documents ----
     def to_dict(self) -> dict:
@@ -210,10 +211,10 @@ class TrainConfig:
     def validate(self, *, raise_on_error: bool = True) -> list[tuple[str, str]]:
         """Every (field, message) problem. Raises ConfigError listing all of them unless told not to."""
         problems: list[tuple[str, str]] = []
-        for f in fields(self):
-            msg = _check_field(f, getattr(self, f.name))
+        for spec in SCHEMA:
+            msg = spec.problem(getattr(self, spec.name))
             if msg:
-                problems.append((f.name, msg))
+                problems.append((spec.name, msg))
         bad = {name for name, _ in problems}
         if "nesterov" not in bad and self.nesterov and (self.optimizer != "sgd" or not self.momentum > 0):
             problems.append(("nesterov", f"nesterov=True needs optimizer='sgd' with momentum > 0, got "
@@ -259,54 +260,77 @@ class TrainConfig:
         return name, mode
 
 
-def _check_field(f, value) -> str | None:
-    m = f.metadata
-    kind = m["kind"]
-    if kind == "choice":
-        if value not in m["choices"]:
-            return f"{f.name}={value!r} is not one of {', '.join(map(repr, m['choices']))}"
-        return None
-    if kind == "bool":
-        return None if isinstance(value, bool) else f"{f.name} must be true or false, got {value!r}"
-    if kind == "str":
-        return None if isinstance(value, str) and value else f"{f.name} must be a non-empty string, got {value!r}"
-    if kind == "run":  # a run id, or "" for none
-        if isinstance(value, str) and (value == "" or _RUN_ID.fullmatch(value)):
-            return None
-        return f"{f.name}={value!r} is not a run id (e.g. '20250101-120000-3fa2c1'); leave it empty for none"
-    if kind in ("floats", "ints"):
-        if not isinstance(value, (list, tuple)):
-            return f"{f.name} must be a list, got {value!r}"
-        if f.name == "betas" and len(value) != 2:
-            return f"betas must be two numbers (beta1, beta2), got {list(value)}"
-        for v in value:
-            msg = _check_number(f.name, v, "int" if kind == "ints" else "float", m, upper_open=f.name == "betas")
-            if msg:
-                return msg
-        return None
-    return _check_number(f.name, value, kind, m)
-
-
-def _check_number(name: str, v, kind: str, m: dict, upper_open: bool = False) -> str | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind == "int" and not isinstance(v, int)):
-        want = "an integer" if kind == "int" else "a number"
-        return f"{name} must be {want}, got {v!r}"
-    if isinstance(v, float) and not math.isfinite(v):
-        return f"{name} must be finite, got {v}"
-    lo, hi = m["min"], m["max"]
-    if lo is not None and (v < lo or (m["min_exclusive"] and v == lo)):
-        op = ">" if m["min_exclusive"] else ">="
-        return f"{name}={v} is out of range; expected {name} {op} {lo}"
-    if hi is not None and (v > hi or (upper_open and v >= hi)):
-        op = "<" if upper_open else "<="
-        return f"{name}={v} is out of range; expected {name} {op} {hi}"
-    return None
+SCHEMA: tuple[Field, ...] = tuple(f.metadata["field"].renamed(f.name) for f in fields(TrainConfig))
+FIELDS: dict[str, Field] = {f.name: f for f in SCHEMA}
 
 
 def config_schema() -> list[dict]:
     """One dict per field, in form order: name, kind, default, min, max, choices, help, advanced, group."""
-    out = []
-    for f in fields(TrainConfig):
-        default = f.default if f.default is not MISSING else f.default_factory()
-        out.append({"name": f.name, "default": default, **f.metadata})
-    return out
+    return [{**f.to_dict(), "choices": f.choices, "min_exclusive": f.min_exclusive,
+             "max_exclusive": f.max_exclusive, "group": f.group} for f in SCHEMA]
+
+
+def task_defaults(task: str | None) -> dict:
+    """The settings a task starts from, over TrainConfig's own defaults ({} for an unknown task)."""
+    return dict(TASK_DEFAULTS.get(task or "", {}))
+
+
+def training_defaults(template: str | None, task: str | None) -> dict:
+    """The whole TrainConfig document a graph starts from: TrainConfig's defaults, then its task's
+    (TASK_DEFAULTS), then its template's `config` (studio.templates' catalog). The Train page's form and
+    `python -m studio train` both start here, so they train a template with the same settings.
+
+        >>> d = training_defaults("resnet_small", "classification")
+        >>> d["optimizer"], d["lr"], d["schedule"]
+        ('sgd', 0.1, 'cosine')
+        >>> training_defaults(None, "regression")["lr"]
+        0.003
+    """
+    from studio.templates import list_templates
+
+    found = next((t for t in list_templates() if t.name == template), None) if template else None
+    own = {k: v for k, v in (found.config if found else {}).items() if k in FIELDS}
+    return {**TrainConfig().to_dict(), **task_defaults(task), **own}
+
+
+def parse_settings(assignments: list[str]) -> dict:
+    """`KEY=VALUE` texts (the CLI's --set) as a partial config document, each value read by its field's
+    `parse_text`; ConfigError lists every unknown key and unreadable value.
+
+        >>> parse_settings(["betas=0.9,0.99", "schedule=cosine", "lr=3e-4"])
+        {'betas': [0.9, 0.99], 'schedule': 'cosine', 'lr': 0.0003}
+    """
+    doc, problems = {}, []
+    for text in assignments:
+        try:
+            key, raw = parse_assignment(text)
+        except SettingError as e:
+            problems.append(("--set", str(e)))
+            continue
+        spec = FIELDS.get(key)
+        if spec is None or spec.group == "meta":
+            problems.append((key, unknown_setting(key)))
+            continue
+        try:
+            doc[key] = spec.parse_text(raw)
+        except SettingError as e:
+            problems.append((key, str(e)))
+    if problems:
+        raise ConfigError(problems)
+    return doc
+
+
+def unknown_setting(key) -> str:
+    known = sorted(f.name for f in SCHEMA if f.group != "meta")
+    return f"unknown setting {key!r}; known settings are {', '.join(known)}"
+
+
+def settings_help() -> str:
+    """Every setting `--set` accepts, one line each: name, kind, default and help (the CLI's epilog)."""
+    lines = ["training settings (--set KEY=VALUE; lists as 0.9,0.99; the defaults before a template's and a task's):"]
+    for f in SCHEMA:
+        if f.group == "meta":
+            continue
+        what = "|".join(map(str, f.choices)) if f.kind == "choice" else f.kind
+        lines.append(f"  {f.name}={f.to_text(f.default)}  ({what}) {f.help}")
+    return "\n".join(lines)
