@@ -18,6 +18,7 @@ import streamlit as st
 
 from components import backend_form, run_table, session
 from components.canvas import st_escape
+from components.run_store import shows_store_errors
 from studio.errors import StudioError
 from studio.graph import parse_graph
 from studio.runs import run_dir
@@ -211,7 +212,8 @@ def render(graph, dataset_id: str | None, options: dict, info, reasons: list[str
     st.selectbox("Sweep", list(by_id), key=PICKED,
                  format_func=lambda i: f"{by_id[i].name} ({i}) · {by_id[i].status}")
     active = by_id[st.session_state[PICKED]].status in ("starting", "running")
-    st.fragment(_live, run_every=REFRESH_S if active else None)(st.session_state[PICKED], store, active)
+    live = st.fragment(shows_store_errors(_live), run_every=REFRESH_S if active else None)
+    live(st.session_state[PICKED], store, active)
 
 
 def _form(graph, dataset_id, options, info, reasons) -> None:

@@ -10,9 +10,9 @@ import streamlit as st
 from components import backend_form, charts, data_view, nav, panels, run_exports, run_table, session, sweep_view
 from components.canvas import st_escape
 from components.history_view import update_histories, zoom_control
-from components.run_store import open_store
+from components.run_store import open_store, read_or_stop, shows_store_errors
 from studio.data import check_graph_fits, get_info, list_datasets
-from studio.errors import DataError, GraphError, StudioError
+from studio.errors import DataError, GraphError, StorageError, StudioError
 from studio.runs import list_runs, start_run
 from studio.templates import list_templates
 from studio.training import TrainConfig, config_schema
@@ -73,7 +73,10 @@ def render_field(spec: dict, default) -> None:
     elif spec["kind"] == "float":
         st.number_input(name, format="%g", step=None, help=help_text, **keep)
     elif spec["kind"] == "run":  # a finished run with a checkpoint, or none
-        runs = [""] + [r.id for r in list_runs() if r.status in ("completed", "stopped")]
+        try:
+            runs = [""] + [r.id for r in list_runs() if r.status in ("completed", "stopped")]
+        except StorageError:  # the Runs section below shows why the store cannot be read
+            runs = [""]
         if st.session_state.get(key) not in runs:
             st.session_state[key] = ""
         st.selectbox(name, runs, help=help_text, format_func=lambda r: r or "none", **keep)
@@ -190,7 +193,10 @@ if st.session_state.get(DEFAULTS_FOR) != signature:  # a new template or task: s
 defaults = form_defaults(info.task if info else None, session.current_template())
 
 store = open_store()
-latest = next(iter(store.list_runs()), None)
+try:
+    latest = next(iter(store.list_runs()), None)
+except StorageError:  # the Runs section below shows why the store cannot be read
+    latest = None
 # The form folds once this graph has been launched on this dataset (the runs and charts below matter
 # then), and stays open while the graph (node moves aside) or the dataset differs from the last run's.
 changed = latest is None or latest.dataset_id != dataset_id or model_of(latest.graph) != model_of(graph.to_dict())
@@ -242,7 +248,7 @@ if launch and not reasons:
             st.success(f"Launched {run_id}: it trains in the background; follow it below.")
 
 # ---- runs and live charts --------------------------------------------------------------------------
-runs = list_runs(store=store)
+runs = read_or_stop(list_runs, store=store)
 by_id = {r.id: r for r in runs}
 any_active = any(r.active for r in runs)
 
@@ -330,4 +336,4 @@ def render_live() -> None:
         run_exports.render(run_id, f"studio.train.exports.{run_id}")
 
 
-st.fragment(render_live, run_every=REFRESH_S if any_active else None)()
+st.fragment(shows_store_errors(render_live), run_every=REFRESH_S if any_active else None)()

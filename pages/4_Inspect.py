@@ -6,7 +6,7 @@ import streamlit as st
 
 from components import inspect_probes, inspect_results, nav, run_exports, session
 from components.canvas import st_escape
-from components.run_store import open_store
+from components.run_store import open_store, read_or_stop
 from components.run_table import best_metric_text, status_badge
 from studio import inspection as ins
 from studio.errors import StudioError
@@ -22,7 +22,7 @@ VIEWS = ["Feature maps", "Attention", "Weights & gradients", "Evaluation", "Live
 
 st.title("Inspect")
 store = open_store()
-runs = list_runs(store=store)
+runs = read_or_stop(list_runs, store=store)
 if not runs:
     st.info("No runs yet. Launch one on the Train page, then come back to look inside it.")
     nav.link("pages/3_Train.py", label="Go to Train", icon=":material/model_training:")
