@@ -14,6 +14,7 @@ import streamlit as st
 
 from components import inspect_charts as ic
 from components import inspect_views as iv
+from components.canvas import st_escape
 from studio import inspection as ins
 from studio.errors import StudioError
 
@@ -245,7 +246,7 @@ def render_weights(run: ins.RunFiles, entries: list[dict]) -> None:
     try:
         params = ins.parameter_names(run, entries[-1])
     except (OSError, StudioError) as e:
-        st.warning(f"The latest snapshot could not be read ({e}).")
+        st.warning(f"The latest snapshot could not be read ({st_escape(str(e))}).")
         return
     if not params:
         st.info("This model has no parameters to show.")

@@ -36,7 +36,8 @@ top = st.columns([3, 4], vertical_alignment="bottom")
 run_id = top[0].selectbox("Run", list(by_id), key=RUN, format_func=lambda i: f"{by_id[i].name} ({i})")
 session.set_current_run_id(run_id)
 record = by_id[run_id]
-top[1].markdown(f"{status_badge(record.status)} · dataset `{record.dataset_id}` · step {record.step:,}"
+top[1].markdown(f"{status_badge(record.status)} · dataset {inspect_probes.code_span(record.dataset_id)} · step "
+                f"{record.step:,}"
                 + (f" of {record.total_steps:,}" if record.total_steps else "")
                 + f" · best {st_escape(best_metric_text(record))}")
 if record.error:

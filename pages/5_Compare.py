@@ -114,7 +114,7 @@ st.fragment(shows_store_errors(render_metrics_table),
 
 # ---- distillation: each picked student next to its teacher ----------------------------------------------
 for student, teacher in teacher_pairs([by_id[r] for r in picked]):
-    st.subheader(f"Teacher and student: {names.get(student, student)}")
+    st.subheader(f"Teacher and student: {st_escape(names.get(student, student))}")
     st.dataframe(pd.DataFrame(teacher_student_rows(store, student, teacher)), hide_index=True,
                  key=f"studio.compare.distill.{student}")
 
