@@ -1,0 +1,162 @@
+"""Second round of hostile input, one test per class: amplification in CPU and memory through other
+formats (image headers declaring millions of pixels in PNG, GIF, TIFF, BMP; a CSV line of millions of
+delimiters), sweep documents with NaN, huge integers and deep nesting anywhere, a damaged sweep study,
+and user strings reaching the Sweep and Deploy figures as markup."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+import zipfile
+
+import pytest
+
+from studio.data import readers, upload_image_zip
+from studio.errors import DataError, StorageError, TrainError
+from studio.sweeps.spec import load_sweep, parse_sweep
+from tests.reliability.helpers import mlp_doc
+
+GRAPH = mlp_doc([4], 8, 3, name="hostile")
+
+
+# ---- amplification: CPU and memory from headers and delimiters ------------------------------------------
+
+def image_bytes(fmt: str, size: tuple[int, int]) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("L", size).save(out, fmt, **({"compression": "tiff_adobe_deflate"} if fmt == "TIFF" else {}))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "GIF", "TIFF", "BMP"])
+def test_an_image_zip_declaring_too_many_pixels_in_all_is_refused_before_decoding(_workspace, monkeypatch, fmt):
+    # Each image declares 1200x1200 (1.44 M pixels, far under the per-image cap); ten of them pass a 15 M
+    # budget and twelve do not. At the real budget the same holds for a 1.4 MB zip of 6000x6000 PNGs
+    # (80 s of decoding before this check).
+    monkeypatch.setattr(readers, "MAX_ZIP_TOTAL_PIXELS", 15_000_000)
+    image = image_bytes(fmt, (1200, 1200))
+    decoded = []
+    real = readers._decode_image
+    monkeypatch.setattr(readers, "_decode_image", lambda *a: decoded.append(a[1]) or real(*a))
+
+    def archive(n: int) -> bytes:
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+            for i in range(n):
+                zf.writestr(f"{'ab'[i % 2]}/{i}.{fmt.lower()}", image)
+        return out.getvalue()
+
+    with pytest.raises(DataError, match=r"its images hold more than 15,000,000 pixels in all .*1,440,000.*shrink the "
+                                        r"images before zipping"):
+        upload_image_zip(archive(12), "bomb.zip", image_size=8)
+    assert decoded == []  # refused from the headers alone
+    assert upload_image_zip(archive(10), "fine.zip", image_size=8).input_shape == (1, 8, 8)
+
+
+def test_a_jpeg_counts_at_the_reduced_size_it_is_decoded_at(_workspace, monkeypatch):
+    monkeypatch.setattr(readers, "MAX_ZIP_TOTAL_PIXELS", 15_000_000)
+    from PIL import Image
+
+    jpeg = io.BytesIO()
+    Image.new("L", (1600, 1600)).save(jpeg, "JPEG")  # 2.56 M pixels, decoded at 1/8 scale for image_size 8
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        for i in range(12):
+            zf.writestr(f"{'ab'[i % 2]}/{i}.jpg", jpeg.getvalue())
+    assert upload_image_zip(out.getvalue(), "photos.zip", image_size=8).input_shape == (1, 8, 8)
+
+
+def test_a_csv_line_of_millions_of_delimiters_is_refused_before_it_is_split():
+    data = b"a,b\n1,2\n" + b"," * 3_000_000 + b"\n"
+    # Refused from the count alone: split, it was three million empty fields (a "blank" row, skipped and
+    # accepted after the memory was spent).
+    with pytest.raises(DataError, match=r"line 3 holds 3,000,000 delimiters .*at most 10,000 columns"):
+        readers.read_csv(data, "wide.csv")
+    quoted = b"text,label\n" + b'"' + b"," * 15_000 + b'",x\n' + b"hello,y\n" * 10  # commas inside quotes pass
+    assert readers.read_csv(quoted, "quoted.csv").rows == 11
+
+
+# ---- sweep documents: the values no sweep can use, anywhere -----------------------------------------------
+
+def nested(depth: int):
+    value = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+BASE_SWEEP = {"format": "studio.sweep/1", "graph": GRAPH, "data": "iris", "config": {"epochs": 1},
+              "space": {"lr": {"log_uniform": [1e-4, 1e-1]}}, "objective": "val_loss", "trials": 2}
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"config": {"epochs": 1, "weight_decay": math.inf}}, r"\['config'\]\['weight_decay'\] is inf; every number in a "
+                                                          r"sweep must be finite"),
+    ({"space": {"lr": {"uniform": [0.1, math.nan]}}}, r"is nan; every number in a sweep must be finite"),
+    ({"space": {"batch_size": {"choice": [10**30]}}}, r"integer of 31 digits, past the 64-bit range"),
+    ({"data_options": {"x": nested(500)}}, r"nested more than \d+ levels deep; a sweep document"),
+    ({"objective": nested(3)}, r"objective: must name a logged metric"),
+    ({"objective": {"a": 1}}, r"objective: must name a logged metric"),
+])
+def test_sweep_documents_with_unusable_values_give_only_sweep_errors(change, message):
+    with pytest.raises(TrainError, match=message):
+        parse_sweep({**BASE_SWEEP, **change})
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply to read"),
+    ('{"trials": ' + "9" * 5000 + "}", "integer literal thousands of digits long"),
+    ('{"trials": NaN}', "every number in a sweep must be finite"),
+])
+def test_sweep_files_from_the_cli_are_explained_without_a_traceback(tmp_path, capsys, text, message):
+    from studio.__main__ import main
+
+    path = tmp_path / "sweep.json"
+    path.write_text(text)
+    with pytest.raises(TrainError, match=message):
+        load_sweep(path)
+    assert main(["sweep", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+# ---- damaged files: the sweep's study -------------------------------------------------------------------
+
+@pytest.mark.parametrize("content", [b"not a database at all" * 200, b"SQLite format 3\x00" + b"\xff" * 8000])
+def test_a_damaged_sweep_study_is_a_storage_error_saying_what_to_do(_workspace, content):
+    from studio.sweeps.control import sweep_dir, write_state
+    from studio.sweeps.results import param_importances, sweep_summary
+
+    directory = sweep_dir("s1")
+    directory.mkdir(parents=True)
+    (directory / "sweep.json").write_text(json.dumps(BASE_SWEEP))
+    write_state(directory, status="completed", created=time.time())
+    (directory / "study.db").write_bytes(content)
+    for read in (sweep_summary, param_importances):
+        with pytest.raises(StorageError, match=r"the sweep's study .*study\.db' is damaged .*move it aside \(rename "
+                                               r"it to study\.db\.damaged\)"):
+            read("s1")
+
+
+# ---- markup in figures ----------------------------------------------------------------------------------
+
+HOSTILE = '<a href="https://evil.example">x</a><span style="font-size:300px">big</span>'
+
+
+def test_sweep_and_deploy_figures_show_user_strings_as_text():
+    from components.sweep_view import importance_figure, objective_figure, parallel_figure
+
+    summary = {"objective_name": "val_loss", "direction": "minimize", "trials": [
+        {"number": 0, "status": "completed", "objective": 0.5, "params": {"act": HOSTILE, "lr": 0.1}},
+        {"number": 1, "status": "completed", "objective": 0.4, "params": {"act": "plain", "lr": 0.2}}]}
+    texts = []
+    fig = objective_figure(summary)
+    texts += [t for trace in fig.data for t in (trace.hovertext or ())]
+    parcoords = parallel_figure(summary).data[0]
+    texts += [t for d in parcoords.dimensions for t in (d.ticktext or ())] + [d.label for d in parcoords.dimensions]
+    texts += list(importance_figure({HOSTILE: 1.0}).data[0].y)
+    assert any("evil.example" in t for t in texts)
+    assert not any("<a" in t or "<span" in t for t in texts), texts
