@@ -160,3 +160,32 @@ def test_sweep_and_deploy_figures_show_user_strings_as_text():
     texts += list(importance_figure({HOSTILE: 1.0}).data[0].y)
     assert any("evil.example" in t for t in texts)
     assert not any("<a" in t or "<span" in t for t in texts), texts
+
+
+# ---- a full disk under sweep writes ---------------------------------------------------------------------
+
+def test_enospc_while_starting_or_resuming_a_sweep_is_a_message_and_leaves_no_sweep_folder(_workspace, monkeypatch):
+    import errno
+
+    from studio.sweeps import control
+
+    real = control.atomic_write_text
+
+    def full(path, text):
+        if path.name == control.SWEEP_FILE or path.name == control.STATE_FILE:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, text)
+
+    monkeypatch.setattr(control, "atomic_write_text", full)
+    monkeypatch.setattr(control, "_spawn", lambda directory: pytest.fail("no process for a sweep never written"))
+    with pytest.raises(StorageError, match=r"cannot create the sweep in .*sweeps: the disk is full .*free some disk "
+                                           r"space.*sweeps saved before are unchanged"):
+        control.start_sweep(parse_sweep(BASE_SWEEP))
+    assert list(control.sweeps_dir().iterdir()) == []
+
+    directory = control.sweeps_dir() / "s1"  # a stopped sweep whose state cannot be written back
+    directory.mkdir()
+    (directory / control.SWEEP_FILE).write_text(json.dumps(BASE_SWEEP))
+    (directory / control.STATE_FILE).write_text(json.dumps({"status": "stopped", "created": 1.0}))
+    with pytest.raises(StorageError, match=r"cannot resume the sweep in .*s1: the disk is full"):
+        control.resume_sweep("s1")
