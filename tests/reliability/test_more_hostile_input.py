@@ -189,3 +189,20 @@ def test_enospc_while_starting_or_resuming_a_sweep_is_a_message_and_leaves_no_sw
     (directory / control.STATE_FILE).write_text(json.dumps({"status": "stopped", "created": 1.0}))
     with pytest.raises(StorageError, match=r"cannot resume the sweep in .*s1: the disk is full"):
         control.resume_sweep("s1")
+
+
+# ---- damaged files: a checkpoint whose weights entry is wrong ---------------------------------------------
+
+@pytest.mark.parametrize(("model", "found"), [
+    (None, "missing"), ([1, 2], "list"), ("weights", "str"), ({"fc1.weight": 3}, "dict"), (7, "int")])
+def test_a_checkpoint_without_usable_weights_is_a_train_error_naming_the_file(tmp_path, model, found):
+    import torch
+
+    from studio.graph import parse_graph
+    from studio.training.callbacks import CHECKPOINT_FORMAT, load_trained_model
+
+    path = tmp_path / "best.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, **({} if model is None else {"model": model})}, path)
+    with pytest.raises(TrainError, match=rf"checkpoint '.*best\.pt' is damaged: its 'model' entry \(the weights\) is "
+                                         rf"{found}, not a dict of named tensors"):
+        load_trained_model(parse_graph(GRAPH), path, run_id="r")
