@@ -206,3 +206,28 @@ def test_a_checkpoint_without_usable_weights_is_a_train_error_naming_the_file(tm
     with pytest.raises(TrainError, match=rf"checkpoint '.*best\.pt' is damaged: its 'model' entry \(the weights\) is "
                                          rf"{found}, not a dict of named tensors"):
         load_trained_model(parse_graph(GRAPH), path, run_id="r")
+
+
+# ---- damaged files: probe snapshots on the Inspect page --------------------------------------------------
+
+@pytest.mark.parametrize("content", [b"", b"garbage", b"PK\x03\x04" + b"\x00" * 64])
+def test_inspect_shows_a_damaged_probe_snapshot_as_a_warning(_workspace, content):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from studio.runs import Store
+    from studio.runs.rundir import RunDir
+
+    Store().create_run("r1", name="damaged probes", graph=GRAPH, config={"epochs": 1}, dataset_id="iris",
+                       status="completed")
+    run = RunDir.of("r1")
+    run.create(graph_json=json.dumps(GRAPH), config={"epochs": 1},
+               meta={"run_id": "r1", "dataset_id": "iris", "dataset_options": {}})
+    (run.probes_dir / "index.json").write_text(json.dumps([{"file": "s1.npz", "step": 1}]))
+    (run.probes_dir / "s1.npz").write_bytes(content)
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "pages" / "4_Inspect.py"), default_timeout=60)
+    at.session_state["studio.inspect.view"] = "Weights & gradients"
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("A probe snapshot could not be read" in w.value for w in at.warning), [w.value for w in at.warning]
