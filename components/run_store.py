@@ -37,7 +37,8 @@ def open_store() -> Store:
 
 
 def show_store_error(error: StorageError) -> None:
-    st.error(f"The run store cannot be read or written. {st_escape(str(error))}", icon=":material/database:")
+    text = str(error)
+    st.error(st_escape(text[:1].upper() + text[1:]), icon=":material/database:")
 
 
 def read_or_stop(read, *args, **kwargs):

@@ -105,12 +105,12 @@ def open_page(workspace: Path, page: str, **state) -> AppTest:
 
 
 def errors(at: AppTest) -> list[str]:
-    return [e.value.replace("\\", "") for e in at.error]
+    return [e.value.replace("\\", "").lower() for e in at.error]
 
 
 def assert_shown(at: AppTest, what: str) -> None:
     assert not at.exception, [e.message for e in at.exception]
-    assert any(what in e and "cannot read or write the run store" in e for e in errors(at)), errors(at)
+    assert any(what.lower() in e and "cannot read or write the run store" in e for e in errors(at)), errors(at)
 
 
 # ---- the one mechanism -------------------------------------------------------------------------------
