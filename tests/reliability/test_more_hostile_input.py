@@ -231,3 +231,25 @@ def test_inspect_shows_a_damaged_probe_snapshot_as_a_warning(_workspace, content
     at.run()
     assert not at.exception, [e.message for e in at.exception]
     assert any("A probe snapshot could not be read" in w.value for w in at.warning), [w.value for w in at.warning]
+
+
+# ---- damaged files: an upload's arrays and meta.json --------------------------------------------------------
+
+@pytest.mark.parametrize(("file", "damage", "message"), [
+    ("x.npy", lambda data: b"", r"cannot read its arrays"),
+    ("meta.json", lambda data: json.dumps({**json.loads(data), "info": 5}).encode(), r"dataset info cannot be read"),
+    ("meta.json", lambda data: json.dumps({k: v for k, v in json.loads(data).items() if k != "info"}).encode(),
+     r"dataset info cannot be read \(KeyError"),
+])
+def test_a_damaged_upload_is_a_data_error_naming_it(_workspace, file, damage, message):
+    from studio.data import get_dataset, get_info, list_uploads, upload_text
+
+    info = upload_text(b"hello world, " * 60, "t.txt", seq_len=8)
+    path = _workspace / "datasets" / "uploads" / info.id / file
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(DataError, match=rf"upload '{info.id}' is damaged: .*{message}"):
+        get_dataset(info.id)
+    if file == "meta.json":
+        with pytest.raises(DataError, match=message):
+            get_info(info.id)
+        assert list_uploads() == []  # left out of the list, which still works
