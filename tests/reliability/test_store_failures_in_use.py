@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -279,3 +280,28 @@ def test_inspect_diagnostics_show_the_message_when_metrics_fail(_workspace, disk
     at.run()
     assert not at.exception, [e.message for e in at.exception]
     assert any("the disk is full" in e for e in errors(at)), errors(at)
+
+
+def test_a_stop_request_on_a_full_disk_is_a_message_on_the_page_and_the_cli(_workspace, monkeypatch, capsys):
+    import errno
+
+    finished_runs(_workspace, 1)
+    Store().update_run("r0", status="running", pid=os.getpid())  # alive: a stop goes through the stop file
+
+    real = Path.write_text
+
+    def full(self, *args, **kwargs):  # the stop file cannot be created; every other write goes through
+        if self == RunDir.of("r0").stop_file:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    assert main(["stop", "r0"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot ask the run to stop in" in err and "the disk is full" in err and "Traceback" not in err
+    at = open_page(_workspace, "pages/3_Train.py")
+    at.button(key="studio.train.run.r0.stop").click()
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("cannot ask the run to stop" in e and "the disk is full" in e for e in errors(at)), errors(at)
+    assert not RunDir.of("r0").stop_requested()
