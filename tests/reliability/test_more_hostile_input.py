@@ -253,3 +253,37 @@ def test_a_damaged_upload_is_a_data_error_naming_it(_workspace, file, damage, me
         with pytest.raises(DataError, match=message):
             get_info(info.id)
         assert list_uploads() == []  # left out of the list, which still works
+
+
+# ---- a full disk under exports ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["code", "pt2"])
+def test_an_export_on_a_full_disk_is_a_message_and_leaves_no_file(tmp_path, monkeypatch, capsys, fmt):
+    import errno
+    import os
+
+    from studio.__main__ import main
+
+    graph = tmp_path / "g.json"
+    graph.write_text(json.dumps(GRAPH))
+    real_fdopen = os.fdopen
+
+    class Full:  # the temp file opens; writing its bytes hits ENOSPC, as on a full disk
+        def __init__(self, fd, mode="r", *a, **k):
+            self.f = real_fdopen(fd, mode, *a, **k)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fdopen", Full)
+    out = tmp_path / "out" / ("model.py" if fmt == "code" else "model.pt2")
+    assert main(["export", str(graph), "--format", fmt, "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "the disk is full" in err and "free some disk space" in err and "Traceback" not in err, err
+    assert [p.name for p in out.parent.iterdir()] == []  # no model, no temp file left behind
