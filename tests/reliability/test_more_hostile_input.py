@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import time
 import zipfile
 
@@ -287,3 +288,25 @@ def test_an_export_on_a_full_disk_is_a_message_and_leaves_no_file(tmp_path, monk
     err = capsys.readouterr().err
     assert "the disk is full" in err and "free some disk space" in err and "Traceback" not in err, err
     assert [p.name for p in out.parent.iterdir()] == []  # no model, no temp file left behind
+
+
+# ---- amplification: a graph document of hundreds of thousands of nodes ----------------------------------------
+
+@pytest.mark.parametrize("key", ["nodes", "edges"])
+def test_a_graph_with_too_many_nodes_or_edges_is_refused_before_it_is_walked(tmp_path, capsys, key):
+    from components.graph_files import parse_upload
+    from studio.__main__ import main
+    from studio.graph import MAX_EDGES, MAX_NODES
+
+    n = (MAX_NODES if key == "nodes" else MAX_EDGES // 4) + 1
+    nodes = [{"id": "input", "type": "Input", "params": {"shape": [4]}}] + [
+        {"id": f"n{i}", "type": "ReLU"} for i in range(n if key == "nodes" else 1)]
+    edges = [{"source": "input", "target": "n0"}] * (1 if key == "nodes" else MAX_EDGES + 1)
+    data = json.dumps({"format": "studio.graph/1", "name": "big", "nodes": nodes, "edges": edges})
+    graph, issues = parse_upload(data.encode())
+    assert graph is None and re.search(rf"the document has [\d,]+ {key}; a graph may have at most", str(issues[0]))
+    path = tmp_path / "big.json"
+    path.write_text(data)
+    assert main(["check", str(path)]) == 1
+    out = capsys.readouterr()
+    assert "a graph may have at most" in out.out + out.err and "Traceback" not in out.err
