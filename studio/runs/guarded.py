@@ -99,8 +99,12 @@ class GuardedCursor(_Guard):
             self.failed(e)
             raise
 
-    def __iter__(self) -> GuardedCursor:
-        return self
+    def __iter__(self):
+        try:  # one generator over the raw cursor: no Python call per row
+            yield from self.raw
+        except sqlite3.Error as e:  # rows are read from disk as they are stepped through
+            self.failed(e)
+            raise
 
     def __next__(self):
         try:

@@ -254,8 +254,10 @@ def test_compare_page_shows_the_message_when_histories_fail(_workspace, disk):
 
 def test_compare_metrics_table_shows_the_message_when_its_background_read_fails(_workspace, disk):
     ids = finished_runs(_workspace)
+    # Only the final values fail (the raw rows, read on a server thread): armed before the page asks for
+    # them, so that the read cannot finish first.
+    disk(FULL, matching="FROM metrics WHERE rowid")
     at = open_page(_workspace, "pages/5_Compare.py", **{"studio.compare.runs": ids})
-    disk(FULL, matching="FROM metrics WHERE rowid")  # final values only (the raw rows, on a server thread)
     for _ in range(100):
         at.run()
         if at.error or at.exception:
