@@ -6,6 +6,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from components.safe_text import safe_figure
+
 
 def _kib(n) -> float | None:
     return None if n is None else round(n / 1024, 1)
@@ -54,4 +56,4 @@ def tradeoff_figure(report, height: int = 380) -> go.Figure:
                       legend={"orientation": "h", "y": -0.15})
     fig.update_yaxes(title_text="× fp32 (log)", type="log", secondary_y=False)
     fig.update_yaxes(title_text=report.metric_name, secondary_y=True, nticks=6, tickformat=".3f", showgrid=False)
-    return fig
+    return safe_figure(fig)

@@ -8,12 +8,15 @@ the saved snapshots.
 
 from __future__ import annotations
 
+import functools
 import json
+import zipfile
 
 import streamlit as st
 
 from components import inspect_charts as ic
 from components import inspect_views as iv
+from components.canvas import st_escape
 from studio import inspection as ins
 from studio.errors import StudioError
 
@@ -91,6 +94,23 @@ def play_toggle(key: str) -> bool:
                      f"{PLAY_S:g} s (the slider follows).")
 
 
+# What reading a damaged snapshot (.npz cut short, emptied or overwritten) raises besides the studio's own errors.
+_SNAPSHOT_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, StudioError)
+
+
+def _snapshot_errors_shown(render):
+    """`render` (a view or a live fragment) showing an unreadable snapshot as a warning, never a crash: a live
+    fragment tries again on its next tick (the snapshot may still have been being written)."""
+    @functools.wraps(render)
+    def guarded(*args, **kwargs):
+        try:
+            return render(*args, **kwargs)
+        except _SNAPSHOT_ERRORS as e:
+            st.warning(f"A probe snapshot could not be read ({st_escape(str(e))}).")
+
+    return guarded
+
+
 def _refresh(playing: bool, active: bool) -> float | None:
     return PLAY_S if playing else (LIVE_S if active else None)
 
@@ -104,7 +124,7 @@ def render_feature_maps(run: ins.RunFiles, info, entries: list[dict], active: bo
                 "activation layer, or probes were turned off in the training settings.")
         return
     playing = play_toggle(K + "fm.play")
-    st.fragment(_feature_maps, run_every=_refresh(playing, active))(run, info, playing)
+    st.fragment(_snapshot_errors_shown(_feature_maps), run_every=_refresh(playing, active))(run, info, playing)
 
 
 def _feature_maps(run: ins.RunFiles, info, playing: bool) -> None:
@@ -165,7 +185,7 @@ def render_attention(run: ins.RunFiles, info, entries: list[dict], active: bool)
                 "TransformerEncoderLayer node, or probes were turned off.")
         return
     playing = play_toggle(K + "att.play")
-    st.fragment(_attention, run_every=_refresh(playing, active))(run, info, playing)
+    st.fragment(_snapshot_errors_shown(_attention), run_every=_refresh(playing, active))(run, info, playing)
 
 
 def causal_flags(graph) -> dict[str, bool]:
@@ -237,16 +257,13 @@ def _histograms(_run: ins.RunFiles, run_dir: str, param: str, kind: str, files: 
     return ins.histogram_over_steps(_run, entries, param, kind)
 
 
+@_snapshot_errors_shown
 def render_weights(run: ins.RunFiles, entries: list[dict]) -> None:
     if not entries:
         st.info("No probe snapshots yet: weights and gradients are recorded with the probes (at each epoch end, "
                 "or every probe_every steps).")
         return
-    try:
-        params = ins.parameter_names(run, entries[-1])
-    except (OSError, StudioError) as e:
-        st.warning(f"The latest snapshot could not be read ({e}).")
-        return
+    params = ins.parameter_names(run, entries[-1])
     if not params:
         st.info("This model has no parameters to show.")
         return

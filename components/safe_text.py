@@ -41,9 +41,13 @@ def safe_figure(fig):
     if getattr(fig, _MARK, False):
         return fig
     for trace in fig.data:
-        for prop in ("name", "legendgroup", "text", "x", "y", "labels"):
+        for prop in ("name", "legendgroup", "text", "hovertext", "x", "y", "labels"):
             if prop in trace and trace[prop] is not None:
                 trace[prop] = _labels(trace[prop])
+        for dimension in trace["dimensions"] if "dimensions" in trace else ():  # parallel coordinates' axes
+            dimension.label = figure_text(dimension.label)
+            if "ticktext" in dimension and dimension.ticktext is not None:
+                dimension.ticktext = _labels(dimension.ticktext)
     layout = fig.layout
     if layout.title.text:
         layout.title.text = figure_text(layout.title.text)

@@ -18,6 +18,8 @@ import streamlit as st
 
 from components import backend_form, run_table, session
 from components.canvas import st_escape
+from components.run_store import shows_store_errors
+from components.safe_text import safe_figure
 from studio.errors import StudioError
 from studio.graph import parse_graph
 from studio.runs import run_dir
@@ -74,7 +76,7 @@ def objective_figure(summary: dict) -> go.Figure:
     fig.update_layout(title={"text": f"{name} over trials, best so far"}, xaxis_title="trial", yaxis_title=name,
                       height=320, margin={"l": 50, "r": 20, "t": 50, "b": 40},
                       legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom"})
-    return fig
+    return safe_figure(fig)
 
 
 def parallel_figure(summary: dict) -> go.Figure | None:
@@ -100,7 +102,7 @@ def parallel_figure(summary: dict) -> go.Figure | None:
                                                         "showscale": True}))
     fig.update_layout(title={"text": "Parameters against the objective"}, height=340,
                       margin={"l": 60, "r": 60, "t": 100, "b": 30})
-    return fig
+    return safe_figure(fig)
 
 
 def importance_figure(importances: dict[str, float]) -> go.Figure:
@@ -108,7 +110,7 @@ def importance_figure(importances: dict[str, float]) -> go.Figure:
     fig = go.Figure(go.Bar(x=[importances[n] for n in names], y=names, orientation="h", marker_color="#6a1b9a"))
     fig.update_layout(title={"text": "Parameter importance (Optuna)"}, xaxis_title="importance (sums to 1)",
                       height=max(200, 60 + 40 * len(names)), margin={"l": 140, "r": 20, "t": 50, "b": 40})
-    return fig
+    return safe_figure(fig)
 
 
 def trial_rows(summary: dict) -> list[dict]:
@@ -211,7 +213,8 @@ def render(graph, dataset_id: str | None, options: dict, info, reasons: list[str
     st.selectbox("Sweep", list(by_id), key=PICKED,
                  format_func=lambda i: f"{by_id[i].name} ({i}) · {by_id[i].status}")
     active = by_id[st.session_state[PICKED]].status in ("starting", "running")
-    st.fragment(_live, run_every=REFRESH_S if active else None)(st.session_state[PICKED], store, active)
+    live = st.fragment(shows_store_errors(_live), run_every=REFRESH_S if active else None)
+    live(st.session_state[PICKED], store, active)
 
 
 def _form(graph, dataset_id, options, info, reasons) -> None:

@@ -10,7 +10,7 @@ import streamlit as st
 
 from components import schema_form
 from components.canvas import st_escape
-from studio.errors import StudioError
+from studio.errors import StorageError, StudioError
 from studio.runs import list_runs
 from studio.schema import Field
 from studio.training.config import SCHEMA, TrainConfig, training_defaults
@@ -33,7 +33,12 @@ def start_from_defaults(signature: tuple, template: str | None, task: str | None
 
 def render_field(f: Field, default) -> None:
     """One setting's widget, its value kept in session state (still there after a visit elsewhere)."""
-    runs = [r.id for r in list_runs() if r.status in ("completed", "stopped")] if f.kind == "run" else None
+    runs = None
+    if f.kind == "run":
+        try:
+            runs = [r.id for r in list_runs() if r.status in ("completed", "stopped")]
+        except StorageError:  # the Runs section of the page shows why the store cannot be read
+            runs = []
     schema_form.field_widget(f, CFG + f.name, default, state=True, numbers="number", runs=runs)
 
 

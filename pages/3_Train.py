@@ -20,9 +20,9 @@ from components import (
 )
 from components.canvas import st_escape
 from components.history_view import update_histories, zoom_control
-from components.run_store import open_store
+from components.run_store import open_store, read_or_stop, shows_store_errors
 from studio.data import check_graph_fits, get_info, list_datasets
-from studio.errors import DataError, GraphError, StudioError
+from studio.errors import DataError, GraphError, StorageError, StudioError
 from studio.runs import list_runs, start_run
 
 st.set_page_config(page_title="Train · Neural Studio", page_icon="🏋️", layout="wide")
@@ -102,7 +102,10 @@ defaults = train_form.start_from_defaults((graph.name, session.current_template(
                                           session.current_template(), task)
 
 store = open_store()
-latest = next(iter(store.list_runs()), None)
+try:
+    latest = next(iter(store.list_runs()), None)
+except StorageError:  # the Runs section below shows why the store cannot be read
+    latest = None
 # The form folds once this graph has been launched on this dataset (the runs and charts below matter
 # then), and stays open while the graph (node moves aside) or the dataset differs from the last run's.
 changed = (latest is None or latest.dataset_id != dataset_id
@@ -137,7 +140,7 @@ if launch and not reasons:
             st.success(f"Launched {run_id}: it trains in the background; follow it below.")
 
 # ---- runs and live charts --------------------------------------------------------------------------
-runs = list_runs(store=store)
+runs = read_or_stop(list_runs, store=store)
 by_id = {r.id: r for r in runs}
 any_active = any(r.active for r in runs)
 
@@ -225,4 +228,4 @@ def render_live() -> None:
         run_exports.render(run_id, f"studio.train.exports.{run_id}")
 
 
-st.fragment(render_live, run_every=REFRESH_S if any_active else None)()
+st.fragment(shows_store_errors(render_live), run_every=REFRESH_S if any_active else None)()

@@ -6,7 +6,7 @@ import streamlit as st
 
 from components import inspect_probes, inspect_results, nav, run_exports, session
 from components.canvas import st_escape
-from components.run_store import open_store
+from components.run_store import open_store, read_or_stop
 from components.run_table import best_metric_text, status_badge
 from studio import inspection as ins
 from studio.errors import StudioError
@@ -22,7 +22,7 @@ VIEWS = ["Feature maps", "Attention", "Weights & gradients", "Evaluation", "Live
 
 st.title("Inspect")
 store = open_store()
-runs = list_runs(store=store)
+runs = read_or_stop(list_runs, store=store)
 if not runs:
     st.info("No runs yet. Launch one on the Train page, then come back to look inside it.")
     nav.link("pages/3_Train.py", label="Go to Train", icon=":material/model_training:")
@@ -36,7 +36,8 @@ top = st.columns([3, 4], vertical_alignment="bottom")
 run_id = top[0].selectbox("Run", list(by_id), key=RUN, format_func=lambda i: f"{by_id[i].name} ({i})")
 session.set_current_run_id(run_id)
 record = by_id[run_id]
-top[1].markdown(f"{status_badge(record.status)} · dataset `{record.dataset_id}` · step {record.step:,}"
+top[1].markdown(f"{status_badge(record.status)} · dataset {inspect_probes.code_span(record.dataset_id)} · step "
+                f"{record.step:,}"
                 + (f" of {record.total_steps:,}" if record.total_steps else "")
                 + f" · best {st_escape(best_metric_text(record))}")
 if record.error:

@@ -13,7 +13,7 @@ from components import charts, nav, session
 from components.canvas import st_escape
 from components.history_view import update_histories, zoom_control
 from components.inspect_probes import code_span
-from components.run_store import in_background, open_store
+from components.run_store import in_background, open_store, read_or_stop, shows_store_errors
 from components.run_table import status_badge
 from studio import inspection as ins
 from studio.deploy.lineage import teacher_pairs, teacher_student_rows
@@ -49,7 +49,7 @@ def metrics_table(found: dict[str, dict], picked: list[str], names: dict[str, st
 
 st.title("Compare runs")
 store = open_store()
-runs = list_runs(store=store)
+runs = read_or_stop(list_runs, store=store)
 if len(runs) < 2:
     st.info(f"Comparing needs at least two runs; there {'is' if len(runs) == 1 else 'are'} {len(runs)}. "
             "Launch more on the Train page (e.g. the same graph with another learning rate).")
@@ -76,7 +76,7 @@ smoothing = controls[1].slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="studio.co
                                persist_state="session")
 log_y = controls[2].toggle("Log scale", key="studio.compare.log_y", persist_state="session")
 zoom = zoom_control("studio.compare.zoom", max(by_id[r].step for r in picked))
-histories = update_histories(HISTORIES, picked, by_id, store, smoothing, zoom)
+histories = read_or_stop(update_histories, HISTORIES, picked, by_id, store, smoothing, zoom)
 figures = charts.run_figures([(names[r], histories[r], None) for r in picked], x_axis=x_axis, smoothing=smoothing,
                              log_y=log_y)
 st.subheader("Curves")
@@ -109,11 +109,12 @@ def render_metrics_table() -> None:
                f"({sum(by_id[r].step for r in picked):,} steps)...")
 
 
-st.fragment(render_metrics_table, run_every=None if all(f.done() for f in table_reads().values()) else 0.5)()
+st.fragment(shows_store_errors(render_metrics_table),
+            run_every=None if all(f.done() for f in table_reads().values()) else 0.5)()
 
 # ---- distillation: each picked student next to its teacher ----------------------------------------------
 for student, teacher in teacher_pairs([by_id[r] for r in picked]):
-    st.subheader(f"Teacher and student: {names.get(student, student)}")
+    st.subheader(f"Teacher and student: {st_escape(names.get(student, student))}")
     st.dataframe(pd.DataFrame(teacher_student_rows(store, student, teacher)), hide_index=True,
                  key=f"studio.compare.distill.{student}")
 

@@ -6,7 +6,7 @@ import streamlit as st
 
 from components import deploy_view, nav, session
 from components.canvas import st_escape
-from components.run_store import open_store
+from components.run_store import open_store, read_or_stop
 from studio.deploy import DESCRIPTIONS, METHODS, deploy_report
 from studio.deploy.lineage import start_finetune
 from studio.errors import StudioError
@@ -23,7 +23,7 @@ st.caption("Quantize and prune a trained model, and see on its own validation da
            "accuracy and gains in size and CPU speed. Latency is per sample on one CPU thread, the median of "
            "repeated timings taken in turn for every variant.")
 store = open_store()
-runs = [r for r in list_runs(store=store) if r.status in ("completed", "stopped")]
+runs = [r for r in read_or_stop(list_runs, store=store) if r.status in ("completed", "stopped")]
 if not runs:
     st.info("Deploy needs a finished run with a checkpoint; train one on the Train page first.")
     nav.link("pages/3_Train.py", label="Go to Train", icon=":material/model_training:")

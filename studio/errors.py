@@ -50,5 +50,11 @@ class TrainError(StudioError):
     """A training configuration or run that cannot proceed."""
 
 
+class StorageError(TrainError):
+    """The disk or the run store failed under a read or a write (full, read-only, an I/O error, a damaged
+    file): the message says what happened and what to do (free space, fix permissions, move the store
+    aside). A busy or locked database is not one: that is retried, not reported."""
+
+
 class ExportError(StudioError):
     """A model that cannot be exported to the requested format."""

@@ -29,9 +29,16 @@ MAX_ZIP_FILES = 20_000  # entries in an archive
 MAX_ZIP_TOTAL_BYTES = 1 * 2**30  # uncompressed, whole archive
 MAX_ZIP_ENTRY_BYTES = 50 * 2**20  # uncompressed, one entry
 MAX_IMAGE_PIXELS = 40_000_000  # one decoded image (Pillow's own bomb limit is higher)
+# Decoded pixels of a whole archive, counted from the images' headers before any is decoded: a 35 KB PNG
+# of zeros declares 6000x6000 pixels (about a second of CPU each), so a 1.4 MB zip took 80 s to decode.
+MAX_ZIP_TOTAL_PIXELS = 1_000_000_000
 MAX_CSV_COLUMNS = 10_000
 MAX_CSV_ROWS = 1_000_000
 MAX_CSV_CELLS = 10_000_000  # rows x columns: each cell is a Python string until the columns are converted
+# Delimiters on one physical line, checked before the csv module splits it: a line of 20 million commas
+# became a list of 20 million fields (0.5 GB) before any column count was compared. Twice the column
+# limit leaves room for delimiters inside quoted text.
+MAX_CSV_LINE_DELIMITERS = 2 * MAX_CSV_COLUMNS
 CSV_CACHE_SIZE = 2  # parsed tables kept (the page's column list and the upload that follows share one parse)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -96,7 +103,7 @@ _CSV_CACHE: dict[tuple, Table] = {}
 
 def _parse_csv(data: bytes, filename: str, delimiter: str) -> Table:
     text = decode_text(data, filename)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    reader = csv.reader(_bounded_lines(text, delimiter, filename), delimiter=delimiter)
     try:
         header = next(reader)
         if len(header) > MAX_CSV_COLUMNS:
@@ -137,6 +144,16 @@ def _parse_csv(data: bytes, filename: str, delimiter: str) -> Table:
     return Table(columns, cells, len(rows))
 
 
+def _bounded_lines(text: str, delimiter: str, filename: str):
+    """The text's lines, refusing one with more delimiters than any table within the limits can have."""
+    for number, line in enumerate(io.StringIO(text, newline=""), start=1):
+        if len(line) > MAX_CSV_LINE_DELIMITERS and line.count(delimiter) > MAX_CSV_LINE_DELIMITERS:
+            raise DataError(f"{filename}: line {number:,} holds {line.count(delimiter):,} delimiters "
+                            f"({delimiter!r}); a table may have at most {MAX_CSV_COLUMNS:,} columns; check the "
+                            "delimiter, or quote the text that contains it")
+        yield line
+
+
 def as_numbers(values: list[str]) -> np.ndarray | None:
     """The column as float64 if every cell is a finite number, else None."""
     try:
@@ -174,9 +191,11 @@ class ImageZip:
         return len(self.entries)
 
     def chunks(self, image_size: int, mode: str, chunk: int = 256):
-        """Yield (n, C, S, S) uint8 arrays covering the images in order."""
+        """Yield (n, C, S, S) uint8 arrays covering the images in order (refused first when decoding them all
+        would mean more than MAX_ZIP_TOTAL_PIXELS pixels)."""
         budget = MAX_ZIP_TOTAL_BYTES
         with zipfile.ZipFile(io.BytesIO(self.data)) as zf:
+            self._check_pixels(zf, image_size, mode)
             for start in range(0, len(self.entries), chunk):
                 out = []
                 for info in self.entries[start:start + chunk]:
@@ -184,6 +203,30 @@ class ImageZip:
                     budget -= len(raw)
                     out.append(_decode_image(raw, info.filename, self.filename, image_size, mode))
                 yield np.stack(out)
+
+
+    def _check_pixels(self, zf: zipfile.ZipFile, image_size: int, mode: str) -> None:
+        """Sum the pixels each image will decode to (its header's size; JPEG's reduced draft size), reading
+        only the headers; refuse past MAX_ZIP_TOTAL_PIXELS before the first image is decoded."""
+        from PIL import Image
+
+        total, biggest = 0, ("", 0)
+        for info in self.entries:
+            try:
+                with zf.open(info) as f, warnings.catch_warnings():
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    img = Image.open(f)
+                    img.draft(mode, (image_size, image_size))
+                    pixels = img.size[0] * img.size[1]
+            except Exception:  # noqa: BLE001 (unreadable: the decode pass names the entry and the reason)
+                continue
+            total += pixels
+            biggest = max(biggest, (info.filename, pixels), key=lambda b: b[1])
+            if total > MAX_ZIP_TOTAL_PIXELS:
+                raise DataError(
+                    f"{self.filename}: its images hold more than {MAX_ZIP_TOTAL_PIXELS:,} pixels in all (the largest "
+                    f"so far, {biggest[0]!r}, {biggest[1]:,}); decoding them would take minutes of CPU; shrink the "
+                    f"images before zipping them (image_size is {image_size}) or upload fewer")
 
 
 _DRIVE = re.compile(r"^[A-Za-z]:")

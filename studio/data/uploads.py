@@ -68,8 +68,18 @@ def _read_meta(folder: Path) -> dict:
     return meta
 
 
+def _info(folder: Path, meta: dict) -> DatasetInfo:
+    """meta.json's dataset info; a missing or mistyped field is a DataError naming the upload."""
+    try:
+        return DatasetInfo.from_dict(meta["info"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"upload {folder.name!r} is damaged: meta.json's dataset info cannot be read "
+                        f"({type(e).__name__}: {e}); delete it and upload the file again") from None
+
+
 def upload_info(upload_id: str, workspace: str | Path | None = None) -> DatasetInfo:
-    return DatasetInfo.from_dict(_read_meta(_folder(upload_id, workspace))["info"])
+    folder = _folder(upload_id, workspace)
+    return _info(folder, _read_meta(folder))
 
 
 def upload_details(upload_id: str, workspace: str | Path | None = None) -> dict:
@@ -103,10 +113,10 @@ def load_upload(upload_id: str, workspace: str | Path | None = None, *, seed: in
     try:
         x = torch.from_numpy(np.load(folder / "x.npy", allow_pickle=False))
         y = torch.from_numpy(np.load(folder / "y.npy", allow_pickle=False))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError) as e:  # EOFError: an emptied .npy
         raise DataError(f"upload {upload_id!r} is damaged: cannot read its arrays ({e}); delete it and upload "
                         "the file again") from None
-    return make_dataset(DatasetInfo.from_dict(meta["info"]), x, y, seed)
+    return make_dataset(_info(folder, meta), x, y, seed)
 
 
 def _new_id(root: Path, name: str) -> str:

@@ -3,7 +3,7 @@ student beside its teacher (Compare)."""
 
 from __future__ import annotations
 
-from studio.errors import TrainError
+from studio.errors import StorageError, TrainError
 
 # ---- fine-tuning a pruned model as a new run ------------------------------------------------------------
 
@@ -45,6 +45,8 @@ def teacher_student_rows(store, student_id: str, teacher_id: str) -> list[dict]:
     for role, run_id in (("teacher", teacher_id), ("student", student_id)):
         try:
             record = store.get_run(run_id)
+        except StorageError:  # the store failed: not a deleted run
+            raise
         except TrainError:  # the teacher was deleted since
             rows.append({"role": role, "run": run_id, "status": "deleted"})
             continue

@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from studio.errors import TrainError
+from studio.errors import StorageError, TrainError
 from studio.graph import Graph, parse_graph
 from studio.runs.rundir import STOP_FILE, RunDir
 from studio.runs.store import RESUMABLE_STATUSES, RunRecord, Store, storage_message
@@ -103,13 +103,16 @@ def start_run(graph: Graph | dict, dataset_id: str, config=None, *,
             "run_id": run_id, "dataset_id": dataset_id, "dataset_options": dataset_options or {},
             "db": str(store.path), "workspace": str(workspace_dir()), "backend": backend,
         })
-        store.create_run(run_id, name=name or f"{graph.name} on {dataset_id}", graph=graph.to_dict(),
-                         config=config, dataset_id=dataset_id, sweep_id=sweep_id, parent_id=parent_id,
-                         tags=tags, backend=backend["kind"], workers=workers)
-    except (OSError, sqlite3.Error) as e:
+        with store.transaction():  # the run and its first event together, or neither
+            store.create_run(run_id, name=name or f"{graph.name} on {dataset_id}", graph=graph.to_dict(),
+                             config=config, dataset_id=dataset_id, sweep_id=sweep_id, parent_id=parent_id,
+                             tags=tags, backend=backend["kind"], workers=workers)
+            store.log_event(run_id, "queued")
+    except (OSError, sqlite3.Error, StorageError) as e:
         shutil.rmtree(directory.path, ignore_errors=True)
+        if isinstance(e, StorageError):  # the store's own words: what failed and what to do
+            raise
         raise TrainError(storage_message(e, "create the run", directory.path.parent)) from None
-    store.log_event(run_id, "queued")
     reconcile(store)
     return run_id
 

@@ -23,8 +23,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from studio.errors import TrainError
+from studio.errors import StorageError, TrainError
 from studio.graph import atomic_write_text
+from studio.oserrors import describe_os_error
 
 RUN_FILE = "run.json"
 GRAPH_FILE = "graph.json"
@@ -133,7 +134,10 @@ class RunDir:
 
     def request_stop(self, reason: str | None = None) -> None:
         """Ask the run to stop; `reason` ("pruned": a sweep's pruner) is what the worker ends with."""
-        self.stop_file.write_text(reason or "")
+        try:
+            self.stop_file.write_text(reason or "")
+        except OSError as e:  # a full disk or a read-only workspace: said, with what to do
+            raise StorageError(describe_os_error(e, "ask the run to stop", self.path)) from None
 
     def stop_reason(self) -> str:
         """What the stop file says (empty for a plain stop or SIGTERM)."""
@@ -143,7 +147,10 @@ class RunDir:
             return ""
 
     def clear_stop(self) -> None:
-        self.stop_file.unlink(missing_ok=True)
+        try:
+            self.stop_file.unlink(missing_ok=True)
+        except OSError as e:
+            raise StorageError(describe_os_error(e, "clear the run's stop request", self.path)) from None
 
     def stop_requested(self) -> bool:
         return self.stop_file.exists()

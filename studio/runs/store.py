@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from studio.errors import TrainError
+from studio.errors import StorageError, TrainError
+from studio.runs.guarded import GuardedConnection, passes_through
 from studio.workspace import workspace_dir
 
 SCHEMA_VERSION = 2
@@ -187,6 +188,18 @@ def storage_message(error: Exception, action: str, path) -> str:
     return describe(error, action, path) + "; runs saved before are unchanged"
 
 
+def store_failure(error: Exception, path, *, opening: bool = False) -> str:
+    """`storage_message` for the store at `path`, or, when SQLite cannot read the file as a database (not a
+    database, malformed pages), how to set it aside and start a new one."""
+    if type(error) is not sqlite3.DatabaseError:
+        return storage_message(error, "open the run store" if opening else "read or write the run store", path)
+    return (
+        f"the run store {str(path)!r} is damaged and cannot be {'opened' if opening else 'read'} (SQLite says: "
+        f"{error}); move it aside (rename it to {Path(path).name}.damaged, with its -wal and -shm files if any) and "
+        "a new, empty store is created (the run directories under runs/ keep their checkpoints and files)"
+    )
+
+
 class Store:
     """Access to studio.db. Cheap to create; safe to share between threads (one connection each)."""
 
@@ -200,12 +213,25 @@ class Store:
         """This thread's connection (opened on first use). Autocommit mode; use `transaction()`."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
+            # Every failure of this connection, now or later, is a StorageError saying what to do (guarded.py).
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                raw = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            except OSError as e:
+                raise StorageError(storage_message(e, "open the run store", self.path)) from e
+            except sqlite3.Error as e:
+                if passes_through(e):
+                    raise
+                raise StorageError(store_failure(e, self.path, opening=True)) from e
+            raw.row_factory = sqlite3.Row
+            conn = GuardedConnection(raw, lambda e: store_failure(e, self.path))
+            try:
+                conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
+            except BaseException:
+                raw.close()
+                raise
             self._local.conn = conn
         return conn
 
@@ -222,21 +248,10 @@ class Store:
     def _ensure_schema(self) -> None:
         try:
             self._create_schema()
-        except (OSError, sqlite3.OperationalError) as e:  # read-only, a directory, disk full, I/O error
-            if "locked" in str(e) or "busy" in str(e):
-                raise
+        except StorageError as e:  # read-only, a directory, disk full, I/O error, damaged: worded as opening
             self.close()
-            raise TrainError(storage_message(e, "open the run store", self.path)) from None
-        except sqlite3.DatabaseError as e:
-            # Not a lock or a constraint (OperationalError etc. are subclasses): the file itself is unreadable.
-            if type(e) is not sqlite3.DatabaseError:
-                raise
-            self.close()
-            raise TrainError(
-                f"the run store {str(self.path)!r} is damaged and cannot be opened (SQLite says: {e}); move it "
-                f"aside (rename it to {self.path.name}.damaged, with its -wal and -shm files if any) and a new, "
-                "empty store is created (the run directories under runs/ keep their checkpoints and files)"
-            ) from None
+            cause = e.__cause__
+            raise StorageError(store_failure(cause, self.path, opening=True) if cause is not None else str(e)) from None
 
     def _create_schema(self) -> None:
         conn = self.connect()
@@ -460,7 +475,21 @@ class _Transaction:
         return self.conn
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        if exc_type is not None:
+            self._rollback()
+            return
+        try:
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()  # a failed COMMIT (a full disk) must not leave this thread's connection in a transaction
+            raise
+
+    def _rollback(self) -> None:
+        try:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+        except (StorageError, sqlite3.Error):
+            pass  # the error already on its way says what failed (SQLite rolls back itself after a full disk)
 
 
 class MetricWriter:

@@ -21,21 +21,29 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m studio.runs.supervise MODULE RUN_DIR", file=sys.stderr)
         return 2
     module, directory = argv
+    from studio.errors import StorageError
     from studio.runs.store import Store
 
     meta = json.loads((Path(directory) / "run.json").read_text())
-    store = Store(meta["db"])
     # stdout/stderr are inherited: the launcher opened them on the run's log.txt.
     proc = subprocess.Popen([sys.executable, "-m", module, directory], stdin=subprocess.DEVNULL)
     # The run's pid is the worker's (what `stop`, reconcile and a kill act on), recorded at once; the
-    # worker records it again when it starts.
-    with store.transaction(immediate=True) as conn:
-        conn.execute("UPDATE runs SET pid=? WHERE id=? AND pid IS NULL AND status='running'",
-                     (proc.pid, meta["run_id"]))
+    # worker records it again when it starts. A store that fails is said in log.txt: the worker is still
+    # waited for, so no zombie is left.
+    try:
+        store = Store(meta["db"])
+        with store.transaction(immediate=True) as conn:
+            conn.execute("UPDATE runs SET pid=? WHERE id=? AND pid IS NULL AND status='running'",
+                         (proc.pid, meta["run_id"]))
+    except StorageError as e:
+        print(f"supervisor: could not record the worker's pid {proc.pid}: {e}", file=sys.stderr, flush=True)
     code = proc.wait()
     from studio.runs.launcher import reconcile
 
-    reconcile(store)
+    try:
+        reconcile(Store(meta["db"]))
+    except StorageError as e:
+        print(f"supervisor: could not update the run store after the worker ended: {e}", file=sys.stderr)
     return code
 
 

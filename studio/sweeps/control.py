@@ -16,13 +16,15 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from studio.errors import TrainError
+from studio.errors import StorageError, TrainError
 from studio.graph import atomic_write_text
 from studio.runs.launcher import pid_alive
 from studio.runs.store import RunRecord, Store
@@ -71,13 +73,29 @@ def start_sweep(spec: SweepSpec) -> str:
     """Write the sweep directory and start its process; returns the sweep id at once."""
     sweep_id = new_sweep_id()
     directory = sweep_dir(sweep_id)
-    directory.mkdir(parents=True)
-    atomic_write_text(directory / GRAPH_FILE, spec.graph.to_json() + "\n")
-    atomic_write_text(directory / SWEEP_FILE, json.dumps(spec.to_dict(GRAPH_FILE), indent=2) + "\n")
-    write_state(directory, status="starting", pid=None, created=time.time())
-    (directory / LOG_FILE).touch()
+    try:  # a full disk or a read-only workspace: said plainly, and no half-made sweep folder stays behind
+        with _disk_errors("create the sweep", directory.parent):
+            directory.mkdir(parents=True)
+            atomic_write_text(directory / GRAPH_FILE, spec.graph.to_json() + "\n")
+            atomic_write_text(directory / SWEEP_FILE, json.dumps(spec.to_dict(GRAPH_FILE), indent=2) + "\n")
+            write_state(directory, status="starting", pid=None, created=time.time())
+            (directory / LOG_FILE).touch()
+    except StorageError:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
     _spawn(directory)
     return sweep_id
+
+
+@contextmanager
+def _disk_errors(action: str, path: Path):
+    """An OSError (disk full, read-only, I/O error) as a StorageError saying what happened and what to do."""
+    try:
+        yield
+    except OSError as e:
+        from studio.oserrors import describe_os_error
+
+        raise StorageError(describe_os_error(e, action, path) + "; sweeps saved before are unchanged") from None
 
 
 def stop_sweep(sweep_id: str) -> str:
@@ -86,7 +104,8 @@ def stop_sweep(sweep_id: str) -> str:
     info = get_sweep(sweep_id)
     if info.status not in ("starting", "running"):
         raise TrainError(f"sweep {sweep_id!r} is {info.status}; only a running sweep can be stopped")
-    (sweep_dir(sweep_id) / STOP_FILE).touch()
+    with _disk_errors("ask the sweep to stop", sweep_dir(sweep_id)):
+        (sweep_dir(sweep_id) / STOP_FILE).touch()
     return info.status
 
 
@@ -101,8 +120,9 @@ def resume_sweep(sweep_id: str) -> str:
     if info.spec is None:
         raise TrainError(f"sweep {sweep_id!r} cannot be resumed: {info.error}")
     directory = sweep_dir(sweep_id)
-    (directory / STOP_FILE).unlink(missing_ok=True)
-    write_state(directory, status="starting", pid=None)
+    with _disk_errors("resume the sweep", directory):
+        (directory / STOP_FILE).unlink(missing_ok=True)
+        write_state(directory, status="starting", pid=None)
     _spawn(directory)
     return "starting"
 

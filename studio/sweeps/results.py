@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from studio.runs.store import Store
 from studio.sweeps.control import get_sweep, sweep_dir, trial_runs
-from studio.sweeps.study import load_study, trial_params
+from studio.sweeps.study import load_study, study_errors, trial_params
 
 
 def sweep_summary(sweep_id: str, *, store: Store | None = None) -> dict:
@@ -29,7 +29,9 @@ def sweep_summary(sweep_id: str, *, store: Store | None = None) -> dict:
         return out
     store = store or Store()
     runs = trial_runs(store, sweep_id)
-    for frozen in study.get_trials(deepcopy=False):
+    with study_errors(sweep_dir(sweep_id)):  # a study file damaged after it was opened
+        trials = study.get_trials(deepcopy=False)
+    for frozen in trials:
         run = runs.get(frozen.number)
         if frozen.state == TrialState.COMPLETE:
             objective = frozen.value
@@ -49,9 +51,10 @@ def sweep_summary(sweep_id: str, *, store: Store | None = None) -> dict:
             "step": run.step if run else 0, "total_steps": run.total_steps if run else None,
             "error": frozen.user_attrs.get("error") or (run.error if run else None),
         })
-    completed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    completed = [t for t in trials if t.state == TrialState.COMPLETE]
     if completed:
-        best = study.best_trial
+        with study_errors(sweep_dir(sweep_id)):
+            best = study.best_trial
         best_run = runs.get(best.number)
         out["best"] = {"number": best.number, "run_id": best_run.id if best_run else best.user_attrs.get("run_id"),
                        "params": trial_params(spec, best), "objective": best.value}
@@ -64,7 +67,8 @@ def param_importances(sweep_id: str) -> tuple[dict[str, float], str | None]:
     study = load_study(sweep_dir(sweep_id), sweep_id) if info.spec else None
     if study is None:
         return {}, "the sweep has no trials yet"
-    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    with study_errors(sweep_dir(sweep_id)):
+        completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(completed) < 2:
         return {}, f"importances need at least 2 completed trials ({len(completed)} so far)"
     varied = [name for name in info.spec.space if len({repr(t.params.get(name)) for t in completed}) > 1]

@@ -30,7 +30,7 @@ import optuna
 from optuna.trial import TrialState
 
 from studio.analysis import analyze
-from studio.errors import GraphError, StudioError
+from studio.errors import GraphError, StorageError, StudioError
 from studio.runs.launcher import reconcile, resume_run, start_run, stop_run
 from studio.runs.store import ACTIVE_STATUSES, RunRecord, Store
 from studio.sweeps.control import LOG_FILE, STOP_FILE, SWEEP_FILE, trial_runs, write_state
@@ -124,6 +124,8 @@ class SweepRunner:
                                dataset_options=self.spec.data_options or None, store=self.store,
                                sweep_id=self.sweep_id, tags={"trial": number, **params},
                                backend=self.spec.backend_settings())
+        except StorageError:  # the run store failed: every later trial would too, so the sweep ends with why
+            raise
         except StudioError as e:  # e.g. settings that do not go together: the trial fails, the sweep goes on
             trial.set_user_attr("error", str(e))
             self.study.tell(trial, state=TrialState.FAIL)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from studio.errors import DataError, GraphError, TrainError
-from studio.graph import Graph, load_graph, parse_graph
+from studio.graph import Graph, load_graph, parse_graph, value_problem
 from studio.training.config import MAXIMIZED_METRICS, ConfigError, TrainConfig
 
 SWEEP_FORMAT = "studio.sweep/1"
@@ -114,6 +114,11 @@ def load_sweep(path: str | Path) -> SweepSpec:
         raise SweepError([("file", f"{str(path)!r} cannot be read: {e}")]) from None
     except json.JSONDecodeError as e:
         raise SweepError([("file", f"{str(path)!r} is not JSON: {e}")]) from None
+    except ValueError:  # an integer literal past Python's digit limit (4,300 digits)
+        raise SweepError([("file", f"{str(path)!r} holds an integer literal thousands of digits long; use a "
+                                   "realistic number")]) from None
+    except RecursionError:
+        raise SweepError([("file", f"{str(path)!r} is nested too deeply to read")]) from None
     return parse_sweep(doc, base_dir=path.parent, source=str(path))
 
 
@@ -126,6 +131,10 @@ def parse_sweep(doc: object, *, base_dir: str | Path | None = None, source: str 
     bad = problems.append
     if not isinstance(doc, dict):
         raise SweepError([("sweep", f"must be a JSON object, got {type(doc).__name__}")], source)
+    problem = value_problem(doc)  # NaN, Infinity, integers past int64, nesting hundreds deep: anywhere
+    if problem:
+        problem = problem.replace("in a graph", "in a sweep").replace("a graph document", "a sweep document")
+        raise SweepError([("sweep", problem)], source)
     for key in doc:
         if key not in _KEYS:
             bad((str(key), f"unknown field {key!r}; a studio.sweep/1 document has {', '.join(_KEYS)}"))
@@ -182,7 +191,7 @@ def parse_sweep(doc: object, *, base_dir: str | Path | None = None, source: str 
     objective = doc.get("objective")
     if not isinstance(objective, str) or not _METRIC.fullmatch(objective):
         bad(("objective", f"must name a logged metric such as 'val_accuracy' or 'val_loss', got {objective!r}"))
-    default_direction = "maximize" if objective in MAXIMIZED_METRICS else "minimize"
+    default_direction = "maximize" if isinstance(objective, str) and objective in MAXIMIZED_METRICS else "minimize"
     direction = _one_of(doc, "direction", DIRECTIONS, default_direction, bad)
 
     trials = _count(doc, "trials", None, bad)

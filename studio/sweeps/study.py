@@ -9,10 +9,14 @@ reported values and state.
 from __future__ import annotations
 
 import json
+import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
+import sqlalchemy.exc
 
+from studio.errors import StorageError
 from studio.sweeps.spec import Dimension, SweepSpec
 
 STUDY_FILE = "study.db"
@@ -25,23 +29,44 @@ def storage_url(directory: str | Path) -> str:
     return f"sqlite:///{Path(directory).resolve() / STUDY_FILE}"
 
 
+@contextmanager
+def study_errors(directory: str | Path):
+    """The study file failing (damaged, a full disk, an I/O error) as a StorageError saying what to do, not
+    SQLAlchemy's traceback."""
+    try:
+        yield
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        from studio.runs.store import storage_message
+
+        error, path = getattr(e, "orig", None) or e, Path(directory) / STUDY_FILE
+        if type(error) is sqlite3.DatabaseError:  # not a database, malformed pages
+            raise StorageError(
+                f"the sweep's study {str(path)!r} is damaged (SQLite says: {error}); move it aside (rename it to "
+                f"{STUDY_FILE}.damaged): the trials' runs stay in the run store, but this sweep's summary and "
+                "resume need its study") from None
+        raise StorageError(storage_message(error, "read or write the sweep's study", path)
+                           .replace("runs saved before", "trials saved before")) from None
+
+
 def open_study(directory: str | Path, spec: SweepSpec, *, sweep_id: str) -> optuna.Study:
     """The sweep's study, created on first use and loaded as it is afterwards."""
-    storage = optuna.storages.RDBStorage(storage_url(directory),
-                                         engine_kwargs={"connect_args": {"timeout": 30}})
-    return optuna.create_study(storage=storage, study_name=sweep_id, direction=spec.direction,
-                               sampler=make_sampler(spec), pruner=make_pruner(spec), load_if_exists=True)
+    with study_errors(directory):
+        storage = optuna.storages.RDBStorage(storage_url(directory),
+                                             engine_kwargs={"connect_args": {"timeout": 30}})
+        return optuna.create_study(storage=storage, study_name=sweep_id, direction=spec.direction,
+                                   sampler=make_sampler(spec), pruner=make_pruner(spec), load_if_exists=True)
 
 
 def load_study(directory: str | Path, sweep_id: str) -> optuna.Study | None:
     """The study for reading (None before the sweep process has created it)."""
     if not (Path(directory) / STUDY_FILE).exists():
         return None
-    storage = optuna.storages.RDBStorage(storage_url(directory), engine_kwargs={"connect_args": {"timeout": 30}})
-    try:
-        return optuna.load_study(study_name=sweep_id, storage=storage)
-    except KeyError:  # the file exists but the study row is not written yet
-        return None
+    with study_errors(directory):
+        storage = optuna.storages.RDBStorage(storage_url(directory), engine_kwargs={"connect_args": {"timeout": 30}})
+        try:
+            return optuna.load_study(study_name=sweep_id, storage=storage)
+        except KeyError:  # the file exists but the study row is not written yet
+            return None
 
 
 def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:

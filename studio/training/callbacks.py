@@ -258,6 +258,12 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise TrainError(f"checkpoint {str(path)!r} is not a {CHECKPOINT_FORMAT} checkpoint (found {found!r}); "
                          "use a best.pt or last.pt saved by a Neural Studio run")
+    weights = ckpt.get("model")
+    if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                 for k, v in weights.items()):
+        found = "missing" if weights is None else type(weights).__name__
+        raise TrainError(f"checkpoint {str(path)!r} is damaged: its 'model' entry (the weights) is {found}, not a "
+                         "dict of named tensors; replace it with the run's other checkpoint (best.pt or last.pt)")
     return ckpt
 
 

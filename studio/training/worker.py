@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from studio.errors import DataError, GraphError, StudioError, TrainError
+from studio.errors import DataError, GraphError, StorageError, StudioError, TrainError
 from studio.runs.rundir import RunDir
 from studio.runs.store import MetricWriter, Store
 from studio.training.callbacks import (
@@ -55,13 +55,17 @@ class RunLog:
         self.path, self.store, self.run_id = path, store, run_id
 
     def __call__(self, message: str, level: str = "info") -> None:
+        self.to_file(message, level)
+        self.store.log_event(self.run_id, message, level)
+
+    def to_file(self, message: str, level: str = "info") -> None:
+        """The line in log.txt only (what is left to record when the store itself fails)."""
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         try:
             with open(self.path, "a") as f:
                 f.write(f"{stamp} {level.upper():7} {message}\n")
-        except OSError:  # a full disk: the event below still reaches the store (and the run's status)
+        except OSError:  # a full disk: the event still reaches the store (and the run's status)
             pass
-        self.store.log_event(self.run_id, message, level)
 
 
 class Heartbeat:
@@ -86,8 +90,8 @@ class Heartbeat:
         while not self._stop.wait(self.interval):
             try:
                 self.store.heartbeat(self.run_id)
-            except sqlite3.OperationalError:
-                pass  # the database stayed locked past busy_timeout; the next beat tries again
+            except (sqlite3.OperationalError, StorageError):
+                pass  # the database stayed locked past busy_timeout, or the disk failed; the next beat tries again
         self.store.close()
 
 
@@ -217,11 +221,19 @@ def run_process(run_dir: str | Path, train) -> str:
     rd = RunDir(Path(run_dir).resolve())
     meta = rd.meta()
     run_id = meta["run_id"]
-    store = Store(meta["db"])
+    try:
+        store = Store(meta["db"])
+    except StorageError as e:  # stderr is the run's log.txt (the supervisor opened it)
+        print(f"failed: the run could not start: {e}", file=sys.stderr)
+        return "failed"
     log = RunLog(rd.log_file, store, run_id)
     now = time.time()
-    store.update_run(run_id, status="running", pid=os.getpid(), started=now, heartbeat=now, ended=None,
-                     error=None, traceback=None)
+    try:
+        store.update_run(run_id, status="running", pid=os.getpid(), started=now, heartbeat=now, ended=None,
+                         error=None, traceback=None)
+    except StorageError as e:  # the store cannot take the run: say why where it can still be read
+        log.to_file(f"failed: the run could not start: {e}", "error")
+        return "failed"
     # SIGTERM (e.g. the machine shutting down) stops like the Stop button: finish the step, checkpoint.
     signal.signal(signal.SIGTERM, lambda *_: rd.request_stop())
     status = "failed"
@@ -242,7 +254,10 @@ def run_process(run_dir: str | Path, train) -> str:
                 log(f"failed: {message}", "error")
             except Exception:  # noqa: BLE001 (disk or store full: the status below matters more than the log)
                 pass
-            store.set_status(run_id, "failed", error=message, traceback=tb)
+            try:
+                store.set_status(run_id, "failed", error=message, traceback=tb)
+            except StorageError as e:  # log.txt keeps the reason; reconcile marks the run lost
+                log.to_file(f"the run store could not record this failure: {e}", "error")
             status = "failed"
     rd.clear_stop()
     return status
