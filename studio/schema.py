@@ -33,6 +33,7 @@ KINDS = ("int", "float", "bool", "choice", "ints", "floats", "size", "padding", 
 TEXT_KINDS = frozenset({"int", "float", "ints", "floats", "size", "padding", "str", "run"})  # typed as text
 MAX_INTS_ITEMS = 8  # default most entries of a list field (a shape or a permutation of at most 8 dims)
 MAX_INTS_VALUE = 2**31 - 1  # any entry of an "ints" field: larger is no tensor size this studio can hold
+MAX_INT_VALUE = 2**53 - 1  # any "int" field: exact in JSON readers and as a float, and it fits SQLite's INTEGER
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # a run directory's name (no path separators)
 _BOOL_WORDS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False, "on": True,
                "off": False}
@@ -115,6 +116,8 @@ class Field:
     def _number_problem(self, value: Any, kind: str, what: str | None = None) -> str | None:
         if kind == "int" and not _is_int(value):
             return f"{self.name} must be an integer, got {_show(value)}"
+        if kind == "int" and abs(value) > MAX_INT_VALUE:
+            return f"{self.name}={_show(value)} is out of range; expected at most {MAX_INT_VALUE:,} in size"
         if kind == "float" and not (_is_int(value) or isinstance(value, float)):
             return f"{self.name} must be a number, got {_show(value)}"
         if isinstance(value, float) and not math.isfinite(value):

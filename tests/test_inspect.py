@@ -299,6 +299,25 @@ def test_probe_arrays_are_read_one_at_a_time(runs):
     assert set(dead) == {"relu1", "relu2"} and np.all((dead["relu1"] >= 0) & (dead["relu1"] <= 1))
 
 
+@pytest.mark.parametrize("damage", ["empty", "cut", "text"])
+def test_a_damaged_snapshot_is_a_train_error_from_every_reader(runs, tmp_path, damage):
+    """A snapshot emptied, cut short or overwritten (a full disk, a crash mid-write) names itself."""
+    import shutil
+    from types import SimpleNamespace
+
+    run = ins.load_run(runs["cnn-a"])
+    entry = ins.probe_index(run)[-1]
+    shutil.copyfile(run.probes_dir / entry["file"], tmp_path / entry["file"])
+    data = (tmp_path / entry["file"]).read_bytes()
+    (tmp_path / entry["file"]).write_bytes({"empty": b"", "cut": data[: len(data) // 2], "text": b"{}"}[damage])
+    damaged = SimpleNamespace(probes_dir=tmp_path, run_id="damaged")
+    for read in (lambda: ins.load_probe_array(damaged, entry, "fmap/conv1"),
+                 lambda: ins.histogram_over_steps(damaged, [entry], "conv1.weight"),
+                 lambda: ins.parameter_names(damaged, entry)):
+        with pytest.raises(TrainError, match=rf"snapshot .*{entry['file']} could not be read"):
+            read()
+
+
 # ---- diffs ----------------------------------------------------------------------------------------------
 
 def test_graph_diff_lists_added_removed_type_and_param_changes(runs):

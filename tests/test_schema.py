@@ -272,3 +272,15 @@ def test_the_lr_typed_in_the_train_form_reaches_the_optimizer(_workspace):
     # the worker logs the optimizer's param-group lr each step (no schedule, no warmup: the lr itself)
     lrs = [m.value for m in store.read_metrics(run_id, since_step=-1) if m.key == "lr"]
     assert lrs and all(v == pytest.approx(0.0123) for v in lrs)
+
+
+def test_every_integer_setting_refuses_a_value_no_store_or_json_reader_can_hold():
+    """max_steps=10**30 used to pass validation and fail in the worker with SQLite's OverflowError."""
+    ints = [f for f in FIELDS.values() if f.kind == "int" and f.name != "version"]
+    assert {"max_steps", "eval_every", "warmup_steps"} <= {f.name for f in ints}
+    for f in ints:
+        problems = dict(TrainConfig(**{f.name: 10**30}).validate(raise_on_error=False))
+        assert "out of range" in problems.get(f.name, ""), f.name
+    assert TrainConfig(max_steps=2**53 - 1).validate(raise_on_error=False) == []
+    with pytest.raises(ConfigError, match="max_steps"):
+        TrainConfig(**parse_settings(["max_steps=1" + "0" * 30])).validate()

@@ -6,6 +6,8 @@ gradient histograms over steps on one shared value axis, and per-snapshot series
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -30,17 +32,26 @@ def probe_index(run: RunFiles) -> list[dict]:
             and (run.probes_dir / e["file"]).exists()]
 
 
-def load_probe_array(run: RunFiles, entry: dict, name: str) -> np.ndarray:
-    """One array of one snapshot (e.g. "fmap/conv1"), read alone from the .npz as float32."""
+@contextmanager
+def _snapshot(run: RunFiles, entry: dict) -> Iterator:
+    """A snapshot's .npz, open; a file that is empty, cut short, overwritten or not an .npz (any read in
+    the block) is a TrainError naming it, the one place such files are read."""
     path = run.probes_dir / entry["file"]
     try:
         with np.load(path, allow_pickle=False) as z:
-            if name not in z.files:
-                raise TrainError(f"snapshot {entry['file']} of run {run.run_id!r} has no array {name!r}; it has "
-                                 f"{', '.join(sorted(f for f in z.files if '/' in f)[:12])}...")
-            a = z[name]
-    except (OSError, zipfile.BadZipFile, ValueError) as e:
-        raise TrainError(f"snapshot {path} could not be read ({e}); it may still be being written") from e
+            yield z
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError, KeyError) as e:
+        raise TrainError(f"snapshot {path} could not be read ({type(e).__name__}: {e}); it may still be being "
+                         "written, or it is damaged (the run's metrics and checkpoints are unaffected)") from None
+
+
+def load_probe_array(run: RunFiles, entry: dict, name: str) -> np.ndarray:
+    """One array of one snapshot (e.g. "fmap/conv1"), read alone from the .npz as float32."""
+    with _snapshot(run, entry) as z:
+        if name not in z.files:
+            raise TrainError(f"snapshot {entry['file']} of run {run.run_id!r} has no array {name!r}; it has "
+                             f"{', '.join(sorted(f for f in z.files if '/' in f)[:12])}...")
+        a = z[name]
     return a.astype(np.float32) if a.dtype == np.float16 else a
 
 
@@ -55,7 +66,7 @@ def histogram_over_steps(run: RunFiles, entries: list[dict], param: str, kind: s
     hist, rng = f"{kind}hist/{param}", f"{kind}range/{param}"
     found: list[tuple[int, np.ndarray, np.ndarray]] = []
     for e in entries:
-        with np.load(run.probes_dir / e["file"], allow_pickle=False) as z:
+        with _snapshot(run, e) as z:
             if hist in z.files:
                 found.append((e["step"], z[hist].astype(np.float64), z[rng].astype(np.float64)))
     if not found:
@@ -76,8 +87,8 @@ def histogram_over_steps(run: RunFiles, entries: list[dict], param: str, kind: s
 
 def parameter_names(run: RunFiles, entry: dict) -> list[str]:
     """Names of the parameter tensors with histograms in a snapshot (conv1.weight, ...)."""
-    with zipfile.ZipFile(run.probes_dir / entry["file"]) as z:
-        return [n[len("whist/"):-len(".npy")] for n in z.namelist() if n.startswith("whist/")]
+    with _snapshot(run, entry) as z:
+        return [n[len("whist/"):] for n in z.files if n.startswith("whist/")]
 
 
 def index_series(entries: list[dict], field_name: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
