@@ -371,7 +371,8 @@ def test_augment_transforms_match_their_definition():
 
 def test_augment_config_validates_and_refuses_non_images():
     assert Augment.from_dict(Augment(flip=True).to_dict()) == Augment(flip=True)
-    with pytest.raises(DataError, match=r"augmentation rotation_degrees=400 is out of range; expected rotation_degrees <= 180"):
+    with pytest.raises(DataError,
+                       match=r"augmentation rotation_degrees=400 is out of range; expected rotation_degrees <= 180"):
         Augment.from_dict({"affine": True, "rotation_degrees": 400})
     with pytest.raises(DataError, match="unknown augmentation setting 'rotate'"):
         Augment.from_dict({"rotate": 3})

@@ -135,7 +135,8 @@ def test_positional_encoding_is_bounded_and_its_buffer_counted_in_the_size_budge
         {"id": "input", "type": "Input", "params": {"shape": [8, 16]}},
         {"id": "pe", "type": "PositionalEncoding", "params": {"max_len": 30_000_000}}],
         "edges": [{"source": "input", "target": "pe"}]}
-    assert [i.message for i in analyze(parse_graph(doc)).issues] == ["max_len=30000000 is out of range; expected max_len <= 65536"]
+    assert [i.message for i in analyze(parse_graph(doc)).issues] == [
+        "max_len=30000000 is out of range; expected max_len <= 65536"]
     doc["nodes"][1]["params"]["max_len"] = 65_536
     issues = analyze(parse_graph(doc), param_budget=1_000_000).issues
     assert len(issues) == 1 and issues[0].node_id == "pe"
