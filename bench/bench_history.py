@@ -48,8 +48,7 @@ CHUNK = 100_000
 REPS = int(os.environ.get("BENCH_HISTORY_REPS", "3"))
 COMPARE_GOAL_S, TRAIN_GOAL_S, REFRESH_GOAL_RATIO = 0.300, 1.0, 2.0
 # The Compare table reads the raw rows on a server thread (about 70 s per million steps here): waited for up
-# to this long, then shown as "> cap" (its thread keeps reading, so later CPU figures of that length include
-# some of it: they are upper bounds).
+# to this long, then shown as "> cap" (measured last, in a process of its own: see _measure_in_child).
 TABLE_WAIT_CAP_S = float(os.environ.get("BENCH_HISTORY_TABLE_WAIT", "20"))
 
 
@@ -331,6 +330,30 @@ class _Reservoir:
         json.dumps({key: sorted(items, key=lambda p: p[1]) for key, items in self.items.items()})
 
 
+def _measure_in_child(warm: Path, space: Path, steps: int) -> dict:
+    """One length's figures, measured in a fresh process: the Compare table's background read of the raw
+    rows (minutes at 10M steps) would otherwise keep running in this process and count in the CPU time
+    of everything measured after it. The child measures the Train page and the refresh first, the
+    Compare page last, and exits without waiting for that read."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "bench.bench_history", "--one", str(warm), str(space), str(steps)],
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"measuring {steps:,} steps failed: {done.stderr[-1500:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure_one(warm: Path, space: Path, steps: int) -> None:
+    """The child of _measure_in_child: warm up on the small store, measure, print JSON, exit at once."""
+    _reset(space, steps)  # the refresh below grew the run last time: start it over
+    compare_visit(warm)  # imports and caches paid once, outside the figures (a small store: its read is quick)
+    train_visit(warm)
+    figures = {**train_visit(space), **refresh(space, [steps + 1]), **compare_visit(space)}
+    print(json.dumps(figures), flush=True)
+    os._exit(0)  # the Compare table's reader thread may still be reading: not waited for
+
+
 def main(lengths=LENGTHS) -> None:
     # BENCH_HISTORY_STORES=DIR keeps the generated stores there and reuses them (the 10M one takes minutes).
     keep = os.environ.get("BENCH_HISTORY_STORES")
@@ -345,17 +368,11 @@ def main(lengths=LENGTHS) -> None:
             print(f"       (store with a {n:,}-step run: {os.path.getsize(spaces[n] / 'studio.db') / 1e6:,.0f} MB, "
                   f"written in {seconds:.0f} s)", flush=True)
         print(f"       (load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} before the measurements)")
-        if keep:  # a reused store: the runs grew during the last refresh measurements; start them over
-            for n in lengths:
-                _reset(spaces[n], n)
-        compare_visit(spaces[lengths[0]])  # imports and caches paid once, outside the figures
-        train_visit(spaces[lengths[0]])
         results: dict[int, list[dict]] = {n: [] for n in lengths}
-        next_step = {n: [n + 1] for n in lengths}
+        warm = spaces[min(lengths)]
         for _ in range(REPS):
             for n in lengths:  # interleaved: drift on the shared machine hits every length alike
-                results[n].append({**compare_visit(spaces[n]), **train_visit(spaces[n]),
-                                   **refresh(spaces[n], next_step[n])})
+                results[n].append(_measure_in_child(warm, spaces[n], n))
         med = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in results.items()}
 
     print(f"\n(load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end; {REPS} repetitions)")
@@ -385,7 +402,9 @@ def main(lengths=LENGTHS) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--fill"]:
+    if sys.argv[1:2] == ["--one"]:
+        measure_one(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]))
+    elif sys.argv[1:2] == ["--fill"]:
         fill_only(tuple(int(float(a)) for a in sys.argv[2:]) or LENGTHS)
     else:
         main(tuple(int(float(a)) for a in sys.argv[1:]) or LENGTHS)
