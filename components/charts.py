@@ -14,6 +14,7 @@ a refresh's cost; the data is plain numbers and the layout a handful of fixed ke
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,16 +39,46 @@ class PlainFigure(go.Figure):
     """A Figure assembled from plain dicts: built without validation (`_validate=False`), and handed to
     Streamlit without the deep copy and per-element base64 scan of `Figure.to_dict` (its traces hold
     plain lists of Python numbers, nothing to convert). Those three passes were most of a live
-    refresh's cost; the figure is otherwise a normal `go.Figure` (tests read `fig.data`, `fig.layout`)."""
+    refresh's cost; the figure is otherwise a normal `go.Figure` (tests read `fig.data`, `fig.layout`).
+
+    Plotly's own constructor (trace objects, a deep copy of the default template: half of a refresh's
+    remaining cost) runs only when something other than `to_dict` is asked of the figure: Streamlit's
+    `st.plotly_chart` asks only `to_dict`, which then answers from the plain dicts with the same
+    result (the default template included, as Plotly's constructor would add it)."""
 
     def __init__(self, data: list[dict], layout: dict):
+        self.__dict__["_plain"] = (data, layout)  # go.Figure.__init__ deferred to _build
+
+    def _build(self) -> None:
+        data, layout = self.__dict__.pop("_plain")
         super().__init__(data=data, layout=layout, _validate=False)
+
+    def __getattr__(self, name: str):
+        # Reached only when an attribute is missing: before _build, every Plotly attribute is.
+        if "_plain" in self.__dict__:
+            self._build()
+            return getattr(self, name)
+        raise AttributeError(name)
 
     def to_dict(self) -> dict:
         # Traces hold numpy arrays while the figure is built (Plotly's constructor deep-copies them in
         # one memcpy instead of one call per number) and go out as plain lists (see plain_values).
-        return {"data": [{k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in t.items()} for t in self._data],
-                "layout": dict(self._layout)}
+        if "_plain" in self.__dict__:
+            data, layout = self.__dict__["_plain"]
+            # In Plotly's order: its properties sorted by name, then the template it adds.
+            layout = {k: layout[k] for k in sorted(layout)}
+            layout.setdefault("template", _default_template())
+        else:
+            data, layout = self._data, dict(self._layout)
+        return {"data": [{k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in t.items()} for t in data],
+                "layout": layout}
+
+
+@functools.lru_cache(maxsize=1)
+def _default_template() -> dict:
+    """The default template's JSON as Plotly's constructor puts it into a figure's layout (built once;
+    serialised, never mutated)."""
+    return go.Figure(layout={"height": 1}, _validate=False)._layout["template"]
 
 
 # ---- training curves -------------------------------------------------------------------------------

@@ -1,10 +1,14 @@
 """Validation and exact analysis of a graph: every issue, and per node its output shape, params,
 FLOPs and activation memory.
 
-Shapes, params and FLOPs come from PyTorch itself: each layer is built and run on the `meta`
-device (no memory, no compute) under `torch.utils.flop_counter.FlopCounterMode`, so there is no
-hand-written formula to drift from torch. Element-wise layers without weights (activations, Dropout,
-Identity) pass their input's shape on without the run; the layer tests hold that to PyTorch.
+Shapes, params and FLOPs come from PyTorch: the common layers (convolutions, pooling, Linear, norms,
+RNN/LSTM/GRU, embeddings, reshapes, merges) through `studio.layer_rules`, PyTorch's output-size
+formulas and FlopCounterMode's counting in closed form, held equal to PyTorch at many random settings
+by tests/test_layer_rules.py; every other layer, and every input a rule does not vouch for, is built
+and run on the `meta` device (no memory, no compute) under `studio.flop_count.FlopCounter`
+(FlopCounterMode's count without importing `torch._dynamo`). Element-wise layers without weights
+(activations, Dropout, Identity) pass their input's shape on without the run; the layer tests hold
+that to PyTorch.
 Validation runs ordered passes (structure, params, shapes) and stops only downstream of a broken
 node.
 
@@ -26,10 +30,11 @@ import json
 from dataclasses import dataclass, field
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from studio.errors import GraphError, Issue
+from studio.flop_count import FlopCounter
 from studio.graph import Graph, node_id_problem
+from studio.layer_rules import closed_form
 from studio.layers import REGISTRY, InSpec, LayerSpec, fmt_shape
 
 DEFAULT_PARAM_BUDGET = 1_000_000_000
@@ -265,6 +270,9 @@ def _buffer_budget(graph: Graph, a: Analysis, params: int, budget: float, issue)
 
 @functools.lru_cache(maxsize=4096)
 def _buffer_values(type_name: str, params_key: str, ins: tuple[InSpec, ...]) -> int:
+    rule = closed_form(type_name, REGISTRY[type_name].resolve(json.loads(params_key)), ins)
+    if rule is not None:
+        return rule[4]
     with torch.device("meta"):
         module = REGISTRY[type_name].build(json.loads(params_key), list(ins))
     return sum(b.numel() for b in module.buffers())
@@ -363,16 +371,27 @@ def _params_key(params: dict) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def _infer(type_name: str, params_key: str, ins: tuple[InSpec, ...]):
-    """(shape, dtype, params, flops) of one layer, from PyTorch on the meta device, or an error message.
+    """(shape, dtype, params, flops) of one layer, from its closed-form rule or PyTorch on the meta device,
+    or an error message.
 
     Cached by (type, params, input specs): re-analysing an edited graph only runs the changed layers.
     """
+    spec = REGISTRY[type_name]
+    rule = closed_form(type_name, spec.resolve(json.loads(params_key)), ins)
+    if rule is not None:
+        return rule[:4]
+    return _infer_on_meta(type_name, params_key, ins)
+
+
+def _infer_on_meta(type_name: str, params_key: str, ins: tuple[InSpec, ...]):
+    """`_infer` by building the layer and running it on the meta device (what the closed-form rules,
+    studio.layer_rules, are checked against)."""
     spec = REGISTRY[type_name]
     try:
         with torch.device("meta"):
             module = spec.build(json.loads(params_key), list(ins)).eval()
         xs = [torch.empty((1, *i.shape), dtype=_DTYPES[i.dtype], device="meta") for i in ins]
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounter() as counter:
             out = module(*xs)
     except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -380,7 +399,7 @@ def _infer(type_name: str, params_key: str, ins: tuple[InSpec, ...]):
         return f"PyTorch rejected {type_name} on input {shapes}: {first[:300]}"
     params = sum(p.numel() for p in module.parameters() if p.requires_grad)
     dtype = str(out.dtype).removeprefix("torch.")
-    return tuple(out.shape[1:]), dtype, params, int(counter.get_total_flops())
+    return tuple(out.shape[1:]), dtype, params, int(counter.total)
 
 
 def _numel(shape: tuple[int, ...]) -> int:

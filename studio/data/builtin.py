@@ -81,11 +81,11 @@ def _digits_info() -> DatasetInfo:
 
 @register("digits", _digits_info)
 def _load_digits(seed=0, workspace=None, progress=None):
-    from sklearn.datasets import load_digits
+    from studio.data.digits_file import digits_arrays  # sklearn's file, without importing sklearn
 
-    bunch = load_digits()
-    x = torch.tensor(bunch.images, dtype=torch.float32).div_(16.0).unsqueeze(1)  # (N, 1, 8, 8)
-    y = torch.tensor(bunch.target, dtype=torch.int64)
+    images, target = digits_arrays()
+    x = torch.tensor(images, dtype=torch.float32).div_(16.0).unsqueeze(1)  # (N, 1, 8, 8)
+    y = torch.tensor(target, dtype=torch.int64)
     return make_dataset(_digits_info(), x, y, seed)
 
 

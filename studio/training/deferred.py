@@ -42,6 +42,7 @@ class DeferredMetricWriter(MetricWriter):
     def __init__(self, store: Store, run_id: str, *, flush_steps: int = 1_000_000, flush_seconds: float = 0.5):
         # Flushing by time only: a flush is a device read, so it must not happen every few fast steps.
         super().__init__(store, run_id, flush_steps=flush_steps, flush_seconds=flush_seconds)
+        self._last_flush -= flush_seconds  # the first step is flushed at once: the chart's first point
         self._queue: queue.Queue = queue.Queue()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._commit_loop, name="studio-metric-writer", daemon=True)
