@@ -101,7 +101,7 @@ def bulk_write(store, run_id: str, steps: int, rng) -> None:
     of many minutes): raw rows through one executemany per chunk, bucket rows built from numpy columns
     (`history._levels`' merge), one transaction per chunk. tests/test_history.py's bucket invariants
     are what `check_bulk` compares on a small run."""
-    from studio.runs import history
+    from studio.runs import history, timing
 
     conn = store.connect()
     # A store being generated has no reader and nothing to recover: write it once, not to the WAL and
@@ -109,11 +109,17 @@ def bulk_write(store, run_id: str, steps: int, rng) -> None:
     conn.execute("PRAGMA journal_mode=OFF")
     conn.execute("PRAGMA synchronous=OFF")
     tops: dict[str, list] = {}
+    seconds, last = 0.0, None  # the run's training time (studio.runs.timing's fold, on numpy columns)
     for start in range(0, steps + 1, BULK_CHUNK):  # chunk [start, start + BULK_CHUNK) of aligned steps
         lo, hi = max(1, start), min(steps, start + BULK_CHUNK - 1)
         if lo > hi:
             continue
         series = _bulk_series(lo, hi, steps, rng)
+        _, t_step, _, t_wall, _ = series["train_loss"]
+        s, w = (np.r_[last[0], t_step], np.r_[last[1], t_wall]) if last else (t_step, t_wall)
+        gaps = np.diff(w)
+        seconds += float(gaps[(np.diff(s) >= 0) & (gaps <= timing.RESUME_GAP_S)].sum())
+        last = (int(t_step[-1]), float(t_wall[-1]))
         with store.transaction():
             for key, (split, step, epoch, wall, value) in series.items():
                 conn.executemany("INSERT INTO metrics (run_id, step, epoch, split, key, value, wall_time) "
@@ -139,6 +145,10 @@ def bulk_write(store, run_id: str, steps: int, rng) -> None:
                 rec = history.merge(rec, ids)
                 ids = ids[history._starts(ids)]
                 conn.executemany(history._INSERT, _columns_to_rows(run_id, key, split, level, ids, rec))
+    if last is not None:
+        with store.transaction():
+            conn.execute("INSERT OR REPLACE INTO run_timing (run_id, seconds, last_step, last_wall) VALUES (?, ?, ?, ?)",
+                         (run_id, seconds, *last))
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA journal_mode=WAL")
 
@@ -188,10 +198,11 @@ def check_bulk(tmp: Path, steps: int = 5000) -> None:
         conn = store.connect()
         tables.append((sorted(tuple(r) for r in conn.execute("SELECT * FROM metrics")),
                        sorted(tuple(r) for r in conn.execute("SELECT * FROM metric_buckets")),
-                       store.get_run("r").step))
+                       store.get_run("r").step, store.training_time("r")[0]))
         store.close()
-    (raw_a, buckets_a, step_a), (raw_b, buckets_b, step_b) = tables
+    (raw_a, buckets_a, step_a, secs_a), (raw_b, buckets_b, step_b, secs_b) = tables
     assert raw_a == raw_b and step_a == step_b, "bulk_write's raw rows differ from Store.write_metrics'"
+    assert abs(secs_a - secs_b) <= 1e-6 * secs_a, ("training time", secs_a, secs_b)
     sum_at = 5 + history_columns().index("sum")  # numpy adds a bucket's values pairwise: last-bit differences
     for a, b in zip(buckets_a, buckets_b, strict=True):
         assert a[:sum_at] + a[sum_at + 1:] == b[:sum_at] + b[sum_at + 1:], (a, b)

@@ -19,6 +19,7 @@ from components import session
 from components.canvas import st_escape
 from studio.errors import StudioError
 from studio.runs import RESUMABLE_STATUSES, RunRecord, delete_run, rename_run, resume_run, run_dir, stop_run
+from studio.runs.timing import recent_rate
 
 INSPECT_PAGE = "pages/4_Inspect.py"
 _BADGE_COLORS = {"queued": "gray", "running": "blue", "completed": "green", "stopped": "orange",
@@ -56,49 +57,6 @@ def duration(run: RunRecord, now: float | None = None) -> float | None:
         return None
     end = run.ended if run.ended is not None and not run.active else (now or time.time())
     return max(0.0, end - run.started)
-
-
-RESUME_GAP_S = 120.0  # a pause between two logged steps longer than this is not training time (a stop)
-RECENT_STEPS = 50  # the ETA uses the rate over this many recent steps of the current stretch
-
-
-def step_times(rows) -> list[tuple[int, float]]:
-    """(step, wall time) of each logged training step, in order, from `Store.metric_rows` tuples."""
-    seen, out = set(), []
-    for step, _epoch, split, _key, _value, wall in rows:  # a resumed run logs its steps after the checkpoint again
-        if split == "train" and wall is not None and (step, round(wall, 3)) not in seen:
-            seen.add((step, round(wall, 3)))
-            out.append((int(step), float(wall)))
-    return sorted(out, key=lambda p: (p[1], p[0]))
-
-
-def _stretches(points: list[tuple[int, float]]) -> list[list[tuple[int, float]]]:
-    """The points cut where training stopped: a step that goes back (a resume restarts from its
-    checkpoint) or a pause longer than RESUME_GAP_S."""
-    out: list[list[tuple[int, float]]] = []
-    for p in points:
-        if out and p[0] >= out[-1][-1][0] and p[1] - out[-1][-1][1] <= RESUME_GAP_S:
-            out[-1].append(p)
-        else:
-            out.append([p])
-    return out
-
-
-def training_seconds(points: list[tuple[int, float]]) -> float | None:
-    """Seconds spent training, summed over every stretch (stops and resumes do not restart the count)."""
-    if not points:
-        return None
-    return sum(s[-1][1] - s[0][1] for s in _stretches(points))
-
-
-def recent_rate(points: list[tuple[int, float]]) -> float | None:
-    """Steps per second over the last RECENT_STEPS steps of the current stretch (None: too few)."""
-    if not points:
-        return None
-    last = _stretches(points)[-1][-RECENT_STEPS:]
-    if len(last) < 2 or last[-1][1] <= last[0][1]:
-        return None
-    return (last[-1][0] - last[0][0]) / (last[-1][1] - last[0][1])
 
 
 def progress(run: RunRecord, now: float | None = None, points: list[tuple[int, float]] | None = None
@@ -160,21 +118,14 @@ def checkpoint_path(run_id: str, which: str) -> Path:
     return run_dir(run_id) / "checkpoints" / f"{which}.pt"
 
 
-@st.cache_data(max_entries=256, show_spinner=False)
-def _points_cached(db: str, run_id: str, step: int, status: str) -> list[tuple[int, float]]:
+def _timing(run_id: str) -> tuple[float | None, list[tuple[int, float]]]:
+    """The run's training time and latest logged steps, read from the store in constant time."""
     from components.run_store import open_store
 
-    return step_times(open_store().metric_rows(run_id))
-
-
-def _points(run_id: str, step: int, status: str) -> list[tuple[int, float]]:
-    """The run's logged steps, read again only when its step or status changes."""
-    from studio.workspace import workspace_dir
-
     try:
-        return _points_cached(str(workspace_dir()), run_id, step, status)
+        return open_store().training_time(run_id)
     except (StudioError, OSError):
-        return []
+        return None, []
 
 
 # ---- actions (callbacks) ---------------------------------------------------------------------------
@@ -249,11 +200,10 @@ def _render_row(run: RunRecord, now: float) -> None:
     cols[1].markdown(st_escape(run.dataset_id))
     if run.backend != "local":  # where it trained: "ray · 2 workers"
         cols[1].caption(f"{run.backend} · {run.workers} worker{'s' if run.workers != 1 else ''}")
-    points = _points(run.id, run.step, run.status)
+    trained, points = _timing(run.id)
     fraction, text = progress(run, now, points)
     cols[2].progress(fraction, text=text)
     cols[3].markdown(st_escape(best_metric_text(run)))
-    trained = training_seconds(points)
     cols[4].markdown(format_duration(trained if trained is not None else duration(run, now)),
                      help="Training time, summed over every stop and resume")
     # The run's state action and Inspect keep their words; rename and delete are icons with a tooltip, so

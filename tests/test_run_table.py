@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from components.run_table import progress, recent_rate, state_action, step_times, training_seconds
-from studio.runs.store import RunRecord
+from components.run_table import progress, state_action
+from studio.runs.store import RunRecord, Store
+from studio.runs.timing import recent_rate, training_seconds
+from studio.runs.timing import train_points as step_times
 
 
 def _run(**kw) -> RunRecord:
@@ -22,6 +24,35 @@ def test_training_time_sums_the_stretches_of_a_resumed_run():
     points = step_times(rows)
     assert abs(training_seconds(points) - (22.5 + 44.0)) < 1e-6
     assert recent_rate(points) == 4.0  # the current stretch's rate, not the whole run's
+
+
+def test_the_store_keeps_the_training_time_as_rows_arrive_and_counts_old_stores_once(tmp_path):
+    """What the runs table shows, read in constant time: equal to the sum over the whole history, with
+    rows written in many small batches across a stop, a resume from a checkpoint and a long pause."""
+    first = [(s, 100.0 + s * 0.5) for s in range(1, 47)]
+    second = [(s, 5000.0 + (s - 40) * 0.25) for s in range(41, 217)]
+    rows = [(s, 0, "train", k, 1.0, w) for s, w in first + second for k in ("train_loss", "lr")]
+    rows += [(46, 0, "val", "val_loss", 1.0, 150.0)]
+    store = Store(tmp_path / "studio.db")
+    store.create_run("r", name="r", graph={}, config={}, dataset_id="digits")
+    assert store.training_time("r") == (None, [])
+    by_step = sorted(rows, key=lambda r: (r[5], r[0]))
+    resumed_at = next(i for i, r in enumerate(by_step) if r[5] >= 5000.0)
+    for i in range(0, resumed_at, 7):
+        store.write_metrics("r", by_step[i:min(i + 7, resumed_at)])
+    store.truncate_metrics("r", 40)  # the resume from the step-40 checkpoint drops steps 41..46
+    for i in range(resumed_at, len(by_step), 5):
+        store.write_metrics("r", by_step[i:i + 5])
+    seconds, recent = store.training_time("r")
+    assert abs(seconds - (22.5 + 43.75)) < 1e-9  # the dropped steps' time was still spent training
+    assert recent_rate(recent) == 4.0 and recent[-1] == (216, second[-1][1])
+    conn = store.connect()  # a store from before the table: counted once from its raw rows when opened
+    with store.transaction():
+        conn.execute("DROP TABLE run_timing")
+        conn.execute("DELETE FROM meta WHERE key='run_timing'")
+    store.close()
+    kept = step_times(list(Store(tmp_path / "studio.db").metric_rows("r")))
+    assert Store(tmp_path / "studio.db").training_time("r")[0] == training_seconds(kept)
 
 
 def test_eta_comes_from_the_recent_rate():

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from studio.errors import StorageError, TrainError
+from studio.runs import timing
 from studio.runs.guarded import GuardedConnection, passes_through
 from studio.workspace import workspace_dir
 
@@ -277,6 +278,10 @@ class Store:
             # buckets of the runs it held before the table existed.
             conn.execute(_BUCKETS_SCHEMA)
             conn.execute(_TOP_INDEX)
+            conn.execute(timing.TIMING_SCHEMA)  # each run's training time, kept as rows are written
+            if conn.execute("SELECT 1 FROM meta WHERE key=?", (timing.TIMING_BACKFILLED,)).fetchone() is None:
+                timing.backfill(conn)
+                conn.execute("INSERT INTO meta (key, value) VALUES (?, '1')", (timing.TIMING_BACKFILLED,))
             if conn.execute("SELECT 1 FROM meta WHERE key=?", (BUCKETS_BACKFILLED,)).fetchone() is None:
                 if conn.execute("SELECT 1 FROM metrics LIMIT 1").fetchone() is not None:
                     from studio.runs import history
@@ -349,6 +354,7 @@ class Store:
             conn.execute("DELETE FROM events WHERE run_id=?", (run_id,))
             conn.execute("DELETE FROM runs WHERE id=?", (run_id,))
             conn.execute("DELETE FROM metric_buckets WHERE run_id=?", (run_id,))
+            conn.execute("DELETE FROM run_timing WHERE run_id=?", (run_id,))
 
     # ---- metrics ------------------------------------------------------------------------------
     def write_metrics(self, run_id: str, rows: list[tuple[int, int, str, str, float, float]]) -> None:
@@ -365,6 +371,7 @@ class Store:
             )
             conn.execute("UPDATE runs SET step=MAX(step, ?) WHERE id=?", (max(r[0] for r in rows), run_id))
             history.add_rows(conn, run_id, rows)  # the min/max buckets, in the same transaction
+            timing.add_rows(conn, run_id, rows)  # and the training time
 
     def read_metrics(self, run_id: str, *, since_step: int = -1, keys: list[str] | None = None,
                      split: str | None = None) -> list[Metric]:
@@ -418,6 +425,11 @@ class Store:
         return self.connect().execute(
             "SELECT step, epoch, split, key, value, wall_time FROM metrics WHERE run_id=? ORDER BY step, rowid",
             (run_id,))
+
+    def training_time(self, run_id: str) -> tuple[float | None, list[tuple[int, float]]]:
+        """(seconds spent training, summed over stops and resumes; None before the first logged step,
+        the latest logged steps as (step, wall time) for the recent rate), in constant time."""
+        return timing.read(self.connect(), run_id)
 
     def metric_series(self, run_id: str, key: str) -> tuple[list[int], list[float]]:
         rows = self.read_metrics(run_id, keys=[key])
