@@ -147,8 +147,8 @@ def bulk_write(store, run_id: str, steps: int, rng) -> None:
                 conn.executemany(history._INSERT, _columns_to_rows(run_id, key, split, level, ids, rec))
     if last is not None:
         with store.transaction():
-            conn.execute("INSERT OR REPLACE INTO run_timing (run_id, seconds, last_step, last_wall) VALUES (?, ?, ?, ?)",
-                         (run_id, seconds, *last))
+            conn.execute("INSERT OR REPLACE INTO run_timing (run_id, seconds, last_step, last_wall) "
+                         "VALUES (?, ?, ?, ?)", (run_id, seconds, *last))
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA journal_mode=WAL")
 
