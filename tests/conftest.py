@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# No warm spare workers (studio.runs.spare) unless a test asks for them: spares outlive the page that
+# started them, and every other test counts its own processes. Servers the browser tests start inherit this.
+os.environ.setdefault("STUDIO_SPARE_WORKER", "0")
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,7 @@
 
 from studio.runs.launcher import (
     delete_run,
+    keep_spare_ready,
     list_runs,
     max_concurrent,
     reconcile,
@@ -27,6 +28,6 @@ from studio.runs.store import (
 
 __all__ = [
     "ACTIVE_STATUSES", "RESUMABLE_STATUSES", "STATUSES", "Event", "Metric", "MetricWriter", "RunRecord", "Store",
-    "delete_run", "list_runs", "max_concurrent", "reconcile", "rename_run", "resume_run", "run_dir", "start_run",
-    "stop_run",
+    "delete_run", "keep_spare_ready", "list_runs", "max_concurrent", "reconcile", "rename_run", "resume_run",
+    "run_dir", "start_run", "stop_run",
 ]

@@ -31,12 +31,13 @@ from pathlib import Path
 
 from studio.errors import StorageError, TrainError
 from studio.graph import Graph, parse_graph
+from studio.runs import spare
 from studio.runs.rundir import STOP_FILE, RunDir
 from studio.runs.store import RESUMABLE_STATUSES, RunRecord, Store, storage_message
 from studio.workspace import workspace_dir
 
 __all__ = ["STOP_FILE", "max_concurrent", "run_dir", "new_run_id", "start_run", "stop_run", "resume_run",
-           "delete_run", "rename_run", "list_runs", "reconcile", "pid_alive", "BACKEND_MODULES"]
+           "delete_run", "rename_run", "list_runs", "reconcile", "pid_alive", "keep_spare_ready", "BACKEND_MODULES"]
 
 # The process that trains a run, by backend: `python -m MODULE RUN_DIR`.
 BACKEND_MODULES = {"local": "studio.training.worker", "ray": "studio.training.distributed"}
@@ -266,11 +267,81 @@ def _claim_queued(store: Store) -> str | None:
         return row["id"]
 
 
-def _spawn(store: Store, run_id: str) -> None:
-    directory = RunDir.of(run_id)
+def _child_env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH")) if p)
     env["STUDIO_WORKSPACE"] = str(workspace_dir())
+    return env
+
+
+# ---- warm spares (studio.runs.spare) --------------------------------------------------------------
+
+def _spares_dir() -> Path:
+    return workspace_dir() / "spares"
+
+
+def _spare_alive(d: Path) -> bool:
+    """A spare that is warming up or ready (its supervisor's pid is alive); a young one without a pid
+    file yet is being started."""
+    try:
+        return pid_alive(int((d / spare.PID).read_text()))
+    except (OSError, ValueError):
+        try:
+            return time.time() - d.stat().st_mtime < 30
+        except OSError:
+            return False
+
+
+def keep_spare_ready() -> None:
+    """Start a warm spare for this workspace's next local run unless one is alive (the Train page calls
+    this on each visit; a launch takes the spare, the next visit warms another)."""
+    if not spare.enabled():
+        return
+    _reap_children()
+    try:
+        for d in _spares_dir().glob("*"):
+            if any((d / n).exists() for n in (spare.TAKEN, spare.CLAIM)):
+                continue  # serving a run (or being handed one): its supervisor removes it at the end
+            if _spare_alive(d):
+                return
+            shutil.rmtree(d, ignore_errors=True)  # its processes are gone
+        d = _spares_dir() / secrets.token_hex(4)
+        d.mkdir(parents=True)
+        with open(d / "log.txt", "ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "studio.runs.supervise", "--spare", str(d)],
+                                    cwd=_PROJECT_ROOT, env=_child_env(), stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        _CHILDREN[proc.pid] = proc
+        (d / spare.PID).write_text(str(proc.pid))
+    except OSError:  # a full disk or a read-only workspace: runs start the usual way (and say why)
+        return
+
+
+def _hand_to_spare(store: Store, run_id: str, directory: RunDir) -> bool:
+    """Give a local run to a ready spare; False (nothing changed) when none takes it."""
+    if not spare.enabled() or directory.backend().get("kind", "local") != "local":
+        return False
+    try:
+        ready = [d for d in _spares_dir().glob("*") if spare.is_ready(d) and _spare_alive(d)]
+    except OSError:
+        return False
+    for d in ready:
+        try:
+            pid = (d / spare.PID).read_text()
+            if not spare.claim(d, directory.path):
+                continue
+        except OSError:
+            continue
+        store.log_event(run_id, f"worker started (warm spare, supervisor pid {pid})")
+        return True
+    return False
+
+
+def _spawn(store: Store, run_id: str) -> None:
+    directory = RunDir.of(run_id)
+    env = _child_env()
+    if _hand_to_spare(store, run_id, directory):
+        return
     try:
         module = BACKEND_MODULES[directory.backend().get("kind", "local")]
         with open(directory.log_file, "ab") as out:

@@ -17,16 +17,46 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 2 and argv[0] == "--spare":
+        return spare_main(Path(argv[1]))
     if len(argv) != 2:
-        print("usage: python -m studio.runs.supervise MODULE RUN_DIR", file=sys.stderr)
+        print("usage: python -m studio.runs.supervise MODULE RUN_DIR | --spare SPARE_DIR", file=sys.stderr)
         return 2
     module, directory = argv
+    # stdout/stderr are inherited: the launcher opened them on the run's log.txt.
+    proc = subprocess.Popen([sys.executable, "-m", module, directory], stdin=subprocess.DEVNULL)
+    return supervise(proc, directory)
+
+
+def spare_main(spare: Path) -> int:
+    """A warm spare (studio.runs.spare): start the worker, wait for a run to be handed over, then
+    supervise it like any other; idle too long, end and leave nothing behind."""
+    import shutil
+
+    from studio.runs import spare as protocol
+
+    proc = subprocess.Popen([sys.executable, "-m", "studio.training.worker", "--spare", str(spare)],
+                            stdin=subprocess.DEVNULL)
+    directory = protocol.wait_for_claim(spare, lambda: proc.poll() is None)
+    if directory is None:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(spare, ignore_errors=True)
+        return 0
+    protocol.redirect_output(directory / "log.txt")
+    protocol.send_go(spare, directory)
+    try:
+        return supervise(proc, str(directory))
+    finally:
+        shutil.rmtree(spare, ignore_errors=True)
+
+
+def supervise(proc: subprocess.Popen, directory: str) -> int:
+    """Record the worker's pid as the run's, wait for it, then reconcile the store."""
     from studio.errors import StorageError
     from studio.runs.store import Store
 
     meta = json.loads((Path(directory) / "run.json").read_text())
-    # stdout/stderr are inherited: the launcher opened them on the run's log.txt.
-    proc = subprocess.Popen([sys.executable, "-m", module, directory], stdin=subprocess.DEVNULL)
     # The run's pid is the worker's (what `stop`, reconcile and a kill act on), recorded at once; the
     # worker records it again when it starts. A store that fails is said in log.txt: the worker is still
     # waited for, so no zombie is left.

@@ -294,7 +294,38 @@ def process_main(run, module: str, argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 2 and argv[0] == "--spare":
+        return spare_main(Path(argv[1]))
     return process_main(run, "studio.training.worker", argv)
+
+
+def spare_main(spare: Path) -> int:
+    """A warm spare's worker (studio.runs.spare): pay the imports a run's first step needs, say ready,
+    then train the run handed over; nothing if the supervisor goes away first."""
+    from studio.runs import spare as protocol
+
+    parent = os.getppid()
+    torch.set_num_threads(1)
+    warm_up()
+    protocol.mark_ready(spare)
+    run_dir = protocol.wait_for_go(spare, parent)
+    if run_dir is None:
+        return 0
+    protocol.redirect_output(run_dir / "log.txt")
+    return 0 if run(run_dir) in ("completed", "stopped", "pruned") else 1
+
+
+def warm_up() -> None:
+    """Import what building and stepping a model imports lazily: the compiler, the data registry, and
+    torch._dynamo, which every torch.optim optimizer imports at its first step()."""
+    import studio.compile  # noqa: F401
+    import studio.data  # noqa: F401
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    p.grad = torch.zeros(1)
+    for opt in (torch.optim.SGD([p], lr=0.0), torch.optim.Adam([p], lr=0.0)):
+        opt.step()
 
 
 if __name__ == "__main__":
