@@ -69,7 +69,8 @@ def test_a_launch_handed_to_a_warm_spare_trains_exactly_like_a_cold_start(spares
     assert run.status == "completed" and run.pid == worker_pid
     events = [e.message for e in Store().read_events(warm)]
     assert any(m.startswith("worker started (warm spare") for m in events), events
-    assert f"completed {run.step} steps" in (Path(os.environ["STUDIO_WORKSPACE"]) / "runs" / warm / "log.txt").read_text()
+    log = (Path(os.environ["STUDIO_WORKSPACE"]) / "runs" / warm / "log.txt").read_text()
+    assert f"completed {run.step} steps" in log
     wait_for(lambda: not spare.exists(), "the used spare's folder to be removed")
 
     monkeypatch.setenv("STUDIO_SPARE_WORKER", "0")
