@@ -5,8 +5,8 @@ spare worker the page keeps ready, studio.runs.spare), `start_run` with no spare
 process, as on the page's very first launch or with STUDIO_SPARE_WORKER=0) and
 `python -m studio train ... --max-steps 30` (the CLI, which starts a fresh worker). Each is timed
 from the call to the first `train_loss` row in the store, by wall clock (the worker is not a child of
-this process); every run then finishes before the next starts. Beside them, the CPU time of what a worker cannot avoid: a
-fresh interpreter importing torch, and importing torch._dynamo after it (every torch optimizer's
+this process); every run then finishes before the next starts. Beside them, the CPU time of what a
+worker cannot avoid: a fresh interpreter importing torch, and importing torch._dynamo after it (every torch optimizer's
 first `step()` imports it), so the remainder is what the studio adds.
 
     python -m bench bench_launch            (or: python bench/bench_launch.py --reps 3)
