@@ -139,7 +139,7 @@ if launch and not reasons:
             st.session_state[PICKED] = [run_id]
             st.success(f"Launched {run_id}: it trains in the background; follow it below.")
 if not backend or backend.get("kind", "local") == "local":
-    keep_spare_ready()  # a worker warms up for the next launch (studio.runs.spare)
+    keep_spare_ready(store)  # a worker warms up for the next launch (studio.runs.spare)
 
 # ---- runs and live charts --------------------------------------------------------------------------
 runs = read_or_stop(list_runs, store=store)

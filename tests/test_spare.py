@@ -105,3 +105,10 @@ def test_no_spare_when_turned_off(_workspace, monkeypatch):
     monkeypatch.setenv("STUDIO_SPARE_WORKER", "0")
     keep_spare_ready()
     assert not (Path(os.environ["STUDIO_WORKSPACE"]) / "spares").exists()
+
+
+def test_no_spare_warms_up_while_a_local_run_trains(spares):
+    """The warm-up is seconds of CPU: on two cores it would be taken from the training run."""
+    Store().create_run("busy", name="busy", graph=GRAPH, config={}, dataset_id="digits", status="running")
+    keep_spare_ready()
+    assert not spares.exists() or list(spares.iterdir()) == []

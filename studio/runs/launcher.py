@@ -292,12 +292,18 @@ def _spare_alive(d: Path) -> bool:
             return False
 
 
-def keep_spare_ready() -> None:
+def keep_spare_ready(store: Store | None = None) -> None:
     """Start a warm spare for this workspace's next local run unless one is alive (the Train page calls
-    this on each visit; a launch takes the spare, the next visit warms another)."""
+    this on each visit; a launch takes the spare, the next visit warms another). Not while a local run
+    trains: its warm-up (seconds of CPU) would be taken from that run."""
     if not spare.enabled():
         return
     _reap_children()
+    try:
+        if any(r.backend == "local" for r in (store or Store()).list_runs("running")):
+            return
+    except StorageError:
+        return
     try:
         for d in _spares_dir().glob("*"):
             if any((d / n).exists() for n in (spare.TAKEN, spare.CLAIM)):
