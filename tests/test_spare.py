@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from studio.runs import Store, keep_spare_ready, list_runs, start_run
 from studio.runs import spare as protocol
 from studio.runs.launcher import pid_alive
 from studio.training import TrainConfig
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.timeout(600)
 GRAPH = {"format": "studio.graph/1", "name": "spare-mlp",
@@ -37,16 +37,6 @@ def spares(_workspace, monkeypatch):
             pass
 
 
-def wait_for(predicate, what: str, seconds: float = 240.0):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def finished(run_id: str):
     list_runs()  # reconcile
     run = Store().get_run(run_id)
@@ -61,21 +51,21 @@ def test_a_launch_handed_to_a_warm_spare_trains_exactly_like_a_cold_start(spares
     keep_spare_ready()
     keep_spare_ready()  # one spare per workspace, however often the page asks
     assert len(list(spares.iterdir())) == 1
-    spare = wait_for(lambda: next((d for d in spares.iterdir() if (d / protocol.READY).exists()), None),
+    spare = wait_until(lambda: next((d for d in spares.iterdir() if (d / protocol.READY).exists()), None),
                      "the spare to be ready")
     worker_pid = int((spare / protocol.READY).read_text())
     warm = start_run(GRAPH, "digits", CONFIG)
-    run = wait_for(lambda: finished(warm), "the warm run to end")
+    run = wait_until(lambda: finished(warm), "the warm run to end")
     assert run.status == "completed" and run.pid == worker_pid
     events = [e.message for e in Store().read_events(warm)]
     assert any(m.startswith("worker started (warm spare") for m in events), events
     log = (Path(os.environ["STUDIO_WORKSPACE"]) / "runs" / warm / "log.txt").read_text()
     assert f"completed {run.step} steps" in log
-    wait_for(lambda: not spare.exists(), "the used spare's folder to be removed")
+    wait_until(lambda: not spare.exists(), "the used spare's folder to be removed")
 
     monkeypatch.setenv("STUDIO_SPARE_WORKER", "0")
     cold = start_run(GRAPH, "digits", CONFIG)
-    wait_for(lambda: finished(cold), "the cold run to end")
+    wait_until(lambda: finished(cold), "the cold run to end")
     assert not any("warm spare" in e.message for e in Store().read_events(cold))
     assert losses(warm) == losses(cold) and len(losses(warm)) == run.step > 0  # bit for bit, every step
 
@@ -87,7 +77,7 @@ def test_a_spare_that_does_not_answer_never_gets_the_run(spares):
     (silent / protocol.PID).write_text(str(os.getpid()))
     run_id = start_run(GRAPH, "digits", CONFIG)
     assert (silent / protocol.REVOKED).exists() and not (silent / protocol.CLAIM).exists()
-    run = wait_for(lambda: finished(run_id), "the run started the usual way to end")
+    run = wait_until(lambda: finished(run_id), "the run started the usual way to end")
     assert run.status == "completed"
     assert not any("warm spare" in e.message for e in Store().read_events(run_id))
 
@@ -97,8 +87,8 @@ def test_an_idle_spare_ends_and_leaves_nothing(spares, monkeypatch):
     keep_spare_ready()
     (spare,) = list(spares.iterdir())
     supervisor = int((spare / protocol.PID).read_text())
-    wait_for(lambda: not spare.exists(), "the idle spare to remove its folder")
-    wait_for(lambda: not pid_alive(supervisor), "the idle spare's supervisor to end", 30)
+    wait_until(lambda: not spare.exists(), "the idle spare to remove its folder")
+    wait_until(lambda: not pid_alive(supervisor), "the idle spare's supervisor to end", 30)
 
 
 def test_no_spare_when_turned_off(_workspace, monkeypatch):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -42,6 +41,7 @@ from studio.sweeps import (
 from studio.sweeps.control import read_state, sweep_dir
 from studio.training import TrainConfig
 from tests.conftest import chain
+from tests.conftest import wait_until as conftest_wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 POLL_S = 600  # bound on waits: a loaded 2-core machine is slow, not broken
@@ -71,13 +71,7 @@ def write_sweep(directory: Path, graph_doc: dict = MLP, **fields) -> Path:
 
 
 def wait_until(predicate, what: str):
-    deadline = time.monotonic() + POLL_S
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
+    return conftest_wait_until(predicate, what, POLL_S, poll=0.3)
 
 
 def run_to_end(path: Path) -> dict:
