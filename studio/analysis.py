@@ -27,6 +27,7 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -38,6 +39,16 @@ from studio.layer_rules import closed_form
 from studio.layers import REGISTRY, InSpec, LayerSpec, fmt_shape
 
 DEFAULT_PARAM_BUDGET = 1_000_000_000
+# One sample's output of one node: larger and no batch of it fits in memory (an output_size or a shape
+# typed with too many zeros). STUDIO_MAX_ACTIVATION_MB raises it.
+def _activation_limit() -> int:
+    try:
+        return int(float(os.environ.get("STUDIO_MAX_ACTIVATION_MB", "1024")) * 2**20)
+    except ValueError:
+        return 2**30
+
+
+MAX_SAMPLE_ACTIVATION_BYTES = _activation_limit()
 _DTYPES = {"float32": torch.float32, "int64": torch.int64}
 # Sizes that follow from the input and are never written in a graph (DESIGN.md).
 INFERRED_PARAMS = ("in_channels", "in_features", "input_size", "embed_dim", "d_model", "num_features",
@@ -236,6 +247,12 @@ def analyze(graph: Graph, *, param_budget: float = DEFAULT_PARAM_BUDGET) -> Anal
         shape, dtype, params, flops = result
         a.nodes[nid] = NodeInfo(spec.type, spec.category, spec.describe(n.params), tuple(ins), shape, dtype,
                                 params, flops, _numel(shape) * _itemsize(dtype))
+        if a.nodes[nid].activation_bytes > MAX_SAMPLE_ACTIVATION_BYTES:
+            issue(Issue(nid, f"outputs {fmt_shape(shape)} per sample: {_numel(shape):,} values, "
+                             f"{a.nodes[nid].activation_bytes / 2**30:,.1f} GiB, more than the "
+                             f"{MAX_SAMPLE_ACTIVATION_BYTES / 2**30:g} GiB one sample's output may take (not even a "
+                             "batch of one would fit in memory); make its size smaller (or raise "
+                             "STUDIO_MAX_ACTIVATION_MB)"))
         if spec.type == "Linear" and len(ins[0].shape) >= 3:
             src = srcs[0]
             issue(Issue(nid, f"applies to the last dimension only of {fmt_shape(ins[0].shape)} from {src!r}, giving "

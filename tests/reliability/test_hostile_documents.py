@@ -142,3 +142,21 @@ def test_positional_encoding_is_bounded_and_its_buffer_counted_in_the_size_budge
     assert len(issues) == 1 and issues[0].node_id == "pe"
     assert "0 parameters and 1,048,576 buffer values" in issues[0].message and "max_len" in issues[0].message
     assert analyze(parse_graph(doc)).ok  # within the default budget
+
+
+@pytest.mark.parametrize("node, shape", [
+    ({"type": "AdaptiveAvgPool1d", "params": {"output_size": 10**9}}, [4, 8]),
+    ({"type": "AdaptiveAvgPool2d", "params": {"output_size": [100_000, 100_000]}}, [3, 8, 8]),
+])
+def test_a_layer_whose_one_sample_output_could_never_fit_is_an_issue_not_an_out_of_memory(node, shape):
+    """AdaptiveAvgPool1d(output_size=10**9) used to pass analysis and fail in training with the advice
+    to try a smaller batch size: no batch of one fits."""
+    doc = {"format": "studio.graph/1", "name": "big", "nodes": [
+        {"id": "input", "type": "Input", "params": {"shape": shape}}, {"id": "big", **node}],
+        "edges": [{"source": "input", "target": "big"}]}
+    try:
+        issues = analyze(parse_graph(doc)).issues
+    except GraphError as e:  # a param bound may refuse it first: also the studio's own words
+        issues = e.issues
+    assert issues and issues[0].node_id in ("big", None), issues
+    assert any("one sample's output may take" in i.message or "out of range" in i.message for i in issues), issues
