@@ -62,11 +62,18 @@ def load_study(directory: str | Path, sweep_id: str) -> optuna.Study | None:
     if not (Path(directory) / STUDY_FILE).exists():
         return None
     with study_errors(directory):
-        storage = optuna.storages.RDBStorage(storage_url(directory), engine_kwargs={"connect_args": {"timeout": 30}})
         try:
+            storage = optuna.storages.RDBStorage(storage_url(directory),
+                                                 engine_kwargs={"connect_args": {"timeout": 30}})
             return optuna.load_study(study_name=sweep_id, storage=storage)
         except KeyError:  # the file exists but the study row is not written yet
             return None
+        except sqlalchemy.exc.OperationalError as e:
+            # The sweep process is creating the study's tables right now: RDBStorage, opened here too,
+            # would create them as well ("table ... already exists") or find them half made.
+            if any(m in str(e) for m in ("already exists", "no such table")):
+                return None
+            raise
 
 
 def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
