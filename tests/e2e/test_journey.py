@@ -13,6 +13,7 @@ import re
 import time
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
 from components.panels import human_count
@@ -75,9 +76,17 @@ def open_new_run_form(page) -> None:
     the page settles: it may be unfolding by itself, for a new graph)."""
     wait_idle(page, timeout=60)
     page.wait_for_timeout(500)
-    if not page.get_by_label("epochs", exact=True).is_visible():
+    epochs = page.get_by_label("epochs", exact=True)
+    for _ in range(4):  # a click that lands while the page unfolds it by itself folds it again: look, retry
+        if epochs.is_visible():
+            return
         page.locator('[data-testid="stExpander"] summary').filter(has_text="New run").click()
-    page.get_by_label("epochs", exact=True).wait_for(timeout=WAIT_MS)
+        try:
+            epochs.wait_for(timeout=15_000)
+            return
+        except PlaywrightTimeout:
+            wait_idle(page, timeout=60)
+    epochs.wait_for(timeout=WAIT_MS)
 
 
 def launch(page, settings: dict[str, str], name: str) -> str:
