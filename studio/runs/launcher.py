@@ -345,9 +345,9 @@ def _hand_to_spare(store: Store, run_id: str, directory: RunDir) -> bool:
 
 def _spawn(store: Store, run_id: str) -> None:
     directory = RunDir.of(run_id)
-    env = _child_env()
     if _hand_to_spare(store, run_id, directory):
         return
+    env = _child_env()
     try:
         module = BACKEND_MODULES[directory.backend().get("kind", "local")]
         with open(directory.log_file, "ab") as out:

@@ -313,7 +313,7 @@ def spare_main(spare: Path) -> int:
     if run_dir is None:
         return 0
     protocol.redirect_output(run_dir / "log.txt")
-    return 0 if run(run_dir) in ("completed", "stopped", "pruned") else 1
+    return process_main(run, "studio.training.worker", [str(run_dir)])
 
 
 def warm_up() -> None:
