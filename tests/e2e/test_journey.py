@@ -33,8 +33,18 @@ CAPTIONS = "() => [...document.querySelectorAll('[data-testid=\"stImageCaption\"
 
 def go(page, name: str) -> None:
     """Follow a page link in the sidebar (components/nav.py; the session, and so the current graph, carries over)."""
-    page.locator('[data-testid="stSidebar"]').get_by_role("link", name=name, exact=True).click()
-    page.wait_for_url(re.compile(rf"/{name}(\?|$)"))
+    link = page.locator('[data-testid="stSidebar"]').get_by_role("link", name=name, exact=True)
+    url = re.compile(rf"/{name}(\?|$)")
+    for _ in range(3):  # a click landing while the page's script reruns can be dropped: look, retry
+        link.click()
+        try:
+            page.wait_for_url(url, timeout=15_000)
+            break
+        except PlaywrightTimeout:
+            wait_idle(page, timeout=60)
+    else:
+        link.click()
+        page.wait_for_url(url)
     wait_idle(page, timeout=60)
 
 
