@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,7 @@ from studio.sweeps import (
     wait_sweep_process,
 )
 from studio.sweeps.control import read_state, sweep_dir
+from studio.sweeps.study import load_study, open_study
 from studio.training import TrainConfig
 from tests.conftest import chain
 from tests.conftest import wait_until as conftest_wait_until
@@ -132,6 +134,36 @@ def tpe_sweep(tmp_path_factory):
                            space={"lr": {"choice": [0.003, 0.03, 10.0]}, "fc1.out_features": {"choice": [8, 16]}})
         summary = run_to_end(path)
     return base / "workspace", summary
+
+
+def test_a_reader_following_a_new_sweep_never_breaks_its_study(tmp_path):
+    """The CLI and the Sweeps page read a study while the sweep process makes it. Opening Optuna's
+    storage on a half-made study.db stamps its schema version too, and the two stamps collided
+    ("UNIQUE constraint failed: alembic_version.version_num", a CI failure of the test above)."""
+    spec = load_sweep(write_sweep(tmp_path / "s"))
+    directories = [tmp_path / f"sweep{i}" for i in range(5)]
+    for d in directories:
+        d.mkdir()
+    errors, made = [], threading.Event()
+
+    def follow():
+        while not made.is_set():
+            for i, d in enumerate(directories):
+                try:
+                    load_study(d, f"sweep{i}")
+                except Exception as e:  # noqa: BLE001 - any error at all is the failure
+                    errors.append(e)
+
+    reader = threading.Thread(target=follow)
+    reader.start()
+    try:
+        studies = [open_study(d, spec, sweep_id=f"sweep{i}") for i, d in enumerate(directories)]
+    finally:
+        made.set()
+        reader.join()
+    assert not errors, errors[:2]
+    assert [s.study_name for s in studies] == [f"sweep{i}" for i in range(5)]
+    assert [load_study(d, f"sweep{i}").direction for i, d in enumerate(directories)] == [studies[0].direction] * 5
 
 
 def test_tpe_sweep_prunes_hopeless_trials_and_reports_the_best(tpe_sweep, monkeypatch):

@@ -9,6 +9,7 @@ reported values and state.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,8 +26,12 @@ _PRIMITIVE = (type(None), bool, int, float, str)  # what an Optuna categorical c
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def storage_url(directory: str | Path) -> str:
-    return f"sqlite:///{Path(directory).resolve() / STUDY_FILE}"
+def storage_url(directory: str | Path, name: str = STUDY_FILE) -> str:
+    return f"sqlite:///{Path(directory).resolve() / name}"
+
+
+def _storage(directory: str | Path, name: str = STUDY_FILE) -> optuna.storages.RDBStorage:
+    return optuna.storages.RDBStorage(storage_url(directory, name), engine_kwargs={"connect_args": {"timeout": 30}})
 
 
 @contextmanager
@@ -49,31 +54,33 @@ def study_errors(directory: str | Path):
 
 
 def open_study(directory: str | Path, spec: SweepSpec, *, sweep_id: str) -> optuna.Study:
-    """The sweep's study, created on first use and loaded as it is afterwards."""
+    """The sweep's study, created on first use and loaded as it is afterwards.
+
+    A new study is made under a temporary name and renamed into place whole: opening an RDBStorage
+    creates its tables and stamps its schema version, so a reader (the CLI or a page following the
+    sweep) that opened a half-made `study.db` would race this process doing the same (CI saw
+    "UNIQUE constraint failed: alembic_version.version_num"). Readers see no file, or a whole one."""
     with study_errors(directory):
-        storage = optuna.storages.RDBStorage(storage_url(directory),
-                                             engine_kwargs={"connect_args": {"timeout": 30}})
-        return optuna.create_study(storage=storage, study_name=sweep_id, direction=spec.direction,
+        if not (Path(directory) / STUDY_FILE).exists():
+            draft = Path(directory) / f"{STUDY_FILE}.new"
+            draft.unlink(missing_ok=True)  # left by a process killed while it made the study
+            storage = _storage(directory, draft.name)
+            optuna.create_study(storage=storage, study_name=sweep_id, direction=spec.direction)
+            storage.engine.dispose()
+            os.replace(draft, Path(directory) / STUDY_FILE)
+        return optuna.create_study(storage=_storage(directory), study_name=sweep_id, direction=spec.direction,
                                    sampler=make_sampler(spec), pruner=make_pruner(spec), load_if_exists=True)
 
 
 def load_study(directory: str | Path, sweep_id: str) -> optuna.Study | None:
-    """The study for reading (None before the sweep process has created it)."""
+    """The study for reading (None before the sweep process has made it)."""
     if not (Path(directory) / STUDY_FILE).exists():
         return None
     with study_errors(directory):
         try:
-            storage = optuna.storages.RDBStorage(storage_url(directory),
-                                                 engine_kwargs={"connect_args": {"timeout": 30}})
-            return optuna.load_study(study_name=sweep_id, storage=storage)
-        except KeyError:  # the file exists but the study row is not written yet
+            return optuna.load_study(study_name=sweep_id, storage=_storage(directory))
+        except KeyError:  # a study file without this sweep's study in it
             return None
-        except sqlalchemy.exc.OperationalError as e:
-            # The sweep process is creating the study's tables right now: RDBStorage, opened here too,
-            # would create them as well ("table ... already exists") or find them half made.
-            if any(m in str(e) for m in ("already exists", "no such table")):
-                return None
-            raise
 
 
 def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
