@@ -17,6 +17,7 @@ from components.run_store import in_background, open_store, read_or_stop, shows_
 from components.run_table import status_badge
 from studio import inspection as ins
 from studio.deploy.lineage import teacher_pairs, teacher_student_rows
+from studio.errors import GraphError
 from studio.runs import Store, list_runs
 from studio.runs.history import final_and_best
 
@@ -133,8 +134,12 @@ else:
 st.subheader("Graph differences")
 reference = picked[0]
 for run_id in picked[1:]:
-    d = ins.graph_diff(by_id[reference].graph, by_id[run_id].graph)
     st.markdown(f"**{st_escape(names[run_id])}** against **{st_escape(names[reference])}**")
+    try:
+        d = ins.graph_diff(by_id[reference].graph, by_id[run_id].graph)
+    except GraphError as e:  # a row whose graph was damaged by hand: its record says so
+        st.warning(f"Cannot compare the graphs: {st_escape(str(e))}")
+        continue
     if d.empty:
         st.caption("Same graph (node positions aside).")
     else:

@@ -153,3 +153,18 @@ def test_long_runs_keep_only_the_drawn_points_in_the_session(runs, tmp_path, mon
     for row, run_id in zip(table.itertuples(), ("long-a", "long-b"), strict=True):
         assert table.loc[row.Index, "train_loss final"] == truth[run_id][-1]  # the raw rows' truth
         assert table.loc[row.Index, "train_loss best"] == truth[run_id].min()
+
+
+def test_a_run_whose_stored_graph_was_damaged_by_hand_is_compared_without_its_graph(runs):
+    store = Store()
+    kept = store.connect().execute("SELECT graph FROM runs WHERE id=?", (runs["cnn-b"],)).fetchone()[0]
+    store.connect().execute("UPDATE runs SET graph='{oops' WHERE id=?", (runs["cnn-b"],))
+    try:
+        at = open_page()
+        at.multiselect(key=PICKED).set_value([runs["cnn-a"], runs["cnn-b"]]).run()
+        settle(at)
+        assert not at.exception
+        assert any("Cannot compare the graphs" in w.value for w in at.warning)
+        assert at.dataframe[0].value["run"].str.startswith(("cnn-a", "cnn-b")).all()  # metrics still compared
+    finally:
+        store.connect().execute("UPDATE runs SET graph=? WHERE id=?", (kept, runs["cnn-b"]))

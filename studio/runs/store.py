@@ -167,9 +167,20 @@ class RunRecord:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> RunRecord:
-        d = dict(row)
+        """The record of one row. A JSON column that no longer parses as an object (a row edited by hand, a
+        bad copy) reads as empty, and the record's error says so: one damaged run does not hide the others."""
+        d, damaged = dict(row), []
         for k in ("graph", "config", "tags"):
-            d[k] = json.loads(d[k])
+            try:
+                d[k] = json.loads(d[k])
+            except (TypeError, ValueError):
+                d[k] = None
+            if not isinstance(d[k], dict):
+                damaged.append(k)
+                d[k] = {}
+        if damaged:
+            d["error"] = (f"the run store's row for this run has a damaged {' and '.join(damaged)} value (not a JSON "
+                          f"object); its files in runs/{d['id']}/ are unchanged" + (f"; {d['error']}" if d["error"] else ""))
         return cls(**d)
 
     @property

@@ -310,3 +310,23 @@ def test_a_graph_with_too_many_nodes_or_edges_is_refused_before_it_is_walked(tmp
     assert main(["check", str(path)]) == 1
     out = capsys.readouterr()
     assert "a graph may have at most" in out.out + out.err and "Traceback" not in out.err
+
+
+# ---- a run store row edited by hand ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("column, value", [("config", "{not json"), ("graph", "[1, 2]"), ("tags", "null")])
+def test_a_hand_edited_run_row_does_not_hide_the_other_runs(_workspace, capsys, column, value):
+    from studio.__main__ import main as cli
+    from studio.runs import Store
+
+    store = Store()
+    store.create_run("good", name="kept", graph=GRAPH, config={"lr": 0.1}, dataset_id="iris")
+    store.create_run("edited", name="hand-edited", graph=GRAPH, config={"lr": 0.1}, dataset_id="iris")
+    store.connect().execute(f"UPDATE runs SET {column}=? WHERE id='edited'", (value,))
+
+    runs = {r.id: r for r in Store().list_runs()}
+    assert runs["good"].config == {"lr": 0.1} and runs["good"].error is None
+    assert f"damaged {column} value" in runs["edited"].error and getattr(runs["edited"], column) == {}
+    assert cli(["runs"]) == 0
+    listed = capsys.readouterr().out
+    assert "kept" in listed and "hand-edited" in listed
