@@ -49,6 +49,7 @@ torch.manual_seed(0)
 data = get_dataset("digits", seed=0)
 model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 64, 10))
 opt = torch.optim.Adam(model.parameters(), lr=lr)
+losses = []
 for epoch in range(epochs):
     model.train()
     g = torch.Generator().manual_seed(epoch)
@@ -57,7 +58,7 @@ for epoch in range(epochs):
         loss = F.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
-        print(loss.item(), file=open("/dev/null", "w"))
+        losses.append(loss.item())  # what a script that logs its loss reads every step
     model.eval()
     with torch.no_grad():
         correct = sum((model(x).argmax(-1) == y).sum().item() for x, y in data.batches("val", 256, shuffle=False))
