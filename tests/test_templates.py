@@ -236,16 +236,26 @@ def test_every_template_has_an_offline_dataset_that_fits(_workspace):
 
 
 @pytest.mark.slow
-def test_cli_trains_every_template_offline_without_data(_workspace, capsys):
+def test_cli_trains_every_template_offline_without_data(_workspace, monkeypatch):
     """`python -m studio train TEMPLATE.json` with no --data and nothing downloaded: the template's
-    dataset or its stand-in is used, the CLI says which, and one epoch (cut to 2 steps) completes."""
-    for t in TEMPLATES:
+    dataset or its stand-in is used, the CLI says which, and one epoch (cut to 2 steps) completes.
+    Two commands at a time, each the real entry point in its own process (the CLI imports no torch)."""
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    def train(t):
         # The template's own settings apply (as on the Train page); its warmup is cut with the run.
-        code = cli(["train", str(TEMPLATES_DIR / f"{t.name}.json"), "--epochs", "1", "--max-steps", "2",
-                    "--batch-size", "8", "--set", "warmup_steps=0"])
-        err = capsys.readouterr().err
-        assert code == 0, (t.name, err[-2000:])
-        line = next(ln for ln in err.splitlines() if ln.startswith("dataset: "))
+        return subprocess.run([sys.executable, "-m", "studio", "train", str(TEMPLATES_DIR / f"{t.name}.json"),
+                               "--epochs", "1", "--max-steps", "2", "--batch-size", "8", "--set", "warmup_steps=0"],
+                              capture_output=True, text=True, timeout=600)
+
+    monkeypatch.setenv("STUDIO_MAX_RUNS", "2")  # the second command trains beside the first, not queued
+    with ThreadPoolExecutor(2) as pool:
+        done = list(pool.map(train, TEMPLATES))
+    for t, out in zip(TEMPLATES, done, strict=True):
+        assert out.returncode == 0, (t.name, out.stderr[-2000:])
+        line = next(ln for ln in out.stderr.splitlines() if ln.startswith("dataset: "))
         if t.dataset in ("mnist", "cifar10"):
             assert line.startswith("dataset: digits image_size=") and "stand-in" in line, line
         else:
