@@ -210,8 +210,9 @@ def render(graph, dataset_id: str | None, options: dict, info, reasons: list[str
     by_id = {s.id: s for s in sweeps}
     if st.session_state.get(PICKED) not in by_id:
         st.session_state[PICKED] = sweeps[0].id
-    st.selectbox("Sweep", list(by_id), key=PICKED,
-                 format_func=lambda i: f"{by_id[i].name} ({i}) · {by_id[i].status}")
+    # No status in the label: the browser keeps showing an option's first label while the selection stands
+    # (streamlit/streamlit#13788), so a finished sweep read "· starting". The badge below has the status.
+    st.selectbox("Sweep", list(by_id), key=PICKED, format_func=lambda i: f"{by_id[i].name} ({i})")
     active = by_id[st.session_state[PICKED]].status in ("starting", "running")
     live = st.fragment(shows_store_errors(_live), run_every=REFRESH_S if active else None)
     live(st.session_state[PICKED], store, active)
