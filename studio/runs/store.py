@@ -179,8 +179,9 @@ class RunRecord:
                 damaged.append(k)
                 d[k] = {}
         if damaged:
-            d["error"] = (f"the run store's row for this run has a damaged {' and '.join(damaged)} value (not a JSON "
-                          f"object); its files in runs/{d['id']}/ are unchanged" + (f"; {d['error']}" if d["error"] else ""))
+            note = (f"the run store's row for this run has a damaged {' and '.join(damaged)} value (not a JSON "
+                    f"object); its files in runs/{d['id']}/ are unchanged")
+            d["error"] = f"{note}; {d['error']}" if d["error"] else note
         return cls(**d)
 
     @property
