@@ -52,6 +52,15 @@ class _Guard:
         if not passes_through(error):
             raise StorageError(self._message(error)) from error
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        """`with self:` around a sqlite3 call: its failure leaves as StorageError, or unchanged if it passes through."""
+        if isinstance(error, sqlite3.Error):
+            self.failed(error)
+        return False
+
 
 class GuardedCursor(_Guard):
     """A sqlite3 cursor (execute, fetch, iterate) raising StorageError; other attributes are the cursor's."""
@@ -63,55 +72,34 @@ class GuardedCursor(_Guard):
         self.raw = raw
 
     def execute(self, sql: str, parameters=()) -> GuardedCursor:
-        try:
+        with self:
             self.raw.execute(sql, parameters)
-        except sqlite3.Error as e:
-            self.failed(e)
-            raise
         return self
 
     def executemany(self, sql: str, rows) -> GuardedCursor:
-        try:
+        with self:
             self.raw.executemany(sql, rows)
-        except sqlite3.Error as e:
-            self.failed(e)
-            raise
         return self
 
     def fetchone(self):
-        try:
+        with self:
             return self.raw.fetchone()
-        except sqlite3.Error as e:
-            self.failed(e)
-            raise
 
     def fetchmany(self, size: int | None = None):
-        try:
+        with self:
             return self.raw.fetchmany() if size is None else self.raw.fetchmany(size)
-        except sqlite3.Error as e:
-            self.failed(e)
-            raise
 
     def fetchall(self):
-        try:
+        with self:
             return self.raw.fetchall()
-        except sqlite3.Error as e:
-            self.failed(e)
-            raise
 
     def __iter__(self):
-        try:  # one generator over the raw cursor: no Python call per row
+        with self:  # one generator over the raw cursor: no Python call per row
             yield from self.raw
-        except sqlite3.Error as e:  # rows are read from disk as they are stepped through
-            self.failed(e)
-            raise
 
     def __next__(self):
-        try:
+        with self:  # rows are read from disk as they are stepped through
             return next(self.raw)
-        except sqlite3.Error as e:  # rows are read from disk as they are stepped through
-            self.failed(e)
-            raise
 
     @property
     def row_factory(self):
@@ -135,11 +123,8 @@ class GuardedConnection(_Guard):
         self.raw = raw
 
     def cursor(self) -> GuardedCursor:
-        try:
+        with self:
             return GuardedCursor(self.raw.cursor(), self._message)
-        except sqlite3.Error as e:
-            self.failed(e)
-            raise
 
     def execute(self, sql: str, parameters=()) -> GuardedCursor:
         return self.cursor().execute(sql, parameters)
@@ -148,18 +133,12 @@ class GuardedConnection(_Guard):
         return self.cursor().executemany(sql, rows)
 
     def commit(self) -> None:
-        try:
+        with self:
             self.raw.commit()
-        except sqlite3.Error as e:
-            self.failed(e)
-            raise
 
     def rollback(self) -> None:
-        try:
+        with self:
             self.raw.rollback()
-        except sqlite3.Error as e:
-            self.failed(e)
-            raise
 
     def close(self) -> None:
         self.raw.close()
