@@ -34,9 +34,11 @@ def train_points(rows) -> list[Point]:
     key, value, wall_time) rows; a step's keys share one wall time."""
     seen, out = set(), []
     for step, _epoch, split, _key, _value, wall in rows:
-        if split == "train" and wall is not None and (step, round(wall, 3)) not in seen:
-            seen.add((step, round(wall, 3)))
-            out.append((int(step), float(wall)))
+        if split == "train" and wall is not None:
+            once = (step, round(wall, 3))
+            if once not in seen:
+                seen.add(once)
+                out.append((int(step), float(wall)))
     return sorted(out, key=lambda p: (p[1], p[0]))
 
 
