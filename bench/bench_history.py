@@ -99,9 +99,10 @@ def bulk_write(store, run_id: str, steps: int, rng) -> None:
     """The rows of `rows_for(1, steps)` and their min/max buckets, written as the store's own
     `write_metrics` would leave them but column-wise with numpy (tens of seconds for 10M steps instead
     of many minutes): raw rows through one executemany per chunk, bucket rows built from numpy columns
-    (`history._levels`' merge), one transaction per chunk. tests/test_history.py's bucket invariants
+    (`history_buckets._levels`' merge), one transaction per chunk. tests/test_history.py's bucket invariants
     are what `check_bulk` compares on a small run."""
-    from studio.runs import history, timing
+    from studio.runs import history_buckets as buckets
+    from studio.runs import history_schema, timing
 
     conn = store.connect()
     # A store being generated has no reader and nothing to recover: write it once, not to the WAL and
@@ -126,25 +127,25 @@ def bulk_write(store, run_id: str, steps: int, rng) -> None:
                                  "VALUES (?, ?, ?, ?, ?, ?, ?)",
                                  zip([run_id] * len(step), step.tolist(), epoch.tolist(), [split] * len(step),
                                      [key] * len(step), value.tolist(), wall.tolist(), strict=True))
-                rec = history.records_from_points(step, epoch, wall, value)
+                rec = buckets.records_from_points(step, epoch, wall, value)
                 ids = step.astype(np.int64)
                 for level in range(1, BULK_LEVEL + 1):
-                    ids = ids // history.BASE
-                    rec = history.merge(rec, ids)
-                    ids = ids[history._starts(ids)]
-                    conn.executemany(history._INSERT, _columns_to_rows(run_id, key, split, level, ids, rec))
+                    ids = ids // history_schema.BASE
+                    rec = buckets.merge(rec, ids)
+                    ids = ids[buckets.run_starts(ids)]
+                    conn.executemany(buckets._INSERT, _columns_to_rows(run_id, key, split, level, ids, rec))
                 tops.setdefault(key, [split, [], []])
                 tops[key][1].append(ids)
                 tops[key][2].append(rec)
             conn.execute("UPDATE runs SET step=MAX(step, ?) WHERE id=?", (hi, run_id))
     with store.transaction():
         for key, (split, id_parts, rec_parts) in tops.items():
-            ids, rec = np.concatenate(id_parts), history.concat(rec_parts)
-            for level in range(BULK_LEVEL + 1, history.LEVELS + 1):
-                ids = ids // history.BASE
-                rec = history.merge(rec, ids)
-                ids = ids[history._starts(ids)]
-                conn.executemany(history._INSERT, _columns_to_rows(run_id, key, split, level, ids, rec))
+            ids, rec = np.concatenate(id_parts), buckets.concat(rec_parts)
+            for level in range(BULK_LEVEL + 1, history_schema.LEVELS + 1):
+                ids = ids // history_schema.BASE
+                rec = buckets.merge(rec, ids)
+                ids = ids[buckets.run_starts(ids)]
+                conn.executemany(buckets._INSERT, _columns_to_rows(run_id, key, split, level, ids, rec))
     if last is not None:
         with store.transaction():
             conn.execute("INSERT OR REPLACE INTO run_timing (run_id, seconds, last_step, last_wall) "
@@ -168,12 +169,12 @@ def _bulk_series(lo: int, hi: int, steps: int, rng) -> dict:
 
 
 def _columns_to_rows(run_id: str, key: str, split: str, level: int, ids: np.ndarray, rec: dict):
-    """Bucket rows as history._bucket_rows makes them (ints for counts, steps and epochs; None for NaN),
+    """Bucket rows as history_buckets._bucket_rows makes them (ints for counts, steps and epochs; None for NaN),
     converted a column at a time."""
-    from studio.runs import history
+    from studio.runs.history_schema import COLUMNS
 
     cols = []
-    for c in history.COLUMNS:
+    for c in COLUMNS:
         col = rec[c]
         nan = np.isnan(col)
         whole = c in ("rows", "count") or c.endswith(("_step", "_epoch"))
@@ -210,9 +211,9 @@ def check_bulk(tmp: Path, steps: int = 5000) -> None:
 
 
 def history_columns() -> tuple[str, ...]:
-    from studio.runs import history
+    from studio.runs.history_schema import COLUMNS
 
-    return history.COLUMNS
+    return COLUMNS
 
 
 def _reset(workspace: Path, steps: int) -> None:

@@ -19,7 +19,7 @@ from studio import inspection as ins
 from studio.deploy.lineage import teacher_pairs, teacher_student_rows
 from studio.errors import GraphError
 from studio.runs import Store, list_runs
-from studio.runs.history import final_and_best
+from studio.runs.history_read import final_and_best
 
 st.set_page_config(page_title="Compare · Neural Studio", page_icon="⚖️", layout="wide")
 nav.render()

@@ -145,3 +145,60 @@ def test_studio_never_imports_scipy():
             users += [str(path.relative_to(ROOT)) for n in names if n.split(".")[0] == "scipy"]
     assert users == []
     assert not [ln for ln in (ROOT / "requirements.txt").read_text().splitlines() if ln.startswith("scipy")]
+
+
+def _module_imports(root: Path) -> dict[str, set[str]]:
+    """{module: modules under `root` it imports}, named from root's parent (`studio.runs.store`; a
+    package's `__init__.py` is the package), counting imports inside functions too.
+
+    `from P import n` is an arrow to the module P.n when n is one, else to the module that P's
+    `__init__` re-exports n from, else to P. That a package's `__init__` runs before its submodules is
+    Python's doing, not an arrow the importing module draws.
+    """
+    files = {".".join(p.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in sorted(root.rglob("*.py"))}
+    trees = {m: ast.parse(p.read_text(), filename=str(p)) for m, p in files.items()}
+
+    def absolute(module: str, node: ast.ImportFrom) -> str:
+        package = module.split(".")[:None if files[module].name == "__init__.py" else -1]
+        base = package[:len(package) - node.level + 1] if node.level else []
+        return ".".join(base + ([node.module] if node.module else []))
+
+    def origin(module: str, name: str) -> str:
+        if f"{module}.{name}" in files:
+            return f"{module}.{name}"
+        if module in files and files[module].name == "__init__.py":
+            for node in trees[module].body:
+                if isinstance(node, ast.ImportFrom):
+                    for alias in node.names:
+                        if (alias.asname or alias.name) == name:
+                            return origin(absolute(module, node), alias.name)
+        return module
+
+    arrows: dict[str, set[str]] = {m: set() for m in files}
+    for module, tree in trees.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                targets = [origin(absolute(module, node), a.name) for a in node.names]
+            else:
+                continue
+            arrows[module] |= {t for t in targets if t in files and t != module}
+    return arrows
+
+
+def test_module_imports_follow_submodules_and_package_reexports(tmp_path):
+    files = {"__init__.py": "from pkg.a import A as B\n", "a.py": "A = 1\n",
+             "b.py": "from pkg import B, a\n\n\ndef f():\n    import pkg.c\n", "c.py": "from . import a\n"}
+    (tmp_path / "pkg").mkdir()
+    for name, text in files.items():
+        (tmp_path / "pkg" / name).write_text(text)
+    assert _module_imports(tmp_path / "pkg") == {"pkg": {"pkg.a"}, "pkg.a": set(), "pkg.b": {"pkg.a", "pkg.c"},
+                                                "pkg.c": {"pkg.a"}}
+
+
+def test_no_modules_of_studio_import_each_other_in_a_circle():
+    """A circle, lazy or not, means neither module can be read (or loaded) without the other."""
+    cycles = _cycles(_module_imports(ROOT / "studio"))
+    assert cycles == [], "import circles between modules of studio/: " + "; ".join(" -> ".join(c) for c in cycles)

@@ -1,4 +1,4 @@
-"""Downsampled histories (studio.runs.history) against the raw rows as the oracle: every group's exact
+"""Downsampled histories (studio.runs.history*) against the raw rows as the oracle: every group's exact
 min and max and the range's last point, incremental writes equal to a rebuild, truncation on resume,
 the backfill of older stores, steps per epoch, and the smoothing error bound."""
 
@@ -9,7 +9,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from studio.runs import history
+from studio.runs import history, history_buckets, history_read, history_schema
 from studio.runs.store import MetricWriter, Store
 
 
@@ -62,7 +62,7 @@ def series():
                                             (29_990, 40_000, 3)])
 def test_a_window_holds_the_exact_min_max_and_last_point_of_each_group(tmp_path, series, lo, hi, groups):
     store = make_store(tmp_path, series)
-    rec, gw = history.read_window(store.connect(), "r", "train_loss", lo, hi, groups=groups)
+    rec, gw = history_read.read_window(store.connect(), "r", "train_loss", lo, hi, groups=groups)
     check_window(rec, series, lo, hi, groups)
     points = history.drawn_points(rec)
     assert len(points["step"]) <= 2 * groups + 1
@@ -83,14 +83,14 @@ def test_incremental_buckets_equal_a_rebuild_and_survive_truncation(tmp_path, se
 
     incremental = table()
     with store.transaction():
-        history.rebuild(conn, "r")
+        history_buckets.rebuild(conn, "r")
     assert table() == incremental
     store.truncate_metrics("r", 12_345)  # a resume from the checkpoint at step 12,345
     truncated = table()
     with store.transaction():
-        history.rebuild(conn, "r")
+        history_buckets.rebuild(conn, "r")
     assert table() == truncated
-    rec, _ = history.read_window(conn, "r", "train_loss", 1, 20_000, groups=100)
+    rec, _ = history_read.read_window(conn, "r", "train_loss", 1, 20_000, groups=100)
     check_window(rec, series[:12_345], 1, 12_345, 100)
     store.delete_run("r")
     assert conn.execute("SELECT COUNT(*) FROM metric_buckets").fetchone()[0] == 0
@@ -104,7 +104,7 @@ def test_the_metric_writer_fills_the_buckets(tmp_path):
         writer.log(step, 0, "train", {"train_loss": 1.0 / step, "lr": 0.1})
         writer.end_step(step)
     writer.close()
-    found = history.summary(store.connect(), "r")
+    found = history_read.summary(store.connect(), "r")
     assert found == {"lr": ("train", 1, 500, 500), "train_loss": ("train", 1, 500, 500)}
 
 
@@ -113,20 +113,20 @@ def test_an_older_store_is_backfilled_once(tmp_path, series):
     store.close()
     conn = sqlite3.connect(tmp_path / "studio.db")  # as a store written before the buckets existed
     conn.execute("DELETE FROM metric_buckets")
-    conn.execute("DELETE FROM meta WHERE key=?", (history.BACKFILL_FLAG,))
+    conn.execute("DELETE FROM meta WHERE key=?", (history_schema.BUCKETS_BACKFILLED,))
     conn.commit()
     conn.close()
     store = Store(tmp_path / "studio.db")
-    rec, _ = history.read_window(store.connect(), "r", "train_loss", 1, 5000, groups=40)
+    rec, _ = history_read.read_window(store.connect(), "r", "train_loss", 1, 5000, groups=40)
     check_window(rec, series[:5000], 1, 5000, 40)
 
 
 def test_steps_per_epoch_is_the_last_step_of_epoch_zero(tmp_path):
     y = np.linspace(1, 0, 6000)
     store = make_store(tmp_path, y, epoch_len=1234)
-    assert history.steps_per_epoch(store.connect(), "r", "train_loss") == 1234
+    assert history_read.steps_per_epoch(store.connect(), "r", "train_loss") == 1234
     store = make_store(tmp_path / "one", y[:1000], epoch_len=1234)
-    assert history.steps_per_epoch(store.connect(), "r", "train_loss") is None  # epoch 1 has not begun
+    assert history_read.steps_per_epoch(store.connect(), "r", "train_loss") is None  # epoch 1 has not begun
 
 
 @pytest.mark.parametrize("weight", [0.6, 0.9, 0.99])
@@ -140,10 +140,10 @@ def test_smoothing_on_buckets_stays_within_its_stated_error(tmp_path, weight):
     conn = store.connect()
     exact = history.ema(y, weight)  # smoothing every logged row, TensorBoard's way
     for lo, hi in [(1, n), (15_000, 17_000), (15_000, 15_400)]:
-        rec, gw = history.read_window(conn, "r", "train_loss", lo, hi, groups=100)
+        rec, gw = history_read.read_window(conn, "r", "train_loss", lo, hi, groups=100)
         lead = None
         if lo > 1:  # what MetricHistory reads before a zoomed range
-            lead, _ = history.read_window(conn, "r", "train_loss", max(1, lo - 4 * history.lead_rows(weight) - gw),
+            lead, _ = history_read.read_window(conn, "r", "train_loss", max(1, lo - 4 * history.lead_rows(weight) - gw),
                                           lo - 1, groups=100, gw=gw)
         at, smoothed, bound = history.smooth(rec, weight, lead)
         want = exact[at.astype(int) - 1]

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from studio.errors import StorageError, TrainError
-from studio.runs import timing
+from studio.runs import history_schema, timing
 from studio.runs.guarded import GuardedConnection, passes_through
 from studio.workspace import workspace_dir
 
@@ -77,33 +77,6 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_run ON events (run_id, time);
 """
-
-# The downsampled histories' table (studio.runs.history fills and reads it; the schema lives here so
-# that opening the store needs no numpy: the CLI follows runs without it).
-BUCKET_LEVELS = 8  # bucket widths 8 .. 8**8 steps
-_BUCKETS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS metric_buckets (
-    run_id TEXT NOT NULL,
-    key TEXT NOT NULL,
-    level INTEGER NOT NULL,           -- width 8**level steps
-    bucket INTEGER NOT NULL,          -- covers steps [bucket * width, (bucket + 1) * width)
-    split TEXT NOT NULL,
-    rows INTEGER NOT NULL,            -- metric rows in the bucket (NaN included)
-    count INTEGER NOT NULL,           -- finite values (what smoothing averages)
-    sum REAL NOT NULL,                -- of the finite values
-    first_step INTEGER NOT NULL, first_epoch INTEGER NOT NULL, first_wall REAL NOT NULL,
-    min_value REAL, min_step INTEGER, min_epoch INTEGER, min_wall REAL,   -- NULL when every value is NaN
-    max_value REAL, max_step INTEGER, max_epoch INTEGER, max_wall REAL,
-    last_step INTEGER NOT NULL, last_epoch INTEGER NOT NULL, last_wall REAL NOT NULL, last_value REAL,
-    PRIMARY KEY (run_id, key, level, bucket)
-) WITHOUT ROWID
-"""
-# The widest buckets (a few per key) answer "which keys, from which step to which": a partial index keeps
-# that query off the other levels' rows. (SQLite uses it only with the level written as a literal.)
-_TOP_INDEX = ("CREATE INDEX IF NOT EXISTS metric_buckets_top ON metric_buckets (run_id, key) "
-              f"WHERE level = {BUCKET_LEVELS}")
-BUCKETS_BACKFILLED = "metric_buckets"  # meta key set once every run's buckets were built from its raw rows
-
 
 _RUN_COLUMNS = (
     "id", "name", "status", "created", "started", "ended", "pid", "heartbeat", "graph", "config",
@@ -286,20 +259,20 @@ class Store:
                     f"the run store {str(self.path)!r} has schema version {row['value']}, newer than this "
                     f"studio's {SCHEMA_VERSION}; upgrade Neural Studio or point STUDIO_WORKSPACE elsewhere"
                 )
-            # The downsampled histories (studio.runs.history): the table, and once per store the
+            # The downsampled histories (studio.runs.history_schema): the table, and once per store the
             # buckets of the runs it held before the table existed.
-            conn.execute(_BUCKETS_SCHEMA)
-            conn.execute(_TOP_INDEX)
+            conn.execute(history_schema.BUCKETS_SCHEMA)
+            conn.execute(history_schema.BUCKETS_TOP_INDEX)
             conn.execute(timing.TIMING_SCHEMA)  # each run's training time, kept as rows are written
             if conn.execute("SELECT 1 FROM meta WHERE key=?", (timing.TIMING_BACKFILLED,)).fetchone() is None:
                 timing.backfill(conn)
                 conn.execute("INSERT INTO meta (key, value) VALUES (?, '1')", (timing.TIMING_BACKFILLED,))
-            if conn.execute("SELECT 1 FROM meta WHERE key=?", (BUCKETS_BACKFILLED,)).fetchone() is None:
+            if conn.execute("SELECT 1 FROM meta WHERE key=?", (history_schema.BUCKETS_BACKFILLED,)).fetchone() is None:
                 if conn.execute("SELECT 1 FROM metrics LIMIT 1").fetchone() is not None:
-                    from studio.runs import history
+                    from studio.runs import history_buckets  # numpy: only for a store older than the buckets
 
-                    history.backfill(conn)
-                conn.execute("INSERT INTO meta (key, value) VALUES (?, '1')", (BUCKETS_BACKFILLED,))
+                    history_buckets.backfill(conn)
+                conn.execute("INSERT INTO meta (key, value) VALUES (?, '1')", (history_schema.BUCKETS_BACKFILLED,))
 
     # ---- runs ---------------------------------------------------------------------------------
     def create_run(self, run_id: str, *, name: str, graph: dict, config: dict, dataset_id: str,
@@ -373,7 +346,7 @@ class Store:
         """Insert (step, epoch, split, key, value, wall_time) rows in one transaction; moves runs.step."""
         if not rows:
             return
-        from studio.runs import history  # numpy: only where metrics are written (a worker)
+        from studio.runs import history_buckets  # numpy: only where metrics are written (a worker)
 
         with self.transaction():
             conn = self.connect()
@@ -382,7 +355,7 @@ class Store:
                 [(run_id, *r) for r in rows],
             )
             conn.execute("UPDATE runs SET step=MAX(step, ?) WHERE id=?", (max(r[0] for r in rows), run_id))
-            history.add_rows(conn, run_id, rows)  # the min/max buckets, in the same transaction
+            history_buckets.add_rows(conn, run_id, rows)  # the min/max buckets, in the same transaction
             timing.add_rows(conn, run_id, rows)  # and the training time
 
     def read_metrics(self, run_id: str, *, since_step: int = -1, keys: list[str] | None = None,
@@ -461,12 +434,12 @@ class Store:
 
     def truncate_metrics(self, run_id: str, after_step: int) -> int:
         """Delete rows with step > after_step (a resumed run recomputes them); returns the count."""
-        from studio.runs import history
+        from studio.runs import history_buckets
 
         with self.transaction():
             cur = self.connect().execute("DELETE FROM metrics WHERE run_id=? AND step>?", (run_id, after_step))
             self.connect().execute("UPDATE runs SET step=? WHERE id=?", (after_step, run_id))
-            history.truncate(self.connect(), run_id, after_step)
+            history_buckets.truncate(self.connect(), run_id, after_step)
         return cur.rowcount
 
     # ---- events -------------------------------------------------------------------------------
