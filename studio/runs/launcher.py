@@ -9,8 +9,9 @@ for it and reconciles when it ends, so the queue drains even when no page is ope
 
 Supervisors are started with `subprocess.Popen(..., start_new_session=True)`, not multiprocessing
 (which re-executes Streamlit's page in the child): they survive the server and the browser tab.
-The launcher names the process to run by module (`BACKEND_MODULES`) and imports nothing from
-training: a config is anything with `to_dict()` and `validate()` (a TrainConfig), or a document.
+The launcher names the process to run by module (each backend's `module` in `studio.runs.backends`)
+and imports nothing from training: a config is anything with `to_dict()` and `validate()` (a
+TrainConfig), or a document.
 
 Example (with a Graph `graph` and `from studio.training import TrainConfig`)::
 
@@ -31,16 +32,14 @@ from pathlib import Path
 
 from studio.errors import StorageError, TrainError
 from studio.graph import Graph, parse_graph
-from studio.runs import spare
+from studio.runs import backends, spare
 from studio.runs.rundir import STOP_FILE, RunDir
 from studio.runs.store import RESUMABLE_STATUSES, RunRecord, Store, storage_message
 from studio.workspace import workspace_dir
 
 __all__ = ["STOP_FILE", "max_concurrent", "run_dir", "new_run_id", "start_run", "stop_run", "resume_run",
-           "delete_run", "rename_run", "list_runs", "reconcile", "pid_alive", "keep_spare_ready", "BACKEND_MODULES"]
+           "delete_run", "rename_run", "list_runs", "reconcile", "pid_alive", "keep_spare_ready"]
 
-# The process that trains a run, by backend: `python -m MODULE RUN_DIR`.
-BACKEND_MODULES = {"local": "studio.training.worker", "ray": "studio.training.distributed"}
 START_GRACE_SECONDS = 30.0    # a claimed run may take this long to record its worker's pid
 LOST_AFTER_SECONDS = 120.0    # no heartbeat for this long = lost, even if the pid looks alive (pid reuse)
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -78,10 +77,11 @@ def start_run(graph: Graph | dict, dataset_id: str, config=None, *,
 
     `config` is a TrainConfig (validated here: ConfigError lists every problem) or a config document
     (a dict, checked by the worker); None means every default. `backend` is where it trains:
-    None or {"kind": "local"} (a worker process on this machine), or RaySettings(...).to_dict() (a
-    driver process on this machine running the ranks on Ray). Raises GraphError for a malformed
-    graph document; the heavier checks (the graph against the dataset, the Ray cluster) happen in
-    the worker and end as `failed` with the message.
+    None or {"kind": "local"} (a worker process on this machine), or a registered backend's settings
+    document (`studio.runs.backends`), e.g. RaySettings(...).to_dict() (a driver process on this
+    machine running the ranks on Ray). Raises GraphError for a malformed graph document; the heavier
+    checks (the graph against the dataset, the Ray cluster) happen in the worker and end as `failed`
+    with the message.
     """
     if isinstance(graph, dict):
         graph = parse_graph(graph)
@@ -92,9 +92,8 @@ def start_run(graph: Graph | dict, dataset_id: str, config=None, *,
         config = config.to_dict()
     if not isinstance(dataset_id, str) or not dataset_id:
         raise TrainError(f"dataset_id must be a dataset id such as 'digits', got {dataset_id!r}")
-    backend = dict(backend or {"kind": "local"})
-    if backend.get("kind") not in BACKEND_MODULES:
-        raise TrainError(f"backend {backend.get('kind')!r} is unknown; use one of {', '.join(BACKEND_MODULES)}")
+    backend = dict(backend or {"kind": backends.DEFAULT_BACKEND})
+    backends.get(backend.get("kind"))  # TrainError naming the known backends
     workers = int(backend.get("workers", 1))
     store = store or Store()
     run_id = new_run_id()
@@ -300,7 +299,7 @@ def keep_spare_ready(store: Store | None = None) -> None:
         return
     _reap_children()
     try:
-        if any(r.backend == "local" for r in (store or Store()).list_runs("running")):
+        if any(_takes_spares(r.backend) for r in (store or Store()).list_runs("running")):
             return
     except StorageError:
         return
@@ -323,9 +322,15 @@ def keep_spare_ready(store: Store | None = None) -> None:
         return
 
 
+def _takes_spares(kind: str) -> bool:
+    """Whether runs of this backend are handed to warm spares (a store row names a registered backend)."""
+    found = backends.BACKENDS.get(kind)
+    return found is not None and found.warm_spares
+
+
 def _hand_to_spare(store: Store, run_id: str, directory: RunDir) -> bool:
     """Give a local run to a ready spare; False (nothing changed) when none takes it."""
-    if not spare.enabled() or directory.backend().get("kind", "local") != "local":
+    if not spare.enabled() or not backends.of(directory.backend()).warm_spares:
         return False
     try:
         ready = [d for d in _spares_dir().glob("*") if spare.is_ready(d) and _spare_alive(d)]
@@ -349,7 +354,7 @@ def _spawn(store: Store, run_id: str) -> None:
         return
     env = _child_env()
     try:
-        module = BACKEND_MODULES[directory.backend().get("kind", "local")]
+        module = backends.of(directory.backend()).module
         with open(directory.log_file, "ab") as out:
             # The supervisor runs `python -m module RUN_DIR`, waits for it and reconciles when it ends.
             proc = subprocess.Popen(
@@ -357,7 +362,7 @@ def _spawn(store: Store, run_id: str) -> None:
                 cwd=_PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-    except (OSError, KeyError, TrainError, ValueError) as e:
+    except (OSError, TrainError, ValueError) as e:
         store.set_status(run_id, "failed", error=f"could not start the worker process: {e}")
         return
     _CHILDREN[proc.pid] = proc  # the supervisor records its worker's pid as the run's (START_GRACE_SECONDS)

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from studio.errors import TrainError
+from studio.schema import Field
 
 _ADDRESS = re.compile(r"(local|auto|ray://[A-Za-z0-9_.\-]+:\d{1,5}|[A-Za-z0-9_.\-]+:\d{1,5})")
 PROBE_TIMEOUT_S = 60.0
@@ -35,17 +36,32 @@ INSTALL_HINT = "pip install 'ray[train]==2.60.0'"
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
+def _f(default, kind: str, help: str, **schema):
+    """A dataclass field whose schema (a studio.schema Field, named after the field later) is its metadata;
+    the Train page's "Where it runs" form is generated from these (studio.runs.backends)."""
+    return field(default=default, metadata={"field": Field("", kind, default, help, **schema)})
+
+
 @dataclass
 class RaySettings:
     """A Ray run: where the cluster is and what each data-parallel rank gets."""
 
-    address: str = "local"         # local (embedded Ray on this machine) | auto (running cluster) | ray://host:port
-    workers: int = 2               # data-parallel ranks; the global batch is split between them
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0   # > 0: ranks train on CUDA with NCCL; 0: CPU with gloo
-    max_failures: int = 2          # restarts of the worker group from the last checkpoint
-    storage_path: str | None = None  # Ray Train's storage (a shared path or s3://... on a multi-node cluster)
-    resources: dict = field(default_factory=dict)  # extra custom resources per worker, e.g. {"trainer_node": 1}
+    address: str = _f("local", "str", "local: start Ray on this machine; auto: join the cluster running here "
+                      "(ray start --head); ray://HOST:10001: a remote cluster.")
+    workers: int = _f(2, "int", "Data-parallel ranks; each trains on its share of every batch (the batch size "
+                      "stays the global batch).", min=1)
+    cpus_per_worker: float = _f(1.0, "float", "CPUs each rank reserves on the cluster.", min=0.0,
+                                min_exclusive=True)
+    gpus_per_worker: float = _f(0.0, "float", "> 0: the ranks train on CUDA with NCCL; 0: on the CPU with gloo.",
+                                min=0.0)
+    max_failures: int = _f(2, "int", "Restarts of the worker group from the last checkpoint after a worker dies.",
+                           min=0, advanced=True)
+    storage_path: str | None = _f(None, "str", "Ray Train's storage: on a multi-node cluster a directory every "
+                                  "node shares or an s3:// / gs:// URI. Checkpoints reach this machine either "
+                                  "way.", optional=True, advanced=True)
+    # Extra custom resources per worker, e.g. {"trainer_node": 1}: a mapping, so set in sweep files and the
+    # API, not in the form (no schema kind holds one).
+    resources: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         """TrainError naming every bad setting with the received value."""
@@ -115,6 +131,12 @@ def require_ray() -> None:
     if not ray_installed():
         raise TrainError(f"the Ray backend needs Ray, which is not installed here; install it with {INSTALL_HINT} "
                          "or train on this machine (backend 'local')")
+
+
+def check(settings: RaySettings) -> None:
+    """The checks that need no cluster: the settings, and Ray installed here."""
+    settings.validate()
+    require_ray()
 
 
 def local_resources() -> ClusterInfo:
@@ -219,17 +241,20 @@ if __name__ == "__main__":
     print(json.dumps(_probe(sys.argv[1])), flush=True)
 
 
-def backend_from_args(args) -> dict | None:
-    """The `backend` for start_run from the CLI's train flags: None for this machine; for Ray the
-    settings after a preflight (TrainError before any run exists when Ray is missing, the cluster
-    cannot be reached or the request does not fit)."""
-    if (getattr(args, "backend", None) or "local") == "local":
-        return None
-    settings = RaySettings(
+def settings_from_args(args) -> RaySettings:
+    """The Ray settings the CLI's train flags ask for (--ray-address, --workers, --cpus-per-worker, ...)."""
+    return RaySettings(
         address=getattr(args, "ray_address", None) or "local", workers=getattr(args, "workers", None) or 1,
         cpus_per_worker=getattr(args, "cpus_per_worker", None) or 1.0,
         gpus_per_worker=getattr(args, "gpus_per_worker", None) or 0.0,
         max_failures=2 if getattr(args, "max_failures", None) is None else args.max_failures,
         storage_path=getattr(args, "storage_path", None))
+
+
+def backend_from_args(args) -> dict:
+    """The `backend` for start_run from the CLI's train flags with `--backend ray`, after a preflight
+    (TrainError before any run exists when Ray is missing, the cluster cannot be reached or the
+    request does not fit). The CLI reaches it through `studio.runs.backends.from_args`."""
+    settings = settings_from_args(args)
     preflight(settings)
     return settings.to_dict()

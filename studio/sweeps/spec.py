@@ -20,18 +20,21 @@ from pathlib import Path
 
 from studio.errors import DataError, GraphError, TrainError
 from studio.graph import Graph, load_graph, parse_graph, value_problem
+from studio.runs import backends as registry
 from studio.training.config import MAXIMIZED_METRICS, ConfigError, TrainConfig
 
 SWEEP_FORMAT = "studio.sweep/1"
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("none", "median", "halving")
-BACKENDS = ("local", "ray")
+BACKENDS = tuple(registry.BACKENDS)  # where trials train (studio.runs.backends)
+# A backend with settings takes them in an object of its name ("ray": {"workers": 2}).
+_SETTINGS_KEYS = tuple(name for name, b in registry.BACKENDS.items() if b.has_settings)
 DIRECTIONS = ("minimize", "maximize")
 # How a parameter's values are given: a list (choice; grid for the grid sampler) or a [low, high] range.
 DISTRIBUTIONS = ("choice", "grid", "uniform", "log_uniform")
 MAX_TRIALS = 10_000
 _KEYS = ("format", "name", "graph", "data", "data_options", "config", "space", "objective", "direction",
-         "trials", "parallel", "sampler", "pruner", "backend", "ray")
+         "trials", "parallel", "sampler", "pruner", "backend", *_SETTINGS_KEYS)
 _METRIC = re.compile(r"(val|train)_[A-Za-z0-9_]{1,60}")
 _CONFIG_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name != "version")
 
@@ -82,17 +85,14 @@ class SweepSpec:
     parallel: int = 1
     sampler: str = "tpe"
     pruner: str = "none"
-    backend: str = "local"
-    ray: dict = field(default_factory=dict)      # RaySettings fields for "backend": "ray" (address, workers, ...)
+    backend: str = registry.DEFAULT_BACKEND
+    settings: dict = field(default_factory=dict)  # the backend's settings as the file gives them (Ray: "ray")
     name: str = ""
 
     def backend_settings(self) -> dict | None:
-        """What start_run takes as `backend`: None for local trials, RaySettings' document for Ray."""
-        if self.backend != "ray":
-            return None
-        from studio.runs.ray_backend import RaySettings
-
-        return RaySettings.from_dict(self.ray).to_dict()
+        """What start_run takes as `backend`: None for local trials, the settings' document otherwise
+        (RaySettings' for Ray)."""
+        return registry.start_argument(registry.get(self.backend).settings.from_dict(self.settings))
 
     def to_dict(self, graph_path: str = "graph.json") -> dict:
         """The sweep document, naming the graph by `graph_path` (relative to the sweep file)."""
@@ -100,7 +100,8 @@ class SweepSpec:
                 "data_options": dict(self.data_options), "config": dict(self.config),
                 "space": {k: d.to_dict() for k, d in self.space.items()}, "objective": self.objective,
                 "direction": self.direction, "trials": self.trials, "parallel": self.parallel,
-                "sampler": self.sampler, "pruner": self.pruner, "backend": self.backend, "ray": dict(self.ray)}
+                "sampler": self.sampler, "pruner": self.pruner, "backend": self.backend,
+                **{key: dict(self.settings) if key == self.backend else {} for key in _SETTINGS_KEYS}}
 
 
 def load_sweep(path: str | Path) -> SweepSpec:
@@ -172,20 +173,8 @@ def parse_sweep(doc: object, *, base_dir: str | Path | None = None, source: str 
 
     sampler = _one_of(doc, "sampler", SAMPLERS, "tpe", bad)
     pruner = _one_of(doc, "pruner", PRUNERS, "none", bad)
-    backend = _one_of(doc, "backend", BACKENDS, "local", bad)
-    ray = doc.get("ray", {})
-    if not isinstance(ray, dict):
-        bad(("ray", f"must be a JSON object of Ray settings such as {{\"workers\": 2}}, got {ray!r}"))
-        ray = {}
-    elif ray and backend != "ray":
-        bad(("ray", "Ray settings are given but \"backend\" is not \"ray\"; set \"backend\": \"ray\" or drop them"))
-    elif backend == "ray":
-        from studio.runs.ray_backend import RaySettings
-
-        try:
-            RaySettings.from_dict(ray)
-        except TrainError as e:
-            bad(("ray", str(e)))
+    backend = _one_of(doc, "backend", BACKENDS, registry.DEFAULT_BACKEND, bad)
+    settings = _backend_settings(doc, backend, bad)
     space = _space(doc.get("space"), graph, base, sampler, bad)
 
     objective = doc.get("objective")
@@ -211,7 +200,7 @@ def parse_sweep(doc: object, *, base_dir: str | Path | None = None, source: str 
         raise SweepError(problems, source)
     return SweepSpec(graph=graph, data=data, space=space, objective=objective, trials=trials, direction=direction,
                      data_options=dict(options), config=dict(config), parallel=parallel, sampler=sampler,
-                     pruner=pruner, backend=backend, ray=dict(ray), name=name or f"sweep of {graph.name}")
+                     pruner=pruner, backend=backend, settings=settings, name=name or f"sweep of {graph.name}")
 
 
 def _graph(value, base_dir, bad) -> Graph | None:
@@ -234,6 +223,26 @@ def _graph(value, base_dir, bad) -> Graph | None:
     except (OSError, ValueError) as e:
         bad(("graph", f"{value!r} cannot be read: {e}"))
     return None
+
+
+def _backend_settings(doc: dict, backend: str, bad) -> dict:
+    """The chosen backend's settings object (checked), and a problem for settings given to another one."""
+    chosen = {}
+    for key in _SETTINGS_KEYS:
+        b = registry.get(key)
+        given = doc.get(key, {})
+        if not isinstance(given, dict):
+            bad((key, f"must be a JSON object of {b.noun} settings such as {json.dumps(b.example)}, got {given!r}"))
+        elif given and backend != key:
+            bad((key, f"{b.noun} settings are given but \"backend\" is not \"{key}\"; set \"backend\": \"{key}\" "
+                      "or drop them"))
+        elif backend == key:
+            try:
+                b.settings.from_dict(given)
+            except TrainError as e:
+                bad((key, str(e)))
+            chosen = dict(given)
+    return chosen
 
 
 def _one_of(doc: dict, key: str, allowed: tuple, default: str, bad) -> str:

@@ -13,6 +13,7 @@ import sys
 import time
 
 from studio.dataset_ids import check_dataset_id, task_of
+from studio.runs import backends
 from studio.runs.launcher import list_runs, reconcile, resume_run, run_dir, start_run, stop_run
 from studio.runs.store import ACTIVE_STATUSES, Store
 from studio.training.config import (
@@ -52,9 +53,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if config.init_from:
             for line in match_graph(graph, config.init_from).lines():
                 print(line, file=sys.stderr)
-    from studio.runs.ray_backend import backend_from_args
-
-    backend = backend_from_args(args)  # None: this machine; Ray: checked against the cluster first
+    backend = backends.from_args(args)  # None: this machine; otherwise checked by its preflight (Ray: the cluster)
     store = Store()
     run_id = start_run(graph, args.data, config, name=getattr(args, "name", None), dataset_options=options,
                        store=store, backend=backend, parent_id=config.init_from or None)
