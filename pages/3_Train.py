@@ -23,7 +23,7 @@ from components.history_view import update_histories, zoom_control
 from components.run_store import open_store, read_or_stop, shows_store_errors
 from studio.data import check_graph_fits, get_info, list_datasets
 from studio.errors import DataError, GraphError, StorageError, StudioError
-from studio.runs import keep_spare_ready, list_runs, start_run
+from studio.runs import backends, keep_spare_ready, list_runs, start_run
 
 st.set_page_config(page_title="Train · Neural Studio", page_icon="🏋️", layout="wide")
 nav.render()
@@ -138,7 +138,7 @@ if launch and not reasons:
         else:
             st.session_state[PICKED] = [run_id]
             st.success(f"Launched {run_id}: it trains in the background; follow it below.")
-if not backend or backend.get("kind", "local") == "local":
+if backends.of(backend).warm_spares:
     keep_spare_ready(store)  # a worker warms up for the next launch (studio.runs.spare)
 
 # ---- runs and live charts --------------------------------------------------------------------------
