@@ -1,22 +1,35 @@
-"""The Train page's "Where it runs" choice: this machine, or a Ray cluster with its workers.
+"""The Train page's "Where it runs" choice: one option per registered backend (`studio.runs.backends`),
+and the chosen backend's settings through the one generated form (`components.schema_form`).
 
-For Ray it shows the cluster's CPUs, GPUs and nodes before launch (asked by a short-lived
-subprocess, so the Streamlit server never joins a cluster; cached for half a minute) and says
-plainly why a launch is refused: Ray missing, the cluster unreachable, or a request that does not
-fit. `render()` returns (backend for start_run or None for this machine, refusal or None).
+It says plainly why a launch is refused: a setting out of range, the backend's software missing, or,
+for Ray, a cluster that cannot be reached or a request that does not fit. For Ray it shows the
+cluster's CPUs, GPUs and nodes before launch (asked by a short-lived subprocess, so the Streamlit
+server never joins a cluster; cached for half a minute). `render()` returns (backend for start_run or
+None for this machine, refusal or None).
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
+from components import schema_form
 from components.canvas import st_escape
 from studio.errors import StudioError
-from studio.runs.ray_backend import ClusterInfo, RaySettings, check_fits, cluster_resources, require_ray
+from studio.runs.backends import BACKENDS, Backend, start_argument
+from studio.runs.ray_backend import ClusterInfo, RaySettings, check_fits, cluster_resources
+from studio.schema import Field, SettingError
 
 KEY = "studio.train.backend."
-CHOICES = {"local": "This machine", "ray": "Ray cluster"}
+# Ray's widgets keep the keys they had before this form was generated from RaySettings' schema (open
+# sessions and tests/test_ray.py hold them); any other backend's are KEY + "<backend>.<field>".
+_KEPT_KEYS = {("ray", "address"): "address", ("ray", "workers"): "workers", ("ray", "cpus_per_worker"): "cpus",
+              ("ray", "gpus_per_worker"): "gpus", ("ray", "max_failures"): "max_failures",
+              ("ray", "storage_path"): "storage"}
 CACHE_S = 30
+
+
+def _key(backend: Backend, f: Field) -> str:
+    return KEY + _KEPT_KEYS.get((backend.name, f.name), f"{backend.name}.{f.name}")
 
 
 @st.cache_data(ttl=CACHE_S, show_spinner="Asking the Ray cluster for its resources...")
@@ -28,56 +41,69 @@ def _resources(address: str) -> tuple[dict | None, str | None]:
         return None, str(e)
 
 
-def render() -> tuple[dict | None, str | None]:
-    """Draw the choice; returns (backend dict or None for this machine, a refusal message or None)."""
-    st.markdown("**Where it runs**")
-    where = st.radio("Where it runs", list(CHOICES), format_func=CHOICES.get, horizontal=True,
-                     key=KEY + "where", label_visibility="collapsed", persist_state="session",
-                     help="This machine: one background process. Ray: data-parallel workers on a Ray cluster "
-                          "(an embedded one on this machine with address 'local'); same charts, probes and "
-                          "resume.")
-    if where == "local":
-        return None, None
-    cols = st.columns([3, 1, 1, 1])
-    address = cols[0].text_input("Ray address", value="local", key=KEY + "address", persist_state="session",
-                                 help="local: start Ray on this machine; auto: join the cluster running here "
-                                      "(ray start --head); ray://HOST:10001: a remote cluster").strip()
-    workers = cols[1].number_input("Workers", min_value=1, max_value=256, value=2, step=1, key=KEY + "workers",
-                                   persist_state="session", help="Data-parallel ranks; each trains on its share "
-                                   "of every batch (the batch size stays the global batch)")
-    cpus = cols[2].number_input("CPUs per worker", min_value=0.1, value=1.0, step=1.0, key=KEY + "cpus",
-                                persist_state="session")
-    gpus = cols[3].number_input("GPUs per worker", min_value=0.0, value=0.0, step=1.0, key=KEY + "gpus",
-                                persist_state="session", help="> 0: the ranks train on CUDA with NCCL")
-    with st.expander("Ray settings for long runs"):
-        c1, c2 = st.columns([1, 3])
-        max_failures = c1.number_input("Max failures", min_value=0, max_value=100, value=2, step=1,
-                                       key=KEY + "max_failures", persist_state="session",
-                                       help="Restarts of the workers from the last checkpoint after one dies")
-        storage = c2.text_input("Storage path (optional)", key=KEY + "storage", persist_state="session",
-                                help="Ray Train's storage: on a multi-node cluster a directory every node shares "
-                                     "or an s3:// / gs:// URI. Checkpoints reach this machine either way.").strip()
-    settings = RaySettings(address=address, workers=int(workers), cpus_per_worker=float(cpus),
-                           gpus_per_worker=float(gpus), max_failures=int(max_failures), storage_path=storage or None)
-    try:
-        settings.validate()
-        require_ray()
-    except StudioError as e:
-        return None, str(e)
+def _ray_cluster(settings: RaySettings) -> str | None:
+    """The cluster's resources beside what the run asks for; the refusal when the cluster cannot be
+    reached or the request does not fit."""
     cols = st.columns([6, 1])
     if cols[1].button("Refresh", key=KEY + "refresh", icon=":material/refresh:", help="Ask the cluster again"):
         _resources.clear()
-    found, error = _resources(address)
+    found, error = _resources(settings.address)
     if error:
-        return None, error
+        return error
     info = ClusterInfo(**found)
     free = (f" ({info.available_cpus:g} CPUs, {info.available_gpus:g} GPUs free now)"
             if info.available_cpus is not None else "")
-    where_text = "this machine (Ray starts when the run does)" if address == "local" else f"`{st_escape(address)}`"
-    cols[0].caption(f"Cluster at {where_text}: **{info.describe()}**{free}. This run asks for "
+    where = ("this machine (Ray starts when the run does)" if settings.address == "local"
+             else f"`{st_escape(settings.address)}`")
+    cols[0].caption(f"Cluster at {where}: **{info.describe()}**{free}. This run asks for "
                     f"{settings.total('CPU'):g} CPUs and {settings.total('GPU'):g} GPUs.")
     try:
         check_fits(settings, info)
     except StudioError as e:
+        return str(e)
+    return None
+
+
+# What a backend shows once its settings pass its checks (by name; a backend without one needs none).
+_VIEWS = {"ray": _ray_cluster}
+
+
+def _widgets(backend: Backend, fields: list[Field]) -> None:
+    """One row: text settings wide, numbers narrow."""
+    for col, f in zip(st.columns([3 if f.kind == "str" else 1 for f in fields]), fields, strict=True):
+        with col:
+            schema_form.field_widget(f, _key(backend, f), f.default, state=True, numbers="number")
+
+
+def render() -> tuple[dict | None, str | None]:
+    """Draw the choice; returns (backend dict or None for this machine, a refusal message or None)."""
+    st.markdown("**Where it runs**")
+    name = st.radio("Where it runs", list(BACKENDS), format_func=lambda n: BACKENDS[n].label, horizontal=True,
+                    key=KEY + "where", label_visibility="collapsed", persist_state="session",
+                    help=". ".join(f"{b.label}: {b.description}" for b in BACKENDS.values())
+                    + "; same charts, probes and resume.")
+    backend = BACKENDS[name]
+    schema = backend.schema()
+    basic, advanced = [f for f in schema if not f.advanced], [f for f in schema if f.advanced]
+    if basic:
+        _widgets(backend, basic)
+    if advanced:
+        with st.expander(f"More {backend.noun} settings"):
+            _widgets(backend, advanced)
+    values, problems = {}, []
+    for f in schema:
+        raw = st.session_state.get(_key(backend, f), schema_form.shown_value(f, f.default, "number"))
+        try:
+            values[f.name] = schema_form.widget_value(f, raw, "number")
+        except SettingError as e:
+            problems.append(str(e))
+    if problems:
+        return None, "; ".join(problems)
+    settings = backend.settings(**values)
+    try:
+        backend.check(settings)
+    except StudioError as e:
         return None, str(e)
-    return settings.to_dict(), None
+    view = _VIEWS.get(backend.name)
+    refusal = view(settings) if view else None
+    return (None, refusal) if refusal else (start_argument(settings), None)
