@@ -5,8 +5,9 @@ import time
 
 import streamlit as st
 
-from components import graph_files, nav, session
-from components.canvas import st_escape
+from components import nav, session
+from components.build import graph_files
+from components.text import st_escape
 from studio.errors import StudioError
 from studio.runs.store import Store
 

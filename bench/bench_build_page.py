@@ -45,7 +45,7 @@ def cnn_50() -> dict:
 def main() -> None:
     from streamlit.testing.v1 import AppTest
 
-    from components.canvas import FLOW_KEY
+    from components.build.canvas import FLOW_KEY
 
     with tempfile.TemporaryDirectory() as ws:
         os.environ["STUDIO_WORKSPACE"] = ws

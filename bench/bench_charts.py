@@ -21,7 +21,7 @@ import numpy as np
 import plotly.io as pio
 
 from bench.common import report
-from components.charts import MetricHistory, run_figures
+from components.figures.charts import MetricHistory, run_figures
 from studio.runs.store import Store
 
 STEPS = 1_000_000

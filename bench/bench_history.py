@@ -284,7 +284,7 @@ def refresh(workspace: Path, next_step: list[int]) -> dict:
     """The live fragment's work for one tick after 100 new steps, and the TensorBoard-equivalent reload."""
     import plotly.io as pio
 
-    from components.charts import run_figures
+    from components.figures.charts import run_figures
     from studio.runs.history import MetricHistory
     from studio.runs.store import Store
 

@@ -56,7 +56,7 @@ def _train_run() -> str:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["STUDIO_WORKSPACE"] = str(Path(tmp) / "workspace")
-        from components import inspect_views as iv
+        from components.figures import inspect_views as iv
         from studio import inspection as ins
 
         run_id = _train_run()

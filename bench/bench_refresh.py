@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv if argv is not None else [])
     import plotly.io as pio
 
-    from components.charts import run_figures
+    from components.figures.charts import run_figures
     from studio.runs.history import MetricHistory
     from studio.runs.store import Store
 

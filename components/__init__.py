@@ -1,4 +1,4 @@
-"""Streamlit building blocks shared by the pages: the session's current graph, the canvas, the
-inspector, the palette and the Build page's panels. They may import streamlit and studio; studio
-never imports them.
+"""Streamlit building blocks for the pages: one folder per page (build/, data/, train/, inspect/),
+figures/ for pure figure functions, and at the top what every page shares (session, nav, run_store,
+schema_form, text). They may import streamlit and studio; studio never imports them.
 """

@@ -13,7 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import streamlit as st
 
-from components.canvas import st_escape
+from components.text import st_escape
 from studio.errors import StorageError, StudioError
 from studio.runs.store import Store
 from studio.workspace import workspace_dir

@@ -4,7 +4,7 @@ settings all render through `field_widget` and read back through `widget_value` 
 
 Two ways to hold a value, as the callers need them:
 - created from the value (`state=False`): the widget shows `value`; the inspector keys each widget by
-  the value it shows (`components.inspector.param_key`) and applies edits in `on_change`.
+  the value it shows (`components.build.inspector.param_key`) and applies edits in `on_change`.
 - kept in session state (`state=True`): the key holds the value across reruns and page visits
   (`persist_state="session"`); the Train form reads every key when Launch is pressed.
 """

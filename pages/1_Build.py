@@ -3,7 +3,9 @@ the issues, the live summary, the exported code, the templates and the graph fil
 
 import streamlit as st
 
-from components import canvas, graph_files, graph_rescue, inspector, nav, palette, panels, session
+from components import nav, session
+from components.build import canvas, graph_files, graph_rescue, inspector, palette, panels
+from components.text import st_escape
 
 st.set_page_config(page_title="Build · Neural Studio", page_icon="🧱", layout="wide")
 nav.render()
@@ -45,7 +47,7 @@ with bar[0]:
     status = ":green-badge[valid]" if analysis.ok else f":red-badge[{n_err} error{'s' * (n_err != 1)}]"
     if n_warn:
         status += f" :orange-badge[{n_warn} warning{'s' * (n_warn != 1)}]"
-    st.markdown(f"#### {canvas.st_escape(graph.name)} &nbsp; {status}")
+    st.markdown(f"#### {st_escape(graph.name)} &nbsp; {status}")
     st.caption(f"{len(graph.nodes)} nodes · {panels.params_text(analysis)} · "
                f"output {analysis.output_shape if analysis.output_shape is not None else '?'}")
 with bar[1].container(horizontal=True, horizontal_alignment="right"):

@@ -3,7 +3,8 @@ upload your own data, and set the current graph's input from it ("Use with curre
 
 import streamlit as st
 
-from components import data_page, nav
+from components import nav
+from components.data import data_page
 from studio.data import list_datasets
 
 st.set_page_config(page_title="Data · Neural Studio", page_icon="🗂️", layout="wide")

@@ -6,21 +6,14 @@ import time
 
 import streamlit as st
 
-from components import (
-    backend_form,
-    charts,
-    data_view,
-    nav,
-    panels,
-    run_exports,
-    run_table,
-    session,
-    sweep_view,
-    train_form,
-)
-from components.canvas import st_escape
-from components.history_view import update_histories, zoom_control
+from components import nav, session
+from components.build import panels
+from components.data import data_view
+from components.figures import charts
 from components.run_store import open_store, read_or_stop, shows_store_errors
+from components.text import st_escape
+from components.train import backend_form, run_exports, run_table, sweep_view, train_form
+from components.train.history_view import update_histories, zoom_control
 from studio.data import check_graph_fits, get_info, list_datasets
 from studio.errors import DataError, GraphError, StorageError, StudioError
 from studio.runs import backends, keep_spare_ready, list_runs, start_run
@@ -96,7 +89,7 @@ if sweep_tab.open:
         sweep_view.render(graph, dataset_id, options, info, reasons, open_store())
     st.stop()
 
-# ---- the training form (components.train_form: TrainConfig's schema through the one generated form) ----
+# ---- the training form (components.train.train_form: TrainConfig's schema through the one generated form) ----
 task = info.task if info else None
 defaults = train_form.start_from_defaults((graph.name, session.current_template(), task),
                                           session.current_template(), task)

@@ -4,10 +4,12 @@ dataset sample, an uploaded image or a drawing, with saliency, and diagnostics w
 
 import streamlit as st
 
-from components import inspect_probes, inspect_results, nav, run_exports, session
-from components.canvas import st_escape
+from components import nav, session
+from components.inspect import inspect_probes, inspect_results
 from components.run_store import open_store, read_or_stop
-from components.run_table import best_metric_text, status_badge
+from components.text import st_escape
+from components.train import run_exports
+from components.train.run_table import best_metric_text, status_badge
 from studio import inspection as ins
 from studio.errors import StudioError
 from studio.runs import list_runs

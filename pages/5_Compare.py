@@ -9,12 +9,13 @@ page."""
 import pandas as pd
 import streamlit as st
 
-from components import charts, nav, session
-from components.canvas import st_escape
-from components.history_view import update_histories, zoom_control
-from components.inspect_probes import code_span
+from components import nav, session
+from components.figures import charts
+from components.inspect.inspect_probes import code_span
 from components.run_store import in_background, open_store, read_or_stop, shows_store_errors
-from components.run_table import status_badge
+from components.text import st_escape
+from components.train.history_view import update_histories, zoom_control
+from components.train.run_table import status_badge
 from studio import inspection as ins
 from studio.deploy.lineage import teacher_pairs, teacher_student_rows
 from studio.errors import GraphError

@@ -4,9 +4,10 @@ as a new run."""
 
 import streamlit as st
 
-from components import deploy_view, nav, session
-from components.canvas import st_escape
+from components import nav, session
+from components.figures import deploy_view
 from components.run_store import open_store, read_or_stop
+from components.text import st_escape
 from studio.deploy import DESCRIPTIONS, METHODS, deploy_report
 from studio.deploy.lineage import start_finetune
 from studio.errors import StudioError

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from components.canvas import FLOW_KEY
-from components.inspector import parse_text
-from components.palette import add_layer
+from components.build.canvas import FLOW_KEY
+from components.build.inspector import parse_text
+from components.build.palette import add_layer
 from studio.analysis import analyze
 from studio.codegen import to_code
 from studio.graph import parse_graph

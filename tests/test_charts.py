@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from components.charts import (
+from components.figures.charts import (
     Curve,
     MetricHistory,
     chart_layout,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from components import data_view
+from components.data import data_view
 from studio.data import get_dataset, upload_csv
 from studio.graph import load_graph
 from tests.conftest import chain

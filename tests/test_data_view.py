@@ -1,11 +1,11 @@
-"""The Data page's pure helpers in components/data_view.py: the picker's label, the target text, the
+"""The Data page's pure helpers in components/data/data_view.py: the picker's label, the target text, the
 cache version of an upload and the upload kinds with their defaults."""
 
 from __future__ import annotations
 
 import inspect
 
-from components import data_view
+from components.data import data_view
 from studio.data import get_info, upload_csv
 from studio.data.uploads import upload_image_zip, upload_text, upload_text_csv
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from components.downsample import downsample, minmax_indices
+from components.figures.downsample import downsample, minmax_indices
 
 
 def reference_indices(y: np.ndarray, max_points: int) -> np.ndarray:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from components.canvas import st_escape
+from components.text import st_escape
 from studio.templates import list_templates
 
 ROOT = Path(__file__).resolve().parents[1]

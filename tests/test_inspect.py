@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from components import inspect_charts as ic
-from components import inspect_views as iv
+from components.figures import inspect_charts as ic
+from components.figures import inspect_views as iv
 from studio import inspection as ins
 from studio.errors import StudioError, TrainError
 from studio.training import TrainConfig
@@ -228,7 +228,7 @@ def bar_canvas(size: int = 280, background=(0, 0, 0, 255)) -> np.ndarray:
 
 
 def test_a_drawn_vertical_bar_lands_as_a_bright_vertical_bar_on_a_zero_background():
-    from components.drawn_input import drawn_input
+    from components.inspect.drawn_input import drawn_input
 
     x = drawn_input(bar_canvas(), (1, 28, 28))
     assert x.shape == (1, 28, 28) and x.dtype == torch.float32
@@ -241,7 +241,7 @@ def test_a_drawn_vertical_bar_lands_as_a_bright_vertical_bar_on_a_zero_backgroun
 
 
 def test_drawn_input_counts_transparency_as_background_and_fills_three_channels():
-    from components.drawn_input import canvas_image, drawn_input
+    from components.inspect.drawn_input import canvas_image, drawn_input
 
     opaque = drawn_input(bar_canvas(), (1, 16, 16))
     transparent = drawn_input(bar_canvas(background=(255, 255, 255, 0)), (1, 16, 16))
@@ -255,7 +255,7 @@ def test_drawn_input_counts_transparency_as_background_and_fills_three_channels(
 
 
 def test_the_canvas_keeps_the_input_aspect_and_sizes_the_brush_to_its_pixels():
-    from components.drawn_input import BRUSH_RANGE, brush_width, canvas_size
+    from components.inspect.drawn_input import BRUSH_RANGE, brush_width, canvas_size
 
     assert canvas_size((1, 28, 28)) == (280, 280) and brush_width((1, 28, 28)) == 20  # 2 input pixels
     assert brush_width((1, 16, 16)) == 20 and brush_width((1, 8, 8)) == 35  # 8x8: one input pixel (issue 18)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from components.run_table import progress, state_action
+from components.train.run_table import progress, state_action
 from studio.runs.store import RunRecord, Store
 from studio.runs.timing import recent_rate, training_seconds
 from studio.runs.timing import train_points as step_times

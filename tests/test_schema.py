@@ -226,7 +226,7 @@ def test_cli_starts_every_template_from_the_pages_defaults(template, tmp_path, c
 
 def _form_as_config(at: AppTest) -> dict:
     from components.schema_form import widget_value
-    from components.train_form import FIELDS as FORM_FIELDS
+    from components.train.train_form import FIELDS as FORM_FIELDS
 
     return {f.name: widget_value(f, at.session_state[CFG + f.name], "number") for f in FORM_FIELDS}
 

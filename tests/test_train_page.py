@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from components.run_table import format_duration, progress, status_badge
+from components.train.run_table import format_duration, progress, status_badge
 from studio.runs import Store, list_runs, stop_run
 from tests.conftest import chain
 

@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
-from components.panels import human_count
+from components.build.panels import human_count
 from studio.analysis import analyze
 from studio.data import get_info
 from studio.templates import load_template

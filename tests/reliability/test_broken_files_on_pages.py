@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from components.charts import Curve, class_balance_figure, metric_figure
-from components.inspect_charts import confusion_figure
+from components.figures.charts import Curve, class_balance_figure, metric_figure
+from components.figures.inspect_charts import confusion_figure
 from studio import inspection as ins
 from studio.errors import DataError, TrainError
 from studio.graph import parse_graph, save_graph
@@ -112,7 +112,7 @@ def test_the_build_page_offers_download_and_discard_when_the_canvas_cannot_draw(
         {"id": "input", "type": "Input", "params": {"shape": [4]}, "position": {"x": 0, "y": 0}}], "edges": []})
     save_graph(graph, _workspace / "graphs" / "_autosave.json")
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
-    from components import canvas
+    from components.build import canvas
 
     def cannot_draw(*a, **k):
         raise ValueError("cannot convert float NaN to integer")

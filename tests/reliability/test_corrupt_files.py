@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from components.graph_files import saved_graphs
+from components.build.graph_files import saved_graphs
 from studio import inspection as ins
 from studio.errors import GraphError, StudioError, TrainError
 from studio.graph import load_graph, parse_graph, save_graph

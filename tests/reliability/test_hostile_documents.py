@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from components.graph_files import parse_upload
+from components.build.graph_files import parse_upload
 from studio.__main__ import main
 from studio.analysis import analyze
 from studio.errors import GraphError

@@ -148,7 +148,7 @@ HOSTILE = '<a href="https://evil.example">x</a><span style="font-size:300px">big
 
 
 def test_sweep_and_deploy_figures_show_user_strings_as_text():
-    from components.sweep_view import importance_figure, objective_figure, parallel_figure
+    from components.train.sweep_view import importance_figure, objective_figure, parallel_figure
 
     summary = {"objective_name": "val_loss", "direction": "minimize", "trials": [
         {"number": 0, "status": "completed", "objective": 0.5, "params": {"act": HOSTILE, "lr": 0.1}},
@@ -294,7 +294,7 @@ def test_an_export_on_a_full_disk_is_a_message_and_leaves_no_file(tmp_path, monk
 
 @pytest.mark.parametrize("key", ["nodes", "edges"])
 def test_a_graph_with_too_many_nodes_or_edges_is_refused_before_it_is_walked(tmp_path, capsys, key):
-    from components.graph_files import parse_upload
+    from components.build.graph_files import parse_upload
     from studio.__main__ import main
     from studio.graph import MAX_EDGES, MAX_NODES
 

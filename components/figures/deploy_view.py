@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from components.safe_text import safe_figure
+from components.text import safe_figure
 
 
 def _kib(n) -> float | None:

@@ -12,8 +12,9 @@ import json
 
 import streamlit as st
 
-from components import canvas, schema_form, session
-from components.canvas import st_escape
+from components import schema_form, session
+from components.build import canvas
+from components.text import st_escape
 from studio.analysis import Analysis
 from studio.graph import Graph
 from studio.graph_edit import (

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import plotly.graph_objects as go
 
-from components.downsample import MAX_POINTS, downsample
-from components.safe_text import figure_text, safe_figure
+from components.figures.downsample import MAX_POINTS, downsample
+from components.text import figure_text, safe_figure
 from studio.runs.history import MetricHistory, ema  # noqa: F401  (MetricHistory lives next to the store)
 
 PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#65a30d",

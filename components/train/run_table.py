@@ -16,7 +16,7 @@ from pathlib import Path
 import streamlit as st
 
 from components import session
-from components.canvas import st_escape
+from components.text import st_escape
 from studio.errors import StudioError
 from studio.runs import RESUMABLE_STATUSES, RunRecord, delete_run, rename_run, resume_run, run_dir, stop_run
 from studio.runs.timing import recent_rate

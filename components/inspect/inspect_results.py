@@ -13,12 +13,12 @@ import streamlit as st
 import torch
 from streamlit_drawable_canvas import st_canvas
 
-from components import drawn_input as dr
-from components import inspect_charts as ic
-from components import inspect_views as iv
-from components.canvas import st_escape
-from components.data_view import image_grid_png, target_label, token_text
-from components.inspect_probes import K, causal_flags, code_span, run_dataset, show_png
+from components.data.data_view import image_grid_png, target_label, token_text
+from components.figures import inspect_charts as ic
+from components.figures import inspect_views as iv
+from components.inspect import drawn_input as dr
+from components.inspect.inspect_probes import K, causal_flags, code_span, run_dataset, show_png
+from components.text import st_escape
 from studio import inspection as ins
 from studio.errors import StudioError
 from studio.training import diagnostics

@@ -16,10 +16,10 @@ import math
 import plotly.graph_objects as go
 import streamlit as st
 
-from components import backend_form, run_table, session
-from components.canvas import st_escape
+from components import session
 from components.run_store import shows_store_errors
-from components.safe_text import safe_figure
+from components.text import safe_figure, st_escape
+from components.train import backend_form, run_table
 from studio.errors import StudioError
 from studio.graph import parse_graph
 from studio.runs import run_dir

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from components import canvas, session
+from components import session
+from components.build import canvas
 from studio.graph import Edge, Graph, Node
 from studio.graph_edit import new_node_id
 from studio.layers import CATEGORIES, REGISTRY

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from components import canvas, session
-from components.canvas import st_escape
+from components import session
+from components.build import canvas
+from components.text import st_escape
 from studio.errors import GraphError, Issue
 from studio.graph import Graph, load_graph, loads_graph, save_graph
 from studio.templates import list_templates, load_template

@@ -30,6 +30,7 @@ from streamlit_flow import StreamlitFlowEdge, StreamlitFlowNode, StreamlitFlowSt
 from streamlit_flow.layouts import ManualLayout
 
 from components import session
+from components.text import md_escape
 from studio.analysis import Analysis
 from studio.errors import GraphError
 from studio.graph import Edge, Graph
@@ -50,7 +51,6 @@ WARNING_COLOR = "#d97706"
 FROZEN_COLOR = "#64748b"  # the dashed border of a frozen node
 LAYER_GAP = {"down": 110.0, "right": 290.0}  # distance between layers
 NODE_GAP = {"down": 250.0, "right": 95.0}  # distance between nodes of one layer
-_MD_SPECIAL = set("\\`*_{}[]()#+-.!|~$:")
 
 
 # ---- selection and direction ---------------------------------------------------------------------
@@ -81,30 +81,6 @@ def set_direction(value: str) -> None:
 
 
 # ---- labels --------------------------------------------------------------------------------------
-
-def md_escape(text: str) -> str:
-    """Text shown literally by the component's markdown renderer (which also renders raw HTML)."""
-    out = []
-    for ch in str(text):
-        if ch == "<":
-            out.append("&lt;")
-        elif ch == ">":
-            out.append("&gt;")
-        elif ch == "&":
-            out.append("&amp;")
-        elif ch in _MD_SPECIAL:
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append(" ")
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def st_escape(text: str) -> str:
-    """Text shown literally by st.markdown and friends (which never render raw HTML themselves)."""
-    return "".join("\\" + ch if ch in _MD_SPECIAL or ch in "<>" else ch for ch in str(text))
-
 
 def node_label(graph: Graph, analysis: Analysis, node_id: str) -> str:
     """Plain label: type, key params and output shape, e.g. 'Conv2d 32@3x3 -> (32, 26, 26)'."""

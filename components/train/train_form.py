@@ -9,7 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from components import schema_form
-from components.canvas import st_escape
+from components.text import st_escape
 from studio.errors import StorageError, StudioError
 from studio.runs import list_runs
 from studio.schema import Field

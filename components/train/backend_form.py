@@ -13,7 +13,7 @@ from __future__ import annotations
 import streamlit as st
 
 from components import schema_form
-from components.canvas import st_escape
+from components.text import st_escape
 from studio.errors import StudioError
 from studio.runs.backends import BACKENDS, Backend, start_argument
 from studio.runs.ray_backend import ClusterInfo, RaySettings, check_fits, cluster_resources

@@ -15,8 +15,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from components.charts import PALETTE
-from components.safe_text import safe_figure
+from components.figures.charts import PALETTE
+from components.text import safe_figure
 
 HEIGHT = 340
 MASK_COLOR = "#d6d6d6"

@@ -1,4 +1,5 @@
-"""User strings in Plotly figures, shown as text and never as markup.
+"""User strings shown as text and never as markup: in `st.markdown` and friends (`st_escape`), in the
+canvas's node labels (`md_escape`), and in Plotly figures (`safe_figure`, `figure_text`).
 
 Plotly draws trace names, titles, annotations and category tick labels through its own small HTML
 subset (`<a href>`, `<span style>`, `<br>`...): a run named `<a href=...>` became a clickable link in a
@@ -10,13 +11,40 @@ Hover templates are the studio's own markup and are left alone.
     >>> import plotly.graph_objects as go
     >>> safe_figure(go.Figure(go.Scatter(y=[1], name="<b>run</b>"))).data[0].name
     '&lt;b&gt;run&lt;/b&gt;'
+    >>> print(st_escape("a_b <i>"))
+    a\\_b \\<i\\>
 """
 
 from __future__ import annotations
 
 import html
 
+_MD_SPECIAL = set("\\`*_{}[]()#+-.!|~$:")
 _MARK = "_studio_escaped"  # set on a figure once escaped, so figures built from figures are not escaped twice
+
+
+def md_escape(text: str) -> str:
+    """Text shown literally by the component's markdown renderer (which also renders raw HTML)."""
+    out = []
+    for ch in str(text):
+        if ch == "<":
+            out.append("&lt;")
+        elif ch == ">":
+            out.append("&gt;")
+        elif ch == "&":
+            out.append("&amp;")
+        elif ch in _MD_SPECIAL:
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append(" ")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def st_escape(text: str) -> str:
+    """Text shown literally by st.markdown and friends (which never render raw HTML themselves)."""
+    return "".join("\\" + ch if ch in _MD_SPECIAL or ch in "<>" else ch for ch in str(text))
 
 
 def figure_text(value):

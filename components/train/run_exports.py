@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from components.canvas import st_escape
+from components.text import st_escape
 from studio.errors import StudioError
 from studio.runs import run_dir
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from components import charts, data_view, session
-from components.canvas import st_escape
+from components import session
+from components.data import data_view
+from components.figures import charts
+from components.text import st_escape
 from studio.data import (
     apply_dataset,
     check_graph_fits,

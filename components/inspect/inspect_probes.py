@@ -14,9 +14,9 @@ import zipfile
 
 import streamlit as st
 
-from components import inspect_charts as ic
-from components import inspect_views as iv
-from components.canvas import st_escape
+from components.figures import inspect_charts as ic
+from components.figures import inspect_views as iv
+from components.text import st_escape
 from studio import inspection as ins
 from studio.errors import StudioError
 
@@ -65,7 +65,7 @@ def step_control(entries: list[dict], key: str, playing: bool) -> dict:
 
 
 def show_png(png: bytes, caption: str | None = None) -> None:
-    """A PNG from components.inspect_views, sent as PNG (Streamlit's "auto" may re-encode it as JPEG,
+    """A PNG from components.figures.inspect_views, sent as PNG (Streamlit's "auto" may re-encode it as JPEG,
     which smears the sharp tile edges), at its own size."""
     width = int.from_bytes(png[16:20], "big")  # the IHDR width: show pixels 1:1, never stretched and blurred
     st.image(png, caption=caption, output_format="PNG", width=width)
@@ -79,7 +79,7 @@ def code_span(text: str) -> str:
 def sample_label(info, y, i: int, x=None) -> str:
     """'sample 3 · cross': a sample named by its target, or by its input `x[i]` (when given) for a
     sequence task, whose input is what the attention axes show."""
-    from components.data_view import target_label, token_text
+    from components.data.data_view import target_label, token_text
 
     try:
         if x is not None and info.task in ("sequence", "language_model"):
@@ -159,7 +159,7 @@ def _feature_maps(run: ins.RunFiles, info, playing: bool) -> None:
         if png is not None:
             show_png(png, caption=f"input · {sample_label(info, y, sample)}")
         else:
-            from components.data_view import token_text
+            from components.data.data_view import token_text
 
             st.markdown("**Input**  \n" + code_span(token_text(x[sample], info.vocab)))
     with right:
@@ -232,7 +232,7 @@ def _attention(run: ins.RunFiles, info, playing: bool) -> None:
         head = st.radio("Head", ["all", *range(heads)], horizontal=True, key=K + f"att.head.{node_id}",
                         format_func=lambda h: "all heads" if h == "all" else f"head {h}")
     if tokens is not None:
-        from components.data_view import token_text
+        from components.data.data_view import token_text
 
         target = f" · **target** {code_span(token_text(y[sample], info.vocab))}" if y.dim() > 1 else ""
         st.markdown(f"**Input** {code_span(token_text(tokens, info.vocab))}{target}")

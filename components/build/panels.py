@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from components import canvas
-from components.canvas import st_escape
+from components.build import canvas
+from components.text import st_escape
 from studio.analysis import Analysis
 from studio.errors import ExportError, GraphError, StudioError
 from studio.graph import Graph

@@ -7,7 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from components import session
-from components.canvas import st_escape
+from components.text import st_escape
 from studio.graph import Graph
 
 # What drawing a graph the checks let through can raise (e.g. round() of a position that is not finite).

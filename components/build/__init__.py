@@ -1,0 +1,1 @@
+"""The Build page's parts: canvas, layer palette, inspector, panels, graph files (open, save, rescue)."""

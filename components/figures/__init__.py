@@ -1,0 +1,1 @@
+"""Figures as pure functions: data in, plotly `go.Figure` or PNG bytes out, no Streamlit (pages only display them)."""
