@@ -36,3 +36,50 @@ def wait_until(predicate, what: str, seconds: float = 240.0, poll: float = 0.05)
             return value
         time.sleep(poll)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+class RunGate:
+    """Holds runs at a step (studio.training.gate), so a test stops, kills or resumes a run mid-flight
+    on any machine: the run waits for the test, never the other way round."""
+
+    def __init__(self, directory):
+        from pathlib import Path
+
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def hold(self, step: int) -> None:
+        """Every run reaching the end of a step >= `step` waits there (the file is replaced whole)."""
+        tmp = self.dir / "hold.tmp"
+        tmp.write_text(str(step))
+        os.replace(tmp, self.dir / "hold")
+
+    def release(self) -> None:
+        (self.dir / "hold").unlink(missing_ok=True)
+
+    def held(self) -> dict[str, int]:
+        """{run_id: step} of the runs waiting now."""
+        found = {}
+        for p in self.dir.glob("*.at"):
+            try:
+                found[p.stem] = int(p.read_text())
+            except (OSError, ValueError):  # removed or being replaced just now
+                pass
+        return found
+
+    def wait_held(self, what: str, run_id: str | None = None, seconds: float = 600.0) -> tuple[str, int]:
+        """(run_id, step) of a run held at the gate (`run_id`'s when given)."""
+        def one():
+            found = {r: s for r, s in self.held().items() if run_id in (None, r)}
+            return next(iter(found.items()), None)
+        return wait_until(one, what, seconds=seconds)
+
+
+@pytest.fixture
+def gate(tmp_path, monkeypatch) -> RunGate:
+    """A RunGate for the processes this test starts (they inherit the environment)."""
+    from studio.training.gate import GATE_ENV
+
+    g = RunGate(tmp_path / "gate")
+    monkeypatch.setenv(GATE_ENV, str(g.dir))
+    return g

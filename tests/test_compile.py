@@ -198,7 +198,10 @@ def test_checkpoints_written_before_fx_load_and_give_the_same_outputs(name):
     model = compile_graph(parse_graph(json.loads(saved["graph"])), seed=1).eval()
     model.load_state_dict(saved["model"], strict=True)
     with torch.no_grad():
-        assert torch.equal(model(saved["x"]), saved["y"])
+        # saved["y"] was computed on another CPU: fp32 conv/matmul kernels differ by instruction set (AVX2,
+        # AVX-512, AMX) in summation order, so outputs agree to ~1e-6 relative, not bit for bit. A wrong
+        # weight mapping (the bug this guards against) changes outputs by orders of magnitude more.
+        torch.testing.assert_close(model(saved["x"]), saved["y"], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("doc, x", [(SEED_CNN, torch.randn(2, 1, 28, 28)), (SEED_LSTM, torch.randn(2, 15, 10))],

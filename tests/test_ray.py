@@ -28,10 +28,12 @@ from studio.runs.launcher import pid_alive
 from studio.runs.ray_backend import ClusterInfo, RaySettings, backend_from_args, check_fits, preflight
 from studio.training import TrainConfig
 from studio.training.callbacks import load_checkpoint
+from studio.training.gate import GATE_ENV
+from tests.conftest import RunGate
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # Ray start-up on 2 busy cores: minutes
 DEADLINE_S = 1200  # a bound on each wait on a loaded 2-core machine, not a speed goal
-CNN_EPOCHS = 8
+CNN_EPOCHS = 4  # 80 steps: held at 30 (kill) and 60 (stop), then resumed to the end
 
 
 def mlp() -> dict:
@@ -60,6 +62,7 @@ def cluster(tmp_path_factory):
     ws = tmp_path_factory.mktemp("workspace")
     mp.setenv("STUDIO_WORKSPACE", str(ws))
     mp.setenv("STUDIO_MAX_RUNS", "12")
+    mp.setenv(GATE_ENV, str(tmp_path_factory.mktemp("gate")))  # the scenario holds its runs at chosen steps
     for attempt in range(3):  # Ray gives a raylet 30 s to register: a loaded 2-core machine can miss that
         c = Cluster()
         try:
@@ -123,6 +126,8 @@ def scenario(cluster, tmp_path_factory):
     oracle_cfg = TrainConfig(epochs=2, batch_size=64, seed=3, lr=3e-3)
     cnn_cfg = TrainConfig(epochs=CNN_EPOCHS, batch_size=64, seed=1, lr=3e-3)
     out = {"store": store}
+    gate = RunGate(os.environ[GATE_ENV])
+    gate.hold(30)
     # Ray cannot be imported by the driver: a package named `ray` that refuses to import, first on its path.
     fake = tmp_path_factory.mktemp("no_ray")
     (fake / "ray").mkdir()
@@ -140,24 +145,24 @@ def scenario(cluster, tmp_path_factory):
 
     cnn = out["cnn_ray"]
 
-    def running_past(step: int, *, restarted: bool = False) -> bool:
+    def cnn_held_at(step: int, *, restarted: bool = False) -> bool:
         run = store.get_run(cnn)
-        if run.status != "running":
-            return True
+        assert run.status in ("queued", "running"), f"the CNN run ended ({run.status}: {run.error}) before step {step}"
         events = [e.message for e in store.read_events(cnn)]
-        return (run.step >= step and run_dir(cnn).joinpath("checkpoints", "last.pt").exists()
+        return (gate.held().get(cnn) == step and run_dir(cnn).joinpath("checkpoints", "last.pt").exists()
                 and len(rank_pids(store, cnn)) == 2
                 and (not restarted or any(m.startswith("Ray Train restarted") for m in events)))
 
-    wait_for(lambda: running_past(30), "the CNN run to pass step 30 with a checkpoint")
-    out["step_at_kill"] = store.get_run(cnn).step
+    # Every run waits at step 30 (the oracles too, for a while): the CNN is killed and stopped mid-flight
+    # on any machine, never raced.
+    wait_for(lambda: cnn_held_at(30), "the CNN run held at step 30 with a checkpoint")
     os.kill(rank_pids(store, cnn)[1], signal.SIGKILL)
-    wait_for(lambda: running_past(out["step_at_kill"] + 30, restarted=True),
-             "the CNN run to restart and pass the kill by 30 steps")
-    out["step_at_stop"] = store.get_run(cnn).step
+    gate.hold(60)  # the restarted workers go past the kill and wait at step 60
+    wait_for(lambda: cnn_held_at(60, restarted=True), "the CNN run to restart and wait at step 60")
     stop_run(cnn)
     wait_for(lambda: store.get_run(cnn).status != "running", "the CNN run to stop")
     out["stopped"] = store.get_run(cnn)
+    gate.release()
     resume_run(cnn)
     ids = [v for k, v in out.items() if k != "store" and isinstance(v, str)]
     wait_for(lambda: all(store.get_run(r).status not in ("queued", "running") for r in ids), "all runs to end")
@@ -199,7 +204,8 @@ def test_workers_on_the_second_node_fill_the_store_and_run_dir(scenario, cluster
 def test_cnn_survives_a_killed_worker_and_a_stop_each_step_once(scenario):
     store, rid = scenario["store"], scenario["cnn_ray"]
     run = store.get_run(rid)
-    assert scenario["stopped"].status == "stopped", "the run ended before the stop; make it longer"
+    stopped = scenario["stopped"]
+    assert stopped.status == "stopped" and stopped.step == 61  # rank 0 asks at 60; every rank agrees at 61
     assert run.status == "completed", run.error
     assert run.step == run.total_steps == CNN_EPOCHS * 20
     assert [s for s, _ in losses(store, rid)] == list(range(1, run.total_steps + 1))  # each step once, none lost

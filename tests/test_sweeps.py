@@ -195,28 +195,29 @@ def torch_param_count(width: int, kernel: int) -> int:
     return sum(p.numel() for m in modules for p in m.parameters())
 
 
-def test_width_sweep_stopped_killed_and_resumed_runs_every_trial_once(tmp_path, capsys):
+def test_width_sweep_stopped_killed_and_resumed_runs_every_trial_once(tmp_path, capsys, gate):
     path = write_sweep(tmp_path / "s", graph_doc=CNN, sampler="grid", trials=4, parallel=1,
                        config={**BASE, "max_steps": 300, "eval_every": 50},
                        space={"fc1.out_features": {"grid": [8, 24]}, "conv.kernel_size": {"grid": [3, 9]}})
+    gate.hold(10)  # every trial waits at step 10 until the test lets it go: mid-flight on any machine
     sweep_id = start_sweep(load_sweep(path))
     store = Store()
 
-    def trial_under_way():
-        return next((r for r in store.list_runs() if r.sweep_id == sweep_id and r.status == "running"
-                     and r.step > 0), None)
-
-    # A stop: the trial under way stops with a checkpoint and the sweep ends `stopped`.
-    stopped = wait_until(trial_under_way, "a trial under way")
+    # A stop: the trial held mid-flight stops there with a checkpoint and the sweep ends `stopped`.
+    run_id, step = gate.wait_held("a trial held at step 10")
+    assert step == 10
     stop_sweep(sweep_id)
     assert wait_sweep_process(sweep_id, timeout=POLL_S) == 0
-    assert get_sweep(sweep_id).status == "stopped" and store.get_run(stopped.id).status == "stopped"
-    # Resumed, then killed outright: the sweep shows `lost`.
+    stopped = store.get_run(run_id)
+    assert get_sweep(sweep_id).status == "stopped" and stopped.status == "stopped" and stopped.step == 10
+    # Resumed (the trial goes on from its checkpoint and is held at the next step), then killed outright
+    # while the trial is under way: the sweep shows `lost`.
     assert resume_sweep(sweep_id) == "starting"
-    wait_until(trial_under_way, "a trial under way again")
+    assert gate.wait_held("the resumed trial under way again", run_id) == (run_id, 11)
     os.kill(read_state(sweep_dir(sweep_id))["pid"], signal.SIGKILL)  # no goodbye: the worst case
     wait_sweep_process(sweep_id, timeout=60)
     assert get_sweep(sweep_id).status == "lost"
+    gate.release()
     assert resume_sweep(sweep_id) == "starting"
     assert wait_sweep_process(sweep_id, timeout=POLL_S) == 0, (sweep_dir(sweep_id) / "log.txt").read_text()
 
@@ -225,7 +226,7 @@ def test_width_sweep_stopped_killed_and_resumed_runs_every_trial_once(tmp_path, 
     assert sorted(t["number"] for t in summary["trials"]) == [0, 1, 2, 3]
     runs = [r for r in store.list_runs() if r.sweep_id == sweep_id]
     assert len(runs) == 2 and len({r.tags["trial"] for r in runs}) == 2  # no trial launched twice
-    assert "resumed from the checkpoint" in (run_dir(stopped.id) / "log.txt").read_text()
+    assert "resumed from the checkpoint at step 10" in (run_dir(run_id) / "log.txt").read_text()
     by_status = {}
     for t in summary["trials"]:
         by_status.setdefault(t["status"], []).append(t)

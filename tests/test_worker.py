@@ -22,8 +22,10 @@ from studio.runs.launcher import pid_alive
 from studio.training import TrainConfig
 from studio.training.callbacks import load_checkpoint
 from studio.training.cli import cmd_resume, cmd_runs, cmd_stop, cmd_train
+from studio.training.gate import GATE_ENV
 from studio.training.probes import load_snapshot, read_index
 from studio.training.worker import human_message
+from tests.conftest import RunGate
 
 DEADLINE_S = 240
 
@@ -44,6 +46,7 @@ def workspace(tmp_path_factory):
     ws = tmp_path_factory.mktemp("workspace")
     mp.setenv("STUDIO_WORKSPACE", str(ws))
     mp.setenv("STUDIO_MAX_RUNS", "3")
+    mp.setenv(GATE_ENV, str(ws.parent / "gate"))
     yield ws
     for run in Store().list_runs(("running",)):  # never leave a worker behind
         if run.pid and pid_alive(run.pid):
@@ -83,19 +86,24 @@ def scenario(workspace):
     out["queued_at_start"] = sorted(r.name for r in store.list_runs("queued"))
     out["max_running"] = 0
 
-    def step_of(run_id):
-        out["max_running"] = max(out["max_running"], len(store.list_runs("running")))
-        return store.get_run(run_id).step
+    gate = RunGate(os.environ[GATE_ENV])
 
-    wait_for(lambda: step_of(b) >= 30, "run B to reach step 30")
+    def held_at(run_id, step):  # every run reaching `step` waits there until the test moves the gate
+        out["max_running"] = max(out["max_running"], len(store.list_runs("running")))
+        return gate.held().get(run_id) == step
+
+    gate.hold(30)
+    wait_for(lambda: held_at(b, 30), "run B held at step 30")
     stop_run(b)
-    wait_for(lambda: step_of(c) >= 60 and (run_dir(c) / "checkpoints" / "last.pt").exists(), "run C at step 60")
+    wait_for(lambda: store.get_run(b).status == "stopped", "run B to stop")
+    gate.hold(60)
+    wait_for(lambda: held_at(c, 60) and (run_dir(c) / "checkpoints" / "last.pt").exists(), "run C held at step 60")
     out["c_before_kill"] = store.read_metrics(c)
     os.kill(store.get_run(c).pid, signal.SIGKILL)
     wait_for(lambda: store.get_run(c).status == "lost", "run C to be marked lost")
     out["c_after_kill"] = store.read_metrics(c)
     out["c_checkpoint"] = load_checkpoint(run_dir(c) / "checkpoints" / "last.pt")
-    wait_for(lambda: store.get_run(b).status == "stopped", "run B to stop")
+    gate.release()
     out["b_stopped"] = store.get_run(b)
     out["b_checkpoint_step"] = load_checkpoint(run_dir(b) / "checkpoints" / "last.pt")["position"]["step"]
     resume_run(b)
@@ -136,7 +144,7 @@ def test_reference_run_learns_and_records(scenario):
 def test_identical_runs_give_identical_losses_and_stop_resume_keeps_the_step_count(scenario):
     store, a, b = scenario["store"], scenario["a"], scenario["b"]
     stopped = scenario["b_stopped"]
-    assert 30 <= stopped.step < 300 and scenario["b_checkpoint_step"] == stopped.step
+    assert stopped.step == 30 and scenario["b_checkpoint_step"] == stopped.step
     run = store.get_run(b)
     assert run.status == "completed" and run.step == run.total_steps == 300
     assert losses(store, b) == losses(store, a)  # same seed: bit-identical, across the stop too

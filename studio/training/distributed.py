@@ -31,6 +31,7 @@ from studio.errors import StudioError, TrainError
 from studio.runs.ray_backend import INSTALL_HINT, ClusterInfo, RaySettings, check_fits, check_reachable
 from studio.runs.rundir import RunDir
 from studio.runs.store import Store
+from studio.training.gate import GATE_ENV, gate_dir
 from studio.training.loop import Callback, Trainer
 
 PUMP_SECONDS = 0.25          # how often the driver drains the relay into the store
@@ -170,8 +171,18 @@ def train_rank(config: dict) -> None:
         shard = Shard(rank, world, device)
         log = (lambda message, level="info": store.send(("event", message, level))) if chief else None
         extra = (StopPoller(relay, shard), Mirror(scratch, store)) if chief else ()
+        if config.get("gate"):  # a test's gate (studio.training.gate), from the driver's environment
+            os.environ[GATE_ENV] = config["gate"]
+
+        def stop_asked() -> bool:  # polled only while a test's gate holds rank 0
+            if ray.get(relay.stop_requested.remote()):
+                shard.request_stop()
+                return True
+            return False
+
         trainer, _ = build_trainer(scratch, meta, store if chief else None, log, shard=shard,
-                                   stop_callback=ShardStop(shard), device=device, extra_callbacks=extra, data=data)
+                                   stop_callback=ShardStop(shard), device=device, extra_callbacks=extra, data=data,
+                                   gate_stop=stop_asked)
         node = f"{ray.util.get_node_ip_address()}, id {ray.get_runtime_context().get_node_id()[:12]}"
         store.send(("start", rank, world, os.getpid(), node, trainer.state.step))
         state = trainer.fit()
@@ -296,7 +307,8 @@ class Driver:
         trainer = TorchTrainer(
             train_rank,
             train_loop_config={"relay": relay, "meta": self.meta, "graph_json": self.rd.graph_file.read_text(),
-                               "config": cfg.to_dict(), "data": ray.put(data), "cpus_per_worker": s.cpus_per_worker},
+                               "config": cfg.to_dict(), "data": ray.put(data), "cpus_per_worker": s.cpus_per_worker,
+                               "gate": gate_dir()},
             torch_config=TorchConfig(backend="nccl" if s.gpus_per_worker > 0 else "gloo"),
             scaling_config=ScalingConfig(num_workers=s.workers, use_gpu=s.gpus_per_worker > 0,
                                          resources_per_worker=per_worker),

@@ -38,6 +38,7 @@ from studio.training.callbacks import (
 )
 from studio.training.config import TrainConfig
 from studio.training.deferred import DeferredMetricWriter
+from studio.training.gate import Gate, gate_dir
 from studio.training.loop import Callback, Task, Trainer
 from studio.training.optim import init_weights, resolve_device
 from studio.training.probes import Prober
@@ -97,14 +98,16 @@ class Heartbeat:
 
 def build_trainer(run_dir: Path | RunDir, meta: dict, store: Store, log: RunLog, *, shard=None,
                   stop_callback: Callback | None = None, device: torch.device | None = None,
-                  extra_callbacks: tuple = (), data=None) -> tuple[Trainer, dict]:
+                  extra_callbacks: tuple = (), data=None, gate_stop=None) -> tuple[Trainer, dict]:
     """Everything from the run directory to a ready Trainer (restored from last.pt when present).
 
     On a data-parallel rank (`shard` given, see studio.training.shard) every rank builds the same
     model and state; only rank 0 (`shard.rank == 0`) gets the logger, checkpointer and prober, and
     `store` / `log` there may be stand-ins that relay to the studio's machine. `stop_callback`
     replaces the stop-file poll; `extra_callbacks` run last (rank 0 only); `data` is the dataset when
-    the caller has it already (a rank gets it from the driver, not from a filesystem).
+    the caller has it already (a rank gets it from the driver, not from a filesystem). Under a test's
+    gate (studio.training.gate) the chief holds at the gate's step until released or `gate_stop()`
+    (default: the stop file exists) says a stop was requested.
     """
     from studio.compile import compile_graph
     from studio.data import get_dataset
@@ -149,6 +152,8 @@ def build_trainer(run_dir: Path | RunDir, meta: dict, store: Store, log: RunLog,
     guard.checkpointer = checkpointer
     stateful["checkpointer"] = checkpointer
     callbacks = [guard, stop_callback or StopRequest(rd.stop_file)]
+    if chief and gate_dir() is not None:  # tests only: hold the run at a step (before the stop callback)
+        callbacks.insert(1, Gate(gate_dir(), run_id, gate_stop or rd.stop_requested))
     if cfg.patience > 0:
         stateful["early_stopping"] = EarlyStopping(monitor, mode, cfg.patience, cfg.min_delta)
         callbacks.append(stateful["early_stopping"])
