@@ -132,6 +132,8 @@ def _training(name: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from studio.runs import backends
+
     p = argparse.ArgumentParser(prog="python -m studio", description="Neural Studio command line.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -176,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init-from", metavar="RUN_ID", help="warm start: copy this run's weights into the nodes "
                                                           "with the same id and shapes")
     t.add_argument("--json", action="store_true")
-    t.add_argument("--backend", choices=("local", "ray"), default="local",
+    t.add_argument("--backend", choices=tuple(backends.BACKENDS), default=backends.DEFAULT_BACKEND,
                    help="where the run trains: this machine (default) or a Ray cluster (data parallel)")
     t.add_argument("--ray-address", default="local", metavar="local|auto|ray://HOST:PORT",
                    help="Ray: 'local' starts Ray on this machine, 'auto' joins the cluster running here, "

@@ -18,7 +18,7 @@ import streamlit as st
 from components import session
 from components.text import st_escape
 from studio.errors import StudioError
-from studio.runs import RESUMABLE_STATUSES, RunRecord, delete_run, rename_run, resume_run, run_dir, stop_run
+from studio.runs import RESUMABLE_STATUSES, RunRecord, backends, delete_run, rename_run, resume_run, run_dir, stop_run
 from studio.runs.timing import recent_rate
 
 INSPECT_PAGE = "pages/4_Inspect.py"
@@ -198,7 +198,7 @@ def _render_row(run: RunRecord, now: float) -> None:
     if sweep_tag := sweep_tag_text(run):
         cols[0].caption(st_escape(sweep_tag))
     cols[1].markdown(st_escape(run.dataset_id))
-    if run.backend != "local":  # where it trained: "ray · 2 workers"
+    if run.backend != backends.DEFAULT_BACKEND:  # where it trained: "ray · 2 workers"
         cols[1].caption(f"{run.backend} · {run.workers} worker{'s' if run.workers != 1 else ''}")
     trained, points = _timing(run.id)
     fraction, text = progress(run, now, points)

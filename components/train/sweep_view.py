@@ -22,7 +22,7 @@ from components.text import safe_figure, st_escape
 from components.train import backend_form, run_table
 from studio.errors import StudioError
 from studio.graph import parse_graph
-from studio.runs import run_dir
+from studio.runs import backends, run_dir
 from studio.sweeps import (
     PRUNERS,
     SAMPLERS,
@@ -268,9 +268,9 @@ def _form(graph, dataset_id, options, info, reasons) -> None:
     doc = {"format": "studio.sweep/1", "graph": graph.to_dict(), "data": dataset_id, "data_options": options,
            "config": config, "space": space, "objective": objective.strip(), "direction": direction,
            "trials": int(trials), "parallel": int(parallel), "sampler": sampler, "pruner": pruner,
-           "backend": "ray" if backend else "local"}
-    if backend:
-        doc["ray"] = {k: v for k, v in backend.items() if k != "kind"}
+           "backend": backends.of(backend).name}
+    if backend:  # the backend's settings sit under its name, as in a sweep file
+        doc[backends.of(backend).name] = {k: v for k, v in backend.items() if k != "kind"}
     if name.strip():
         doc["name"] = name.strip()
     if not problems:
