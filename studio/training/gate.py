@@ -3,7 +3,7 @@ on any machine without racing it (a fast CPU finishes a short run before a test 
 
 Off unless the environment names a gate directory (`STUDIO_TEST_GATE=DIR`); the studio never sets it.
 The test writes a step number into `DIR/hold`; every run of that workspace that reaches the end of a
-step >= that number writes the step into `DIR/<run_id>.at` and waits there until the hold file is
+step >= that number commits its metric rows, writes the step into `DIR/<run_id>.at` and waits there until the hold file is
 removed or raised past the step, or a stop is requested (the run then stops at that step, or, on a
 data-parallel run, at the next one). The `.at` file is removed when the run goes on.
 
@@ -50,9 +50,11 @@ class Gate(Callback):
     then ends it); a data-parallel rank passes one that also tells its Shard.
     """
 
-    def __init__(self, directory: str | Path, run_id: str, stop_requested: Callable[[], bool], poll: float = POLL_S):
+    def __init__(self, directory: str | Path, run_id: str, stop_requested: Callable[[], bool],
+                 before_hold: Callable[[], None] | None = None, poll: float = POLL_S):
         self.dir, self.run_id = Path(directory), run_id
         self.stop_requested, self.poll = stop_requested, poll
+        self.before_hold = before_hold or (lambda: None)  # the worker commits its buffered metric rows
 
     @property
     def at_file(self) -> Path:
@@ -63,6 +65,7 @@ class Gate(Callback):
         held = hold_step(self.dir)
         if held is None or step < held or trainer.state.stop_reason is not None:
             return
+        self.before_hold()  # a held run's rows up to the step before are in the store: charts show them
         atomic_write_bytes(self.at_file, str(step).encode())
         try:
             while not self.stop_requested():

@@ -153,7 +153,7 @@ def build_trainer(run_dir: Path | RunDir, meta: dict, store: Store, log: RunLog,
     stateful["checkpointer"] = checkpointer
     callbacks = [guard, stop_callback or StopRequest(rd.stop_file)]
     if chief and gate_dir() is not None:  # tests only: hold the run at a step (before the stop callback)
-        callbacks.insert(1, Gate(gate_dir(), run_id, gate_stop or rd.stop_requested))
+        callbacks.insert(1, Gate(gate_dir(), run_id, gate_stop or rd.stop_requested, writer.flush_and_wait))
     if cfg.patience > 0:
         stateful["early_stopping"] = EarlyStopping(monitor, mode, cfg.patience, cfg.min_delta)
         callbacks.append(stateful["early_stopping"])
