@@ -2,13 +2,13 @@
 FLOPs and activation memory.
 
 Shapes, params and FLOPs come from PyTorch: the common layers (convolutions, pooling, Linear, norms,
-RNN/LSTM/GRU, embeddings, reshapes, merges) through `studio.layer_rules`, PyTorch's output-size
-formulas and FlopCounterMode's counting in closed form, held equal to PyTorch at many random settings
-by tests/test_layer_rules.py; every other layer, and every input a rule does not vouch for, is built
-and run on the `meta` device (no memory, no compute) under `studio.flop_count.FlopCounter`
-(FlopCounterMode's count without importing `torch._dynamo`). Element-wise layers without weights
-(activations, Dropout, Identity) pass their input's shape on without the run; the layer tests hold
-that to PyTorch.
+RNN/LSTM/GRU, embeddings, reshapes, merges) through their spec's `shape_rule` (`studio.layers.rules`),
+PyTorch's output-size formulas and FlopCounterMode's counting in closed form, held equal to PyTorch at
+many random settings by tests/test_layer_rules.py; every other layer, and every input a rule does not
+vouch for, is built and run on the `meta` device (no memory, no compute) under
+`studio.flop_count.FlopCounter` (FlopCounterMode's count without importing `torch._dynamo`).
+Element-wise layers without weights (activations, Dropout, Identity) pass their input's shape on
+without the run; the layer tests hold that to PyTorch.
 Validation runs ordered passes (structure, params, shapes) and stops only downstream of a broken
 node.
 
@@ -35,8 +35,8 @@ import torch
 from studio.errors import GraphError, Issue
 from studio.flop_count import FlopCounter
 from studio.graph import Graph, node_id_problem
-from studio.layer_rules import closed_form
 from studio.layers import REGISTRY, InSpec, LayerSpec, fmt_shape
+from studio.layers.rules import closed_form
 
 DEFAULT_PARAM_BUDGET = 1_000_000_000
 # One sample's output of one node: larger and no batch of it fits in memory (an output_size or a shape
@@ -253,7 +253,7 @@ def analyze(graph: Graph, *, param_budget: float = DEFAULT_PARAM_BUDGET) -> Anal
                              f"{MAX_SAMPLE_ACTIVATION_BYTES / 2**30:g} GiB one sample's output may take (not even a "
                              "batch of one would fit in memory); make its size smaller (or raise "
                              "STUDIO_MAX_ACTIVATION_MB)"))
-        if spec.type == "Linear" and len(ins[0].shape) >= 3:
+        if spec.dense and len(ins[0].shape) >= 3:
             src = srcs[0]
             issue(Issue(nid, f"applies to the last dimension only of {fmt_shape(ins[0].shape)} from {src!r}, giving "
                              f"{fmt_shape(shape)}; a classifier almost always needs one vector per sample: insert "
@@ -402,7 +402,7 @@ def _infer(type_name: str, params_key: str, ins: tuple[InSpec, ...]):
 
 def _infer_on_meta(type_name: str, params_key: str, ins: tuple[InSpec, ...]):
     """`_infer` by building the layer and running it on the meta device (what the closed-form rules,
-    studio.layer_rules, are checked against)."""
+    studio.layers.rules, are checked against)."""
     spec = REGISTRY[type_name]
     try:
         with torch.device("meta"):

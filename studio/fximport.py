@@ -3,10 +3,12 @@
 Modules and functions that have a palette equivalent (nn.Conv2d, nn.Linear, F.relu, torch.flatten,
 `x.view(x.size(0), -1)`, `a + b`, torch.cat, x.permute, nn.LSTM followed by `[0]` and `[:, -1, :]`,
 the studio's own layer classes and merge functions as copied into exported code, ...) become nodes.
-A module's params are read back by its LayerSpec's `from_module` (this file only traces and maps
-functions) and left out where they equal the palette's default; shapes come from fx's `ShapeProp`. Whatever
-does not map is listed, one clear line each, and no graph is returned then. A graph that is
-returned was checked: compiled with the module's own weights, it reproduces the module's output.
+A module's params are read back by its LayerSpec's `from_module`, a call of one of a spec's
+`functions` or `methods` (F.gelu, F.max_pool2d, x.relu()) by its `from_call`; this file traces, and
+maps the shape and merge idioms itself. Params are left out where they equal the palette's default;
+shapes come from fx's `ShapeProp`. Whatever does not map is listed, one clear line each, and no graph
+is returned then. A graph that is returned was checked: compiled with the module's own weights, it
+reproduces the module's output.
 
 `import_from_file` EXECUTES the Python file it is given (that is how a class in it can be
 instantiated): only import files you trust. The studio never does it implicitly for an upload.
@@ -38,9 +40,9 @@ from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
 from studio.errors import GraphError
 from studio.graph import Edge, Graph, Node, node_id_problem
-from studio.layers import REGISTRY
+from studio.layers import REGISTRY, LayerSpec
 from studio.layers import modules as studio_modules
-from studio.layers.base import NoEquivalent, module_dim, module_size, spec_for_module
+from studio.layers.base import NoEquivalent, call_arg, module_dim, spec_for_module
 
 _DTYPES = {"float32": torch.float32, "int64": torch.int64}
 _STUDIO_CLASSES = {name for name, obj in vars(studio_modules).items()
@@ -70,8 +72,12 @@ def _studio_class(cls: type) -> str | None:
     return name
 
 
-# The studio's merge functions (modules.py) and the palette type each one is.
-_STUDIO_FUNCTIONS = {studio_modules.add: "Add", studio_modules.multiply: "Multiply", studio_modules.concat: "Concat"}
+# The studio's merge functions (modules.py) and the palette type each one is (LayerSpec.function).
+_STUDIO_FUNCTIONS = {spec.function(spec.resolve({}))[0]: spec.type for spec in REGISTRY.values()
+                     if spec.function is not None}
+# The torch functions and Tensor methods a spec reads back with `from_call` (LayerSpec.functions, .methods).
+_FUNCTION_SPECS = {fn: spec for spec in REGISTRY.values() for fn in spec.functions}
+_METHOD_SPECS = {name: spec for spec in REGISTRY.values() for name in spec.methods}
 
 
 def _studio_function(fn) -> str | None:
@@ -148,18 +154,16 @@ def _qualname(fn) -> str:
     return f"{module}.{getattr(fn, '__name__', repr(fn))}"
 
 
-_ACTIVATIONS = {F.relu: "ReLU", torch.relu: "ReLU", F.silu: "SiLU", torch.tanh: "Tanh", F.tanh: "Tanh",
-                torch.sigmoid: "Sigmoid", F.sigmoid: "Sigmoid"}
-_METHOD_ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid"}
 _ALIASES = {"contiguous", "clone", "detach"}
-_POOL_FUNCS = {F.max_pool1d: ("MaxPool1d", 1), F.max_pool2d: ("MaxPool2d", 2), F.avg_pool1d: ("AvgPool1d", 1),
-               F.avg_pool2d: ("AvgPool2d", 2)}
 
 
 def _arg(node: torch.fx.Node, i: int, name: str, default):
-    if len(node.args) > i:
-        return node.args[i]
-    return node.kwargs.get(name, default)
+    return call_arg(node.args, node.kwargs, i, name, default)
+
+
+def _call_params(spec: LayerSpec, node: torch.fx.Node) -> dict:
+    """The params of a traced call that `spec` reads back (LayerSpec.from_call; None: it has none to read)."""
+    return spec.from_call(node.args, node.kwargs) if spec.from_call is not None else {}
 
 
 class _Importer:
@@ -196,21 +200,9 @@ class _Importer:
 
     def map_function(self, node, fn) -> _Out | None:
         x = node.args[0] if node.args else None
-        if fn in _ACTIVATIONS:
-            return _Out(_ACTIVATIONS[fn], {}, [x])
-        if fn is F.gelu:
-            return _Out("GELU", {"approximate": node.kwargs.get("approximate", "none")}, [x])
-        if fn is F.leaky_relu:
-            return _Out("LeakyReLU", {"negative_slope": _arg(node, 1, "negative_slope", 0.01)}, [x])
-        if fn is F.elu:
-            return _Out("ELU", {"alpha": _arg(node, 1, "alpha", 1.0)}, [x])
-        if fn in (F.softmax, torch.softmax):
-            dim = _arg(node, 1, "dim", None)
-            if dim is None:
-                raise _Unmapped("softmax without dim has no palette equivalent; pass dim")
-            return _Out("Softmax", {"dim": module_dim(dim, "softmax")}, [x])
-        if fn is F.dropout:
-            return _Out("Dropout", {"p": _arg(node, 1, "p", 0.5)}, [x])
+        if fn in _FUNCTION_SPECS:
+            spec = _FUNCTION_SPECS[fn]
+            return _Out(spec.type, _call_params(spec, node), [x])
         if fn in (operator.add, operator.iadd, torch.add, operator.mul, operator.imul, torch.mul):
             kind = "Add" if fn in (operator.add, operator.iadd, torch.add) else "Multiply"
             if fn is torch.add and node.kwargs.get("alpha", 1) != 1:
@@ -220,7 +212,7 @@ class _Importer:
             return _Out(kind, {}, [a, b])
         merge = _studio_function(fn)
         if merge is not None:
-            params = {"dim": module_dim(node.kwargs["dim"], "concat")} if merge == "Concat" else {}
+            params = _call_params(REGISTRY[merge], node)
             return _Out(merge, params, [self.tensor_arg(node, a, merge) for a in node.args], name=_assigned_name(node))
         if fn is torch.cat:
             tensors = list(_arg(node, 0, "tensors", []))
@@ -235,12 +227,6 @@ class _Importer:
             return self.permute(node, x, list(_arg(node, 1, "dims", [])))
         if fn is torch.transpose:
             return self.transpose(node, x, _arg(node, 1, "dim0", 0), _arg(node, 2, "dim1", 1))
-        if fn in _POOL_FUNCS:
-            return self.pool_function(node, fn, x)
-        if fn in (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d):
-            n = 1 if fn is F.adaptive_avg_pool1d else 2
-            size = module_size(_plain(_arg(node, 1, "output_size", 1)), n)
-            return _Out(f"AdaptiveAvgPool{n}d", {"output_size": size}, [x])
         if fn is torch.mean:
             return self.seq_reduce(node, x, _arg(node, 1, "dim", None), "mean", node.kwargs.get("keepdim", False))
         if fn is operator.getitem:
@@ -253,8 +239,9 @@ class _Importer:
     def map_method(self, node, name: str) -> _Out | None:
         x = node.args[0]
         rest = list(node.args[1:])
-        if name in _METHOD_ACTIVATIONS:
-            return _Out(_METHOD_ACTIVATIONS[name], {}, [x])
+        if name in _METHOD_SPECS:
+            spec = _METHOD_SPECS[name]
+            return _Out(spec.type, _call_params(spec, node), [x])
         if name in _ALIASES:
             return _Out(None, {}, [x])
         if name == "size":
@@ -270,8 +257,6 @@ class _Importer:
             return self.permute(node, x, list(dims))
         if name == "transpose":
             return self.transpose(node, x, rest[0], rest[1])
-        if name == "softmax":
-            return _Out("Softmax", {"dim": module_dim(_arg(node, 1, "dim", -1), "softmax")}, [x])
         if name in ("add", "mul"):
             return _Out("Add" if name == "add" else "Multiply", {},
                         [x, self.tensor_arg(node, rest[0] if rest else None, f"x.{name}")])
@@ -323,26 +308,6 @@ class _Importer:
         dims[a], dims[b] = dims[b], dims[a]
         return self.permute(node, x, dims)
 
-    def pool_function(self, node, fn, x) -> _Out:
-        type_name, n = _POOL_FUNCS[fn]
-        kernel = _arg(node, 1, "kernel_size", None)
-        stride = _arg(node, 2, "stride", None)
-        k = module_size(_plain(kernel), n)
-        s = None if stride in (None, [], ()) else module_size(_plain(stride), n)
-        params = {"kernel_size": k, "stride": None if s == k else s,
-                  "padding": module_size(_plain(_arg(node, 3, "padding", 0)), n)}
-        if type_name.startswith("Max"):
-            params["dilation"] = module_size(_plain(_arg(node, 4, "dilation", 1)), n)
-            params["ceil_mode"] = _arg(node, 5, "ceil_mode", False)
-            if _arg(node, 6, "return_indices", False):
-                raise _Unmapped(f"{_qualname(fn)} with return_indices=True has no palette equivalent")
-        else:
-            params["ceil_mode"] = _arg(node, 4, "ceil_mode", False)
-            params["count_include_pad"] = _arg(node, 5, "count_include_pad", True)
-            if _arg(node, 6, "divisor_override", None) is not None:
-                raise _Unmapped(f"{_qualname(fn)} with divisor_override has no palette equivalent")
-        return _Out(type_name, params, [x])
-
     def seq_reduce(self, node, x, dim, mode: str, keepdim: bool) -> _Out:
         in_shape = self.shape(x)
         if dim not in (1, -2) or keepdim or in_shape is None or len(in_shape) != 3:
@@ -355,7 +320,7 @@ class _Importer:
             self.shape_nodes.add(node)
             return None
         src = self.out.get(x)
-        if index == 0 and src is not None and src.module is not None and src.type in ("RNN", "LSTM", "GRU"):
+        if index == 0 and src is not None and src.module is not None and _recurrent(src):
             return _Out(None, {}, [x])  # out, _ = lstm(x): the output sequence
         in_shape = self.shape(x)
         if isinstance(index, tuple) and in_shape is not None and len(in_shape) == 3:
@@ -364,6 +329,11 @@ class _Importer:
                 return _Out("SequencePool", {"mode": "last" if index[1] == -1 else "first"}, [x])
         raise _Unmapped(f"indexing with [{_show_index(index)}] has no palette equivalent (x[:, -1] and x[:, 0] "
                         "on a (B, T, F) sequence map to SequencePool)")
+
+
+def _recurrent(out: _Out) -> bool:
+    """A recurrent layer (LayerSpec.category): torch's return (output, state); each has return_sequences."""
+    return out.type is not None and REGISTRY[out.type].category == "recurrent"
 
 
 def _show_index(index) -> str:
@@ -528,7 +498,7 @@ def _fold_last_step(imp: _Importer, users: dict) -> None:
             continue
         src = _resolve(imp, out.inputs[0])
         src_out = imp.out.get(src)
-        if (src_out is not None and src_out.type in ("RNN", "LSTM", "GRU") and src_out.params["return_sequences"]
+        if (src_out is not None and _recurrent(src_out) and src_out.params["return_sequences"]
                 and users.get(src, 0) == 1 and users.get(out.inputs[0], 0) == 1):
             src_out.params["return_sequences"] = False
             out.type, out.params, out.inputs = None, {}, [out.inputs[0]]

@@ -189,3 +189,25 @@ def test_cli_import_writes_a_graph_or_lists_what_does_not_map(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "do not map onto the palette" in err and "line 7 / node 'log_softmax'" in err
     assert not (tmp_path / "m.json").exists()
+
+
+CALLS = [(t, fn) for t, spec in sorted(REGISTRY.items()) for fn in (*spec.functions, *spec.methods)]
+
+
+@pytest.mark.parametrize(("type_name", "fn"), CALLS, ids=[f"{t}-{getattr(f, '__name__', f)}" for t, f in CALLS])
+def test_every_function_and_method_a_spec_names_imports_as_that_layer(type_name, fn):
+    """LayerSpec.functions / .methods and from_call: a call at the palette's defaults (they are PyTorch's
+    argument names) is one node of that type with default params."""
+    spec = REGISTRY[type_name]
+    kwargs = {p.name: p.default for p in spec.params}
+    if fn is F.dropout:
+        kwargs["training"] = False  # F.dropout drops even in eval mode unless told
+
+    class Call(nn.Module):
+        def forward(self, x):
+            return getattr(x, fn)(**kwargs) if isinstance(fn, str) else fn(x, **kwargs)
+
+    graph, unmapped = import_module(Call(), spec.example[0].shape, spec.example[0].dtype)
+    assert unmapped == []
+    assert [(n.type, n.params) for n in graph.nodes if n.type != "Input"] == [(type_name, {})]
+

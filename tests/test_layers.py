@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from studio.analysis import analyze
 from studio.compile import compile_graph
 from studio.graph import parse_graph
-from studio.layers import CATEGORIES, REGISTRY
+from studio.layers import CATEGORIES, REGISTRY, InSpec
 
 PALETTE = {  # DESIGN.md's palette table, verbatim
     "input": ["Input"],
@@ -286,3 +286,76 @@ def test_flops_equal_an_independent_count(type_name):
     else:  # the studio's own weightless layers (Reshape, Permute, merges, SequencePool, PositionalEncoding)
         assert REGISTRY[type_name].category in ("core", "merge", "sequence", "embedding")
         assert flops == 0
+
+
+# ---- the facts other parts of the studio act on (LayerSpec.keeps_shape, size_param, ...), held to PyTorch --
+
+def _with(fact: str) -> list[str]:
+    return sorted(t for t, spec in REGISTRY.items() if getattr(spec, fact))
+
+
+def _run(type_name: str, params: dict | None = None, x: torch.Tensor | None = None):
+    """(module, input batch, output) of the layer at `params` on a batch of its example input (or on `x`)."""
+    x = example_batch(type_name) if x is None else x
+    ins = [InSpec(tuple(x.shape[1:]), str(x.dtype).removeprefix("torch."))]
+    module = REGISTRY[type_name].build(params or {}, ins).eval()
+    with torch.no_grad():
+        return module, x, _first(module(x))
+
+
+def test_elementwise_layers_also_claim_to_keep_their_shape():
+    assert set(ELEMENTWISE) <= set(_with("keeps_shape"))
+
+
+@pytest.mark.parametrize("type_name", _with("keeps_shape"))
+def test_keeps_shape_layers_give_their_input_shape_at_any_settings(type_name):
+    spec = REGISTRY[type_name]
+    for params in (spec.resolve({}), _varied_params(spec)):
+        _, x, out = _run(type_name, params)
+        assert out.shape == x.shape, params
+
+
+@pytest.mark.parametrize("type_name", _with("size_param"))
+def test_size_param_sets_the_output_size_along_its_dim(type_name):
+    name, dim = REGISTRY[type_name].size_param
+    for size in (5, 12):
+        _, _, out = _run(type_name, {name: size})
+        assert out.shape[1:][dim] == size
+
+
+@pytest.mark.parametrize("type_name", _with("dense"))
+def test_dense_layers_map_the_last_dim_and_keep_the_others(type_name):
+    assert REGISTRY[type_name].size_param[1] == -1
+    _, x, out = _run(type_name, x=torch.randn(2, 3, 5, REGISTRY[type_name].example[0].shape[-1]))
+    assert out.shape[:-1] == x.shape[:-1]
+
+
+@pytest.mark.parametrize("type_name", _with("outputs_probabilities"))
+def test_probability_layers_give_a_distribution_at_their_defaults(type_name):
+    _, _, out = _run(type_name)
+    assert (out >= 0).all()
+    torch.testing.assert_close(out.sum(dim=-1), torch.ones(out.shape[:-1]))
+
+
+@pytest.mark.parametrize("type_name", _with("vocab_param"))
+def test_vocab_param_bounds_the_token_ids(type_name):
+    spec = REGISTRY[type_name]
+    size = spec.param(spec.vocab_param).default
+    assert spec.dtype == "int"
+    _run(type_name, x=torch.tensor([[0, size - 1]]))
+    with pytest.raises(IndexError):
+        _run(type_name, x=torch.tensor([[0, size]]))
+
+
+@pytest.mark.parametrize("type_name", _with("dead_units"))
+def test_dead_unit_layers_give_zero_for_inputs_at_most_zero_only(type_name):
+    x = example_batch(type_name).abs()
+    assert (_run(type_name, x=-x)[2] == 0).all()
+    assert (_run(type_name, x=x + 0.1)[2] > 0).all()
+
+
+@pytest.mark.parametrize("type_name", _with("gradcam"))
+def test_gradcam_layers_give_maps_of_learned_filters(type_name):
+    module, _, out = _run(type_name)
+    assert out.dim() == 4 and any(True for _ in module.parameters())
+

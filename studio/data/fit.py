@@ -14,17 +14,17 @@ from __future__ import annotations
 
 from studio.data.types import DatasetInfo
 from studio.errors import GraphError, Issue
-from studio.graph import Graph
-
-# Layers that keep their input's shape: a wrong output size behind them is fixed in front of them.
-_SHAPE_KEEPING = {"ReLU", "LeakyReLU", "GELU", "SiLU", "ELU", "Tanh", "Sigmoid", "Softmax", "Dropout",
-                  "Identity", "LayerNorm", "BatchNorm1d"}
-_CHANNEL_SETTING = {"Conv1d", "Conv2d", "ConvTranspose2d"}  # layers whose out_channels sets dimension 0
-_EMBEDDING_DEFAULT_SIZE = 1000  # Embedding.num_embeddings default in the palette
+from studio.graph import Graph, Node
+from studio.layers import REGISTRY, LayerSpec
 
 
 def _shape(shape) -> str:
     return str(tuple(shape))
+
+
+def _spec(node: Node) -> LayerSpec | None:
+    """The node's spec; None for a type the palette does not have (analysis reports it)."""
+    return REGISTRY.get(node.type)
 
 
 def _input_node(graph: Graph) -> str:
@@ -52,14 +52,15 @@ def _what(info: DatasetInfo) -> str:
 
 
 def _fix_node(graph: Graph, output_id: str) -> str:
-    """Walk back from the output through shape-keeping layers to the layer that sets the size."""
+    """Walk back from the output through shape-keeping layers (LayerSpec.keeps_shape) to the layer that sets
+    the size."""
     node_id = output_id
     seen = set()
     while node_id not in seen:
         seen.add(node_id)
-        node = graph.node(node_id)
+        spec = _spec(graph.node(node_id))
         inputs = graph.inputs_of(node_id)
-        if node.type not in _SHAPE_KEEPING or len(inputs) != 1:
+        if spec is None or not spec.keeps_shape or len(inputs) != 1:
             return node_id
         node_id = inputs[0]
     return output_id
@@ -75,17 +76,19 @@ def _output_issue(graph: Graph, info: DatasetInfo, output_id: str, out: tuple,
         return None
     head = f"output {_shape(out)} does not fit dataset {info.id!r} ({_what(info)}); expected {_shape(expected)}"
     fix_id = _fix_node(graph, output_id)
-    fix_node = graph.node(fix_id)
+    fix_spec = _spec(graph.node(fix_id))
+    size = fix_spec.size_param if fix_spec is not None else None
+    size_param, size_dim = size or (None, None)  # the param that sets the fix node's size, and its dim
     same_rank = len(out) == len(expected)
     if same_rank and (compare_last_only or out[:-1] == expected[:-1]):  # only the size differs
-        if fix_node.type == "Linear":
+        if size_dim == -1:
             where = "" if fix_id == output_id else f" on {fix_id!r}"
-            return Issue(fix_id, f"{head}; set out_features={expected[-1]}{where}", param="out_features")
+            return Issue(fix_id, f"{head}; set {size_param}={expected[-1]}{where}", param=size_param)
         return Issue(output_id, f"{head}; end the model with a Linear layer with out_features={expected[-1]}")
     if info.task == "regression" and len(expected) > 1 and same_rank:  # an image-like target (reconstruction)
         where = "" if fix_id == output_id else f" on {fix_id!r}"
-        if fix_node.type in _CHANNEL_SETTING and out[1:] == expected[1:]:
-            return Issue(fix_id, f"{head}; set out_channels={expected[0]}{where}", param="out_channels")
+        if size_dim == 0 and out[1:] == expected[1:]:
+            return Issue(fix_id, f"{head}; set {size_param}={expected[0]}{where}", param=size_param)
         return Issue(output_id, f"{head}; make the last layers give {_shape(expected)}: out_channels sets the "
                                 "channels, and kernel_size, stride, padding (and output_padding of "
                                 "ConvTranspose2d) the spatial size")
@@ -129,21 +132,24 @@ def check_graph_fits(graph: Graph, analysis, info: DatasetInfo, *, graph_issues:
         issue = _output_issue(graph, info, output_id, tuple(out), input_differs)
         if issue is not None:
             issues.append(issue)
-        if info.task != "regression" and graph.node(output_id).type == "Softmax":
+        last = _spec(graph.node(output_id))
+        if info.task != "regression" and last is not None and last.outputs_probabilities:
             issues.append(Issue(
-                output_id, "the model ends in Softmax, but the training loss (cross-entropy) expects logits, "
-                           "the raw scores; remove this Softmax: the loss applies log-softmax itself and the "
+                output_id, f"the model ends in {last.type}, but the training loss (cross-entropy) expects logits, "
+                           f"the raw scores; remove this {last.type}: the loss applies log-softmax itself and the "
                            "predicted classes stay the same", severity="warning"))
 
     if info.input_dtype == "int64" and info.num_classes is not None:
         vocab = info.num_classes if info.task != "classification" else len(info.vocab or ())
         for node in graph.nodes:
-            if node.type != "Embedding" or not vocab:
+            spec = _spec(node)
+            if spec is None or spec.vocab_param is None or not vocab:
                 continue
-            size = node.params.get("num_embeddings", _EMBEDDING_DEFAULT_SIZE)
+            name = spec.vocab_param  # the param that bounds the token ids (LayerSpec.vocab_param)
+            size = node.params.get(name, spec.param(name).default)
             if isinstance(size, int) and size < vocab:
                 issues.append(Issue(
-                    node.id, f"num_embeddings={size} is smaller than the vocabulary of dataset {info.id!r} "
+                    node.id, f"{name}={size} is smaller than the vocabulary of dataset {info.id!r} "
                              f"({vocab} tokens), so token ids up to {vocab - 1} would fail; set "
-                             f"num_embeddings={vocab}", param="num_embeddings"))
+                             f"{name}={vocab}", param=name))
     return issues

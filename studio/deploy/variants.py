@@ -27,12 +27,12 @@ from torch import nn
 
 from studio.errors import ExportError
 from studio.export import _known_noise_filtered  # the same known warnings as every export, no others
+from studio.layers import REGISTRY
 from studio.training import pruning
 from studio.training.pruning import check_sparsity, prunable  # noqa: F401  (part of this module's API)
 
 METHODS = ("fp32", "int8-weight", "int8-dynamic", "int8-static", "prune", "prune-channels")
 QUANT_TYPES = (nn.Linear,)
-RECURRENT = ("RNN", "LSTM", "GRU")
 # What each method quantizes or prunes, in words, for the table.
 DESCRIPTIONS = {
     "fp32": "the run's trained weights, unchanged",
@@ -115,7 +115,7 @@ def _pt2e_static(model: nn.Module, example: torch.Tensor, calibration) -> Varian
     from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
 
     kinds = _node_types(model)
-    blocked = [f"{nid} ({t})" for nid, t in kinds.items() if t in RECURRENT]
+    blocked = [f"{nid} ({t})" for nid, t in kinds.items() if t in REGISTRY and REGISTRY[t].category == "recurrent"]
     if blocked:
         raise ExportError(f"int8-static is not supported for recurrent layers: {', '.join(blocked)}; PT2E's x86 "
                           "quantizer has no int8 pattern for RNN/LSTM/GRU. Use int8-weight or int8-dynamic "

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from studio.errors import DataError, StudioError
+from studio.layers import REGISTRY
 
 
 @dataclass
@@ -100,7 +101,7 @@ def saliency(model, x: torch.Tensor, target: int, *, method: str = "gradcam", la
         (grad,) = torch.autograd.grad(score, xg)  # leaves the parameters' .grad alone
         s = (grad[0] * xg[0]).abs().sum(dim=0)
     elif method == "gradcam":
-        convs = [n for n in model.order if model.node_types[n] == "Conv2d"]
+        convs = [n for n in model.order if REGISTRY[model.node_types[n]].gradcam]
         layer = layer or (convs[-1] if convs else None)
         if layer is None:
             raise StudioError("Grad-CAM needs a Conv2d layer and this model has none; use gradient_x_input")

@@ -1,7 +1,10 @@
-"""What a layer spec is: a params schema, a constructor, input rules and a one-line doc.
+"""What a layer spec is: a params schema, a constructor, input rules, a one-line doc, and the facts
+about the layer that the rest of the studio acts on (its shape rule, whether it keeps its input's shape,
+the param that sets its size, the torch functions that import as it, ...).
 
-One spec per layer type; the generic form, the canvas label, analysis, the compiler and code export
-all read it. Adding a layer means adding one `register(LayerSpec(...))` call.
+One spec per layer type; the generic form, the canvas label, analysis, the compiler, code export, import,
+the dataset checks and the probes all read it, and no module outside studio/layers/ keeps a list of layer
+types (tests/test_architecture.py checks). Adding a layer means adding one `register(LayerSpec(...))` call.
 """
 
 from __future__ import annotations
@@ -36,6 +39,14 @@ FunctionFn = Callable[[dict], tuple[Callable, dict]]
 FromModuleFn = Callable[[nn.Module], dict]
 # check(params, inputs) -> [(param or None, message)]: precise messages before PyTorch is asked.
 CheckFn = Callable[[dict, list[InSpec]], list[tuple[str | None, str]]]
+# from_call(args, kwargs) -> params: the palette params of a traced call (fximport), the inverse of make for
+# a functional form such as F.gelu(x, approximate="tanh"); args[0] is the input.
+FromCallFn = Callable[[tuple, dict], dict]
+# (per-sample output shape, dtype, trainable params, forward FLOPs for one sample, buffer values)
+Result = tuple[tuple[int, ...], str, int, int, int]
+# shape_rule(resolved params, inputs) -> Result in closed form, or None where PyTorch must decide on the meta
+# device (studio.layers.rules holds the formulas and says why they exist).
+Rule = Callable[[dict, tuple[InSpec, ...]], "Result | None"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,32 @@ class LayerSpec:
     # The inverse of make for modules of `module_types` (fximport's mapping of a traced module).
     from_module: FromModuleFn | None = None
     module_types: tuple[type, ...] = ()
+    # The torch functions and Tensor methods (by name: "relu" for x.relu()) that compute this layer on their
+    # first argument; fximport reads a traced call of one, or of `function`'s callable, with `from_call`
+    # (None: the layer has no params to read).
+    functions: tuple[Callable, ...] = ()
+    methods: tuple[str, ...] = ()
+    from_call: FromCallFn | None = None
+    shape_rule: Rule | None = None  # closed-form shape, params and FLOPs; None: analysis runs it on `meta`
+
+    # ---- facts that other parts of the studio act on (each says who reads it) ----
+    # The output has the input's shape whatever the params, so a wrong output size behind it is set in front
+    # of it: studio.data.fit walks back through it to the layer to fix. Element-wise layers set it too.
+    keeps_shape: bool = False
+    # The param that sets the output's size along one per-sample dim, e.g. ("out_features", -1) or
+    # ("out_channels", 0): studio.data.fit names it in the fix for an output that does not fit a dataset.
+    size_param: tuple[str, int] | None = None
+    # The output is a probability distribution: studio.data.fit warns when a classifier ends in it (the loss
+    # expects logits).
+    outputs_probabilities: bool = False
+    # The param that bounds the token ids it takes (ids < it): studio.data.fit holds it to a dataset's vocabulary.
+    vocab_param: str | None = None
+    # Fully connected over the last dim: studio.analysis warns when its input has rank >= 3 (a missing Flatten).
+    dense: bool = False
+    # Outputs 0 for every input <= 0: the probes (studio.training.probes) report its dead units.
+    dead_units: bool = False
+    # Its output is a (C, H, W) map of learned filters: Grad-CAM's default layer (studio.inspection.inference).
+    gradcam: bool = False
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -155,6 +192,18 @@ def module_dim(d: int, what: str) -> int:
         raise NoEquivalent(f"{what} over the batch dimension (dim 0) has no palette equivalent; the batch always "
                            "stays first")
     return d - 1 if d > 0 else d
+
+
+def call_arg(args: tuple, kwargs: dict, i: int, name: str, default):
+    """Argument `name` of a traced call: the i-th positional one, else the keyword one, else `default`."""
+    if len(args) > i:
+        return args[i]
+    return kwargs.get(name, default)
+
+
+def read_arg(name: str, i: int, default) -> FromCallFn:
+    """A `from_call` reading one param from a call's i-th argument, or its keyword of the same name."""
+    return lambda args, kwargs: {name: call_arg(args, kwargs, i, name, default)}
 
 
 def spec_for_module(cls: type) -> LayerSpec | None:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import math
 
+import torch.nn.functional as F
 from torch import nn
 
+from studio.layers import rules
 from studio.layers.base import (
     InSpec,
     LayerSpec,
     NoEquivalent,
     Param,
     as_tuple,
+    call_arg,
     fmt_shape,
     fmt_size,
     module_size,
@@ -125,6 +128,31 @@ def _pool_from_module(n: int, kind: str):
     return from_module
 
 
+def _pool_from_call(n: int, kind: str):
+    """Params of F.max_pool{n}d / F.avg_pool{n}d(x, kernel_size, stride, padding, ...)."""
+    name = f"torch.nn.functional.{kind}_pool{n}d"
+
+    def from_call(args: tuple, kwargs: dict) -> dict:
+        k = module_size(call_arg(args, kwargs, 1, "kernel_size", None), n)
+        stride = call_arg(args, kwargs, 2, "stride", None)
+        s = None if stride in (None, [], ()) else module_size(stride, n)
+        p = {"kernel_size": k, "stride": None if s == k else s,
+             "padding": module_size(call_arg(args, kwargs, 3, "padding", 0), n)}
+        if kind == "max":
+            p["dilation"] = module_size(call_arg(args, kwargs, 4, "dilation", 1), n)
+            p["ceil_mode"] = call_arg(args, kwargs, 5, "ceil_mode", False)
+            if call_arg(args, kwargs, 6, "return_indices", False):
+                raise NoEquivalent(f"{name} with return_indices=True has no palette equivalent")
+        else:
+            p["ceil_mode"] = call_arg(args, kwargs, 4, "ceil_mode", False)
+            p["count_include_pad"] = call_arg(args, kwargs, 5, "count_include_pad", True)
+            if call_arg(args, kwargs, 6, "divisor_override", None) is not None:
+                raise NoEquivalent(f"{name} with divisor_override has no palette equivalent")
+        return p
+
+    return from_call
+
+
 def _adaptive_from_module(n: int):
     def from_module(m: nn.Module) -> dict:
         size = module_size(m.output_size, n)
@@ -151,7 +179,8 @@ for _cls, _n, _layout, _ex in ((nn.Conv1d, 1, "(C, L)", (3, 32)), (nn.Conv2d, 2,
         doc=f"{_n}-D convolution over a {_layout} input (in_channels is inferred).",
         params=_conv_params(_n), make=_conv_make(_cls), ranks=(_n + 1,), expects=_layout,
         check=_conv_checks(_n), label=_conv_label, example=(InSpec(_ex, "float32"),),
-        module_types=(_cls,), from_module=_conv_from_module(_n),
+        module_types=(_cls,), from_module=_conv_from_module(_n), shape_rule=rules.conv(_n),
+        size_param=("out_channels", 0), gradcam=_n == 2,
     ))
 
 register(LayerSpec(
@@ -159,7 +188,8 @@ register(LayerSpec(
     doc="2-D transposed convolution (learned upsampling) over a (C, H, W) input.",
     params=_conv_params(2, transposed=True), make=_conv_make(nn.ConvTranspose2d), ranks=(3,), expects="(C, H, W)",
     check=_conv_checks(2, transposed=True), label=_conv_label, example=(InSpec((8, 7, 7), "float32"),),
-    module_types=(nn.ConvTranspose2d,), from_module=_conv_from_module(2),
+    module_types=(nn.ConvTranspose2d,), from_module=_conv_from_module(2), shape_rule=rules.conv_transpose(2),
+    size_param=("out_channels", 0),
 ))
 
 
@@ -191,9 +221,11 @@ def _pool_check(n: int):
     return check
 
 
-for _cls, _n, _kind, _layout, _ex in (
-        (nn.MaxPool1d, 1, "max", "(C, L)", (3, 32)), (nn.MaxPool2d, 2, "max", "(C, H, W)", (3, 16, 16)),
-        (nn.AvgPool1d, 1, "avg", "(C, L)", (3, 32)), (nn.AvgPool2d, 2, "avg", "(C, H, W)", (3, 16, 16))):
+for _cls, _fn, _n, _kind, _layout, _ex in (
+        (nn.MaxPool1d, F.max_pool1d, 1, "max", "(C, L)", (3, 32)),
+        (nn.MaxPool2d, F.max_pool2d, 2, "max", "(C, H, W)", (3, 16, 16)),
+        (nn.AvgPool1d, F.avg_pool1d, 1, "avg", "(C, L)", (3, 32)),
+        (nn.AvgPool2d, F.avg_pool2d, 2, "avg", "(C, H, W)", (3, 16, 16))):
     register(LayerSpec(
         type=_cls.__name__, category="pooling",
         doc=f"{'Max' if _kind == 'max' else 'Average'} pooling over a {_layout} input.",
@@ -201,10 +233,11 @@ for _cls, _n, _kind, _layout, _ex in (
         ranks=(_n + 1,), expects=_layout, check=_pool_check(_n),
         label=(lambda p, _n=_n: "x".join([str(k) for k in as_tuple(p["kernel_size"], _n)])),
         example=(InSpec(_ex, "float32"),), module_types=(_cls,), from_module=_pool_from_module(_n, _kind),
+        functions=(_fn,), from_call=_pool_from_call(_n, _kind), shape_rule=rules.pool(_n, _kind),
     ))
 
-for _cls, _n, _layout, _ex in ((nn.AdaptiveAvgPool1d, 1, "(C, L)", (3, 32)),
-                               (nn.AdaptiveAvgPool2d, 2, "(C, H, W)", (3, 16, 16))):
+for _cls, _fn, _n, _layout, _ex in ((nn.AdaptiveAvgPool1d, F.adaptive_avg_pool1d, 1, "(C, L)", (3, 32)),
+                                    (nn.AdaptiveAvgPool2d, F.adaptive_avg_pool2d, 2, "(C, H, W)", (3, 16, 16))):
     register(LayerSpec(
         type=_cls.__name__, category="pooling",
         doc=f"Average pooling to a fixed output size over a {_layout} input (1 gives global pooling).",
@@ -213,4 +246,7 @@ for _cls, _n, _layout, _ex in ((nn.AdaptiveAvgPool1d, 1, "(C, L)", (3, 32)),
         ranks=(_n + 1,), expects=_layout,
         label=(lambda p, _n=_n: "->" + "x".join(str(k) for k in as_tuple(p["output_size"], _n))),
         example=(InSpec(_ex, "float32"),), module_types=(_cls,), from_module=_adaptive_from_module(_n),
+        functions=(_fn,), shape_rule=rules.adaptive(_n),
+        from_call=lambda args, kwargs, _n=_n: {
+            "output_size": module_size(call_arg(args, kwargs, 1, "output_size", 1), _n)},
     ))

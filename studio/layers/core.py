@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import nn
 
 from studio.layers import modules as m
-from studio.layers.base import InSpec, LayerSpec, Param, fmt_shape, module_dim, register, sample_dim
+from studio.layers import rules
+from studio.layers.base import InSpec, LayerSpec, Param, fmt_shape, module_dim, read_arg, register, sample_dim
 
 register(LayerSpec(
     type="Input", category="input",
@@ -32,6 +34,7 @@ register(LayerSpec(
                                      "bias": p["bias"]}),
     label=lambda p: str(p["out_features"]),
     module_types=(nn.Linear,), from_module=lambda m: {"out_features": m.out_features, "bias": m.bias is not None},
+    shape_rule=rules.linear, size_param=("out_features", -1), dense=True,
 ))
 
 
@@ -59,6 +62,7 @@ register(LayerSpec(
     module_types=(nn.Flatten,),
     from_module=lambda m: {"start_dim": module_dim(m.start_dim, "Flatten"),
                            "end_dim": module_dim(m.end_dim, "Flatten")},
+    shape_rule=rules.flatten,
 ))
 
 
@@ -85,6 +89,7 @@ register(LayerSpec(
     check=_reshape_check,
     label=lambda p: fmt_shape(p["shape"]),
     module_types=(m.Reshape,), from_module=lambda mod: {"shape": list(mod.shape)},
+    shape_rule=rules.reshape,
 ))
 
 
@@ -104,7 +109,7 @@ register(LayerSpec(
     check=_permute_check,
     label=lambda p: str(p["dims"]),
     module_types=(m.Permute,), from_module=lambda mod: {"dims": list(mod.dims)},
-    example=(InSpec((4, 6), "float32"),),
+    example=(InSpec((4, 6), "float32"),), shape_rule=rules.permute,
 ))
 
 register(LayerSpec(
@@ -113,14 +118,15 @@ register(LayerSpec(
     params=(Param("p", "float", 0.5, "Probability of an element being zeroed.", min=0.0, max=1.0),),
     make=lambda p, ins: (nn.Dropout, {"p": float(p["p"])}),
     label=lambda p: str(p["p"]),
-    dtype="float", elementwise=True,
+    dtype="float", elementwise=True, keeps_shape=True,
     module_types=(nn.Dropout,), from_module=lambda mod: {"p": mod.p},
+    functions=(F.dropout,), from_call=read_arg("p", 1, 0.5),
 ))
 
 register(LayerSpec(
     type="Identity", category="core",
     doc="Pass the input through unchanged (a placeholder for a skip path).",
-    make=lambda p, ins: (nn.Identity, {}), dtype="any", elementwise=True,
+    make=lambda p, ins: (nn.Identity, {}), dtype="any", elementwise=True, keeps_shape=True,
     module_types=(nn.Identity,), from_module=lambda mod: {},
 ))
 
@@ -141,7 +147,7 @@ for _type, _fn, _doc in (
         type=_type, category="merge", doc=_doc,
         function=lambda p, _fn=_fn: (_fn, {}),
         inputs=(2, None), check=_same_shapes,
-        example=(InSpec((8,), "float32"), InSpec((8,), "float32")),
+        example=(InSpec((8,), "float32"), InSpec((8,), "float32")), shape_rule=rules.merge,
     ))
 
 
@@ -168,7 +174,8 @@ register(LayerSpec(
     doc="Concatenate inputs along a per-sample dim, in port order.",
     params=(Param("dim", "int", 0, "Per-sample dim to join along (0: channels/features of the first dim)."),),
     function=lambda p: (m.concat, {"dim": sample_dim(p["dim"])}),
-    inputs=(2, None), check=_concat_check,
+    from_call=lambda args, kwargs: {"dim": module_dim(kwargs["dim"], "concat")},
+    inputs=(2, None), check=_concat_check, shape_rule=rules.concat,
     label=lambda p: f"dim={p['dim']}",
     example=(InSpec((4, 8), "float32"), InSpec((4, 8), "float32")),
 ))
@@ -183,4 +190,5 @@ register(LayerSpec(
     label=lambda p: p["mode"],
     example=(InSpec((8, 16), "float32"),),
     module_types=(m.SequencePool,), from_module=lambda mod: {"mode": mod.mode},
+    shape_rule=rules.sequence_pool,
 ))

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
-from studio.layers.base import InSpec, LayerSpec, NoEquivalent, Param, module_dim, register, sample_dim
+from studio.layers import rules
+from studio.layers.base import (
+    InSpec,
+    LayerSpec,
+    NoEquivalent,
+    Param,
+    call_arg,
+    module_dim,
+    read_arg,
+    register,
+    sample_dim,
+)
 
 _EPS = Param("eps", "float", 1e-5, "Added to the variance for numerical stability.", min=0.0, advanced=True)
 
@@ -29,7 +42,15 @@ def _softmax_from_module(m: nn.Module) -> dict:
     return {"dim": module_dim(m.dim, "Softmax")}
 
 
-def _bn(cls: type, ranks: tuple[int, ...], layout: str, example: tuple[int, ...]) -> LayerSpec:
+def _softmax_from_call(args: tuple, kwargs: dict) -> dict:
+    dim = call_arg(args, kwargs, 1, "dim", None)
+    if dim is None:
+        raise NoEquivalent("softmax without dim has no palette equivalent; pass dim")
+    return {"dim": module_dim(dim, "softmax")}
+
+
+def _bn(cls: type, ranks: tuple[int, ...], layout: str, example: tuple[int, ...],
+        keeps_shape: bool = False) -> LayerSpec:
     return LayerSpec(
         type=cls.__name__, category="normalization",
         doc=f"Batch normalization over the channels of a {layout} input (num_features is inferred).",
@@ -43,11 +64,11 @@ def _bn(cls: type, ranks: tuple[int, ...], layout: str, example: tuple[int, ...]
         ),
         make=lambda p, ins: (cls, {"num_features": ins[0].shape[0], **p}),
         ranks=ranks, expects=layout, example=(InSpec(example, "float32"),),
-        module_types=(cls,), from_module=_bn_from_module,
+        module_types=(cls,), from_module=_bn_from_module, shape_rule=rules.batch_norm, keeps_shape=keeps_shape,
     )
 
 
-register(_bn(nn.BatchNorm1d, (1, 2), "(C,) or (C, L)", (8, 20)))
+register(_bn(nn.BatchNorm1d, (1, 2), "(C,) or (C, L)", (8, 20), keeps_shape=True))
 register(_bn(nn.BatchNorm2d, (3,), "(C, H, W)", (4, 8, 8)))
 
 register(LayerSpec(
@@ -59,7 +80,8 @@ register(LayerSpec(
         Param("bias", "bool", True, "Learn the shift (with elementwise_affine).", advanced=True),
     ),
     make=lambda p, ins: (nn.LayerNorm, {"normalized_shape": ins[0].shape[-1], **p}),
-    module_types=(nn.LayerNorm,), from_module=_layer_norm_from_module,
+    module_types=(nn.LayerNorm,), from_module=_layer_norm_from_module, shape_rule=rules.layer_norm,
+    keeps_shape=True,
 ))
 
 
@@ -86,27 +108,38 @@ register(LayerSpec(
     example=(InSpec((8, 6, 6), "float32"),),
     module_types=(nn.GroupNorm,),
     from_module=lambda m: {"num_groups": m.num_groups, "eps": m.eps, "affine": m.affine},
+    shape_rule=rules.group_norm,
 ))
 
 
-def _activation(cls: type, doc: str, params: tuple[Param, ...] = (), label=None) -> LayerSpec:
+def _activation(cls: type, doc: str, params: tuple[Param, ...] = (), label=None, *,
+                functions: tuple = (), methods: tuple[str, ...] = (), from_call=None,
+                dead_units: bool = False) -> LayerSpec:
     return LayerSpec(type=cls.__name__, category="activation", doc=doc, params=params,
                      make=lambda p, ins: (cls, dict(p)), label=label, example=(InSpec((4, 6, 6), "float32"),),
-                     elementwise=True, module_types=(cls,),
-                     from_module=lambda m: {p.name: getattr(m, p.name) for p in params})
+                     elementwise=True, keeps_shape=True, module_types=(cls,),
+                     from_module=lambda m: {p.name: getattr(m, p.name) for p in params},
+                     functions=functions, methods=methods, from_call=from_call, dead_units=dead_units)
 
 
-register(_activation(nn.ReLU, "max(0, x), element-wise."))
+register(_activation(nn.ReLU, "max(0, x), element-wise.", functions=(F.relu, torch.relu), methods=("relu",),
+                     dead_units=True))
 register(_activation(nn.LeakyReLU, "x for x >= 0, negative_slope * x otherwise.",
-                     (Param("negative_slope", "float", 0.01, "Slope for negative inputs.", min=0.0),)))
+                     (Param("negative_slope", "float", 0.01, "Slope for negative inputs.", min=0.0),),
+                     functions=(F.leaky_relu,), from_call=read_arg("negative_slope", 1, 0.01)))
 register(_activation(nn.GELU, "Gaussian error linear unit (as in Transformers).",
                      (Param("approximate", "choice", "none", "Exact or tanh approximation.",
-                            choices=("none", "tanh"), advanced=True),)))
-register(_activation(nn.SiLU, "x * sigmoid(x) (swish)."))
+                            choices=("none", "tanh"), advanced=True),),
+                     functions=(F.gelu,),  # approximate is keyword-only
+                     from_call=lambda args, kwargs: {"approximate": kwargs.get("approximate", "none")}))
+register(_activation(nn.SiLU, "x * sigmoid(x) (swish).", functions=(F.silu,)))
 register(_activation(nn.ELU, "Exponential linear unit.",
-                     (Param("alpha", "float", 1.0, "Value approached for large negative inputs.", min=0.0),)))
-register(_activation(nn.Tanh, "Hyperbolic tangent, element-wise."))
-register(_activation(nn.Sigmoid, "Logistic sigmoid, element-wise."))
+                     (Param("alpha", "float", 1.0, "Value approached for large negative inputs.", min=0.0),),
+                     functions=(F.elu,), from_call=read_arg("alpha", 1, 1.0)))
+register(_activation(nn.Tanh, "Hyperbolic tangent, element-wise.", functions=(torch.tanh, F.tanh),
+                     methods=("tanh",)))
+register(_activation(nn.Sigmoid, "Logistic sigmoid, element-wise.", functions=(torch.sigmoid, F.sigmoid),
+                     methods=("sigmoid",)))
 
 
 def _softmax_check(p: dict, ins: list[InSpec]) -> list[tuple[str | None, str]]:
@@ -124,4 +157,6 @@ register(LayerSpec(
     make=lambda p, ins: (nn.Softmax, {"dim": sample_dim(p["dim"])}),
     check=_softmax_check, label=lambda p: f"dim={p['dim']}",
     module_types=(nn.Softmax,), from_module=_softmax_from_module,
+    functions=(F.softmax, torch.softmax), methods=("softmax",), from_call=_softmax_from_call,
+    shape_rule=rules.softmax, keeps_shape=True, outputs_probabilities=True,
 ))

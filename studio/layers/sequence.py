@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from studio.layers import modules as m
+from studio.layers import rules
 from studio.layers.base import InSpec, LayerSpec, NoEquivalent, Param, register
 
 _SEQ = (InSpec((8, 16), "float32"),)
@@ -47,7 +48,7 @@ def _encoder_from_module(m: nn.Module) -> dict:
             "causal": getattr(m, "causal", False), "layer_norm_eps": m.norm1.eps, "bias": m.linear1.bias is not None}
 
 
-def _recurrent(cls: type, name: str, extra: tuple[Param, ...] = ()) -> LayerSpec:
+def _recurrent(cls: type, name: str, gates: int, extra: tuple[Param, ...] = ()) -> LayerSpec:
     params = (
         Param("hidden_size", "int", 64, "Features in the hidden state.", min=1),
         Param("num_layers", "int", 1, "Stacked recurrent layers.", min=1, max=16),
@@ -67,13 +68,14 @@ def _recurrent(cls: type, name: str, extra: tuple[Param, ...] = ()) -> LayerSpec
         label=lambda p: f"{p['hidden_size']}{' x' + str(p['num_layers']) if p['num_layers'] > 1 else ''}"
                         f"{' bi' if p['bidirectional'] else ''}{'' if p['return_sequences'] else ' last'}",
         example=_SEQ, module_types=(cls, getattr(nn, name)), from_module=_recurrent_from_module,
+        shape_rule=rules.recurrent(gates),
     )
 
 
-register(_recurrent(m.RNNLayer, "RNN", (Param("nonlinearity", "choice", "tanh", "Activation of the cell.",
+register(_recurrent(m.RNNLayer, "RNN", 1, (Param("nonlinearity", "choice", "tanh", "Activation of the cell.",
                                               choices=("tanh", "relu"), advanced=True),)))
-register(_recurrent(m.LSTMLayer, "LSTM"))
-register(_recurrent(m.GRULayer, "GRU"))
+register(_recurrent(m.LSTMLayer, "LSTM", 4))
+register(_recurrent(m.GRULayer, "GRU", 3))
 
 def _embedding_from_module(mod: nn.Module) -> dict:
     if mod.norm_type != 2.0 or mod.scale_grad_by_freq or mod.sparse:
@@ -100,6 +102,7 @@ register(LayerSpec(
     label=lambda p: f"{p['num_embeddings']}x{p['embedding_dim']}",
     example=(InSpec((8,), "int64"),),
     module_types=(nn.Embedding,), from_module=_embedding_from_module,
+    shape_rule=rules.embedding, vocab_param="num_embeddings",
 ))
 
 
@@ -121,6 +124,7 @@ register(LayerSpec(
     make=lambda p, ins: (m.PositionalEncoding, {"d_model": ins[0].shape[-1], **p}),
     ranks=(2,), expects="(T, F)", check=_pe_check, label=lambda p: p["kind"], example=_SEQ,
     module_types=(m.PositionalEncoding,), from_module=lambda mod: {"kind": mod.kind, "max_len": mod.pe.shape[0]},
+    shape_rule=rules.positional,
 ))
 
 

@@ -123,6 +123,7 @@ class Prober(Callback):
     # ---- one snapshot -------------------------------------------------------------------------
     def snapshot(self, trainer: Trainer) -> dict | None:
         from studio.compile import capture
+        from studio.layers import REGISTRY
 
         s = trainer.state
         if s.stop_reason == "diverged" or not (s.step == 0 or math.isfinite(s.loss)) or self._last_step == s.step:
@@ -140,7 +141,7 @@ class Prober(Callback):
         entry: dict = {"step": s.step, "epoch": s.epoch, "time": time.time(), "samples": int(self.x.shape[0]),
                        "feature_maps": {}, "attention": {}, "dead_fraction": {}, "grad_norms": {}}
         for node_id in fmap_ids:
-            if model.node_types[node_id] == "ReLU" and node_id in feats:
+            if REGISTRY[model.node_types[node_id]].dead_units and node_id in feats:
                 out = feats[node_id]
                 entry["dead_fraction"][node_id] = float((out <= 0).all(dim=0).float().mean())
         arrays = {f"fmap/{k}": v.float().cpu() for k, v in feats.items()}

@@ -1,10 +1,10 @@
 """Closed-form output shape, parameter count, FLOPs and buffer size of the common layers.
 
-Analysis asks these rules first and runs a layer on the `meta` device only where no rule answers
-(attention layers, unusual settings, and every input PyTorch would reject, so that its own message
-reaches the user). Running on `meta` costs 0.3 to 30 ms a layer (PyTorch's meta kernels are partly
-Python references, an LSTM's are run step by step) and its reference kernels import `torch._dynamo`
-(1.2-2 s of CPU) on first use; these rules cost microseconds.
+A spec names its formula in `shape_rule` (`shape_rule=rules.conv(2)`); analysis asks it first and runs
+a layer on the `meta` device only where no rule answers (attention layers, unusual settings, and every
+input PyTorch would reject, so that its own message reaches the user). Running on `meta` costs 0.3 to
+30 ms a layer (PyTorch's meta kernels are partly Python references, an LSTM's are run step by step) and
+its reference kernels import `torch._dynamo` (1.2-2 s of CPU) on first use; these rules cost microseconds.
 
 PyTorch stays the source of truth: each rule is PyTorch's public output-size formula (the ones the
 `torch.nn` docs print) and FlopCounterMode's counting (a multiply-add is 2 FLOPs; only matrix products
@@ -20,18 +20,14 @@ compares every rule with the meta-device run at many random settings.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
-from studio.layers.base import InSpec, as_tuple
-
-# (per-sample output shape, dtype, trainable params, forward FLOPs for one sample, buffer values)
-Result = tuple[tuple[int, ...], str, int, int, int]
-Rule = Callable[[dict, tuple[InSpec, ...]], "Result | None"]
+from studio.layers.base import REGISTRY, InSpec, Result, Rule, as_tuple
 
 
 def closed_form(type_name: str, p: dict, ins: tuple[InSpec, ...]) -> Result | None:
     """The layer's figures for resolved params `p` and inputs `ins`, or None: ask PyTorch on `meta`."""
-    rule = RULES.get(type_name)
+    spec = REGISTRY.get(type_name)
+    rule = spec.shape_rule if spec is not None else None
     return rule(p, ins) if rule is not None else None
 
 
@@ -45,7 +41,7 @@ def _same(x: InSpec) -> Result:
 
 # ---- convolution and pooling ------------------------------------------------------------------------
 
-def _conv(n: int) -> Rule:
+def conv(n: int) -> Rule:
     def rule(p: dict, ins: tuple[InSpec, ...]) -> Result | None:
         c, *spatial = ins[0].shape
         out_c, g = p["out_channels"], p["groups"]
@@ -69,7 +65,7 @@ def _conv(n: int) -> Rule:
     return rule
 
 
-def _conv_transpose(n: int) -> Rule:
+def conv_transpose(n: int) -> Rule:
     def rule(p: dict, ins: tuple[InSpec, ...]) -> Result | None:
         c, *spatial = ins[0].shape
         out_c, g = p["out_channels"], p["groups"]
@@ -96,7 +92,7 @@ def _pool_size(i: int, k: int, s: int, pad: int, d: int, ceil: bool) -> int:
     return out
 
 
-def _pool(n: int, kind: str) -> Rule:
+def pool(n: int, kind: str) -> Rule:
     def rule(p: dict, ins: tuple[InSpec, ...]) -> Result | None:
         c, *spatial = ins[0].shape
         k = as_tuple(p["kernel_size"], n)
@@ -114,7 +110,7 @@ def _pool(n: int, kind: str) -> Rule:
     return rule
 
 
-def _adaptive(n: int) -> Rule:
+def adaptive(n: int) -> Rule:
     def rule(p: dict, ins: tuple[InSpec, ...]) -> Result | None:
         return (ins[0].shape[0], *as_tuple(p["output_size"], n)), "float32", 0, 0, 0
 
@@ -123,33 +119,33 @@ def _adaptive(n: int) -> Rule:
 
 # ---- dense, normalization, recurrent, embedding --------------------------------------------------------
 
-def _linear(p: dict, ins: tuple[InSpec, ...]) -> Result:
+def linear(p: dict, ins: tuple[InSpec, ...]) -> Result:
     *lead, f = ins[0].shape
     out = p["out_features"]
     return (*lead, out), "float32", f * out + (out if p["bias"] else 0), 2 * _prod(lead) * f * out, 0
 
 
-def _batch_norm(p: dict, ins: tuple[InSpec, ...]) -> Result | None:
+def batch_norm(p: dict, ins: tuple[InSpec, ...]) -> Result | None:
     c = ins[0].shape[0]
     if not p["track_running_stats"] and _prod(ins[0].shape[1:]) == 1:
         return None  # batch statistics of one value per channel: PyTorch refuses the one-sample run
     return ins[0].shape, "float32", 2 * c if p["affine"] else 0, 0, 2 * c + 1 if p["track_running_stats"] else 0
 
 
-def _layer_norm(p: dict, ins: tuple[InSpec, ...]) -> Result:
+def layer_norm(p: dict, ins: tuple[InSpec, ...]) -> Result:
     f = ins[0].shape[-1]
     params = (f + (f if p["bias"] else 0)) if p["elementwise_affine"] else 0
     return ins[0].shape, "float32", params, 0, 0
 
 
-def _group_norm(p: dict, ins: tuple[InSpec, ...]) -> Result | None:
+def group_norm(p: dict, ins: tuple[InSpec, ...]) -> Result | None:
     c = ins[0].shape[0]
     if c % p["num_groups"]:
         return None
     return ins[0].shape, "float32", 2 * c if p["affine"] else 0, 0, 0
 
 
-def _recurrent(gates: int) -> Rule:
+def recurrent(gates: int) -> Rule:
     """RNN (1 gate), GRU (3), LSTM (4): per layer and direction, x @ W_ih and h @ W_hh at every step."""
 
     def rule(p: dict, ins: tuple[InSpec, ...]) -> Result:
@@ -167,12 +163,12 @@ def _recurrent(gates: int) -> Rule:
     return rule
 
 
-def _embedding(p: dict, ins: tuple[InSpec, ...]) -> Result:
+def embedding(p: dict, ins: tuple[InSpec, ...]) -> Result:
     d = p["embedding_dim"]
     return (*ins[0].shape, d), "float32", p["num_embeddings"] * d, 0, 0
 
 
-def _positional(p: dict, ins: tuple[InSpec, ...]) -> Result | None:
+def positional(p: dict, ins: tuple[InSpec, ...]) -> Result | None:
     t, f = ins[0].shape
     if t > p["max_len"]:
         return None
@@ -183,7 +179,7 @@ def _positional(p: dict, ins: tuple[InSpec, ...]) -> Result | None:
 
 # ---- shape-only layers and merges ----------------------------------------------------------------------
 
-def _flatten(p: dict, ins: tuple[InSpec, ...]) -> Result | None:
+def flatten(p: dict, ins: tuple[InSpec, ...]) -> Result | None:
     shape = ins[0].shape
     rank = len(shape)
     if not (-rank <= p["start_dim"] < rank and -rank <= p["end_dim"] < rank):
@@ -194,7 +190,7 @@ def _flatten(p: dict, ins: tuple[InSpec, ...]) -> Result | None:
     return (*shape[:a], _prod(shape[a:b + 1]), *shape[b + 1:]), ins[0].dtype, 0, 0, 0
 
 
-def _reshape(p: dict, ins: tuple[InSpec, ...]) -> Result | None:
+def reshape(p: dict, ins: tuple[InSpec, ...]) -> Result | None:
     target, n = list(p["shape"]), _prod(ins[0].shape)
     known = _prod(s for s in target if s != -1)
     if target.count(-1) > 1 or any(s == 0 or s < -1 for s in target) or known == 0 or n % known:
@@ -203,20 +199,20 @@ def _reshape(p: dict, ins: tuple[InSpec, ...]) -> Result | None:
     return (shape, ins[0].dtype, 0, 0, 0) if _prod(shape) == n else None
 
 
-def _permute(p: dict, ins: tuple[InSpec, ...]) -> Result | None:
+def permute(p: dict, ins: tuple[InSpec, ...]) -> Result | None:
     dims, shape = p["dims"], ins[0].shape
     if sorted(dims) != list(range(len(shape))):
         return None
     return tuple(shape[d] for d in dims), ins[0].dtype, 0, 0, 0
 
 
-def _merge(p: dict, ins: tuple[InSpec, ...]) -> Result | None:
+def merge(p: dict, ins: tuple[InSpec, ...]) -> Result | None:
     if len({(i.shape, i.dtype) for i in ins}) > 1:
         return None  # broadcasting or type promotion: PyTorch decides
     return _same(ins[0])
 
 
-def _concat(p: dict, ins: tuple[InSpec, ...]) -> Result | None:
+def concat(p: dict, ins: tuple[InSpec, ...]) -> Result | None:
     rank = len(ins[0].shape)
     if len({i.dtype for i in ins}) > 1 or any(len(i.shape) != rank for i in ins) or not -rank <= p["dim"] < rank:
         return None
@@ -228,25 +224,10 @@ def _concat(p: dict, ins: tuple[InSpec, ...]) -> Result | None:
     return tuple(shape), ins[0].dtype, 0, 0, 0
 
 
-def _softmax(p: dict, ins: tuple[InSpec, ...]) -> Result | None:
+def softmax(p: dict, ins: tuple[InSpec, ...]) -> Result | None:
     rank = len(ins[0].shape)
     return _same(ins[0]) if -rank <= p["dim"] < rank else None
 
 
-def _sequence_pool(p: dict, ins: tuple[InSpec, ...]) -> Result:
+def sequence_pool(p: dict, ins: tuple[InSpec, ...]) -> Result:
     return ins[0].shape[1:], ins[0].dtype, 0, 0, 0
-
-
-RULES: dict[str, Rule] = {
-    "Conv1d": _conv(1), "Conv2d": _conv(2), "ConvTranspose2d": _conv_transpose(2),
-    "MaxPool1d": _pool(1, "max"), "MaxPool2d": _pool(2, "max"),
-    "AvgPool1d": _pool(1, "avg"), "AvgPool2d": _pool(2, "avg"),
-    "AdaptiveAvgPool1d": _adaptive(1), "AdaptiveAvgPool2d": _adaptive(2),
-    "Linear": _linear,
-    "BatchNorm1d": _batch_norm, "BatchNorm2d": _batch_norm, "LayerNorm": _layer_norm, "GroupNorm": _group_norm,
-    "RNN": _recurrent(1), "GRU": _recurrent(3), "LSTM": _recurrent(4),
-    "Embedding": _embedding, "PositionalEncoding": _positional,
-    "Flatten": _flatten, "Reshape": _reshape, "Permute": _permute,
-    "Add": _merge, "Multiply": _merge, "Concat": _concat,
-    "Softmax": _softmax, "SequencePool": _sequence_pool,
-}
