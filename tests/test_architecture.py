@@ -243,9 +243,6 @@ NAMED_TYPES_ALLOWED = {
     # fximport's own idiom, on the nodes it makes itself: x[:, -1] (a SequencePool it mapped) after a
     # recurrent layer folds into that layer's return_sequences=False.
     ("studio/fximport.py", "SequencePool"),
-    # The default sweep space widens the first Linear's out_features. components/ is being regrouped (issue
-    # 23); read it from the spec (size_param) once that lands, and delete this entry.
-    ("components/train/sweep_view.py", "Linear"),
 }
 
 

@@ -22,6 +22,7 @@ from components.text import safe_figure, st_escape
 from components.train import backend_form, run_table
 from studio.errors import StudioError
 from studio.graph import parse_graph
+from studio.layers import REGISTRY
 from studio.runs import backends, run_dir
 from studio.sweeps import (
     PRUNERS,
@@ -133,12 +134,13 @@ def _short(value) -> str:
 
 
 def default_space(graph) -> dict:
-    """A starting search space: the learning rate, the batch size and the first Linear's width."""
+    """A starting search space: the learning rate, the batch size and the first dense layer's width."""
     space = {"lr": {"log_uniform": [1e-4, 1e-1]}, "batch_size": {"choice": [32, 64, 128]}}
-    linears = [n for n in graph.nodes if n.type == "Linear"]
-    if len(linears) > 1:  # the last one is the output layer: its width is the number of classes
-        width = int(linears[0].params.get("out_features", 64))
-        space[f"{linears[0].id}.out_features"] = {"choice": sorted({max(1, width // 2), width, width * 2})}
+    dense = [n for n in graph.nodes if n.type in REGISTRY and REGISTRY[n.type].dense]
+    if len(dense) > 1:  # the last one is the output layer: its width is the number of classes
+        param = REGISTRY[dense[0].type].size_param[0]
+        width = int(dense[0].params.get(param, 64))
+        space[f"{dense[0].id}.{param}"] = {"choice": sorted({max(1, width // 2), width, width * 2})}
     return space
 
 
