@@ -83,3 +83,16 @@ def gate(tmp_path, monkeypatch) -> RunGate:
     g = RunGate(tmp_path / "gate")
     monkeypatch.setenv(GATE_ENV, str(g.dir))
     return g
+
+
+@pytest.fixture(scope="session")
+def trained_runs(tmp_path_factory) -> tuple:
+    """(workspace, {name: run_id}): the three short runs of tests/test_inspect.py's `make_runs`, trained
+    once per session by the real workers; the Inspect, Inspect page and Compare page tests read them."""
+    from tests.test_inspect import make_runs
+
+    ws = tmp_path_factory.mktemp("trained_runs") / "workspace"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STUDIO_WORKSPACE", str(ws))
+        mp.setenv("STUDIO_MAX_RUNS", "3")
+        return ws, make_runs()

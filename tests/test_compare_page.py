@@ -11,19 +11,18 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from studio.runs import Store
-from tests.test_inspect import make_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 PICKED = "studio.compare.runs"
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("STUDIO_WORKSPACE", str(tmp_path_factory.mktemp("compare_page") / "workspace"))
-    mp.setenv("STUDIO_MAX_RUNS", "3")
-    yield make_runs()
-    mp.undo()
+def runs(trained_runs):
+    """The session's trained runs (conftest.trained_runs), in their workspace for this module's tests."""
+    workspace, ids = trained_runs
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STUDIO_WORKSPACE", str(workspace))
+        yield ids
 
 
 @pytest.fixture(autouse=True)

@@ -3,8 +3,9 @@ worker processes): checkpoints load into the compiled graph, the evaluation agre
 scikit-learn, probe arrays are read one at a time, saliency agrees with a hand-written torch oracle,
 and graph / config diffs list what changed.
 
-`make_runs` is shared with the page tests: two small CNNs on `shapes` that differ in conv1's
-out_channels and the learning rate, and the reverse_transformer template on `reverse`.
+`make_runs` is trained once per session (conftest.trained_runs) for these and the page tests: two
+small CNNs on `shapes` that differ in conv1's out_channels and the learning rate, and the
+reverse_transformer template on `reverse`.
 """
 
 from __future__ import annotations
@@ -77,12 +78,12 @@ def make_runs() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("STUDIO_WORKSPACE", str(tmp_path_factory.mktemp("inspect") / "workspace"))
-    mp.setenv("STUDIO_MAX_RUNS", "3")
-    yield make_runs()
-    mp.undo()
+def runs(trained_runs):
+    """The session's trained runs (conftest.trained_runs), in their workspace for this module's tests."""
+    workspace, ids = trained_runs
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STUDIO_WORKSPACE", str(workspace))
+        yield ids
 
 
 @pytest.fixture(autouse=True)

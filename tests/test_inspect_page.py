@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from studio import inspection as ins
 from studio.data import get_dataset
-from tests.test_inspect import SHAPES_OPTIONS, bar_canvas, make_runs
+from tests.test_inspect import SHAPES_OPTIONS, bar_canvas
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = "pages/4_Inspect.py"
@@ -26,12 +26,12 @@ SHAPE_NAMES = ["circle", "square", "triangle", "cross", "ring"]
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("STUDIO_WORKSPACE", str(tmp_path_factory.mktemp("inspect_page") / "workspace"))
-    mp.setenv("STUDIO_MAX_RUNS", "3")
-    yield make_runs()
-    mp.undo()
+def runs(trained_runs):
+    """The session's trained runs (conftest.trained_runs), in their workspace for this module's tests."""
+    workspace, ids = trained_runs
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STUDIO_WORKSPACE", str(workspace))
+        yield ids
 
 
 @pytest.fixture(autouse=True)
