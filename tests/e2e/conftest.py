@@ -1,5 +1,9 @@
 """Fixtures for the real-browser tests: a `streamlit run app.py` server on a free port with its own
-workspace, and headless Chromium (the system's /usr/bin/chromium; never `playwright install`).
+workspace and test gate, and headless Chromium (the system's /usr/bin/chromium; never `playwright install`).
+
+Nothing here measures the machine's speed: a test waits on a condition with a generous deadline and
+fails with what it saw, and one that needs a run mid-flight holds it with the server's gate
+(`studio_server.gate`, studio.training.gate), never by racing it.
 
 Without Chromium the tests skip, unless STUDIO_REQUIRE_E2E=1 makes that a failure.
 """
@@ -17,12 +21,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import RunGate
+
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 FLOW_IFRAME = 'iframe[title="streamlit_flow.streamlit_flow"]'
+TIMEOUT_MS = 60_000  # a page's default wait: a loaded 2-core machine is slow, not broken
 
 
 def _require_browser() -> None:
@@ -47,21 +54,28 @@ def free_port() -> int:
 
 
 class StudioServer:
-    """`streamlit run app.py` in its own process group, with STUDIO_WORKSPACE set to `workspace`."""
+    """`streamlit run app.py` in its own process group, with STUDIO_WORKSPACE set to `workspace`.
+
+    `gate` holds the runs this server launches at a step (they inherit STUDIO_TEST_GATE); nothing is
+    held until a test calls `gate.hold(step)`."""
 
     def __init__(self, workspace: Path):
+        from studio.training.gate import GATE_ENV
+
         self.workspace = workspace
         self.port = free_port()
         self.url = f"http://localhost:{self.port}"
         self.log = workspace.parent / "streamlit.log"
+        self.gate = RunGate(workspace.parent / "gate")
         env = dict(os.environ, STUDIO_WORKSPACE=str(workspace), PYTHONPATH=str(ROOT))
+        env[GATE_ENV] = str(self.gate.dir)  # the runs it launches inherit it
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(self.port),
              "--server.headless", "true", "--server.address", "localhost"],
             cwd=ROOT, env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
         self._wait_healthy()
 
-    def _wait_healthy(self, timeout: float = 30.0) -> None:
+    def _wait_healthy(self, timeout: float = 180.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -109,7 +123,7 @@ def browser():
 def page(browser):
     context = browser.new_context(viewport={"width": 1600, "height": 1100})
     pg = context.new_page()
-    pg.set_default_timeout(20_000)
+    pg.set_default_timeout(TIMEOUT_MS)
     yield pg
     context.close()
 
@@ -121,10 +135,19 @@ def screenshot(page, name: str) -> Path:
     return path
 
 
-def wait_idle(page, timeout: float = 20.0) -> None:
-    """Wait until Streamlit has finished rerunning (no 'Running...' status widget)."""
+def wait_idle(page, timeout: float = 60.0) -> None:
+    """Wait until Streamlit has finished rerunning (no 'Running...' status widget); on timeout, an
+    AssertionError with what the status widget and the page showed."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     page.wait_for_timeout(300)
-    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout * 1000)
+    widget = '[data-testid="stStatusWidget"]'
+    try:
+        page.wait_for_function(f"!document.querySelector('{widget}')", timeout=timeout * 1000)
+    except PlaywrightTimeout:
+        shown = page.locator(widget).all_inner_texts()
+        raise AssertionError(f"Streamlit still busy after {timeout:.0f} s (status widget: {shown}); "
+                             f"{page_report(page)}") from None
 
 
 def scroll_to(locator, timeout: float = 60_000, attempts: int = 5) -> None:
@@ -153,6 +176,38 @@ def choose(page, label: str, option: str) -> None:
         page.keyboard.press("ArrowDown")
     wanted.click()
     wait_idle(page, timeout=60)
+
+
+def page_report(page, limit: int = 1500) -> str:
+    """What the page shows, for a failure message: its URL, error boxes and exceptions, then the start
+    of its main text (never raises: the page may be navigating)."""
+    try:
+        return page.evaluate("""(limit) => {
+            const texts = sel => [...document.querySelectorAll(sel)].map(e => e.innerText.trim()).filter(t => t);
+            const main = document.querySelector('[data-testid="stMain"]') || document.body;
+            const errors = texts('[data-testid="stException"], [data-testid="stAlertContentError"]');
+            return location.href + (errors.length ? ' | errors: ' + errors.join(' / ') : '') + ' | page: '
+                   + main.innerText.replace(/\\s+/g, ' ').slice(0, limit); }""", limit)
+    except Exception as e:  # a report must not hide the failure it describes
+        return f"(the page could not be read: {e})"
+
+
+def wait_held(page, gate: RunGate, step: int, what: str, *, run_id: str | None = None,
+              check=lambda: None, seconds: float = 300.0) -> str:
+    """The id of a run the gate holds at exactly `step` (`run_id`'s when given), polled while the page
+    stays live. `check()` runs at every poll (it raises when the run ended some other way); after
+    `seconds` an AssertionError says what the gate and the page showed. A generous deadline for a
+    slow machine, never a measure of speed: a held run cannot finish before the test looks."""
+    deadline = time.monotonic() + seconds
+    while True:
+        found = [r for r, s in gate.held().items() if s == step and run_id in (None, r)]
+        if found:
+            return found[0]
+        check()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}: the gate holds "
+                                 f"{gate.held()} (hold file: {gate.dir / 'hold'}); {page_report(page)}")
+        page.wait_for_timeout(200)
 
 
 def stop_leftover_runs() -> None:

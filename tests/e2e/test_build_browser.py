@@ -7,10 +7,11 @@ import json
 import re
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
 from studio.templates import list_templates, load_template
-from tests.e2e.conftest import FLOW_IFRAME, screenshot, wait_idle
+from tests.e2e.conftest import FLOW_IFRAME, TIMEOUT_MS, page_report, screenshot, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -55,10 +56,7 @@ def test_add_connect_and_see_the_shape(studio_server, page):
     page.mouse.down()
     page.mouse.move(*_center(dst), steps=12)
     page.mouse.up()
-    page.wait_for_function(
-        """() => { const f = document.querySelector('iframe[title="streamlit_flow.streamlit_flow"]');
-                   const n = f && f.contentDocument.querySelector('.react-flow__node[data-id="dropout1"]');
-                   return n && n.innerText.includes('(10,)'); }""", timeout=20_000)
+    _wait_node_text(page, "dropout1", "(10,)")
     wait_idle(page)
     expect(new).to_contain_text(re.compile(r"Dropout.*->\s*\(10,\)", re.S))
     expect(new).not_to_contain_text("⚠")
@@ -80,10 +78,7 @@ def test_add_connect_and_see_the_shape(studio_server, page):
     expect(box).to_have_value("10")
     box.fill("12")
     box.press("Enter")
-    page.wait_for_function(
-        """() => { const f = document.querySelector('iframe[title="streamlit_flow.streamlit_flow"]');
-                   const n = f && f.contentDocument.querySelector('.react-flow__node[data-id="dropout1"]');
-                   return n && n.innerText.includes('(12,)'); }""", timeout=20_000)
+    _wait_node_text(page, "dropout1", "(12,)")
     expect(fc).to_contain_text("Linear 12 -> (12,)")
     page.get_by_role("tab", name="Summary").click()
     page.get_by_text("Parameters").first.wait_for()
@@ -91,10 +86,35 @@ def test_add_connect_and_see_the_shape(studio_server, page):
     screenshot(page, "build_04_param_edited_summary")
 
 
+def _canvas_texts(page) -> dict:
+    """{node id: its text} of every node on the canvas, and the number of edges, for a failure message."""
+    return page.evaluate("""() => { const f = document.querySelector('iframe[title="streamlit_flow.streamlit_flow"]');
+        const d = f && f.contentDocument; if (!d) return {};
+        const nodes = [...d.querySelectorAll('.react-flow__node')];
+        const out = Object.fromEntries(nodes.map(n => [n.dataset.id, n.innerText]));
+        out.edges = d.querySelectorAll('.react-flow__edge').length; return out; }""")
+
+
+def _wait_node_text(page, node_id: str, text: str) -> None:
+    """Wait until the canvas node shows `text`; on timeout say what the canvas and the page showed."""
+    try:
+        page.wait_for_function(
+            """([nid, text]) => { const f = document.querySelector('iframe[title="streamlit_flow.streamlit_flow"]');
+                                  const n = f && f.contentDocument.querySelector(`.react-flow__node[data-id="${nid}"]`);
+                                  return n && n.innerText.includes(text); }""", arg=[node_id, text], timeout=TIMEOUT_MS)
+    except PlaywrightTimeout:
+        raise AssertionError(f"node {node_id} did not show {text!r} in {TIMEOUT_MS // 1000} s; canvas: "
+                             f"{_canvas_texts(page)}; {page_report(page)}") from None
+
+
 def _wait_inspector(page, node_id: str) -> None:
-    page.wait_for_function(
-        """(nid) => [...document.querySelectorAll('[data-testid="stMarkdownContainer"] h4')]
-                    .some(h => h.innerText.startsWith(nid + ' '))""", arg=node_id, timeout=20_000)
+    try:
+        page.wait_for_function(
+            """(nid) => [...document.querySelectorAll('[data-testid="stMarkdownContainer"] h4')]
+                        .some(h => h.innerText.startsWith(nid + ' '))""", arg=node_id, timeout=TIMEOUT_MS)
+    except PlaywrightTimeout:
+        raise AssertionError(f"the inspector did not open {node_id} in {TIMEOUT_MS // 1000} s; canvas: "
+                             f"{_canvas_texts(page)}; {page_report(page)}") from None
     wait_idle(page)
 
 

@@ -1,8 +1,10 @@
 """A new user's whole journey through the running app in headless Chromium, driven only by clicks,
 fields and the sidebar's page links: open a template on Home, edit it in Build, pick its dataset in
 Data, train in the background and watch the live chart in Train, look inside the run in Inspect, and
-overlay two runs in Compare. Once for the padded seed CNN on `shapes`, once for the small
-Transformer on `reverse` (attention labelled with the dataset's tokens).
+overlay two runs in Compare. Once for the padded seed CNN on `shapes`, once for the small Transformer
+on `reverse` (attention labelled with the dataset's tokens). The server's test gate holds the run at
+two steps while its live chart is read, so it is mid-flight on any machine (a fast one used to finish
+it before the chart grew).
 
 A screenshot is saved at every step: tests/e2e/screenshots/journey_cnn_*.png and journey_tf_*.png.
 """
@@ -20,11 +22,22 @@ from components.build.panels import human_count
 from studio.analysis import analyze
 from studio.data import get_info
 from studio.templates import load_template
-from tests.e2e.conftest import FLOW_IFRAME, choose, screenshot, scroll_to, stop_leftover_runs, wait_idle
+from tests.e2e.conftest import (
+    FLOW_IFRAME,
+    choose,
+    page_report,
+    screenshot,
+    scroll_to,
+    stop_leftover_runs,
+    wait_held,
+    wait_idle,
+)
 
 pytestmark = pytest.mark.e2e
 
 WAIT_MS = 60_000  # a loaded 2-core machine is slow, not broken
+CHART_MS = 120_000  # the live chart shows a held run's rows at its next refresh; generous for a loaded machine
+EARLY, LATE = 5, 40  # the steps the gate holds a run at while its live chart is read (both runs are far longer)
 POINTS = "() => { const p = document.querySelector('.js-plotly-plot'); return p && p.data ? p.data[0].x.length : 0; }"
 CAPTIONS = "() => [...document.querySelectorAll('[data-testid=\"stImageCaption\"]')].map(e => e.innerText)"
 
@@ -113,20 +126,30 @@ def launch(page, settings: dict[str, str], name: str) -> str:
     return re.search(r"Launched (\S+):", done.inner_text()).group(1)
 
 
-def watch_chart_grow(page, run_id: str) -> tuple[int, int]:
-    """Two reads of the live loss chart's point count while the run trains: (earlier, later)."""
+def watch_chart_grow(page, gate, run_id: str) -> tuple[int, int]:
+    """The live loss chart's point count with the run held at step EARLY, then at step LATE: (earlier,
+    later). The gate (the server's RunGate) must hold at EARLY before the launch, so the run cannot
+    finish before the chart is read on any machine; it is left held at LATE (release the gate, or stop it)."""
+    mid_flight = lambda: check_mid_flight(page, run_id)
+    wait_held(page, gate, EARLY, f"run {run_id} held at step {EARLY}", run_id=run_id, check=mid_flight)
     scroll_to(page.get_by_text("Curves", exact=True))  # charts draw when seen
-    deadline = time.monotonic() + 60
-    first = 0
-    while first < 2 and time.monotonic() < deadline:
-        check_not_failed(page, run_id)
-        page.wait_for_timeout(250)
-        first = page.evaluate(POINTS)
-    later = first
-    while later <= first and time.monotonic() < deadline and status(page, run_id) == "running":
-        page.wait_for_timeout(250)
-        later = page.evaluate(POINTS)
+    first = wait_points(page, run_id, 2, f"the live chart to show >= 2 points with the run held at step {EARLY}")
+    gate.hold(LATE)
+    wait_held(page, gate, LATE, f"run {run_id} held at step {LATE}", run_id=run_id, check=mid_flight)
+    later = wait_points(page, run_id, first + 1, f"the live chart to grow past {first} points, held at step {LATE}")
     return first, later
+
+
+def wait_points(page, run_id: str, at_least: int, what: str) -> int:
+    """The first live chart's point count once it is >= `at_least` (read in the same poll, so a chart
+    being redrawn is never read as 0); on timeout, an AssertionError with what the chart and page showed."""
+    try:
+        return page.wait_for_function(f"() => {{ const n = ({POINTS})(); return n >= {at_least} ? n : 0; }}",
+                                      timeout=CHART_MS).json_value()
+    except PlaywrightTimeout:
+        raise AssertionError(f"timed out after {CHART_MS // 1000} s waiting for {what}: the chart has "
+                             f"{page.evaluate(POINTS)} points, run {run_id} is {status(page, run_id)}; "
+                             f"{page_report(page)}") from None
 
 
 STATUSES = ("queued", "running", "completed", "stopped", "failed", "diverged", "lost")
@@ -138,6 +161,14 @@ def status(page, run_id: str) -> str | None:
     return next((s for t in texts for s in STATUSES if t.startswith(s + " ")), None)
 
 
+def check_mid_flight(page, run_id: str) -> None:
+    """Fail at once, with the page's own row, when a run the gate should be holding has ended."""
+    if status(page, run_id) == "completed":
+        rows = page.locator('[data-testid="stHorizontalBlock"]').filter(has_text=run_id)
+        raise AssertionError(f"run {run_id} completed although the gate holds it: {rows.last.inner_text()}")
+    check_not_failed(page, run_id)
+
+
 def check_not_failed(page, run_id: str) -> None:
     """Fail at once, with the page's own message, when the run ended in anything but success."""
     now = status(page, run_id)
@@ -146,11 +177,15 @@ def check_not_failed(page, run_id: str) -> None:
         raise AssertionError(f"run {run_id} is {now}: {rows.last.inner_text()}")
 
 
-def wait_completed(page, run_id: str) -> None:
-    deadline = time.monotonic() + 90
+def wait_completed(page, run_id: str, seconds: float = 300.0) -> None:
+    """Wait until the runs table shows the run completed (a generous deadline for a loaded machine);
+    fail at once when it ended otherwise, and with what the page showed when time runs out."""
+    deadline = time.monotonic() + seconds
     while status(page, run_id) != "completed":
         check_not_failed(page, run_id)
-        assert time.monotonic() < deadline, f"run {run_id} did not complete; it is {status(page, run_id)}"
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run_id} did not complete in {seconds:.0f} s; it is {status(page, run_id)}; "
+                                 f"{page_report(page)}")
         page.wait_for_timeout(500)
     wait_idle(page, timeout=60)
 
@@ -185,6 +220,7 @@ def walk(studio_server, page, monkeypatch, prefix: str, journey) -> None:
         screenshot(page, f"{prefix}_debug")
         raise
     finally:
+        studio_server.gate.release()  # the next journey's runs must not wait at a step this one left held
         stop_leftover_runs()
 
 
@@ -254,19 +290,22 @@ def cnn_journey(studio_server, page, shot) -> None:
     expect(node(page, "pool2")).to_contain_text("(64, 8, 8)")
     shot("06_build_fitted")
 
-    # Train: one short epoch (700 steps of 2 samples), the live chart grows, the run completes.
+    # Train: one short epoch (700 steps of 2 samples), the live chart grows while the gate holds the run
+    # at step 5, then 40; released, the run completes.
     page.get_by_role("button", name="Train this graph").click()
     page.wait_for_url(re.compile(r"/Train(\?|$)"), timeout=WAIT_MS)
     wait_idle(page, timeout=60)
     assert "(shapes)" in selected(page, "Dataset")
     open_new_run_form(page)
     shot("07_train_form")
+    studio_server.gate.hold(EARLY)
     first_run = launch(page, {"epochs": "1", "batch_size": "2", "lr": "0.001"}, "journey cnn lr 1e-3")
     shot("08_train_launched")
-    first, later = watch_chart_grow(page, first_run)
+    first, later = watch_chart_grow(page, studio_server.gate, first_run)
     assert later > first >= 2, (first, later)
     scroll_to(page.locator(".js-plotly-plot").first)
     shot("09_train_live_chart")
+    studio_server.gate.release()
     wait_completed(page, first_run)
     scroll_to(page.get_by_role("heading", name="Runs", exact=True))
     shot("10_train_completed")
@@ -337,17 +376,20 @@ def transformer_journey(studio_server, page, shot) -> None:
     wait_idle(page, timeout=60)
     shot("04_data_reverse")
 
-    # Train: one epoch of 2-sample batches (1,400 steps), long enough to watch the chart grow.
+    # Train: one epoch of 2-sample batches (1,400 steps); the gate holds it at step 5, then 40, while the
+    # live chart is read.
     go(page, "Train")
     assert "(reverse)" in selected(page, "Dataset")
     open_new_run_form(page)
     wait_idle(page, timeout=60)
     shot("05_train_form")
+    studio_server.gate.hold(EARLY)
     run_id = launch(page, {"epochs": "1", "batch_size": "2"}, "journey transformer")
-    first, later = watch_chart_grow(page, run_id)
+    first, later = watch_chart_grow(page, studio_server.gate, run_id)
     assert later > first >= 2, (first, later)
     scroll_to(page.locator(".js-plotly-plot").first)
     shot("06_train_live_chart")
+    studio_server.gate.release()
     wait_completed(page, run_id)
     scroll_to(page.get_by_role("heading", name="Runs", exact=True))
     shot("07_train_completed")

@@ -85,7 +85,7 @@ def test_upload_selects_the_new_dataset_without_an_error(studio_server, page, ki
         page.get_by_label("Name (optional)").press("Tab")
         wait_idle(page, timeout=60)
         try:
-            expect(upload).to_be_enabled(timeout=20_000)  # once the file has reached the server
+            expect(upload).to_be_enabled(timeout=60_000)  # once the file has reached the server
             break
         except AssertionError:
             if attempt == 2:
