@@ -96,3 +96,19 @@ def trained_runs(tmp_path_factory) -> tuple:
         mp.setenv("STUDIO_WORKSPACE", str(ws))
         mp.setenv("STUDIO_MAX_RUNS", "3")
         return ws, make_runs()
+
+
+# Under pytest-xdist (`-n 2 --dist loadfile`, pyproject's default) every test file stays on one worker, so
+# a module's fixtures (a Ray cluster, a set of runs, a Streamlit server) are made once. (`loadgroup` would
+# let several files share a worker, but with pytest 9.2 its group marks are silently ignored: xdist 3.8
+# renames `item._nodeid`, which pytest no longer reads.) The files that take longest go first, since the
+# scheduler hands files out in this order: neither worker is left with a long file at the end.
+LONGEST_FIRST = ["test_ray.py", "test_template_switch.py", "test_journey.py", "test_sweeps.py",
+                 "test_templates.py", "test_crash_safety.py", "test_worker.py", "test_upload_browser.py",
+                 "test_graph_fuzz.py", "test_sweep_browser.py", "test_inspect_browser.py", "test_deploy_browser.py",
+                 "test_corrupt_files.py", "test_train_browser.py", "test_build_browser.py", "test_load.py"]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order

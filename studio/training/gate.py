@@ -2,10 +2,11 @@
 on any machine without racing it (a fast CPU finishes a short run before a test that polls can act).
 
 Off unless the environment names a gate directory (`STUDIO_TEST_GATE=DIR`); the studio never sets it.
-The test writes a step number into `DIR/hold`; every run of that workspace that reaches the end of a
-step >= that number commits its metric rows, writes the step into `DIR/<run_id>.at` and waits there until the hold file is
-removed or raised past the step, or a stop is requested (the run then stops at that step, or, on a
-data-parallel run, at the next one). The `.at` file is removed when the run goes on.
+The test writes a step number into `DIR/hold`; every run started with that environment that reaches
+the end of a step >= that number commits its metric rows, writes the step into `DIR/<run_id>.at` and
+waits there until the hold file is removed or raised past the step, or a stop is requested (the run
+then stops at that step, or, on a data-parallel run, at the next one). The `.at` file is removed when
+the run goes on.
 
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
