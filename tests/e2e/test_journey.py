@@ -21,6 +21,7 @@ from playwright.sync_api import expect
 from components.build.panels import human_count
 from studio.analysis import analyze
 from studio.data import get_info
+from studio.runs import list_runs
 from studio.templates import load_template
 from tests.e2e.conftest import (
     FLOW_IFRAME,
@@ -120,8 +121,20 @@ def launch(page, settings: dict[str, str], name: str) -> str:
         field.fill(value)
         field.press("Tab")
     page.get_by_label("Run name (optional)").fill(name)
-    page.get_by_role("button", name="Launch run").click()
     done = page.locator('[data-testid="stAlert"]').filter(has_text="it trains in the background")
+    for _ in range(3):
+        page.get_by_role("button", name="Launch run").click()
+        try:
+            done.wait_for(timeout=20_000)
+            break
+        except PlaywrightTimeout:
+            # On a loaded machine a click that lands while the page reruns can be dropped. Ask the store
+            # (the server's, see walk()): a run of this name means the launch went through; none means
+            # nothing was launched, so clicking again cannot start a second run.
+            wait_idle(page, timeout=60)
+            launched = [r.id for r in list_runs() if r.name == name]
+            if launched:
+                return launched[0]
     done.wait_for(timeout=WAIT_MS)
     return re.search(r"Launched (\S+):", done.inner_text()).group(1)
 
