@@ -31,7 +31,7 @@ def _open_saved(path: str) -> None:
 
 
 if st.session_state.pop("studio.home.go_build", False):
-    st.switch_page(BUILD)
+    nav.go(BUILD)
 
 st.title("Neural Studio")
 st.markdown(

@@ -8,6 +8,8 @@ from __future__ import annotations
 import streamlit as st
 from streamlit.errors import StreamlitPageNotFoundError
 
+from components import clicks
+
 PAGES = (
     ("app.py", "Home", ":material/home:"),
     ("pages/1_Build.py", "Build", ":material/account_tree:"),
@@ -20,7 +22,8 @@ PAGES = (
 
 
 def render() -> None:
-    """The page list at the top of the sidebar."""
+    """The page list at the top of the sidebar (and, first, the clicks left on other pages dropped)."""
+    clicks.forget_other_pages()
     with st.sidebar:
         if all([link(path, label, icon) for path, label, icon in PAGES]):  # a list: every link is drawn
             st.divider()
@@ -34,3 +37,10 @@ def link(path: str, label: str, icon: str | None = None) -> bool:
     except StreamlitPageNotFoundError:
         return False
     return True
+
+
+def go(path: str) -> None:
+    """Switch to another page (`path` relative to app.py). The query parameters are dropped as
+    `st.switch_page` does by default, but also those bound to a widget (the Train page's tab): the
+    default refuses to clear those and the page crashes ("Cannot clear query parameters")."""
+    st.switch_page(path, query_params={})

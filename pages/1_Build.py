@@ -3,7 +3,7 @@ the issues, the live summary, the exported code, the templates and the graph fil
 
 import streamlit as st
 
-from components import nav, session
+from components import clicks, nav, session
 from components.build import canvas, graph_files, graph_rescue, inspector, palette, panels
 from components.text import st_escape
 
@@ -60,11 +60,12 @@ with bar[1].container(horizontal=True, horizontal_alignment="right"):
     st.button("Layout →", key="studio.build.layout_right", on_click=_relayout, args=("right",),
               help="Arrange the graph in layers, left to right")
     dataset = session.current_dataset_id() or "choose it there"
-    train = st.button("Train this graph", key="studio.build.train", type="primary", icon=":material/play_arrow:",
-                      disabled=not analysis.ok, help="Fix the issues first" if not analysis.ok else
-                      f"Open the Train page with this graph (dataset: {dataset})")
+    train = clicks.button(st.button, "Train this graph", key="studio.build.train", type="primary",
+                          icon=":material/play_arrow:", disabled=not analysis.ok,
+                          help="Fix the issues first" if not analysis.ok else
+                          f"Open the Train page with this graph (dataset: {dataset})")
 if train:
-    st.switch_page("pages/3_Train.py")
+    nav.go("pages/3_Train.py")
 
 # ---- canvas and inspector ------------------------------------------------------------------------
 left, right = st.columns([3, 1.15])

@@ -6,7 +6,7 @@ import time
 
 import streamlit as st
 
-from components import nav, session
+from components import clicks, nav, session
 from components.build import panels
 from components.data import data_view
 from components.figures import charts
@@ -22,7 +22,7 @@ st.set_page_config(page_title="Train · Neural Studio", page_icon="🏋️", lay
 nav.render()
 
 if st.session_state.pop(run_table.GO_INSPECT, False):
-    st.switch_page(run_table.INSPECT_PAGE)
+    nav.go(run_table.INSPECT_PAGE)
 
 PICKED = "studio.train.picked_runs"
 HISTORIES = "studio.train.histories"
@@ -113,8 +113,8 @@ with st.expander("New run", expanded=changed or bool(reasons), icon=":material/a
         run_name = st.text_input("Run name (optional)", key="studio.train.run_name", max_chars=120)
         if reasons:
             st.error("Launch is not possible yet:\n\n" + "\n".join(f"- {st_escape(r)}" for r in reasons))
-        launch = st.form_submit_button("Launch run", type="primary", icon=":material/rocket_launch:",
-                                       disabled=bool(reasons))
+        launch = clicks.button(st.form_submit_button, "Launch run", key="studio.train.launch", type="primary",
+                               icon=":material/rocket_launch:", disabled=bool(reasons))
 
 if launch and not reasons:
     config, problems = train_form.read_config()
@@ -174,7 +174,7 @@ def steps_per_epoch(run) -> float | None:
 
 def render_live() -> None:
     if st.session_state.pop(run_table.GO_INSPECT, False):  # a row's Inspect button reruns only this fragment
-        st.switch_page(run_table.INSPECT_PAGE)
+        nav.go(run_table.INSPECT_PAGE)
     records = {r.id: r for r in list_runs(store=store)}
     if any(r.active for r in records.values()) != any_active or set(records) != set(by_id):
         st.rerun(scope="app")  # a run started, ended or vanished: refresh the page around the fragment

@@ -4,7 +4,7 @@ as a new run."""
 
 import streamlit as st
 
-from components import nav, session
+from components import clicks, nav, session
 from components.figures import deploy_view
 from components.run_store import open_store, read_or_stop
 from components.text import st_escape
@@ -43,7 +43,7 @@ sparsity = controls[2].number_input("Sparsity", 0.05, 0.95, 0.5, 0.05, key=K + "
                                     help="prune: the fraction of Conv/Linear weights zeroed; prune-channels: the "
                                          "fraction of output channels")
 wanted = (run_id, tuple(methods), float(sparsity))
-if st.button("Measure variants", type="primary", icon=":material/speed:", key=K + "measure"):
+if clicks.button(st.button, "Measure variants", type="primary", icon=":material/speed:", key=K + "measure"):
     with st.spinner("Building, measuring and exporting every variant (about a second or more each)..."):
         try:
             st.session_state[REPORT] = (wanted, deploy_report(run_id, methods, sparsity=float(sparsity)))
@@ -94,7 +94,7 @@ with st.form(K + "finetune"):
     method = cols[0].selectbox("Pruning", ["prune", "prune-channels"], key=K + "ft.method")
     ft_sparsity = cols[1].number_input("Sparsity", 0.05, 0.95, float(sparsity), 0.05, key=K + "ft.sparsity")
     epochs = cols[2].number_input("Epochs", 1, 1000, 3, key=K + "ft.epochs")
-    go = st.form_submit_button("Start fine-tuning", icon=":material/rocket_launch:")
+    go = clicks.button(st.form_submit_button, "Start fine-tuning", key=K + "finetune", icon=":material/rocket_launch:")
 if go:
     try:
         child = start_finetune(report.run_id, method, float(ft_sparsity), epochs=int(epochs), store=store)

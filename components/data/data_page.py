@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from components import session
+from components import clicks, session
 from components.data import data_view
 from components.figures import charts
 from components.text import st_escape
@@ -161,7 +161,7 @@ def needs_download(info) -> bool:
 def render_download(info) -> None:
     """Where a download goes, and its button with a progress bar; the page reruns once it is there."""
     st.info(f"{info.name} is downloaded on first use into {st_escape(str(workspace_dir() / 'datasets'))}.")
-    if not st.button(f"Download {info.name}", key="studio.data.download", icon=":material/download:"):
+    if not clicks.button(st.button, f"Download {info.name}", key="studio.data.download", icon=":material/download:"):
         return
     bar = st.progress(0.0, text="Connecting...")
 
@@ -300,7 +300,7 @@ def render_upload_form() -> None:
             st.error(st_escape(str(e)))
     options = _upload_options(kind, columns)
     ready = file is not None and (not spec.needs_columns or bool(columns))
-    if st.button("Upload", key="studio.data.upload", type="primary", disabled=not ready):
+    if clicks.button(st.button, "Upload", key="studio.data.upload", type="primary", disabled=not ready):
         try:
             with st.spinner("Reading and preparing the data..."):
                 new = spec.upload(file.getvalue(), file.name, name=name.strip() or None, **options)

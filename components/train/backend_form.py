@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from components import schema_form
+from components import clicks, schema_form
 from components.text import st_escape
 from studio.errors import StudioError
 from studio.runs.backends import BACKENDS, Backend, start_argument
@@ -45,7 +45,8 @@ def _ray_cluster(settings: RaySettings) -> str | None:
     """The cluster's resources beside what the run asks for; the refusal when the cluster cannot be
     reached or the request does not fit."""
     cols = st.columns([6, 1])
-    if cols[1].button("Refresh", key=KEY + "refresh", icon=":material/refresh:", help="Ask the cluster again"):
+    if clicks.button(cols[1].button, "Refresh", key=KEY + "refresh", icon=":material/refresh:",
+                     help="Ask the cluster again"):
         _resources.clear()
     found, error = _resources(settings.address)
     if error:

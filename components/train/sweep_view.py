@@ -16,7 +16,7 @@ import math
 import plotly.graph_objects as go
 import streamlit as st
 
-from components import session
+from components import clicks, nav, session
 from components.run_store import shows_store_errors
 from components.text import safe_figure, st_escape
 from components.train import backend_form, run_table
@@ -199,7 +199,7 @@ def open_trial(run, *, go_build: bool) -> None:
 def render(graph, dataset_id: str | None, options: dict, info, reasons: list[str], store) -> None:
     """The whole Sweep tab: the form, the sweep picker, and the live view of the picked sweep."""
     if st.session_state.pop(GO_BUILD, False):
-        st.switch_page("pages/1_Build.py")
+        nav.go("pages/1_Build.py")
     message = st.session_state.pop(MESSAGE, None)
     if message:
         getattr(st, message[0])(st_escape(message[1]))
@@ -257,8 +257,8 @@ def _form(graph, dataset_id, options, info, reasons) -> None:
         name = row[2].text_input("Sweep name (optional)", key="studio.sweep.name", max_chars=120)
         if reasons:
             st.error("A sweep is not possible yet:\n\n" + "\n".join(f"- {st_escape(r)}" for r in reasons))
-        submitted = st.form_submit_button("Start sweep", type="primary", icon=":material/science:",
-                                          disabled=bool(reasons))
+        submitted = clicks.button(st.form_submit_button, "Start sweep", key="studio.sweep.start", type="primary",
+                                  icon=":material/science:", disabled=bool(reasons))
     if not submitted or reasons:
         return
     problems = []
@@ -291,9 +291,9 @@ def _form(graph, dataset_id, options, info, reasons) -> None:
 
 def _live(sweep_id: str, store, was_active: bool) -> None:
     if st.session_state.pop(GO_BUILD, False):  # a button here reruns only this fragment
-        st.switch_page("pages/1_Build.py")
+        nav.go("pages/1_Build.py")
     if st.session_state.pop(run_table.GO_INSPECT, False):
-        st.switch_page(run_table.INSPECT_PAGE)
+        nav.go(run_table.INSPECT_PAGE)
     summary = sweep_summary(sweep_id, store=store)
     if (summary["status"] in ("starting", "running")) != was_active:
         st.rerun(scope="app")  # started or ended: the page refreshes its timer around the fragment

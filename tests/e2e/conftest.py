@@ -192,6 +192,33 @@ def page_report(page, limit: int = 1500) -> str:
         return f"(the page could not be read: {e})"
 
 
+def select_node(page, node_id: str) -> None:
+    """Click a canvas node and wait until the inspector shows it with the page idle. On a loaded machine
+    the canvas can drop a click that lands while the page reruns after the last edit (the inspector
+    then still shows what was selected before), and a canvas answer to an earlier edit can arrive after
+    the click (seen once: the edge just drawn came back selected): look again once the page is idle and
+    click again while the inspector shows something else (selecting a node twice changes nothing)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    node = page.frame_locator(FLOW_IFRAME).locator(f'.react-flow__node[data-id="{node_id}"]')
+    shows = """(nid) => [...document.querySelectorAll('[data-testid="stMarkdownContainer"] h4')]
+                        .some(h => h.innerText.startsWith(nid + ' '))"""
+    for _ in range(4):
+        if not page.evaluate(shows, node_id):
+            node.click()
+        try:
+            page.wait_for_function(shows, arg=node_id, timeout=20_000)
+        except PlaywrightTimeout:
+            wait_idle(page)
+            continue
+        wait_idle(page)
+        page.wait_for_timeout(1000)
+        wait_idle(page)
+        if page.evaluate(shows, node_id):
+            return
+    raise AssertionError(f"the inspector did not open {node_id} after four clicks; {page_report(page)}")
+
+
 def wait_held(page, gate: RunGate, step: int, what: str, *, run_id: str | None = None,
               check=lambda: None, seconds: float = 300.0) -> str:
     """The id of a run the gate holds at exactly `step` (`run_id`'s when given), polled while the page

@@ -11,7 +11,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
 from studio.templates import list_templates, load_template
-from tests.e2e.conftest import FLOW_IFRAME, TIMEOUT_MS, page_report, screenshot, wait_idle
+from tests.e2e.conftest import FLOW_IFRAME, TIMEOUT_MS, page_report, screenshot, select_node, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -63,7 +63,7 @@ def test_add_connect_and_see_the_shape(studio_server, page):
     expect(flow.locator(".react-flow__edge")).to_have_count(3)
 
     # Select it: the inspector shows its params, as the graph holds them.
-    _select(page, new, "dropout1")
+    select_node(page, "dropout1")
     expect(page.get_by_label("p", exact=True)).to_have_value("0.5")  # retried: the form may still be redrawing
     expect(new).to_contain_text("Dropout 0.5")
     screenshot(page, "build_03_connected_and_selected")
@@ -71,7 +71,7 @@ def test_add_connect_and_see_the_shape(studio_server, page):
     assert {"source": "fc", "target": "dropout1"} in saved["edges"]
 
     # Edit a param in the inspector: the shapes downstream change at once.
-    _select(page, fc, "fc")
+    select_node(page, "fc")
     box = page.get_by_label("out_features", exact=True)
     expect(box).to_have_value("10")
     box.fill("12")
@@ -103,32 +103,6 @@ def _wait_node_text(page, node_id: str, text: str) -> None:
     except PlaywrightTimeout:
         raise AssertionError(f"node {node_id} did not show {text!r} in {TIMEOUT_MS // 1000} s; canvas: "
                              f"{_canvas_texts(page)}; {page_report(page)}") from None
-
-
-def _select(page, node, node_id: str) -> None:
-    """Click a canvas node and wait for the inspector to open it. On a loaded machine the canvas can drop a
-    click that lands while the page reruns after the last edit (the inspector then still shows what was
-    selected before): once the page is idle, click again (selecting a node twice changes nothing)."""
-    for _ in range(2):
-        node.click()
-        try:
-            _wait_inspector(page, node_id, timeout_ms=20_000)
-            return
-        except AssertionError:
-            wait_idle(page)
-    node.click()
-    _wait_inspector(page, node_id)
-
-
-def _wait_inspector(page, node_id: str, timeout_ms: int = TIMEOUT_MS) -> None:
-    try:
-        page.wait_for_function(
-            """(nid) => [...document.querySelectorAll('[data-testid="stMarkdownContainer"] h4')]
-                        .some(h => h.innerText.startsWith(nid + ' '))""", arg=node_id, timeout=timeout_ms)
-    except PlaywrightTimeout:
-        raise AssertionError(f"the inspector did not open {node_id} in {timeout_ms // 1000} s; canvas: "
-                             f"{_canvas_texts(page)}; {page_report(page)}") from None
-    wait_idle(page)
 
 
 def test_home_page_renders(studio_server, page):

@@ -54,8 +54,9 @@ def test_inspect_and_compare_pages(studio_server, runs, page):
     choose(page, "Layer", "conv1")
     page.wait_for_function("[...document.querySelectorAll('[data-testid=\"stImageCaption\"]')]"
                            ".some(e => e.innerText.startsWith('conv1 at step 40'))")
-    images = page.locator('[data-testid="stImage"] img')
-    assert images.count() == 2 and all(images.nth(i).evaluate("e => e.naturalWidth") > 0 for i in range(2))
+    # Both images drawn (decoded: an <img> reports naturalWidth 0 until its bytes have arrived).
+    page.wait_for_function("() => { const imgs = [...document.querySelectorAll('[data-testid=\"stImage\"] img')];"
+                           " return imgs.length === 2 && imgs.every(e => e.complete && e.naturalWidth > 0); }")
     screenshot(page, "inspect_01_feature_maps")
 
     page.locator('input[type="range"][aria-label="Probe step"]').focus()
@@ -98,8 +99,9 @@ def test_inspect_and_compare_pages(studio_server, runs, page):
     wait_idle(page)
     page.wait_for_function("[...document.querySelectorAll('[data-testid=\"stImageCaption\"]')]"
                            ".some(e => e.innerText.startsWith('gradcam for class'))")
-    drawn = page.locator('[data-testid="stImage"] img').first  # the drawing at the model's resolution
-    assert drawn.evaluate("e => e.naturalWidth") > 0
+    # The first image, the drawing at the model's resolution, decoded (naturalWidth 0 until it is).
+    page.wait_for_function("() => { const e = document.querySelector('[data-testid=\"stImage\"] img');"
+                           " return !!e && e.complete && e.naturalWidth > 0; }")
     scroll_to(canvas)
     page.mouse.move(box["x"] + 10, box["y"] + 10)  # hovering shows the canvas toolbar (undo, clear)
     page.get_by_role("button", name="Reset canvas & history").wait_for()

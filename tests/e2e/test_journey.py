@@ -29,6 +29,7 @@ from tests.e2e.conftest import (
     page_report,
     screenshot,
     scroll_to,
+    select_node,
     stop_leftover_runs,
     wait_held,
     wait_idle,
@@ -81,11 +82,7 @@ def wait_node_text(page, node_id: str, text: str) -> None:
 
 def edit_param(page, node_id: str, param: str, value: str) -> None:
     """Select a node on the canvas and type a new value for one param in the inspector."""
-    page.frame_locator(FLOW_IFRAME).locator(f'.react-flow__node[data-id="{node_id}"]').click()
-    page.wait_for_function(
-        """(nid) => [...document.querySelectorAll('[data-testid="stMarkdownContainer"] h4')]
-                    .some(h => h.innerText.startsWith(nid + ' '))""", arg=node_id, timeout=WAIT_MS)
-    wait_idle(page, timeout=60)
+    select_node(page, node_id)
     field = page.get_by_label(param, exact=True)
     field.fill(value)
     field.press("Enter")
