@@ -16,6 +16,7 @@ from components.train import backend_form, run_exports, run_table, sweep_view, t
 from components.train.history_view import update_histories, zoom_control
 from studio.data import check_graph_fits, get_info, list_datasets
 from studio.errors import DataError, GraphError, StorageError, StudioError
+from studio.layers import fmt_shape
 from studio.runs import backends, keep_spare_ready, list_runs, start_run
 
 st.set_page_config(page_title="Train · Neural Studio", page_icon="🏋️", layout="wide")
@@ -44,13 +45,19 @@ if info is not None and options:  # e.g. {"target": "input"}: the task and shape
         info = get_info(dataset_id, options=options)
     except DataError as e:
         info, options_problem = None, f"The dataset options do not apply ({e}); choose the dataset again."
+
+
+def _shape(shape) -> str:
+    return fmt_shape(shape) if shape is not None else "unknown until the errors are fixed"
+
+
 top = st.columns([3, 3])
 with top[0].container(border=True):
     n_err = len(analysis.errors)
     badge = ":green-badge[valid]" if analysis.ok else f":red-badge[{n_err} error{'s' * (n_err != 1)}]"
     st.markdown(f"**Graph** {st_escape(graph.name)} {badge}")
     st.caption(f"{len(graph.nodes)} nodes · {analysis.total_params:,} parameters · input "
-               f"{analysis.input_shape} → output {analysis.output_shape}"
+               f"{_shape(analysis.input_shape)} → output {_shape(analysis.output_shape)}"
                + (f" · template {session.current_template()}" if session.current_template() else ""))
     nav.link("pages/1_Build.py", label="Edit in Build", icon=":material/account_tree:")
 with top[1].container(border=True):

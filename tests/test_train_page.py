@@ -111,6 +111,10 @@ def test_launch_is_refused_while_the_graph_does_not_fit(_workspace):
     assert launch_button(at).disabled
     text = plain(" ".join(e.value for e in at.error))
     assert "Launch is not possible yet" in text and "set out_features=3" in text
+    broken = chain(("input", "Input", {"shape": [4]}), ("flat", "Conv2d", {"out_channels": 2}), name="broken")
+    at = open_train_page(_workspace, broken)  # no output shape: the card says so (it printed "None")
+    card = plain(" ".join(c.value for c in at.caption))
+    assert "output unknown until the errors are fixed" in card and "None" not in card, card
 
     at = open_train_page(_workspace, TINY_MLP, dataset_id=None)
     assert launch_button(at).disabled
