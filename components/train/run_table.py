@@ -165,6 +165,11 @@ def _open_inspect(run: RunRecord) -> None:
 
 # ---- layout -----------------------------------------------------------------------------------------
 
+def tell(kind: str, text: str) -> None:
+    """A message (`success`, `info`, `error`) shown once at the top of the runs table."""
+    st.session_state[_MESSAGE] = (kind, text)
+
+
 def render_message() -> None:
     """The outcome of the last action, shown once."""
     message = st.session_state.pop(_MESSAGE, None)

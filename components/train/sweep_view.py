@@ -24,6 +24,7 @@ from studio.errors import StudioError
 from studio.graph import parse_graph
 from studio.layers import REGISTRY
 from studio.runs import backends, run_dir
+from studio.schema import to_text
 from studio.sweeps import (
     PRUNERS,
     SAMPLERS,
@@ -36,6 +37,7 @@ from studio.sweeps import (
     stop_sweep,
     sweep_summary,
 )
+from studio.training.config import FIELDS as CONFIG_FIELDS
 from studio.training.config import MAXIMIZED_METRICS
 
 REFRESH_S = 1.0
@@ -45,6 +47,8 @@ IMPORTANCES = "studio.sweep.importances"  # (sweep id, completed trials) -> (imp
 GO_BUILD = "studio.sweep.go_build"
 # The Train page's own form keys: "open the best trial" fills the run form with the trial's settings.
 TRAIN_CFG = "studio.train.cfg."
+TRAIN_TAB = "studio.train.tab"  # the Train page's Runs/Sweep tabs
+GO_RUNS = "studio.sweep.go_runs"
 TRAIN_DEFAULTS_FOR = "studio.train.defaults_for"
 TRAIN_PICKED = "studio.train.picked_runs"
 _STATUS_COLORS = {"starting": "gray", "running": "blue", "completed": "green", "stopped": "orange",
@@ -179,8 +183,13 @@ def open_trial(run, *, go_build: bool) -> None:
     graph = parse_graph(run.graph)
     session.open_graph(graph, dataset_id=run.dataset_id, dataset_options=options)
     session.set_current_run_id(run.id)
+    changes = []
     for key, value in run.config.items():
-        st.session_state[TRAIN_CFG + key] = ", ".join(map(str, value)) if isinstance(value, list) else value
+        shown = as_written(value)
+        before = st.session_state.get(TRAIN_CFG + key, CONFIG_FIELDS[key].default if key in CONFIG_FIELDS else None)
+        if key in CONFIG_FIELDS and before != shown:
+            changes.append(f"{key} {to_text(before) or 'none'} → {to_text(shown) or 'none'}")
+        st.session_state[TRAIN_CFG + key] = shown
     from studio.data import get_info
 
     try:
@@ -192,6 +201,22 @@ def open_trial(run, *, go_build: bool) -> None:
     st.session_state[GO_BUILD] = go_build
     st.session_state[MESSAGE] = ("success", f"Opened trial run {run.id}: its graph is the current graph and its "
                                             "settings fill the run form (Runs tab).")
+    if not go_build:  # the form is on the Runs tab: show it there, with what changed
+        st.session_state[TRAIN_TAB] = "Runs"
+        st.session_state[GO_RUNS] = True
+        run_table.tell("success", f"The run form now holds the settings of trial run {run.id} ({run.name}) and its "
+                                  "graph is the current graph. "
+                       + ("Changed: " + "; ".join(changes) + "." if changes else "The settings were already these."))
+
+
+def as_written(value):
+    """A trial's setting as a person writes it in the form: lists as "3, 5", floats with 4 significant
+    digits (a sampled learning rate 0.004430375245218269 is 0.00443)."""
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    if isinstance(value, float) and math.isfinite(value) and value != 0:
+        return float(f"{value:.4g}")
+    return value
 
 
 # ---- layout -----------------------------------------------------------------------------------------
@@ -292,6 +317,8 @@ def _form(graph, dataset_id, options, info, reasons) -> None:
 def _live(sweep_id: str, store, was_active: bool) -> None:
     if st.session_state.pop(GO_BUILD, False):  # a button here reruns only this fragment
         nav.go("pages/1_Build.py")
+    if st.session_state.pop(GO_RUNS, False):
+        st.rerun(scope="app")  # the whole page, now on its Runs tab
     if st.session_state.pop(run_table.GO_INSPECT, False):
         nav.go(run_table.INSPECT_PAGE)
     summary = sweep_summary(sweep_id, store=store)

@@ -93,6 +93,17 @@ def journey(studio_server, page) -> None:
     assert page.locator('[data-testid="stException"]').count() == 0
     screenshot(page, "sweep_04_best_in_build")
 
+    # "Use its settings in Train" turns to the Runs tab, where the form is, and says what changed.
+    page.locator('[data-testid="stSidebar"]').get_by_role("link", name="Train").click()
+    page.wait_for_url(re.compile(r"/Train(\?|$)"))
+    wait_idle(page)
+    open_sweep_tab(page)
+    page.get_by_role("button", name="Use its settings in Train").click()
+    page.get_by_text("The run form now holds the settings of trial run").wait_for()
+    expect(page.get_by_role("tab", name="Runs")).to_have_attribute("aria-selected", "true")
+    wait_idle(page)
+    screenshot(page, "sweep_05_settings_in_train")
+
 
 def open_sweep_tab(page) -> None:
     tab = page.get_by_role("tab", name="Sweep")
