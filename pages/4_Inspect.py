@@ -31,11 +31,19 @@ if not runs:
     st.stop()
 
 by_id = {r.id: r for r in runs}
-if st.session_state.get(RUN) not in by_id:
+
+
+def run_label(run_id: str) -> str:
+    return f"{by_id[run_id].name} ({run_id})"
+
+
+# The run is in the URL (the selectbox is bound to it, by its label): a browser refresh, a bookmark or a
+# shared link opens it.
+if st.session_state.get(RUN) not in by_id and st.query_params.get(RUN) not in {run_label(i) for i in by_id}:
     wanted = session.current_run_id()
     st.session_state[RUN] = wanted if wanted in by_id else runs[0].id
 top = st.columns([3, 4], vertical_alignment="bottom")
-run_id = top[0].selectbox("Run", list(by_id), key=RUN, format_func=lambda i: f"{by_id[i].name} ({i})")
+run_id = top[0].selectbox("Run", list(by_id), key=RUN, format_func=run_label, bind="query-params")
 session.set_current_run_id(run_id)
 record = by_id[run_id]
 top[1].markdown(f"{status_badge(record.status)} · dataset {inspect_probes.code_span(record.dataset_id)} · step "

@@ -17,6 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from studio import inspection as ins
 from studio.data import get_dataset
+from studio.runs import list_runs
 from tests.test_inspect import SHAPES_OPTIONS, bar_canvas
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -231,3 +232,25 @@ def test_no_runs_says_where_to_start(tmp_path, monkeypatch):
     at = open_page()
     assert not at.exception
     assert at.info[0].value.startswith("No runs yet")
+
+
+def test_another_run_starts_at_its_latest_probe(runs):
+    at = page(runs["cnn-a"], "Feature maps")
+    at.selectbox(key=K + "fm.node").set_value("conv1").run()
+    at.select_slider(key=K + "fm.step").set_value(0).run()
+    assert "conv1 at step 0: 8 channels, per-sample shape (8, 16, 16)" in image_captions(at)
+    at.selectbox(key=K + "run").set_value(runs["cnn-b"]).run()  # it kept step 0 of the other run
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.select_slider(key=K + "fm.step").value == 40
+    assert any(c.startswith("conv1 at step 40") for c in image_captions(at)), image_captions(at)
+
+
+@pytest.mark.parametrize("name", ["cnn-a", "cnn-b", "rev"])  # the newest is the default; the others are the test
+def test_a_refresh_opens_the_run_in_the_url(runs, name):
+    fresh = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)  # a new session: what a refresh is
+    fresh.switch_page(PAGE)
+    (record,) = [r for r in list_runs() if r.id == runs[name]]
+    fresh.query_params[K + "run"] = f"{record.name} ({record.id})"  # the selectbox is bound to it, by its label
+    fresh.run()
+    assert not fresh.exception, [e.message for e in fresh.exception]
+    assert fresh.selectbox(key=K + "run").value == runs[name]

@@ -49,11 +49,13 @@ def probe_inputs(run: ins.RunFiles, n: int):
 
 # ---- shared controls ----------------------------------------------------------------------------------
 
-def step_control(entries: list[dict], key: str, playing: bool) -> dict:
-    """A slider over the saved snapshots (advanced one frame per rerun while playing); returns the entry."""
+def step_control(entries: list[dict], key: str, playing: bool, run_id: str) -> dict:
+    """A slider over the saved snapshots (advanced one frame per rerun while playing); returns the entry.
+    Another run starts at its latest snapshot (not at the step chosen on the previous run)."""
     steps = [e["step"] for e in entries]
-    if st.session_state.get(key) not in steps:
+    if st.session_state.get(key) not in steps or st.session_state.get(key + ".run") != run_id:
         st.session_state[key] = steps[-1]
+        st.session_state[key + ".run"] = run_id
     elif playing:
         st.session_state[key] = steps[(steps.index(st.session_state[key]) + 1) % len(steps)]
     if len(steps) == 1:
@@ -142,7 +144,7 @@ def _feature_maps(run: ins.RunFiles, info, playing: bool) -> None:
     scale = c4.radio("Colour scale", ["channel", "layer"], horizontal=True, key=K + "fm.norm",
                      help="channel: each tile uses its own range (shows structure); layer: one range for all "
                           "(shows which channels are strong)")
-    entry = step_control(entries, K + "fm.step", playing)
+    entry = step_control(entries, K + "fm.step", playing, run.run_id)
     if node_id not in entry["feature_maps"]:
         st.warning(f"The snapshot at step {entry['step']} has no feature maps for {node_id}.")
         return
@@ -204,7 +206,7 @@ def _attention(run: ins.RunFiles, info, playing: bool) -> None:
     causal = causal_flags(run.graph)
     tokens = None if x.dtype.is_floating_point else x[sample]  # token ids label the axes
     labels = ic.token_labels(tokens, info.vocab) if tokens is not None else None
-    entry = step_control(entries, K + "att.step", playing)
+    entry = step_control(entries, K + "att.step", playing, run.run_id)
     if mode.startswith("overview"):
         maps = []
         for node_id in nodes:  # one array per layer, each dropped once drawn into the grid
