@@ -138,7 +138,8 @@ def test_open_template_from_gallery_and_change_a_param(_workspace):
     run(at)
     graph = current(at)
     assert at.session_state["studio.session.template"] == t.name
-    assert [s.value for s in at.success] == [f"Opened template {t.name}."]  # in the message slot, not a toast
+    (said,) = [s.value for s in at.success]  # in the message slot, not a toast
+    assert said.startswith(f"Opened template {t.name}."), said
     assert not at.toast
     assert at.session_state["studio.session.dataset_id"] == t.dataset
     assert at.session_state["studio.session.dataset_options"] == t.dataset_options
@@ -510,3 +511,24 @@ def test_an_unreadable_autosave_is_kept_aside_before_the_seed_graph_replaces_it(
     assert len(kept) == 1 and json.loads(kept[0].read_text(), parse_constant=lambda c: c) == \
         json.loads(json.dumps(doc), parse_constant=lambda c: c)
     assert any(f"kept as graphs/{kept[0].name}" in w.value for w in [*at.warning, *at.info, *at.markdown, *at.caption])
+
+
+@pytest.mark.parametrize("chosen, kept", [("fashion_mnist", True), ("digits", False)])
+def test_opening_a_template_keeps_the_users_dataset_when_the_template_fits_it(_workspace, chosen, kept):
+    """The mlp template (MNIST's 1x28x28 and 10 classes) fits Fashion-MNIST as it is: the user's choice
+    stays. It does not fit digits (8x8): it takes MNIST back, and says so (it did that silently)."""
+    meta = _workspace / "graphs" / "_autosave.meta.json"
+    at = start(_workspace, {"format": "studio.graph/1", "name": "mine", "nodes": [
+        {"id": "input", "type": "Input", "params": {"shape": [4]}}], "edges": []})
+    meta.write_text(json.dumps({"dataset_id": chosen}))
+    at = start(_workspace)  # a session that starts on the user's dataset
+    assert at.session_state["studio.session.dataset_id"] == chosen
+    show_tab(at, "Templates")
+    at.button(key="studio.build.template.mlp").click()
+    run(at)
+    (said,) = [s.value.replace("\\", "") for s in at.success]
+    assert at.session_state["studio.session.dataset_id"] == (chosen if kept else "mnist")
+    if kept:
+        assert f"It fits your dataset {chosen}, which stays chosen." in said, said
+    else:
+        assert f"It does not fit your dataset {chosen}" in said and "so it uses its own, mnist" in said, said

@@ -84,10 +84,35 @@ def open_template(name: str) -> None:
     graph = load_template(name)
     if any(n.position is None for n in graph.nodes):
         graph = canvas.auto_layout(graph, canvas.direction(), only_missing=True)
-    session.open_graph(graph, template=name, dataset_id=info.dataset if info else None,
-                       dataset_options=info.dataset_options if info else None)
+    dataset_id, options, note = dataset_for_template(graph, info)
+    session.open_graph(graph, template=name, dataset_id=dataset_id, dataset_options=options)
     canvas.select_node(None)
-    _say("success", f"Opened template {name}.")
+    _say("success", f"Opened template {name}. {note}")
+
+
+def dataset_for_template(graph: Graph, info) -> tuple[str | None, dict | None, str]:
+    """The dataset to use with an opened template, and a sentence for the user: the one the user had
+    chosen while the template fits it as it is, else the template's own (saying which and why)."""
+    from studio.analysis import analyze
+    from studio.data import check_graph_fits, get_info
+    from studio.errors import StudioError
+
+    own = (info.dataset, info.dataset_options) if info else (None, None)
+    current, options = session.current_dataset_id(), session.current_dataset_options()
+    if current is None or current == own[0]:
+        return (*own, f"Its dataset: {own[0]}." if own[0] else "")
+    try:
+        problems = [i for i in check_graph_fits(graph, analyze(graph), get_info(current, options=options or None))
+                    if i.severity == "error"]
+    except StudioError as e:
+        problems = [e]
+    if not problems:
+        return current, options, f"It fits your dataset {current}, which stays chosen."
+    if own[0] is None:
+        return current, options, (f"It does not fit your dataset {current} yet ({problems[0]}): adapt it on the "
+                                  "Data page.")
+    return (*own, f"It does not fit your dataset {current} ({problems[0]}), so it uses its own, {own[0]}; "
+                  "choose yours again on the Data page to adapt the graph to it.")
 
 
 def _on_new() -> None:
