@@ -94,7 +94,8 @@ with st.form(K + "finetune"):
     method = cols[0].selectbox("Pruning", ["prune", "prune-channels"], key=K + "ft.method")
     ft_sparsity = cols[1].number_input("Sparsity", 0.05, 0.95, float(sparsity), 0.05, key=K + "ft.sparsity")
     epochs = cols[2].number_input("Epochs", 1, 1000, 3, key=K + "ft.epochs")
-    go = clicks.button(st.form_submit_button, "Start fine-tuning", key=K + "finetune", icon=":material/rocket_launch:")
+    go = clicks.button(st.form_submit_button, "Start fine-tuning", key=K + "finetune.start",
+                       icon=":material/rocket_launch:")
 if go:
     try:
         child = start_finetune(report.run_id, method, float(ft_sparsity), epochs=int(epochs), store=store)

@@ -71,13 +71,18 @@ def test_use_with_current_graph_sets_the_input_and_shows_the_fit(_workspace):
     assert any(":green-badge[fits]" in m.value for m in at.markdown)
     assert load_graph(_workspace / "graphs" / "_autosave.json").node("input").params["shape"] == [1, 8, 8]
 
-    at = pick(at, "iris")  # 4 features, 3 classes: the input is set, the output still says 10
+    at = pick(at, "iris")  # 4 features, 3 classes: the input and the head (it stayed at 10 classes)
+    assert "set out_features=3" in " ".join(plain(e.value) for e in at.error)
     at.button(key="studio.data.use").click()
     at.run()
-    errors = [plain(e.value) for e in at.error]
-    assert errors == ["fc: output (10,) does not fit dataset 'iris' (3 classes); expected (3,); set out_features=3"]
-    assert load_graph(_workspace / "graphs" / "_autosave.json").node("input").params["shape"] == [4]
-    assert any("green-badge" not in m.value and "red-badge[1 issue]" in m.value for m in at.markdown)
+    assert not at.error, [plain(e.value) for e in at.error]
+    saved = load_graph(_workspace / "graphs" / "_autosave.json")
+    assert saved.node("input").params["shape"] == [4] and saved.node("fc").params["out_features"] == 3
+    assert any(":green-badge[fits]" in m.value for m in at.markdown)
+    (said,) = [plain(s.value) for s in at.success]
+    assert "its output fits too: fc.out_features 10 → 3" in said, said
+    before = at.session_state["studio.session.undo"][-1]  # one edit: one Undo takes both back
+    assert before.node("input").params["shape"] == [1, 8, 8] and before.node("fc").params["out_features"] == 10
 
 
 def test_reconstruction_target_and_image_size_set_the_dataset_options(_workspace):

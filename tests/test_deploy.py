@@ -233,7 +233,7 @@ def test_deploy_page_measures_variants_offers_downloads_and_starts_a_linked_fine
     assert labels == ["fp32.pt2", "fp32 state dict", "int8-weight.pt2", "prune.pt2", "prune state dict"]
     assert len(at.get("plotly_chart")) == 1
 
-    at.button(key="FormSubmitter:studio.deploy.finetune-Start fine-tuning").click().run()
+    at.button(key="studio.deploy.finetune.start").click().run()
     assert not at.exception, [e.message for e in at.exception]
     assert any("Started run" in s.value for s in at.success)
     child = next(r for r in Store().list_runs() if r.id != run_id)

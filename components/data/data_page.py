@@ -13,6 +13,7 @@ from components import clicks, session
 from components.data import data_view
 from components.figures import charts
 from components.text import st_escape
+from studio.analysis import analyze
 from studio.data import (
     apply_dataset,
     check_graph_fits,
@@ -24,6 +25,7 @@ from studio.data import (
     upload_details,
 )
 from studio.data.downloads import is_downloaded
+from studio.data.fit import fit_head
 from studio.errors import DataError, GraphError, StudioError
 from studio.workspace import workspace_dir
 
@@ -120,9 +122,17 @@ def _use_with_graph(info, options: dict) -> None:
     except GraphError as e:
         say("error", f"Cannot set the graph's input: {e}")
         return
-    session.set_current_graph(graph)
+    head = None
+    try:
+        head = fit_head(graph, analyze(graph), info)  # the output too, where one param makes it fit
+    except GraphError:
+        pass  # the graph's own errors: the page lists them
+    if head is not None:
+        graph, changed = head
+    session.set_current_graph(graph)  # one edit: one Undo takes the input and the head back
     session.set_current_dataset_id(info.id, options)
-    say("success", f"The current graph's input is now {tuple(info.input_shape)} {info.input_dtype} from {info.name}.")
+    say("success", f"The current graph's input is now {tuple(info.input_shape)} {info.input_dtype} from {info.name}"
+                   + (f"; its output fits too: {changed}." if head else ".") + " Undo on the Build page takes it back.")
 
 
 def render_fit(info, options: dict) -> None:
@@ -141,7 +151,8 @@ def render_fit(info, options: dict) -> None:
         for issue in fit_issues:
             (st.error if issue.severity == "error" else st.warning)(st_escape(str(issue)))
     right.button("Use with current graph", key="studio.data.use", type="primary", on_click=_use_with_graph,
-                 args=(info, options), help="Set the graph's Input node to this dataset's sample shape and dtype, "
+                 args=(info, options), help="Set the graph's Input node to this dataset's sample shape and dtype "
+                                            "(and the last layer's size to its classes, where one param does it), "
                                             "and make it (with the options above) the dataset to train on")
 
 

@@ -75,20 +75,15 @@ def _output_issue(graph: Graph, info: DatasetInfo, output_id: str, out: tuple,
     elif out == expected:
         return None
     head = f"output {_shape(out)} does not fit dataset {info.id!r} ({_what(info)}); expected {_shape(expected)}"
-    fix_id = _fix_node(graph, output_id)
-    fix_spec = _spec(graph.node(fix_id))
-    size = fix_spec.size_param if fix_spec is not None else None
-    size_param, size_dim = size or (None, None)  # the param that sets the fix node's size, and its dim
+    fix = _size_fix(graph, info, output_id, out, compare_last_only)
+    if fix is not None:
+        fix_id, size_param, value = fix
+        where = "" if fix_id == output_id else f" on {fix_id!r}"
+        return Issue(fix_id, f"{head}; set {size_param}={value}{where}", param=size_param)
     same_rank = len(out) == len(expected)
     if same_rank and (compare_last_only or out[:-1] == expected[:-1]):  # only the size differs
-        if size_dim == -1:
-            where = "" if fix_id == output_id else f" on {fix_id!r}"
-            return Issue(fix_id, f"{head}; set {size_param}={expected[-1]}{where}", param=size_param)
         return Issue(output_id, f"{head}; end the model with a Linear layer with out_features={expected[-1]}")
     if info.task == "regression" and len(expected) > 1 and same_rank:  # an image-like target (reconstruction)
-        where = "" if fix_id == output_id else f" on {fix_id!r}"
-        if size_dim == 0 and out[1:] == expected[1:]:
-            return Issue(fix_id, f"{head}; set {size_param}={expected[0]}{where}", param=size_param)
         return Issue(output_id, f"{head}; make the last layers give {_shape(expected)}: out_channels sets the "
                                 "channels, and kernel_size, stride, padding (and output_padding of "
                                 "ConvTranspose2d) the spatial size")
@@ -102,6 +97,41 @@ def _output_issue(graph: Graph, info: DatasetInfo, output_id: str, out: tuple,
         return Issue(output_id, f"{head}; keep the sequence dimension (return_sequences=True on RNNs, no "
                                 f"SequencePool or Flatten) and end with Linear(out_features={expected[-1]})")
     return Issue(output_id, f"{head}; end the model with a Linear layer with out_features={expected[-1]}")
+
+
+def _size_fix(graph: Graph, info: DatasetInfo, output_id: str, out: tuple,
+              compare_last_only: bool) -> tuple[str, str, int] | None:
+    """(node, param, value) when one param of the layer that sets the output's size makes the output fit:
+    out_features of the last Linear for classes, out_channels of the last conv for image targets."""
+    expected = info.output_shape
+    fix_id = _fix_node(graph, output_id)
+    fix_spec = _spec(graph.node(fix_id))
+    size_param, size_dim = (fix_spec.size_param if fix_spec is not None else None) or (None, None)
+    if len(out) != len(expected) or size_param is None:
+        return None
+    if (compare_last_only or out[:-1] == expected[:-1]) and size_dim == -1:  # only the size differs
+        return fix_id, size_param, expected[-1]
+    if info.task == "regression" and len(expected) > 1 and size_dim == 0 and out[1:] == expected[1:]:
+        return fix_id, size_param, expected[0]
+    return None
+
+
+def fit_head(graph: Graph, analysis, info: DatasetInfo) -> tuple[Graph, str] | None:
+    """A copy of `graph` whose output fits the dataset by one param change (the last Linear's
+    out_features for the number of classes...), and what changed; None when the output fits already
+    or needs more than one param (then `check_graph_fits` says what to do)."""
+    output_id = getattr(analysis, "output_id", None) or next(iter(graph.sinks()), None)
+    if output_id is None or analysis.output_shape is None or tuple(analysis.output_shape) == tuple(info.output_shape):
+        return None
+    fix = _size_fix(graph, info, output_id, tuple(analysis.output_shape), False)
+    if fix is None:
+        return None
+    fix_id, param, value = fix
+    out = graph.copy()
+    node = out.node(fix_id)
+    before = node.params.get(param, _spec(node).param(param).default)
+    node.params = {**node.params, param: value}
+    return out, f"{fix_id}.{param} {before} → {value}"
 
 
 def check_graph_fits(graph: Graph, analysis, info: DatasetInfo, *, graph_issues: bool = True) -> list[Issue]:

@@ -281,20 +281,22 @@ def cnn_journey(studio_server, page, shot) -> None:
     scroll_to(page.locator('[data-testid="stDataFrame"]').first)
     shot("04_build_summary")
 
-    # Data: pick `shapes` and use it with the graph: a 1x32x32 input, and the output that does not fit yet.
+    # Data: pick `shapes`: the output (10 classes) does not fit its 5 classes. "Use with current graph" sets
+    # the 1x32x32 input and the head's 5 classes in one edit.
     go(page, "Data")
     choose(page, "Dataset", "(shapes)")
     page.get_by_text("The first 32 training images", exact=False).wait_for(timeout=WAIT_MS)
+    page.get_by_text("fc2: output (10,) does not fit dataset 'shapes' (5 classes)", exact=False).wait_for()
     page.get_by_role("button", name="Use with current graph").click()
     page.get_by_text("input is now (1, 32, 32) float32").wait_for(timeout=WAIT_MS)
-    page.get_by_text("fc2: output (10,) does not fit dataset 'shapes' (5 classes)").wait_for()
+    page.get_by_text("its output fits too: fc2.out_features 10 → 5").wait_for()
+    page.get_by_text("fits", exact=True).wait_for()
     wait_idle(page, timeout=60)
     shot("05_data_shapes")
 
-    # Build again: the input is (1, 32, 32) everywhere; give fc2 the 5 classes the issue asks for.
+    # Build again: the input is (1, 32, 32) everywhere and fc2 gives the 5 classes.
     go(page, "Build")
     wait_node_text(page, "conv1", "(16, 32, 32)")
-    edit_param(page, "fc2", "out_features", "5")
     wait_node_text(page, "fc2", "(5,)")
     wait_idle(page, timeout=60)
     expect(node(page, "pool2")).to_contain_text("(64, 8, 8)")
