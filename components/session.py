@@ -7,9 +7,9 @@ left it. Graphs in the session are treated as immutable: edit a `graph.copy()` a
 Each browser tab has its own autosave, named by the `tab` query parameter of its URL
 (`workspace/graphs/_autosave.tab-<id>.json`): a refresh keeps the URL and so finds its own graph,
 and two tabs never overwrite each other's work. `_autosave.json` holds the newest graph of any tab;
-a tab opened without an id starts from it. A graph that replaces another one wholesale (a template,
-an upload, an open) or loses most of its nodes at once keeps the one before it in
-`_autosave.tab-<id>.undo.json`, so that it is one Undo away even after a refresh.
+a tab opened without an id starts from it. The tab's undo and redo history (its newest
+`HISTORY_KEPT` steps each way) is kept beside it in `_autosave.tab-<id>.history.json`, so Undo still
+works after a refresh.
 
 Session-state keys are namespaced `studio.session.<name>` (docs/CONTRACTS.md).
 """
@@ -26,11 +26,12 @@ import streamlit as st
 
 from studio.analysis import Analysis, analyze
 from studio.errors import GraphError, Issue
-from studio.graph import Graph, Node, atomic_write_text, load_graph, save_graph
+from studio.graph import Graph, Node, atomic_write_text, load_graph, parse_graph, save_graph
 from studio.templates import list_templates, load_template
 from studio.workspace import workspace_dir
 
 UNDO_LIMIT = 100  # the contract asks for at least 50 steps
+HISTORY_KEPT = 25  # undo (and redo) steps a refresh keeps: written on every edit, so bounded
 AUTOSAVE_NAME = "_autosave.json"
 _META_NAME = "_autosave.meta.json"  # template, dataset id and dataset options of the autosaved graph
 
@@ -117,18 +118,7 @@ def set_current_graph(graph: Graph, *, undoable: bool = True) -> None:
         stack.append(previous)
         del stack[:-UNDO_LIMIT]
         st.session_state[_REDO] = []
-        if is_drastic(previous, graph):
-            _write_undo_backup(previous)
     _install(graph)
-
-
-def is_drastic(before: Graph, after: Graph) -> bool:
-    """Whether `after` replaces `before` rather than edits it: fewer than half of its nodes kept, or
-    only one node left of several."""
-    if len(before.nodes) <= 1:
-        return False
-    kept = sum(after.has_node(n.id) for n in before.nodes)
-    return len(after.nodes) <= 1 or kept * 2 < len(before.nodes)
 
 
 def open_graph(graph: Graph, *, template: str | None = None, dataset_id: str | None = None,
@@ -247,8 +237,8 @@ def _tab_meta_path(tab: str | None = None):
     return workspace_dir() / "graphs" / f"_autosave.tab-{tab or st.session_state[_TAB]}.meta.json"
 
 
-def _undo_backup_path(tab: str | None = None):
-    return workspace_dir() / "graphs" / f"_autosave.tab-{tab or st.session_state[_TAB]}.undo.json"
+def _history_path(tab: str | None = None):
+    return workspace_dir() / "graphs" / f"_autosave.tab-{tab or st.session_state[_TAB]}.history.json"
 
 
 def _keep_tab_in_url() -> None:
@@ -269,6 +259,7 @@ def _install(graph: Graph) -> None:
     st.session_state[_GRAPH] = graph
     st.session_state[_REV] = st.session_state.get(_REV, 0) + 1
     _autosave(graph)
+    _write_history()
 
 
 def _autosave(graph: Graph) -> None:
@@ -281,11 +272,23 @@ def _autosave(graph: Graph) -> None:
         st.session_state[_NOTICE] = f"Autosave failed ({e.strerror or e}); save the graph by name to keep it."
 
 
-def _write_undo_backup(graph: Graph) -> None:
+def _write_history() -> None:
+    """The newest `HISTORY_KEPT` undo and redo steps, beside the tab's autosave."""
+    doc = {side: [g.to_dict() for g in st.session_state[key][-HISTORY_KEPT:]]
+           for side, key in (("undo", _UNDO), ("redo", _REDO))}
     try:
-        save_graph(graph, _undo_backup_path())
+        atomic_write_text(_history_path(), json.dumps(doc))
     except OSError:
-        pass  # the in-session undo stack still has it
+        pass  # the session's own stacks still have it; the autosave's failure is reported already
+
+
+def _read_history() -> tuple[list[Graph], list[Graph]]:
+    """The undo and redo steps a refreshed tab left; none from a file that does not read."""
+    try:
+        doc = json.loads(_history_path().read_text())
+        return [parse_graph(d) for d in doc["undo"]], [parse_graph(d) for d in doc["redo"]]
+    except (OSError, ValueError, KeyError, TypeError, GraphError):
+        return [], []
 
 
 def newer_elsewhere() -> tuple[Graph, float] | None:
@@ -407,11 +410,8 @@ def _restore() -> None:
         st.session_state[_TEMPLATE] = template
         st.session_state[_DATASET] = dataset_id
         st.session_state[_DATASET_OPTIONS] = _template_dataset_options(template)
-    if own and _undo_backup_path().exists():  # the graph a template, upload or open replaced: one Undo away
-        try:
-            st.session_state[_UNDO] = [load_graph(_undo_backup_path())]
-        except GraphError:
-            pass
+    if own:  # this tab's undo and redo steps, as it left them
+        st.session_state[_UNDO], st.session_state[_REDO] = _read_history()
     st.session_state[_GRAPH] = graph
     st.session_state[_REV] = 1
     _write_meta()

@@ -502,6 +502,27 @@ def test_a_replaced_graph_stays_one_undo_away_after_a_refresh(_workspace):
     assert [n.id for n in current(again).nodes] == ["input", "conv1", "relu1", "flat", "fc"]
 
 
+def test_undo_and_redo_survive_a_refresh(_workspace):
+    at = start(_workspace, small_cnn())
+    tab = at.session_state["studio.session.tab"]
+    browser(at, selected="fc")
+    for value in ("7", "8", "9"):
+        param_box(at, "fc", "out_features").input(value)
+        run(at)
+    at.button(key="studio.build.undo").click()
+    run(at)
+    again = _refresh(_workspace, tab)  # the history went with the autosave (it was lost on refresh)
+    assert current(again).node("fc").params["out_features"] == 8
+    again.button(key="studio.build.redo").click()
+    run(again)
+    assert current(again).node("fc").params["out_features"] == 9
+    for expected in (8, 7, 10):  # small_cnn's own 10
+        again.button(key="studio.build.undo").click()
+        run(again)
+        assert current(again).node("fc").params["out_features"] == expected
+    assert again.button(key="studio.build.undo").disabled
+
+
 def test_an_unreadable_autosave_is_kept_aside_before_the_seed_graph_replaces_it(_workspace):
     doc = small_cnn()
     doc["nodes"][0]["position"] = {"x": float("nan"), "y": 0}  # written by an older studio, refused today

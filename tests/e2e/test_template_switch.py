@@ -40,10 +40,10 @@ def caption(page) -> str:
 
 
 def autosaved_ids(workspace) -> list[str]:
-    """Node ids of every autosave in the workspace (the shared one and each tab's; not the undo backups)."""
+    """Node ids of every autosave in the workspace (the shared one and each tab's; not their meta and history files)."""
     out = []
     for path in sorted((workspace / "graphs").glob("_autosave*.json")):
-        if not path.name.endswith((".meta.json", ".undo.json")):
+        if not path.name.endswith((".meta.json", ".history.json")):
             out.append(sorted(n["id"] for n in json.loads(path.read_text())["nodes"]))
     return out
 
