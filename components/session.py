@@ -111,8 +111,12 @@ def unsilence_all() -> None:
 
 
 def set_current_graph(graph: Graph, *, undoable: bool = True) -> None:
-    """Make `graph` current; the previous one goes on the undo stack (unless `undoable=False`)."""
+    """Make `graph` current; the previous one goes on the undo stack (unless `undoable=False`). A graph
+    equal to the current one changes nothing: no undo step (in Chromium a text field commits the value it
+    shows a second time, and each commit was an Undo that did nothing visible)."""
     previous = current_graph()
+    if graph == previous:
+        return
     if undoable:
         stack: list[Graph] = st.session_state[_UNDO]
         stack.append(previous)

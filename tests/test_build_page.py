@@ -553,3 +553,26 @@ def test_opening_a_template_keeps_the_users_dataset_when_the_template_fits_it(_w
         assert f"It fits your dataset {chosen}, which stays chosen." in said, said
     else:
         assert f"It does not fit your dataset {chosen}" in said and "so it uses its own, mnist" in said, said
+
+
+def _commit_twice():
+    import streamlit as st
+
+    from components import session
+    from studio.graph_edit import with_param
+
+    graph = session.current_graph()
+    node = next(n for n in graph.nodes if n.type == "Linear")
+    if "done" not in st.session_state:
+        st.session_state["done"] = True
+        edited = with_param(graph, node.id, "out_features", 77)
+        session.set_current_graph(edited)
+        session.set_current_graph(with_param(edited, node.id, "out_features", 77))  # the same value again
+    st.write(f"depth {session.undo_depth()}")
+
+
+def test_an_edit_that_changes_nothing_is_no_undo_step(_workspace):
+    at = AppTest.from_function(_commit_twice, default_timeout=60)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.markdown[0].value == "depth 1"  # one Undo takes the edit back (the second step did nothing)
