@@ -404,6 +404,19 @@ def test_palette_search_and_add_after_selection(_workspace):
     assert analyze(g).ok
 
 
+def test_an_added_layer_takes_the_sizes_of_the_nearest_of_its_type_and_says_what_it_costs(_workspace):
+    at = start(_workspace, chain(("input", "Input", {"shape": [4]}), ("fc1", "Linear", {"out_features": 16}),
+                                 ("relu", "ReLU", None), ("fc2", "Linear", {"out_features": 3}), name="mlp"))
+    browser(at, selected="relu")
+    at.sidebar.button(key="studio.build.add.Linear").click()
+    run(at)
+    nid = at.session_state["studio.build.selected"]
+    g = current(at)
+    assert g.inputs_of(nid) == ["relu"] and g.node(nid).params == {"out_features": 16}  # fc1's, not the default
+    assert analyze(g).nodes[nid].params == 16 * 16 + 16
+    assert f"Added {nid} (Linear, sizes from fc1): +272 parameters." in [c.value for c in at.sidebar.caption]
+
+
 def test_add_layer_inserts_into_the_chain_and_shifts_downstream():
     g = parse_graph(small_cnn())
     for i, n in enumerate(g.nodes):

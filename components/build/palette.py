@@ -2,7 +2,9 @@
 
 A new layer lands after the selected node when it can take an input: between the selected node and
 its only consumer when there is one (the rest of the chain moves along), at the end of the chain
-otherwise. Everything comes from the registry; no per-layer code.
+otherwise. It takes the params of the nearest node of its type (upstream of where it lands first), so
+a second TransformerEncoderLayer gets its neighbour's sizes, not PyTorch's defaults; the message says
+what it costs in parameters. Everything comes from the registry; no per-layer code.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from studio.graph_edit import new_node_id
 from studio.layers import CATEGORIES, REGISTRY
 
 SEARCH_KEY = "studio.build.palette_search"
+ADDED = "studio.build.palette_added"
 
 
 def add_layer(graph: Graph, type_name: str, after: str | None, direction: str = "down") -> tuple[Graph, str]:
-    """A copy of `graph` with a new `type_name` node (default params), and the new node's id."""
+    """A copy of `graph` with a new `type_name` node (the params of the nearest node of that type, else
+    the defaults), and the new node's id."""
     spec = REGISTRY[type_name]
     g = graph.copy()
     nid = new_node_id(g, type_name)
@@ -45,8 +49,26 @@ def add_layer(graph: Graph, type_name: str, after: str | None, direction: str = 
             position = {"x": 0.0, "y": max((p["y"] for p in placed), default=-step[1]) + step[1]}
         else:
             position = {"x": max((p["x"] for p in placed), default=-step[0]) + step[0], "y": 0.0}
-    g.nodes.append(Node(nid, type_name, {}, position))
+    like = nearest_of_type(graph, type_name, anchor.id if anchor is not None else None)
+    g.nodes.append(Node(nid, type_name, dict(graph.node(like).params) if like else {}, position))
     return g, nid
+
+
+def nearest_of_type(graph: Graph, type_name: str, start: str | None) -> str | None:
+    """The node of `type_name` nearest upstream of `start` (itself first), else the nearest downstream,
+    else the first in the graph; None when the graph has none."""
+    if start is not None and graph.has_node(start):
+        for walk in (graph.inputs_of, graph.outputs_of):
+            todo, seen = [start], {start}
+            while todo:  # breadth first: the nearest wins
+                nid = todo.pop(0)
+                if graph.node(nid).type == type_name:
+                    return nid
+                for nxt in walk(nid):
+                    if nxt not in seen:
+                        seen.add(nxt)
+                        todo.append(nxt)
+    return next((n.id for n in graph.nodes if n.type == type_name), None)
 
 
 def _descendants(graph: Graph, start: str) -> list[str]:
@@ -74,9 +96,22 @@ def matching_types(query: str) -> dict[str, list[str]]:
 
 def _on_add(type_name: str) -> None:
     graph = session.current_graph()
-    g, nid = add_layer(graph, type_name, canvas.selected_node(graph), canvas.direction())
+    after = canvas.selected_node(graph)
+    g, nid = add_layer(graph, type_name, after, canvas.direction())
+    like = nearest_of_type(graph, type_name, after)
+    before_params = session.current_analysis().total_params
     session.set_current_graph(g)
     canvas.select_node(nid)
+    change = session.current_analysis().total_params - before_params
+    st.session_state[ADDED] = (f"Added {nid} ({type_name}" + (f", sizes from {like}" if like else ", defaults")
+                               + f"): {change:+,} parameters.")
+
+
+def render_added() -> None:
+    """What the last layer added from the palette took and cost, shown once."""
+    said = st.session_state.pop(ADDED, None)
+    if said:
+        st.caption(said)
 
 
 def render_palette() -> None:
@@ -84,6 +119,7 @@ def render_palette() -> None:
     graph = session.current_graph()
     after = canvas.selected_node(graph)
     st.caption(f"Adds after **{after}**" if after else "Select a node on the canvas to add after it")
+    render_added()
     query = st.text_input("Search layers", key=SEARCH_KEY, placeholder="conv, attention, norm...",
                           label_visibility="collapsed")
     groups = matching_types(query or "")
