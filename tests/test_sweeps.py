@@ -327,4 +327,6 @@ def test_sweep_view_renders_under_apptest(tpe_sweep, monkeypatch):
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
     assert any("best so far" in t for t in titles) and any("Parameters" in t for t in titles)
     assert any("importance" in t.lower() for t in titles), titles
+    completed = int((table["status"] == "completed").sum())  # fewer than 20: the chart says how loosely to read it
+    assert completed < 20 and f"fitted on {completed} completed trial" in " ".join(c.value for c in at.caption)
     assert any(b.label == "Open the best trial in Build" for b in at.button)

@@ -110,6 +110,14 @@ def parallel_figure(summary: dict) -> go.Figure | None:
     return safe_figure(fig)
 
 
+FEW_TRIALS = 20  # below this, Optuna's importances (a random forest fitted on the trials) are rough
+
+
+def importance_caveat(completed: int) -> str:
+    return (f"Read these importances loosely: they come from a model fitted on {completed} completed trial"
+            f"{'s' * (completed != 1)}; below about {FEW_TRIALS} they can change a lot with the next few.")
+
+
 def importance_figure(importances: dict[str, float]) -> go.Figure:
     names = sorted(importances, key=importances.get)
     fig = go.Figure(go.Bar(x=[importances[n] for n in names], y=names, orientation="h", marker_color="#6a1b9a"))
@@ -376,5 +384,7 @@ def _live(sweep_id: str, store, was_active: bool) -> None:
     importances, why = cache[(sweep_id, completed)]
     if importances:
         st.plotly_chart(importance_figure(importances), key=f"studio.sweep.importance_chart.{sweep_id}")
+        if completed < FEW_TRIALS:
+            st.caption(importance_caveat(completed))
     else:
         st.caption(f"Parameter importances: {why}.")
