@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from components.train.run_table import progress, state_action
+from components.train.run_table import progress, starting_phase, state_action
 from studio.runs.store import RunRecord, Store
 from studio.runs.timing import recent_rate, training_seconds
 from studio.runs.timing import train_points as step_times
@@ -66,3 +66,19 @@ def test_a_row_offers_stop_or_resume_never_both():
     assert state_action(_run(status="stopped", step=40)) == "resume"
     assert state_action(_run(status="failed", step=0, error="mnist could not be downloaded")) is None
     assert state_action(_run(status="completed", step=10)) is None
+
+
+def test_a_run_before_its_first_step_says_what_it_is_doing(tmp_path, monkeypatch):
+    """A Ray run shows "starting" for tens of seconds: the row says the phase, from the run's newest event."""
+    monkeypatch.setenv("STUDIO_WORKSPACE", str(tmp_path))
+    store = Store(tmp_path / "studio.db")
+    store.create_run("r", name="r", graph={}, config={}, dataset_id="digits")
+    run = _run(status="running")  # Ray runs are running from their launch, with no total yet
+    assert starting_phase(run) is None  # no event yet
+    store.log_event("r", "queued")
+    store.log_event("r", "connected to Ray at 'auto' (2 CPUs); 2 workers")
+    phase = starting_phase(run)
+    assert phase == "connected to Ray at 'auto' (2 CPUs); 2 workers"
+    assert progress(run, phase=phase) == (0.0, "starting · connected to Ray at 'auto' (2 CPUs); 2 workers")
+    assert starting_phase(_run(status="running", total_steps=400, step=3)) is None  # stepping: the bar says it
+    assert progress(_run(status="completed", step=50), phase="x") == (0.0, "step 50")

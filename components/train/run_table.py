@@ -59,13 +59,16 @@ def duration(run: RunRecord, now: float | None = None) -> float | None:
     return max(0.0, end - run.started)
 
 
-def progress(run: RunRecord, now: float | None = None, points: list[tuple[int, float]] | None = None
-             ) -> tuple[float, str]:
+def progress(run: RunRecord, now: float | None = None, points: list[tuple[int, float]] | None = None,
+             phase: str | None = None) -> tuple[float, str]:
     """(fraction done, text like 'step 120 / 400 · ETA 12 s') from the store's step counters; with the
-    logged `points`, the ETA comes from the recent rate (a resumed run's first seconds do not count)."""
+    logged `points`, the ETA comes from the recent rate (a resumed run's first seconds do not count).
+    Before the first step, `phase` (`starting_phase`) says what the run is doing."""
     total = run.total_steps or 0
     if total <= 0:
-        return 0.0, "starting" if run.status == "running" else f"step {run.step}"
+        if not run.active:
+            return 0.0, f"step {run.step}"
+        return 0.0, "starting" + (f" · {phase}" if phase else "")
     fraction = min(1.0, run.step / total)
     text = f"step {run.step:,} / {total:,}"
     if run.status == "running" and 0 < run.step < total:
@@ -77,6 +80,20 @@ def progress(run: RunRecord, now: float | None = None, points: list[tuple[int, f
             if elapsed:
                 text += f" · ETA {format_duration((total - run.step) * elapsed / run.step)}"
     return fraction, text
+
+
+def starting_phase(run: RunRecord) -> str | None:
+    """What a run that has not begun its steps is doing: its newest event (queued, worker started,
+    connected to Ray with N workers, rank K started). A Ray run spends tens of seconds there."""
+    from components.run_store import open_store
+
+    if not run.active or (run.total_steps or 0) > 0:
+        return None
+    try:
+        events = open_store().read_events(run.id)
+    except (StudioError, OSError):
+        return None
+    return events[-1].message[:160] if events else None
 
 
 def state_action(run: RunRecord) -> str | None:
@@ -206,7 +223,7 @@ def _render_row(run: RunRecord, now: float) -> None:
     if run.backend != backends.DEFAULT_BACKEND:  # where it trained: "ray · 2 workers"
         cols[1].caption(f"{run.backend} · {run.workers} worker{'s' if run.workers != 1 else ''}")
     trained, points = _timing(run.id)
-    fraction, text = progress(run, now, points)
+    fraction, text = progress(run, now, points, starting_phase(run))
     cols[2].progress(fraction, text=text)
     cols[3].markdown(st_escape(best_metric_text(run)))
     cols[4].markdown(format_duration(trained if trained is not None else duration(run, now)),
