@@ -209,7 +209,7 @@ def _signature(nodes: list[dict], edges: list[dict]) -> str:
     return json.dumps([ns, es])
 
 
-MIN_ZOOM = 0.55  # fit-to-view never shrinks 12 px labels below about 7 px; pan to see the rest
+MIN_ZOOM = 0.8  # fit-to-view never shrinks 12 px labels below about 10 px: pan (or use the minimap) for the rest
 MAX_HEIGHT = 1400
 
 
@@ -241,7 +241,7 @@ def render(graph: Graph, analysis: Analysis, *, height: int = 620) -> None:
     streamlit_flow(FLOW_KEY, StreamlitFlowState(nodes, edges, timestamp=timestamp), height=height,
                    fit_view=True, show_controls=True, allow_new_edges=True, get_node_on_click=True,
                    get_edge_on_click=True, enable_node_menu=True, enable_edge_menu=True, min_zoom=MIN_ZOOM,
-                   hide_watermark=True, layout=ManualLayout(), style={"background": "#fafafa"})
+                   hide_watermark=True, show_minimap=True, layout=ManualLayout(), style={"background": "#fafafa"})
 
 
 _HIDE_MENU_ITEMS = """<script>
