@@ -190,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Ray: restarts from the last checkpoint after a worker dies")
     t.add_argument("--storage-path", help="Ray: Ray Train's storage, shared by every node of a multi-node "
                                           "cluster (a shared directory or s3://...)")
+    t.add_argument("--tensorboard", metavar="DIR",
+                   help="also write TensorBoard event files while training, into DIR/<run_id> (tensorboard --logdir "
+                        "DIR shows them); needs the tensorboardX package")
     t.set_defaults(func=_training("cmd_train"))
 
     e = sub.add_parser("export", help="export a graph (untrained) or a run's trained model (--run) as PyTorch "
