@@ -105,6 +105,25 @@ class EventFile:
                 events.append(self._event(step, summary=histogram(tag, values, _BINS)))
         self._write(events)
 
+    def histograms_raw(self, named: dict[str, tuple[np.ndarray, np.ndarray]], step: int) -> None:
+        """Histograms already binned: {tag: (counts (bins,), [lo, hi])} with equal-width bins (a probe
+        snapshot's). The sum and sum of squares TensorBoard's format carries are taken at the bin centres
+        (TensorBoard draws only the buckets)."""
+        from tensorboardX.summary import histogram_raw
+
+        events = []
+        for tag, (counts, bounds) in named.items():
+            counts = np.asarray(counts, dtype=np.float64)
+            lo, hi = float(bounds[0]), float(bounds[1])
+            edges = np.linspace(lo, hi, len(counts) + 1)
+            centres = (edges[:-1] + edges[1:]) / 2
+            if counts.sum() <= 0:
+                continue
+            events.append(self._event(step, summary=histogram_raw(
+                tag, lo, hi, float(counts.sum()), float((counts * centres).sum()),
+                float((counts * centres ** 2).sum()), edges[1:].tolist(), counts.tolist())))
+        self._write(events)
+
     def text(self, tag: str, markdown: str, step: int = 0) -> None:
         from tensorboardX.summary import text
 
