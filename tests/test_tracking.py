@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from studio.runs import Store, list_runs, reconcile, resume_run, run_dir, start_run
+from studio.runs import Store, list_runs, reconcile, resume_run, start_run
 from studio.tracking import TrackingError
 from studio.tracking.common import launch_tags, require
 from studio.training import TrainConfig

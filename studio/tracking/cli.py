@@ -1,4 +1,4 @@
-"""`python -m studio runs export RUN_ID --to tensorboard DIR | --to mlflow TRACKING_URI [--experiment NAME] [--json]`."""
+"""`python -m studio runs export RUN_ID --to tensorboard DIR | --to mlflow TRACKING_URI [--experiment NAME]`."""
 
 from __future__ import annotations
 

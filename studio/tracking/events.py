@@ -191,7 +191,8 @@ def graph_markdown(graph: dict) -> str:
         a = analyze(parse_graph(graph))
     except GraphError as e:
         return f"**{graph.get('name', 'graph')}**: the graph does not analyse ({e})"
-    lines = [f"**{graph.get('name') or 'graph'}**: {a.total_params:,} parameters, {a.total_flops:,} FLOPs per sample", "",
+    name = graph.get("name") or "graph"
+    lines = [f"**{name}**: {a.total_params:,} parameters, {a.total_flops:,} FLOPs per sample", "",
              "| id | type | output shape | params | FLOPs |", "|---|---|---|---:|---:|"]
     for node_id, n in a.nodes.items():
         lines.append(f"| {node_id} | {n.type} | {tuple(n.output_shape) if n.output_shape else '?'} | "

@@ -27,8 +27,6 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from studio.runs.rundir import RunDir
 from studio.runs.store import ACTIVE_STATUSES, RunRecord, Store
 from studio.tracking.common import TrackingError, check_log_dir, require

@@ -121,8 +121,8 @@ def read_mlflow(uri: str, run_ref: str) -> ExternalRun:
             matches = client.search_runs(experiments, filter_string=f"attributes.run_name = '{run_ref}'") \
                 if experiments else []
             if len(matches) != 1:
-                raise TrackingError(f"{len(matches)} MLflow runs are named {run_ref!r} in {uri!r}; "
-                                    + ("paste the run id instead" if matches else "check the name, or paste the run id"))
+                advice = "paste the run id instead" if matches else "check the name, or paste the run id"
+                raise TrackingError(f"{len(matches)} MLflow runs are named {run_ref!r} in {uri!r}; {advice}")
             found = matches[0]
         run = ExternalRun(found.info.run_name or found.info.run_id, "mlflow", f"{uri} run {found.info.run_id}")
         for key in sorted(found.data.metrics):

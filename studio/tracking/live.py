@@ -27,6 +27,7 @@ from studio.tracking.common import TrackingError, run_log_dir
 from studio.tracking.events import CONFIG_TAG, GRAPH_TAG, EventFile, flat_hparams, graph_markdown, graph_totals
 from studio.training.loop import Callback, Trainer
 
+
 class LiveBoard:
     """The run's event file, turned off (with one warning in the run's log) at its first failure."""
 
