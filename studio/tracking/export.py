@@ -27,6 +27,8 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from studio.runs.rundir import RunDir
 from studio.runs.store import ACTIVE_STATUSES, RunRecord, Store
 from studio.tracking.common import TrackingError, check_log_dir, require
@@ -97,23 +99,26 @@ def export_tensorboard(run: RunRecord, log_dir: str | Path, store: Store) -> Exp
         path.unlink(missing_ok=True)
     action = "replaced" if old else "written"
     return ExportResult("tensorboard", str(directory), action, rows,
-                        f"{action} {rows:,} metric rows of run {run.id} in {directory} "
-                        f"(view with: tensorboard --logdir {directory.parent})")
+                        f"exported {rows:,} metric rows of run {run.id} to {directory}"
+                        + (" (its earlier export there replaced)" if old else "")
+                        + f"; view with: tensorboard --logdir {directory.parent}")
 
 
 def probe_histograms(rd: RunDir):
-    """(step, {tag: (counts, [lo, hi])}) of each probe snapshot: weights/<param> and gradients/<param>."""
-    from studio.training.probes import load_snapshot, read_index
-
+    """(step, {tag: (counts, [lo, hi])}) of each probe snapshot (studio.training.probes wrote them:
+    probes/index.json, one .npz a snapshot with whist/wrange and ghist/grange per parameter), as
+    weights/<param> and gradients/<param>. A damaged index or snapshot is left out, never fatal."""
     try:
-        index = read_index(rd.probes_dir)
+        index = json.loads((rd.probes_dir / "index.json").read_text())
     except (OSError, ValueError):
         return
-    for entry in index:
+    for entry in index if isinstance(index, list) else []:
         try:
-            arrays = load_snapshot(rd.probes_dir, entry)
-        except (OSError, ValueError, KeyError):
-            continue  # a damaged snapshot: the others still go out
+            with np.load(rd.probes_dir / str(entry["file"]), allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files if k.split("/", 1)[0] in ("whist", "wrange", "ghist", "grange")}
+            step = int(entry["step"])
+        except (OSError, ValueError, KeyError, TypeError, EOFError):
+            continue
         named = {}
         for key, counts in arrays.items():
             kind, _, param = key.partition("/")
@@ -121,7 +126,7 @@ def probe_histograms(rd: RunDir):
                 bounds = arrays.get(("wrange/" if kind == "whist" else "grange/") + param)
                 if bounds is not None:
                     named[("weights/" if kind == "whist" else "gradients/") + param] = (counts, bounds)
-        yield int(entry["step"]), named
+        yield step, named
 
 
 def _chunks(rows, n: int):
@@ -253,7 +258,8 @@ def export_mlflow(run: RunRecord, uri: str, store: Store, *, experiment: str = D
         raise TrackingError(f"MLflow refused the export of run {run.id} to {uri!r}: {str(e).splitlines()[0]}") from None
     action = "replaced" if found else "written"
     return ExportResult("mlflow", _run_uri(uri, exp_id, mlflow_id), action, written,
-                        f"{action} run {run.id} in MLflow as {mlflow_id} (experiment {experiment!r}, {uri}): "
+                        f"exported run {run.id} to MLflow as {mlflow_id} (experiment {experiment!r}, {uri})"
+                        + ("; its earlier export was replaced" if found else "") + ": "
                         f"{len(params)} params, {written:,} metric rows, artifacts graph.json, config.json"
                         + (", checkpoints/best.pt" if RunDir.of(run.id).checkpoint("best").exists() else ""),
                         mlflow_id)

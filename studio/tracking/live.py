@@ -25,7 +25,6 @@ from pathlib import Path
 
 from studio.tracking.common import TrackingError, run_log_dir
 from studio.tracking.events import CONFIG_TAG, GRAPH_TAG, EventFile, flat_hparams, graph_markdown, graph_totals
-from studio.training.loop import Callback, Trainer
 
 
 class LiveBoard:
@@ -76,15 +75,18 @@ class MirroredStore:
         return dropped
 
 
-class TensorBoardLogger(Callback):
-    """Text, histograms and hparams around what `MirroredStore` writes (see the module docstring)."""
+class TensorBoardLogger:
+    """Text, histograms and hparams around what `MirroredStore` writes (see the module docstring).
+
+    A training callback (studio.training.loop.Callback's five events), written without importing the
+    loop: the worker imports this package, never the other way round."""
 
     def __init__(self, board: LiveBoard, *, run_id: str, store, meta: dict, graph: dict, config: dict):
         self.board, self.run_id, self.store = board, run_id, store
         self.meta, self.graph, self.config = meta, graph, config
         self._last_hist: int | None = None
 
-    def on_train_start(self, trainer: Trainer) -> None:
+    def on_train_start(self, trainer) -> None:
         if trainer.state.step == 0:
             self.board.write("graph summary", EventFile.text, GRAPH_TAG, graph_markdown(self.graph), 0)
             import json
@@ -93,15 +95,18 @@ class TensorBoardLogger(Callback):
                              "```\n" + json.dumps(self.config, indent=2, sort_keys=True) + "\n```", 0)
             self._histograms(trainer)
 
-    def on_step_end(self, trainer: Trainer) -> None:
+    def on_step_end(self, trainer) -> None:
         every = trainer.config.probe_every
         if every > 0 and trainer.state.step % every == 0:
             self._histograms(trainer)
 
-    def on_epoch_end(self, trainer: Trainer) -> None:
+    def on_eval_end(self, trainer, metrics: dict) -> None:  # the rows reach TensorBoard through MirroredStore
+        pass
+
+    def on_epoch_end(self, trainer) -> None:
         self._histograms(trainer)
 
-    def on_train_end(self, trainer: Trainer) -> None:
+    def on_train_end(self, trainer) -> None:
         s = trainer.state
         if s.stop_reason != "diverged":
             self._histograms(trainer)
@@ -113,7 +118,7 @@ class TensorBoardLogger(Callback):
         self.board.write("hyperparameters", EventFile.hparams, hparams, metrics, s.step, status=status)
         self.board.close()
 
-    def _histograms(self, trainer: Trainer) -> None:
+    def _histograms(self, trainer) -> None:
         """Weights and gradients at a probe step (when the run takes probes), once per step."""
         step = trainer.state.step
         if not trainer.config.probes or self._last_hist == step:
