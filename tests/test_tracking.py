@@ -253,3 +253,98 @@ def test_export_bad_targets_say_what_to_do_and_leave_the_run_alone(cli_run, tmp_
     assert "use --to tensorboard DIR or --to mlflow TRACKING_URI" in capsys.readouterr().err
     assert (store.get_run(run_id).status, list(store.metric_rows(run_id))) == before
     assert not list((tmp_path / "blocker").parent.glob("mlartifacts"))
+
+
+# ---- the pages (AppTest) ---------------------------------------------------------------------------------
+
+def _rerun(at):
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def _poll(at, done, what: str):
+    deadline = __import__("time").monotonic() + 240
+    while not done(_rerun(at)):
+        assert __import__("time").monotonic() < deadline, f"gave up waiting for {what}"
+        __import__("time").sleep(0.3)
+
+
+def test_train_page_logs_to_tensorboard_and_exports_from_the_runs_table(workspace, tmp_path):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from components.train.tracking_panel import EXPORTING, TB_DIR
+
+    (workspace / "graphs").mkdir(parents=True, exist_ok=True)
+    (workspace / "graphs" / "_autosave.json").write_text(json.dumps(IRIS_MLP))
+    (workspace / "graphs" / "_autosave.meta.json").write_text(json.dumps({"dataset_id": "iris"}))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/3_Train.py")
+    _rerun(at)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    before = {r.id for r in list_runs()}
+    at.number_input(key="studio.train.cfg.epochs").set_value(1)
+    at.text_input(key=TB_DIR).set_value(str(blocker / "tb"))
+    next(b for b in at.button if b.label == "Launch run").click()
+    _rerun(at)
+    assert any("The run was not launched" in e.value and "cannot write TensorBoard event files" in e.value.replace(
+        "\\", "") for e in at.error)
+    assert {r.id for r in list_runs()} == before
+
+    at.text_input(key=TB_DIR).set_value(str(tmp_path / "tb"))
+    next(b for b in at.button if b.label == "Launch run").click()
+    _rerun(at)
+    run_id = at.session_state["studio.train.picked_runs"][0]
+    assert run_id not in before and Store().get_run(run_id).tags == {"tensorboard": str(tmp_path / "tb")}
+    _poll(at, lambda a: not Store().get_run(run_id).active, "the run launched from the page to end")
+    assert set(accumulator(tmp_path / "tb" / run_id).Tags()["scalars"]) >= {"train_loss", "val_accuracy"}
+
+    at.button(key=f"studio.train.run.{run_id}.tracking_export").click()
+    _rerun(at)
+    at.text_input(key=f"{EXPORTING}.target.{run_id}").set_value(str(tmp_path / "exported"))
+    at.button(key=f"{EXPORTING}.go.{run_id}").click()
+    _rerun(at)
+    assert any(f"Exported {len(list(Store().metric_rows(run_id)))} metric rows of run {run_id}" in s.value.replace(
+        "\\", "") for s in at.success), [s.value for s in at.success] + [e.value for e in at.error]
+    assert list((tmp_path / "exported" / run_id).glob("events.out.tfevents.*"))
+
+
+def test_compare_overlays_a_tensorboard_run_marked_external(cli_run, tmp_path):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+    from tensorboardX import SummaryWriter
+
+    from components.train.tracking_panel import EXTERNAL
+
+    run_id, _ = cli_run
+    with SummaryWriter(str(tmp_path / "logs" / "resnet-baseline")) as w:  # as a PyTorch user logs
+        for step in range(1, 11):
+            w.add_scalar("Loss/train", 1.0 / step, step)
+    (tmp_path / "empty").mkdir()
+    store = Store()
+    if not store.has_run("reference"):  # Compare shows charts from two studio runs on
+        store.create_run("reference", name="reference", graph=IRIS_MLP, config={}, dataset_id="iris",
+                         status="completed")
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=60)
+    at.session_state["studio.session.run_id"] = run_id
+    at.switch_page("pages/5_Compare.py")
+    _rerun(at)
+    at.multiselect(key="studio.compare.runs").set_value([run_id, "reference"])
+    _rerun(at)
+    at.text_input(key=f"{EXTERNAL}.dir").set_value(str(tmp_path / "empty"))
+    at.button(key=f"{EXTERNAL}.load").click()
+    _rerun(at)
+    assert any("Nothing was loaded: no TensorBoard event files" in e.value.replace("\\", "") for e in at.error), [e.value for e in at.error]
+    at.text_input(key=f"{EXTERNAL}.dir").set_value(str(tmp_path / "logs"))
+    at.button(key=f"{EXTERNAL}.load").click()
+    _rerun(at)
+    loss = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                if json.loads(c.proto.spec)["layout"]["title"]["text"] == "Loss")
+    external = [t for t in loss["data"] if "resnet-baseline [external: tensorboard]" in t["name"]]
+    assert external and external[-1]["x"][-1] == 10
+    assert Store().metric_keys(run_id) and not any("resnet" in r.name for r in list_runs())  # nothing stored
