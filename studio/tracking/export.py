@@ -178,11 +178,15 @@ def check_tracking_uri(uri: str) -> str:
                                 f"(mlflow server --port {port}) or check the URI; an offline store works too: "
                                 "sqlite:///mlflow.db") from None
         return uri
+    if parsed.scheme.split("+")[0] in ("postgresql", "mysql", "mssql"):  # MLflow's other database stores
+        require("sqlalchemy")
+        return uri
     if parsed.scheme in ("", "file"):
         raise TrackingError(f"{uri!r} is a file store, which MLflow 3 refuses by default; use a sqlite store "
                             "instead, e.g. sqlite:///mlflow.db (a path relative to the current folder) or "
                             "sqlite:////abs/path/mlflow.db")
-    raise TrackingError(f"unsupported MLflow tracking URI {uri!r}; use sqlite:///PATH.db or http(s)://HOST:PORT")
+    raise TrackingError(f"unsupported MLflow tracking URI {uri!r}; use sqlite:///PATH.db, a database URI "
+                        "(postgresql://...) or http(s)://HOST:PORT")
 
 
 def sqlite_path(uri: str) -> Path | None:

@@ -20,6 +20,7 @@ run itself trains on.
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -41,7 +42,7 @@ class LiveBoard:
                 return
             try:
                 fn(self.file, *args, **kwargs)
-            except (OSError, ValueError, TrackingError) as e:
+            except Exception as e:  # noqa: BLE001 (TensorBoard logging never ends a run: it stops, the run goes on)
                 self.file = None
                 self.log(f"TensorBoard logging stopped: cannot write the {what} to {str(self.logdir)!r} ({e}); "
                          "the run trains on and its store keeps every metric (export it later with "
@@ -51,6 +52,7 @@ class LiveBoard:
         with self._lock:
             if self.file is not None:
                 self.file.close()
+                self.file = None
 
 
 class MirroredStore:
@@ -89,8 +91,6 @@ class TensorBoardLogger:
     def on_train_start(self, trainer) -> None:
         if trainer.state.step == 0:
             self.board.write("graph summary", EventFile.text, GRAPH_TAG, graph_markdown(self.graph), 0)
-            import json
-
             self.board.write("settings", EventFile.text, CONFIG_TAG,
                              "```\n" + json.dumps(self.config, indent=2, sort_keys=True) + "\n```", 0)
             self._histograms(trainer)

@@ -63,6 +63,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     shown = "".join(f" {k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in options.items())
     print(f"run {run_id}: {graph.name} on {args.data}{shown} (logs: {run_dir(run_id) / 'log.txt'})",
           file=sys.stderr)
+    if tags:
+        print(f"TensorBoard events: {tags['tensorboard']}/{run_id} (view with: tensorboard --logdir "
+              f"{tags['tensorboard']})", file=sys.stderr)
     run = follow(run_id, store, Progress(sys.stderr))
     summary = final_summary(run_id, store)
     if getattr(args, "json", False):
