@@ -160,6 +160,24 @@ def test_unwritable_log_directory_is_refused_at_launch_and_never_harms_a_run(tmp
     assert any(m.startswith("TensorBoard logging is off for this run: cannot write event files") for m in warnings)
 
 
+def test_tensor_histograms_count_every_finite_value_like_numpy():
+    import torch
+
+    from studio.tracking.events import tensor_histogram
+
+    t = torch.randn(300, 7, generator=torch.Generator().manual_seed(0))
+    t[0, 0], t[1, 1] = float("nan"), float("inf")  # left out, as TensorBoard's add_histogram does
+    counts, bounds, total, total_sq = tensor_histogram(t)
+    finite = t[torch.isfinite(t)].double().numpy()
+    expected, _ = np.histogram(finite, bins=64, range=(bounds[0], bounds[1]))
+    assert counts.sum() == finite.size == 2098
+    assert np.abs(counts - expected).sum() <= 2  # float32 histc and float64 numpy may place an edge value apart
+    torch.testing.assert_close(torch.tensor([total, total_sq], dtype=torch.float64),
+                               torch.tensor([finite.sum(), (finite ** 2).sum()], dtype=torch.float64),
+                               rtol=1e-5, atol=1e-4)  # float32 sums against float64: a few ulps over 2,098 values
+    assert tensor_histogram(torch.full((3,), float("nan"))) is None
+
+
 def test_a_missing_optional_package_is_named_with_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboardX", None)  # an import of it now fails as if not installed
     with pytest.raises(TrackingError, match=r"'tensorboardX' is needed to write TensorBoard event files.*"
@@ -218,6 +236,17 @@ def test_export_to_mlflow_reads_back_with_mlflow_client_and_does_not_duplicate(c
     assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/best.pt"]
     graph_copy = client.download_artifacts(run.info.run_id, "graph.json", str(tmp_path))
     assert json.loads(open(graph_copy).read())["name"] == "iris-mlp"
+
+    from studio.tracking.external import read_mlflow
+
+    for ref in (run.info.run_id, record.name):  # Compare's import reads it back, by id or by name
+        back = read_mlflow(uri, ref)
+        assert back.label == f"{record.name} [external: mlflow]"
+        steps, values, _ = back.series["val_accuracy"]
+        rows = store.read_metrics(run_id, keys=["val_accuracy"])
+        assert steps.tolist() == [r.step for r in rows] and values.tolist() == [r.value for r in rows]
+    with pytest.raises(TrackingError, match="0 MLflow runs are named 'no such run'"):
+        read_mlflow(uri, "no such run")
 
     assert main(["runs", "export", run_id, "--to", "mlflow", uri]) == 0
     assert "unchanged since; nothing written" in capsys.readouterr().out
@@ -339,7 +368,8 @@ def test_compare_overlays_a_tensorboard_run_marked_external(cli_run, tmp_path):
     at.text_input(key=f"{EXTERNAL}.dir").set_value(str(tmp_path / "empty"))
     at.button(key=f"{EXTERNAL}.load").click()
     _rerun(at)
-    assert any("Nothing was loaded: no TensorBoard event files" in e.value.replace("\\", "") for e in at.error), [e.value for e in at.error]
+    errors = [e.value.replace("\\", "") for e in at.error]
+    assert any("Nothing was loaded: no TensorBoard event files" in e for e in errors), errors
     at.text_input(key=f"{EXTERNAL}.dir").set_value(str(tmp_path / "logs"))
     at.button(key=f"{EXTERNAL}.load").click()
     _rerun(at)

@@ -28,17 +28,6 @@ from studio.tracking.common import require
 
 GRAPH_TAG = "graph/summary"
 
-
-def _tensorflow_bins() -> list[float]:
-    """SummaryWriter.add_histogram's default bins (TensorFlow's): +-1e-12 growing by 10% to 1e20, and 0."""
-    v, buckets = 1e-12, []
-    while v < 1e20:
-        buckets.append(v)
-        v *= 1.1
-    return [-b for b in reversed(buckets)] + [0.0] + buckets
-
-
-_BINS = _tensorflow_bins()
 CONFIG_TAG = "run/config"
 
 
@@ -93,35 +82,25 @@ class EventFile:
             events.append(self._event(current[0], current[1], summary=Summary(value=values)))
         self._write(events)
 
-    def histograms(self, named: dict[str, np.ndarray], step: int) -> None:
-        """One histogram per name (TensorBoard's default bins, as `add_histogram`), non-finite values left out."""
-        from tensorboardX.summary import histogram
-
-        events = []
-        for tag, values in named.items():
-            values = np.asarray(values, dtype=np.float64).ravel()
-            values = values[np.isfinite(values)]
-            if values.size:
-                events.append(self._event(step, summary=histogram(tag, values, _BINS)))
-        self._write(events)
-
-    def histograms_raw(self, named: dict[str, tuple[np.ndarray, np.ndarray]], step: int) -> None:
-        """Histograms already binned: {tag: (counts (bins,), [lo, hi])} with equal-width bins (a probe
-        snapshot's). The sum and sum of squares TensorBoard's format carries are taken at the bin centres
-        (TensorBoard draws only the buckets)."""
+    def histograms(self, named: dict[str, tuple], step: int) -> None:
+        """Histograms already binned, one per tag: (counts (bins,), [lo, hi]) with equal-width bins over
+        [lo, hi], optionally followed by the values' sum and sum of squares (TensorBoard's format carries
+        them; without them they are taken at the bin centres: TensorBoard draws only the buckets).
+        `tensor_histogram` bins a tensor so; a probe snapshot's whist/wrange pairs are so already."""
         from tensorboardX.summary import histogram_raw
 
         events = []
-        for tag, (counts, bounds) in named.items():
+        for tag, (counts, bounds, *sums) in named.items():
             counts = np.asarray(counts, dtype=np.float64)
+            if counts.sum() <= 0:
+                continue
             lo, hi = float(bounds[0]), float(bounds[1])
             edges = np.linspace(lo, hi, len(counts) + 1)
             centres = (edges[:-1] + edges[1:]) / 2
-            if counts.sum() <= 0:
-                continue
+            total, total_sq = sums if sums else ((counts * centres).sum(), (counts * centres ** 2).sum())
             events.append(self._event(step, summary=histogram_raw(
-                tag, lo, hi, float(counts.sum()), float((counts * centres).sum()),
-                float((counts * centres ** 2).sum()), edges[1:].tolist(), counts.tolist())))
+                tag, lo, hi, float(counts.sum()), float(total), float(total_sq), edges[1:].tolist(),
+                counts.tolist())))
         self._write(events)
 
     def text(self, tag: str, markdown: str, step: int = 0) -> None:
@@ -152,6 +131,25 @@ class EventFile:
 
 
 # ---- what the studio writes ----------------------------------------------------------------------------
+
+HIST_BINS = 64
+
+
+def tensor_histogram(t, bins: int = HIST_BINS) -> tuple | None:
+    """(counts, [lo, hi], sum, sum of squares) of a tensor's finite values, binned on its own device
+    (torch.histc, equal-width bins over [min, max]); None when it has no finite value."""
+    import torch
+
+    flat = t.detach().float().flatten()
+    flat = flat[torch.isfinite(flat)]
+    if flat.numel() == 0:
+        return None
+    lo, hi = flat.min().item(), flat.max().item()
+    if hi <= lo:
+        hi = lo + max(abs(lo), 1.0) * 1e-6
+    counts = torch.histc(flat, bins=bins, min=lo, max=hi)
+    sums = torch.stack([flat.sum(), flat.square().sum()]).double().tolist()
+    return counts.cpu().numpy(), np.array([lo, hi]), sums[0], sums[1]
 
 def flat_hparams(config: dict, *, dataset_id: str, graph: dict, totals: dict | None = None) -> dict:
     """TrainConfig's fields as HParams values (numbers, text, booleans; lists and dicts as JSON text;

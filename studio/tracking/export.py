@@ -85,7 +85,7 @@ def export_tensorboard(run: RunRecord, log_dir: str | Path, store: Store) -> Exp
             events.scalars(chunk)
             rows += len(chunk)
         for step, named in probe_histograms(RunDir.of(run.id)):
-            events.histograms_raw(named, step)
+            events.histograms(named, step)
         final = store.latest_metrics(run.id)
         events.hparams(flat_hparams(run.config, dataset_id=run.dataset_id, graph=run.graph,
                                     totals=graph_totals(run.graph)),

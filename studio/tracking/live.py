@@ -25,7 +25,15 @@ import threading
 from pathlib import Path
 
 from studio.tracking.common import TrackingError, run_log_dir
-from studio.tracking.events import CONFIG_TAG, GRAPH_TAG, EventFile, flat_hparams, graph_markdown, graph_totals
+from studio.tracking.events import (
+    CONFIG_TAG,
+    GRAPH_TAG,
+    EventFile,
+    flat_hparams,
+    graph_markdown,
+    graph_totals,
+    tensor_histogram,
+)
 
 
 class LiveBoard:
@@ -126,9 +134,9 @@ class TensorBoardLogger:
         self._last_hist = step
         named = {}
         for name, p in trainer.model.named_parameters():
-            named[f"weights/{name}"] = p.detach().float().cpu().numpy()
-            if p.grad is not None and step > 0:
-                named[f"gradients/{name}"] = p.grad.detach().float().cpu().numpy()
+            for tag, t in ((f"weights/{name}", p), (f"gradients/{name}", p.grad if step > 0 else None)):
+                if t is not None and (h := tensor_histogram(t)) is not None:
+                    named[tag] = h
         self.board.write("histograms", EventFile.histograms, named, step)
 
 
