@@ -73,7 +73,7 @@ def whole_run(pairs: int = 5) -> None:
             tags = {"tensorboard": str(Path(tmp) / "tb")} if tensorboard else None
             store.create_run(run_id, name=run_id, graph=graph, config=config, dataset_id="digits", tags=tags)
             t = time.perf_counter()
-            run_store, extra = live_tensorboard(meta, store, quiet)
+            run_store, extra = live_tensorboard(rd, meta, store, quiet)
             trainer, _ = build_trainer(rd, meta, run_store, quiet, extra_callbacks=extra)
             trainer.fit()
             return time.perf_counter() - t

@@ -86,7 +86,7 @@ class EventFile:
         """Histograms already binned, one per tag: (counts (bins,), [lo, hi]) with equal-width bins over
         [lo, hi], optionally followed by the values' sum and sum of squares (TensorBoard's format carries
         them; without them they are taken at the bin centres: TensorBoard draws only the buckets).
-        `tensor_histogram` bins a tensor so; a probe snapshot's whist/wrange pairs are so already."""
+        A probe snapshot's whist/wrange pairs are so (`snapshot_histograms`)."""
         from tensorboardX.summary import histogram_raw
 
         events = []
@@ -132,24 +132,24 @@ class EventFile:
 
 # ---- what the studio writes ----------------------------------------------------------------------------
 
-HIST_BINS = 64
+def snapshot_histograms(path: str | Path) -> dict[str, tuple]:
+    """{weights/<param> | gradients/<param>: (counts, [lo, hi])} of one probe snapshot (an .npz that
+    studio.training.probes wrote: whist/wrange and ghist/grange per parameter, 32 equal-width bins), the
+    histograms TensorBoard gets live and in exports alike. {} when the file cannot be read."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files if k.split("/", 1)[0] in ("whist", "wrange", "ghist", "grange")}
+    except (OSError, ValueError, KeyError, EOFError):
+        return {}
+    named = {}
+    for key, counts in arrays.items():
+        kind, _, param = key.partition("/")
+        if kind in ("whist", "ghist"):
+            bounds = arrays.get(("wrange/" if kind == "whist" else "grange/") + param)
+            if bounds is not None:
+                named[("weights/" if kind == "whist" else "gradients/") + param] = (counts, bounds)
+    return named
 
-
-def tensor_histogram(t, bins: int = HIST_BINS) -> tuple | None:
-    """(counts, [lo, hi], sum, sum of squares) of a tensor's finite values, binned on its own device
-    (torch.histc, equal-width bins over [min, max]); None when it has no finite value."""
-    import torch
-
-    flat = t.detach().float().flatten()
-    flat = flat[torch.isfinite(flat)]
-    if flat.numel() == 0:
-        return None
-    lo, hi = flat.min().item(), flat.max().item()
-    if hi <= lo:
-        hi = lo + max(abs(lo), 1.0) * 1e-6
-    counts = torch.histc(flat, bins=bins, min=lo, max=hi)
-    sums = torch.stack([flat.sum(), flat.square().sum()]).double().tolist()
-    return counts.cpu().numpy(), np.array([lo, hi]), sums[0], sums[1]
 
 def flat_hparams(config: dict, *, dataset_id: str, graph: dict, totals: dict | None = None) -> dict:
     """TrainConfig's fields as HParams values (numbers, text, booleans; lists and dicts as JSON text;
@@ -198,4 +198,5 @@ def graph_markdown(graph: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CONFIG_TAG", "GRAPH_TAG", "EventFile", "flat_hparams", "graph_markdown", "graph_totals"]
+__all__ = ["CONFIG_TAG", "GRAPH_TAG", "EventFile", "flat_hparams", "graph_markdown", "graph_totals",
+           "snapshot_histograms"]

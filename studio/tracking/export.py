@@ -27,12 +27,18 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from studio.runs.rundir import RunDir
 from studio.runs.store import ACTIVE_STATUSES, RunRecord, Store
 from studio.tracking.common import TrackingError, check_log_dir, require
-from studio.tracking.events import CONFIG_TAG, GRAPH_TAG, EventFile, flat_hparams, graph_markdown, graph_totals
+from studio.tracking.events import (
+    CONFIG_TAG,
+    GRAPH_TAG,
+    EventFile,
+    flat_hparams,
+    graph_markdown,
+    graph_totals,
+    snapshot_histograms,
+)
 
 DESTINATIONS = ("tensorboard", "mlflow")
 DEFAULT_EXPERIMENT = "Neural Studio"
@@ -105,28 +111,17 @@ def export_tensorboard(run: RunRecord, log_dir: str | Path, store: Store) -> Exp
 
 
 def probe_histograms(rd: RunDir):
-    """(step, {tag: (counts, [lo, hi])}) of each probe snapshot (studio.training.probes wrote them:
-    probes/index.json, one .npz a snapshot with whist/wrange and ghist/grange per parameter), as
-    weights/<param> and gradients/<param>. A damaged index or snapshot is left out, never fatal."""
+    """(step, {tag: (counts, [lo, hi])}) of each probe snapshot of the run (see `snapshot_histograms`);
+    a damaged index or snapshot is left out, never fatal."""
     try:
         index = json.loads((rd.probes_dir / "index.json").read_text())
     except (OSError, ValueError):
         return
     for entry in index if isinstance(index, list) else []:
-        try:
-            with np.load(rd.probes_dir / str(entry["file"]), allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files if k.split("/", 1)[0] in ("whist", "wrange", "ghist", "grange")}
-            step = int(entry["step"])
-        except (OSError, ValueError, KeyError, TypeError, EOFError):
-            continue
-        named = {}
-        for key, counts in arrays.items():
-            kind, _, param = key.partition("/")
-            if kind in ("whist", "ghist"):
-                bounds = arrays.get(("wrange/" if kind == "whist" else "grange/") + param)
-                if bounds is not None:
-                    named[("weights/" if kind == "whist" else "gradients/") + param] = (counts, bounds)
-        yield step, named
+        if isinstance(entry, dict) and isinstance(entry.get("step"), int) and isinstance(entry.get("file"), str):
+            named = snapshot_histograms(rd.probes_dir / Path(entry["file"]).name)
+            if named:
+                yield entry["step"], named
 
 
 def _chunks(rows, n: int):

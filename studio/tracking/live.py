@@ -32,7 +32,7 @@ from studio.tracking.events import (
     flat_hparams,
     graph_markdown,
     graph_totals,
-    tensor_histogram,
+    snapshot_histograms,
 )
 
 
@@ -91,8 +91,9 @@ class TensorBoardLogger:
     A training callback (studio.training.loop.Callback's five events), written without importing the
     loop: the worker imports this package, never the other way round."""
 
-    def __init__(self, board: LiveBoard, *, run_id: str, store, meta: dict, graph: dict, config: dict):
-        self.board, self.run_id, self.store = board, run_id, store
+    def __init__(self, board: LiveBoard, *, run_id: str, store, meta: dict, graph: dict, config: dict,
+                 probes_dir: Path):
+        self.board, self.run_id, self.store, self.probes_dir = board, run_id, store, Path(probes_dir)
         self.meta, self.graph, self.config = meta, graph, config
         self._last_hist: int | None = None
 
@@ -127,21 +128,19 @@ class TensorBoardLogger:
         self.board.close()
 
     def _histograms(self, trainer) -> None:
-        """Weights and gradients at a probe step (when the run takes probes), once per step."""
+        """The weight and gradient histograms of the probe snapshot the Prober (an earlier callback) just
+        took at this step, once per step: the Inspect page's histograms, at no second cost."""
         step = trainer.state.step
         if not trainer.config.probes or self._last_hist == step:
             return
         self._last_hist = step
-        named = {}
-        for name, p in trainer.model.named_parameters():
-            for tag, t in ((f"weights/{name}", p), (f"gradients/{name}", p.grad if step > 0 else None)):
-                if t is not None and (h := tensor_histogram(t)) is not None:
-                    named[tag] = h
-        self.board.write("histograms", EventFile.histograms, named, step)
+        named = snapshot_histograms(self.probes_dir / f"step_{step:08d}.npz")
+        if named:
+            self.board.write("histograms", EventFile.histograms, named, step)
 
 
-def live_tensorboard(meta: dict, store, log) -> tuple:
-    """(store, extra callbacks) for the worker: the store itself and () unless the run asked for
+def live_tensorboard(rd, meta: dict, store, log) -> tuple:
+    """(store, extra callbacks) for the worker of run directory `rd`: the store itself and () unless the run asked for
     TensorBoard at launch; then the mirrored store and the logger. A log directory that cannot be
     written is a warning in the run's log, never a failed run."""
     run = store.get_run(meta["run_id"])
@@ -157,7 +156,8 @@ def live_tensorboard(meta: dict, store, log) -> tuple:
             "`python -m studio runs export RUN --to tensorboard DIR`)", "warning")
         return store, ()
     log(f"TensorBoard events go to {logdir} (tensorboard --logdir {logdir.parent})")
-    logger = TensorBoardLogger(board, run_id=run.id, store=store, meta=meta, graph=run.graph, config=run.config)
+    logger = TensorBoardLogger(board, run_id=run.id, store=store, meta=meta, graph=run.graph, config=run.config,
+                               probes_dir=rd.probes_dir)
     return MirroredStore(store, board), (logger,)
 
 
