@@ -170,6 +170,8 @@ def test_a_missing_optional_package_is_named_with_what_to_install(monkeypatch):
     with pytest.raises(TrackingError, match=r"'tensorboardX' is needed to write TensorBoard event files.*"
                                             r"pip install tensorboardX"):
         require("tensorboardX")
+    with pytest.raises(TrackingError, match="pip install tensorboardX"):  # before any run exists
+        launch_tags("tb-logs")
     monkeypatch.setitem(sys.modules, "mlflow", None)
     with pytest.raises(TrackingError, match="pip install mlflow-skinny SQLAlchemy alembic"):
         require("mlflow")

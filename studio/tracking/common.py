@@ -64,14 +64,15 @@ def check_log_dir(path: str | Path) -> Path:
 
 def launch_tags(log_dir: str | Path | None, backend: str | None = None) -> dict:
     """The run tags that ask for live TensorBoard logging into `log_dir` ({} for None or blank);
-    TrackingError, before any run exists, when the folder cannot be written or the backend does not
-    log live (only the local worker does: export a Ray run after it ends)."""
+    TrackingError, before any run exists, when the folder cannot be written, tensorboardX is missing or
+    the backend does not log live (only the local worker does: export a Ray run after it ends)."""
     if log_dir is None or not str(log_dir).strip():
         return {}
     if backend not in (None, "local"):
         raise TrackingError(f"live TensorBoard logging is built for the local backend only, not {backend!r}; "
                             "train without --tensorboard and export the run when it ends: "
                             "python -m studio runs export RUN --to tensorboard DIR")
+    require("tensorboardX")  # missing: said before a run exists, not as a warning in its log
     return {TAG: str(check_log_dir(log_dir))}
 
 
