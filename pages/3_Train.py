@@ -12,7 +12,7 @@ from components.data import data_view
 from components.figures import charts
 from components.run_store import open_store, read_or_stop, shows_store_errors
 from components.text import st_escape
-from components.train import backend_form, run_exports, run_table, sweep_view, train_form
+from components.train import backend_form, run_exports, run_table, sweep_view, tracking_panel, train_form
 from components.train.history_view import update_histories, zoom_control
 from studio.data import check_graph_fits, get_info, list_datasets
 from studio.errors import DataError, GraphError, StorageError, StudioError
@@ -118,6 +118,7 @@ with st.expander("New run", expanded=changed or bool(reasons), icon=":material/a
         st.markdown("**Training settings**")
         train_form.render_settings(defaults)
         run_name = st.text_input("Run name (optional)", key="studio.train.run_name", max_chars=120)
+        tracking_panel.render_tensorboard_setting()
         if reasons:
             st.error("Launch is not possible yet:\n\n" + "\n".join(f"- {st_escape(r)}" for r in reasons))
         launch = clicks.button(st.form_submit_button, "Launch run", key="studio.train.launch", type="primary",
@@ -125,6 +126,8 @@ with st.expander("New run", expanded=changed or bool(reasons), icon=":material/a
 
 if launch and not reasons:
     config, problems = train_form.read_config()
+    tags, tags_problem = tracking_panel.launch_tags(backend)
+    problems = [*problems, ("tensorboard", tags_problem)] if tags_problem else problems
     if problems:
         st.error("The run was not launched; fix these settings:\n\n"
                  + "\n".join(f"- {st_escape(msg)}" for _, msg in problems))
@@ -132,7 +135,7 @@ if launch and not reasons:
         try:
             run_id = start_run(graph, info.id, config, name=run_name.strip() or None, dataset_options=options,
                                store=store, backend=backend,
-                               parent_id=config.init_from or None)
+                               parent_id=config.init_from or None, tags=tags)
         except StudioError as e:
             st.error(f"The run was not launched: {st_escape(str(e))}")
         else:

@@ -14,6 +14,7 @@ from components.figures import charts
 from components.inspect.inspect_probes import code_span
 from components.run_store import in_background, open_store, read_or_stop, shows_store_errors
 from components.text import st_escape
+from components.train import tracking_panel
 from components.train.history_view import update_histories, zoom_control
 from components.train.run_table import status_badge
 from studio import inspection as ins
@@ -79,8 +80,9 @@ smoothing = controls[1].slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="studio.co
 log_y = controls[2].toggle("Log scale", key="studio.compare.log_y", persist_state="session")
 zoom = zoom_control("studio.compare.zoom", max(by_id[r].step for r in picked))
 histories = read_or_stop(update_histories, HISTORIES, picked, by_id, store, smoothing, zoom)
-figures = charts.run_figures([(names[r], histories[r], None) for r in picked], x_axis=x_axis, smoothing=smoothing,
-                             log_y=log_y)
+tracking_panel.render_import()  # runs from TensorBoard or MLflow, overlaid read-only and marked external
+figures = charts.run_figures([(names[r], histories[r], None) for r in picked] + tracking_panel.external_curves(),
+                             x_axis=x_axis, smoothing=smoothing, log_y=log_y)
 st.subheader("Curves")
 grid = st.columns(2)
 for n, (title, fig) in enumerate(figures):

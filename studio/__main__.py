@@ -190,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Ray: restarts from the last checkpoint after a worker dies")
     t.add_argument("--storage-path", help="Ray: Ray Train's storage, shared by every node of a multi-node "
                                           "cluster (a shared directory or s3://...)")
+    t.add_argument("--tensorboard", metavar="DIR",
+                   help="also write TensorBoard event files while training, into DIR/<run_id> (tensorboard --logdir "
+                        "DIR shows them); needs the tensorboardX package")
     t.set_defaults(func=_training("cmd_train"))
 
     e = sub.add_parser("export", help="export a graph (untrained) or a run's trained model (--run) as PyTorch "
@@ -221,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("runs", help="list runs")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=_training("cmd_runs"))
+    _add_runs_export(r)
     for name, helptext in (("stop", "stop a run after its current step (it keeps a checkpoint)"),
                            ("resume", "resume a stopped, failed, diverged or lost run from its last checkpoint")):
         q = sub.add_parser(name, help=helptext)
@@ -229,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
         q.set_defaults(func=_training(f"cmd_{name}"))
     _add_sweep(sub)
     return p
+
+
+def _add_runs_export(runs) -> None:
+    from studio.tracking.cli import add_export_parser
+
+    add_export_parser(runs)
 
 
 def _add_sweep(sub) -> None:

@@ -17,6 +17,7 @@ import streamlit as st
 
 from components import session
 from components.text import st_escape
+from components.train import tracking_panel
 from studio.errors import StudioError
 from studio.runs import RESUMABLE_STATUSES, RunRecord, backends, delete_run, rename_run, resume_run, run_dir, stop_run
 from studio.runs.timing import recent_rate
@@ -244,6 +245,8 @@ def _render_row(run: RunRecord, now: float) -> None:
         st.button("", key=f"{key}.delete", disabled=run.status == "running",
                   help="Delete: stop the run first" if run.status == "running" else "Delete the run (asks first)",
                   on_click=lambda r=run: st.session_state.update({_CONFIRM: r.id}), icon=":material/delete:")
+        tracking_panel.export_button(run, key)
+    tracking_panel.render_export(run)  # its form and outcome, once the row's export button was pressed
     if st.session_state.get(_RENAMING) == run.id:
         with st.container(horizontal=True, vertical_alignment="bottom"):
             st.text_input("New name", value=run.name, key=f"studio.train.rename_text.{run.id}", max_chars=120)

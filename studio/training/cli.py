@@ -54,12 +54,18 @@ def cmd_train(args: argparse.Namespace) -> int:
             for line in match_graph(graph, config.init_from).lines():
                 print(line, file=sys.stderr)
     backend = backends.from_args(args)  # None: this machine; otherwise checked by its preflight (Ray: the cluster)
+    from studio.tracking.common import launch_tags  # --tensorboard DIR: checked before a run exists
+
+    tags = launch_tags(getattr(args, "tensorboard", None), (backend or {}).get("kind"))
     store = Store()
     run_id = start_run(graph, args.data, config, name=getattr(args, "name", None), dataset_options=options,
-                       store=store, backend=backend, parent_id=config.init_from or None)
+                       store=store, backend=backend, parent_id=config.init_from or None, tags=tags or None)
     shown = "".join(f" {k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in options.items())
     print(f"run {run_id}: {graph.name} on {args.data}{shown} (logs: {run_dir(run_id) / 'log.txt'})",
           file=sys.stderr)
+    if tags:
+        print(f"TensorBoard events: {tags['tensorboard']}/{run_id} (view with: tensorboard --logdir "
+              f"{tags['tensorboard']})", file=sys.stderr)
     run = follow(run_id, store, Progress(sys.stderr))
     summary = final_summary(run_id, store)
     if getattr(args, "json", False):

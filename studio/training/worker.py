@@ -281,7 +281,10 @@ def run(run_dir: str | Path) -> str:
     """Train the run in `run_dir` in this process to a final status and return it."""
 
     def train(rd, meta, store, log):
-        trainer, _ = build_trainer(rd, meta, store, log)
+        from studio.tracking.live import live_tensorboard  # the run's store mirrored to TensorBoard when it asked
+
+        store, tracking = live_tensorboard(rd, meta, store, log)
+        trainer, _ = build_trainer(rd, meta, store, log, extra_callbacks=tracking)
         state = trainer.fit()
         return state.stop_reason, state.message, state.step
 
