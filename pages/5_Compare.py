@@ -81,9 +81,10 @@ log_y = controls[2].toggle("Log scale", key="studio.compare.log_y", persist_stat
 zoom = zoom_control("studio.compare.zoom", max(by_id[r].step for r in picked))
 histories = read_or_stop(update_histories, HISTORIES, picked, by_id, store, smoothing, zoom)
 tracking_panel.render_import()  # runs from TensorBoard or MLflow, overlaid read-only and marked external
-figures = charts.run_figures([(names[r], histories[r], None) for r in picked] + tracking_panel.external_curves(),
-                             x_axis=x_axis, smoothing=smoothing, log_y=log_y)
+overlaid = [(names[r], histories[r], None) for r in picked] + tracking_panel.external_curves()
+figures = charts.run_figures(overlaid, x_axis=x_axis, smoothing=smoothing, log_y=log_y, legend=False)
 st.subheader("Curves")
+st.html(charts.shared_legend([name for name, _, _ in overlaid]))  # one legend for every chart
 grid = st.columns(2)
 for n, (title, fig) in enumerate(figures):
     grid[n % 2].plotly_chart(fig, key=f"studio.compare.chart.{title}")

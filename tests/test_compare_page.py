@@ -75,8 +75,12 @@ def test_two_runs_side_by_side(runs):
 
     charts = [json.loads(e.proto.spec) for e in _walk(at._tree) if getattr(e, "type", None) == "plotly_chart"]
     loss = next(c for c in charts if c["layout"]["title"]["text"] == "Loss")
-    names = {t["name"] for t in loss["data"] if t.get("showlegend", True) is not False}
+    names = {t["name"] for t in loss["data"]}
     assert any(n.startswith("cnn-a") for n in names) and any(n.startswith("cnn-b") for n in names)
+    # One legend above the grid, none under each chart (with four runs they took half of each chart).
+    assert all(c["layout"].get("showlegend") is False for c in charts)
+    (legend,) = [e.proto.body for e in _walk(at._tree) if getattr(e, "type", None) == "html"]
+    assert "cnn-a" in legend and "cnn-b" in legend and "dashed with markers: validation" in legend
 
 
 def test_a_different_dataset_and_template_graph_show_as_differences(runs):

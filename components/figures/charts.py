@@ -127,8 +127,9 @@ def _rgba(hex_color: str, alpha: float) -> str:
 
 def metric_figure(curves: list[Curve], *, title: str, smoothing: float = 0.6, log_y: bool = False,
                   x_axis: str = "step", max_points: int = MAX_POINTS, height: int = CHART_HEIGHT,
-                  bounds: tuple[float, float] | None = None) -> go.Figure:
-    """A line chart of curves. Train curves draw the raw values faintly and the smoothed line on top;
+                  bounds: tuple[float, float] | None = None, legend: bool = True) -> go.Figure:
+    """A line chart of curves (without a legend of its own when `legend` is False: see `shared_legend`).
+    Train curves draw the raw values faintly and the smoothed line on top;
     validation curves (a point per evaluation) draw as lines with markers, unsmoothed.
 
     Every trace holds at most `max_points` points (min/max buckets, the last point kept). `bounds` is
@@ -181,7 +182,23 @@ def metric_figure(curves: list[Curve], *, title: str, smoothing: float = 0.6, lo
         yaxis["range"] = [finite[0] - c, finite[0] + c]
     layout = {"title": {"text": figure_text(title), "font": {"size": 14}}, "height": height, "margin": MARGIN,
               "hovermode": "x unified", "legend": LEGEND_BELOW, "uirevision": title, "xaxis": xaxis, "yaxis": yaxis}
+    if not legend:
+        layout["showlegend"] = False
     return PlainFigure(traces, layout)
+
+
+def shared_legend(names: list[str]) -> str:
+    """One legend for a grid of charts (HTML for `st.html`): each run's colour and name as
+    `run_figures` draws them, then what solid and dashed lines are. Many runs' legends under every
+    chart took half of each chart's height."""
+    import html
+
+    chips = "".join(
+        f'<span style="margin-right:1.2em;white-space:nowrap"><span style="display:inline-block;width:1.6em;'
+        f'height:0.3em;vertical-align:middle;background:{PALETTE[i % len(PALETTE)]}"></span> {html.escape(name)}</span>'
+        for i, name in enumerate(names))
+    return (f'<div style="font-size:0.9em;line-height:1.9">{chips}<span style="color:#6b7280">solid: train '
+            "(smoothed over the faint raw values) · dashed with markers: validation</span></div>")
 
 
 def _integer_ticks(xs: list) -> dict:
@@ -211,8 +228,8 @@ def _sentence_case(text: str) -> str:
 
 
 def run_figures(runs: list[tuple[str, MetricHistory, float | None]], *, x_axis: str = "step",
-                smoothing: float = 0.6, log_y: bool = False,
-                max_points: int = MAX_POINTS) -> list[tuple[str, go.Figure]]:
+                smoothing: float = 0.6, log_y: bool = False, max_points: int = MAX_POINTS,
+                legend: bool = True) -> list[tuple[str, go.Figure]]:
     """The live charts for runs overlaid: `runs` holds (display name, history, steps per epoch or None).
     Only the drawn points of each history are used; smoothing is computed on its buckets."""
     keys = list(dict.fromkeys(k for _, h, _ in runs for k in h.keys()))
@@ -231,7 +248,7 @@ def run_figures(runs: list[tuple[str, MetricHistory, float | None]], *, x_axis: 
                     curves.append(Curve(name, split, x, y, color_index=i, smooth_x=sx, smooth_y=sy))
         bounds = (0.0, 1.0) if all("accuracy" in k for k in chart_keys) else None
         figures.append((title, metric_figure(curves, title=title, smoothing=smooth, log_y=log_y, x_axis=x_axis,
-                                             max_points=max_points, bounds=bounds)))
+                                             max_points=max_points, bounds=bounds, legend=legend)))
     return figures
 
 
