@@ -24,7 +24,8 @@ def help_text(f: Field) -> str:
     hi = f"{'<' if f.max_exclusive else '<='} {f.max:g}" if f.max is not None else ""
     bounds = ", ".join(b for b in (lo, hi) if b)
     text = f"{f.help} Default: {to_text(f.default) or 'None'}." + (f" ({bounds})" if bounds else "")
-    return text + (" Comma-separated." if f.kind in ("ints", "floats") else "")
+    text += " Comma-separated." if f.kind in ("ints", "floats") else ""
+    return text + (f" Setting `{f.name}`." if f.label else "")  # the name the CLI and config documents use
 
 
 def fits_widget(f: Field, value) -> bool:

@@ -113,7 +113,6 @@ changed = (latest is None or latest.dataset_id != dataset_id
 with st.expander("New run", expanded=changed or bool(reasons), icon=":material/add:"):
     backend, refusal = backend_form.render()  # this machine or Ray: cluster resources, clear refusals
     reasons = [*reasons, refusal] if refusal else reasons
-    train_form.render_transfer(defaults, graph, task)
     with st.form("studio.train.form", border=True):
         st.markdown("**Training settings**")
         train_form.render_settings(defaults)
@@ -123,6 +122,7 @@ with st.expander("New run", expanded=changed or bool(reasons), icon=":material/a
             st.error("Launch is not possible yet:\n\n" + "\n".join(f"- {st_escape(r)}" for r in reasons))
         launch = clicks.button(st.form_submit_button, "Launch run", key="studio.train.launch", type="primary",
                                icon=":material/rocket_launch:", disabled=bool(reasons))
+    train_form.render_transfer(defaults, graph, task)  # after the basics: most runs start from scratch
 
 if launch and not reasons:
     config, problems = train_form.read_config()

@@ -18,6 +18,7 @@ st.set_page_config(page_title="Inspect · Neural Studio", page_icon="🔬", layo
 nav.render()
 
 RUN = "studio.inspect.run"
+SHOWN = "studio.inspect.shown_run"  # the run this page last showed (and made the session's current run)
 VIEW = "studio.inspect.view"
 VIEWS = ["Feature maps", "Attention", "Weights & gradients", "Evaluation", "Live inference", "Diagnostics"]
 
@@ -38,13 +39,17 @@ def run_label(run_id: str) -> str:
 
 
 # The run is in the URL (the selectbox is bound to it, by its label): a browser refresh, a bookmark or a
-# shared link opens it.
-if st.session_state.get(RUN) not in by_id and st.query_params.get(RUN) not in {run_label(i) for i in by_id}:
-    wanted = session.current_run_id()
-    st.session_state[RUN] = wanted if wanted in by_id else runs[0].id
+# shared link opens it. A run another page asked for (its Inspect button) since this page last showed
+# one wins over both.
+wanted = session.current_run_id()
+if wanted in by_id and wanted != st.session_state.get(SHOWN):
+    st.session_state[RUN] = wanted
+elif st.session_state.get(RUN) not in by_id and st.query_params.get(RUN) not in {run_label(i) for i in by_id}:
+    st.session_state[RUN] = runs[0].id
 top = st.columns([3, 4], vertical_alignment="bottom")
 run_id = top[0].selectbox("Run", list(by_id), key=RUN, format_func=run_label, bind="query-params")
 session.set_current_run_id(run_id)
+st.session_state[SHOWN] = run_id
 record = by_id[run_id]
 top[1].markdown(f"{status_badge(record.status)} · dataset {inspect_probes.code_span(record.dataset_id)} · step "
                 f"{record.step:,}"

@@ -62,6 +62,11 @@ class Field:
     max_exclusive: bool = False  # the value must be < max (Adam's betas)
     group: str = ""  # the form section it belongs to (TrainConfig: "optimizer", "schedule", ...)
     items: tuple[int, int | None] = (1, MAX_INTS_ITEMS)  # for "ints"/"floats": fewest and most entries
+    label: str = ""  # what a form calls it ("Learning rate"); the name ("lr") where empty
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
 
     def to_dict(self) -> dict:
         """The palette's shape of a param (DESIGN.md): what the browser and the docs read."""

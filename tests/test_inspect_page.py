@@ -254,3 +254,14 @@ def test_a_refresh_opens_the_run_in_the_url(runs, name):
     fresh.run()
     assert not fresh.exception, [e.message for e in fresh.exception]
     assert fresh.selectbox(key=K + "run").value == runs[name]
+
+
+def test_a_run_another_page_asks_for_wins_over_the_one_shown_before(runs):
+    at = page(runs["cnn-a"], "Feature maps")
+    assert at.selectbox(key=K + "run").value == runs["cnn-a"]
+    at.session_state["studio.session.run_id"] = runs["cnn-b"]  # what the Train page's Inspect button does
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.selectbox(key=K + "run").value == runs["cnn-b"]
+    at.selectbox(key=K + "run").set_value(runs["cnn-a"]).run()  # and the user's own choice here still counts
+    assert at.selectbox(key=K + "run").value == runs["cnn-a"]

@@ -42,7 +42,8 @@ def test_layer_params_training_settings_and_augmentation_are_one_field_type():
     assert all(isinstance(f, Field) for f in SCHEMA) and all(isinstance(f, Field) for f in AUGMENT_FIELDS)
     # TrainConfig's augment_* settings are the augmentation fields under their config names
     for f in AUGMENT_FIELDS:
-        assert FIELDS[CONFIG_NAMES[f.name]] == f.renamed(CONFIG_NAMES[f.name])
+        name = CONFIG_NAMES[f.name]
+        assert FIELDS[name] == f.renamed(name, label=FIELDS[name].label)  # the run form's label is its own
         assert getattr(Augment(), f.name) == f.default == getattr(TrainConfig(), CONFIG_NAMES[f.name])
 
 
@@ -284,3 +285,10 @@ def test_every_integer_setting_refuses_a_value_no_store_or_json_reader_can_hold(
     assert TrainConfig(max_steps=2**53 - 1).validate(raise_on_error=False) == []
     with pytest.raises(ConfigError, match="max_steps"):
         TrainConfig(**parse_settings(["max_steps=1" + "0" * 30])).validate()
+
+
+def test_every_setting_the_run_form_shows_has_a_label_a_person_reads():
+    shown = [f for f in SCHEMA if f.group != "meta"]
+    assert all(f.label and f.label != f.name for f in shown), [f.name for f in shown if not f.label]
+    assert FIELDS["eval_every"].title == "Evaluate every N steps (0 = each epoch)"
+    assert FIELDS["version"].title == "version"  # no label: the name

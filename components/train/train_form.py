@@ -39,18 +39,27 @@ def render_field(f: Field, default) -> None:
             runs = [r.id for r in list_runs() if r.status in ("completed", "stopped")]
         except StorageError:  # the Runs section of the page shows why the store cannot be read
             runs = []
-    schema_form.field_widget(f, CFG + f.name, default, state=True, numbers="number", runs=runs)
+    schema_form.field_widget(f, CFG + f.name, default, state=True, numbers="number", runs=runs, label=f.title)
+
+
+BASICS = ("epochs", "batch_size", "optimizer", "lr")  # what most runs set: first, on one row
 
 
 def render_settings(defaults: dict) -> None:
-    """The groups in three columns (basic settings), then the advanced ones behind an expander."""
-    shown = [f for f in FIELDS if f.group != "transfer"]
-    cols = st.columns(3)
-    for i, group in enumerate(dict.fromkeys(f.group for f in shown)):
-        with cols[i % 3]:
-            st.markdown(f"*{GROUP_TITLES.get(group, group.title())}*")
-            for f in (f for f in shown if f.group == group and not f.advanced):
-                render_field(f, defaults[f.name])
+    """The basics on one row, then the other settings by group behind an expander, then the advanced ones."""
+    by_name = {f.name: f for f in FIELDS}
+    for col, name in zip(st.columns(len(BASICS)), BASICS, strict=True):
+        with col:
+            render_field(by_name[name], defaults[name])
+    shown = [f for f in FIELDS if f.group != "transfer" and f.name not in BASICS]
+    with st.expander("More settings: " + ", ".join(
+            GROUP_TITLES.get(g, g).lower() for g in dict.fromkeys(f.group for f in shown if not f.advanced))):
+        cols = st.columns(3)
+        for i, group in enumerate(dict.fromkeys(f.group for f in shown if not f.advanced)):
+            with cols[i % 3]:
+                st.markdown(f"*{GROUP_TITLES.get(group, group.title())}*")
+                for f in (f for f in shown if f.group == group and not f.advanced):
+                    render_field(f, defaults[f.name])
     with st.expander("Advanced settings"):
         cols = st.columns(3)
         for i, f in enumerate(f for f in shown if f.advanced):
@@ -63,7 +72,7 @@ def render_transfer(defaults: dict, graph, task: str | None) -> None:
     leaves shows as soon as a run is picked, before launch."""
     from studio.training.transfer import check_teacher, match_graph
 
-    st.markdown("**Start from other runs** (distillation, warm start)")
+    st.markdown("**Start from other runs** (distillation, warm start): optional, applied at launch")
     cols = st.columns(3)
     for i, f in enumerate(f for f in FIELDS if f.group == "transfer"):
         with cols[i % 3]:

@@ -260,7 +260,29 @@ class TrainConfig:
         return name, mode
 
 
-SCHEMA: tuple[Field, ...] = tuple(f.metadata["field"].renamed(f.name) for f in fields(TrainConfig))
+# What the run form calls each setting (the CLI and the config document keep the names).
+LABELS = {
+    "optimizer": "Optimizer", "lr": "Learning rate", "weight_decay": "Weight decay", "momentum": "Momentum",
+    "nesterov": "Nesterov momentum", "betas": "Adam betas", "schedule": "Learning-rate schedule",
+    "warmup_steps": "Warmup steps", "step_size": "Decay every N steps", "milestones": "Decay at steps",
+    "gamma": "Decay factor", "min_lr": "Final learning rate", "plateau_factor": "Plateau decay factor",
+    "plateau_patience": "Plateau patience (evaluations)", "epochs": "Epochs",
+    "max_steps": "Max steps (0 = use epochs)", "batch_size": "Batch size", "grad_clip": "Gradient clipping (norm)",
+    "label_smoothing": "Label smoothing", "init": "Weight initialisation", "monitor": "Monitored metric",
+    "monitor_mode": "Monitored metric goes", "patience": "Early-stopping patience (evaluations)",
+    "min_delta": "Smallest improvement", "augment_crop": "Random crop", "augment_crop_padding": "Crop padding (px)",
+    "augment_flip": "Horizontal flip", "augment_flip_prob": "Flip probability", "augment_affine": "Random affine",
+    "augment_rotation": "Rotation (degrees)", "augment_scale": "Scale range", "augment_translate": "Translation",
+    "augment_noise": "Gaussian noise", "augment_noise_std": "Noise std", "seed": "Seed", "device": "Device",
+    "precision": "Precision", "compile_model": "Compile with torch.compile",
+    "eval_every": "Evaluate every N steps (0 = each epoch)", "probe_every": "Probe every N steps (0 = each epoch)",
+    "probes": "Record probes", "checkpoint_every": "Checkpoint every N steps (0 = each epoch)",
+    "teacher": "Teacher run (distillation)", "temperature": "Distillation temperature",
+    "distill_weight": "Distillation weight", "init_from": "Warm start from run", "prune_method": "Prune the warm start",
+    "prune_sparsity": "Pruning sparsity",
+}
+SCHEMA: tuple[Field, ...] = tuple(f.metadata["field"].renamed(f.name, label=LABELS.get(f.name, ""))
+                                  for f in fields(TrainConfig))
 FIELDS: dict[str, Field] = {f.name: f for f in SCHEMA}
 
 

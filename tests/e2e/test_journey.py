@@ -97,7 +97,7 @@ def open_new_run_form(page) -> None:
     the page settles: it may be unfolding by itself, for a new graph)."""
     wait_idle(page, timeout=60)
     page.wait_for_timeout(500)
-    epochs = page.get_by_label("epochs", exact=True)
+    epochs = page.get_by_label("Epochs", exact=True)
     for _ in range(4):  # a click that lands while the page unfolds it by itself folds it again: look, retry
         if epochs.is_visible():
             return
@@ -311,7 +311,7 @@ def cnn_journey(studio_server, page, shot) -> None:
     open_new_run_form(page)
     shot("07_train_form")
     studio_server.gate.hold(EARLY)
-    first_run = launch(page, {"epochs": "1", "batch_size": "2", "lr": "0.001"}, "journey cnn lr 1e-3")
+    first_run = launch(page, {"Epochs": "1", "Batch size": "2", "Learning rate": "0.001"}, "journey cnn lr 1e-3")
     shot("08_train_launched")
     first, later = watch_chart_grow(page, studio_server.gate, first_run)
     assert later > first >= 2, (first, later)
@@ -341,7 +341,7 @@ def cnn_journey(studio_server, page, shot) -> None:
 
     # Train a second run with another learning rate, then overlay both in Compare.
     go(page, "Train")
-    second_run = launch(page, {"epochs": "1", "batch_size": "2", "lr": "0.003"}, "journey cnn lr 3e-3")
+    second_run = launch(page, {"Epochs": "1", "Batch size": "2", "Learning rate": "0.003"}, "journey cnn lr 3e-3")
     shot("13_train_second_run")
     wait_completed(page, second_run)
     scroll_to(page.get_by_role("heading", name="Runs", exact=True))
@@ -396,7 +396,7 @@ def transformer_journey(studio_server, page, shot) -> None:
     wait_idle(page, timeout=60)
     shot("05_train_form")
     studio_server.gate.hold(EARLY)
-    run_id = launch(page, {"epochs": "1", "batch_size": "2"}, "journey transformer")
+    run_id = launch(page, {"Epochs": "1", "Batch size": "2"}, "journey transformer")
     first, later = watch_chart_grow(page, studio_server.gate, run_id)
     assert later > first >= 2, (first, later)
     scroll_to(page.locator(".js-plotly-plot").first)

@@ -27,7 +27,7 @@ from tests.e2e.test_journey import WAIT_MS, go, open_template_from_home, selecte
 pytestmark = pytest.mark.e2e
 
 ROUNDS = 10
-TINY = {"max_steps": "4", "batch_size": "8"}  # a few optimizer steps: the path matters, not the model
+TINY = {"Max steps (0 = use epochs)": "4", "Batch size": "8"}  # a few optimizer steps: the path matters, not the model
 
 
 def canvas_ids(page) -> list[str]:
@@ -54,7 +54,11 @@ def launch_tiny(page, name: str) -> str:
     form = page.locator('[data-testid="stExpander"] details').filter(has_text="New run").first
     if form.get_attribute("open") is None:
         form.locator("summary").first.click()
-    page.get_by_label("max_steps", exact=True).wait_for(timeout=WAIT_MS)
+    page.get_by_label("Batch size", exact=True).wait_for(timeout=WAIT_MS)
+    max_steps = page.get_by_label("Max steps (0 = use epochs)", exact=True)
+    if not max_steps.is_visible():  # under "More settings" (the basics come first)
+        page.locator("summary").filter(has_text="More settings").first.click()
+    max_steps.wait_for(timeout=WAIT_MS)
     for label, value in TINY.items():
         field = page.get_by_label(label, exact=True)
         field.fill(value)

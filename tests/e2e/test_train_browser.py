@@ -46,7 +46,7 @@ def journey(studio_server, page) -> None:
     page.goto(f"{studio_server.url}/Train")
     page.get_by_text("Training settings").wait_for()
     wait_idle(page)
-    for label, value in (("epochs", "500"), ("batch_size", "128")):
+    for label, value in (("Epochs", "500"), ("Batch size", "128")):
         field = page.get_by_label(label, exact=True)
         field.fill(value)
         field.press("Tab")
