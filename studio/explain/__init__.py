@@ -7,28 +7,26 @@
 - runs: `explain_run(run_id, ...)` on a run's checkpoint and dataset, cached outside the run's files;
   samples from the dataset, an image or typed text; tabular feature names.
 
+Names load lazily (PEP 562): the CLI's parser reads the method registry without importing torch.
 No Streamlit here: the Inspect page's "Why this prediction" view and `python -m studio explain` lay out
 what these return.
 """
 
-from studio.explain.baselines import BASELINES, baseline_choices, default_pad_token, make_baseline
-from studio.explain.core import (
-    Cancelled,
-    Check,
-    ExplainError,
-    Explanation,
-    Settings,
-    default_window,
-    explain,
-    gradcam_layer,
-    is_token_model,
-    method_names,
-    token_layer,
-)
-from studio.explain.methods import METHODS, Method, get_method, register
+_EXPORTS = {
+    "studio.explain.baselines": ("BASELINES", "baseline_choices", "default_pad_token", "make_baseline"),
+    "studio.explain.core": ("Cancelled", "Check", "ExplainError", "Explanation", "Settings", "default_window",
+                            "explain", "gradcam_layer", "is_token_model", "method_names", "token_layer"),
+    "studio.explain.methods": ("METHODS", "Method", "get_method", "register"),
+    "studio.explain.runs": ("Sample", "cache_dir", "clear_cache", "dataset_sample", "explain_cached", "explain_run",
+                            "feature_names", "input_sample", "text_to_tokens"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
 
-__all__ = [
-    "BASELINES", "METHODS", "Cancelled", "Check", "ExplainError", "Explanation", "Method", "Settings",
-    "baseline_choices", "default_pad_token", "default_window", "explain", "get_method", "gradcam_layer",
-    "is_token_model", "make_baseline", "method_names", "register", "token_layer",
-]
+
+def __getattr__(name: str):
+    import importlib
+
+    if name not in _WHERE:
+        raise AttributeError(f"module 'studio.explain' has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)

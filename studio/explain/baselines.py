@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import math
 
-import torch
-import torch.nn.functional as F
-
 from studio.errors import StudioError
+
+# torch is imported inside the functions: the CLI's parser reads BASELINES without loading torch.
 
 FLOAT_BASELINES = ("zeros", "blurred", "mean")
 TOKEN_BASELINES = ("pad",)
@@ -36,6 +35,8 @@ def baseline_choices(is_tokens: bool, ndim: int) -> tuple[str, ...]:
 def default_pad_token(vocab: list[str] | None, train_x: torch.Tensor | None = None) -> int:
     """The vocabulary's `<pad>` id when it has one, else the most frequent token of the training
     split (a filler digit on `majority`, never a rare marker), else 0."""
+    import torch
+
     if vocab and PAD in vocab:
         return vocab.index(PAD)
     if train_x is not None and train_x.numel():
@@ -46,6 +47,9 @@ def default_pad_token(vocab: list[str] | None, train_x: torch.Tensor | None = No
 def gaussian_blur(x: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
     """`x` (C, H, W) or (C, L) blurred per channel with a Gaussian of `sigma` samples (default: a tenth
     of the longest side, at least 1), reflect-padded so the size is kept."""
+    import torch
+    import torch.nn.functional as F
+
     spatial = x.shape[1:]
     sigma = sigma if sigma is not None else max(1.0, max(spatial) / 10)
     radius = max(1, int(math.ceil(2.5 * sigma)))
@@ -73,9 +77,12 @@ def make_baseline(kind: str, x: torch.Tensor, *, is_tokens: bool, train_mean: to
                   pad_token: int | None = None) -> torch.Tensor:
     """The baseline of `kind` for one sample `x` (per-sample shape), shaped and typed like it.
 
+    >>> import torch
     >>> make_baseline("zeros", torch.ones(1, 4, 4), is_tokens=False).sum().item()
     0.0
     """
+    import torch
+
     allowed = baseline_choices(is_tokens, x.dim())
     if kind not in allowed:
         what = "token ids" if is_tokens else f"inputs of shape {tuple(x.shape)}"

@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import torch
-
 from studio.errors import StudioError
+
+# torch and Captum are imported inside the functions: the CLI's parser reads this registry (the method
+# names) without paying for torch, like every other command's parser.
 
 # ---- the problem a method solves ----------------------------------------------------------------------
 
@@ -95,6 +96,7 @@ def _gradient_shap(p: Problem):
     """Expected gradients at random points between the baseline and the input, `n_samples` of them, with
     a little Gaussian noise on the input (0.01 of its range); complete in expectation. Captum evaluates
     all samples in one batch, so they are drawn in chunks of `internal_batch_size` and averaged."""
+    import torch
     from captum.attr import GradientShap, LayerGradientShap
 
     torch.manual_seed(p.seed)
@@ -121,7 +123,7 @@ def _saliency(p: Problem):
     if p.tokens:
         g = LayerGradientXActivation(p.forward, p.embedding, multiply_by_inputs=False).attribute(p.x, target=p.target)
         return g.norm(dim=-1), None
-    return Saliency(p.forward).attribute(p.x, target=p.target, abs=True), None
+    return Saliency(p.forward).attribute(p.x.clone().requires_grad_(True), target=p.target, abs=True), None
 
 
 def _input_x_gradient(p: Problem):
@@ -130,7 +132,7 @@ def _input_x_gradient(p: Problem):
 
     if p.tokens:
         return LayerGradientXActivation(p.forward, p.embedding).attribute(p.x, target=p.target).sum(-1), None
-    return InputXGradient(p.forward).attribute(p.x, target=p.target), None
+    return InputXGradient(p.forward).attribute(p.x.clone().requires_grad_(True), target=p.target), None
 
 
 def _grad_cam(p: Problem):
@@ -162,6 +164,8 @@ def _occlusion(p: Problem):
 def feature_mask(p: Problem) -> torch.Tensor:
     """The features LIME and KernelSHAP switch on and off: patches of the occlusion window's size over
     images and signals (shared by the channels), one per column of a row, one per token."""
+    import torch
+
     sample = tuple(p.x.shape[1:])
     if len(sample) == 1:
         return torch.arange(sample[0]).view(1, -1)
@@ -195,6 +199,8 @@ def _weighted_least_squares(model, dataloader, construct_kwargs, **_):
     float64, minimum norm when there are fewer samples than features). KernelSHAP's two samples of
     infinite weight (all features on, all off) then hold to float precision, so its values sum to
     f(x) - f(baseline), as Shapley values must."""
+    import torch
+
     xs, ys, ws = [], [], []
     for batch in dataloader:
         x, y, w = batch if len(batch) == 3 else (*batch, None)
@@ -213,11 +219,14 @@ def _weighted_least_squares(model, dataloader, construct_kwargs, **_):
 def _per_element(a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Captum gives every element of a feature group the group's whole value; share it out instead, so
     the map sums to the sum of the feature values (KernelSHAP's f(x) - f(baseline)), at the same shape."""
+    import torch
+
     sizes = torch.bincount(mask.reshape(-1))[mask].to(a.dtype)  # elements in each element's group
     return a / sizes
 
 
 def _lime(p: Problem):
+    import torch
     from captum.attr import Lime
 
     x, b = _token_float(p)
@@ -230,6 +239,7 @@ def _lime(p: Problem):
 
 
 def _kernel_shap(p: Problem):
+    import torch
     from captum._utils.models.linear_model import LinearModel
     from captum.attr import KernelShap, Lime
 
