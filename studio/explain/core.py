@@ -257,7 +257,7 @@ def explain(model, x: torch.Tensor, *, method: str = "integrated-gradients", tar
 
     was_training = model.training
     model.eval()
-    counter = _Rows(1, progress, cancel)
+    counter = _Rows(1, None, cancel)  # progress starts with the method, after the two scores below
     forward = scores_function(model, task, position, tokens, counter)
     try:
         with torch.no_grad():
@@ -280,7 +280,7 @@ def explain(model, x: torch.Tensor, *, method: str = "integrated-gradients", tar
         if counter.total > MAX_ROWS:
             raise ExplainError(f"{spec.label} would evaluate the model on {counter.total:,} inputs, more than the "
                                f"{MAX_ROWS:,} allowed; use a larger stride or window, or fewer samples or steps")
-        counter.done = 0
+        counter.done, counter.progress = 0, progress
         grads_before = [p.grad for p in model.parameters()]
         with torch.enable_grad():
             attr, delta = spec.run(problem)
