@@ -6,7 +6,7 @@
 - dummy: an input column the model ignores by construction (its first layer's weights are zero) gets
   no attribution from any method;
 - locality: occlusion puts its largest attribution in the one patch that decides a synthetic image's class;
-- Grad-CAM agrees with the hand-written torch oracle (Selvaraju et al.'s formula);
+- Grad-CAM and gradient x input agree with hand-written torch oracles (the papers' formulas);
 - bad input (a sample out of range, a class that does not exist, Grad-CAM without a convolution, an
   occlusion too costly) gets a message that says what and how to fix it;
 - a run's files are never changed, repeated questions come from the cache, the CLI prints the contract.
@@ -179,7 +179,7 @@ def test_occlusion_finds_the_patch_that_decides_the_class():
         assert 10 <= r < 14 and 2 <= c < 6, (i, r, c)
 
 
-def test_grad_cam_matches_the_hand_written_oracle(runs):
+def test_grad_cam_and_gradient_x_input_match_the_hand_written_oracles(runs):
     from studio.inspection import load_model, load_run, load_run_dataset
 
     run = load_run(runs["cnn-a"])
@@ -197,6 +197,11 @@ def test_grad_cam_matches_the_hand_written_oracle(runs):
     assert e.notes["layer"] == "conv2" and e.attributions.shape == (1, 16, 16)
     torch.testing.assert_close(torch.from_numpy(e.attributions), cam, atol=1e-5, rtol=1e-4)
     assert all(p.grad is None for p in model.parameters())  # the parameters' gradients are left alone
+    # gradient x input (Shrikumar et al.) by hand
+    xg = x[None].clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model(xg)[0, 3], xg)
+    e = ex.explain(model, x, method="input-x-gradient", target=3)
+    torch.testing.assert_close(torch.from_numpy(e.attributions), (grad * x)[0], atol=1e-6, rtol=1e-5)
 
 
 # ---- bad input ------------------------------------------------------------------------------------------

@@ -14,8 +14,12 @@ and the page shows the baseline next to the attribution.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from studio.errors import StudioError
+
+if TYPE_CHECKING:
+    import torch
 
 # torch is imported inside the functions: the CLI's parser reads BASELINES without loading torch.
 

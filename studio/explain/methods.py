@@ -15,8 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from studio.errors import StudioError
+
+if TYPE_CHECKING:
+    import torch
 
 # torch and Captum are imported inside the functions: the CLI's parser reads this registry (the method
 # names) without paying for torch, like every other command's parser.

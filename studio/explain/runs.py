@@ -149,8 +149,10 @@ def _store_cached(path: Path, e: Explanation) -> None:
 
 def explain_cached(run, which: str, model, dataset, sample: Sample, method: str, *, target: int | None = None,
                    settings: Settings | None = None, progress: Callable[[float], None] | None = None,
-                   cancel: Callable[[], bool] | None = None, use_cache: bool = True) -> tuple[Explanation, bool]:
-    """(explanation, came from the cache) of `sample` under a run's loaded `model` and `dataset`."""
+                   cancel: Callable[[], bool] | None = None, use_cache: bool = True,
+                   compute: bool = True) -> tuple[Explanation | None, bool]:
+    """(explanation, came from the cache) of `sample` under a run's loaded `model` and `dataset`;
+    (None, False) when it is not cached and `compute` is False (the page asks before it computes)."""
     s = settings or Settings()
     info = dataset.info
     if info.input_dtype == "int64" and s.pad_token is None:
@@ -160,6 +162,8 @@ def explain_cached(run, which: str, model, dataset, sample: Sample, method: str,
         found = _load_cached(path)
         if found is not None:
             return found, True
+    if not compute:
+        return None, False
     mean = dataset.train.x.float().mean(0) if info.input_dtype == "float32" and len(dataset.train) else None
     names = info.class_names or (info.vocab if info.task in ("sequence", "language_model") else None)
     e = explain(model, sample.x, method=method, target=target, task=info.task, settings=s, train_mean=mean,
