@@ -10,9 +10,6 @@ sample, target, method and settings (studio.explain.runs), so coming back to an 
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 import numpy as np
 import streamlit as st
 import torch
@@ -27,49 +24,58 @@ from studio import inspection as ins
 from studio.errors import StudioError
 
 W = K + "why."
-GO = W + "go"                # the request id "Explain" was pressed for
+GO = W + "go"                # "Explain" was pressed: compute what is missing on this run of the page
 CANCELLED = W + "cancelled"
 MAX_METHODS = 3
 
 
 def render_explain(run: ins.RunFiles, info, runs: dict) -> None:
     """The view. `runs` is {run_id: RunRecord} of the store, for the second run to compare with."""
-    which = checkpoint_choice(run, W + "ckpt")
+    top = st.columns([1, 3])
+    with top[0]:
+        which = checkpoint_choice(run, W + "ckpt")
     if which is None:
         return
     model = cached_model(run, which)
     dataset = run_dataset(run)
     tokens = ex.is_token_model(model)
     pad = ex.default_pad_token(info.vocab, dataset.train.x) if tokens else None
-    sample = _pick_sample(model, dataset, info, tokens, pad)
-    if sample is None:
-        return
     task = info.task
     per_position = task in ("sequence", "language_model")
-    c = st.columns([1, 2, 2, 1])
+    with top[1]:
+        source = _source(info, tokens)
+    cells = st.columns([1, 1, 2, 3, 1] if per_position else [1, 2, 3, 1])
+    sample_cell, target_cell, methods_cell, baseline_cell = cells[0], *cells[-3:]
+    sample = _pick_sample(source, model, dataset, info, pad, sample_cell)
+    if sample is None:
+        return
     position = None
     if per_position:
         length = int(sample.x.shape[0])
-        position = int(c[0].number_input("Output position", 0, length - 1, length - 1, key=W + "position",
-                                         help="sequence models predict every position: the one explained"))
+        position = int(cells[1].number_input("Output position", 0, length - 1, length - 1, key=W + "position",
+                                             help="sequence models predict every position: the one explained"))
     with torch.no_grad():
         out = model(sample.x.unsqueeze(0)).float()[0]
     scores = out[position] if per_position else out.reshape(-1)
     names = _class_names(info, len(scores))
     predicted = int(scores.argmax())
-    target = int(c[1].selectbox("Target class", range(len(names)), index=predicted, key=W + "target",
-                                format_func=lambda i: names[i] + (" (predicted)" if i == predicted else ""),
-                                help="the score whose attribution is shown; default the predicted class"))
+    target = int(target_cell.selectbox(  # keyed by the sample: a new sample starts from its own prediction
+        "Target class", range(len(names)), index=predicted, key=W + f"target.{sample.key}.{position}",
+        format_func=lambda i: names[i] + (" (predicted)" if i == predicted else ""),
+        help="the score whose attribution is shown; default the predicted class"))
     usable = [m for m, spec in ex.METHODS.items() if _fits(spec, model, tokens)]
-    methods = c[2].multiselect("Methods (up to 3, side by side)", usable, default=["integrated-gradients"],
-                               max_selections=MAX_METHODS, key=W + "methods",
-                               format_func=lambda m: ex.METHODS[m].label)
+    methods = methods_cell.multiselect("Methods (up to 3, side by side)", usable, default=["integrated-gradients"],
+                                       max_selections=MAX_METHODS, key=W + "methods",
+                                       format_func=lambda m: ex.METHODS[m].label)
     choices = ex.baseline_choices(tokens, sample.x.dim())
-    baseline = c[3].selectbox("Baseline", choices, key=W + "baseline",
-                              help="the input with the evidence absent: attributions explain f(x) - f(baseline)")
+    baseline = baseline_cell.selectbox("Baseline", choices, key=W + "baseline",
+                                       help="the input with the evidence absent: attributions explain "
+                                            "f(x) - f(baseline)")
     settings = _settings(sample.x, baseline, position, pad, tokens, info)
-    other = _other_run(run, runs, model, info)
-    opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.6, 0.05, key=W + "opacity") if _is_image(sample.x) else 0.6
+    row = st.columns([3, 2])
+    with row[0]:
+        other = _other_run(run, runs, model, info)
+    opacity = row[1].slider("Overlay opacity", 0.0, 1.0, 0.6, 0.05, key=W + "opacity") if _is_image(sample.x) else 0.6
     if not methods:
         st.info("Pick at least one method.")
         return
@@ -77,12 +83,10 @@ def render_explain(run: ins.RunFiles, info, runs: dict) -> None:
     pairs = [(run, which, model, dataset, m) for m in methods]
     if other is not None:
         pairs.append((*other, methods[0]))
-    request = hashlib.sha256(json.dumps([run.run_id, which, sample.key, target, methods, settings.to_dict(),
-                                         other[0].run_id if other else None], default=str).encode()).hexdigest()
-    results = _results(pairs, sample, target, settings, compute=st.session_state.get(GO) == request)
+    results = _results(pairs, sample, target, settings, compute=bool(st.session_state.get(GO)))
     if results is None:
         left, right = st.columns([1, 5], vertical_alignment="center")
-        left.button("Explain", type="primary", key=W + "run", on_click=_go, args=(request,))
+        left.button("Explain", type="primary", key=W + "run", on_click=_go)
         if st.session_state.get(CANCELLED):
             right.warning("Cancelled: nothing was kept. Press Explain to start again.")
         else:
@@ -95,8 +99,8 @@ def render_explain(run: ins.RunFiles, info, runs: dict) -> None:
     _show(results, sample, info, names, target, opacity, other is not None)
 
 
-def _go(request: str) -> None:
-    st.session_state[GO] = request
+def _go() -> None:
+    st.session_state[GO] = True
     st.session_state.pop(CANCELLED, None)
 
 
@@ -133,10 +137,14 @@ def _tokens(ids, vocab) -> list[str]:
     return [vocab[int(i)] if vocab and 0 <= int(i) < len(vocab) else str(int(i)) for i in np.asarray(ids).reshape(-1)]
 
 
-def _pick_sample(model, dataset, info, tokens: bool, pad: int | None) -> ex.Sample | None:
+def _source(info, tokens: bool) -> str:
     sources = ["validation sample"] + (["uploaded image", "drawn image"] if info.is_image else []) + \
         (["typed text"] if tokens and info.vocab else [])
-    source = st.radio("Input", sources, horizontal=True, key=W + "source")
+    return st.radio("Input", sources, horizontal=True, key=W + "source")
+
+
+def _pick_sample(source: str, model, dataset, info, pad: int | None, cell) -> ex.Sample | None:
+    """The input to explain from `source`; the validation index goes in `cell`, bigger widgets below."""
     shape = tuple(model.input_shape)
     try:
         if source == "validation sample":
@@ -144,7 +152,7 @@ def _pick_sample(model, dataset, info, tokens: bool, pad: int | None) -> ex.Samp
             if n == 0:
                 st.warning("The validation split is empty.")
                 return None
-            index = int(st.number_input(f"Validation sample (0 to {n - 1})", 0, n - 1, 0, key=W + "index"))
+            index = int(cell.number_input(f"Validation sample (0 to {n - 1})", 0, n - 1, 0, key=W + "index"))
             return ex.dataset_sample(dataset, "val", index)
         if source == "uploaded image":
             upload = st.file_uploader("Image (PNG or JPEG)", type=["png", "jpg", "jpeg", "bmp", "gif"],
@@ -180,9 +188,9 @@ def _settings(x: torch.Tensor, baseline: str, position, pad, tokens: bool, info)
             pad = int(c[3].number_input("Padding token id", 0, len(info.vocab or [0]) - 1, int(pad), key=W + "pad",
                                         help="the 'pad' baseline puts this token everywhere"))
         c = st.columns(2)
-        w_text = c[0].text_input("Occlusion window", ",".join(map(str, window)), key=W + "window",
+        w_text = c[0].text_input("Occlusion window", ",".join(map(str, window)), key=W + f"window.{tuple(x.shape)}",
                                  help="one size per input dimension (chosen from the input's shape)")
-        s_text = c[1].text_input("Occlusion stride", ",".join(map(str, stride)), key=W + "stride")
+        s_text = c[1].text_input("Occlusion stride", ",".join(map(str, stride)), key=W + f"stride.{tuple(x.shape)}")
     try:
         window = tuple(int(v) for v in w_text.split(","))
         stride = tuple(int(v) for v in s_text.split(","))
@@ -196,7 +204,7 @@ def _other_run(run: ins.RunFiles, runs: dict, model, info):
     """(RunFiles, which, model, dataset) of a second run with the same input, or None."""
     same = [r for r in runs.values() if r.id != run.run_id and r.dataset_id == run.dataset_id]
     choice = st.selectbox("Same method on a second run (e.g. before and after fine-tuning)",
-                          [None] + [r.id for r in same], key=W + "other",
+                          [None] + [r.id for r in same], key=W + f"other.{run.run_id}",
                           format_func=lambda i: "none" if i is None else f"{runs[i].name} ({i})")
     if choice is None:
         return None
@@ -235,6 +243,8 @@ def _results(pairs, sample: ex.Sample, target: int, settings: ex.Settings, *, co
         return found
     if not compute:
         return None
+    st.session_state.pop(GO, None)  # one press, one computation: a rerun that interrupts it (Cancel, or any
+    # other widget) leaves the rest to the next press
     bar = st.progress(0.0)
     stop = st.empty()
     stop.button("Cancel", key=W + "cancel", on_click=_cancel, help="stops at the next model evaluation")
@@ -273,15 +283,19 @@ def _show(results, sample: ex.Sample, info, names: list[str], target: int, opaci
         if compared:
             label = ex.METHODS[group[0][1]].label
             st.markdown("**Methods side by side**" if g == 0 else f"**{label}: this run and the second run**")
+        # one colour scale for one method on two runs; methods side by side each keep their own (their
+        # units differ: a score drop per pixel for occlusion, a share of f(x) - f(baseline) for IG)
         limit = ev.signed_limit(*[ev.attribution_map(e.attributions) for _, _, e in group
-                                  if isinstance(e, ex.Explanation)])
+                                  if isinstance(e, ex.Explanation)]) if g == 1 else None
+        size = {1: 192, 2: 128}.get(len(group), 96)
         cols = st.columns(len(group))
         for col, (run, method, e) in zip(cols, group, strict=True):
             with col:
-                _one(run, method, e, kind, info, opacity, limit, g)
+                _one(run, method, e, kind, info, names, opacity, limit, size, g)
 
 
-def _one(run, method: str, e, kind: str, info, opacity: float, limit: float, group: int) -> None:
+def _one(run, method: str, e, kind: str, info, names: list[str], opacity: float, limit: float | None, size: int,
+         group: int) -> None:
     spec = ex.METHODS[method]
     st.markdown(f"**{spec.label}** · run {code_span(run.run_id)}")
     if not isinstance(e, ex.Explanation):
@@ -297,9 +311,9 @@ def _one(run, method: str, e, kind: str, info, opacity: float, limit: float, gro
         st.plotly_chart(ev.feature_bars_figure(e.attributions, names, limit=limit), key=W + f"bars.{group}.{method}."
                         f"{run.run_id}")
     else:
-        show_png(ev.attribution_png(e.input, e.attributions, opacity=opacity, limit=limit),
-                 caption=f"{method} for {e.target}" + (f", baseline {e.settings.baseline}" if spec.uses_baseline
-                                                         else ""))
+        show_png(ev.attribution_png(e.input, e.attributions, opacity=opacity, limit=limit, size=size),
+                 caption=f"{method} for {names[e.target]}" + (f", baseline {e.settings.baseline}"
+                                                              if spec.uses_baseline else ""))
     if e.check is not None:
         good = e.check.relative_error <= 0.05
         (st.success if good else st.warning)(f"Check: {e.check.sentence()}" + ("" if good else

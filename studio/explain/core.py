@@ -239,8 +239,9 @@ def explain(model, x: torch.Tensor, *, method: str = "integrated-gradients", tar
             raise ExplainError(f"position {position} is out of range: this model predicts {length} positions "
                                f"(0 to {length - 1})")
     window, stride = default_window(sample)
-    window = _check_window("window", s.window, sample) if s.window else window
-    stride = _check_window("stride", s.stride, sample) if s.stride else stride
+    if spec.uses_window:
+        window = _check_window("window", s.window, sample) if s.window else window
+        stride = _check_window("stride", s.stride, sample) if s.stride else stride
 
     baseline_kind = s.baseline or ("pad" if tokens else "zeros")
     base = bl.make_baseline(baseline_kind, x, is_tokens=tokens, train_mean=train_mean, pad_token=s.pad_token) \

@@ -58,6 +58,7 @@ class Method:
     uses_baseline: bool = True
     needs_layer: bool = False       # Grad-CAM: a layer with spatial maps
     token_ok: bool = True
+    uses_window: bool = False       # occlusion's window; LIME and KernelSHAP's patches
     rows: Callable[[Problem], int] = lambda p: 1  # forward rows it evaluates (progress and cost bound)
 
 
@@ -279,16 +280,16 @@ for _m in (
            "f(x) - f(baseline) on average", _gradient_shap, completeness=True, rows=lambda p: p.n_samples + 2),
     Method("occlusion", "Occlusion",
            "the score's drop when a window of the input is replaced by the baseline (Zeiler and Fergus 2014)",
-           _occlusion, completeness=False, rows=_windows),
+           _occlusion, completeness=False, rows=_windows, uses_window=True),
     Method("saliency", "Saliency", "the gradient's magnitude |d score / d x| (Simonyan et al. 2014)", _saliency,
            completeness=False, uses_baseline=False),
     Method("input-x-gradient", "Gradient x input", "d score / d x times x (Shrikumar et al. 2016), signed",
            _input_x_gradient, completeness=False, uses_baseline=False),
     Method("lime", "LIME", "a sparse linear model fitted in torch to the scores of random on/off patches "
-           "(Ribeiro et al. 2016)", _lime, completeness=False, rows=lambda p: p.n_samples + 1),
+           "(Ribeiro et al. 2016)", _lime, completeness=False, rows=lambda p: p.n_samples + 1, uses_window=True),
     Method("kernel-shap", "KernelSHAP", "Shapley values estimated by a weighted linear fit in torch (Lundberg and "
            "Lee 2017); sums to f(x) - f(baseline)", _kernel_shap, completeness=True,
-           rows=lambda p: p.n_samples + 1),
+           rows=lambda p: p.n_samples + 1, uses_window=True),
     Method("grad-cam", "Grad-CAM", "a convolution's feature maps weighted by their mean gradient (Selvaraju et al. "
            "2017): coarse, class-discriminative, never negative", _grad_cam, completeness=False,
            uses_baseline=False, needs_layer=True, token_ok=False),
