@@ -249,7 +249,9 @@ def explain(model, x: torch.Tensor, *, method: str = "integrated-gradients", tar
     embedding = layer = None
     notes: dict = {}
     if tokens:
-        notes["layer"], embedding = token_layer(model, s.layer)
+        layer_path, embedding = token_layer(model, s.layer)
+        if not spec.uses_window:  # perturbation methods swap whole tokens; gradients are taken at the layer
+            notes["layer"] = layer_path
     if spec.needs_layer:
         if len(sample) != 3:
             raise ExplainError(f"{spec.label} needs image inputs (C, H, W) and feature maps; this model takes "
