@@ -131,13 +131,24 @@ def is_token_model(model) -> bool:
     return getattr(model, "input_dtype", torch.float32) == torch.int64
 
 
+def _layers_with(model, fact: str) -> list[str]:
+    """Paths of the model's layers whose LayerSpec has `fact` set, in registration order: top-level
+    nodes, layers inside block instances (`layer3.1.conv2`) and imported runs alike."""
+    from studio.layers.base import spec_for_module
+
+    found = []
+    for path, module in model.named_modules():
+        spec = spec_for_module(type(module)) if path else None
+        if spec is not None and getattr(spec, fact):
+            found.append(path)
+    return found
+
+
 def token_layer(model, path: str | None = None) -> tuple[str, torch.nn.Module]:
     """(path, module) where token models are attributed: `path`, or the first layer whose spec has a
     vocabulary (the Embedding)."""
-    from studio.layers import REGISTRY
-
     if path is None:
-        found = [n for n in model.order if REGISTRY[model.node_types[n]].vocab_param]
+        found = _layers_with(model, "vocab_param")
         if not found:
             raise ExplainError("this model takes token ids but has no embedding layer to attribute at; "
                                "name a layer with layer=<path>")
@@ -148,10 +159,8 @@ def token_layer(model, path: str | None = None) -> tuple[str, torch.nn.Module]:
 def gradcam_layer(model, path: str | None = None) -> tuple[str, torch.nn.Module]:
     """(path, module) of Grad-CAM's layer: `path`, or the last layer whose spec makes maps of learned
     filters (a Conv2d)."""
-    from studio.layers import REGISTRY
-
     if path is None:
-        convs = [n for n in getattr(model, "order", []) if REGISTRY[model.node_types[n]].gradcam]
+        convs = _layers_with(model, "gradcam")
         if not convs:
             raise ExplainError("Grad-CAM needs a convolutional layer (Conv2d) and this model has none; use "
                                "integrated-gradients, occlusion or saliency instead")
