@@ -314,3 +314,35 @@ def test_blurred_baseline_keeps_the_mean_and_removes_edges():
     b = ex.make_baseline("blurred", x, is_tokens=False)
     assert b.shape == x.shape and abs(b.mean() - x.mean()) < 0.02
     assert (b[0, :, 1:] - b[0, :, :-1]).abs().max() < 0.5 * (x[0, :, 1:] - x[0, :, :-1]).abs().max()
+
+
+# ---- the Inspect page's view, in-process (AppTest) -------------------------------------------------------
+
+def test_why_this_prediction_view_under_apptest(runs):
+    """Explain computes on the press (a callback), shows a heatmap per method with its check, the same
+    method on a second run, and a token model's typed text as one chip per token."""
+    from tests.test_inspect_page import K, elements, image_captions, page
+
+    at = page(runs["cnn-a"], "Why this prediction")
+    assert at.button(key=K + "why.run").label == "Explain" and not image_captions(at)  # nothing before the press
+    at.multiselect(key=K + "why.methods").set_value(["integrated-gradients", "occlusion", "grad-cam"]).run()
+    at.selectbox(key=K + f"why.other.{runs['cnn-a']}").set_value(runs["cnn-b"]).run()
+    at.button(key=K + "why.run").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    captions = image_captions(at)
+    assert [c.split(" for ")[0] for c in captions] == ["integrated-gradients", "occlusion", "grad-cam",
+                                                      "integrated-gradients", "integrated-gradients"], captions
+    checks = [s.value for s in at.success]
+    assert len(checks) == 3 and all(c.startswith("Check: sum of attributions") for c in checks)  # IG x 3
+    at.run()  # again: every answer now comes from the cache, no press needed
+    assert len(image_captions(at)) == 5 and not elements(at, "progress")
+
+    at = page(runs["rev"], "Why this prediction")
+    at.radio(key=K + "why.source").set_value("typed text").run()
+    at.text_input(key=K + "why.text").input("0123").run()
+    at.button(key=K + "why.run").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    chips = [m.value for m in at.markdown if m.value.startswith('<div style="line-height')]
+    assert len(chips) == 1 and chips[0].count("<span") == 12  # 12 positions: "0123" and 8 padding tokens
+    at.text_input(key=K + "why.text").input("01x").run()
+    assert any("'x' not in the vocabulary" in e.value for e in at.error)
