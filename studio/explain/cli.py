@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
-
 
 def _ints(text: str) -> tuple[int, ...]:
     try:
@@ -47,6 +45,8 @@ def add_parser(sub) -> None:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from studio.explain.core import Settings
     from studio.explain.runs import explain_run
 
