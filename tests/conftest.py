@@ -107,6 +107,7 @@ LONGEST_FIRST = ["test_ray.py", "test_template_switch.py", "test_journey.py", "t
                  "test_templates.py", "test_crash_safety.py", "test_worker.py", "test_upload_browser.py",
                  "test_graph_fuzz.py", "test_sweep_browser.py", "test_inspect_browser.py", "test_deploy_browser.py",
                  "test_corrupt_files.py", "test_train_browser.py", "test_build_browser.py", "test_load.py"]
+LONGEST_FIRST.insert(LONGEST_FIRST.index("test_deploy_browser.py"), "test_explain_browser.py")  # ~1.5 min: 3 runs
 
 
 def pytest_collection_modifyitems(config, items):
