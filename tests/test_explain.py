@@ -204,6 +204,22 @@ def test_grad_cam_and_gradient_x_input_match_the_hand_written_oracles(runs):
     torch.testing.assert_close(torch.from_numpy(e.attributions), (grad * x)[0], atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("method", list(ex.METHODS))
+def test_every_method_explains_a_frozen_model_and_leaves_it_frozen(method):
+    """A run with frozen layers (or a fine-tune of an imported model) has parameters without gradients:
+    attributions only need the input's, and nothing is unfrozen."""
+    from tests.test_inspect import cnn
+
+    model = compile_graph(parse_graph(cnn(8)), seed=0)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.train()
+    e = ex.explain(model, torch.rand(1, 16, 16, generator=torch.Generator().manual_seed(1)), method=method,
+                   settings=ex.Settings(n_samples=32))
+    assert e.attributions.shape == (1, 16, 16) and np.abs(e.attributions).sum() > 0
+    assert not any(p.requires_grad for p in model.parameters()) and model.training  # train mode given back
+
+
 # ---- bad input ------------------------------------------------------------------------------------------
 
 def test_bad_input_gets_clear_messages(runs, digits_mlp):

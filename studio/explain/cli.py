@@ -65,6 +65,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
     a = e.attributions.reshape(-1)
     top = np.argsort(-np.abs(a))[:5]
     shape = e.attributions.shape
-    where = [str(tuple(int(v) for v in np.unravel_index(i, shape))) if len(shape) > 1 else str(int(i)) for i in top]
+    if len(shape) > 1:
+        where = [str(tuple(int(v) for v in np.unravel_index(i, shape))) for i in top]
+    elif e.input.dtype.kind == "f":  # a tabular row: the columns by name
+        from studio.explain.runs import feature_names
+        from studio.inspection import load_run
+
+        names = feature_names(load_run(args.run_id).dataset_id, shape[0])
+        where = [names[i] for i in top]
+    else:
+        where = [f"token {int(i)}" for i in top]
     print("largest attributions: " + ", ".join(f"{w}: {a[i]:+.4g}" for w, i in zip(where, top, strict=True)))
     return 0
