@@ -109,6 +109,16 @@ def test_integrated_gradients_are_complete_on_a_trained_cnn(runs):
         assert e.check.relative_error <= 0.02, e.check.sentence()
 
 
+def test_attributions_to_an_inner_layer_have_its_shape_and_are_complete(runs):
+    e = ex.explain_run(runs["cnn-a"], "integrated-gradients", sample=0, settings=ex.Settings(layer="pool1"))
+    assert e.attributions.shape == (8, 8, 8) and e.notes["layer"] == "pool1"  # MaxPool2d's output per sample
+    assert e.check.relative_error <= 0.02, e.check.sentence()
+    with pytest.raises(StudioError, match="Occlusion perturbs the input, so it cannot attribute to layer 'pool1'"):
+        ex.explain_run(runs["cnn-a"], "occlusion", sample=0, settings=ex.Settings(layer="pool1"))
+    with pytest.raises(StudioError, match="layer 'conv9' is not in this model; use a layer path such as 'conv1'"):
+        ex.explain_run(runs["cnn-a"], "saliency", sample=0, settings=ex.Settings(layer="conv9"))
+
+
 def test_kernel_shap_values_sum_to_the_prediction_difference(runs, digits_mlp):
     model, data = digits_mlp
     e = ex.explain(model, data.val.x[0], method="kernel-shap", settings=ex.Settings(n_samples=200))

@@ -10,6 +10,8 @@ sample, target, method and settings (studio.explain.runs), so coming back to an 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import streamlit as st
 import torch
@@ -71,7 +73,7 @@ def render_explain(run: ins.RunFiles, info, runs: dict) -> None:
     baseline = baseline_cell.selectbox("Baseline", choices, key=W + "baseline",
                                        help="the input with the evidence absent: attributions explain "
                                             "f(x) - f(baseline)")
-    settings = _settings(sample.x, baseline, position, pad, tokens, info)
+    settings = _settings(model, sample.x, baseline, position, pad, tokens, info)
     row = st.columns([3, 2])
     with row[0]:
         other = _other_run(run, runs, model, info)
@@ -174,9 +176,10 @@ def _pick_sample(source: str, model, dataset, info, pad: int | None, cell) -> ex
         return None
 
 
-def _settings(x: torch.Tensor, baseline: str, position, pad, tokens: bool, info) -> ex.Settings:
+def _settings(model, x: torch.Tensor, baseline: str, position, pad, tokens: bool, info) -> ex.Settings:
     window, stride = ex.default_window(tuple(x.shape))
-    with st.expander("Method settings (steps, samples, occlusion window, memory)"):
+    layer = None
+    with st.expander("Method settings (steps, samples, occlusion window, memory, layer)"):
         c = st.columns(4)
         n_steps = int(c[0].number_input("IG steps", 4, 512, 64, key=W + "steps",
                                         help="integrated gradients: points on the path; more make the sum closer"))
@@ -187,6 +190,12 @@ def _settings(x: torch.Tensor, baseline: str, position, pad, tokens: bool, info)
         if tokens:
             pad = int(c[3].number_input("Padding token id", 0, len(info.vocab or [0]) - 1, int(pad), key=W + "pad",
                                         help="the 'pad' baseline puts this token everywhere"))
+        elif _is_image(x):
+            maps = ins.feature_nodes(model)[0]
+            layer = c[3].selectbox("Attribute to", [None, *maps], key=W + f"layer.{','.join(maps)}",
+                                   format_func=lambda n: "the input" if n is None else f"{n} ({model.node_types[n]})",
+                                   help="gradient methods can explain a layer's output instead of the input (its "
+                                        "channels summed, stretched over the image); Grad-CAM uses this layer")
         c = st.columns(2)
         w_text = c[0].text_input("Occlusion window", ",".join(map(str, window)), key=W + f"window.{tuple(x.shape)}",
                                  help="one size per input dimension (chosen from the input's shape)")
@@ -197,7 +206,7 @@ def _settings(x: torch.Tensor, baseline: str, position, pad, tokens: bool, info)
     except ValueError:
         st.warning(f"Occlusion window and stride are sizes separated by commas; using {window} and {stride}.")
     return ex.Settings(baseline=baseline, n_steps=n_steps, n_samples=n_samples, window=window, stride=stride,
-                       internal_batch_size=batch, position=position, pad_token=pad)
+                       internal_batch_size=batch, layer=layer, position=position, pad_token=pad)
 
 
 def _other_run(run: ins.RunFiles, runs: dict, model, info):
@@ -225,6 +234,12 @@ def _other_run(run: ins.RunFiles, runs: dict, model, info):
     return other, have[0], other_model, run_dataset(other)
 
 
+def _for(method: str, settings: ex.Settings) -> ex.Settings:
+    """The settings one method takes: perturbation methods always perturb the input, whatever layer the
+    gradient methods attribute to."""
+    return replace(settings, layer=None) if ex.METHODS[method].uses_window else settings
+
+
 def _results(pairs, sample: ex.Sample, target: int, settings: ex.Settings, *, compute: bool):
     """[(run, method, Explanation | error text)] from the cache, computing what is missing only when
     `compute`; None when something is missing and not computed."""
@@ -232,8 +247,8 @@ def _results(pairs, sample: ex.Sample, target: int, settings: ex.Settings, *, co
     missing = []
     for i, (run, which, model, dataset, method) in enumerate(pairs):
         try:
-            e, _ = ex.explain_cached(run, which, model, dataset, sample, method, target=target, settings=settings,
-                                     compute=False)
+            e, _ = ex.explain_cached(run, which, model, dataset, sample, method, target=target,
+                                     settings=_for(method, settings), compute=False)
         except StudioError as err:
             e = str(err)
         found.append((run, method, e))
@@ -253,7 +268,8 @@ def _results(pairs, sample: ex.Sample, target: int, settings: ex.Settings, *, co
         label = f"{ex.METHODS[method].label} on {run.run_id} ({n + 1} of {len(missing)})"
         with st.spinner(f"Computing {label}..."):
             try:
-                e, _ = ex.explain_cached(run, which, model, dataset, sample, method, target=target, settings=settings,
+                e, _ = ex.explain_cached(run, which, model, dataset, sample, method, target=target,
+                                         settings=_for(method, settings),
                                          progress=lambda f, label=label: bar.progress(f, text=label))
             except StudioError as err:
                 e = str(err)
@@ -311,9 +327,10 @@ def _one(run, method: str, e, kind: str, info, names: list[str], opacity: float,
         st.plotly_chart(ev.feature_bars_figure(e.attributions, names, limit=limit), key=W + f"bars.{group}.{method}."
                         f"{run.run_id}")
     else:
+        at = e.notes.get("layer")
         show_png(ev.attribution_png(e.input, e.attributions, opacity=opacity, limit=limit, size=size),
-                 caption=f"{method} for {names[e.target]}" + (f", baseline {e.settings.baseline}"
-                                                              if spec.uses_baseline else ""))
+                 caption=f"{method} for {names[e.target]}" + (f" at {at}" if at else "")
+                 + (f", baseline {e.settings.baseline}" if spec.uses_baseline else ""))
     if e.check is not None:
         good = e.check.relative_error <= 0.05
         (st.success if good else st.warning)(f"Check: {e.check.sentence()}" + ("" if good else

@@ -45,7 +45,9 @@ class Settings:
     window: tuple[int, ...] | None = None  # occlusion window over the sample's dims; None: from the shape
     stride: tuple[int, ...] | None = None
     internal_batch_size: int = 32     # rows per forward: bounds memory (IG, GradientSHAP, occlusion, LIME)
-    layer: str | None = None          # Grad-CAM's layer / the token models' embedding, by path (`layer3.1`)
+    layer: str | None = None          # attribute to this layer's output, by path (`layer3.1`): Grad-CAM's
+    # layer, the token models' embedding, or any layer for the gradient methods (attributions then have
+    # the layer's output shape)
     position: int | None = None       # sequence and language models: the output position explained
     pad_token: int | None = None      # the 'pad' baseline's token id; None: <pad>, else the commonest token
     seed: int = 0                     # GradientSHAP, LIME and KernelSHAP draw random samples
@@ -85,8 +87,9 @@ class Check:
 
 @dataclass
 class Explanation:
-    """One sample's attributions for one target by one method (all arrays shaped like the sample, except
-    `token_attributions` for token models: one value per token, which is then `attributions` too)."""
+    """One sample's attributions for one target by one method. `input` and `baseline` are shaped like the
+    sample; `attributions` too, except for token models (one value per token) and for an attribution to
+    a layer (`notes["layer"]` with float inputs: the layer's output shape)."""
 
     method: str
     target: int
@@ -255,12 +258,18 @@ def explain(model, x: torch.Tensor, *, method: str = "integrated-gradients", tar
     baseline_kind = s.baseline or ("pad" if tokens else "zeros")
     base = bl.make_baseline(baseline_kind, x, is_tokens=tokens, train_mean=train_mean, pad_token=s.pad_token) \
         if spec.uses_baseline or spec.completeness else None
-    embedding = layer = None
+    at_layer = layer = None
     notes: dict = {}
     if tokens:
-        layer_path, embedding = token_layer(model, s.layer)
+        layer_path, at_layer = token_layer(model, s.layer)
         if not spec.uses_window:  # perturbation methods swap whole tokens; gradients are taken at the layer
             notes["layer"] = layer_path
+    elif s.layer and not spec.needs_layer:
+        if spec.uses_window:
+            raise ExplainError(f"{spec.label} perturbs the input, so it cannot attribute to layer {s.layer!r}; use "
+                               "integrated-gradients, gradient-shap, saliency or input-x-gradient for a layer")
+        at_layer = _submodule(model, s.layer)
+        notes["layer"] = s.layer  # the attributions are shaped like that layer's output, not the sample
     if spec.needs_layer:
         if len(sample) != 3:
             raise ExplainError(f"{spec.label} needs image inputs (C, H, W) and feature maps; this model takes "
@@ -284,7 +293,7 @@ def explain(model, x: torch.Tensor, *, method: str = "integrated-gradients", tar
                                f"{names}; pass --target from 0 to {k - 1} or leave it out for the predicted class")
         target = int(target)
         problem = Problem(forward, x.unsqueeze(0), (base if base is not None else torch.zeros_like(x)).unsqueeze(0),
-                          target, tokens, embedding, layer, s.n_steps, s.n_samples, window, stride,
+                          target, tokens, at_layer, layer, s.n_steps, s.n_samples, window, stride,
                           s.internal_batch_size, s.seed)
         if spec.name == "occlusion":
             notes.update(window=list(window), stride=list(stride))

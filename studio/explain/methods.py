@@ -5,6 +5,7 @@ it fits, whether its attributions must sum to f(x) - f(baseline) (the completene
 checked after every call), and a function `run(problem) -> (attributions, convergence delta)`.
 Adding a method is one `register(Method(...))`; the CLI, the page and the tests read the registry.
 
+Gradient methods can attribute to a layer's output (`Settings.layer`, by path) instead of the input.
 Token models (int64 ids) cannot be differentiated by their input: gradient methods attribute at the
 output of the embedding layer (Captum's layer variants, summed over the embedding dimension: one value
 per token); perturbation methods (occlusion, LIME, KernelSHAP) replace whole tokens by the padding token.
@@ -36,8 +37,8 @@ class Problem:
     x: torch.Tensor              # (1, *sample): float, or int64 token ids
     baseline: torch.Tensor       # (1, *sample), like x
     target: int
-    tokens: bool                 # int64 token ids: gradients are taken at `embedding`'s output
-    embedding: torch.nn.Module | None
+    tokens: bool                 # int64 token ids: gradients are taken at `at_layer` (the embedding)
+    at_layer: torch.nn.Module | None  # gradient methods attribute to this layer's output instead of the input
     layer: torch.nn.Module | None  # Grad-CAM's layer (a conv by default, or any layer by its path)
     n_steps: int
     n_samples: int
@@ -83,14 +84,20 @@ def _token_float(p: Problem) -> tuple[torch.Tensor, torch.Tensor]:
 
 # ---- gradient methods ---------------------------------------------------------------------------------
 
+def _per_token(p: Problem, a):
+    """Token models: a layer attribution (1, T, E) summed over E, one value per token; other layers keep
+    their output's shape."""
+    return a.sum(-1) if p.tokens else a
+
+
 def _integrated_gradients(p: Problem):
     from captum.attr import IntegratedGradients, LayerIntegratedGradients
 
-    if p.tokens:
-        ig = LayerIntegratedGradients(p.forward, p.embedding)
+    if p.at_layer is not None:
+        ig = LayerIntegratedGradients(p.forward, p.at_layer)
         a, delta = ig.attribute(p.x, baselines=p.baseline, target=p.target, n_steps=p.n_steps,
                                 internal_batch_size=p.internal_batch_size, return_convergence_delta=True)
-        return a.sum(-1), float(delta.reshape(-1)[0])  # (1, T, E) -> (1, T)
+        return _per_token(p, a), float(delta.reshape(-1)[0])
     ig = IntegratedGradients(p.forward)
     a, delta = ig.attribute(p.x, baselines=p.baseline, target=p.target, n_steps=p.n_steps,
                             internal_batch_size=p.internal_batch_size, return_convergence_delta=True)
@@ -105,10 +112,8 @@ def _gradient_shap(p: Problem):
     from captum.attr import GradientShap, LayerGradientShap
 
     torch.manual_seed(p.seed)
-    if p.tokens:
-        explainer, stdevs = LayerGradientShap(p.forward, p.embedding), 0.0
-    else:
-        explainer, stdevs = GradientShap(p.forward), 0.01 * (float(p.x.max() - p.x.min()) or 1.0)
+    stdevs = 0.0 if p.tokens else 0.01 * (float(p.x.max() - p.x.min()) or 1.0)
+    explainer = GradientShap(p.forward) if p.at_layer is None else LayerGradientShap(p.forward, p.at_layer)
     total, deltas, left = None, [], p.n_samples
     while left > 0:
         n = min(left, p.internal_batch_size)
@@ -118,16 +123,17 @@ def _gradient_shap(p: Problem):
         deltas.append(delta.reshape(-1))
         left -= n
     a = total / p.n_samples
-    return (a.sum(-1) if p.tokens else a), float(torch.cat(deltas).mean())
+    return _per_token(p, a), float(torch.cat(deltas).mean())
 
 
 def _saliency(p: Problem):
-    """|d score / d x| (Simonyan et al.); for tokens the L2 norm of the gradient at each embedding."""
+    """|d score / d x| (Simonyan et al.); at a layer |d score / d output|; for tokens the L2 norm of the
+    gradient at each embedding."""
     from captum.attr import LayerGradientXActivation, Saliency
 
-    if p.tokens:
-        g = LayerGradientXActivation(p.forward, p.embedding, multiply_by_inputs=False).attribute(p.x, target=p.target)
-        return g.norm(dim=-1), None
+    if p.at_layer is not None:
+        g = LayerGradientXActivation(p.forward, p.at_layer, multiply_by_inputs=False).attribute(p.x, target=p.target)
+        return (g.norm(dim=-1) if p.tokens else g.abs()), None
     return Saliency(p.forward).attribute(p.x.clone().requires_grad_(True), target=p.target, abs=True), None
 
 
@@ -135,8 +141,8 @@ def _input_x_gradient(p: Problem):
     """d score / d x * x (Shrikumar et al.), signed; for tokens gradient x embedding, summed per token."""
     from captum.attr import InputXGradient, LayerGradientXActivation
 
-    if p.tokens:
-        return LayerGradientXActivation(p.forward, p.embedding).attribute(p.x, target=p.target).sum(-1), None
+    if p.at_layer is not None:
+        return _per_token(p, LayerGradientXActivation(p.forward, p.at_layer).attribute(p.x, target=p.target)), None
     return InputXGradient(p.forward).attribute(p.x.clone().requires_grad_(True), target=p.target), None
 
 
