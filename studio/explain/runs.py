@@ -164,7 +164,8 @@ def explain_cached(run, which: str, model, dataset, sample: Sample, method: str,
             return found, True
     if not compute:
         return None, False
-    mean = dataset.train.x.float().mean(0) if info.input_dtype == "float32" and len(dataset.train) else None
+    wants_mean = s.baseline == "mean" and info.input_dtype == "float32" and len(dataset.train)
+    mean = dataset.train.x.float().mean(0) if wants_mean else None  # only for the 'mean' baseline
     names = info.class_names or (info.vocab if info.task in ("sequence", "language_model") else None)
     e = explain(model, sample.x, method=method, target=target, task=info.task, settings=s, train_mean=mean,
                 class_names=names, progress=progress, cancel=cancel)
