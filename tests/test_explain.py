@@ -249,8 +249,11 @@ def test_bad_input_gets_clear_messages(runs, digits_mlp):
         ex.make_baseline("blurred", torch.zeros(5), is_tokens=False)
     with pytest.raises(StudioError, match="position 12 is out of range: this model predicts 12 positions"):
         ex.explain_run(runs["rev"], "saliency", settings=ex.Settings(position=12))
-    with pytest.raises(StudioError, match="Grad-CAM needs an image model .* takes token ids"):
+    with pytest.raises(StudioError, match="Grad-CAM cannot explain this model, which takes token ids: it needs "
+                                          "convolutional feature maps"):
         ex.explain_run(runs["rev"], "grad-cam")
+    with pytest.raises(StudioError, match="GradientSHAP cannot explain this model, which takes token ids: it draws"):
+        ex.explain_run(runs["rev"], "gradient-shap")
 
 
 def test_a_costly_occlusion_is_refused_before_it_runs():

@@ -113,7 +113,7 @@ def _cancel() -> None:
 
 def _fits(spec, model, tokens: bool) -> bool:
     if tokens:
-        return spec.token_ok
+        return not spec.not_for_tokens
     if spec.needs_layer:
         try:
             ex.gradcam_layer(model)

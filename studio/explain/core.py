@@ -235,9 +235,9 @@ def explain(model, x: torch.Tensor, *, method: str = "integrated-gradients", tar
     expected = tuple(getattr(model, "input_shape", sample))
     if sample != expected:
         raise ExplainError(f"the sample has shape {sample} but the model takes {expected}")
-    if tokens and not spec.token_ok:
-        raise ExplainError(f"{spec.label} needs an image model with convolutions; this model takes token ids: use "
-                           f"{', '.join(n for n, m in METHODS.items() if m.token_ok)}")
+    if tokens and spec.not_for_tokens:
+        raise ExplainError(f"{spec.label} cannot explain this model, which takes token ids: {spec.not_for_tokens}; "
+                           f"use {', '.join(n for n, m in METHODS.items() if not m.not_for_tokens)}")
     if not 1 <= s.n_steps <= MAX_STEPS or not 1 <= s.n_samples <= MAX_ROWS or s.internal_batch_size < 1:
         raise ExplainError(f"n_steps={s.n_steps}, n_samples={s.n_samples}, internal_batch_size="
                            f"{s.internal_batch_size}: expected 1 <= n_steps <= {MAX_STEPS}, 1 <= n_samples <= "

@@ -9,6 +9,7 @@ Gradient methods can attribute to a layer's output (`Settings.layer`, by path) i
 Token models (int64 ids) cannot be differentiated by their input: gradient methods attribute at the
 output of the embedding layer (Captum's layer variants, summed over the embedding dimension: one value
 per token); perturbation methods (occlusion, LIME, KernelSHAP) replace whole tokens by the padding token.
+GradientSHAP and Grad-CAM say why they do not fit token ids (`Method.not_for_tokens`).
 LIME and KernelSHAP fit Captum's SGD linear surrogate in torch (no scikit-learn model).
 """
 
@@ -58,7 +59,7 @@ class Method:
     completeness: bool              # attributions sum to f(x) - f(baseline) (IG, SHAP's efficiency)
     uses_baseline: bool = True
     needs_layer: bool = False       # Grad-CAM: a layer with spatial maps
-    token_ok: bool = True
+    not_for_tokens: str = ""        # why the method cannot explain token ids (empty: it can)
     uses_window: bool = False       # occlusion's window; LIME and KernelSHAP's patches
     rows: Callable[[Problem], int] = lambda p: 1  # forward rows it evaluates (progress and cost bound)
 
@@ -112,7 +113,7 @@ def _gradient_shap(p: Problem):
     from captum.attr import GradientShap, LayerGradientShap
 
     torch.manual_seed(p.seed)
-    stdevs = 0.0 if p.tokens else 0.01 * (float(p.x.max() - p.x.min()) or 1.0)
+    stdevs = 0.01 * (float(p.x.max() - p.x.min()) or 1.0)
     explainer = GradientShap(p.forward) if p.at_layer is None else LayerGradientShap(p.forward, p.at_layer)
     total, deltas, left = None, [], p.n_samples
     while left > 0:
@@ -123,7 +124,7 @@ def _gradient_shap(p: Problem):
         deltas.append(delta.reshape(-1))
         left -= n
     a = total / p.n_samples
-    return _per_token(p, a), float(torch.cat(deltas).mean())
+    return a, float(torch.cat(deltas).mean())
 
 
 def _saliency(p: Problem):
@@ -283,7 +284,9 @@ for _m in (
            rows=lambda p: p.n_steps + 2),
     Method("gradient-shap", "GradientSHAP",
            "expected gradients at random points between baseline and input (Lundberg and Lee 2017); sums to "
-           "f(x) - f(baseline) on average", _gradient_shap, completeness=True, rows=lambda p: p.n_samples + 2),
+           "f(x) - f(baseline) on average", _gradient_shap, completeness=True, rows=lambda p: p.n_samples + 2,
+           not_for_tokens="it draws points between the input and the baseline in input space (Captum's layer "
+                          "variant too), and token ids have nothing in between"),
     Method("occlusion", "Occlusion",
            "the score's drop when a window of the input is replaced by the baseline (Zeiler and Fergus 2014)",
            _occlusion, completeness=False, rows=_windows, uses_window=True),
@@ -298,6 +301,6 @@ for _m in (
            rows=lambda p: p.n_samples + 1, uses_window=True),
     Method("grad-cam", "Grad-CAM", "a convolution's feature maps weighted by their mean gradient (Selvaraju et al. "
            "2017): coarse, class-discriminative, never negative", _grad_cam, completeness=False,
-           uses_baseline=False, needs_layer=True, token_ok=False),
+           uses_baseline=False, needs_layer=True, not_for_tokens="it needs convolutional feature maps of an image"),
 ):
     register(_m)
