@@ -266,8 +266,9 @@ def explain(model, x: torch.Tensor, *, method: str = "integrated-gradients", tar
             notes["layer"] = layer_path
     elif s.layer and not spec.needs_layer:
         if spec.uses_window:
+            gradient = ", ".join(n for n, m in METHODS.items() if not (m.uses_window or m.needs_layer))
             raise ExplainError(f"{spec.label} perturbs the input, so it cannot attribute to layer {s.layer!r}; use "
-                               "integrated-gradients, gradient-shap, saliency or input-x-gradient for a layer")
+                               f"{gradient} for a layer")
         at_layer = _submodule(model, s.layer)
         notes["layer"] = s.layer  # the attributions are shaped like that layer's output, not the sample
     if spec.needs_layer:
@@ -277,6 +278,7 @@ def explain(model, x: torch.Tensor, *, method: str = "integrated-gradients", tar
         notes["layer"], layer = gradcam_layer(model, s.layer)
 
     was_training = model.training
+    grads_before = [p.grad for p in model.parameters()]
     model.eval()
     counter = _Rows(1, None, cancel)  # progress starts with the method, after the two scores below
     forward = scores_function(model, task, position, tokens, counter)
@@ -302,13 +304,12 @@ def explain(model, x: torch.Tensor, *, method: str = "integrated-gradients", tar
             raise ExplainError(f"{spec.label} would evaluate the model on {counter.total:,} inputs, more than the "
                                f"{MAX_ROWS:,} allowed; use a larger stride or window, or fewer samples or steps")
         counter.done, counter.progress = 0, progress
-        grads_before = [p.grad for p in model.parameters()]
         with torch.enable_grad():
             attr, delta = spec.run(problem)
-        for p, g in zip(model.parameters(), grads_before, strict=True):  # Captum backpropagates into .grad
-            p.grad = g
-    finally:
+    finally:  # the model as it was, cancelled or not: mode, and the parameters' .grad
         model.train(was_training)
+        for p, g in zip(model.parameters(), grads_before, strict=True):
+            p.grad = g
     attr = attr.detach().float()[0]
     check = None
     if spec.completeness:
