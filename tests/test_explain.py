@@ -230,6 +230,21 @@ def test_every_method_explains_a_frozen_model_and_leaves_it_frozen(method):
     assert not any(p.requires_grad for p in model.parameters()) and model.training  # train mode given back
 
 
+def test_a_sequence_regression_model_gets_attributions_shaped_like_its_input():
+    """(T, F) float inputs (a GRU forecaster): occlusion and the surrogate methods cut both axes into
+    patches, taking neither for channels; KernelSHAP stays complete on a regression output."""
+    from studio.templates import load_template
+
+    model = compile_graph(load_template("gru_forecaster"), seed=0)
+    x = torch.rand(tuple(model.input_shape), generator=torch.Generator().manual_seed(0))
+    for method in [m for m in ex.METHODS if m != "grad-cam"]:
+        e = ex.explain(model, x, method=method, task="regression", settings=ex.Settings(n_samples=32))
+        assert e.attributions.shape == tuple(model.input_shape) == (32, 1), method
+        if method == "kernel-shap":
+            assert e.check.relative_error <= 0.02, e.check.sentence()
+    assert e.target == 0
+
+
 # ---- bad input ------------------------------------------------------------------------------------------
 
 def test_bad_input_gets_clear_messages(runs, digits_mlp):

@@ -182,18 +182,21 @@ def _submodule(model, path: str) -> torch.nn.Module:
 
 def default_window(shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Occlusion's (window, stride) from a sample's shape: about an eighth of the short side for images
-    (all channels at once), a sixteenth of a signal, one column of a row or one token; half-overlapping.
+    (all channels at once); an eighth of each side for 2-D inputs, which may be (C, L) signals or (T, F)
+    sequences, so neither axis is taken for channels; one column of a row or one token; half-overlapping.
 
     >>> default_window((1, 16, 16)), default_window((3, 224, 224)), default_window((4,))
     (((1, 2, 2), (1, 1, 1)), ((3, 28, 28), (3, 14, 14)), ((1,), (1,)))
+    >>> default_window((32, 1)), default_window((2, 50))
+    (((4, 1), (2, 1)), ((1, 6), (1, 3)))
     """
     if len(shape) == 3:
         k = max(1, round(min(shape[1:]) / 8))
         s = max(1, k // 2)
         return (shape[0], k, k), (shape[0], s, s)
     if len(shape) == 2:
-        k = max(1, round(shape[1] / 16))
-        return (shape[0], k), (shape[0], max(1, k // 2))
+        k = tuple(max(1, round(n / 8)) for n in shape)
+        return k, tuple(max(1, w // 2) for w in k)
     return (1,) * len(shape), (1,) * len(shape)
 
 

@@ -181,11 +181,14 @@ def feature_mask(p: Problem) -> torch.Tensor:
     sample = tuple(p.x.shape[1:])
     if len(sample) == 1:
         return torch.arange(sample[0]).view(1, -1)
-    spatial = sample[1:]
-    steps = [max(1, w) for w in p.window[1:]]
+    spatial = sample[1:] if len(sample) == 3 else sample  # images share patches over channels
+    steps = [max(1, w) for w in (p.window[1:] if len(sample) == 3 else p.window)]
     grids = torch.meshgrid(*[torch.arange(s) // k for s, k in zip(spatial, steps, strict=True)], indexing="ij")
     per_row = [(s + k - 1) // k for s, k in zip(spatial, steps, strict=True)]
     ids = grids[0] * (per_row[1] if len(per_row) > 1 else 1) + (grids[1] if len(grids) > 1 else 0)
+    if int(ids.max()) < 1:
+        raise StudioError(f"the window {p.window} covers the whole input {sample}, so LIME and KernelSHAP would "
+                          "have a single feature; use a smaller window")
     return ids.expand(sample).unsqueeze(0).contiguous()
 
 
