@@ -365,7 +365,8 @@ def test_blurred_baseline_keeps_the_mean_and_removes_edges():
 def test_why_this_prediction_view_under_apptest(runs):
     """Explain computes on the press (a callback), shows a heatmap per method with its check, the same
     method on a second run, and a token model's typed text as one chip per token."""
-    from tests.test_inspect_page import K, elements, image_captions, page
+    from tests.test_inspect import bar_canvas
+    from tests.test_inspect_page import K, canvas_value, elements, image_captions, page
 
     at = page(runs["cnn-a"], "Why this prediction")
     assert at.button(key=K + "why.run").label == "Explain" and not image_captions(at)  # nothing before the press
@@ -380,6 +381,15 @@ def test_why_this_prediction_view_under_apptest(runs):
     assert len(checks) == 3 and all(c.startswith("Check: sum of attributions") for c in checks)  # IG x 3
     at.run()  # again: every answer now comes from the cache, no press needed
     assert len(image_captions(at)) == 5 and not elements(at, "progress")
+
+    at.selectbox(key=K + f"why.other.{runs['cnn-a']}").set_value(None).run()
+    at.radio(key=K + "why.source").set_value("drawn image").run()
+    at.session_state[K + "why.canvas"] = canvas_value(bar_canvas())  # the browser's answer after a stroke
+    at.run()
+    at.button(key=K + "why.run").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any(m.value.startswith("**drawn image** · predicted") for m in at.markdown)
+    assert len(image_captions(at)) == 3
 
     at = page(runs["rev"], "Why this prediction")
     at.radio(key=K + "why.source").set_value("typed text").run()

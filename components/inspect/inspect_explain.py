@@ -54,7 +54,7 @@ def render_explain(run: ins.RunFiles, info, runs: dict) -> None:
     position = None
     if per_position:
         length = int(sample.x.shape[0])
-        position = int(cells[1].number_input("Output position", 0, length - 1, length - 1, key=W + "position",
+        position = int(cells[1].number_input("Output position", 0, length - 1, length - 1, key=W + f"position.{length}",
                                              help="sequence models predict every position: the one explained"))
     with torch.no_grad():
         out = model(sample.x.unsqueeze(0)).float()[0]
@@ -67,7 +67,7 @@ def render_explain(run: ins.RunFiles, info, runs: dict) -> None:
         help="the score whose attribution is shown; default the predicted class"))
     usable = [m for m, spec in ex.METHODS.items() if _fits(spec, model, tokens)]
     methods = methods_cell.multiselect("Methods (up to 3, side by side)", usable, default=["integrated-gradients"],
-                                       max_selections=MAX_METHODS, key=W + "methods",
+                                       max_selections=MAX_METHODS, key=W + "methods", persist_state="session",
                                        format_func=lambda m: ex.METHODS[m].label)
     choices = ex.baseline_choices(tokens, sample.x.dim())
     baseline = baseline_cell.selectbox("Baseline", choices, key=W + "baseline",
@@ -77,7 +77,10 @@ def render_explain(run: ins.RunFiles, info, runs: dict) -> None:
     row = st.columns([3, 2])
     with row[0]:
         other = _other_run(run, runs, model, info)
-    opacity = row[1].slider("Overlay opacity", 0.0, 1.0, 0.6, 0.05, key=W + "opacity") if _is_image(sample.x) else 0.6
+    opacity = 0.6
+    if _is_image(sample.x):
+        opacity = row[1].slider("Overlay opacity", 0.0, 1.0, 0.6, 0.05, key=W + "opacity", persist_state="session",
+                                help="how strongly the attribution covers the image (0: the image alone)")
     if not methods:
         st.info("Pick at least one method.")
         return
@@ -154,7 +157,7 @@ def _pick_sample(source: str, model, dataset, info, pad: int | None, cell) -> ex
             if n == 0:
                 st.warning("The validation split is empty.")
                 return None
-            index = int(cell.number_input(f"Validation sample (0 to {n - 1})", 0, n - 1, 0, key=W + "index"))
+            index = int(cell.number_input(f"Validation sample (0 to {n - 1})", 0, n - 1, 0, key=W + f"index.{n}"))
             return ex.dataset_sample(dataset, "val", index)
         if source == "uploaded image":
             upload = st.file_uploader("Image (PNG or JPEG)", type=["png", "jpg", "jpeg", "bmp", "gif"],
@@ -181,14 +184,15 @@ def _settings(model, x: torch.Tensor, baseline: str, position, pad, tokens: bool
     layer = None
     with st.expander("Method settings (steps, samples, occlusion window, memory, layer)"):
         c = st.columns(4)
-        n_steps = int(c[0].number_input("IG steps", 4, 512, 64, key=W + "steps",
+        n_steps = int(c[0].number_input("IG steps", 4, 512, 64, key=W + "steps", persist_state="session",
                                         help="integrated gradients: points on the path; more make the sum closer"))
-        n_samples = int(c[1].number_input("Samples", 8, 2000, 64, key=W + "samples",
+        n_samples = int(c[1].number_input("Samples", 8, 2000, 64, key=W + "samples", persist_state="session",
                                           help="GradientSHAP points; LIME and KernelSHAP perturbed inputs"))
-        batch = int(c[2].number_input("Internal batch", 1, 512, 32, key=W + "batch",
+        batch = int(c[2].number_input("Internal batch", 1, 512, 32, key=W + "batch", persist_state="session",
                                       help="inputs per model call inside a method: bounds the memory"))
         if tokens:
-            pad = int(c[3].number_input("Padding token id", 0, len(info.vocab or [0]) - 1, int(pad), key=W + "pad",
+            vocab = len(info.vocab or [0])
+            pad = int(c[3].number_input("Padding token id", 0, vocab - 1, int(pad), key=W + f"pad.{vocab}",
                                         help="the 'pad' baseline puts this token everywhere"))
         elif _is_image(x):
             maps = ins.feature_nodes(model)[0]
