@@ -81,6 +81,11 @@ def render_explain(run: ins.RunFiles, info, runs: dict) -> None:
     if _is_image(sample.x):
         opacity = row[1].slider("Overlay opacity", 0.0, 1.0, 0.6, 0.05, key=W + "opacity", persist_state="session",
                                 help="how strongly the attribution covers the image (0: the image alone)")
+    left_out = [spec for m, spec in ex.METHODS.items() if m not in usable]
+    if left_out:
+        st.caption("Not offered for this model: " + "; ".join(
+            f"{spec.label} ({spec.not_for_tokens if tokens else 'it needs a Conv2d over an image'})"
+            for spec in left_out) + ".")
     if not methods:
         st.info("Pick at least one method.")
         return
