@@ -38,7 +38,8 @@ chain = [("input", "Input", {"shape": [3, 224, 224]}),
          ("conv1", "Conv2d", {"out_channels": 16, "kernel_size": 3, "stride": 2, "padding": 1}), ("r1", "ReLU", None),
          ("conv2", "Conv2d", {"out_channels": 32, "kernel_size": 3, "stride": 2, "padding": 1}), ("r2", "ReLU", None),
          ("conv3", "Conv2d", {"out_channels": 64, "kernel_size": 3, "stride": 2, "padding": 1}), ("r3", "ReLU", None),
-         ("gap", "AdaptiveAvgPool2d", {"output_size": 1}), ("flat", "Flatten", None), ("fc", "Linear", {"out_features": 10})]
+         ("gap", "AdaptiveAvgPool2d", {"output_size": 1}), ("flat", "Flatten", None),
+         ("fc", "Linear", {"out_features": 10})]
 doc = {"format": "studio.graph/1", "name": "bench-224", "nodes": [{"id": i, "type": t, **({"params": p} if p else {})}
        for i, t, p in chain], "edges": [{"source": a[0], "target": b[0]} for a, b in zip(chain, chain[1:])]}
 model = compile_graph(parse_graph(doc), seed=0).eval()
