@@ -1,11 +1,12 @@
 """Inspect: look inside one run. Feature maps and attention as training went (every saved probe
 step), weight and gradient distributions, evaluation on the validation split, live inference on a
-dataset sample, an uploaded image or a drawing, with saliency, and diagnostics with their evidence."""
+dataset sample, an uploaded image or a drawing, with saliency, why a prediction was made (attributions by
+Captum: studio.explain), and diagnostics with their evidence."""
 
 import streamlit as st
 
 from components import nav, session
-from components.inspect import inspect_probes, inspect_results
+from components.inspect import inspect_explain, inspect_probes, inspect_results
 from components.run_store import open_store, read_or_stop
 from components.text import st_escape
 from components.train import run_exports
@@ -21,6 +22,7 @@ RUN = "studio.inspect.run"
 SHOWN = "studio.inspect.shown_run"  # the run this page last showed (and made the session's current run)
 VIEW = "studio.inspect.view"
 VIEWS = ["Feature maps", "Attention", "Weights & gradients", "Evaluation", "Live inference", "Diagnostics"]
+VIEWS.insert(VIEWS.index("Diagnostics"), "Why this prediction")
 
 
 st.title("Inspect")
@@ -84,6 +86,8 @@ try:
         inspect_results.render_evaluation(run, info)
     elif view == "Live inference":
         inspect_results.render_inference(run, info)
+    elif view == "Why this prediction":
+        inspect_explain.render_explain(run, info, by_id)
     else:
         inspect_results.render_diagnostics(run, record, store, entries)
 except StudioError as e:

@@ -232,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--json", action="store_true")
         q.set_defaults(func=_training(f"cmd_{name}"))
     _add_sweep(sub)
+    _add_explain(sub)
     return p
 
 
@@ -243,6 +244,12 @@ def _add_runs_export(runs) -> None:
 
 def _add_sweep(sub) -> None:
     from studio.sweeps.cli import add_parser
+
+    add_parser(sub)
+
+
+def _add_explain(sub) -> None:
+    from studio.explain.cli import add_parser
 
     add_parser(sub)
 

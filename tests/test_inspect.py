@@ -1,7 +1,7 @@
 """studio.inspection and the Inspect page's image builders on real finished runs (trained by the real
 worker processes): checkpoints load into the compiled graph, the evaluation agrees with torch and
-scikit-learn, probe arrays are read one at a time, saliency agrees with a hand-written torch oracle,
-and graph / config diffs list what changed.
+scikit-learn, probe arrays are read one at a time, and graph / config diffs list what changed. (Saliency
+and Grad-CAM against their hand-written torch oracles: tests/test_explain.py.)
 
 `make_runs` is trained once per session (conftest.trained_runs) for these and the page tests: two
 small CNNs on `shapes` that differ in conv1's out_channels and the learning rate, and the
@@ -161,7 +161,7 @@ def test_regression_evaluation_agrees_with_torch():
     assert len(fig.data[0].x) == len(data.val)
 
 
-# ---- inference and saliency -------------------------------------------------------------------------
+# ---- inference -------------------------------------------------------------------------------------
 
 def test_infer_returns_one_inputs_maps_and_attention(runs):
     run = ins.load_run(runs["rev"])
@@ -180,34 +180,6 @@ def test_infer_returns_one_inputs_maps_and_attention(runs):
     with torch.no_grad():
         expected = cnn_model.conv1(img[None])[0].numpy()
     assert np.allclose(result.features["conv1"], expected, atol=1e-6)
-
-
-def test_saliency_matches_torch_oracles(runs):
-    run = ins.load_run(runs["cnn-a"])
-    model = ins.load_model(run, "best")
-    x = ins.load_run_dataset(run).val.x[2]
-    # gradient x input, by hand
-    xg = x[None].clone().requires_grad_(True)
-    model(xg)[0, 3].backward()
-    manual = (xg.grad[0] * x).abs().sum(0)
-    manual = ((manual - manual.min()) / (manual.max() - manual.min())).numpy()
-    assert np.allclose(ins.saliency(model, x, 3, method="gradient_x_input"), manual, atol=1e-5)
-    model.zero_grad(set_to_none=True)
-    # Grad-CAM on conv2, by hand: run the layers up to conv2 and the rest separately
-    a = F.max_pool2d(F.relu(model.conv1(x[None])), 2).detach().requires_grad_(False)
-    acts = model.conv2(a)
-    acts.retain_grad()
-    model.fc(model.gap(F.relu(acts)).flatten(1))[0, 3].backward()
-    cam = F.relu((acts.grad[0].mean((1, 2), keepdim=True) * acts[0]).sum(0))
-    cam = F.interpolate(cam[None, None], size=(16, 16), mode="bilinear", align_corners=False)[0, 0].detach()
-    cam = ((cam - cam.min()) / (cam.max() - cam.min())).numpy() if cam.max() > cam.min() else np.zeros((16, 16))
-    assert np.allclose(ins.saliency(model, x, 3, method="gradcam"), cam, atol=1e-5)
-    before = {k: None if p.grad is None else p.grad.clone() for k, p in model.named_parameters()}
-    ins.saliency(model, x, 1, method="gradcam")
-    assert all((p.grad is None) == (before[k] is None) and (p.grad is None or torch.equal(p.grad, before[k]))
-               for k, p in model.named_parameters())  # saliency never touches the parameters' gradients
-    with pytest.raises(StudioError, match="unknown saliency method 'lime'"):
-        ins.saliency(model, x, 0, method="lime")
 
 
 def test_uploaded_images_are_resized_to_the_input_shape():

@@ -14,6 +14,7 @@ import torch
 from streamlit_drawable_canvas import st_canvas
 
 from components.data.data_view import image_grid_png, target_label, token_text
+from components.figures import explain_views as ev
 from components.figures import inspect_charts as ic
 from components.figures import inspect_views as iv
 from components.inspect import drawn_input as dr
@@ -21,7 +22,10 @@ from components.inspect.inspect_probes import K, causal_flags, code_span, run_da
 from components.text import st_escape
 from studio import inspection as ins
 from studio.errors import StudioError
+from studio.explain import explain
 from studio.training import diagnostics
+
+SALIENCY_METHODS = {"gradcam": "grad-cam", "gradient_x_input": "input-x-gradient"}  # studio.explain's names
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the checkpoint...")
@@ -176,13 +180,13 @@ def render_inference(run: ins.RunFiles, info) -> None:
     _show_internals(model, x, result, info, run)
 
 
-def _drawn(input_shape: tuple[int, ...]) -> torch.Tensor | None:
+def _drawn(input_shape: tuple[int, ...], key: str = K + "inf.canvas") -> torch.Tensor | None:
     """The drawing canvas and what is drawn on it as the model's input; None (with a hint) while empty."""
     width, height = dr.canvas_size(input_shape)
     st.space("medium")  # room for the canvas toolbar, which floats above the canvas on hover
     drawing = st_canvas(stroke_width=dr.brush_width(input_shape), stroke_color="#FFFFFF",
                         background_color="#000000", width=width, height=height, drawing_mode="freedraw",
-                        return_image_data=True, key=K + "inf.canvas")
+                        return_image_data=True, key=key)
     x = dr.drawn_input(drawing.image_data, input_shape)
     if x is None:
         st.caption("Draw on the black canvas (light strokes on dark, like the dataset's images) to see the "
@@ -246,8 +250,8 @@ def _show_internals(model, x, result: ins.Inference, info, run: ins.RunFiles) ->
         predicted = int(result.probabilities.argmax())
         cls = c2.selectbox("Class", range(len(names)), index=predicted, key=K + "inf.sal_class",
                            format_func=lambda i: names[i] + (" (predicted)" if i == predicted else ""))
-        try:
-            sal = ins.saliency(model, x, int(cls), method=method)
+        try:  # Captum's, through studio.explain (the "Why this prediction" view has every method)
+            sal = ev.saliency_map(explain(model, x, method=SALIENCY_METHODS[method], target=int(cls)).attributions)
         except StudioError as e:
             st.info(str(e))
             return

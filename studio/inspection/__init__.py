@@ -4,7 +4,7 @@
   split as the worker split it (`load_run_dataset`);
 - evaluation: predictions on a split (`evaluate` -> `Evaluation`), `precision_recall`, `read_confusions`;
 - inference: one input with its feature maps and attention (`infer`), images as inputs (`open_image`,
-  `image_to_input`), `saliency`;
+  `image_to_input`), `supports_saliency` (the maps themselves are studio.explain's);
 - probes: the probe snapshots (`probe_index`, `load_probe_array`, `histogram_over_steps`,
   `parameter_names`, `index_series`);
 - compare: differences between runs (`graph_diff`, `config_diff`, `best_value`).
@@ -31,7 +31,6 @@ from studio.inspection.inference import (
     image_to_input,
     infer,
     open_image,
-    saliency,
     supports_saliency,
 )
 from studio.inspection.probes import (
@@ -47,6 +46,6 @@ __all__ = [
     "EVAL_BATCH", "LOWER_IS_BETTER", "MISCLASSIFIED_LIMIT", "Evaluation", "GraphDiff", "Inference", "RunFiles",
     "best_value", "config_diff", "evaluate", "feature_nodes", "graph_diff", "histogram_over_steps",
     "image_to_input", "index_series", "infer", "load_model", "load_probe_array", "load_run", "load_run_dataset",
-    "open_image", "parameter_names", "precision_recall", "probe_index", "read_confusions", "saliency",
+    "open_image", "parameter_names", "precision_recall", "probe_index", "read_confusions",
     "supports_saliency",
 ]

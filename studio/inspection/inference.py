@@ -1,5 +1,6 @@
 """One input through a trained model: its output and probabilities with the feature maps and attention
-of that input, an uploaded image turned into a model input, and saliency maps (Grad-CAM, gradient x input).
+of that input, and an uploaded image turned into a model input. Attributions (saliency maps, Grad-CAM,
+integrated gradients, ...) are studio.explain's, computed by Captum.
 """
 
 from __future__ import annotations
@@ -8,10 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from studio.errors import DataError, StudioError
-from studio.layers import REGISTRY
 
 
 @dataclass
@@ -86,43 +85,7 @@ def image_to_input(image, input_shape: tuple[int, ...]) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a))
 
 
-def saliency(model, x: torch.Tensor, target: int, *, method: str = "gradcam", layer: str | None = None) -> np.ndarray:
-    """A (H, W) map in [0, 1] of where image `x` (C, H, W) drives the score of class `target`.
-
-    "gradient_x_input": |d score / d x * x| summed over channels (Shrikumar et al.).
-    "gradcam": ReLU(sum_c mean(d score / d A_c) * A_c) of a convolutional layer's output A, upsampled
-    (Selvaraju et al.); `layer` defaults to the last Conv2d.
-    """
-    model.eval()
-    if method == "gradient_x_input":
-        xg = x.unsqueeze(0).clone().requires_grad_(True)
-        with torch.enable_grad():
-            score = model(xg)[0, target]
-        (grad,) = torch.autograd.grad(score, xg)  # leaves the parameters' .grad alone
-        s = (grad[0] * xg[0]).abs().sum(dim=0)
-    elif method == "gradcam":
-        convs = [n for n in model.order if REGISTRY[model.node_types[n]].gradcam]
-        layer = layer or (convs[-1] if convs else None)
-        if layer is None:
-            raise StudioError("Grad-CAM needs a Conv2d layer and this model has none; use gradient_x_input")
-        kept: dict = {}
-        handle = model._modules[layer].register_forward_hook(lambda _m, _i, out: kept.update(a=out))
-        try:
-            with torch.enable_grad():
-                out = model(x.unsqueeze(0))
-        finally:
-            handle.remove()
-        (grad,) = torch.autograd.grad(out[0, target], kept["a"])
-        a, g = kept["a"][0], grad[0]  # (C, h, w)
-        cam = F.relu((g.mean(dim=(1, 2), keepdim=True) * a).sum(dim=0))
-        s = F.interpolate(cam[None, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
-    else:
-        raise StudioError(f"unknown saliency method {method!r}; use 'gradcam' or 'gradient_x_input'")
-    s = s.detach().float()
-    span = float(s.max() - s.min())
-    return ((s - s.min()) / span).numpy() if span > 0 else np.zeros(tuple(s.shape), np.float32)
-
-
 def supports_saliency(model, task: str) -> bool:
-    """Saliency is offered for image classifiers (float (C, H, W) input, class scores out)."""
+    """Saliency maps (studio.explain, Captum) are offered for image classifiers (float (C, H, W) input,
+    class scores out)."""
     return task == "classification" and len(model.input_shape) == 3 and model.input_dtype == torch.float32

@@ -96,7 +96,7 @@ class LayerSpec:
     dense: bool = False
     # Outputs 0 for every input <= 0: the probes (studio.training.probes) report its dead units.
     dead_units: bool = False
-    # Its output is a (C, H, W) map of learned filters: Grad-CAM's default layer (studio.inspection.inference).
+    # Its output is a (C, H, W) map of learned filters: Grad-CAM's default layer (studio.explain).
     gradcam: bool = False
 
     def param(self, name: str) -> Param:
