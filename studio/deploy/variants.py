@@ -12,6 +12,11 @@ which node stops it and what to use instead.
                     torchao's X86InductorQuantizer: Conv and Linear weights and activations int8.
     prune           global L1 unstructured pruning of every Conv/Linear weight at `sparsity`.
     prune-channels  L2 structured pruning of output channels of every Conv/Linear but the output layer.
+    onnx-fp32, onnx-int8-static   the model in onnxruntime, fp32 and int8 static QDQ (studio.deploy.onnxrt).
+
+The torchao and PT2E int8 variants run in PyTorch eager mode, where int8 is emulated by quantize /
+dequantize ops and tensor-subclass dispatch, not int8 kernels: they are smaller but slower than fp32,
+and the table says so (EAGER_INT8). The int8 that runs fast on a CPU is onnx-int8-static.
 
 `torch.ao.quantization` is deprecated in this PyTorch and is not used.
 """
@@ -31,7 +36,23 @@ from studio.layers import REGISTRY
 from studio.training import pruning
 from studio.training.pruning import check_sparsity, prunable  # noqa: F401  (part of this module's API)
 
-METHODS = ("fp32", "int8-weight", "int8-dynamic", "int8-static", "prune", "prune-channels")
+METHODS = ("fp32", "int8-weight", "int8-dynamic", "int8-static", "prune", "prune-channels", "onnx-fp32",
+           "onnx-int8-static")
+ONNX_METHODS = ("onnx-fp32", "onnx-int8-static")
+EAGER_INT8 = ("int8-weight", "int8-dynamic", "int8-static")  # int8 emulated in eager PyTorch: slower than fp32
+# Where each variant runs when measured (and where its download is meant to run).
+RUNTIMES = {m: "PyTorch eager" for m in METHODS} | {"onnx-fp32": "onnxruntime", "onnx-int8-static": "onnxruntime"}
+# What each download needs to load, exactly (tests/test_deploy_downloads.py loads each with only that).
+PT2_TORCH = "torch only (no studio): torch.export.load(path).module()(x)"
+LOADS_WITH = {m: PT2_TORCH for m in METHODS} | {
+    "int8-static": "torch + torchao: `import torchao` before torch.export.load(path) (it registers the "
+                   "quantized_decomposed ops the program calls; plain torch fails to deserialize it)",
+    "onnx-fp32": "onnxruntime + numpy (no torch): onnxruntime.InferenceSession(path).run(None, {'x': x}); "
+                 "predict.py shows how",
+}
+LOADS_WITH["onnx-int8-static"] = LOADS_WITH["onnx-fp32"]
+STATE_DICT_LOADS_WITH = ("torch + this graph's model (the studio, or the graph's exported code): "
+                         "model.load_state_dict(torch.load(path, weights_only=True))")
 QUANT_TYPES = (nn.Linear,)
 # What each method quantizes or prunes, in words, for the table.
 DESCRIPTIONS = {
@@ -41,6 +62,9 @@ DESCRIPTIONS = {
     "int8-static": "Conv/Linear weights and activations int8, calibrated on training batches (PT2E)",
     "prune": "global L1 unstructured pruning of Conv/Linear weights",
     "prune-channels": "L2 structured pruning of output channels (all Conv/Linear but the output layer)",
+    "onnx-fp32": "the trained weights as ONNX, run by onnxruntime (one thread)",
+    "onnx-int8-static": "onnxruntime static int8 (QDQ): weights int8 per channel, activations calibrated on "
+                        "training batches",
 }
 
 
@@ -58,6 +82,9 @@ def make_variant(model: nn.Module, method: str, *, sparsity: float = 0.5, calibr
     (int8-static); `example`: one input batch for torch.export (int8-static)."""
     if method not in METHODS:
         raise ExportError(f"method {method!r} is not known; use one of {', '.join(METHODS)}")
+    if method in ONNX_METHODS:
+        raise ExportError(f"{method} runs in onnxruntime, not as a PyTorch module: use studio.deploy.onnxrt "
+                          "(deploy_report measures it)")
     if method.startswith("prune"):
         check_sparsity(sparsity)
     base = copy.deepcopy(model).eval()
