@@ -1,6 +1,7 @@
-"""Deploy: variants of a finished run's model (int8 quantization, pruning) measured side by side on its
-validation split, a chart of what each costs and gains, the downloads, and fine-tuning a pruned model
-as a new run."""
+"""Deploy: variants of a finished run's model (int8 quantization, pruning, onnxruntime) measured side by
+side on its validation split in the runtime each ships in, the verdict (what to ship within an accuracy
+budget) first, a chart of what each costs and gains, the downloads with what each needs, and fine-tuning
+a pruned model as a new run."""
 
 import streamlit as st
 
@@ -10,6 +11,10 @@ from components.run_store import open_store, read_or_stop
 from components.text import st_escape
 from studio.deploy import DESCRIPTIONS, METHODS, deploy_report
 from studio.deploy.lineage import start_finetune
+from studio.deploy.predict_script import predict_script
+from studio.deploy.recommend import DEFAULT_BUDGET, recommend
+from studio.deploy.report import CALIBRATION_BATCHES, MAX_CALIBRATION_BATCHES
+from studio.deploy.variants import EAGER_INT8, STATE_DICT_LOADS_WITH
 from studio.errors import StudioError
 from studio.runs import list_runs
 
@@ -17,12 +22,14 @@ st.set_page_config(page_title="Deploy · Neural Studio", page_icon="📦", layou
 nav.render()
 
 K = "studio.deploy."
-REPORT = K + "report"   # (run_id, methods, sparsity) -> DeployReport of the last measurement
+REPORT = K + "report"   # (run_id, methods, sparsity, calibration batches) -> DeployReport of the last measurement
+GO = K + "go"           # set by the Measure button's callback: a click is never lost to a preempting rerun
 
 st.title("Deploy")
 st.caption("Quantize and prune a trained model, and see on its own validation data what each variant costs in "
-           "accuracy and gains in size and CPU speed. Latency is per sample on one CPU thread, the median of "
-           "repeated timings taken in turn for every variant.")
+           "accuracy and gains in size and CPU speed, measured in the runtime it ships in (PyTorch eager or "
+           "onnxruntime). Latency is per sample at batch 1 and batch 64, on one CPU thread, the median of 15 "
+           "timings taken in turn (interleaved) for every variant.")
 store = open_store()
 runs = [r for r in read_or_stop(list_runs, store=store) if r.status in ("completed", "stopped")]
 if not runs:
@@ -32,7 +39,7 @@ if not runs:
 
 by_id = {r.id: r for r in runs}
 current = session.current_run_id()
-controls = st.columns([3, 3, 1], vertical_alignment="bottom")
+controls = st.columns([3, 3, 1, 1], vertical_alignment="bottom")
 run_id = controls[0].selectbox("Run", list(by_id), index=list(by_id).index(current) if current in by_id else 0,
                                format_func=lambda i: f"{by_id[i].name} ({i}) · {by_id[i].dataset_id}",
                                key=K + "run")
@@ -42,11 +49,19 @@ methods = controls[1].multiselect("Variants", [m for m in METHODS if m != "fp32"
 sparsity = controls[2].number_input("Sparsity", 0.05, 0.95, 0.5, 0.05, key=K + "sparsity",
                                     help="prune: the fraction of Conv/Linear weights zeroed; prune-channels: the "
                                          "fraction of output channels")
-wanted = (run_id, tuple(methods), float(sparsity))
-if st.button("Measure variants", type="primary", icon=":material/speed:", key=K + "measure"):
+calibration = controls[3].number_input("Calibration batches", 1, MAX_CALIBRATION_BATCHES, CALIBRATION_BATCHES, 1,
+                                      key=K + "calibration",
+                                      help="int8-static and onnx-int8-static: how many batches of the run's "
+                                           "training split (its batch size) calibrate the activation ranges; "
+                                           "validation and test data are never used")
+wanted = (run_id, tuple(methods), float(sparsity), int(calibration))
+st.button("Measure variants", type="primary", icon=":material/speed:", key=K + "measure",
+          on_click=lambda: st.session_state.__setitem__(GO, True))
+if st.session_state.pop(GO, False):
     with st.spinner("Building, measuring and exporting every variant (about a second or more each)..."):
         try:
-            st.session_state[REPORT] = (wanted, deploy_report(run_id, methods, sparsity=float(sparsity)))
+            st.session_state[REPORT] = (wanted, deploy_report(run_id, methods, sparsity=float(sparsity),
+                                                              calibration_batches=int(calibration)))
         except StudioError as e:
             st.session_state.pop(REPORT, None)
             st.error(f"Measuring failed: {st_escape(str(e))}")
@@ -60,23 +75,56 @@ if measured_for != wanted:
     st.caption(f"Showing the last measurement (run {measured_for[0]}, sparsity {measured_for[2]}); press "
                "Measure variants for the current choice.")
 
+st.subheader("Verdict")
+unit = "points" if "accuracy" in report.metric_name else "% of fp32"
+budget = st.number_input(f"Accuracy budget ({unit} a variant may lose)", 0.0, 100.0, DEFAULT_BUDGET, 0.1,
+                         key=K + "budget", width=320)
+rec = recommend(report, float(budget))
+(st.success if rec.method else st.warning)(st_escape(rec.verdict), icon=":material/verified:")
+eager = [r.method for r in report.rows if r.ok and r.method in EAGER_INT8]
+if eager:
+    st.caption(f"{', '.join(eager)} run int8 emulated in PyTorch eager (quantize/dequantize ops, no int8 kernels): "
+               "smaller files, slower than fp32, not offered for speed. The int8 that runs fast on a CPU is "
+               "onnx-int8-static in onnxruntime.")
+st.caption(f"Ratios (×) are against fp32 in PyTorch eager (the run as trained). Static int8 calibrated on "
+           f"{report.calibration_batches} training batch(es), {report.calibration_samples} samples.")
+
 st.subheader("Variants")
-st.dataframe(deploy_view.table(report), hide_index=True, key=K + "table",
-             column_config={"change": st.column_config.NumberColumn(
-                 "change", help="points of accuracy (or the metric's units) against fp32", format="%+.2f")})
+st.dataframe(deploy_view.table(report, rec), hide_index=True, key=K + "table",
+             column_config={
+                 "verdict": st.column_config.TextColumn("verdict", width="medium"),
+                 "variant": st.column_config.TextColumn("variant", width="small"),
+                 "runtime": st.column_config.TextColumn("runtime", width="small"),
+                 "change": st.column_config.NumberColumn(
+                     "change", help=f"{unit} against fp32 on the validation split", format="%+.2f", width="small"),
+                 "size ×": st.column_config.NumberColumn("size ×", format="%.2f", width="small",
+                                                         help="file size against fp32's .pt2"),
+                 "latency @1 ×": st.column_config.NumberColumn("latency @1 ×", format="%.2f", width="small"),
+                 f"latency @{report.latency_batch} ×": st.column_config.NumberColumn(
+                     f"latency @{report.latency_batch} ×", format="%.2f", width="small"),
+                 "loads with": st.column_config.TextColumn("loads with", width="large"),
+                 "notes": st.column_config.TextColumn("notes", width="large")})
 for r in report.rows:
     if not r.ok:
         st.warning(f"**{r.method}** is not available for this graph: {st_escape(r.message)}")
-st.plotly_chart(deploy_view.tradeoff_figure(report), key=K + "chart")
+st.plotly_chart(deploy_view.tradeoff_figure(report, float(budget)), key=K + "chart")
 
 st.subheader("Downloads")
-st.caption("A `.pt2` file is a torch.export program: `torch.export.load(path).module()(x)` runs it in any Python "
-           "with torch (no studio). A `.pt` state dict loads into this graph's model or its exported code.")
+st.caption("Each file names exactly what loading it needs. A `.pt2` is a torch.export program "
+           "(`torch.export.load(path).module()(x)`); an `.onnx` runs in onnxruntime with numpy only, and its "
+           f"`predict.py` (save it beside the .onnx) shows how. A `.pt` state dict needs {STATE_DICT_LOADS_WITH}.")
 for r in report.rows:
     if not r.ok:
         continue
     with st.container(horizontal=True, vertical_alignment="center"):
-        st.markdown(f"**{r.method}**")
+        st.markdown(f"**{r.method}** · {r.runtime}")
+        if r.onnx is not None:
+            onnx_name = f"{report.run_id}-{r.method}.onnx"
+            st.download_button(f"{r.method}.onnx", r.onnx, file_name=onnx_name, mime="application/octet-stream",
+                               on_click="ignore", key=K + f"onnx.{r.method}", icon=":material/download:")
+            st.download_button(f"{r.method} predict.py", predict_script(report, r, onnx_name), file_name="predict.py",
+                               mime="text/x-python", on_click="ignore", key=K + f"py.{r.method}",
+                               icon=":material/download:")
         if r.program is not None:
             st.download_button(f"{r.method}.pt2", r.program, file_name=f"{report.run_id}-{r.method}.pt2",
                                mime="application/octet-stream", on_click="ignore", key=K + f"pt2.{r.method}",
@@ -85,6 +133,7 @@ for r in report.rows:
             st.download_button(f"{r.method} state dict", r.state_dict, file_name=f"{report.run_id}-{r.method}.pt",
                                mime="application/octet-stream", on_click="ignore", key=K + f"sd.{r.method}",
                                icon=":material/download:")
+        st.caption(f"needs {r.loads_with}" + (" — slower than fp32 here" if r.method in EAGER_INT8 else ""))
 
 st.subheader("Fine-tune a pruned model")
 st.caption("Starts a new run linked to this one: the same graph, data and settings, starting from this run's "

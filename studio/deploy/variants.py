@@ -44,7 +44,11 @@ EAGER_INT8 = ("int8-weight", "int8-dynamic", "int8-static")  # int8 emulated in 
 RUNTIMES = {m: "PyTorch eager" for m in METHODS} | {"onnx-fp32": "onnxruntime", "onnx-int8-static": "onnxruntime"}
 # What each download needs to load, exactly (tests/test_deploy_downloads.py loads each with only that).
 PT2_TORCH = "torch only (no studio): torch.export.load(path).module()(x)"
+PT2_TORCHAO = ("torch + torchao installed: torch.export.load(path).module()(x) imports torchao by itself for the "
+               "torchao ops the program calls")
 LOADS_WITH = {m: PT2_TORCH for m in METHODS} | {
+    "int8-weight": PT2_TORCHAO,
+    "int8-dynamic": PT2_TORCHAO,
     "int8-static": "torch + torchao: `import torchao` before torch.export.load(path) (it registers the "
                    "quantized_decomposed ops the program calls; plain torch fails to deserialize it)",
     "onnx-fp32": "onnxruntime + numpy (no torch): onnxruntime.InferenceSession(path).run(None, {'x': x}); "
