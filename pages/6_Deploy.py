@@ -92,16 +92,18 @@ st.caption(f"Ratios (×) are against fp32 in PyTorch eager (the run as trained).
 st.subheader("Variants")
 st.dataframe(deploy_view.table(report, rec), hide_index=True, key=K + "table",
              column_config={
-                 "verdict": st.column_config.TextColumn("verdict", width="medium"),
-                 "variant": st.column_config.TextColumn("variant", width="small"),
-                 "runtime": st.column_config.TextColumn("runtime", width="small"),
+                 "verdict": st.column_config.TextColumn("verdict", width=250),
+                 "variant": st.column_config.TextColumn("variant", width=125),
+                 "runtime": st.column_config.TextColumn("runtime", width=105),
                  "change": st.column_config.NumberColumn(
-                     "change", help=f"{unit} against fp32 on the validation split", format="%+.2f", width="small"),
-                 "size ×": st.column_config.NumberColumn("size ×", format="%.2f", width="small",
+                     "change", help=f"{unit} against fp32 on the validation split", format="%+.2f", width=70),
+                 "size ×": st.column_config.NumberColumn("size ×", format="%.2f", width=65,
                                                          help="file size against fp32's .pt2"),
-                 "latency @1 ×": st.column_config.NumberColumn("latency @1 ×", format="%.2f", width="small"),
+                 "latency @1 ×": st.column_config.NumberColumn("latency @1 ×", format="%.2f", width=95,
+                                                               help="per-sample latency at batch 1 against fp32"),
                  f"latency @{report.latency_batch} ×": st.column_config.NumberColumn(
-                     f"latency @{report.latency_batch} ×", format="%.2f", width="small"),
+                     f"latency @{report.latency_batch} ×", format="%.2f", width=100,
+                     help=f"per-sample latency at batch {report.latency_batch} against fp32"),
                  "loads with": st.column_config.TextColumn("loads with", width="large"),
                  "notes": st.column_config.TextColumn("notes", width="large")})
 for r in report.rows:
@@ -117,7 +119,7 @@ for r in report.rows:
     if not r.ok:
         continue
     with st.container(horizontal=True, vertical_alignment="center"):
-        st.markdown(f"**{r.method}** · {r.runtime}")
+        st.markdown(f"**{r.method}** · {r.runtime}" + (" · :green[recommended]" if r.method == rec.method else ""))
         if r.onnx is not None:
             onnx_name = f"{report.run_id}-{r.method}.onnx"
             st.download_button(f"{r.method}.onnx", r.onnx, file_name=onnx_name, mime="application/octet-stream",

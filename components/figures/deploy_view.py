@@ -3,14 +3,15 @@ studio.deploy.recommend.Recommendation."""
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from components.text import safe_figure
 
-# The columns a decision needs, in the order the table shows them (kept on screen at 1440 px).
-DECISION_COLUMNS = ("verdict", "variant", "runtime", "change", "size ×", "latency @1 ×", "latency @64 ×")
+RATIO_TICKS = (0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100, 300)
 
 
 def _kib(n) -> float | None:
@@ -58,27 +59,35 @@ def tradeoff_figure(report, budget: float = 1.0, height: int = 360) -> go.Figure
     accuracy = "accuracy" in report.metric_name
     change = [None if r.delta is None else r.delta * (100 if accuracy else 1) for r in rows]
     unit = "points" if accuracy else report.metric_name
+    title = f"change, {unit}" + (f" (budget -{budget:g} dashed)" if accuracy else "")
     fig = make_subplots(rows=1, cols=4, shared_yaxes=True, horizontal_spacing=0.03,
-                        subplot_titles=(f"{report.metric_name} change ({unit})", "file size × fp32",
+                        subplot_titles=(title, "file size × fp32",
                                         "latency @1 × fp32", f"latency @{report.latency_batch} × fp32"))
     fig.add_bar(y=names, x=change, orientation="h", marker_color="#54A24B", name="change", row=1, col=1)
     panels = ((lambda r: _ratio(r.bytes, fp32.bytes), "#4C78A8"),
               (lambda r: _ratio(r.latency_ms_batch1, fp32.latency_ms_batch1), "#F58518"),
               (lambda r: _ratio(r.latency_ms_batch, fp32.latency_ms_batch), "#E45756"))
     for col, (value, color) in enumerate(panels, start=2):
-        fig.add_bar(y=names, x=[value(r) for r in rows], orientation="h", marker_color=color, base=None,
-                    row=1, col=col)
+        values = [value(r) for r in rows]
+        fig.add_bar(y=names, x=values, orientation="h", marker_color=color, row=1, col=col,
+                    text=[None if v is None else f"{v:.2f}×" for v in values], textposition="outside",
+                    cliponaxis=False)
         fig.add_vline(x=1, line_dash="dot", line_color="#666", row=1, col=col)
-        fig.update_xaxes(type="log", row=1, col=col)
+        shown = [v for v in values if v] + [1.0]
+        ticks = [t for t in RATIO_TICKS if min(shown) / 1.5 <= t <= max(shown) * 1.5]
+        fig.update_xaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}×" for t in ticks],
+                         range=[math.log10(min(shown) / 1.6), math.log10(max(shown) * 2.5)], row=1, col=col)
     if accuracy:
         worst = min([c for c in change if c is not None] + [0.0])
         best = max([c for c in change if c is not None] + [0.0])
-        fig.update_xaxes(range=[min(-5.0, worst - 1), max(5.0, best + 1)], dtick=1 if worst > -10 else 5,
-                         row=1, col=1)
-        fig.add_vline(x=-budget, line_dash="dash", line_color="#B22222", row=1, col=1,
-                      annotation_text=f"budget -{budget:g}", annotation_position="bottom left")
+        low, high = min(-5.0, math.floor(worst) - 1), max(5.0, math.ceil(best) + 1)
+        step = next(s for s in (1, 2, 5, 10, 20, 50) if (high - low) / s <= 6)
+        fig.update_xaxes(range=[low, high], dtick=step, tick0=0, row=1, col=1)
+        fig.add_vline(x=-budget, line_dash="dash", line_color="#B22222", row=1, col=1)
+
     fig.add_vline(x=0, line_color="#666", row=1, col=1)
     fig.update_yaxes(autorange="reversed", row=1, col=1)
-    fig.update_layout(height=height, showlegend=False, margin={"l": 10, "r": 10, "t": 50, "b": 10},
+    fig.update_annotations(font_size=12)  # the subplot titles
+    fig.update_layout(height=height, showlegend=False, margin={"l": 10, "r": 10, "t": 60, "b": 30},
                       bargap=0.3)
     return safe_figure(fig)

@@ -84,7 +84,7 @@ def weight_counts(module: nn.Module) -> tuple[int, int]:
 
 
 def latency(modules: dict[str, nn.Module], inputs: dict[int, torch.Tensor], *, repeats: int = 15,
-            min_seconds: float = 0.002) -> dict[str, dict[int, float]]:
+            min_seconds: float = 0.01) -> dict[str, dict[int, float]]:
     """{name: {batch_size: median milliseconds per sample}} for every module at every input batch, on one
     CPU thread (onnxruntime models: sessions made with one thread, timed through their `runner`).
 

@@ -73,11 +73,11 @@ def recommend(report, budget: float = DEFAULT_BUDGET) -> Recommendation:
             labels[r.method] = f"over budget: -{lost:.2f} {_unit(r)}"
         else:
             candidates.append(r)
-            labels[r.method] = "within budget"
+            labels[r.method] = "reference (as trained)" if r.method == "fp32" else "within budget"
         if r.method in EAGER_INT8 and s is not None and s > 1:
-            labels[r.method] = f"{s:.1f}x slower than fp32 (eager int8): not a deployment option for speed"
+            labels[r.method] = f"{s:.1f}x slower (eager int8): not for speed"
         elif r.method == "prune" and labels[r.method] == "within budget":
-            labels[r.method] = "stored dense: same size and speed as fp32"
+            labels[r.method] = "stored dense: no gain"
     if not candidates:
         return Recommendation(None, f"No variant is within {budget:g} {_unit(fp32)} of fp32; ship fp32 or widen "
                                     "the budget.", budget, labels)
