@@ -3,6 +3,8 @@ side on its validation split in the runtime each ships in, the verdict (what to 
 budget) first, a chart of what each costs and gains, the downloads with what each needs, and fine-tuning
 a pruned model as a new run."""
 
+import json
+
 import streamlit as st
 
 from components import nav, session
@@ -14,7 +16,8 @@ from studio.deploy.lineage import start_finetune
 from studio.deploy.predict_script import predict_script
 from studio.deploy.recommend import DEFAULT_BUDGET, recommend
 from studio.deploy.report import CALIBRATION_BATCHES, MAX_CALIBRATION_BATCHES
-from studio.deploy.variants import EAGER_INT8, STATE_DICT_LOADS_WITH
+from studio.deploy.variants import EAGER_INT8, SHRUNK_STATE_DICT_LOADS_WITH, STATE_DICT_LOADS_WITH
+from studio.graph import parse_graph
 from studio.errors import StudioError
 from studio.runs import list_runs
 
@@ -135,11 +138,23 @@ for r in report.rows:
             st.download_button(f"{r.method} state dict", r.state_dict, file_name=f"{report.run_id}-{r.method}.pt",
                                mime="application/octet-stream", on_click="ignore", key=K + f"sd.{r.method}",
                                icon=":material/download:")
-        st.caption(f"needs {r.loads_with}" + (" — slower than fp32 here" if r.method in EAGER_INT8 else ""))
+        if r.graph is not None:
+            st.download_button(f"{r.method} graph.json", json.dumps(r.graph, indent=2),
+                               file_name=f"{r.graph['name']}.json", mime="application/json", on_click="ignore",
+                               key=K + f"graph.{r.method}", icon=":material/download:")
+            st.button("Open in Build", key=K + f"open.{r.method}", icon=":material/open_in_new:",
+                      on_click=session.open_graph, args=(parse_graph(r.graph),),
+                      kwargs={"dataset_id": report.dataset_id, "dataset_options": report.dataset_options})
+        st.caption(f"needs {r.loads_with}" + (" — slower than fp32 here" if r.method in EAGER_INT8 else "")
+                   + (f"; its state dict: {SHRUNK_STATE_DICT_LOADS_WITH}" if r.graph is not None else ""))
+if st.session_state.get(K + "open.shrink-channels"):
+    nav.link("pages/1_Build.py", label="The shrunk graph is open: go to Build", icon=":material/account_tree:")
 
 st.subheader("Fine-tune a pruned model")
 st.caption("Starts a new run linked to this one: the same graph, data and settings, starting from this run's "
-           "weights pruned as below; pruned weights stay at zero while the rest trains.")
+           "weights pruned as below; pruned weights stay at zero while the rest trains. Measure the finished "
+           "fine-tune here with **shrink-channels** at the same sparsity: its held-at-zero channels are removed, "
+           "giving the fine-tuned smaller dense graph.")
 with st.form(K + "finetune"):
     cols = st.columns(3)
     method = cols[0].selectbox("Pruning", ["prune", "prune-channels"], key=K + "ft.method")

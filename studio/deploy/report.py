@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from studio.deploy import measure
-from studio.deploy.variants import (DESCRIPTIONS, LOADS_WITH, METHODS, ONNX_METHODS, RUNTIMES, STATE_DICT_LOADS_WITH,
+from studio.deploy.variants import (DESCRIPTIONS, GRAPH_METHODS, LOADS_WITH, METHODS, ONNX_METHODS, RUNTIMES,
                                     check_sparsity, make_variant)
 from studio.errors import ExportError, StudioError
 
@@ -54,11 +54,12 @@ class VariantRow:
     file_format: str = "pt2"         # the download: "pt2" (torch.export program) or "onnx"
     onnx: bytes | None = field(default=None, repr=False)        # the .onnx file (onnxruntime variants)
     loads_with: str = ""             # exactly what loading the download needs
+    graph: dict | None = field(default=None, repr=False)        # shrink-channels: the smaller graph document
 
     def summary(self) -> dict:
         """The row without the file bytes (JSON-friendly)."""
         d = asdict(self)
-        for key in ("program", "state_dict", "onnx"):
+        for key in ("program", "state_dict", "onnx", "graph"):
             d.pop(key)
         return d
 
@@ -82,6 +83,8 @@ class DeployReport:
     input_dtype: str = "float32"
     class_names: list | None = None
     data_description: str = ""
+    dataset_id: str = ""
+    dataset_options: dict = field(default_factory=dict)
 
     def row(self, method: str) -> VariantRow:
         for r in self.rows:
@@ -102,7 +105,7 @@ def deploy_report(run_id: str, methods=METHODS, *, sparsity: float = 0.5, which:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ExportError(f"unknown method {unknown[0]!r}; use one of {', '.join(METHODS)}")
-    if any(m.startswith("prune") for m in methods):
+    if any(m.startswith(("prune", "shrink")) for m in methods):
         check_sparsity(sparsity)
     check_calibration_batches(calibration_batches)
     run = load_run(run_id, workspace)
@@ -129,7 +132,11 @@ def deploy_report(run_id: str, methods=METHODS, *, sparsity: float = 0.5, which:
                 row.ok, row.message = False, str(e)
             continue
         try:
-            variant = make_variant(model, method, sparsity=sparsity, calibration=calibration, example=example)
+            if method in GRAPH_METHODS:
+                variant = _shrunk(run.graph, model, sparsity)
+                row.graph = variant.graph_doc
+            else:
+                variant = make_variant(model, method, sparsity=sparsity, calibration=calibration, example=example)
         except StudioError as e:
             row.ok, row.message = False, str(e)
             continue
@@ -160,7 +167,17 @@ def deploy_report(run_id: str, methods=METHODS, *, sparsity: float = 0.5, which:
                         calibration_samples=sum(int(x.shape[0]) for x in calibration),
                         input_shape=tuple(info.input_shape), input_dtype=info.input_dtype,
                         class_names=list(info.class_names) if info.class_names else None,
-                        data_description=info.description)
+                        data_description=info.description, dataset_id=run.dataset_id,
+                        dataset_options=dict(run.dataset_options or {}))
+
+
+def _shrunk(graph, model, sparsity: float):
+    """shrink-channels as a Variant (its module is the smaller graph's model), with `graph_doc` set."""
+    from studio.deploy.shrink import shrink_channels
+    from studio.deploy.variants import Variant
+
+    shrunk = shrink_channels(graph, model, sparsity)
+    return Variant("shrink-channels", shrunk.model, list(shrunk.notes), graph_doc=shrunk.graph.to_dict())
 
 
 def check_calibration_batches(n) -> None:
