@@ -262,6 +262,8 @@ def test_every_download_loads_in_a_fresh_interpreter_with_exactly_what_it_names(
     report, _ = report_all
     run = load_run(trained, ws)
     (tmp_path / "exported_model.py").write_text(to_code(run.graph, class_name="Model"))
+    shrunk_graph = parse_graph(report.row("shrink-channels").graph)  # its state dict loads into this graph's code
+    (tmp_path / "exported_shrunk.py").write_text(to_code(shrunk_graph, class_name="Model"))
     x = _val(ws, trained).val.x[:4]
     torch.save(x, tmp_path / "x.pt")
     groups = {PT2_TORCH: [], PT2_TORCHAO: [], LOADS_WITH["int8-static"]: []}
@@ -275,7 +277,7 @@ def test_every_download_loads_in_a_fresh_interpreter_with_exactly_what_it_names(
             state_dicts.append(r.method)
     plain, auto = groups[PT2_TORCH], groups[PT2_TORCHAO]
     assert groups[LOADS_WITH["int8-static"]] == ["int8-static"] and auto == ["int8-weight", "int8-dynamic"]
-    assert plain == ["fp32", "prune", "prune-channels"] and state_dicts == ["fp32", "prune", "prune-channels"]
+    assert plain == ["fp32", "prune", "prune-channels", "shrink-channels"] and state_dicts == plain
     script = f"""
 import sys, torch
 try:
@@ -289,9 +291,9 @@ out = {{}}
 for name in {plain!r}:
     out[name + '.pt2'] = torch.export.load(name + '.pt2').module()(x)
 sys.path.insert(0, '.')  # -I leaves the working directory off the path; the exported code is here
-from exported_model import Model
+import exported_model, exported_shrunk
 for name in {state_dicts!r}:
-    m = Model().eval()
+    m = (exported_shrunk if name == 'shrink-channels' else exported_model).Model().eval()
     m.load_state_dict(torch.load(name + '.pt', weights_only=True))
     with torch.no_grad():
         out[name + '.pt'] = m(x)
@@ -327,5 +329,8 @@ torch.save(out, 'out.pt')
         pruned = make_variant(model, "prune", sparsity=0.5).module
         torch.testing.assert_close(got["prune.pt"], pruned(x), **tol)
         torch.testing.assert_close(got["prune.pt2"], pruned(x), **tol)
+        zeroed = make_variant(model, "prune-channels", sparsity=0.5).module  # what shrink-channels computes
+        torch.testing.assert_close(got["shrink-channels.pt"], zeroed(x), **tol)
+        torch.testing.assert_close(got["shrink-channels.pt2"], zeroed(x), **tol)
         for name in ("int8-weight.pt2", "int8-dynamic.pt2", "int8-static.pt2"):  # int8: the classes of fp32
             assert (got[name].argmax(-1) == model(x).argmax(-1)).float().mean() >= 0.75, name
