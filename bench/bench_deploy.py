@@ -7,6 +7,9 @@ of 15), as ratios to fp32 in PyTorch eager and, for int8 onnxruntime, to fp32 on
 
 Goals (issue 26): onnx-int8-static <= 0.3x the fp32 ONNX file, faster than fp32 onnxruntime by >= 2.5x at
 batch 64 on the MLP and >= 1.15x on the CNN, by >= 1.1x at batch 1 on both, <= 1 point lost.
+Structured pruning that shrinks: each run is fine-tuned by the pruned fine-tuning path (prune-channels 0.5,
+FINETUNE_EPOCHS epochs) and the child's shrink-channels variant measured against the parent's fp32;
+goal on the seed CNN: <= 0.5x size, >= 1.5x faster (batch 1 and 64), <= 1 point lost.
 """
 
 from __future__ import annotations
@@ -19,12 +22,27 @@ import time
 GOAL_FILE, GOAL_POINTS, GOAL_B1 = 0.3, 1.0, 1.1
 GOAL_B64 = {"seed MLP": 2.5, "seed CNN": 1.15}
 MODELS = (("seed MLP", "mlp", 10), ("seed CNN", "seed_cnn_padded", 4))
+FINETUNE_EPOCHS = 4
+SHRINK_GOALS = {"seed CNN": (0.5, 1.5, 1.0)}  # size <=, speed-up >=, points lost <=
+
+
+def wait(run_id: str) -> None:
+    from studio.runs import list_runs, reconcile
+
+    while True:
+        reconcile()
+        run = next(r for r in list_runs() if r.id == run_id)
+        if not run.active:
+            break
+        time.sleep(0.5)
+    if run.status != "completed":
+        raise SystemExit(f"run {run_id} did not train: {run.status} {run.error}")
 
 
 def train(template: str, epochs: int) -> str:
     from studio.data import apply_dataset, get_info
     from studio.graph_edit import with_param
-    from studio.runs import list_runs, reconcile, start_run
+    from studio.runs import start_run
     from studio.templates import load_template
     from studio.training import TrainConfig
 
@@ -33,14 +51,7 @@ def train(template: str, epochs: int) -> str:
     out = next(n.id for n in graph.nodes if not any(e.source == n.id for e in graph.edges))
     graph = with_param(graph, out, "out_features", info.num_classes)  # the templates end in 10 classes
     run_id = start_run(graph, "shapes", TrainConfig(epochs=epochs, batch_size=64, probes=False, seed=0))
-    while True:
-        reconcile()
-        run = next(r for r in list_runs() if r.id == run_id)
-        if not run.active:
-            break
-        time.sleep(0.5)
-    if run.status != "completed":
-        raise SystemExit(f"{template} did not train: {run.status} {run.error}")
+    wait(run_id)
     return run_id
 
 
@@ -52,7 +63,7 @@ def main() -> int:
     os.environ["STUDIO_WORKSPACE"] = tempfile.mkdtemp(prefix="bench-deploy-")
     lines = ["| model | variant | runtime | accuracy change (points) | file × fp32 | tensor bytes × fp32 | "
              "latency @1 × fp32 | latency @64 × fp32 |", "|---|---|---|---|---|---|---|---|"]
-    pairs, verdicts, refs = [], [], []
+    pairs, verdicts, refs, shrunk = [], [], [], []
     ok_all = True
     for label, template, epochs in MODELS:
         run_id = train(template, epochs)
@@ -90,12 +101,44 @@ def main() -> int:
             report(name, value, goal, ok, unit)
             ok_all &= ok
         verdicts.append(f"{label}: {recommend(r).verdict}")
+        shrunk.append(finetuned_shrink(label, run_id, fp32))
+        if label in SHRINK_GOALS:
+            size_goal, speed_goal, points_goal = SHRINK_GOALS[label]
+            _, size, b1, b64, points = shrunk[-1]
+            for name, value, goal, ok, unit in (
+                    (f"{label} fine-tuned shrink-channels file x fp32", size, f"<= {size_goal}", size <= size_goal, "x"),
+                    (f"{label} fine-tuned shrink-channels speed-up @1", b1, f">= {speed_goal}", b1 >= speed_goal, "x"),
+                    (f"{label} fine-tuned shrink-channels speed-up @64", b64, f">= {speed_goal}", b64 >= speed_goal,
+                     "x"),
+                    (f"{label} fine-tuned shrink-channels accuracy change", points, f">= -{points_goal} points",
+                     points >= -points_goal, "")):
+                report(name, value, goal, ok, unit)
+                ok_all &= ok
     print("\n".join(lines))
     print("\n| model | int8 ONNX file × fp32 ONNX | tensor bytes × | speed-up @1 | speed-up @64 | accuracy change "
           "(points, vs fp32 eager) |\n|---|---|---|---|---|---|")
     print("\n".join(pairs))
+    print("\n| model | fine-tuned shrink-channels 0.5: file × fp32 | speed-up @1 | speed-up @64 | accuracy change "
+          "(points, vs the parent's fp32) |\n|---|---|---|---|---|")
+    print("\n".join(f"| {m} | {a:.2f} | {b:.2f} | {c:.2f} | {d:+.2f} |" for m, a, b, c, d in shrunk))
     print("\n".join(["", *refs, "", *verdicts]))
     return 0 if ok_all else 1
+
+
+def finetuned_shrink(label: str, parent: str, parent_fp32) -> tuple:
+    """(label, file ratio, speed-up @1, speed-up @64, accuracy change in points) of the parent's prune-channels
+    fine-tune, shrunk, against the parent's fp32 (timed side by side with the child's own fp32, which has
+    the parent's architecture)."""
+    from studio.deploy import deploy_report
+    from studio.deploy.lineage import start_finetune
+
+    child = start_finetune(parent, "prune-channels", 0.5, epochs=FINETUNE_EPOCHS)
+    wait(child)
+    r = deploy_report(child, ["shrink-channels"], sparsity=0.5, repeats=15)
+    same_arch, small = r.row("fp32"), r.row("shrink-channels")
+    print(f"{label} fine-tuned ({FINETUNE_EPOCHS} epochs) then shrunk: {small.notes[0]}", flush=True)
+    return (label, small.bytes / same_arch.bytes, same_arch.latency_ms_batch1 / small.latency_ms_batch1,
+            same_arch.latency_ms_batch / small.latency_ms_batch, (small.metric - parent_fp32.metric) * 100)
 
 
 if __name__ == "__main__":
