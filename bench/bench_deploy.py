@@ -106,7 +106,8 @@ def main() -> int:
             size_goal, speed_goal, points_goal = SHRINK_GOALS[label]
             _, size, b1, b64, points = shrunk[-1]
             for name, value, goal, ok, unit in (
-                    (f"{label} fine-tuned shrink-channels file x fp32", size, f"<= {size_goal}", size <= size_goal, "x"),
+                    (f"{label} fine-tuned shrink-channels file x fp32", size, f"<= {size_goal}", size <= size_goal,
+                     "x"),
                     (f"{label} fine-tuned shrink-channels speed-up @1", b1, f">= {speed_goal}", b1 >= speed_goal, "x"),
                     (f"{label} fine-tuned shrink-channels speed-up @64", b64, f">= {speed_goal}", b64 >= speed_goal,
                      "x"),

@@ -17,8 +17,8 @@ from studio.deploy.predict_script import predict_script
 from studio.deploy.recommend import DEFAULT_BUDGET, recommend
 from studio.deploy.report import CALIBRATION_BATCHES, MAX_CALIBRATION_BATCHES
 from studio.deploy.variants import EAGER_INT8, SHRUNK_STATE_DICT_LOADS_WITH, STATE_DICT_LOADS_WITH
-from studio.graph import parse_graph
 from studio.errors import StudioError
+from studio.graph import parse_graph
 from studio.runs import list_runs
 
 st.set_page_config(page_title="Deploy · Neural Studio", page_icon="📦", layout="wide")

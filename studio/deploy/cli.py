@@ -56,8 +56,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     lines = [
         f"run {r['run_id']}: {r['variant']} ({r['runtime']}) against fp32 (PyTorch eager), on the validation split",
         f"  {name}: {r['fp32_metric']:.4f} -> {r['metric']:.4f} ({r['metric'] - r['fp32_metric']:+.4f})",
-        f"  file size: {_fmt_size(r['fp32_bytes'])} -> {_fmt_size(r['bytes'])} ({_ratio(r['bytes'], r['fp32_bytes'])}); "
-        f"tensor bytes {_ratio(r['weight_bytes'], r['fp32_weight_bytes'])}",
+        f"  file size: {_fmt_size(r['fp32_bytes'])} -> {_fmt_size(r['bytes'])} "
+        f"({_ratio(r['bytes'], r['fp32_bytes'])}); tensor bytes {_ratio(r['weight_bytes'], r['fp32_weight_bytes'])}",
         f"  non-zero parameters: {r['nonzero_params']:,} of {r['params']:,}",
         f"  CPU latency per sample, 1 thread, median of {args.repeats} interleaved timings:",
     ]

@@ -21,8 +21,16 @@ from pathlib import Path
 import torch
 
 from studio.deploy import measure
-from studio.deploy.variants import (DESCRIPTIONS, GRAPH_METHODS, LOADS_WITH, METHODS, ONNX_METHODS, RUNTIMES,
-                                    check_sparsity, make_variant)
+from studio.deploy.variants import (
+    DESCRIPTIONS,
+    GRAPH_METHODS,
+    LOADS_WITH,
+    METHODS,
+    ONNX_METHODS,
+    RUNTIMES,
+    check_sparsity,
+    make_variant,
+)
 from studio.errors import ExportError, StudioError
 
 CALIBRATION_BATCHES = 8   # training batches that calibrate the static int8 variants (user-chosen)
