@@ -29,8 +29,6 @@ import torch
 from studio.errors import ExportError
 
 INPUT_NAME = "x"
-# ONNX ops that carry weights: the ones static quantization should turn int8.
-WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU", "RNN", "Attention")
 LOADS_WITH = "onnxruntime + numpy (no torch, no studio): onnxruntime.InferenceSession(path).run(None, {'x': x})"
 
 
@@ -177,7 +175,7 @@ def quantize_int8_static(fp32: bytes, calibration, *, pre_process: bool = True) 
                           f"({stay}) have no int8 QDQ kernel in onnxruntime (it quantizes Conv, Gemm and "
                           "MatMul). The onnx-fp32 variant runs this model in onnxruntime unchanged")
     if left:
-        notes.append("these ops stay fp32 (onnxruntime has no int8 QDQ kernel for them): "
+        notes.append("these ops keep fp32 weights (onnxruntime's static quantization left them): "
                      + ", ".join(f"{op} x{n}" for op, n in sorted(left.items())))
     return quantized.SerializeToString(), notes
 
@@ -190,20 +188,22 @@ def _keep_ir_version(quantized, source) -> None:
 
 
 def _quantized_ops(proto) -> tuple[Counter, Counter]:
-    """(quantized, left fp32) counts of the weighted ops by type: an op is quantized when its weight input
-    comes from a DequantizeLinear."""
+    """(quantized, left fp32) counts of the weighted ops by type. A weighted op takes a weight as its second
+    input: a float initializer of 2 or more dims (left fp32), or the output of a DequantizeLinear
+    (quantized). Found from the file itself, so no list of op names can go stale."""
+    from onnx import TensorProto
+
     dequantized = {o for n in proto.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    initializers = {t.name for t in proto.graph.initializer}
+    weights = {t.name for t in proto.graph.initializer
+               if t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE) and len(t.dims) >= 2}
     done, left = Counter(), Counter()
     for n in proto.graph.node:
-        if n.op_type not in WEIGHTED_OPS:
+        second = n.input[1] if len(n.input) > 1 else ""
+        if n.op_type == "DequantizeLinear" or not second:
             continue
-        weights = [i for i in n.input[1:2] if i]
-        if not weights:
-            continue
-        if weights[0] in dequantized:
+        if second in dequantized:
             done[n.op_type] += 1
-        elif weights[0] in initializers or n.op_type in ("LSTM", "GRU", "RNN"):
+        elif second in weights:
             left[n.op_type] += 1
     return done, left
 
