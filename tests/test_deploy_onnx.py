@@ -334,3 +334,39 @@ torch.save(out, 'out.pt')
         torch.testing.assert_close(got["shrink-channels.pt2"], zeroed(x), **tol)
         for name in ("int8-weight.pt2", "int8-dynamic.pt2", "int8-static.pt2"):  # int8: the classes of fp32
             assert (got[name].argmax(-1) == model(x).argmax(-1)).float().mean() >= 0.75, name
+
+
+# ---- the verdict's rule, on rows made by hand -----------------------------------------------------------------
+
+def _row(method, metric, size, b1, b64):
+    from studio.deploy.report import VariantRow
+    from studio.deploy.variants import RUNTIMES
+
+    return VariantRow(method, "", metric_name="val_accuracy", metric=metric, bytes=size, latency_ms_batch1=b1,
+                      latency_ms_batch=b64, runtime=RUNTIMES[method])
+
+
+def _report(*rows):
+    from studio.deploy.report import DeployReport
+
+    return DeployReport("r", "val_accuracy", 64, 0.5, list(rows))
+
+
+def test_when_int8_cannot_pay_the_verdict_says_why_and_recommends_fp32_onnxruntime():
+    fp32 = _row("fp32", 0.90, 1000, 1.0, 0.5)
+    slow = _report(fp32, _row("onnx-fp32", 0.90, 950, 0.2, 0.1), _row("onnx-int8-static", 0.90, 260, 0.24, 0.1))
+    rec = recommend(slow)
+    assert rec.method == "onnx-fp32" and rec.labels["onnx-int8-static"] == "within budget"
+    assert rec.verdict.startswith("int8 does not pay for this model: at batch 1 it is 1.20x slower than fp32 "
+                                  "onnxruntime; at batch 64 it is no faster than fp32 onnxruntime")
+    assert "Ship onnx-fp32 (onnxruntime): 0.95x the fp32 file, 5.00x faster at batch 1" in rec.verdict
+
+    lossy = _report(fp32, _row("onnx-fp32", 0.90, 950, 0.2, 0.1), _row("onnx-int8-static", 0.885, 260, 0.1, 0.03))
+    rec = recommend(lossy, budget=1.0)
+    assert rec.method == "onnx-fp32" and rec.labels["onnx-int8-static"] == "over budget: -1.50 points"
+    assert "it loses 1.50 points, over the budget of 1" in rec.verdict
+    assert recommend(lossy, budget=2.0).method == "onnx-int8-static"  # a wider budget lets it in
+
+    # within 5 % of the fastest, the smaller file wins
+    tie = _report(fp32, _row("onnx-fp32", 0.90, 950, 0.2, 0.1), _row("onnx-int8-static", 0.90, 260, 0.205, 0.102))
+    assert recommend(tie).method == "onnx-int8-static"

@@ -95,16 +95,20 @@ def _x(a, b) -> str:
     return f"{b / a:.2f}x faster" if a <= b else f"{a / b:.2f}x slower"
 
 
+def _size(row, ref) -> str:
+    return f"{row.bytes / ref.bytes:.2f}x" if row.bytes and ref.bytes else "(size not measured)"
+
+
 def _verdict(pick, fp32, by: dict, budget: float) -> str:
     n = "batch"
     lost = loss_in_budget_units(pick, fp32)
-    head = (f"Ship {pick.method} ({pick.runtime}): {pick.bytes / fp32.bytes:.2f}x the fp32 file, "
+    head = (f"Ship {pick.method} ({pick.runtime}): {_size(pick, fp32)} the fp32 file, "
             f"{_x(pick.latency_ms_batch1, fp32.latency_ms_batch1)} at {n} 1 and "
             f"{_x(pick.latency_ms_batch, fp32.latency_ms_batch)} at {n} 64 than fp32 in PyTorch eager, "
-            f"{-lost:+.2f} {_unit(pick)} (budget {budget:g}).")
+            f"{-lost + 0.0:+.2f} {_unit(pick)} (budget {budget:g}).")
     ort32, ort8 = by.get("onnx-fp32"), by.get("onnx-int8-static")
     if pick.method == "onnx-int8-static" and ort32 is not None:
-        return head + (f" Against fp32 in onnxruntime: {pick.bytes / ort32.bytes:.2f}x the file, "
+        return head + (f" Against fp32 in onnxruntime: {_size(pick, ort32)} the file, "
                        f"{_x(pick.latency_ms_batch1, ort32.latency_ms_batch1)} at batch 1, "
                        f"{_x(pick.latency_ms_batch, ort32.latency_ms_batch)} at batch 64.")
     if ort8 is not None and pick.method != "onnx-int8-static" and ort32 is not None:
@@ -115,7 +119,8 @@ def _verdict(pick, fp32, by: dict, budget: float) -> str:
         for label, a, b in (("1", ort8.latency_ms_batch1, ort32.latency_ms_batch1),
                             ("64", ort8.latency_ms_batch, ort32.latency_ms_batch)):
             if a is not None and b is not None and a >= b:
-                why.append(f"at batch {label} it is {_x(a, b)} than fp32 onnxruntime")
+                what = f"{_x(a, b)} than" if a > b else "no faster than"
+                why.append(f"at batch {label} it is {what} fp32 onnxruntime")
         if why:
             head = (f"int8 does not pay for this model: {'; '.join(why)} (int8 kernels gain little on layers this "
                     f"small). " + head)
