@@ -1,9 +1,9 @@
-"""Deploy variants of the seed MLP (1024-256-128-64-5) and the padded seed CNN trained on `shapes`, every
-variant measured in the runtime it ships in by studio.deploy.deploy_report in one run: file size, tensor
+"""Deploy variants of the seed MLP (1024-256-128-64-5), the padded seed CNN and a 4x wider one trained on
+`shapes`, every variant measured in the runtime it ships in by studio.deploy.deploy_report in one run: file size, tensor
 bytes, accuracy change and latency at batch 1 and 64 (one thread, every variant timed in turn, medians
 of 15), as ratios to fp32 in PyTorch eager and, for int8 onnxruntime, to fp32 onnxruntime.
 
-    python -m bench.bench_deploy          # trains both in a temporary workspace through the real worker
+    python -m bench.bench_deploy          # trains them in a temporary workspace through the real worker
 
 Goals (issue 26): onnx-int8-static <= 0.3x the fp32 ONNX file, faster than fp32 onnxruntime by >= 2.5x at
 batch 64 on the MLP and >= 1.15x on the CNN, by >= 1.1x at batch 1 on both, <= 1 point lost.
@@ -21,7 +21,10 @@ import time
 
 GOAL_FILE, GOAL_POINTS, GOAL_B1 = 0.3, 1.0, 1.1
 GOAL_B64 = {"seed MLP": 2.5, "seed CNN": 1.15}
-MODELS = (("seed MLP", "mlp", 10), ("seed CNN", "seed_cnn_padded", 4))
+MODELS = (("seed MLP", "mlp", 10), ("seed CNN", "seed_cnn_padded", 4), ("wide CNN", "seed_cnn_padded", 2))
+# The wide CNN stands in for a ResNet-18-sized model until the Blocks/Pretrained issues bring one: the padded
+# seed CNN with 4x the channels (conv 128/256, fc 512), where int8 kernels should pay the most (no goal set).
+WIDEN = {"wide CNN": {"conv1": ("out_channels", 128), "conv2": ("out_channels", 256), "fc1": ("out_features", 512)}}
 FINETUNE_EPOCHS = 4
 SHRINK_GOALS = {"seed CNN": (0.5, 1.5, 1.0)}  # size <=, speed-up >=, points lost <=
 
@@ -39,7 +42,7 @@ def wait(run_id: str) -> None:
         raise SystemExit(f"run {run_id} did not train: {run.status} {run.error}")
 
 
-def train(template: str, epochs: int) -> str:
+def train(template: str, epochs: int, widen: dict | None = None) -> str:
     from studio.data import apply_dataset, get_info
     from studio.graph_edit import with_param
     from studio.runs import start_run
@@ -50,6 +53,8 @@ def train(template: str, epochs: int) -> str:
     graph = apply_dataset(load_template(template), info)
     out = next(n.id for n in graph.nodes if not any(e.source == n.id for e in graph.edges))
     graph = with_param(graph, out, "out_features", info.num_classes)  # the templates end in 10 classes
+    for node_id, (param, value) in (widen or {}).items():
+        graph = with_param(graph, node_id, param, value)
     run_id = start_run(graph, "shapes", TrainConfig(epochs=epochs, batch_size=64, probes=False, seed=0))
     wait(run_id)
     return run_id
@@ -66,7 +71,7 @@ def main() -> int:
     pairs, verdicts, refs, shrunk = [], [], [], []
     ok_all = True
     for label, template, epochs in MODELS:
-        run_id = train(template, epochs)
+        run_id = train(template, epochs, WIDEN.get(label))
         r = deploy_report(run_id, sparsity=0.5, repeats=15)
         fp32 = r.row("fp32")
         refs.append(f"{label}: fp32 val_accuracy {fp32.metric:.4f}, "
@@ -93,14 +98,16 @@ def main() -> int:
         pairs.append(f"| {label} | {file:.2f} | {o8.weight_bytes / o32.weight_bytes:.2f} | {b1:.2f} | {b64:.2f} | "
                      f"{points:+.2f} |")
         checks = [(f"{label} int8 ONNX file x fp32 ONNX", file, f"<= {GOAL_FILE}", file <= GOAL_FILE, "x"),
-                  (f"{label} int8 speed-up over fp32 onnxruntime @64", b64, f">= {GOAL_B64[label]}",
-                   b64 >= GOAL_B64[label], "x"),
+                  (f"{label} int8 speed-up over fp32 onnxruntime @64", b64, f">= {GOAL_B64.get(label, 1.0)}",
+                   b64 >= GOAL_B64.get(label, 1.0), "x"),
                   (f"{label} int8 speed-up over fp32 onnxruntime @1", b1, f">= {GOAL_B1}", b1 >= GOAL_B1, "x"),
                   (f"{label} int8 accuracy change", points, f">= -{GOAL_POINTS} points", points >= -GOAL_POINTS, "")]
         for name, value, goal, ok, unit in checks:
             report(name, value, goal, ok, unit)
             ok_all &= ok
         verdicts.append(f"{label}: {recommend(r).verdict}")
+        if label in WIDEN:
+            continue  # measured for int8 only: fine-tuning it is the slowest part of the run
         shrunk.append(finetuned_shrink(label, run_id, fp32))
         if label in SHRINK_GOALS:
             size_goal, speed_goal, points_goal = SHRINK_GOALS[label]
