@@ -51,7 +51,8 @@ methods = controls[1].multiselect("Variants", [m for m in METHODS if m != "fp32"
                                   format_func=lambda m: m, help="\n".join(f"- {m}: {DESCRIPTIONS[m]}" for m in METHODS))
 sparsity = controls[2].number_input("Sparsity", 0.05, 0.95, 0.5, 0.05, key=K + "sparsity",
                                     help="prune: the fraction of Conv/Linear weights zeroed; prune-channels: the "
-                                         "fraction of output channels")
+                                         "fraction of output channels zeroed; shrink-channels: the same channels "
+                                         "removed")
 calibration = controls[3].number_input("Calibration batches", 1, MAX_CALIBRATION_BATCHES, CALIBRATION_BATCHES, 1,
                                       key=K + "calibration",
                                       help="int8-static and onnx-int8-static: how many batches of the run's "
