@@ -370,3 +370,36 @@ def test_when_int8_cannot_pay_the_verdict_says_why_and_recommends_fp32_onnxrunti
     # within 5 % of the fastest, the smaller file wins
     tie = _report(fp32, _row("onnx-fp32", 0.90, 950, 0.2, 0.1), _row("onnx-int8-static", 0.90, 260, 0.205, 0.102))
     assert recommend(tie).method == "onnx-int8-static"
+
+
+def test_a_quantized_file_stamped_with_onnx_newest_ir_version_is_brought_back_to_what_onnxruntime_reads(
+        monkeypatch):
+    """The trap: onnx 1.23 stamps a model it rebuilds with IR 14, which onnxruntime 1.31 refuses to load."""
+    import onnx
+    import onnxruntime.quantization as ortq
+
+    from studio.compile import compile_graph
+
+    model = compile_graph(parse_graph(chain(("input", "Input", {"shape": [6]}), ("fc1", "Linear", {"out_features": 8}),
+                                            ("relu", "ReLU", {}), ("fc2", "Linear", {"out_features": 3}))),
+                          seed=0).eval()
+    fp32 = onnxrt.fp32_onnx(model)
+    stamped = onnx.load_from_string(fp32)
+    stamped.ir_version = onnx.IR_VERSION
+    with pytest.raises(Exception, match="could not load this model"):
+        onnxrt.session(stamped.SerializeToString())  # the trap is real with these versions
+
+    real = ortq.quantize_static
+
+    def stamping(model_input, model_output, *args, **kwargs):
+        real(model_input, model_output, *args, **kwargs)
+        proto = onnx.load(model_output)
+        proto.ir_version = onnx.IR_VERSION
+        onnx.save(proto, model_output)
+
+    monkeypatch.setattr(ortq, "quantize_static", stamping)
+    data, _ = onnxrt.quantize_int8_static(fp32, [torch.rand(16, 6)])
+    assert onnx.load_from_string(data).ir_version == onnx.load_from_string(fp32).ir_version < onnx.IR_VERSION
+    x = torch.rand(4, 6)
+    with torch.no_grad():  # int8 of a 6-8-3 MLP: within a few quantization steps of fp32
+        torch.testing.assert_close(onnxrt.OrtModel(data)(x), model(x), rtol=0, atol=0.05)
