@@ -370,6 +370,9 @@ def test_when_int8_cannot_pay_the_verdict_says_why_and_recommends_fp32_onnxrunti
     # within 5 % of the fastest, the smaller file wins
     tie = _report(fp32, _row("onnx-fp32", 0.90, 950, 0.2, 0.1), _row("onnx-int8-static", 0.90, 260, 0.205, 0.102))
     assert recommend(tie).method == "onnx-int8-static"
+    # nothing faster within the budget: keep fp32, said as such
+    alone = recommend(_report(fp32, _row("prune", 0.90, 1000, 1.01, 0.51)))
+    assert alone.method == "fp32" and alone.verdict.startswith("Keep fp32 (PyTorch eager): no variant measured here")
 
 
 def test_a_quantized_file_stamped_with_onnx_newest_ir_version_is_brought_back_to_what_onnxruntime_reads(

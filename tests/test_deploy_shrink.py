@@ -79,7 +79,7 @@ def test_a_graph_with_nothing_to_shrink_says_why():
         shrink_channels(graph, compile_graph(graph, seed=0), 1.5)
 
 
-def test_a_prune_channels_fine_tune_shrinks_to_the_same_function_and_is_measured_like_any_variant(monkeypatch,
+def test_a_prune_channels_fine_tune_shrinks_to_the_same_function_and_is_measured_like_any_variant(monkeypatch, capsys,
                                                                                                    tmp_path):
     """The pruned fine-tuning path holds the channels at zero; shrinking the child run removes exactly them."""
     from studio.deploy import deploy_report
@@ -111,3 +111,15 @@ def test_a_prune_channels_fine_tune_shrinks_to_the_same_function_and_is_measured
     assert small.params < 0.4 * zeroed.params and small.bytes < 0.5 * zeroed.bytes
     fc1 = next(n for n in small.graph["nodes"] if n["id"] == "fc1")
     assert fc1["params"]["out_features"] == 128 and small.state_dict is not None
+
+    # the CLI writes the smaller program and, beside it, the graph it belongs to
+    import json
+
+    from studio.__main__ import main
+    from studio.graph import load_graph
+
+    assert main(["compress", child, "--method", "shrink-channels", "--repeats", "1", "-o", str(tmp_path / "s.pt2"),
+                 "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert figures["metric"] == small.metric and figures["graph"] == str(tmp_path / "s.graph.json")
+    assert load_graph(tmp_path / "s.graph.json").to_dict() == small.graph

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
-COMPRESS_METHODS = ("int8-weight", "int8-dynamic", "int8-static", "prune", "prune-channels", "fp32")
+COMPRESS_METHODS = ("int8-weight", "int8-dynamic", "int8-static", "prune", "prune-channels", "shrink-channels", "fp32")
 
 
 def add_compress_parser(sub) -> None:
@@ -69,6 +69,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
         lines.append(f"  note: {note}")
     lines.append(f"  verdict (budget {r['recommendation']['budget']:g}): {r['recommendation']['verdict']}")
     lines.append(f"  wrote {r['path']} (loads with {r['loads_with']})")
+    if r.get("graph"):
+        lines.append(f"  wrote {r['graph']} (the smaller graph: open it in Build, or train and export it)")
     if r.get("predict_script"):
         lines.append(f"  wrote {r['predict_script']} (python predict.py [inputs.npy])")
     print("\n".join(lines))

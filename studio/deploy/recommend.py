@@ -102,6 +102,9 @@ def _size(row, ref) -> str:
 def _verdict(pick, fp32, by: dict, budget: float) -> str:
     n = "batch"
     lost = loss_in_budget_units(pick, fp32)
+    if pick is fp32:
+        return (f"Keep fp32 ({fp32.runtime}): no variant measured here is faster within the budget of {budget:g} "
+                f"{_unit(fp32)}; measure onnx-fp32 and onnx-int8-static too.")
     head = (f"Ship {pick.method} ({pick.runtime}): {_size(pick, fp32)} the fp32 file, "
             f"{_x(pick.latency_ms_batch1, fp32.latency_ms_batch1)} at {n} 1 and "
             f"{_x(pick.latency_ms_batch, fp32.latency_ms_batch)} at {n} 64 than fp32 in PyTorch eager, "

@@ -290,6 +290,12 @@ def compress(run_id: str, method: str, path: str | Path, *, sparsity: float = 0.
                "rows": [r.summary() for r in report.rows]}
     rec = recommend(report, DEFAULT_BUDGET if budget is None else budget)
     figures["recommendation"] = rec.to_dict()
+    if row.graph is not None:  # shrink-channels: the smaller graph its program and weights belong to
+        import json
+
+        graph_path = path.with_name(f"{path.stem}.graph.json")
+        atomic_write_text(graph_path, json.dumps(row.graph, indent=2))
+        figures["graph"] = str(graph_path.resolve())
     if fmt == "onnx":
         from studio.deploy.predict_script import predict_script
 
