@@ -28,6 +28,7 @@ from studio.deploy.variants import (
     METHODS,
     ONNX_METHODS,
     RUNTIMES,
+    SHRUNK_ONNX,
     check_sparsity,
     make_variant,
 )
@@ -113,7 +114,7 @@ def deploy_report(run_id: str, methods=METHODS, *, sparsity: float = 0.5, which:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ExportError(f"unknown method {unknown[0]!r}; use one of {', '.join(METHODS)}")
-    if any(m.startswith(("prune", "shrink")) for m in methods):
+    if any(m.startswith(("prune", "shrink")) or m in SHRUNK_ONNX for m in methods):
         check_sparsity(sparsity)
     check_calibration_batches(calibration_batches)
     run = load_run(run_id, workspace)
@@ -135,7 +136,12 @@ def deploy_report(run_id: str, methods=METHODS, *, sparsity: float = 0.5, which:
         rows.append(row)
         if method in ONNX_METHODS:
             try:
-                modules[method] = _measure_onnx(row, model, calibration, dataset, onnx_files)
+                if method in SHRUNK_ONNX:  # the smaller graph of shrink-channels, int8 in onnxruntime
+                    shrunk = _shrunk(run.graph, model, sparsity)
+                    modules[method] = _measure_onnx(row, shrunk.module, "shrunk", calibration, dataset, onnx_files)
+                    row.notes = shrunk.notes + row.notes
+                else:
+                    modules[method] = _measure_onnx(row, model, "fp32", calibration, dataset, onnx_files)
             except StudioError as e:
                 row.ok, row.message = False, str(e)
             continue
@@ -200,22 +206,22 @@ def calibration_inputs(dataset, batch_size: int, n: int) -> list[torch.Tensor]:
     return [x for x, _ in _take(dataset.batches("train", batch_size, shuffle=False, generator=None), n)]
 
 
-def _measure_onnx(row: VariantRow, model, calibration, dataset, files: dict):
-    """Fill `row` for an onnxruntime variant and return its session (an OrtModel) for the timing loop.
-    The fp32 ONNX file is exported once and shared by both onnxruntime rows."""
+def _measure_onnx(row: VariantRow, model, key: str, calibration, dataset, files: dict):
+    """Fill `row` for an onnxruntime variant of `model` and return its session (an OrtModel) for the timing
+    loop. Each model's fp32 ONNX file is exported once (files[key]) and shared by the rows that need it."""
     from studio.deploy import onnxrt
 
-    if "fp32" not in files:
+    if key not in files:
         try:
-            files["fp32"] = onnxrt.fp32_onnx(model)
+            files[key] = onnxrt.fp32_onnx(model)
         except StudioError as e:
-            files["fp32"] = e
-    if isinstance(files["fp32"], StudioError):
-        raise files["fp32"]
+            files[key] = e
+    if isinstance(files[key], StudioError):
+        raise files[key]
     if row.method == "onnx-fp32":
-        data = files["fp32"]
+        data = files[key]
     else:
-        data, row.notes = onnxrt.quantize_int8_static(files["fp32"], calibration)
+        data, row.notes = onnxrt.quantize_int8_static(files[key], calibration)
     runner = onnxrt.OrtModel(data)
     metrics = measure.evaluate(runner, dataset)
     row.metric, row.loss = metrics.get(row.metric_name), metrics.get("val_loss")

@@ -14,6 +14,7 @@ which node stops it and what to use instead.
     prune-channels  L2 structured pruning of output channels of every Conv/Linear but the output layer.
     shrink-channels the same channels removed: a smaller dense graph (studio.deploy.shrink).
     onnx-fp32, onnx-int8-static   the model in onnxruntime, fp32 and int8 static QDQ (studio.deploy.onnxrt).
+    onnx-int8-shrunk  shrink-channels' smaller graph, int8 static QDQ in onnxruntime.
 
 The torchao and PT2E int8 variants run in PyTorch eager mode, where int8 is emulated by quantize /
 dequantize ops and tensor-subclass dispatch, not int8 kernels: they are smaller but slower than fp32,
@@ -38,12 +39,13 @@ from studio.training import pruning
 from studio.training.pruning import check_sparsity, prunable  # noqa: F401  (part of this module's API)
 
 METHODS = ("fp32", "int8-weight", "int8-dynamic", "int8-static", "prune", "prune-channels", "shrink-channels",
-           "onnx-fp32", "onnx-int8-static")
+           "onnx-fp32", "onnx-int8-static", "onnx-int8-shrunk")
 GRAPH_METHODS = ("shrink-channels",)  # built from the run's graph document, not only its module (shrink.py)
-ONNX_METHODS = ("onnx-fp32", "onnx-int8-static")
+ONNX_METHODS = ("onnx-fp32", "onnx-int8-static", "onnx-int8-shrunk")
+SHRUNK_ONNX = ("onnx-int8-shrunk",)  # shrink-channels' smaller graph, then int8 in onnxruntime
 EAGER_INT8 = ("int8-weight", "int8-dynamic", "int8-static")  # int8 emulated in eager PyTorch: slower than fp32
 # Where each variant runs when measured (and where its download is meant to run).
-RUNTIMES = {m: "PyTorch eager" for m in METHODS} | {"onnx-fp32": "onnxruntime", "onnx-int8-static": "onnxruntime"}
+RUNTIMES = {m: "onnxruntime" if m in ONNX_METHODS else "PyTorch eager" for m in METHODS}
 # What each download needs to load, exactly (tests/test_deploy_downloads.py loads each with only that).
 PT2_TORCH = "torch only (no studio): torch.export.load(path).module()(x)"
 PT2_TORCHAO = ("torch + torchao installed: torch.export.load(path).module()(x) imports torchao by itself for the "
@@ -56,7 +58,7 @@ LOADS_WITH = {m: PT2_TORCH for m in METHODS} | {
     "onnx-fp32": "onnxruntime + numpy (no torch): onnxruntime.InferenceSession(path).run(None, {'x': x}); "
                  "predict.py shows how",
 }
-LOADS_WITH["onnx-int8-static"] = LOADS_WITH["onnx-fp32"]
+LOADS_WITH["onnx-int8-static"] = LOADS_WITH["onnx-int8-shrunk"] = LOADS_WITH["onnx-fp32"]
 SHRUNK_STATE_DICT_LOADS_WITH = ("torch + the shrunk graph's model (open its graph in Build, or its exported code): "
                                 "model.load_state_dict(torch.load(path, weights_only=True))")
 STATE_DICT_LOADS_WITH = ("torch + this graph's model (the studio, or the graph's exported code): "
@@ -74,6 +76,7 @@ DESCRIPTIONS = {
     "onnx-fp32": "the trained weights as ONNX, run by onnxruntime (one thread)",
     "onnx-int8-static": "onnxruntime static int8 (QDQ): weights int8 per channel, activations calibrated on "
                         "training batches",
+    "onnx-int8-shrunk": "shrink-channels' smaller graph, then onnxruntime static int8 (QDQ) like onnx-int8-static",
 }
 
 
