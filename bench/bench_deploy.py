@@ -142,9 +142,14 @@ def finetuned_shrink(label: str, parent: str, parent_fp32) -> tuple:
 
     child = start_finetune(parent, "prune-channels", 0.5, epochs=FINETUNE_EPOCHS)
     wait(child)
-    r = deploy_report(child, ["shrink-channels"], sparsity=0.5, repeats=15)
-    same_arch, small = r.row("fp32"), r.row("shrink-channels")
+    r = deploy_report(child, ["shrink-channels", "onnx-int8-shrunk"], sparsity=0.5, repeats=15)
+    same_arch, small, q = r.row("fp32"), r.row("shrink-channels"), r.row("onnx-int8-shrunk")
     print(f"{label} fine-tuned ({FINETUNE_EPOCHS} epochs) then shrunk: {small.notes[0]}", flush=True)
+    if q.ok:
+        print(f"| {label} | fine-tuned onnx-int8-shrunk | file x fp32 {q.bytes / same_arch.bytes:.2f} | "
+              f"speed-up @1 {same_arch.latency_ms_batch1 / q.latency_ms_batch1:.2f} | "
+              f"@64 {same_arch.latency_ms_batch / q.latency_ms_batch:.2f} | "
+              f"{(q.metric - parent_fp32.metric) * 100:+.2f} points vs the parent's fp32 |", flush=True)
     return (label, small.bytes / same_arch.bytes, same_arch.latency_ms_batch1 / small.latency_ms_batch1,
             same_arch.latency_ms_batch / small.latency_ms_batch, (small.metric - parent_fp32.metric) * 100)
 
