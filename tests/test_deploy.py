@@ -30,7 +30,10 @@ from studio.training import TrainConfig
 ROOT = Path(__file__).resolve().parents[1]
 DEADLINE_S = 180
 COMPRESS_KEYS = {"run_id", "method", "metric_name", "fp32_metric", "metric", "fp32_bytes", "bytes",
-                 "nonzero_params", "params", "latency_ms_batch1", "fp32_latency_ms_batch1", "path"}
+                 "nonzero_params", "params", "latency_ms_batch1", "fp32_latency_ms_batch1", "path",
+                 "variant", "format", "runtime", "delta", "fp32_weight_bytes", "weight_bytes", "latency_batch",
+                 "latency_ms_batch", "fp32_latency_ms_batch", "threads", "calibration_batches", "loads_with", "notes",
+                 "rows", "recommendation"}
 
 
 def digits_mlp():

@@ -84,12 +84,12 @@ def weight_counts(module: nn.Module) -> tuple[int, int]:
 
 
 def latency(modules: dict[str, nn.Module], inputs: dict[int, torch.Tensor], *, repeats: int = 15,
-            min_seconds: float = 0.002) -> dict[str, dict[int, float]]:
+            min_seconds: float = 0.01) -> dict[str, dict[int, float]]:
     """{name: {batch_size: median milliseconds per sample}} for every module at every input batch, on one
-    CPU thread.
+    CPU thread (onnxruntime models: sessions made with one thread, timed through their `runner`).
 
-    Each timing runs the module `inner` times (enough for `min_seconds` on the first module, at least
-    once); the modules take turns within each repeat.
+    Each timing runs a module `inner` times (enough for about `min_seconds`, at least once, at most 200);
+    the modules take turns within each repeat, so a busy machine slows them all alike.
     """
     out: dict[str, dict[int, list[float]]] = {name: {b: [] for b in inputs} for name in modules}
     threads = torch.get_num_threads()
@@ -101,22 +101,29 @@ def latency(modules: dict[str, nn.Module], inputs: dict[int, torch.Tensor], *, r
     return {name: {b: statistics.median(v) for b, v in per.items()} for name, per in out.items()}
 
 
+def _call(m, x):
+    """The timed call: a module on `x`, or an onnxruntime model's own `runner(x)` (its input converted once,
+    outside the timing)."""
+    runner = getattr(m, "runner", None)
+    return runner(x) if runner is not None else (lambda: m(x))
+
+
 def _time_all(modules, inputs, out, repeats: int, min_seconds: float) -> None:
     with torch.no_grad():
-        inner: dict[int, int] = {}
-        for b, x in inputs.items():
-            for m in modules.values():  # warm up: first calls allocate and pick kernels
-                m(x)
-                m(x)
-            first = next(iter(modules.values()))
-            t0 = time.perf_counter()
-            first(x)
-            one = max(time.perf_counter() - t0, 1e-6)
-            inner[b] = max(1, min(50, int(min_seconds / one)))
+        inner: dict[str, dict[int, int]] = {name: {} for name in modules}
+        calls = {name: {b: _call(m, x) for b, x in inputs.items()} for name, m in modules.items()}
+        for b in inputs:
+            for name, per in calls.items():
+                per[b]()  # warm up: first calls allocate and pick kernels
+                t0 = time.perf_counter()
+                per[b]()
+                one = max(time.perf_counter() - t0, 1e-6)
+                inner[name][b] = max(1, min(200, int(min_seconds / one)))  # each timing spans ~min_seconds
         for _ in range(repeats):
-            for b, x in inputs.items():
-                for name, m in modules.items():
+            for b in inputs:
+                for name, per in calls.items():
+                    call, n = per[b], inner[name][b]
                     t0 = time.perf_counter()
-                    for _ in range(inner[b]):
-                        m(x)
-                    out[name][b].append((time.perf_counter() - t0) / inner[b] / b * 1000.0)
+                    for _ in range(n):
+                        call()
+                    out[name][b].append((time.perf_counter() - t0) / n / b * 1000.0)

@@ -12,6 +12,13 @@ which node stops it and what to use instead.
                     torchao's X86InductorQuantizer: Conv and Linear weights and activations int8.
     prune           global L1 unstructured pruning of every Conv/Linear weight at `sparsity`.
     prune-channels  L2 structured pruning of output channels of every Conv/Linear but the output layer.
+    shrink-channels the same channels removed: a smaller dense graph (studio.deploy.shrink).
+    onnx-fp32, onnx-int8-static   the model in onnxruntime, fp32 and int8 static QDQ (studio.deploy.onnxrt).
+    onnx-int8-shrunk  shrink-channels' smaller graph, int8 static QDQ in onnxruntime.
+
+The torchao and PT2E int8 variants run in PyTorch eager mode, where int8 is emulated by quantize /
+dequantize ops and tensor-subclass dispatch, not int8 kernels: they are smaller but slower than fp32,
+and the table says so (EAGER_INT8). The int8 that runs fast on a CPU is onnx-int8-static.
 
 `torch.ao.quantization` is deprecated in this PyTorch and is not used.
 """
@@ -31,7 +38,31 @@ from studio.layers import REGISTRY
 from studio.training import pruning
 from studio.training.pruning import check_sparsity, prunable  # noqa: F401  (part of this module's API)
 
-METHODS = ("fp32", "int8-weight", "int8-dynamic", "int8-static", "prune", "prune-channels")
+METHODS = ("fp32", "int8-weight", "int8-dynamic", "int8-static", "prune", "prune-channels", "shrink-channels",
+           "onnx-fp32", "onnx-int8-static", "onnx-int8-shrunk")
+GRAPH_METHODS = ("shrink-channels",)  # built from the run's graph document, not only its module (shrink.py)
+ONNX_METHODS = ("onnx-fp32", "onnx-int8-static", "onnx-int8-shrunk")
+SHRUNK_ONNX = ("onnx-int8-shrunk",)  # shrink-channels' smaller graph, then int8 in onnxruntime
+EAGER_INT8 = ("int8-weight", "int8-dynamic", "int8-static")  # int8 emulated in eager PyTorch: slower than fp32
+# Where each variant runs when measured (and where its download is meant to run).
+RUNTIMES = {m: "onnxruntime" if m in ONNX_METHODS else "PyTorch eager" for m in METHODS}
+# What each download needs to load, exactly (tests/test_deploy_downloads.py loads each with only that).
+PT2_TORCH = "torch only (no studio): torch.export.load(path).module()(x)"
+PT2_TORCHAO = ("torch + torchao installed: torch.export.load(path).module()(x) imports torchao by itself for the "
+               "torchao ops the program calls")
+LOADS_WITH = {m: PT2_TORCH for m in METHODS} | {
+    "int8-weight": PT2_TORCHAO,
+    "int8-dynamic": PT2_TORCHAO,
+    "int8-static": "torch + torchao: `import torchao` before torch.export.load(path) (it registers the "
+                   "quantized_decomposed ops the program calls; plain torch fails to deserialize it)",
+    "onnx-fp32": "onnxruntime + numpy (no torch): onnxruntime.InferenceSession(path).run(None, {'x': x}); "
+                 "predict.py shows how",
+}
+LOADS_WITH["onnx-int8-static"] = LOADS_WITH["onnx-int8-shrunk"] = LOADS_WITH["onnx-fp32"]
+SHRUNK_STATE_DICT_LOADS_WITH = ("torch + the shrunk graph's model (open its graph in Build, or its exported code): "
+                                "model.load_state_dict(torch.load(path, weights_only=True))")
+STATE_DICT_LOADS_WITH = ("torch + this graph's model (the studio, or the graph's exported code): "
+                         "model.load_state_dict(torch.load(path, weights_only=True))")
 QUANT_TYPES = (nn.Linear,)
 # What each method quantizes or prunes, in words, for the table.
 DESCRIPTIONS = {
@@ -41,6 +72,11 @@ DESCRIPTIONS = {
     "int8-static": "Conv/Linear weights and activations int8, calibrated on training batches (PT2E)",
     "prune": "global L1 unstructured pruning of Conv/Linear weights",
     "prune-channels": "L2 structured pruning of output channels (all Conv/Linear but the output layer)",
+    "shrink-channels": "prune-channels with the pruned channels removed: a smaller dense graph (open it in Build)",
+    "onnx-fp32": "the trained weights as ONNX, run by onnxruntime (one thread)",
+    "onnx-int8-static": "onnxruntime static int8 (QDQ): weights int8 per channel, activations calibrated on "
+                        "training batches",
+    "onnx-int8-shrunk": "shrink-channels' smaller graph, then onnxruntime static int8 (QDQ) like onnx-int8-static",
 }
 
 
@@ -50,6 +86,7 @@ class Variant:
     module: nn.Module
     notes: list[str] = field(default_factory=list)
     state_dict_ok: bool = True   # loads into the studio graph's model (fp32 and pruned variants)
+    graph_doc: dict | None = None  # shrink-channels: the smaller graph its state dict loads into
 
 
 def make_variant(model: nn.Module, method: str, *, sparsity: float = 0.5, calibration=None,
@@ -58,6 +95,12 @@ def make_variant(model: nn.Module, method: str, *, sparsity: float = 0.5, calibr
     (int8-static); `example`: one input batch for torch.export (int8-static)."""
     if method not in METHODS:
         raise ExportError(f"method {method!r} is not known; use one of {', '.join(METHODS)}")
+    if method in ONNX_METHODS:
+        raise ExportError(f"{method} runs in onnxruntime, not as a PyTorch module: use studio.deploy.onnxrt "
+                          "(deploy_report measures it)")
+    if method in GRAPH_METHODS:
+        raise ExportError(f"{method} makes a new graph: use studio.deploy.shrink.shrink_channels(graph, model, "
+                          "sparsity) (deploy_report measures it)")
     if method.startswith("prune"):
         check_sparsity(sparsity)
     base = copy.deepcopy(model).eval()

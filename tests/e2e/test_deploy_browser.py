@@ -45,6 +45,11 @@ def test_deploy_page_measures_and_offers_downloads(studio_server, run_id, page):
     page.get_by_text("Downloads", exact=True).wait_for(timeout=240_000)
     wait_idle(page, timeout=120)
     assert page.get_by_text("Measuring failed").count() == 0
+    # the verdict comes first: a recommendation within the default 1-point budget, above the table
+    verdict = page.get_by_text("(budget 1)", exact=False).first
+    verdict.wait_for(timeout=60_000)
+    table = page.locator('[data-testid="stDataFrame"], [data-testid="stDataFrameResizable"]').first
+    assert verdict.bounding_box()["y"] < table.bounding_box()["y"]
     page.locator('[data-testid="stDataFrame"], [data-testid="stDataFrameResizable"]').first.wait_for(
         state="attached", timeout=60_000)
     chart = page.locator(".js-plotly-plot").first
@@ -53,6 +58,8 @@ def test_deploy_page_measures_and_offers_downloads(studio_server, run_id, page):
     assert page.locator(".js-plotly-plot").count() == 1
     buttons = page.locator('[data-testid="stDownloadButton"] button').all_inner_texts()
     assert any("int8-weight.pt2" in b for b in buttons) and any("prune state dict" in b for b in buttons)
+    assert any("onnx-int8-static.onnx" in b for b in buttons)
+    assert any("onnx-int8-static predict.py" in b for b in buttons)
     page.locator('[data-testid="stDownloadButton"] button').first.wait_for(timeout=60_000)
     page.wait_for_timeout(3000)
     screenshot(page, "deploy_01_table")
