@@ -118,12 +118,26 @@ class DivergenceGuard(Callback):
 
 
 class StopRequest(Callback):
-    """Ends the run as `stopped` when the stop file appears (written by `stop_run`); polled every step."""
+    """Ends the run as `stopped` when the stop file appears (written by `stop_run`).
 
-    def __init__(self, path: str | Path):
-        self.path = str(path)
+    The file is looked at every step with `poll_seconds=0`; otherwise at the first step, then once
+    `poll_seconds` have passed since the last look (a stat is microseconds a step, a clock read is
+    tens of nanoseconds), and at once at a step where a callback before this one set
+    `trainer.stop_check_due` (the test gate does after a hold). A stop then ends the run within one
+    step's time plus `poll_seconds`.
+    """
+
+    def __init__(self, path: str | Path, *, poll_seconds: float = 0.0):
+        self.path, self.poll_seconds = str(path), poll_seconds
+        self._next_look = -math.inf
 
     def on_step_end(self, trainer: Trainer) -> None:
+        if self.poll_seconds > 0:
+            now = time.monotonic()
+            if now < self._next_look and not trainer.stop_check_due:
+                return
+            self._next_look = now + self.poll_seconds
+        trainer.stop_check_due = False
         if trainer.state.stop_reason is None and os.path.exists(self.path):
             trainer.state.stop_reason = "stopped"
             trainer.state.message = f"stopped on request at step {trainer.state.step}"
