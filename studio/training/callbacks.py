@@ -24,6 +24,8 @@ from studio.graph import atomic_write_bytes
 from studio.training.loop import Callback, Trainer
 
 CHECKPOINT_FORMAT = "studio.checkpoint/1"
+TRAIN_KEYS = ("train_loss", "lr", "samples_per_sec")  # a step's metric row, in this order
+TRAIN_KEYS_CLIPPED = (*TRAIN_KEYS, "grad_norm")  # with grad_clip > 0
 
 
 class MetricLogger(Callback):
@@ -54,14 +56,24 @@ class MetricLogger(Callback):
 
     def on_step_end(self, trainer: Trainer) -> None:
         s = trainer.state
-        row = {"train_loss": s.loss, "lr": s.lr, "samples_per_sec": s.samples_per_sec}
-        if s.grad_norm is not None:
-            row["grad_norm"] = s.grad_norm
-        self.writer.log(s.step, s.epoch, "train", row)
+        if s.grad_norm is None:
+            self._log_values(s.step, s.epoch, "train", TRAIN_KEYS, (s.loss, s.lr, s.samples_per_sec))
+        else:
+            self._log_values(s.step, s.epoch, "train", TRAIN_KEYS_CLIPPED,
+                             (s.loss, s.lr, s.samples_per_sec, s.grad_norm))
         self.writer.end_step(s.step)
         if s.eval_due:  # evaluations are rare and awaited: show them at once
             self.writer.flush()
-        self._drain_notes(trainer)
+        if trainer.notes:
+            self._drain_notes(trainer)
+
+    def _log_values(self, step: int, epoch: int, split: str, keys: tuple, values: tuple) -> None:
+        """One step's row: the writer's `log_values` (one append, DeferredMetricWriter) where it has one."""
+        log_values = getattr(self.writer, "log_values", None)
+        if log_values is not None:
+            log_values(step, epoch, split, keys, values)
+        else:
+            self.writer.log(step, epoch, split, dict(zip(keys, values, strict=True)))
 
     def on_train_end(self, trainer: Trainer) -> None:
         self.writer.close()

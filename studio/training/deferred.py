@@ -53,6 +53,11 @@ class DeferredMetricWriter(MetricWriter):
         for k, v in metrics.items():
             self._rows.append((step, epoch, split, k, v if not isinstance(v, (int, float)) else float(v), now))
 
+    def log_values(self, step: int, epoch: int, split: str, keys: tuple, values: tuple) -> None:
+        """`log(step, epoch, split, dict(zip(keys, values)))` as one append (a training step's row): the
+        entry holds the key and value tuples and is spread into rows when it is flushed."""
+        self._rows.append((step, epoch, split, keys, values, time.time()))
+
     def flush(self, *, everything: bool = False) -> None:
         """Read the buffered values of complete steps (one transfer) and queue them for the commit thread."""
         self._raise_commit_error()
@@ -62,6 +67,7 @@ class DeferredMetricWriter(MetricWriter):
             ready = [r for r in self._rows if r[0] <= self._complete_upto]
             self._rows = [r for r in self._rows if r[0] > self._complete_upto]
         if ready:
+            ready = _spread(ready)
             values = read_scalars([r[4] for r in ready])
             ready = [(*r[:4], value, r[5]) for r, value in zip(ready, values, strict=True)]
             self._queue.put(ready)
@@ -99,6 +105,21 @@ class DeferredMetricWriter(MetricWriter):
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+
+
+def _spread(entries: list[tuple]) -> list[tuple]:
+    """Rows (step, epoch, split, key, value, wall) of buffered entries, `log_values`' packed ones spread
+    out key by key in their order."""
+    rows = []
+    for entry in entries:
+        keys = entry[3]
+        if isinstance(keys, tuple):
+            step, epoch, split, _, values, wall = entry
+            rows.extend((step, epoch, split, k, v if not isinstance(v, int) else float(v), wall)
+                        for k, v in zip(keys, values, strict=True))
+        else:
+            rows.append(entry)
+    return rows
 
 
 __all__ = ["DeferredMetricWriter", "read_scalars"]
