@@ -36,6 +36,8 @@ class MetricLogger(Callback):
         self.writer, self.log = writer, log or (lambda msg, level="info": None)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.store, self.run_id = store, run_id
+        # A step's row in one append where the writer can (DeferredMetricWriter.log_values)
+        self._log_values = getattr(writer, "log_values", None) or self._log_dict
 
     def on_train_start(self, trainer: Trainer) -> None:
         s = trainer.state
@@ -67,13 +69,9 @@ class MetricLogger(Callback):
         if trainer.notes:
             self._drain_notes(trainer)
 
-    def _log_values(self, step: int, epoch: int, split: str, keys: tuple, values: tuple) -> None:
-        """One step's row: the writer's `log_values` (one append, DeferredMetricWriter) where it has one."""
-        log_values = getattr(self.writer, "log_values", None)
-        if log_values is not None:
-            log_values(step, epoch, split, keys, values)
-        else:
-            self.writer.log(step, epoch, split, dict(zip(keys, values, strict=True)))
+    def _log_dict(self, step: int, epoch: int, split: str, keys: tuple, values: tuple) -> None:
+        """`log_values` for a writer without it (a MetricWriter): the row as a dict."""
+        self.writer.log(step, epoch, split, dict(zip(keys, values, strict=True)))
 
     def on_train_end(self, trainer: Trainer) -> None:
         self.writer.close()
@@ -149,7 +147,7 @@ class StopRequest(Callback):
             if now < self._next_look and not trainer.stop_check_due:
                 return
             self._next_look = now + self.poll_seconds
-        trainer.stop_check_due = False
+            trainer.stop_check_due = False
         if trainer.state.stop_reason is None and os.path.exists(self.path):
             trainer.state.stop_reason = "stopped"
             trainer.state.message = f"stopped on request at step {trainer.state.step}"

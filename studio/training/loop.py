@@ -260,7 +260,7 @@ class Trainer:
         if groups[0]["lr"] != s.lr:  # a constant rate is set once, not every step
             for group in groups:
                 group["lr"] = s.lr
-        if not self.model.training or any(m.training for m in self.frozen_modules):
+        if not self.model.training or (self.frozen_modules and any(m.training for m in self.frozen_modules)):
             # Module.train() walks every submodule (microseconds a step): only after an evaluation or a
             # probe changed the mode (both go through the root module).
             self.model.train()
