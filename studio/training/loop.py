@@ -137,6 +137,11 @@ class Callback:
     def on_train_end(self, trainer: Trainer) -> None: ...
 
 
+def _handles(cb, event: str) -> bool:
+    """Whether `cb` does something on `event`: its class overrides Callback's no-op, or the instance sets it."""
+    return getattr(type(cb), event, None) is not getattr(Callback, event) or event in getattr(cb, "__dict__", ())
+
+
 class Trainer:
     """Trains `model` on `data` (anything with `.batches(split, batch_size, shuffle=, generator=)`,
     `.train` and `.val` splits) as `config` says, firing events to `callbacks` in order."""
@@ -193,7 +198,7 @@ class Trainer:
         handlers = self._handlers.get(event)
         if handlers is None:  # the callbacks that override the event, bound once (not a no-op call each step)
             handlers = self._handlers[event] = [getattr(cb, event) for cb in self.callbacks
-                                                if getattr(type(cb), event, None) is not getattr(Callback, event)]
+                                                if _handles(cb, event)]
         for handler in handlers:
             handler(self, *args)
 
