@@ -63,7 +63,8 @@ def _bind_submodules(model: torch.fx.GraphModule) -> None:
     fx wraps the instance class's `__call__` in `_WrappedCall` (about 0.6 us a call), which on an
     error prints the generated code's lines to stderr and re-raises; a model called in a training
     step pays it every step. The compiled graph is called as any nn.Module is (hooks included), and
-    its errors keep their traceback, which names the generated forward's line.
+    its errors keep their traceback, which names the generated forward's line. Only the instance's
+    own class (fx's GraphModuleImpl) changes, never GraphModule itself.
     """
     cls = type(model)
     if not cls.__qualname__.endswith("GraphModuleImpl") or cls is GraphModule:  # never the shared class
@@ -83,8 +84,6 @@ def _bind_submodule_properties(model: torch.fx.GraphModule) -> None:
     name that is no longer a submodule falls back to `Module.__getattr__` as before.
     """
     cls = type(model)
-    if not cls.__qualname__.endswith("GraphModuleImpl") or cls is GraphModule:  # never the shared class
-        return
     for node in model.graph.nodes:
         name = node.target
         if node.op != "call_module" or "." in name or any(name in k.__dict__ for k in cls.__mro__):
