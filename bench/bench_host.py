@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"step loop, Linear {IN}->{OUT}, batch {BATCH}, {args.steps} steps, thread CPU, medians of {args.reps} "
           "interleaved:")
     for k in fns:
-        extra = f" (+{us[k] - us['hand']:.1f})" if k != "hand" else ""
+        extra = f" ({us[k] - us['hand']:+.1f})" if k != "hand" else ""
         mean = {v: t[v][2] / args.steps / 1000 for v in t}
         proc = (f"; process CPU {t[k][1] / args.steps / 1000:.1f} (its writer thread's commits included); "
                 f"mean thread CPU {mean[k]:.1f} vs the hand loop's {mean['hand']:.1f}" if k == "worker" else "")
