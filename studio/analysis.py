@@ -34,7 +34,7 @@ import torch
 
 from studio.errors import GraphError, Issue
 from studio.flop_count import FlopCounter
-from studio.graph import Graph, node_id_problem
+from studio.graph import Graph, path_problem
 from studio.layers import REGISTRY, InSpec, LayerSpec, fmt_shape
 from studio.layers.rules import closed_form
 
@@ -81,6 +81,20 @@ class Analysis:
     input_id: str | None = None
     output_id: str | None = None
     frozen: set = field(default_factory=set)  # ids of the graph's frozen nodes (their params are not trained)
+    # A graph with blocks is analysed as its flat expansion (studio.graph_expand): `nodes` and `order`
+    # are by dotted path; `instances` holds each instance's and copy's totals by path (`layer1`,
+    # `layer1.0`); `expansion` is the studio.graph_expand.Expansion (None for a graph without blocks).
+    instances: dict[str, NodeInfo] = field(default_factory=dict)
+    expansion: object = None
+
+    def info(self, node_id: str) -> NodeInfo | None:
+        """A node's or an instance's info by id or path (None when it could not be inferred)."""
+        return self.nodes.get(node_id) or self.instances.get(node_id)
+
+    @property
+    def flat(self) -> Graph | None:
+        """The flat graph that compile builds (None when the graph has no blocks: it is its own)."""
+        return self.expansion.graph if self.expansion is not None else None
 
     @property
     def errors(self) -> list[Issue]:
@@ -137,6 +151,10 @@ class Analysis:
     def issues_for(self, node_id: str) -> list[Issue]:
         return [i for i in self.issues if i.node_id == node_id]
 
+    def issues_within(self, path: str) -> list[Issue]:
+        """Issues of a node and of every node inside it (an instance's, by path prefix)."""
+        return [i for i in self.issues if i.node_id and (i.node_id == path or i.node_id.startswith(path + "."))]
+
     def summary_dict(self) -> dict:
         """The `summary --json` object of DESIGN.md's CLI contract."""
         return {
@@ -153,6 +171,10 @@ def validate(graph: Graph, **kwargs) -> list[Issue]:
 
 
 def analyze(graph: Graph, *, param_budget: float = DEFAULT_PARAM_BUDGET) -> Analysis:
+    if graph.uses_blocks:  # analysed as its flat expansion, issues named by path (studio.graph_analysis)
+        from studio.graph_analysis import analyze_blocks
+
+        return analyze_blocks(graph, param_budget=param_budget)
     a = Analysis()
     a.frozen = {n.id for n in graph.nodes if n.frozen}
     broken: set[str] = set()  # nodes whose output cannot be inferred
@@ -160,7 +182,7 @@ def analyze(graph: Graph, *, param_budget: float = DEFAULT_PARAM_BUDGET) -> Anal
 
     # ---- pass 1: structure ------------------------------------------------------------------------
     for n in graph.nodes:
-        problem = node_id_problem(n.id)  # parse_graph refuses these; a Graph built in code may not
+        problem = path_problem(n.id)  # parse_graph refuses these; a Graph built in code may not
         if problem:
             issue(Issue(n.id, problem))
             broken.add(n.id)
