@@ -67,6 +67,7 @@ def model_code(graph: Graph) -> ModelCode:
     analysis = analyze(graph)
     if analysis.errors:
         raise GraphError(analysis.errors)
+    graph = analysis.flat or graph  # a graph with blocks: its expansion, layers by dotted path
     with torch.device("meta"):
         fx_graph, _ = build_fx_graph(graph, analysis)
     by_id = {n.id: n for n in graph.nodes}
@@ -290,18 +291,28 @@ def to_code(graph: Graph, *, class_name: str | None = None, training_script: boo
     dict of overrides) in plain PyTorch is appended; it loads the data with the studio's dataset
     registry (`studio.data.get_dataset`), so the splits match the studio's.
     """
-    code = model_code(graph)
     name = _check_class_name(class_name) if class_name is not None else default_class_name(graph.name)
+    block_classes: list[str] = []
+    if graph.uses_blocks:  # one class per block (studio.graph_codegen)
+        from studio.graph_codegen import block_code
 
-    custom: set[str] = set()
-    init_lines: list[str] = []
-    for node_id, (cls, kwargs) in code.constructors.items():
-        ref = class_ref(cls)
-        if not ref.startswith("nn."):
-            custom.add(ref)
-        init_lines += _call(f"self.{node_id} = {ref}", _constructor_args(cls, kwargs), INDENT * 2)
-    fwd_lines, functions, aliases = forward_source(code)
-    custom |= functions
+        analysis = analyze(graph)
+        if analysis.errors:
+            raise GraphError(analysis.errors)
+        block_classes, init_lines, fwd_lines, custom, aliases, input_shape, input_dtype = block_code(
+            graph, analysis, name)
+    else:
+        code = model_code(graph)
+        input_shape, input_dtype = code.input_shape, code.input_dtype
+        custom: set[str] = set()
+        init_lines: list[str] = []
+        for node_id, (cls, kwargs) in code.constructors.items():
+            ref = class_ref(cls)
+            if not ref.startswith("nn."):
+                custom.add(ref)
+            init_lines += _call(f"self.{node_id} = {ref}", _constructor_args(cls, kwargs), INDENT * 2)
+        fwd_lines, functions, aliases = forward_source(code)
+        custom |= functions
 
     doc = docstring_text(graph.name or "untitled")
     if graph.description.strip():
@@ -324,11 +335,11 @@ def to_code(graph: Graph, *, class_name: str | None = None, training_script: boo
         *fwd_lines,
     ])
 
-    blocks = custom_sources(custom) + (["\n".join(aliases)] if aliases else []) + [class_src]
+    blocks = custom_sources(custom) + (["\n".join(aliases)] if aliases else []) + block_classes + [class_src]
     if training_script:
         blocks.append(training_source(name, dataset_id, config, dataset_options))
     else:
-        blocks.append(demo_source(name, code.input_shape, code.input_dtype))
+        blocks.append(demo_source(name, input_shape, input_dtype))
     body = "\n\n\n".join(blocks) + "\n"
     header = ('"""PyTorch model exported by Neural Studio: plain torch, no studio import needed to use it.\n\n'
               "The model class below mirrors the studio graph node by node (attributes are named by node id), so\n"
