@@ -215,7 +215,10 @@ def _scope_code(scope: _Scope, graph: Graph, analysis, flat_nodes: dict, names: 
                     if any(m[0] is not cls for m in made):
                         raise ExportError(f"block node {nid!r} ({n.type}) builds different layer classes in different "
                                           "uses; the exported class needs one")
-                    kwargs = {k: scope.slot(f"{nid}_{k}", [dict(m[1]).get(k) for m in made], n.params.get(k),
+                    # A size inferred from the input is named by its kwarg (`in_channels`), shared by every
+                    # layer that takes the same value in each use; any other varying value by node and kwarg.
+                    kwargs = {k: scope.slot(k if k in INFERRED_PARAMS else f"{nid}_{k}",
+                                            [dict(m[1]).get(k) for m in made], n.params.get(k),
                                             inferred=k in INFERRED_PARAMS) for k in made[0][1]}
                     ref = class_ref(cls)
                     if not ref.startswith("nn."):
