@@ -300,7 +300,8 @@ def parse_nodes(raw_nodes: object, issues: list[Issue], *, repeat: bool = False,
         seen.add(nid)
         ntype = rn.get("type")
         if not isinstance(ntype, str):
-            issues.append(Issue(label, f"type must be a string naming a layer (e.g. 'Linear'), got {_type_name(ntype)}"))
+            issues.append(Issue(label, "type must be a string naming a layer (e.g. 'Linear'), "
+                                       f"got {_type_name(ntype)}"))
             continue
         params = rn.get("params", {})
         if params is None:

@@ -25,8 +25,7 @@ import json
 from dataclasses import dataclass, field
 
 from studio.errors import Issue
-from studio.graph import (NODE_ID_RE, Edge, Graph, Node, _type_name, node_id_problem, parse_edges,
-                          parse_nodes)
+from studio.graph import NODE_ID_RE, Edge, Graph, Node, _type_name, node_id_problem, parse_edges, parse_nodes
 
 _BLOCK_KEYS = {"description", "params", "nodes", "edges", "position"}
 MAX_BLOCKS = 200

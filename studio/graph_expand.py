@@ -182,7 +182,8 @@ class _Expander:
         inputs = block.input_ids
         if len(srcs) != len(inputs):
             want = f"{len(inputs)} input{'s' * (len(inputs) != 1)} ({', '.join(inputs)})"
-            fix = "connect a layer into it" if len(srcs) < len(inputs) else "merge the branches first with Add or Concat"
+            fix = ("connect a layer into it" if len(srcs) < len(inputs)
+                   else "merge the branches first with Add or Concat")
             self.issue(path, f"block {block.name!r} takes {want} but has {len(srcs)}; {fix}", fatal=True)
             return None
         count = n.repeat or 1

@@ -37,7 +37,8 @@ def small_doc(**instance) -> dict:
             "nodes": [{"id": "input", "type": "Input", "params": {"shape": [16, 8, 8]}}, layer1,
                       {"id": "layer2", "type": "basic_down", "params": {"channels": 32, "stride": 2}},
                       {"id": "pool", "type": "AdaptiveAvgPool2d", "params": {"output_size": 1}},
-                      {"id": "flatten", "type": "Flatten"}, {"id": "fc", "type": "Linear", "params": {"out_features": 3}}],
+                      {"id": "flatten", "type": "Flatten"},
+                      {"id": "fc", "type": "Linear", "params": {"out_features": 3}}],
             "edges": _edges(("input", "layer1"), ("layer1", "layer2"), ("layer2", "pool"), ("pool", "flatten"),
                             ("flatten", "fc"))}
 
@@ -232,7 +233,7 @@ def test_the_resnet_small_template_and_its_block_form_agree():
     nodes = stem + inst + head
     doc = {"format": "studio.graph/2", "name": "resnet_small",
            "blocks": {"basic": builtin_block("basic"), "basic_down": builtin_block("basic_down")},
-           "nodes": nodes, "edges": _edges(*zip([n["id"] for n in nodes], [n["id"] for n in nodes][1:]))}
+           "nodes": nodes, "edges": _edges(*zip([n["id"] for n in nodes][:-1], [n["id"] for n in nodes][1:], strict=True))}
     blocks = compile_graph(parse_graph(doc), seed=0).eval()
     flat = compile_graph(flat_graph, seed=1).eval()
     rename = {"down_conv": "down", "down_bn": "down_bn"}
@@ -270,7 +271,8 @@ def test_exported_code_has_one_class_per_block_and_reproduces_the_model():
     assert "self.layer2 = BasicDown(channels=32, stride=2)" in code  # one use: its input size is a literal
     resnet = to_code(load_template("resnet18"))  # like torchvision: an input size that varies is an argument
     assert "self.layer3_0 = BasicDown(in_channels=128, channels=256, stride=2)" in resnet
-    assert "self.conv1 = nn.Conv2d(in_channels, channels, kernel_size=3, stride=stride, padding=1, bias=False)" in resnet
+    conv1 = "self.conv1 = nn.Conv2d(in_channels, channels, kernel_size=3, stride=stride, padding=1, bias=False)"
+    assert conv1 in resnet
     namespace: dict = {"__name__": "exported"}
     exec(compile(code, "exported.py", "exec"), namespace)  # noqa: S102 - the studio's own output
     model = compile_graph(graph, seed=0).eval()
