@@ -16,8 +16,18 @@ import torch
 import torch.fx
 
 from studio.analysis import INFERRED_PARAMS
-from studio.codegen import INDENT, MAX_LINE, ModelCode, _call, class_ref, default_class_name, docstring_text
-from studio.codegen import forward_source, literal, shape_comment
+from studio.codegen import (
+    INDENT,
+    MAX_LINE,
+    ModelCode,
+    _call,
+    class_ref,
+    default_class_name,
+    docstring_text,
+    forward_source,
+    literal,
+    shape_comment,
+)
 from studio.compile import INPUT_NAME
 from studio.errors import ExportError
 from studio.graph import Graph

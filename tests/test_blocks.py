@@ -231,9 +231,10 @@ def test_the_resnet_small_template_and_its_block_form_agree():
             {"id": "b2", "type": "basic_down", "params": {"channels": 32, "stride": 2}},
             {"id": "b3", "type": "basic_down", "params": {"channels": 64, "stride": 2}}]
     nodes = stem + inst + head
+    ids = [n["id"] for n in nodes]
     doc = {"format": "studio.graph/2", "name": "resnet_small",
            "blocks": {"basic": builtin_block("basic"), "basic_down": builtin_block("basic_down")},
-           "nodes": nodes, "edges": _edges(*zip([n["id"] for n in nodes][:-1], [n["id"] for n in nodes][1:], strict=True))}
+           "nodes": nodes, "edges": _edges(*zip(ids[:-1], ids[1:], strict=True))}
     blocks = compile_graph(parse_graph(doc), seed=0).eval()
     flat = compile_graph(flat_graph, seed=1).eval()
     rename = {"down_conv": "down", "down_bn": "down_bn"}
