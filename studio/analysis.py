@@ -155,11 +155,25 @@ class Analysis:
         """Issues of a node and of every node inside it (an instance's, by path prefix)."""
         return [i for i in self.issues if i.node_id and (i.node_id == path or i.node_id.startswith(path + "."))]
 
-    def summary_dict(self) -> dict:
+    def summary_items(self, expand: bool = False) -> list[tuple[str, NodeInfo]]:
+        """(id, info) per row of `summary`: the graph's own nodes, an instance with its totals; with `expand`
+        (or a graph without blocks) every node of the flat graph by path."""
+        if self.expansion is None or expand:
+            return list(self.nodes.items())
+        rows, seen = [], set()
+        for path in self.order:
+            top = path.split(".", 1)[0]
+            info = self.instances.get(top) or self.nodes.get(top)
+            if top not in seen and info is not None:
+                seen.add(top)
+                rows.append((top, info))
+        return rows
+
+    def summary_dict(self, expand: bool = False) -> dict:
         """The `summary --json` object of DESIGN.md's CLI contract."""
         return {
             "nodes": [{"id": nid, "type": n.type, "output_shape": list(n.output_shape) if n.output_shape else None,
-                       "params": n.params, "flops": n.flops} for nid, n in self.nodes.items()],
+                       "params": n.params, "flops": n.flops} for nid, n in self.summary_items(expand)],
             "total_params": self.total_params,
             "total_flops": self.total_flops,
         }

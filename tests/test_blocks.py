@@ -358,3 +358,16 @@ def test_the_templates_hold_the_builtin_blocks():
         graph = load_template(name)
         for block_name, block in graph.blocks.items():
             assert block.to_dict() == BLOCKS[block_name], (name, block_name)
+
+
+def test_summary_lists_instances_with_their_totals_and_expand_lists_every_path(tmp_path, capsys):
+    path = tmp_path / "small.json"
+    path.write_text(json.dumps(small_doc()))
+    assert cli(["summary", str(path), "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)
+    assert [n["id"] for n in top["nodes"]] == ["input", "layer1", "layer2", "pool", "flatten", "fc"]
+    assert top["nodes"][1]["type"] == "basic" and top["nodes"][1]["output_shape"] == [16, 8, 8]
+    assert cli(["summary", str(path), "--json", "--expand"]) == 0
+    every = json.loads(capsys.readouterr().out)
+    assert "layer1.1.conv2" in [n["id"] for n in every["nodes"]] and every["total_params"] == top["total_params"]
+    assert sum(n["params"] for n in top["nodes"]) == top["total_params"]
