@@ -106,7 +106,7 @@ def saliency(model, x: torch.Tensor, target: int, *, method: str = "gradcam", la
         if layer is None:
             raise StudioError("Grad-CAM needs a Conv2d layer and this model has none; use gradient_x_input")
         kept: dict = {}
-        handle = model._modules[layer].register_forward_hook(lambda _m, _i, out: kept.update(a=out))
+        handle = model.get_submodule(layer).register_forward_hook(lambda _m, _i, out: kept.update(a=out))
         try:
             with torch.enable_grad():
                 out = model(x.unsqueeze(0))
