@@ -29,7 +29,7 @@ def _relayout(direction: str) -> None:
 with st.sidebar:
     st.markdown("### Layers")
     palette.render_palette()
-    blocks.render_block_palette()
+    blocks.render_block_palette(st.session_state.get(palette.SEARCH_KEY) or "")
 
 # One fixed slot for messages, so that showing one never shifts the canvas (a shifted component is
 # remounted by the browser, which loses the viewport).

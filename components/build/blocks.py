@@ -56,13 +56,21 @@ def _on_add_block(name: str) -> None:
     canvas.select_node(nid)
 
 
-def render_block_palette() -> None:
-    """The "Blocks" section: the graph's blocks, then the built-in ones it does not hold yet."""
+def _matches(query: str, name: str, description: str) -> bool:
+    text = f"{name} block {description}".lower()
+    return all(w in text for w in query.lower().split())
+
+
+def render_block_palette(query: str = "") -> None:
+    """The "Blocks" section: the graph's blocks, then the built-in ones it does not hold yet; with a
+    palette search, only those whose name or description holds every word."""
     graph = session.current_graph()
+    own = [b for b in graph.blocks if _matches(query, b, graph.blocks[b].description)]
+    builtin = [b for b in BLOCKS if b not in graph.blocks and _matches(query, b, BLOCKS[b]["description"])]
+    if query and not own and not builtin:
+        return
     st.markdown("### Blocks")
-    own = list(graph.blocks)
-    builtin = [b for b in BLOCKS if b not in graph.blocks]
-    with st.expander(f"blocks ({len(own) + len(builtin)})", expanded=bool(own)):
+    with st.expander(f"blocks ({len(own) + len(builtin)})", expanded=bool(own) or bool(query)):
         if own:
             st.caption("This graph's blocks")
         cols = st.columns(2)
@@ -77,8 +85,9 @@ def render_block_palette() -> None:
             cols[i % 2].button(name, key=f"studio.build.add_block.{name}", on_click=_on_add_block, args=(name,),
                                help=BLOCKS[name]["description"], width="stretch")
         _show_error("studio.build.blocks.add")
-    with st.expander("Group nodes into a block"):
-        render_group_form(graph)
+    if not query:
+        with st.expander("Group nodes into a block"):
+            render_group_form(graph)
 
 
 # ---- group into block --------------------------------------------------------------------------------

@@ -221,6 +221,10 @@ def inside_elements(graph: Graph, analysis: Analysis, instance_ids, direction: s
     if ex is None:
         return nodes, edges
     src_pos, tgt_pos = ("bottom", "top") if direction == "down" else ("right", "left")
+    severity = {}
+    for i in analysis.issues:
+        if i.node_id and severity.get(i.node_id) != "error":
+            severity[i.node_id] = i.severity
     for nid in instance_ids:
         inst = ex.instances.get(nid)
         if inst is None:
@@ -237,7 +241,7 @@ def inside_elements(graph: Graph, analysis: Analysis, instance_ids, direction: s
                 along, across = k * 70.0, (c + 1) * 230.0
                 x, y = (base["x"] + across, base["y"] + along) if direction == "down" else \
                     (base["x"] + along, base["y"] + across)
-                style = _node_style(spec.category if spec else None, None, False)
+                style = _node_style(spec.category if spec else None, severity.get(path), False)
                 style.update(borderStyle="dashed", opacity=0.92, fontSize="11px", minWidth="150px")
                 nodes.append(StreamlitFlowNode(
                     path, (x, y), {"content": f"**{md_escape(path)}**\n\n{md_escape(text)} -> {shape}", GEN_KEY: gen},

@@ -33,7 +33,7 @@ def human_bytes(n: int) -> str:
 # ---- issues --------------------------------------------------------------------------------------
 
 def _on_select(node_id: str) -> None:
-    canvas.select_node(node_id)
+    canvas.select_node(node_id.split(".", 1)[0])  # a path inside a block instance selects the instance
 
 
 def render_issues(analysis: Analysis) -> None:
