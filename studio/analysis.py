@@ -185,10 +185,8 @@ def validate(graph: Graph, **kwargs) -> list[Issue]:
 
 
 def analyze(graph: Graph, *, param_budget: float = DEFAULT_PARAM_BUDGET) -> Analysis:
-    if graph.uses_blocks:  # analysed as its flat expansion, issues named by path (studio.graph_analysis)
-        from studio.graph_analysis import analyze_blocks
-
-        return analyze_blocks(graph, param_budget=param_budget)
+    if graph.uses_blocks:  # analysed as its flat expansion, issues named by path
+        return _analyze_blocks(graph, param_budget=param_budget)
     a = Analysis()
     a.frozen = {n.id for n in graph.nodes if n.frozen}
     broken: set[str] = set()  # nodes whose output cannot be inferred
@@ -304,6 +302,42 @@ def analyze(graph: Graph, *, param_budget: float = DEFAULT_PARAM_BUDGET) -> Anal
                              "(or raise the parameter budget)"))
     _buffer_budget(graph, a, total, param_budget, issue)
     return a
+
+
+def _analyze_blocks(graph: Graph, **kwargs) -> Analysis:
+    """A graph with blocks: its flat expansion (studio.graph_expand) analysed as any graph. Issues name full
+    paths (`layer2.1.add: ...`), those found while expanding first (a bad `"$name"`, an unknown block
+    parameter, a block that contains itself, `repeat` < 1); each instance and copy gets a NodeInfo of
+    category "block" in `instances`: its output shape, and the params, FLOPs and activation memory inside."""
+    from studio.graph_expand import expand
+
+    ex = expand(graph)
+    if ex.fatal:
+        return Analysis(issues=list(ex.issues), expansion=ex)
+    a = analyze(ex.graph, **kwargs)  # the flat graph holds no blocks: the plain analysis
+    a.issues = ex.issues + [i for i in a.issues if (i.node_id, i.param) not in ex.flagged]
+    a.expansion = ex
+    for inst in ex.instances.values():
+        label = f"{inst.block} ×{inst.repeat}" if inst.repeat is not None else inst.block
+        a.instances[inst.path] = _block_totals(a, inst.block, label, inst.inputs, inst.output, inst.members)
+        if inst.repeat is not None:
+            sources = inst.inputs
+            for i, (copy_path, members) in enumerate(zip(inst.copies, inst.copy_members, strict=True)):
+                a.instances[copy_path] = _block_totals(a, inst.block, f"{inst.block} [{i}]", sources,
+                                                       inst.copy_outputs[i], members)
+                sources = [inst.copy_outputs[i]]
+    return a
+
+
+def _block_totals(a: Analysis, block: str, label: str, inputs: list[str], output: str | None,
+                  members: list[str]) -> NodeInfo:
+    infos = [a.nodes[m] for m in members if m in a.nodes]
+    out = a.nodes.get(output) if output else None
+    ins = tuple(InSpec(a.nodes[s].output_shape, a.nodes[s].dtype) for s in inputs
+                if s in a.nodes and a.nodes[s].output_shape is not None)
+    return NodeInfo(block, "block", label, ins, out.output_shape if out else None, out.dtype if out else None,
+                    sum(i.params for i in infos), sum(i.flops for i in infos),
+                    sum(i.activation_bytes for i in infos))
 
 
 def _buffer_budget(graph: Graph, a: Analysis, params: int, budget: float, issue) -> None:

@@ -12,24 +12,25 @@ from __future__ import annotations
 import copy
 
 from studio.errors import GraphError
-from studio.graph import Edge, Graph, Node, node_id_problem
-from studio.graph_blocks import MAX_REPEAT, Block, block_name_problem, parse_blocks
+from studio.graph import FORMAT_BLOCKS, Edge, Graph, Node, node_id_problem, parse_graph
+from studio.graph_blocks import MAX_REPEAT, Block, block_name_problem
 from studio.graph_edit import new_node_id
 
 
 def with_block(graph: Graph, name: str, definition: dict) -> Graph:
     """A copy holding block `name` (a `blocks` entry of a /2 document); unchanged when it already holds
     the same definition. ValueError when the name is taken by another definition or the definition is bad."""
+    try:
+        block = parse_graph({"format": FORMAT_BLOCKS, "name": "block", "blocks": {name: definition},
+                             "nodes": []}).blocks[name]
+    except GraphError as e:
+        raise ValueError("; ".join(i.message for i in e.issues)) from None
     if name in graph.blocks:
-        if graph.blocks[name].to_dict() == parse_blocks({name: definition}, [])[name].to_dict():
+        if graph.blocks[name].to_dict() == block.to_dict():
             return graph.copy()
         raise ValueError(f"the graph already has a different block named {name!r}; rename one of them")
-    issues: list = []
-    blocks = parse_blocks({name: definition}, issues)
-    if issues:
-        raise ValueError("; ".join(i.message for i in issues))
     g = graph.copy()
-    g.blocks[name] = blocks[name]
+    g.blocks[name] = block
     return g
 
 
@@ -115,7 +116,9 @@ def grouped(graph: Graph, node_ids: list[str], block_name: str, instance_id: str
     What feeds the selection from outside becomes the block's Inputs (one per source node, in the order
     first met); the selection must have one node whose output leaves it (or is the model's output).
     Raises ValueError saying what is wrong."""
-    problem = block_name_problem(block_name)
+    from studio.graph_expand import palette_clash
+
+    problem = block_name_problem(block_name) or palette_clash(block_name)
     if problem:
         raise ValueError(problem)
     if block_name in graph.blocks:

@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass, field
 
 from studio.errors import Issue
-from studio.graph import NODE_ID_RE, Edge, Graph, Node, _type_name, node_id_problem, parse_edges, parse_nodes
+from studio.graph_ids import NODE_ID_RE, node_id_problem
 
 _BLOCK_KEYS = {"description", "params", "nodes", "edges", "position"}
 MAX_BLOCKS = 200
@@ -38,7 +38,7 @@ class Block:
 
     name: str
     params: dict = field(default_factory=dict)  # name -> default value
-    body: Graph = field(default_factory=lambda: Graph("block"))
+    body: object = None  # a studio.graph.Graph: its nodes and edges (Inputs without shape)
     description: str = ""
 
     def to_dict(self) -> dict:
@@ -65,22 +65,26 @@ class Block:
         return [n.type for n in self.body.nodes]
 
 
-def block_name_problem(name: object) -> str | None:
-    """Why `name` cannot name a block, or None."""
-    from studio.layers import REGISTRY
+def _type_name(v: object) -> str:
+    return "null" if v is None else type(v).__name__
 
+
+def block_name_problem(name: object) -> str | None:
+    """Why `name` cannot name a block, or None. (A palette type's name is refused on expansion,
+    studio.graph_expand, which may import the palette: parsing does not import torch.)"""
     if not isinstance(name, str):
         return f"a block name must be a string, got {_type_name(name)}"
     problem = node_id_problem(name)
     if problem:
         return problem.replace("id ", "block name ", 1)
-    if name in REGISTRY:
-        return f"block name {name!r} is a palette type; choose another (e.g. '{name.lower()}_block')"
     return None
 
 
-def parse_blocks(raw: object, issues: list[Issue]) -> dict[str, Block]:
-    """The `blocks` section of a /2 document; each problem is added to `issues`, named `block 'x': ...`."""
+def parse_blocks(raw: object, issues: list[Issue], parse_body) -> dict[str, Block]:
+    """The `blocks` section of a /2 document; each problem is added to `issues`, named `block 'x': ...`.
+
+    `parse_body(raw_nodes, raw_edges, where, issues)` is studio.graph's parser of a node and edge list (a
+    block's body is parsed like a document's, nested ids allowed); it returns the Graph."""
     if not isinstance(raw, dict):
         issues.append(Issue(None, f"blocks must be an object of named block definitions, got {_type_name(raw)}"))
         return {}
@@ -113,11 +117,11 @@ def parse_blocks(raw: object, issues: list[Issue]) -> dict[str, Block]:
             issues.append(Issue(None, f"{where}description must be a string, got {_type_name(description)}"))
             description = ""
         before = len(issues)
-        nodes = parse_nodes(rb.get("nodes"), issues, repeat=True, where_prefix=where, nested=True)
-        edges = parse_edges(rb.get("edges", []), {n.id for n in nodes}, issues, where_prefix=where)
+        body = parse_body(rb.get("nodes"), rb.get("edges", []), where, issues)
         if len(issues) > before:
             continue
-        block = Block(name, copy.deepcopy(params), Graph(name, nodes, edges, description), description)
+        body.name, body.description = name, description
+        block = Block(name, copy.deepcopy(params), body, description)
         issues.extend(_definition_issues(block))
         blocks[name] = block
     return blocks
@@ -165,4 +169,4 @@ def params_json(params: dict) -> str:
     return json.dumps(params, sort_keys=True)
 
 
-__all__ = ["Block", "Edge", "MAX_REPEAT", "Node", "block_name_problem", "is_ref", "parse_blocks", "substitute"]
+__all__ = ["Block", "MAX_REPEAT", "block_name_problem", "is_ref", "parse_blocks", "substitute"]

@@ -16,7 +16,7 @@ import torch
 import torch.fx
 
 from studio.analysis import INFERRED_PARAMS
-from studio.codegen import (
+from studio.codegen_text import (
     INDENT,
     MAX_LINE,
     ModelCode,

@@ -209,9 +209,24 @@ class _Expander:
         return current[0]
 
 
+def palette_clash(name: str) -> str | None:
+    """Why a block may not be called `name` (a palette type's name), or None."""
+    from studio.layers import REGISTRY
+
+    if name in REGISTRY:
+        return f"block name {name!r} is a palette type; choose another (e.g. '{name.lower()}_block')"
+    return None
+
+
 def expand(graph: Graph) -> Expansion:
     """The flat graph of `graph` (itself, copied, when it has no instances) with every instance and issue."""
     ex = _Expander(graph)
+    for name in graph.blocks:
+        problem = palette_clash(name)
+        if problem:
+            ex.issue(None, f"blocks: {problem}", fatal=True)
+    if ex.ex.fatal:
+        return ex.ex
     try:
         ex.scope(graph, "", None, (), None, False)
     except _TooLarge:
