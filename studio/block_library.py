@@ -20,7 +20,6 @@ import copy
 import json
 from pathlib import Path
 
-
 LIBRARY_PATH = Path(__file__).resolve().parent / "block_library.json"  # the definitions, as data
 BLOCKS: dict[str, dict] = json.loads(LIBRARY_PATH.read_text(encoding="utf-8"))
 
