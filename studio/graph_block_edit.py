@@ -174,3 +174,31 @@ def grouped(graph: Graph, node_ids: list[str], block_name: str, instance_id: str
 
 
 __all__ = ["grouped", "inlined", "with_block", "with_instance", "with_repeat"]
+
+
+def with_block_node_param(graph: Graph, block_name: str, node_id: str, name: str, value) -> Graph:
+    """A copy where layer `node_id` inside block `block_name` has param `name` = `value` (a value, or
+    `"$param"` naming a block parameter; None removes it, so the layer's default applies). Every instance
+    of the block follows."""
+    g = graph.copy()
+    node = g.blocks[block_name].body.node(node_id)
+    if value is None:
+        node.params.pop(name, None)
+    else:
+        node.params[name] = value
+    return g
+
+
+def with_block_param_declared(graph: Graph, block_name: str, name: str, default) -> Graph:
+    """A copy where block `block_name` declares parameter `name` with `default` (added, or its default
+    changed); ValueError when the name is not an identifier."""
+    from studio.graph_ids import NODE_ID_RE
+
+    if not isinstance(name, str) or not NODE_ID_RE.match(name):
+        raise ValueError(f"parameter name {name!r} is not an identifier; use letters, digits and '_' (e.g. 'width')")
+    g = graph.copy()
+    g.blocks[block_name].params[name] = default
+    return g
+
+
+__all__ += ["with_block_node_param", "with_block_param_declared"]

@@ -94,3 +94,26 @@ def test_group_then_ungroup_keeps_the_model_and_bad_groups_say_why():
     assert g2.inputs_of(nid) == ["stem_relu"] and g2.outputs_of(nid) == []  # two consumers: appended, not inserted
     with pytest.raises(ValueError, match="already has a different block named 'basic'"):
         with_block(g2, "basic", builtin_block("gpt_block"))
+
+
+def test_editing_the_block_definition_changes_every_instance(_workspace):
+    at = start(_workspace, small_doc())
+    before = analyze(current(at)).total_params
+    browser(at, selected="layer1")
+    assert at.selectbox(key="studio.build.block_layer.basic").value == "conv1"
+    (bias,) = [t for t in at.text_input if t.key.startswith("studio.build.block_param.basic.conv1.bias.")]
+    bias.input("true")
+    run(at)
+    g = current(at)
+    assert g.blocks["basic"].body.node("conv1").params["bias"] is True
+    assert analyze(g).total_params == before + 2 * 16  # both copies of layer1 gain a 16-channel bias
+    (out,) = [t for t in at.text_input if t.key.startswith("studio.build.block_param.basic.conv1.out_channels.")]
+    assert out.value == "$channels"
+    at.text_input(key="studio.build.declare.basic").input("width=8")
+    run(at)
+    (out,) = [t for t in at.text_input if t.key.startswith("studio.build.block_param.basic.conv1.out_channels.")]
+    out.input("$wdith")
+    run(at)
+    assert any("layer1.0.conv1: out_channels='$wdith' names no parameter of block 'basic'" in e.value.replace("\\", "")
+               for e in at.error)
+    assert current(at).blocks["basic"].params == {"channels": 64, "width": 8}

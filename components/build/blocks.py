@@ -14,15 +14,23 @@ import json
 
 import streamlit as st
 
-from components import session
+from components import schema_form, session
 from components.build import canvas
 from components.text import st_escape
 from studio.analysis import Analysis
 from studio.block_library import BLOCKS, builtin_block
 from studio.graph import Graph
-from studio.graph_block_edit import grouped, inlined, with_block, with_instance, with_repeat
+from studio.graph_block_edit import (
+    grouped,
+    inlined,
+    with_block,
+    with_block_node_param,
+    with_block_param_declared,
+    with_instance,
+    with_repeat,
+)
 from studio.graph_edit import with_param
-from studio.layers import fmt_shape
+from studio.layers import REGISTRY, fmt_shape
 
 _ERRORS = "studio.build.block_errors"  # widget key -> why the edit was refused
 
@@ -201,3 +209,82 @@ def render_instance(graph: Graph, analysis: Analysis, node_id: str) -> None:
     st.button("Ungroup", key=f"studio.build.ungroup_btn.{node_id}", on_click=_on_ungroup, args=(node_id,),
               icon=":material/call_split:", help="Replace the instance by its layers (ids such as layer1_0_conv1).")
     _show_error(f"studio.build.ungroup.{node_id}")
+    with st.expander(f"Edit block {node.type!r} (every instance follows)"):
+        render_definition(graph, node.type)
+
+
+# ---- the block's definition ------------------------------------------------------------------------
+
+def _parse_value(p, raw: str):
+    """Typed text as a layer param value inside a block: `$name` refers to a block parameter; empty
+    text removes the param (its default applies); anything else is read by the param's own parser."""
+    text = raw.strip()
+    if not text:
+        return None
+    if text.startswith("$"):
+        return text
+    return p.parse_text(text)
+
+
+def _on_definition_param(block_name: str, node_id: str, p, key: str) -> None:
+    try:
+        value = _parse_value(p, st.session_state[key])
+    except ValueError as e:
+        _error(key, str(e))
+        return
+    _error(key, None)
+    graph = session.current_graph()
+    if block_name in graph.blocks:
+        session.set_current_graph(with_block_node_param(graph, block_name, node_id, p.name, value))
+
+
+def _on_declare(block_name: str, key: str) -> None:
+    name, sep, raw = (st.session_state.get(key) or "").partition("=")
+    try:
+        if not sep:
+            raise ValueError("write name=default, e.g. width=64")
+        try:
+            default = json.loads(raw)
+        except ValueError:
+            default = raw.strip()
+        g = with_block_param_declared(session.current_graph(), block_name, name.strip(), default)
+    except ValueError as e:
+        _error(key, str(e))
+        return
+    _error(key, None)
+    session.set_current_graph(g)
+
+
+def render_definition(graph: Graph, block_name: str) -> None:
+    """One layer of the block's definition at a time, its params in the generated form's order (typed as
+    text; `$name` takes a block parameter), and the block's declared parameters."""
+    block = graph.blocks[block_name]
+    layers = [n.id for n in block.body.nodes if n.type in REGISTRY and n.type != "Input"]
+    if not layers:
+        st.caption("This block holds no layer to edit.")
+        return
+    pick_key = f"studio.build.block_layer.{block_name}"
+    if st.session_state.get(pick_key) not in layers:
+        st.session_state[pick_key] = layers[0]
+    inner_id = st.selectbox("Layer", layers, key=pick_key,
+                            format_func=lambda i: f"{i} ({block.body.node(i).type})")
+    inner = block.body.node(inner_id)
+    spec = REGISTRY[inner.type]
+    shown_params = [p for p in spec.params if not p.advanced or p.name in inner.params]
+    if not shown_params:
+        st.caption(f"{inner.type} has no basic params to set here.")
+    for p in shown_params:
+        value = inner.params.get(p.name)
+        shown = value if isinstance(value, str) and value.startswith("$") else (
+            "" if value is None else schema_form.to_text(value))
+        key = _value_key(f"{block_name}.{inner_id}", p.name, value)
+        st.text_input(p.name, shown, key=key, placeholder=f"default: {schema_form.to_text(p.default)}",
+                      on_change=_on_definition_param, args=(block_name, inner_id, p, key),
+                      help=f"{p.help} Type $name to take the block parameter `name`; empty: the default.")
+        _show_error(key)
+    st.caption("Block parameters: " + (", ".join(f"{k}={json.dumps(v)}" for k, v in block.params.items())
+                                       or "none"))
+    declare_key = f"studio.build.declare.{block_name}"
+    st.text_input("Declare a parameter", key=declare_key, placeholder="name=default, e.g. width=64",
+                  on_change=_on_declare, args=(block_name, declare_key))
+    _show_error(declare_key)
