@@ -371,3 +371,24 @@ def test_summary_lists_instances_with_their_totals_and_expand_lists_every_path(t
     every = json.loads(capsys.readouterr().out)
     assert "layer1.1.conv2" in [n["id"] for n in every["nodes"]] and every["total_params"] == top["total_params"]
     assert sum(n["params"] for n in top["nodes"]) == top["total_params"]
+
+
+def test_a_graph_ending_in_an_instance_is_checked_against_a_dataset_by_path():
+    from studio.data import check_graph_fits, get_info
+    from studio.graph_edit import duplicated
+
+    doc = {"format": "studio.graph/2", "name": "iris-head",
+           "blocks": {"head": {"params": {"classes": 3}, "nodes": [
+               {"id": "x", "type": "Input"}, {"id": "fc", "type": "Linear", "params": {"out_features": "$classes"}}],
+               "edges": _edges(("x", "fc"))}},
+           "nodes": [{"id": "input", "type": "Input", "params": {"shape": [4]}},
+                     {"id": "out", "type": "head", "params": {"classes": 3}}],
+           "edges": _edges(("input", "out"))}
+    info = get_info("iris")
+    graph = parse_graph(doc)
+    assert check_graph_fits(graph, analyze(graph), info) == []
+    graph.node("out").params["classes"] = 5
+    (issue,) = check_graph_fits(graph, analyze(graph), info)
+    assert issue.node_id == "out.fc" and "out_features=3" in issue.message
+    twin, nid = duplicated(parse_graph(small_doc()), "layer1")
+    assert twin.node(nid).repeat == 2 and twin.node(nid).type == "basic"
