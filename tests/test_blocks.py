@@ -354,7 +354,7 @@ def test_a_sweep_searches_a_block_parameter_and_a_repeat():
 
 
 def test_the_templates_hold_the_builtin_blocks():
-    for name in ("resnet18", "resnet20", "gpt_lm"):
+    for name in ("resnet18", "resnet20", "gpt_lm", "unet"):
         graph = load_template(name)
         for block_name, block in graph.blocks.items():
             assert block.to_dict() == BLOCKS[block_name], (name, block_name)
