@@ -92,7 +92,7 @@ def analysis_figures() -> None:
 
     c_fc = [n.id for n in flat.nodes if n.id.endswith("_c_fc")]
     t = interleaved({"blocks_head": edit_head(blocks), "flat_head": edit_head(flat),
-                     "blocks_param": edit_block(blocks), "flat_param": edit_block(flat, c_fc)}, reps=9, warmup=4)
+                     "blocks_param": edit_block(blocks), "flat_param": edit_block(flat, c_fc)}, reps=25, warmup=4)
     report("analysis after a top-level edit (copy + analyze), GPT-2 small as blocks", t["blocks_head"] * 1000,
            "<= 50 ms", t["blocks_head"] <= 0.050, " ms")
     print(f"      the same graph flat (/1, 101 nodes): {t['flat_head'] * 1000:.1f} ms; blocks / flat = "
