@@ -33,6 +33,16 @@ def flat_nodes(graph: Graph) -> list[Node]:
     return expand(graph).graph.nodes
 
 
+def flat_graph(graph: Graph) -> Graph:
+    """The graph whose node ids are what a compiled model, its probes and checkpoints name: the expansion of a
+    graph with blocks (ids are paths), else the graph itself."""
+    if not graph.uses_blocks:
+        return graph
+    from studio.graph_expand import expand
+
+    return expand(graph).graph
+
+
 def has_submodule(model: nn.Module, path: str) -> bool:
     try:
         model.get_submodule(path)
@@ -41,7 +51,7 @@ def has_submodule(model: nn.Module, path: str) -> bool:
     return True
 
 
-__all__ = ["flat_nodes", "has_submodule", "node_of_key"]
+__all__ = ["flat_graph", "flat_nodes", "has_submodule", "node_of_key"]
 
 
 def searched_param(graph: Graph, name: str):
