@@ -392,3 +392,14 @@ def test_a_graph_ending_in_an_instance_is_checked_against_a_dataset_by_path():
     assert issue.node_id == "out.fc" and "out_features=3" in issue.message
     twin, nid = duplicated(parse_graph(small_doc()), "layer1")
     assert twin.node(nid).repeat == 2 and twin.node(nid).type == "basic"
+
+
+def test_compare_diffs_two_block_graphs_by_path():
+    from studio.inspection.compare import graph_diff
+
+    a = parse_graph(small_doc())
+    b = parse_graph(small_doc(repeat=3, params={"channels": 16}))
+    b.blocks["basic_down"].body.node("conv2").params["kernel_size"] = 5
+    diff = graph_diff(a, b)
+    assert "layer1.2.conv1" in diff.added and not diff.removed
+    assert ("layer2.conv2", "kernel_size", 3, 5) in diff.params_changed
