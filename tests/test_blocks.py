@@ -403,3 +403,27 @@ def test_compare_diffs_two_block_graphs_by_path():
     diff = graph_diff(a, b)
     assert "layer1.2.conv1" in diff.added and not diff.removed
     assert ("layer2.conv2", "kernel_size", 3, 5) in diff.params_changed
+
+
+def test_nested_blocks_with_repeat_compile_and_export_one_class_each():
+    doc = small_doc()
+    doc["blocks"]["stage"] = {"params": {"channels": 16}, "nodes": [
+        {"id": "x", "type": "Input"},
+        {"id": "down", "type": "basic_down", "params": {"channels": "$channels", "stride": 2}},
+        {"id": "rest", "type": "basic", "repeat": 2, "params": {"channels": "$channels"}}],
+        "edges": _edges(("x", "down"), ("down", "rest"))}
+    doc["nodes"][2] = {"id": "layer2", "type": "stage", "repeat": 2, "params": {"channels": 32}}
+    graph = parse_graph(doc)
+    a = analyze(graph)
+    assert a.ok and a.instances["layer2.1.rest"].output_shape == (32, 1, 1)
+    model = compile_graph(graph, seed=0).eval()
+    assert isinstance(model.layer2[1].rest, nn.Sequential) and "layer2.1.rest.1.conv1.weight" in model.state_dict()
+    code = to_code(graph)
+    assert "self.rest = nn.Sequential(*[Basic(channels=channels) for _ in range(2)])" in code
+    namespace: dict = {"__name__": "exported"}
+    exec(compile(code, "exported.py", "exec"), namespace)  # noqa: S102 - the studio's own output
+    mine = namespace["Small"]().eval()
+    mine.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(2, 16, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(mine(x), model(x))
