@@ -415,7 +415,7 @@ def test_nested_blocks_with_repeat_compile_and_export_one_class_each():
     doc["nodes"][2] = {"id": "layer2", "type": "stage", "repeat": 2, "params": {"channels": 32}}
     graph = parse_graph(doc)
     a = analyze(graph)
-    assert a.ok and a.instances["layer2.1.rest"].output_shape == (32, 1, 1)
+    assert a.ok and a.instances["layer2.1.rest"].output_shape == (32, 2, 2)  # 8 -> 4 -> 2
     model = compile_graph(graph, seed=0).eval()
     assert isinstance(model.layer2[1].rest, nn.Sequential) and "layer2.1.rest.1.conv1.weight" in model.state_dict()
     code = to_code(graph)
