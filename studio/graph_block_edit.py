@@ -202,3 +202,28 @@ def with_block_param_declared(graph: Graph, block_name: str, name: str, default)
 
 
 __all__ += ["with_block_node_param", "with_block_param_declared"]
+
+
+def renamed_block(graph: Graph, old: str, new: str) -> Graph:
+    """A copy where block `old` is called `new`, every instance of it too (in the graph and inside other
+    blocks); ValueError with the reason for a bad or used name."""
+    from studio.graph_expand import palette_clash
+
+    if new == old:
+        return graph.copy()
+    problem = block_name_problem(new) or palette_clash(new)
+    if problem:
+        raise ValueError(problem)
+    if new in graph.blocks:
+        raise ValueError(f"the graph already has a block named {new!r}; choose another name")
+    g = graph.copy()
+    g.blocks = {(new if name == old else name): block for name, block in g.blocks.items()}
+    block = g.blocks[new]
+    block.name = block.body.name = new
+    for node in [*g.nodes, *(n for b in g.blocks.values() for n in b.body.nodes)]:
+        if node.type == old:
+            node.type = new
+    return g
+
+
+__all__ += ["renamed_block"]

@@ -117,3 +117,16 @@ def test_editing_the_block_definition_changes_every_instance(_workspace):
     assert any("layer1.0.conv1: out_channels='$wdith' names no parameter of block 'basic'" in e.value.replace("\\", "")
                for e in at.error)
     assert current(at).blocks["basic"].params == {"channels": 64, "width": 8}
+
+
+def test_renaming_a_block_renames_its_instances_everywhere():
+    from studio.graph_block_edit import renamed_block
+
+    g = load_template("resnet20")
+    g2 = renamed_block(g, "basic", "res_block")
+    assert list(g2.blocks) == ["res_block", "basic_down"] and g2.node("stage1").type == "res_block"
+    assert analyze(g2).total_params == analyze(g).total_params and "basic" in g.blocks  # the argument unchanged
+    with pytest.raises(ValueError, match="already has a block named 'basic_down'"):
+        renamed_block(g, "basic", "basic_down")
+    with pytest.raises(ValueError, match="is a palette type"):
+        renamed_block(g, "basic", "Conv2d")

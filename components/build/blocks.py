@@ -23,6 +23,7 @@ from studio.graph import Graph
 from studio.graph_block_edit import (
     grouped,
     inlined,
+    renamed_block,
     with_block,
     with_block_node_param,
     with_block_param_declared,
@@ -255,10 +256,25 @@ def _on_declare(block_name: str, key: str) -> None:
     session.set_current_graph(g)
 
 
+def _on_rename_block(block_name: str, key: str) -> None:
+    try:
+        g = renamed_block(session.current_graph(), block_name, (st.session_state.get(key) or "").strip())
+    except ValueError as e:
+        _error(key, str(e))
+        return
+    _error(key, None)
+    session.set_current_graph(g)
+
+
 def render_definition(graph: Graph, block_name: str) -> None:
-    """One layer of the block's definition at a time, its params in the generated form's order (typed as
-    text; `$name` takes a block parameter), and the block's declared parameters."""
+    """The block's name, one layer of its definition at a time with its params in the generated form's
+    order (typed as text; `$name` takes a block parameter), and the block's declared parameters."""
     block = graph.blocks[block_name]
+    name_key = f"studio.build.block_name.{block_name}"  # a new name is a new widget
+    st.text_input("Block name", block_name, key=name_key, on_change=_on_rename_block, args=(block_name, name_key),
+                  help="A Python identifier, not a palette type; every instance follows (it becomes the class "
+                       "name in exported code).")
+    _show_error(name_key)
     layers = [n.id for n in block.body.nodes if n.type in REGISTRY and n.type != "Input"]
     if not layers:
         st.caption("This block holds no layer to edit.")
