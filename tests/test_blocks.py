@@ -427,3 +427,42 @@ def test_nested_blocks_with_repeat_compile_and_export_one_class_each():
     x = torch.randn(2, 16, 8, 8)
     with torch.no_grad():
         assert torch.equal(mine(x), model(x))
+
+
+class ResBlock(nn.Module):  # a torchvision-style basic block
+    def __init__(self, channels):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + x)
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.layer1 = nn.Sequential(ResBlock(8), ResBlock(8), ResBlock(8))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.layer1(self.stem(x))), 1))
+
+
+def test_import_turns_repeated_children_into_a_block_with_the_modules_own_state_dict_keys():
+    from studio.fximport import import_module
+
+    net = _Net().eval()
+    graph, unmapped = import_module(net, (3, 8, 8))
+    assert unmapped == [] and graph.node("layer1").type == "ResBlock" and graph.node("layer1").repeat == 3
+    assert [n.type for n in graph.blocks["ResBlock"].body.nodes][:3] == ["Input", "Conv2d", "BatchNorm2d"]
+    model = compile_graph(graph, seed=0).eval()
+    model.load_state_dict(net.state_dict(), strict=True)  # layer1.0.conv1.weight ... as in the module
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), net(x))  # same process and kernels: equal up to op order

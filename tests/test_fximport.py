@@ -35,11 +35,11 @@ def test_exported_code_imports_back_to_the_same_graph(name, tmp_path):
     dtype = "int64" if model.input_dtype == torch.int64 else "float32"
     imported, unmapped = import_from_file(path, default_class_name(graph.name), list(model.input_shape), dtype)
     assert unmapped == []
-    if graph.uses_blocks:  # one class per block imports back as the flat expansion (import makes no blocks
-        # yet), its merges named by fx ('add_1' for 'h.0.add_1'): the same layers, params and wiring
+    if graph.uses_blocks:  # one class per block imports back with its repeated copies as blocks (block and
+        # merge names are the code's: GptBlock, add_1): expanded, the same layers, params and wiring
         from studio.graph_expand import expand
 
-        assert structure(imported) == structure(expand(graph).graph)
+        assert structure(expand(imported).graph) == structure(expand(graph).graph)
         return
     assert canonical(imported) == canonical(graph)
 
