@@ -34,6 +34,7 @@ from studio.graph_edit import with_param
 from studio.layers import REGISTRY, fmt_shape
 
 _ERRORS = "studio.build.block_errors"  # widget key -> why the edit was refused
+_MISSING = object()
 
 
 def _error(key: str, message: str | None) -> None:
@@ -142,13 +143,19 @@ def _on_block_param(node_id: str, name: str, key: str) -> None:
         value = raw  # a bare word is a string value (a choice such as "gelu")
     _error(key, None)
     graph = session.current_graph()
-    if graph.has_node(node_id):
+    if graph.has_node(node_id) and graph.node(node_id).params.get(name, _MISSING) != value:
         session.set_current_graph(with_param(graph, node_id, name, value))
 
 
 def _on_repeat(node_id: str, key: str) -> None:
+    graph = session.current_graph()
+    value = int(st.session_state[key])
+    if not graph.has_node(node_id) or value == (graph.node(node_id).repeat or 1):
+        # What the box shows already (its 1 stands for "not repeated" too): measured in Chromium, a box made
+        # anew for another value (after an undo) can report the value it shows, which is no edit.
+        return
     try:
-        g = with_repeat(session.current_graph(), node_id, int(st.session_state[key]))
+        g = with_repeat(graph, node_id, value)
     except ValueError as e:
         _error(key, str(e))
         return

@@ -8,7 +8,7 @@ import json
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import FLOW_IFRAME, choose, screenshot, scroll_to, wait_idle
+from tests.e2e.conftest import FLOW_IFRAME, TIMEOUT_MS, choose, screenshot, scroll_to, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +38,7 @@ def test_group_repeat_undo_and_refresh(studio_server, page):
     wait_idle(page)
     sidebar.get_by_role("button", name="Group into block").click()
     head = flow.locator('.react-flow__node[data-id="head"]')
-    expect(head).to_contain_text("▣ dense -> (10,)")
+    expect(head).to_contain_text("▣ dense -> (10,)", timeout=TIMEOUT_MS)
     wait_idle(page)
     screenshot(page, "blocks_01_grouped")
 
@@ -46,20 +46,26 @@ def test_group_repeat_undo_and_refresh(studio_server, page):
     head.click()
     box = page.locator('input[aria-label="Repeat ×N"]')
     box.wait_for()
-    box.fill("3")
+    box.click()
+    box.press("Control+a")  # typed over the selection: the box is never empty, so one edit (repeat 3)
+    box.type("3")
     box.press("Enter")
-    expect(head).to_contain_text("▣ dense ×3 -> (10,)")
-    expect(page.get_by_text("head.2", exact=True)).to_be_visible()
+    expect(head).to_contain_text("▣ dense ×3 -> (10,)", timeout=TIMEOUT_MS)
+    expect(page.get_by_text("head.2", exact=True)).to_be_visible(timeout=TIMEOUT_MS)
     wait_idle(page)
     screenshot(page, "blocks_02_repeated")
 
     # Undo the repeat, then refresh: the block and its instance come back from the autosave.
-    page.get_by_role("button", name="Undo").click()
-    expect(head).to_contain_text("▣ dense -> (10,)")
+    saved = json.loads((studio_server.workspace / "graphs" / "_autosave.json").read_text())
+    assert [n.get("repeat") for n in saved["nodes"]] == [None, None, 3]
+    page.locator("h4").first.click()  # leave the number box first: its blur must not ride on the Undo's rerun
+    wait_idle(page)
+    page.get_by_role("button", name="Undo").click()  # an on_click callback: not lost to a rerun
+    expect(head).to_contain_text("▣ dense -> (10,)", timeout=TIMEOUT_MS)
     wait_idle(page)
     page.reload()
     head = page.frame_locator(FLOW_IFRAME).locator('.react-flow__node[data-id="head"]')
-    expect(head).to_contain_text("▣ dense -> (10,)")
+    expect(head).to_contain_text("▣ dense -> (10,)", timeout=TIMEOUT_MS)
     saved = json.loads((studio_server.workspace / "graphs" / "_autosave.json").read_text())
     assert saved["format"] == "studio.graph/2" and list(saved["blocks"]) == ["dense"]
     assert [n["id"] for n in saved["nodes"]] == ["input", "flat", "head"] and "repeat" not in saved["nodes"][2]
