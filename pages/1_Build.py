@@ -4,7 +4,7 @@ the issues, the live summary, the exported code, the templates and the graph fil
 import streamlit as st
 
 from components import clicks, nav, session
-from components.build import canvas, graph_files, graph_rescue, inspector, palette, panels
+from components.build import blocks, canvas, graph_files, graph_rescue, inspector, palette, panels
 from components.text import st_escape
 
 st.set_page_config(page_title="Build · Neural Studio", page_icon="🧱", layout="wide")
@@ -29,6 +29,7 @@ def _relayout(direction: str) -> None:
 with st.sidebar:
     st.markdown("### Layers")
     palette.render_palette()
+    blocks.render_block_palette(st.session_state.get(palette.SEARCH_KEY) or "")
 
 # One fixed slot for messages, so that showing one never shifts the canvas (a shifted component is
 # remounted by the browser, which loses the viewport).

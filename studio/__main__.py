@@ -51,10 +51,10 @@ def cmd_summary(args: argparse.Namespace) -> int:
         print(str(e), file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(a.summary_dict()))
+        print(json.dumps(a.summary_dict(expand=args.expand)))
     else:
         rows = [("id", "type", "output shape", "params", "FLOPs")]
-        for nid, n in a.nodes.items():
+        for nid, n in a.summary_items(args.expand):
             rows.append((nid, n.type, str(n.output_shape), _fmt_int(n.params), _fmt_int(n.flops)))
         widths = [max(len(r[c]) for r in rows) for c in range(5)]
         for k, r in enumerate(rows):
@@ -147,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("graph")
     s.add_argument("--json", action="store_true")
     s.add_argument("--param-budget", type=float, default=1e9)
+    s.add_argument("--expand", action="store_true", help="list every node inside block instances by path")
     s.set_defaults(func=cmd_summary)
 
     from studio.training.config import settings_help

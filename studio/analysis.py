@@ -34,7 +34,7 @@ import torch
 
 from studio.errors import GraphError, Issue
 from studio.flop_count import FlopCounter
-from studio.graph import Graph, node_id_problem
+from studio.graph import Graph, path_problem
 from studio.layers import REGISTRY, InSpec, LayerSpec, fmt_shape
 from studio.layers.rules import closed_form
 
@@ -81,6 +81,20 @@ class Analysis:
     input_id: str | None = None
     output_id: str | None = None
     frozen: set = field(default_factory=set)  # ids of the graph's frozen nodes (their params are not trained)
+    # A graph with blocks is analysed as its flat expansion (studio.graph_expand): `nodes` and `order`
+    # are by dotted path; `instances` holds each instance's and copy's totals by path (`layer1`,
+    # `layer1.0`); `expansion` is the studio.graph_expand.Expansion (None for a graph without blocks).
+    instances: dict[str, NodeInfo] = field(default_factory=dict)
+    expansion: object = None
+
+    def info(self, node_id: str) -> NodeInfo | None:
+        """A node's or an instance's info by id or path (None when it could not be inferred)."""
+        return self.nodes.get(node_id) or self.instances.get(node_id)
+
+    @property
+    def flat(self) -> Graph | None:
+        """The flat graph that compile builds (None when the graph has no blocks: it is its own)."""
+        return self.expansion.graph if self.expansion is not None else None
 
     @property
     def errors(self) -> list[Issue]:
@@ -137,11 +151,29 @@ class Analysis:
     def issues_for(self, node_id: str) -> list[Issue]:
         return [i for i in self.issues if i.node_id == node_id]
 
-    def summary_dict(self) -> dict:
+    def issues_within(self, path: str) -> list[Issue]:
+        """Issues of a node and of every node inside it (an instance's, by path prefix)."""
+        return [i for i in self.issues if i.node_id and (i.node_id == path or i.node_id.startswith(path + "."))]
+
+    def summary_items(self, expand: bool = False) -> list[tuple[str, NodeInfo]]:
+        """(id, info) per row of `summary`: the graph's own nodes, an instance with its totals; with `expand`
+        (or a graph without blocks) every node of the flat graph by path."""
+        if self.expansion is None or expand:
+            return list(self.nodes.items())
+        rows, seen = [], set()
+        for path in self.order:
+            top = path.split(".", 1)[0]
+            info = self.instances.get(top) or self.nodes.get(top)
+            if top not in seen and info is not None:
+                seen.add(top)
+                rows.append((top, info))
+        return rows
+
+    def summary_dict(self, expand: bool = False) -> dict:
         """The `summary --json` object of DESIGN.md's CLI contract."""
         return {
             "nodes": [{"id": nid, "type": n.type, "output_shape": list(n.output_shape) if n.output_shape else None,
-                       "params": n.params, "flops": n.flops} for nid, n in self.nodes.items()],
+                       "params": n.params, "flops": n.flops} for nid, n in self.summary_items(expand)],
             "total_params": self.total_params,
             "total_flops": self.total_flops,
         }
@@ -153,6 +185,8 @@ def validate(graph: Graph, **kwargs) -> list[Issue]:
 
 
 def analyze(graph: Graph, *, param_budget: float = DEFAULT_PARAM_BUDGET) -> Analysis:
+    if graph.uses_blocks:  # analysed as its flat expansion, issues named by path
+        return _analyze_blocks(graph, param_budget=param_budget)
     a = Analysis()
     a.frozen = {n.id for n in graph.nodes if n.frozen}
     broken: set[str] = set()  # nodes whose output cannot be inferred
@@ -160,7 +194,7 @@ def analyze(graph: Graph, *, param_budget: float = DEFAULT_PARAM_BUDGET) -> Anal
 
     # ---- pass 1: structure ------------------------------------------------------------------------
     for n in graph.nodes:
-        problem = node_id_problem(n.id)  # parse_graph refuses these; a Graph built in code may not
+        problem = path_problem(n.id)  # parse_graph refuses these; a Graph built in code may not
         if problem:
             issue(Issue(n.id, problem))
             broken.add(n.id)
@@ -268,6 +302,42 @@ def analyze(graph: Graph, *, param_budget: float = DEFAULT_PARAM_BUDGET) -> Anal
                              "(or raise the parameter budget)"))
     _buffer_budget(graph, a, total, param_budget, issue)
     return a
+
+
+def _analyze_blocks(graph: Graph, **kwargs) -> Analysis:
+    """A graph with blocks: its flat expansion (studio.graph_expand) analysed as any graph. Issues name full
+    paths (`layer2.1.add: ...`), those found while expanding first (a bad `"$name"`, an unknown block
+    parameter, a block that contains itself, `repeat` < 1); each instance and copy gets a NodeInfo of
+    category "block" in `instances`: its output shape, and the params, FLOPs and activation memory inside."""
+    from studio.graph_expand import expand
+
+    ex = expand(graph)
+    if ex.fatal:
+        return Analysis(issues=list(ex.issues), expansion=ex)
+    a = analyze(ex.graph, **kwargs)  # the flat graph holds no blocks: the plain analysis
+    a.issues = ex.issues + [i for i in a.issues if (i.node_id, i.param) not in ex.flagged]
+    a.expansion = ex
+    for inst in ex.instances.values():
+        label = f"{inst.block} ×{inst.repeat}" if inst.repeat is not None else inst.block
+        a.instances[inst.path] = _block_totals(a, inst.block, label, inst.inputs, inst.output, inst.members)
+        if inst.repeat is not None:
+            sources = inst.inputs
+            for i, (copy_path, members) in enumerate(zip(inst.copies, inst.copy_members, strict=True)):
+                a.instances[copy_path] = _block_totals(a, inst.block, f"{inst.block} [{i}]", sources,
+                                                       inst.copy_outputs[i], members)
+                sources = [inst.copy_outputs[i]]
+    return a
+
+
+def _block_totals(a: Analysis, block: str, label: str, inputs: list[str], output: str | None,
+                  members: list[str]) -> NodeInfo:
+    infos = [a.nodes[m] for m in members if m in a.nodes]
+    out = a.nodes.get(output) if output else None
+    ins = tuple(InSpec(a.nodes[s].output_shape, a.nodes[s].dtype) for s in inputs
+                if s in a.nodes and a.nodes[s].output_shape is not None)
+    return NodeInfo(block, "block", label, ins, out.output_shape if out else None, out.dtype if out else None,
+                    sum(i.params for i in infos), sum(i.flops for i in infos),
+                    sum(i.activation_bytes for i in infos))
 
 
 def _buffer_budget(graph: Graph, a: Analysis, params: int, budget: float, issue) -> None:

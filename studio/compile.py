@@ -57,6 +57,16 @@ class GraphModule(torch.fx.GraphModule):
         return code
 
 
+    def __deepcopy__(self, memo):
+        # fx's deepcopy rebuilds the submodule tree from the call_module paths with plain nn.Modules as
+        # containers; a block graph's containers (studio.graph_compile) are put back, their copies.
+        copied = super().__deepcopy__(memo)
+        for name, child in self.named_children():
+            if id(child) in memo:
+                setattr(copied, name, memo[id(child)])
+        return copied
+
+
 def _bind_submodules(model: torch.fx.GraphModule) -> None:
     """The host time fx adds to a forward, taken out: submodule lookups (below) and the call wrapper.
 
@@ -138,14 +148,24 @@ def compile_graph(graph: Graph, *, seed: int | None = None, device: str | torch.
     analysis = analyze(graph)
     if analysis.errors:
         raise GraphError(analysis.errors)
+    flat = analysis.flat  # a graph with blocks compiles as its expansion, layers by dotted path
+    if flat is not None:
+        graph = flat
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
         fx_graph, modules = build_fx_graph(graph, analysis)
-    root = nn.Module()
-    for node_id, module in modules.items():
-        root.add_module(node_id, module)
+    if flat is not None:
+        from studio.graph_compile import adopt_tree, module_root
+
+        root = module_root(analysis.expansion, modules)
+    else:
+        root = nn.Module()
+        for node_id, module in modules.items():
+            root.add_module(node_id, module)
     model = GraphModule(root, fx_graph, class_name="GraphModule")
+    if flat is not None:
+        adopt_tree(model, root)
     attributes = {
         "input_id": analysis.input_id, "output_id": analysis.output_id,
         "order": [nid for nid in analysis.order if nid != analysis.input_id],
@@ -181,7 +201,7 @@ def capture(model: GraphModule, x: torch.Tensor, node_ids, attention: bool = Tru
     from the attention modules' recording switch, which never changes their output. Run it under
     torch.no_grad() when no gradient is wanted.
     """
-    recorders = [(nid, m) for nid, m in model.named_children() if hasattr(m, "record_attention")] if attention else []
+    recorders = [(nid, m) for nid, m in model.named_modules() if hasattr(m, "record_attention")] if attention else []
     for _, m in recorders:
         m.record_attention = True
     try:

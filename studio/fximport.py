@@ -556,7 +556,24 @@ def _build(imp, placeholder, result, shape, dtype, name, module, example) -> tup
     keep = _ancestors(graph, ids[final])
     graph.nodes = [n for n in graph.nodes if n.id in keep]
     graph.edges = [e for e in graph.edges if e.source in keep and e.target in keep]
-    return _verify(graph, imp, ids, module, example)
+    graph, problems = _verify(graph, imp, ids, module, example)
+    if graph is not None:  # repeated children of a container (layer1.0, layer1.1) become a block with repeat
+        from studio.graph_blockify import blockify_import
+
+        origin = {node_id: _origin(node) for node, node_id in ids.items() if node is not placeholder}
+        targets = {node_id: node.target for node, node_id in ids.items() if node.op == "call_module"}
+        graph = blockify_import(graph, origin, targets, module, example) or graph
+    return graph, problems
+
+
+def _origin(node: torch.fx.Node) -> str:
+    """The module path a traced node comes from: a layer's own (`layer1.0.conv1`), a function's module's and
+    its name (`layer1.0.add`)."""
+    if node.op == "call_module":
+        return str(node.target)
+    stack = list((node.meta.get("nn_module_stack") or {}).values())
+    owner = stack[-1][0] if stack else ""
+    return f"{owner}.{node.name}" if owner else node.name
 
 
 def _ancestors(graph: Graph, node_id: str) -> set[str]:

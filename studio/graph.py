@@ -1,4 +1,4 @@
-"""The graph document, format `studio.graph/1`: parse, save, and walk it.
+"""The graph document, formats `studio.graph/1` and `/2` (with blocks): parse, save, and walk it.
 
 A graph is plain JSON (see DESIGN.md). This module checks the document's *structure* (keys,
 types, ids, edges); whether the layers and shapes make sense is `studio.analysis`'s job.
@@ -14,47 +14,28 @@ types, ids, edges); whether the layers and shapes make sense is `studio.analysis
 from __future__ import annotations
 
 import copy
-import functools
 import json
-import keyword
 import os
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from studio.errors import GraphError, Issue
+from studio.graph_ids import (  # noqa: F401 - ids are checked there; importable from here as before
+    _NN_MODULE_ATTRS,
+    _RESERVED_IDS,
+    MAX_ID_LEN,
+    NODE_ID_RE,
+    _reserved_ids,
+    node_id_problem,
+    path_problem,
+)
 
 FORMAT = "studio.graph/1"
-NODE_ID_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-MAX_ID_LEN = 64
-# Ids that would break exported code; with every nn.Module attribute (`eval`, `to`, `cuda`, ...) they
-# are refused, since a submodule cannot take the name of an attribute of the compiled module.
-_RESERVED_IDS = frozenset({"order", "input_id", "output_id", "input_shape", "input_dtype", "node_types",
-                           "self", "x", "torch", "nn", "F", "math", "super"})
-
-
-# The public attributes of an nn.Module instance (`training` too), listed here so that parsing a graph
-# does not import torch (the CLI launches runs without it); ids starting with '_' are refused anyway.
-# tests/test_cli.py checks this list against the installed torch.
-_NN_MODULE_ATTRS = frozenset("""
-    T_destination add_module apply bfloat16 buffers call_super_init children compile cpu cuda
-    double dump_patches eval extra_repr float forward get_buffer get_extra_state get_parameter
-    get_submodule half ipu load_state_dict modules mtia named_buffers named_children
-    named_modules named_parameters parameters register_backward_hook register_buffer
-    register_forward_hook register_forward_pre_hook register_full_backward_hook
-    register_full_backward_pre_hook register_load_state_dict_post_hook
-    register_load_state_dict_pre_hook register_module register_parameter
-    register_state_dict_post_hook register_state_dict_pre_hook requires_grad_ set_extra_state
-    set_submodule share_memory state_dict to to_empty train training type xpu zero_grad
-""".split())
-
-
-@functools.cache
-def _reserved_ids() -> frozenset[str]:
-    return _RESERVED_IDS | _NN_MODULE_ATTRS
-
+FORMAT_BLOCKS = "studio.graph/2"  # a /1 document that may also hold blocks (studio/graph_blocks.py)
+FORMATS = (FORMAT, FORMAT_BLOCKS)
 _DOC_KEYS = {"format", "name", "description", "nodes", "edges"}
+_DOC_KEYS_BLOCKS = _DOC_KEYS | {"blocks"}
 MAX_DEPTH = 16  # nesting of objects/lists anywhere in a document (a real one is 5 deep)
 # Nodes and edges of one document: a 15 MB upload of 200,000 nodes took 34 s of server CPU to parse and
 # analyse (and would be drawn on the canvas); real graphs, imported ResNets included, have hundreds.
@@ -62,23 +43,8 @@ MAX_NODES = 5_000
 MAX_EDGES = 4 * MAX_NODES
 MAX_INT = 2**63 - 1  # integers past int64 cannot be a size, a count or a position
 _NODE_KEYS = {"id", "type", "params", "position", "frozen"}
+_NODE_KEYS_BLOCKS = _NODE_KEYS | {"repeat"}
 _EDGE_KEYS = {"source", "target", "port"}
-
-
-def node_id_problem(node_id: object) -> str | None:
-    """Why `node_id` is not a valid node id, or None when it is."""
-    if not isinstance(node_id, str):
-        return f"id must be a string, got {type(node_id).__name__} {node_id!r}"
-    if not NODE_ID_RE.match(node_id):
-        return (
-            f"id {node_id!r} is not a Python identifier; use letters, digits and '_', "
-            "not starting with a digit (e.g. 'conv1')"
-        )
-    if len(node_id) > MAX_ID_LEN:
-        return f"id {node_id[:20]!r}... is {len(node_id)} characters long; use at most {MAX_ID_LEN}"
-    if keyword.iskeyword(node_id) or node_id in _reserved_ids() or node_id.startswith("_"):
-        return f"id {node_id!r} is reserved in Python or in the compiled module; choose another (e.g. '{node_id}_1')"
-    return None
 
 
 @dataclass
@@ -88,11 +54,16 @@ class Node:
     params: dict = field(default_factory=dict)
     position: dict | None = None  # {"x": float, "y": float} on the canvas; no effect on the model
     frozen: bool = False  # its parameters are not trained (requires_grad False; it runs in eval mode)
+    # Copies of a block instance chained one after the other (format /2); None: not repeated, and its
+    # copy is not indexed (`layer4_0.conv1`), while any integer indexes them (`layer1.0.conv1`).
+    repeat: int | None = None
 
     def to_dict(self) -> dict:
         d: dict = {"id": self.id, "type": self.type}
         if self.params:
             d["params"] = copy.deepcopy(self.params)
+        if self.repeat is not None:
+            d["repeat"] = self.repeat
         if self.position is not None:
             d["position"] = dict(self.position)
         if self.frozen:
@@ -119,12 +90,22 @@ class Graph:
     nodes: list[Node] = field(default_factory=list)
     edges: list[Edge] = field(default_factory=list)
     description: str = ""
+    # Reusable sub-graphs by name (format /2): studio.graph_blocks.Block; a node whose type is a block's
+    # name is an instance of it. studio.graph_expand.expand gives the flat graph with dotted ids.
+    blocks: dict = field(default_factory=dict)
+
+    @property
+    def uses_blocks(self) -> bool:
+        """Whether the document needs format /2 (it holds blocks or a repeated node)."""
+        return bool(self.blocks) or any(n.repeat is not None for n in self.nodes)
 
     # ---- document ---------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        d: dict = {"format": FORMAT, "name": self.name}
+        d: dict = {"format": FORMAT_BLOCKS if self.uses_blocks else FORMAT, "name": self.name}
         if self.description:
             d["description"] = self.description
+        if self.blocks:
+            d["blocks"] = {name: block.to_dict() for name, block in self.blocks.items()}
         d["nodes"] = [n.to_dict() for n in self.nodes]
         d["edges"] = [e.to_dict() for e in self.edges]
         return d
@@ -216,10 +197,14 @@ def parse_graph(doc: object) -> Graph:
     problem = value_problem(doc)
     if problem:
         raise GraphError(problem)
-    for k in sorted(set(doc) - _DOC_KEYS, key=str):
-        issues.append(Issue(None, f"unknown key {k!r} in the document; allowed keys are {sorted(_DOC_KEYS)}"))
-    if doc.get("format") != FORMAT:
-        issues.append(Issue(None, f"format is {doc.get('format')!r}; expected {FORMAT!r}"))
+    fmt = doc.get("format")
+    with_blocks = fmt == FORMAT_BLOCKS
+    keys = _DOC_KEYS_BLOCKS if with_blocks else _DOC_KEYS
+    for k in sorted(set(doc) - keys, key=str):
+        hint = "; blocks need format 'studio.graph/2'" if k == "blocks" else ""
+        issues.append(Issue(None, f"unknown key {k!r} in the document; allowed keys are {sorted(keys)}{hint}"))
+    if fmt not in FORMATS:
+        issues.append(Issue(None, f"format is {fmt!r}; expected {FORMAT!r} (or {FORMAT_BLOCKS!r} with blocks)"))
     name = doc.get("name", "untitled")
     if not isinstance(name, str):
         issues.append(Issue(None, f"name must be a string, got {_type_name(name)}"))
@@ -229,62 +214,97 @@ def parse_graph(doc: object) -> Graph:
         issues.append(Issue(None, f"description must be a string, got {_type_name(description)}"))
         description = ""
 
+    blocks: dict = {}
+    if with_blocks and "blocks" in doc:
+        from studio.graph_blocks import parse_blocks
+
+        blocks = parse_blocks(doc["blocks"], issues, _parse_block_body)
+    nodes = parse_nodes(doc.get("nodes"), issues, repeat=with_blocks)
+    edges = parse_edges(doc.get("edges", []), {n.id for n in nodes}, issues)
+    if issues:
+        raise GraphError(issues)
+    return Graph(name=name, nodes=nodes, edges=edges, description=description, blocks=blocks)
+
+
+def _parse_block_body(raw_nodes: object, raw_edges: object, where: str, issues: list[Issue]) -> Graph:
+    """A block's nodes and edges (studio.graph_blocks): parsed as a document's, with `repeat` and nested ids."""
+    nodes = parse_nodes(raw_nodes, issues, repeat=True, where_prefix=where, nested=True)
+    return Graph("block", nodes, parse_edges(raw_edges, {n.id for n in nodes}, issues, where_prefix=where))
+
+
+def parse_nodes(raw_nodes: object, issues: list[Issue], *, repeat: bool = False, where_prefix: str = "",
+                label_prefix: str = "", nested: bool = False) -> list[Node]:
+    """The nodes of a document (or of a block, with `where_prefix` naming it), each problem added to `issues`.
+
+    `repeat` allows the format /2 key `repeat`; `label_prefix` is put before node ids in issues."""
     nodes: list[Node] = []
-    raw_nodes = doc.get("nodes")
+    allowed = _NODE_KEYS_BLOCKS if repeat else _NODE_KEYS
     if not isinstance(raw_nodes, list):
-        issues.append(Issue(None, f"nodes must be a list of node objects, got {_type_name(raw_nodes)}"))
+        issues.append(Issue(None, f"{where_prefix}nodes must be a list of node objects, got {_type_name(raw_nodes)}"))
         raw_nodes = []
     seen: set[str] = set()
     for i, rn in enumerate(raw_nodes):
-        where = f"nodes[{i}]"
+        where = f"{where_prefix}nodes[{i}]"
         if not isinstance(rn, dict):
             issues.append(Issue(None, f"{where} must be an object, got {_type_name(rn)}"))
             continue
         nid = rn.get("id")
-        label = nid if isinstance(nid, str) and NODE_ID_RE.match(nid) and len(nid) <= MAX_ID_LEN else None
-        for k in sorted(set(rn) - _NODE_KEYS, key=str):
-            issues.append(Issue(label, f"unknown key {k!r} in {where}; allowed keys are {sorted(_NODE_KEYS)}"))
-        problem = node_id_problem(nid)
+        label = (label_prefix + nid if isinstance(nid, str) and NODE_ID_RE.match(nid) and len(nid) <= MAX_ID_LEN
+                 else None)
+        for k in sorted(set(rn) - allowed, key=str):
+            hint = "; repeat needs format 'studio.graph/2'" if k == "repeat" else ""
+            issues.append(Issue(label, f"unknown key {k!r} in {where}; allowed keys are {sorted(allowed)}{hint}"))
+        problem = node_id_problem(nid, nested=nested)
         if problem:
             issues.append(Issue(label, f"{where}: {problem}"))
             continue
         if nid in seen:
-            issues.append(Issue(nid, f"duplicate node id {nid!r}; every node needs its own id"))
+            issues.append(Issue(label, f"duplicate node id {nid!r}; every node needs its own id"))
             continue
         seen.add(nid)
         ntype = rn.get("type")
         if not isinstance(ntype, str):
-            issues.append(Issue(nid, f"type must be a string naming a layer (e.g. 'Linear'), got {_type_name(ntype)}"))
+            issues.append(Issue(label, "type must be a string naming a layer (e.g. 'Linear'), "
+                                       f"got {_type_name(ntype)}"))
             continue
         params = rn.get("params", {})
         if params is None:
             params = {}
         if not isinstance(params, dict):
-            issues.append(Issue(nid, f"params must be an object, got {_type_name(params)}"))
+            issues.append(Issue(label, f"params must be an object, got {_type_name(params)}"))
             continue
         position = rn.get("position")
         if position is not None:
             if (not isinstance(position, dict) or set(position) - {"x", "y"}
                     or not all(isinstance(position.get(a), (int, float)) and not isinstance(position.get(a), bool)
                                for a in ("x", "y"))):
-                issues.append(Issue(nid, f"position must be {{'x': number, 'y': number}}, got {position!r}"[:300]))
+                issues.append(Issue(label, f"position must be {{'x': number, 'y': number}}, got {position!r}"[:300]))
                 position = None
             else:
                 position = {"x": position["x"], "y": position["y"]}
         frozen = rn.get("frozen", False)
         if not isinstance(frozen, bool):
-            issues.append(Issue(nid, f"frozen must be true or false, got {_type_name(frozen)} {frozen!r}"[:200]))
+            issues.append(Issue(label, f"frozen must be true or false, got {_type_name(frozen)} {frozen!r}"[:200]))
             frozen = False
-        nodes.append(Node(nid, ntype, copy.deepcopy(params), position, frozen))
+        count = rn.get("repeat")
+        if count is not None and (not isinstance(count, int) or isinstance(count, bool)):
+            issues.append(Issue(label, f"repeat must be an integer >= 1 (copies chained one after the other), "
+                                       f"got {_type_name(count)} {count!r}"[:200]))
+            count = None
+        nodes.append(Node(nid, ntype, copy.deepcopy(params), position, frozen, count))
+    return nodes
 
+
+def parse_edges(raw_edges: object, seen: set[str], issues: list[Issue], *, where_prefix: str = "",
+                label_prefix: str = "") -> list[Edge]:
+    """The edges between the node ids `seen`, each problem added to `issues`."""
     edges: list[Edge] = []
-    raw_edges = doc.get("edges", [])
     if not isinstance(raw_edges, list):
-        issues.append(Issue(None, f"edges must be a list of edge objects, got {_type_name(raw_edges)}"))
+        issues.append(Issue(None, f"{where_prefix}edges must be a list of edge objects, got {_type_name(raw_edges)}"))
         raw_edges = []
     pairs: set[tuple[str, str]] = set()
     for i, re_ in enumerate(raw_edges):
-        where = f"edges[{i}]"
+        where = f"{where_prefix}edges[{i}]"
         if not isinstance(re_, dict):
             issues.append(Issue(None, f"{where} must be an object, got {_type_name(re_)}"))
             continue
@@ -297,27 +317,24 @@ def parse_graph(doc: object) -> Graph:
                 issues.append(Issue(None, f"{where}.{role} must be a node id string, got {_type_name(v)}"))
                 bad = True
             elif v not in seen:
-                issues.append(Issue(v if NODE_ID_RE.match(v) and len(v) <= MAX_ID_LEN else None,
+                issues.append(Issue(label_prefix + v if NODE_ID_RE.match(v) and len(v) <= MAX_ID_LEN else None,
                                     f"{where} refers to {role} node {v[:64]!r}, which does not exist"))
                 bad = True
         if port is not None and (not isinstance(port, int) or isinstance(port, bool) or port < 0):
-            issues.append(Issue(dst if isinstance(dst, str) and dst in seen else None,
+            issues.append(Issue(label_prefix + dst if isinstance(dst, str) and dst in seen else None,
                                 f"{where}.port must be a non-negative integer, got {port!r}"[:200]))
             bad = True
         if bad:
             continue
         if src == dst:
-            issues.append(Issue(src, "has an edge to itself; a layer cannot feed itself"))
+            issues.append(Issue(label_prefix + src, "has an edge to itself; a layer cannot feed itself"))
             continue
         if (src, dst) in pairs:
-            issues.append(Issue(dst, f"has two edges from {src!r}; connect each pair once"))
+            issues.append(Issue(label_prefix + dst, f"has two edges from {src!r}; connect each pair once"))
             continue
         pairs.add((src, dst))
         edges.append(Edge(src, dst, port))
-
-    if issues:
-        raise GraphError(issues)
-    return Graph(name=name, nodes=nodes, edges=edges, description=description)
+    return edges
 
 
 def value_problem(doc: object) -> str | None:

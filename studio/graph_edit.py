@@ -98,7 +98,7 @@ def duplicated(graph: Graph, node_id: str) -> tuple[Graph, str]:
     pos = node.position or {"x": 0.0, "y": 0.0}
     g.nodes.insert(g.nodes.index(node) + 1,
                    type(node)(nid, node.type, json.loads(json.dumps(node.params)),
-                              {"x": pos["x"] + 60.0, "y": pos["y"] + 40.0}))
+                              {"x": pos["x"] + 60.0, "y": pos["y"] + 40.0}, repeat=node.repeat))
     g.edges += [Edge(src, nid) for src in g.inputs_of(node_id)]
     return g, nid
 

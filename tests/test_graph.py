@@ -55,7 +55,7 @@ def test_round_trip_is_exact(tmp_path):
     (lambda d: d["edges"].append({"source": "input", "target": "conv1"}), "conv1", r"two edges from 'input'"),
     (lambda d: d["edges"][0].update(port=-1), "conv1", r"port must be a non-negative integer"),
     (lambda d: d.update(nodes={}), None, r"nodes must be a list"),
-    (lambda d: d.update(format="studio.graph/2"), None, r"expected 'studio.graph/1'"),
+    (lambda d: d.update(format="studio.graph/3"), None, r"expected 'studio.graph/1'"),
     (lambda d: d["nodes"][0].update(position={"x": "a", "y": 0}), "input", r"position must be"),
 ])
 def test_structural_problems_are_issues(mutate, node_id, pattern):

@@ -49,6 +49,8 @@ GEN_KEY = "studio_gen"  # the key in each node's `data` that carries the push ge
 ISSUE_COLOR = "#dc2626"
 WARNING_COLOR = "#d97706"
 FROZEN_COLOR = "#64748b"  # the dashed border of a frozen node
+BLOCK_COLOR = "#0f766e"  # a block instance (format /2): one node for the whole sub-graph
+EXPANDED_KEY = "studio.build.expanded"  # ids of the instances whose inside the canvas shows
 LAYER_GAP = {"down": 110.0, "right": 290.0}  # distance between layers
 NODE_GAP = {"down": 250.0, "right": 95.0}  # distance between nodes of one layer
 
@@ -86,9 +88,11 @@ def node_label(graph: Graph, analysis: Analysis, node_id: str) -> str:
     """Plain label: type, key params and output shape, e.g. 'Conv2d 32@3x3 -> (32, 26, 26)'."""
     node = graph.node(node_id)
     spec = REGISTRY.get(node.type)
-    info = analysis.nodes.get(node_id)
+    info = analysis.info(node_id)  # an instance's totals for a block instance
     if spec is not None and spec.inputs[1] == 0:  # Input: its params are its output shape
         text = node.type + (f" {info.dtype}" if info is not None and info.dtype != "float32" else "")
+    elif node.type in graph.blocks:
+        text = f"▣ {node.type}" + (f" ×{node.repeat}" if node.repeat is not None else "")
     else:
         text = spec.describe(node.params) if spec else node.type
     shape = fmt_shape(info.output_shape) if info and info.output_shape is not None else "?"
@@ -168,8 +172,9 @@ def auto_layout(graph: Graph, direction: str = "down", only_missing: bool = Fals
 def flow_elements(graph: Graph, analysis: Analysis, selected: str | None, direction: str, gen: int = 0):
     """(nodes, edges) as the component's dicts; every node's data carries the push generation `gen`."""
     src_pos, tgt_pos = ("bottom", "top") if direction == "down" else ("right", "left")
-    flagged = {i.node_id for i in analysis.issues if i.node_id and i.severity == "error"}
-    warned = {i.node_id for i in analysis.issues if i.node_id}
+    # An issue inside a block instance (`layer2.1.add`) marks the instance's node (`layer2`).
+    flagged = {i.node_id.split(".", 1)[0] for i in analysis.issues if i.node_id and i.severity == "error"}
+    warned = {i.node_id.split(".", 1)[0] for i in analysis.issues if i.node_id}
     nodes = []
     for n in graph.nodes:
         spec = REGISTRY.get(n.type)
@@ -187,6 +192,8 @@ def flow_elements(graph: Graph, analysis: Analysis, selected: str | None, direct
                               n.id == selected))
         if n.frozen:
             node.style = {**node.style, "borderStyle": "dashed", "borderColor": FROZEN_COLOR}
+        if n.type in graph.blocks and n.id not in flagged:
+            node.style = {**node.style, "background": _tint(BLOCK_COLOR), "border": f"3px double {BLOCK_COLOR}"}
         nodes.append(node)
     inputs = graph.input_map()
     edges = []
@@ -197,6 +204,55 @@ def flow_elements(graph: Graph, analysis: Analysis, selected: str | None, direct
             f"st-flow-edge_{e.source}-{e.target}", e.source, e.target, edge_type="default",
             marker_end={"type": "arrowclosed"}, deletable=True, focusable=True, label=label,
             label_show_bg=bool(label), style={"strokeWidth": 2}, label_style={}, label_bg_style={}))
+    expanded = [nid for nid in st.session_state.get(EXPANDED_KEY, ()) if graph.has_node(nid)]
+    if expanded:
+        more_nodes, more_edges = inside_elements(graph, analysis, expanded, direction, gen)
+        nodes += more_nodes
+        edges += more_edges
+    return nodes, edges
+
+
+def inside_elements(graph: Graph, analysis: Analysis, instance_ids, direction: str, gen: int = 0):
+    """(nodes, edges) showing the layers inside the expanded instances, by path, beside each instance: one
+    column (row) per copy. They are a view: not in the graph, so moving them changes nothing, and they
+    cannot be deleted or connected (edit the block's definition or ungroup the instance)."""
+    ex = analysis.expansion
+    nodes, edges = [], []
+    if ex is None:
+        return nodes, edges
+    src_pos, tgt_pos = ("bottom", "top") if direction == "down" else ("right", "left")
+    severity = {}
+    for i in analysis.issues:
+        if i.node_id and severity.get(i.node_id) != "error":
+            severity[i.node_id] = i.severity
+    for nid in instance_ids:
+        inst = ex.instances.get(nid)
+        if inst is None:
+            continue
+        base = graph.node(nid).position or {"x": 0.0, "y": 0.0}
+        members = set(inst.members)
+        for c, copy_members in enumerate(inst.copy_members):
+            for k, path in enumerate(copy_members):
+                info = analysis.nodes.get(path)
+                flat = ex.graph.node(path)
+                shape = fmt_shape(info.output_shape) if info and info.output_shape is not None else "?"
+                spec = REGISTRY.get(flat.type)
+                text = spec.describe(flat.params) if spec else flat.type
+                along, across = k * 70.0, (c + 1) * 230.0
+                x, y = (base["x"] + across, base["y"] + along) if direction == "down" else \
+                    (base["x"] + along, base["y"] + across)
+                style = _node_style(spec.category if spec else None, severity.get(path), False)
+                style.update(borderStyle="dashed", opacity=0.92, fontSize="11px", minWidth="150px")
+                nodes.append(StreamlitFlowNode(
+                    path, (x, y), {"content": f"**{md_escape(path)}**\n\n{md_escape(text)} -> {shape}", GEN_KEY: gen},
+                    node_type="default", source_position=src_pos, target_position=tgt_pos, connectable=False,
+                    deletable=False, style=style))
+        for e in ex.graph.edges:
+            if e.target in members and e.source in members:
+                edges.append(StreamlitFlowEdge(
+                    f"st-flow-edge_{e.source}-{e.target}", e.source, e.target, edge_type="default",
+                    marker_end={"type": "arrowclosed"}, deletable=False, focusable=False,
+                    style={"strokeWidth": 1, "strokeDasharray": "4 3"}, label_style={}, label_bg_style={}))
     return nodes, edges
 
 

@@ -145,7 +145,7 @@ def render_inspector(graph: Graph, analysis: Analysis) -> None:
         return
     node = graph.node(node_id)
     spec = REGISTRY.get(node.type)
-    info = analysis.nodes.get(node_id)
+    info = analysis.info(node_id)  # a block instance's totals too
     st.markdown(f"#### {st_escape(node_id)} · {st_escape(node.type)}")
     if spec is not None:
         st.caption(spec.doc)
@@ -161,7 +161,11 @@ def render_inspector(graph: Graph, analysis: Analysis) -> None:
     if st.session_state.get(_ERRORS, {}).get(rename_key):
         st.error(st.session_state[_ERRORS][rename_key], icon=":material/error:")
 
-    if spec is None:
+    if spec is None and node.type in graph.blocks:
+        from components.build import blocks
+
+        blocks.render_instance(graph, analysis, node_id)
+    elif spec is None:
         st.warning(f"Unknown layer type {st_escape(repr(node.type))}: delete this node or fix the type in the "
                    "graph file.")
     else:

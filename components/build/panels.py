@@ -33,7 +33,7 @@ def human_bytes(n: int) -> str:
 # ---- issues --------------------------------------------------------------------------------------
 
 def _on_select(node_id: str) -> None:
-    canvas.select_node(node_id)
+    canvas.select_node(node_id.split(".", 1)[0])  # a path inside a block instance selects the instance
 
 
 def render_issues(analysis: Analysis) -> None:
@@ -73,13 +73,16 @@ def params_text(analysis: Analysis) -> str:
 
 # ---- summary -------------------------------------------------------------------------------------
 
-def summary_frame(graph: Graph, analysis: Analysis) -> pd.DataFrame:
-    """One row per node in topological order (like torchinfo), then a Total row."""
+def summary_frame(graph: Graph, analysis: Analysis, expand: bool = False) -> pd.DataFrame:
+    """One row per node in topological order (like torchinfo), then a Total row. A block instance is one row
+    with its totals unless `expand` (every layer inside it by path)."""
     order = analysis.order or [n.id for n in graph.nodes]
+    if analysis.expansion is not None and not expand:
+        order = [nid for nid, _ in analysis.summary_items()]
     types = {n.id: n.type for n in graph.nodes}
     rows = []
     for nid in order:
-        info = analysis.nodes.get(nid)
+        info = analysis.info(nid)
         shape = info.output_shape if info else None
         rows.append({"node": nid, "layer": info.label if info else types.get(nid, "?"),
                      "output shape": fmt_shape(shape) if shape is not None else "?",
@@ -98,7 +101,8 @@ def render_summary(graph: Graph, analysis: Analysis) -> None:
     m2.metric("FLOPs / sample", human_count(analysis.total_flops), help=f"{analysis.total_flops:,} (multiply-add = 2)")
     m3.metric("Activations / sample", human_bytes(analysis.total_activation_bytes))
     m4.metric("Output", fmt_shape(analysis.output_shape) if analysis.output_shape is not None else "?")
-    frame = summary_frame(graph, analysis)
+    expand = graph.uses_blocks and st.toggle("Show every layer inside the blocks", key="studio.build.summary_expand")
+    frame = summary_frame(graph, analysis, expand=expand)
     # Tall enough for every row up to 30 (the Total row is last and must show without scrolling).
     st.dataframe(frame, hide_index=True, width="stretch", height=min(36 + 35 * len(frame), 36 + 35 * 30) + 3,
                  column_config={"params": st.column_config.NumberColumn(format="localized"),

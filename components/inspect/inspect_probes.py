@@ -19,6 +19,7 @@ from components.figures import inspect_views as iv
 from components.text import st_escape
 from studio import inspection as ins
 from studio.errors import StudioError
+from studio.graph_paths import flat_graph
 
 K = "studio.inspect."
 PLAY_S = 0.8       # seconds per frame while playing
@@ -131,10 +132,11 @@ def render_feature_maps(run: ins.RunFiles, info, entries: list[dict], active: bo
 
 def _feature_maps(run: ins.RunFiles, info, playing: bool) -> None:
     entries = [e for e in ins.probe_index(run) if e.get("feature_maps")]
-    order = [n for n in run.graph.topological_order() if n in entries[-1]["feature_maps"]]
+    graph = flat_graph(run.graph)  # a graph with blocks: its layers by path (layer1.0.conv1)
+    order = [n for n in graph.topological_order() if n in entries[-1]["feature_maps"]]
     c1, c2, c3, c4 = st.columns([2, 2, 2, 2])
     node_id = c1.selectbox("Layer", order, key=K + "fm.node",
-                           format_func=lambda n: f"{n} ({run.graph.node(n).type})")
+                           format_func=lambda n: f"{n} ({graph.node(n).type})")
     n = entries[-1]["samples"]
     x, y = probe_inputs(run, n)
     sample = c2.selectbox("Probe sample", range(n), key=K + "fm.sample",
@@ -191,12 +193,12 @@ def render_attention(run: ins.RunFiles, info, entries: list[dict], active: bool)
 
 
 def causal_flags(graph) -> dict[str, bool]:
-    return {n.id: bool(n.params.get("causal", False)) for n in graph.nodes}
+    return {n.id: bool(n.params.get("causal", False)) for n in flat_graph(graph).nodes}  # by path: h.3.attn
 
 
 def _attention(run: ins.RunFiles, info, playing: bool) -> None:
     entries = [e for e in ins.probe_index(run) if e.get("attention")]
-    nodes = [n for n in run.graph.topological_order() if n in entries[-1]["attention"]]
+    nodes = [n for n in flat_graph(run.graph).topological_order() if n in entries[-1]["attention"]]
     n = entries[-1]["samples"]
     x, y = probe_inputs(run, n)
     c1, c2, c3 = st.columns([3, 2, 3])

@@ -23,6 +23,7 @@ from components.text import st_escape
 from studio import inspection as ins
 from studio.errors import StudioError
 from studio.explain import explain
+from studio.graph_paths import flat_graph
 from studio.training import diagnostics
 
 SALIENCY_METHODS = {"gradcam": "grad-cam", "gradient_x_input": "input-x-gradient"}  # studio.explain's names
@@ -270,7 +271,7 @@ def render_diagnostics(run: ins.RunFiles, record, store, entries: list[dict]) ->
         train_steps=[s for s, _ in train], train_loss=[v for _, v in train],
         val_steps=[s for s, _ in val], val_loss=[v for _, v in val], status=record.status, error=record.error,
         lr=run.config.lr, dead_fraction=dead.get("dead_fraction") if dead else None,
-        grad_norms=grads.get("grad_norms") if grads else None, layer_order=run.graph.topological_order(),
+        grad_norms=grads.get("grad_norms") if grads else None, layer_order=flat_graph(run.graph).topological_order(),
         probe_step=grads["step"] if grads else None)
     st.caption(f"Checked: {', '.join(diagnostics.CHECKS)} — from {len(train):,} training steps, {len(val)} "
                f"evaluations and {len(entries)} probe snapshots.")

@@ -143,6 +143,7 @@ def check_graph_fits(graph: Graph, analysis, info: DatasetInfo, *, graph_issues:
     `graph_issues=False` leaves the analysis' own issues out (for a caller that lists them already).
     """
     issues: list[Issue] = list(getattr(analysis, "issues", ())) if graph_issues else []
+    graph = getattr(analysis, "flat", None) or graph  # a graph with blocks: its layers by path (layer4.1.fc)
     input_id = _input_node(graph)
     in_shape, in_dtype = analysis.input_shape, analysis.input_dtype
     input_differs = False

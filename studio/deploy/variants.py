@@ -123,11 +123,22 @@ def _node_types(model: nn.Module) -> dict[str, str]:
     return dict(getattr(model, "node_types", {}) or {})
 
 
+def _has_module(model: nn.Module, path: str) -> bool:
+    try:
+        model.get_submodule(path)
+    except AttributeError:
+        return False
+    return True
+
+
 def _untouched(model: nn.Module, types: tuple, what: str) -> list[str]:
     """Notes naming the nodes with weights that `types` does not cover (they stay fp32) or covers in part."""
     kinds = _node_types(model)
     left, partial = [], []
-    for name, m in model.named_children():
+    # By node: a layer inside a block instance by its path (layer1.0.conv1), not the instance's container.
+    nodes = [(nid, model.get_submodule(nid)) for nid in kinds if _has_module(model, nid)] if kinds else \
+        list(model.named_children())
+    for name, m in nodes:
         if isinstance(m, types) or not any(True for _ in m.parameters()):
             continue
         label = f"{name} ({kinds.get(name, type(m).__name__)})"

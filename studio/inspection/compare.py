@@ -53,6 +53,10 @@ def graph_diff(a: Graph | dict, b: Graph | dict) -> GraphDiff:
     a param written in one graph only is compared with "(default)". Positions are ignored."""
     a = parse_graph(a) if isinstance(a, dict) else a
     b = parse_graph(b) if isinstance(b, dict) else b
+    if a.uses_blocks or b.uses_blocks:  # compared layer by layer, by path (h.4.attn added by a repeat)
+        from studio.graph_paths import flat_graph
+
+        a, b = flat_graph(a), flat_graph(b)
     na, nb = {n.id: n for n in a.nodes}, {n.id: n for n in b.nodes}
     type_changed, params_changed = [], []
     for node_id in [n.id for n in b.nodes if n.id in na]:

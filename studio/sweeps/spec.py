@@ -345,6 +345,14 @@ def _param_check(name: str, graph: Graph | None, base: TrainConfig | None, where
     if "." in name:
         if graph is None:
             return None  # the graph itself is broken: already reported
+        from studio.graph_paths import searched_param
+
+        block_param = searched_param(graph, name)  # a block instance's parameter or repeat, by path
+        if isinstance(block_param, str):
+            bad((where, block_param))
+            return None
+        if block_param is not None:
+            return block_param[2], block_param[3]
         node_id, param = name.split(".", 1)
         ids = [n.id for n in graph.nodes]
         if node_id not in ids:
@@ -389,9 +397,9 @@ def trial_inputs(spec: SweepSpec, params: dict) -> tuple[Graph, TrainConfig]:
     changes = {}
     for name, value in params.items():
         if "." in name:
-            node_id, param = name.split(".", 1)
-            node = graph.node(node_id)
-            node.params = {**node.params, param: value}
+            from studio.graph_paths import with_searched_value
+
+            with_searched_value(graph, name, value)  # NODE_ID.PARAM; an instance's repeat too
         else:
             changes[name] = value
     config = TrainConfig.from_dict({**spec.config, **changes})

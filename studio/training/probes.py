@@ -161,11 +161,14 @@ class Prober(Callback):
 
         out: dict[str, np.ndarray] = {k: a.to(torch.float16).numpy() for k, a in arrays.items()}
         grad_sq: dict[str, float] = {}
+        from studio.graph_paths import node_of_key  # a layer inside a block is named by its path
+
+        node_ids = set(getattr(model, "node_types", {}) or {})
         for pname, p in model.named_parameters():
             out[f"whist/{pname}"], out[f"wrange/{pname}"] = histogram(p)
             if p.grad is not None:
                 out[f"ghist/{pname}"], out[f"grange/{pname}"] = histogram(p.grad)
-                layer = pname.split(".", 1)[0]
+                layer = node_of_key(pname, node_ids)
                 grad_sq[layer] = grad_sq.get(layer, 0.0) + float(p.grad.detach().float().pow(2).sum())
         entry["grad_norms"] = {k: math.sqrt(v) for k, v in grad_sq.items()}
 

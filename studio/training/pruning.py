@@ -29,7 +29,7 @@ def prunable(model: nn.Module, *, skip_output: bool = False) -> list[tuple[str, 
     out = []
     for name, m in model.named_modules():
         if isinstance(m, PRUNE_TYPES) and getattr(m, "weight", None) is not None:
-            if skip_output and name.split(".")[0] == output_id:
+            if skip_output and (name == output_id or name.startswith(f"{output_id}.")):  # by path
                 continue
             out.append((name, m))
     return out

@@ -62,18 +62,24 @@ class WeightMatch:
         return out
 
 
-def _by_node(state: dict) -> dict[str, dict]:
+def _by_node(state: dict, node_ids=None) -> dict[str, dict]:
+    """State-dict entries grouped by node: by the longest of `node_ids` (paths such as `layer1.0.conv1` in a
+    graph with blocks) that prefixes the key, else by the key's first name."""
+    from studio.graph_paths import node_of_key
+
     nodes: dict[str, dict] = {}
+    known = set(node_ids or ())
     for key, value in state.items():
-        node_id, _, rest = key.partition(".")
-        nodes.setdefault(node_id, {})[rest] = value
+        node_id = node_of_key(key, known)
+        nodes.setdefault(node_id, {})[key[len(node_id) + 1:]] = value
     return nodes
 
 
 def match_weights(model: nn.Module, run_id: str, workspace=None) -> WeightMatch:
-    """Match `model`'s nodes against run `run_id`'s trained weights by node id and shape."""
+    """Match `model`'s nodes against run `run_id`'s trained weights by node id (path) and shape."""
     _, source = load_trained(run_id, workspace)
-    mine, theirs = _by_node(model.state_dict()), _by_node(source.state_dict())
+    mine = _by_node(model.state_dict(), getattr(model, "node_types", None))
+    theirs = _by_node(source.state_dict(), getattr(source, "node_types", None))
     match = WeightMatch(run_id)
     for node_id, tensors in mine.items():
         other = theirs.get(node_id)
@@ -116,9 +122,11 @@ def warm_start(model: nn.Module, run_id: str, workspace=None) -> WeightMatch:
 
 def freeze_nodes(model: nn.Module, graph) -> list[str]:
     """Freeze the graph's `frozen` nodes in `model`; returns their ids."""
-    frozen = [n.id for n in graph.nodes if n.frozen and n.id in model._modules]
+    from studio.graph_paths import flat_nodes, has_submodule
+
+    frozen = [n.id for n in flat_nodes(graph) if n.frozen and has_submodule(model, n.id)]  # paths with blocks
     for node_id in frozen:
-        module = model._modules[node_id]
+        module = model.get_submodule(node_id)
         for p in module.parameters():
             p.requires_grad_(False)
         setattr(module, FROZEN_ATTR, True)
