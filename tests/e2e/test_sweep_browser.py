@@ -82,10 +82,7 @@ def journey(studio_server, page) -> None:
     assert best_run in shown, (best_run, shown)  # Inspect opens on the best trial's run
     screenshot(page, "sweep_03_best_in_inspect")
 
-    page.locator('[data-testid="stSidebar"]').get_by_role("link", name="Train").click()
-    page.wait_for_url(re.compile(r"/Train(\?|$)"))
-    wait_idle(page)
-    open_sweep_tab(page)
+    back_to_the_sweep_tab(page)
     page.get_by_role("button", name="Open the best trial in Build").click()
     page.wait_for_url(re.compile(r"/Build(\?|$)"))
     page.frame_locator(FLOW_IFRAME).locator('.react-flow__node[data-id="fc1"]').wait_for()
@@ -94,15 +91,19 @@ def journey(studio_server, page) -> None:
     screenshot(page, "sweep_04_best_in_build")
 
     # "Use its settings in Train" turns to the Runs tab, where the form is, and says what changed.
-    page.locator('[data-testid="stSidebar"]').get_by_role("link", name="Train").click()
-    page.wait_for_url(re.compile(r"/Train(\?|$)"))
-    wait_idle(page)
-    open_sweep_tab(page)
+    back_to_the_sweep_tab(page)
     page.get_by_role("button", name="Use its settings in Train").click()
     page.get_by_text("The run form now holds the settings of trial run").wait_for()
     expect(page.get_by_role("tab", name="Runs")).to_have_attribute("aria-selected", "true")
     wait_idle(page)
     screenshot(page, "sweep_05_settings_in_train")
+
+
+def back_to_the_sweep_tab(page) -> None:
+    page.locator('[data-testid="stSidebar"]').get_by_role("link", name="Train").click()
+    page.wait_for_url(re.compile(r"/Train(\?|$)"))
+    wait_idle(page)
+    open_sweep_tab(page)
 
 
 def open_sweep_tab(page) -> None:
