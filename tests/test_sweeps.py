@@ -124,13 +124,19 @@ def test_grid_sweep_equals_the_same_runs_launched_by_hand(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def tpe_sweep(tmp_path_factory):
-    """An 8-trial TPE sweep with a median pruner over a space where lr 10 is hopeless (run once)."""
+    """An 8-trial TPE sweep with a median pruner over a space where lr 10 is hopeless (run once).
+
+    One trial at a time: the seeded TPE then draws the same trials on every machine (two at a time, what
+    it drew depended on which trial finished first). Long enough by construction for the pruner: its
+    decisions come at early evaluations, and a trial runs 600 steps, so its stop lands with most of the
+    run still ahead. At 200 steps a trial often completed before the stop arrived (once the training
+    step got faster), and nothing was pruned."""
     base = tmp_path_factory.mktemp("tpe")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("STUDIO_WORKSPACE", str(base / "workspace"))
         mp.setenv("STUDIO_MAX_RUNS", "2")
-        path = write_sweep(base / "s", trials=8, parallel=2, pruner="median",
-                           config={**BASE, "max_steps": 200, "eval_every": 10, "optimizer": "adam"},
+        path = write_sweep(base / "s", trials=8, parallel=1, pruner="median",
+                           config={**BASE, "max_steps": 600, "eval_every": 10, "optimizer": "adam"},
                            space={"lr": {"choice": [0.003, 0.03, 10.0]}, "fc1.out_features": {"choice": [8, 16]}})
         summary = run_to_end(path)
     return base / "workspace", summary

@@ -64,8 +64,9 @@ class MetricLogger(Callback):
             self._log_values(s.step, s.epoch, "train", TRAIN_KEYS_CLIPPED,
                              (s.loss, s.lr, s.samples_per_sec, s.grad_norm))
         self.writer.end_step(s.step)
-        if s.eval_due:  # evaluations are rare and awaited: show them at once
-            self.writer.flush()
+        if s.eval_due:  # evaluations are rare and awaited: committed before training goes on (a sweep's
+            self.writer.flush_and_wait()  # pruner reads them while the trial runs; handed to the commit
+            # thread only, a short trial often completed before they were visible, and was never pruned)
         if trainer.notes:
             self._drain_notes(trainer)
 
