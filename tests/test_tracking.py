@@ -321,6 +321,7 @@ def test_train_page_logs_to_tensorboard_and_exports_from_the_runs_table(workspac
     _poll(at, lambda a: not Store().get_run(run_id).active, "the run launched from the page to end")
     assert set(accumulator(tmp_path / "tb" / run_id).Tags()["scalars"]) >= {"train_loss", "val_accuracy"}
 
+    _rerun(at)  # the page as it is now the run has ended (the poll's last rerun may predate the end)
     at.button(key=f"studio.train.run.{run_id}.tracking_export").click()
     _rerun(at)
     at.text_input(key=f"{EXPORTING}.target.{run_id}").set_value(str(tmp_path / "exported"))
