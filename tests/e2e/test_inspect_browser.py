@@ -130,9 +130,10 @@ def test_inspect_and_compare_pages(studio_server, runs, page):
     wanted = [runs["cnn-a"], runs["cnn-b"]]
     for run_id in wanted:
         choose(page, label, run_id[-6:])
-    chips = page.locator('[data-testid="stMultiSelect"] [data-baseweb="tag"]')
+    picker = page.locator('[data-testid="stMultiSelect"]').filter(has=page.locator(f'input[aria-label="{label}"]'))
     for _ in range(3):  # a pick that landed while the page reran can be dropped: pick what is missing again
-        shown = " ".join(chips.all_inner_texts())
+        wait_idle(page)
+        shown = picker.inner_text()  # the picked runs' labels, "cnn-a (703afe)"
         missing = [r for r in wanted if r[-6:] not in shown]
         if not missing:
             break
