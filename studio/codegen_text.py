@@ -129,8 +129,10 @@ def _call(head: str, args: list[str], indent: str) -> list[str]:
     return lines
 
 
-def _constructor_args(cls: type, kwargs: dict) -> list[str]:
-    """Leading required params positionally (at most two), torch.nn defaults left out, the rest by keyword."""
+def _constructor_args(cls: type, kwargs: dict, write=None) -> list[str]:
+    """Leading required params positionally (at most two), torch.nn defaults left out, the rest by keyword.
+    `write` turns a value into source (default `literal`; a block's class writes its parameters' names)."""
+    write = write or literal
     try:
         params = list(inspect.signature(cls.__init__).parameters.values())[1:]
     except (TypeError, ValueError):
@@ -138,7 +140,7 @@ def _constructor_args(cls: type, kwargs: dict) -> list[str]:
     args, rest = [], dict(kwargs)
     for p in params:
         if (len(args) < 2 and p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty and p.name in rest):
-            args.append(literal(rest.pop(p.name)))
+            args.append(write(rest.pop(p.name)))
         else:
             break
     is_torch = class_ref(cls).startswith("nn.")
@@ -147,7 +149,7 @@ def _constructor_args(cls: type, kwargs: dict) -> list[str]:
         d = defaults.get(k, inspect.Parameter.empty)
         if is_torch and d is not inspect.Parameter.empty and type(d) is type(v) and d == v:
             continue  # equal to PyTorch's own default: left out for readability
-        args.append(f"{k}={literal(v)}")
+        args.append(f"{k}={write(v)}")
     return args
 
 

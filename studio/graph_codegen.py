@@ -10,8 +10,6 @@ loads the studio's weights with `strict=True`.
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 import torch.fx
 
@@ -21,6 +19,7 @@ from studio.codegen_text import (
     MAX_LINE,
     ModelCode,
     _call,
+    _constructor_args,
     class_ref,
     default_class_name,
     docstring_text,
@@ -52,27 +51,9 @@ def _write(value) -> str:
 
 
 def _layer_args(cls: type, kwargs: dict) -> list[str]:
-    """codegen's `_constructor_args` for kwargs that may hold `_Arg`s: leading required ones positionally (at
-    most two), torch.nn's own defaults left out, the rest by keyword."""
-    try:
-        params = list(inspect.signature(cls.__init__).parameters.values())[1:]
-    except (TypeError, ValueError):
-        params = []
-    args, rest = [], dict(kwargs)
-    for p in params:
-        if len(args) < 2 and p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty and p.name in rest:
-            args.append(_write(rest.pop(p.name)))
-        else:
-            break
-    is_torch = class_ref(cls).startswith("nn.")
-    defaults = {p.name: p.default for p in params if p.default is not p.empty}
-    for k, v in rest.items():
-        d = defaults.get(k, inspect.Parameter.empty)
-        if (is_torch and not isinstance(v, _Arg) and d is not inspect.Parameter.empty and type(d) is type(v)
-                and d == v):
-            continue
-        args.append(f"{k}={_write(v)}")
-    return args
+    """codegen's `_constructor_args` for kwargs that may hold `_Arg`s (a block parameter, written by name;
+    never equal to a torch.nn default, so never left out)."""
+    return _constructor_args(cls, kwargs, write=_write)
 
 
 class _Scope:
