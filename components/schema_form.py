@@ -3,8 +3,8 @@ what was typed (`Field.parse_text`). The inspector's layer params, the Train for
 settings all render through `field_widget` and read back through `widget_value` / `read_fields`.
 
 Two ways to hold a value, as the callers need them:
-- created from the value (`state=False`): the widget shows `value`; the inspector keys each widget by
-  the value it shows (`components.build.inspector.param_key`) and applies edits in `on_change`.
+- created from the value (`state=False`): the widget shows `value`; the inspector makes it under a
+  new key whenever that value changes (`components.widget_keys`) and applies edits in `on_change`.
 - kept in session state (`state=True`): the key holds the value across reruns and page visits
   (`persist_state="session"`); the Train form reads every key when Launch is pressed.
 """

@@ -87,9 +87,14 @@ def current(at: AppTest):
 
 
 def param_box(at: AppTest, node_id: str, name: str):
-    """The inspector's text box of one param (its key also names the value it shows: param_key)."""
+    """The inspector's text box of one param (its key is made anew when the value shown changes: widget_keys)."""
     prefix = f"studio.build.param.{node_id}.{name}."
     (box,) = [t for t in at.text_input if t.key and t.key.startswith(prefix)]
+    return box
+
+
+def rename_box(at: AppTest):
+    (box,) = [t for t in at.text_input if t.key and t.key.startswith("studio.build.rename.")]
     return box
 
 
@@ -111,8 +116,10 @@ def test_click_edit_param_updates_shape_then_invalid_value_flags_node_and_undo_r
     assert "Conv2d 16@3x3 -> (16, 26, 26)" in label(at, "conv1")
     assert "(16, 26, 26)" in label(at, "relu1")  # downstream shapes follow at once
 
+    seen = {param_box(at, "conv1", "kernel_size").key}
     param_box(at, "conv1", "kernel_size").input("40")
     run(at)
+    seen.add(param_box(at, "conv1", "kernel_size").key)
     conv = node(at, "conv1")
     assert "⚠" in label(at, "conv1") and "-> ?" in label(at, "conv1")
     assert "#dc2626" in conv["style"]["border"]
@@ -125,6 +132,8 @@ def test_click_edit_param_updates_shape_then_invalid_value_flags_node_and_undo_r
     assert "⚠" not in label(at, "conv1") and "#dc2626" not in conv["style"]["border"]
     assert "(16, 26, 26)" in label(at, "conv1")
     assert param_box(at, "conv1", "kernel_size").value == "3"  # the form follows undo
+    # ... in a widget never seen before: the browser would start one it saw from what was typed in it (40)
+    assert param_box(at, "conv1", "kernel_size").key not in seen
     at.button(key="studio.build.redo").click()
     run(at)
     assert "⚠" in label(at, "conv1")
@@ -251,11 +260,11 @@ def test_push_only_when_the_picture_changes(_workspace):
 def test_inspector_rename_duplicate_delete(_workspace):
     at = start(_workspace, small_cnn())
     browser(at, selected="conv1")
-    at.text_input(key="studio.build.rename.conv1").input("2conv")
+    rename_box(at).input("2conv")
     run(at)
     assert any("is not a Python identifier" in plain(e.value) for e in at.error)
     assert current(at).has_node("conv1")
-    at.text_input(key="studio.build.rename.conv1").input("features")
+    rename_box(at).input("features")
     run(at)
     g = current(at)
     assert g.has_node("features") and g.inputs_of("relu1") == ["features"]

@@ -9,12 +9,11 @@ Every edit goes through session.set_current_graph, so undo and redo cover it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import streamlit as st
 
-from components import schema_form, session
+from components import schema_form, session, widget_keys
 from components.build import canvas
 from components.text import st_escape
 from studio.analysis import Analysis
@@ -130,30 +129,30 @@ def render_group_form(graph: Graph) -> None:
 
 # ---- the instance inspector --------------------------------------------------------------------------
 
-def _value_key(node_id: str, name: str, value) -> str:
-    marker = json.dumps(value, sort_keys=True, default=str)
-    return f"studio.build.block_param.{node_id}.{name}.{hashlib.sha1(marker.encode()).hexdigest()[:10]}"
-
-
 def _on_block_param(node_id: str, name: str, key: str) -> None:
+    graph = session.current_graph()
+    if not graph.has_node(node_id) or graph.node(node_id).type not in graph.blocks:
+        return
+    default = graph.blocks[graph.node(node_id).type].params.get(name)
+    if not widget_keys.still_shows(key, graph.node(node_id).params.get(name, default)):
+        return  # a late echo of a box the graph has moved past (an undo): not the user's edit
     raw = st.session_state[key]
     try:
         value = json.loads(raw)
     except ValueError:
         value = raw  # a bare word is a string value (a choice such as "gelu")
     _error(key, None)
-    graph = session.current_graph()
-    if graph.has_node(node_id) and graph.node(node_id).params.get(name, _MISSING) != value:
+    if graph.node(node_id).params.get(name, _MISSING) != value:
         session.set_current_graph(with_param(graph, node_id, name, value))
 
 
 def _on_repeat(node_id: str, key: str) -> None:
     graph = session.current_graph()
     value = int(st.session_state[key])
-    if not graph.has_node(node_id) or value == (graph.node(node_id).repeat or 1):
-        # What the box shows already (its 1 stands for "not repeated" too): measured in Chromium, a box made
-        # anew for another value (after an undo) can report the value it shows, which is no edit.
-        return
+    if not graph.has_node(node_id) or not widget_keys.still_shows(key, graph.node(node_id).repeat):
+        return  # a late echo of a box the graph has moved past (an undo): not the user's edit
+    if value == (graph.node(node_id).repeat or 1):
+        return  # what the box shows already (its 1 stands for "not repeated" too)
     try:
         g = with_repeat(graph, node_id, value)
     except ValueError as e:
@@ -189,14 +188,14 @@ def render_instance(graph: Graph, analysis: Analysis, node_id: str) -> None:
     for issue in inner[:8]:
         (st.error if issue.severity == "error" else st.warning)(st_escape(str(issue)), icon="⚠️")
 
-    repeat_key = f"studio.build.repeat.{node_id}.{node.repeat}"
+    repeat_key = widget_keys.for_value(f"studio.build.repeat.{node_id}", node.repeat)
     st.number_input("Repeat ×N", min_value=1, max_value=1000, value=node.repeat or 1, step=1, key=repeat_key,
                     on_change=_on_repeat, args=(node_id, repeat_key),
                     help="Chained copies, each with its own weights (named layer1.0, layer1.1, ...).")
     _show_error(repeat_key)
     for name, default in block.params.items():
         value = node.params.get(name, default)
-        key = _value_key(node_id, name, value)
+        key = widget_keys.for_value(f"studio.build.block_param.{node_id}.{name}", value)
         st.text_input(name, json.dumps(value), key=key, on_change=_on_block_param, args=(node_id, name, key),
                       help=f"Block parameter (default {json.dumps(default)}); JSON: 64, 0.1, true, \"gelu\".")
         _show_error(key)
@@ -210,7 +209,7 @@ def render_instance(graph: Graph, analysis: Analysis, node_id: str) -> None:
             rows.append(f"| {st_escape(copy_path)} | {shape} | {info.params if info else 0:,} |")
         st.markdown("| copy | output | params |\n|---|---|---|\n" + "\n".join(rows))
     shown = node_id in st.session_state.get(canvas.EXPANDED_KEY, [])
-    expand_key = f"studio.build.expand.{node_id}.{shown}"
+    expand_key = widget_keys.for_value(f"studio.build.expand.{node_id}", shown)
     st.toggle("Show inside on the canvas", shown, key=expand_key, on_change=_on_expand, args=(node_id, expand_key),
               help="Draw the layers of every copy beside the instance, by path (a view: ungroup the instance to "
                    "edit them one by one).")
@@ -235,15 +234,19 @@ def _parse_value(p, raw: str):
 
 
 def _on_definition_param(block_name: str, node_id: str, p, key: str) -> None:
+    graph = session.current_graph()
+    body = graph.blocks[block_name].body if block_name in graph.blocks else None
+    if body is None or not body.has_node(node_id):
+        return
+    if not widget_keys.still_shows(key, body.node(node_id).params.get(p.name)):
+        return  # a late echo of a box the graph has moved past (an undo): not the user's edit
     try:
         value = _parse_value(p, st.session_state[key])
     except ValueError as e:
         _error(key, str(e))
         return
     _error(key, None)
-    graph = session.current_graph()
-    if block_name in graph.blocks:
-        session.set_current_graph(with_block_node_param(graph, block_name, node_id, p.name, value))
+    session.set_current_graph(with_block_node_param(graph, block_name, node_id, p.name, value))
 
 
 def _on_declare(block_name: str, key: str) -> None:
@@ -264,8 +267,11 @@ def _on_declare(block_name: str, key: str) -> None:
 
 
 def _on_rename_block(block_name: str, key: str) -> None:
+    graph = session.current_graph()
+    if block_name not in graph.blocks or not widget_keys.still_shows(key, block_name):
+        return
     try:
-        g = renamed_block(session.current_graph(), block_name, (st.session_state.get(key) or "").strip())
+        g = renamed_block(graph, block_name, (st.session_state.get(key) or "").strip())
     except ValueError as e:
         _error(key, str(e))
         return
@@ -277,7 +283,7 @@ def render_definition(graph: Graph, block_name: str) -> None:
     """The block's name, one layer of its definition at a time with its params in the generated form's
     order (typed as text; `$name` takes a block parameter), and the block's declared parameters."""
     block = graph.blocks[block_name]
-    name_key = f"studio.build.block_name.{block_name}"  # a new name is a new widget
+    name_key = widget_keys.for_value("studio.build.block_name", block_name)
     st.text_input("Block name", block_name, key=name_key, on_change=_on_rename_block, args=(block_name, name_key),
                   help="A Python identifier, not a palette type; every instance follows (it becomes the class "
                        "name in exported code).")
@@ -300,7 +306,7 @@ def render_definition(graph: Graph, block_name: str) -> None:
         value = inner.params.get(p.name)
         shown = value if isinstance(value, str) and value.startswith("$") else (
             "" if value is None else schema_form.to_text(value))
-        key = _value_key(f"{block_name}.{inner_id}", p.name, value)
+        key = widget_keys.for_value(f"studio.build.block_param.{block_name}.{inner_id}.{p.name}", value)
         st.text_input(p.name, shown, key=key, placeholder=f"default: {schema_form.to_text(p.default)}",
                       on_change=_on_definition_param, args=(block_name, inner_id, p, key),
                       help=f"{p.help} Type $name to take the block parameter `name`; empty: the default.")

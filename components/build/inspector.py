@@ -2,17 +2,17 @@
 
 Each widget edits the graph through its `on_change` callback, so the canvas, the shapes and the
 issues are recomputed in the same rerun. Widget values follow the graph (undo, redo, opening a
-file): each widget is keyed by the value it shows and created from it (`param_key`).
+file): each widget is created from the value it shows, under a key made anew when that value changes
+(`components.widget_keys`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import streamlit as st
 
-from components import schema_form, session
+from components import schema_form, session, widget_keys
 from components.build import canvas
 from components.text import st_escape
 from studio.analysis import Analysis
@@ -47,16 +47,11 @@ def parse_text(p: Param, text: str):
     return p.parse_text(text)
 
 
-def param_key(node_id: str, name: str, value) -> str:
-    """The widget key of a param: it names the graph value it shows, so a new value (an edit, undo,
-    a file opened) makes a new widget created from that value. A widget whose value comes from
-    session state can show an empty box after an interrupted rerun (measured in Chromium with
-    Streamlit 1.67: the browser mounts it from the next run's proto, which no longer carries it)."""
-    marker = json.dumps(value, sort_keys=True, default=str)
-    return f"studio.build.param.{node_id}.{name}.{hashlib.sha1(marker.encode()).hexdigest()[:10]}"
-
-
 def _on_param(node_id: str, p: Param, key: str, mode: str) -> None:
+    graph = session.current_graph()
+    shown = graph.node(node_id).params.get(p.name, p.default) if graph.has_node(node_id) else None
+    if not graph.has_node(node_id) or not widget_keys.still_shows(key, shown):
+        return  # a late echo of a box the graph has moved past (an undo): not the user's edit
     raw = st.session_state[key]
     errors = st.session_state.setdefault(_ERRORS, {})
     try:
@@ -68,13 +63,11 @@ def _on_param(node_id: str, p: Param, key: str, mode: str) -> None:
         errors[key] = str(e) if mode != "json" else f"{p.name}: not valid JSON ({e})"
         return
     errors.pop(key, None)
-    graph = session.current_graph()
-    if graph.has_node(node_id):
-        session.set_current_graph(with_param(graph, node_id, p.name, value))
+    session.set_current_graph(with_param(graph, node_id, p.name, value))
 
 
 def _param_widget(node_id: str, p: Param, value) -> None:
-    key = param_key(node_id, p.name, value)
+    key = widget_keys.for_value(f"studio.build.param.{node_id}.{p.name}", value)
     errors = st.session_state.setdefault(_ERRORS, {})
     if key not in st.session_state:  # a new widget shows the graph's value: an old typing error is moot
         errors.pop(key, None)
@@ -93,7 +86,7 @@ def _on_rename(node_id: str, key: str) -> None:
     new = (st.session_state.get(key) or "").strip()
     errors = st.session_state.setdefault(_ERRORS, {})
     graph = session.current_graph()
-    if new == node_id or not graph.has_node(node_id):
+    if new == node_id or not graph.has_node(node_id) or not widget_keys.still_shows(key, node_id):
         errors.pop(key, None)
         return
     try:
@@ -107,7 +100,9 @@ def _on_rename(node_id: str, key: str) -> None:
 
 
 def _on_frozen(node_id: str, key: str) -> None:
-    session.set_current_graph(with_frozen(session.current_graph(), node_id, st.session_state[key]))
+    graph = session.current_graph()
+    if graph.has_node(node_id) and widget_keys.still_shows(key, graph.node(node_id).frozen):
+        session.set_current_graph(with_frozen(graph, node_id, st.session_state[key]))
 
 
 def _on_delete(node_id: str) -> None:
@@ -155,7 +150,7 @@ def render_inspector(graph: Graph, analysis: Analysis) -> None:
         where = f"**{issue.param}**: " if issue.param else ""
         (st.error if issue.severity == "error" else st.warning)(f"{where}{st_escape(issue.message)}", icon="⚠️")
 
-    rename_key = f"studio.build.rename.{node_id}"  # a new id is a new widget: no value to keep in sync
+    rename_key = widget_keys.for_value("studio.build.rename", node_id)
     st.text_input("Node id", node_id, key=rename_key, on_change=_on_rename, args=(node_id, rename_key),
                   help="A Python identifier; it names the module in the compiled model and the exported code.")
     if st.session_state.get(_ERRORS, {}).get(rename_key):
@@ -191,7 +186,7 @@ def render_inspector(graph: Graph, analysis: Analysis) -> None:
                     c2.button("↑", key=f"studio.build.input_up.{node_id}.{i}", on_click=_on_move_input,
                               args=(node_id, i), help="Move this input one place earlier")
     if info is not None and info.params:
-        frozen_key = f"studio.build.frozen.{node_id}.{node.frozen}"  # keyed by its value, created from it
+        frozen_key = widget_keys.for_value(f"studio.build.frozen.{node_id}", node.frozen)
         st.toggle("Frozen (not trained)", node.frozen, key=frozen_key, on_change=_on_frozen,
                   args=(node_id, frozen_key), help="Keep this node's weights as they are (e.g. after a warm start): "
                                                    "requires_grad False, and it runs in eval mode while training.")

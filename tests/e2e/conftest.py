@@ -150,6 +150,13 @@ def wait_idle(page, timeout: float = 60.0) -> None:
                              f"{page_report(page)}") from None
 
 
+def fresh(page):
+    """The page's elements of the newest run: while a rerun is under way (and Streamlit's "Running"
+    widget shows only for runs longer than a moment) the previous run's elements stay, marked stale,
+    so a widget made anew can briefly show twice."""
+    return page.locator('[data-testid="stElementContainer"]:not([data-stale="true"])')
+
+
 def scroll_to(locator, timeout: float = 60_000, attempts: int = 5) -> None:
     """Scroll a locator into view. A live fragment re-renders its elements every second, so one can
     be detached mid-scroll: look it up again and retry."""

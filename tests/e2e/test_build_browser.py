@@ -11,7 +11,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
 from studio.templates import list_templates, load_template
-from tests.e2e.conftest import FLOW_IFRAME, TIMEOUT_MS, page_report, screenshot, select_node, wait_idle
+from tests.e2e.conftest import FLOW_IFRAME, TIMEOUT_MS, fresh, page_report, screenshot, select_node, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -72,7 +72,7 @@ def test_add_connect_and_see_the_shape(studio_server, page):
 
     # Edit a param in the inspector: the shapes downstream change at once.
     select_node(page, "fc")
-    box = page.get_by_label("out_features", exact=True)
+    box = fresh(page).get_by_label("out_features", exact=True)
     expect(box).to_have_value("10")
     box.fill("12")
     box.press("Enter")
@@ -82,6 +82,46 @@ def test_add_connect_and_see_the_shape(studio_server, page):
     page.get_by_text("Parameters").first.wait_for()
     wait_idle(page)
     screenshot(page, "build_04_param_edited_summary")
+
+    # Another edit, then two Undos clicked faster than the page answers. Streamlit merges a click that
+    # arrives before the previous click's run has started, so one or two steps go back; what must never
+    # happen is the undone edit coming back by itself (the box made for 14 sending 14 again) or Redo lost.
+    box = fresh(page).get_by_label("out_features", exact=True)
+    box.fill("14")
+    box.press("Enter")
+    expect(fc).to_contain_text("Linear 14 -> (14,)", timeout=TIMEOUT_MS)
+    wait_idle(page)
+    page.get_by_role("button", name="Undo").click()
+    page.get_by_role("button", name="Undo").click()
+    wait_idle(page)
+    shown = _settled_out_features(page)  # the canvas and the one live box agree
+    assert shown in ("10", "12"), f"after two Undos fc shows {shown}: an undone edit came back"
+    expect(page.get_by_role("button", name="Redo")).to_be_enabled()
+    if shown == "12":  # the second click was merged into the first
+        page.get_by_role("button", name="Undo").click()
+    expect(fc).to_contain_text("Linear 10 -> (10,)", timeout=TIMEOUT_MS)
+    wait_idle(page)
+    expect(fresh(page).get_by_label("out_features", exact=True)).to_have_value("10", timeout=TIMEOUT_MS)
+    expect(fc).to_contain_text("Linear 10 -> (10,)")
+    page.get_by_role("button", name="Redo").click()  # both edits are still there to redo, in order
+    expect(fc).to_contain_text("Linear 12 -> (12,)", timeout=TIMEOUT_MS)
+    wait_idle(page)
+    page.get_by_role("button", name="Redo").click()
+    expect(fc).to_contain_text("Linear 14 -> (14,)", timeout=TIMEOUT_MS)
+    wait_idle(page)
+    saved = json.loads((studio_server.workspace / "graphs" / "_autosave.json").read_text())
+    assert next(n for n in saved["nodes"] if n["id"] == "fc")["params"]["out_features"] == 14
+
+
+def _settled_out_features(page) -> str:
+    """fc's out_features once the canvas label and the inspector's one live box show the same number."""
+    return page.wait_for_function(f"""() => {{
+        const f = document.querySelector('{FLOW_IFRAME}');
+        const n = f && f.contentDocument && f.contentDocument.querySelector('.react-flow__node[data-id="fc"]');
+        const live = '[data-testid="stElementContainer"]:not([data-stale="true"]) input[aria-label="out_features"]';
+        const boxes = [...document.querySelectorAll(live)];
+        const m = n && boxes.length === 1 && n.innerText.match(/Linear (\\d+) ->/);
+        return m && m[1] === boxes[0].value ? m[1] : null; }}""", timeout=TIMEOUT_MS).json_value()
 
 
 def _canvas_texts(page) -> dict:
