@@ -11,6 +11,7 @@ Two ways to hold a value, as the callers need them:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import streamlit as st
@@ -46,7 +47,20 @@ def fits_widget(f: Field, value) -> bool:
 
 
 def _uses_number_box(f: Field, numbers: str) -> bool:
-    return numbers == "number" and f.kind in ("int", "float")
+    return (numbers == "number" and f.kind in ("int", "float")) or (numbers == "ints" and f.kind == "int")
+
+
+def _int_bounds(f: Field, value) -> dict:
+    """An int number box's min_value/max_value from the field's bounds (an exclusive bound moves by one);
+    none where the value shown lies outside them (a hand-edited file: the issue list says what is wrong,
+    and Streamlit refuses a box whose value is out of its bounds)."""
+    if f.kind != "int":
+        return {}
+    lo = None if f.min is None else math.floor(f.min) + 1 if f.min_exclusive else math.ceil(f.min)
+    hi = None if f.max is None else math.ceil(f.max) - 1 if f.max_exclusive else math.floor(f.max)
+    if isinstance(value, int) and ((lo is not None and value < lo) or (hi is not None and value > hi)):
+        return {}
+    return {k: v for k, v in (("min_value", lo), ("max_value", hi)) if v is not None}
 
 
 def shown_value(f: Field, value, numbers: str = "text"):
@@ -69,7 +83,8 @@ def field_widget(f: Field, key: str, value=None, *, state: bool = False, numbers
     """One widget for one field, chosen by its kind only (no per-field UI).
 
     bool: checkbox; choice: selectbox; int/float: a text box (`numbers="text"`, exact and readable:
-    1e-05) or a number box (`numbers="number"`); "run": a selectbox of `runs` when given; everything
+    1e-05), a number box (`numbers="number"`), or a number box for ints only (`numbers="ints"`), an int
+    box bounded by the field's min and max; "run": a selectbox of `runs` when given; everything
     else, lists included, a text box read by `Field.parse_text`.
     """
     kw = {"key": key, "help": help_text(f)}
@@ -91,7 +106,8 @@ def field_widget(f: Field, key: str, value=None, *, state: bool = False, numbers
         st.selectbox(label, options, format_func=lambda r: r or "none",
                      **({} if state else {"index": options.index(shown) if shown in options else 0}), **kw)
     elif _uses_number_box(f, numbers):
-        fmt = {"step": 1} if f.kind == "int" else {"format": "%g", "step": None}
+        fmt = {"step": 1, **_int_bounds(f, st.session_state.get(key) if state else shown)} if f.kind == "int" else {
+            "format": "%g", "step": None}
         st.number_input(label, **({} if state else {"value": shown}), **fmt, **kw)
     else:
         st.text_input(label, **({} if state else {"value": shown}), **kw,

@@ -89,8 +89,14 @@ def current(at: AppTest):
 def param_box(at: AppTest, node_id: str, name: str):
     """The inspector's text box of one param (its key is made anew when the value shown changes: widget_keys)."""
     prefix = f"studio.build.param.{node_id}.{name}."
-    (box,) = [t for t in at.text_input if t.key and t.key.startswith(prefix)]
+    (box,) = [t for t in [*at.text_input, *at.number_input] if t.key and t.key.startswith(prefix)]
     return box
+
+
+def type_param(at: AppTest, node_id: str, name: str, text: str) -> None:
+    """Type into a param's box: an int param has a number box (bounded), the others a text box."""
+    box = param_box(at, node_id, name)
+    box.set_value(int(text)) if box.type == "number_input" else box.input(text)
 
 
 def rename_box(at: AppTest):
@@ -111,13 +117,13 @@ def test_click_edit_param_updates_shape_then_invalid_value_flags_node_and_undo_r
     browser(at, selected="conv1")
     assert at.session_state["studio.build.selected"] == "conv1"
 
-    param_box(at, "conv1", "out_channels").input("16")
+    type_param(at, "conv1", "out_channels", "16")
     run(at)
     assert "Conv2d 16@3x3 -> (16, 26, 26)" in label(at, "conv1")
     assert "(16, 26, 26)" in label(at, "relu1")  # downstream shapes follow at once
 
     seen = {param_box(at, "conv1", "kernel_size").key}
-    param_box(at, "conv1", "kernel_size").input("40")
+    type_param(at, "conv1", "kernel_size", "40")
     run(at)
     seen.add(param_box(at, "conv1", "kernel_size").key)
     conv = node(at, "conv1")
@@ -156,7 +162,8 @@ def test_open_template_from_gallery_and_change_a_param(_workspace):
     before = analyze(graph).nodes[conv.id].output_shape
     browser(at, selected=conv.id)
     box = param_box(at, conv.id, "out_channels")
-    box.input(str(int(box.value) + 3))
+    assert box.type == "number_input" and box.min == 1  # an int param: a number box with its bounds
+    box.set_value(box.value + 3)
     run(at)
     after = analyze(current(at)).nodes[conv.id].output_shape
     assert after[0] == before[0] + 3
@@ -350,7 +357,7 @@ def test_save_open_and_new(_workspace):
 def test_autosave_restores_the_graph_in_a_new_session(_workspace):
     at = start(_workspace, small_cnn())
     browser(at, selected="fc")
-    param_box(at, "fc", "out_features").input("7")
+    type_param(at, "fc", "out_features", "7")
     run(at)
     again = start(_workspace)  # a browser refresh: a new session, no doc written this time
     assert current(again).node("fc").params["out_features"] == 7
@@ -490,13 +497,13 @@ def test_two_tabs_keep_their_own_autosave_and_a_refresh_finds_its_own(_workspace
     first = start(_workspace, small_cnn())
     tab_a = first.session_state["studio.session.tab"]
     browser(first, selected="fc")
-    param_box(first, "fc", "out_features").input("7")
+    type_param(first, "fc", "out_features", "7")
     run(first)
     second = start(_workspace)  # another tab, opened later: it starts from the newest work
     assert second.session_state["studio.session.tab"] != tab_a
     assert current(second).node("fc").params["out_features"] == 7
     browser(second, selected="fc")
-    param_box(second, "fc", "out_features").input("5")
+    type_param(second, "fc", "out_features", "5")
     run(second)
     again = _refresh(_workspace, tab_a)  # the first tab refreshed: its own graph, not the other tab's
     assert current(again).node("fc").params["out_features"] == 7
@@ -529,7 +536,7 @@ def test_undo_and_redo_survive_a_refresh(_workspace):
     tab = at.session_state["studio.session.tab"]
     browser(at, selected="fc")
     for value in ("7", "8", "9"):
-        param_box(at, "fc", "out_features").input(value)
+        type_param(at, "fc", "out_features", value)
         run(at)
     at.button(key="studio.build.undo").click()
     run(at)

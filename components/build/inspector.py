@@ -30,9 +30,9 @@ from studio.layers import REGISTRY, Param, fmt_shape
 
 ADVANCED_KEY = "studio.build.show_advanced"
 _ERRORS = "studio.build.input_errors"  # widget key -> why the typed text was not applied
-# Numbers are typed as text (schema_form's default): 1e-05 stays readable and exact, and (measured in
-# Chromium with Streamlit 1.67) a number_input whose value comes from session state showed 0 and could
-# write it back.
+# Ints are number boxes bounded by the param's min and max; floats are typed as text: 1e-05 stays
+# readable and exact. Both are created from the graph's value: (measured in Chromium with Streamlit 1.67)
+# a number_input whose value comes from session state showed 0 and could write it back.
 
 
 # ---- widget values <-> param values --------------------------------------------------------------
@@ -75,7 +75,7 @@ def _param_widget(node_id: str, p: Param, value) -> None:
         st.text_input(p.name, json.dumps(value), key=key, on_change=_on_param, args=(node_id, p, key, "json"),
                       help=schema_form.help_text(p) + " The current value has the wrong type; type JSON.")
     else:  # the one generated widget, created from the graph's value (numbers typed as text)
-        schema_form.field_widget(p, key, value, on_change=_on_param, args=(node_id, p, key, "value"))
+        schema_form.field_widget(p, key, value, numbers="ints", on_change=_on_param, args=(node_id, p, key, "value"))
     if errors.get(key):
         st.error(errors[key], icon=":material/error:")
 
