@@ -145,6 +145,19 @@ def test_click_edit_param_updates_shape_then_invalid_value_flags_node_and_undo_r
     assert "⚠" in label(at, "conv1")
 
 
+def test_an_int_param_out_of_its_bounds_still_shows_in_a_box_and_is_flagged(_workspace):
+    doc = small_cnn()
+    next(n for n in doc["nodes"] if n["id"] == "fc")["params"]["out_features"] = 0  # a hand-edited file
+    at = start(_workspace, doc)
+    browser(at, selected="fc")
+    box = param_box(at, "fc", "out_features")
+    assert box.value == 0 and box.min is None  # bounded, Streamlit would refuse the page
+    assert "⚠" in label(at, "fc")
+    box.set_value(12)
+    run(at)
+    assert current(at).node("fc").params["out_features"] == 12 and param_box(at, "fc", "out_features").min == 1
+
+
 def test_open_template_from_gallery_and_change_a_param(_workspace):
     t = next(t for t in list_templates() if any(n.type == "Conv2d" for n in load_template(t.name).nodes))
     at = start(_workspace)
