@@ -52,7 +52,9 @@ FROZEN_COLOR = "#64748b"  # the dashed border of a frozen node
 BLOCK_COLOR = "#0f766e"  # a block instance (format /2): one node for the whole sub-graph
 EXPANDED_KEY = "studio.build.expanded"  # ids of the instances whose inside the canvas shows
 LAYER_GAP = {"down": 110.0, "right": 290.0}  # distance between layers
-NODE_GAP = {"down": 250.0, "right": 95.0}  # distance between nodes of one layer
+NODE_GAP = {"down": 290.0, "right": 95.0}  # distance between nodes of one layer
+NODE_BOX = (200.0, 58.0)  # about a node's width and height at the default font (labels may widen it)
+SKIP_STYLE = {"strokeWidth": 2, "stroke": "#7c3aed", "strokeDasharray": "6 4"}  # an edge drawn over nodes
 
 
 # ---- selection and direction ---------------------------------------------------------------------
@@ -147,14 +149,48 @@ def layered_positions(graph: Graph, direction: str = "down") -> dict[str, dict]:
         ids.sort(key=lambda n: bary[n])
         for i, nid in enumerate(ids):
             rank[nid] = i
+    gap = NODE_GAP[direction]
+    across = {nid: (i - (len(ids) - 1) / 2) * gap for ids in layers.values() for i, nid in enumerate(ids)}
+    # A skip connection (an input more than one layer up) would run straight behind the nodes between its
+    # ends: move those nodes aside (the main path of a residual block steps out, the skip stays straight).
+    spans = [(layer[e.source], layer[e.target], e) for e in graph.edges if e.source in layer and e.target in layer]
+    for lo, hi, e in sorted(spans, key=lambda s: s[0] - s[1]):  # the longest first: a nested skip steps further
+        if hi - lo < 2:
+            continue
+        for depth in range(lo + 1, hi):
+            t = (depth - lo) / (hi - lo)
+            line = across[e.source] + t * (across[e.target] - across[e.source])
+            for nid in layers[depth]:
+                if abs(across[nid] - line) < gap * 0.6:
+                    across[nid] = line + gap * 0.8
     positions = {}
-    for depth, ids in layers.items():
-        for i, nid in enumerate(ids):
-            across = (i - (len(ids) - 1) / 2) * NODE_GAP[direction]
-            along = depth * LAYER_GAP[direction]
-            x, y = (across, along) if direction == "down" else (along, across)
-            positions[nid] = {"x": float(x), "y": float(y)}
+    for nid, depth in layer.items():
+        along = depth * LAYER_GAP[direction]
+        x, y = (across[nid], along) if direction == "down" else (along, across[nid])
+        positions[nid] = {"x": float(x), "y": float(y)}
     return positions
+
+
+def behind_nodes(graph: Graph, source: str, target: str, direction: str) -> bool:
+    """Whether the straight edge source -> target passes behind another node (by the nodes' positions
+    and about their size): such an edge is drawn over the nodes, dashed, or it could not be seen."""
+    w, h = NODE_BOX
+    pos = {n.id: n.position for n in graph.nodes if n.position is not None}
+    if source not in pos or target not in pos:
+        return False
+    if direction == "down":
+        a = (pos[source]["x"] + w / 2, pos[source]["y"] + h)
+        b = (pos[target]["x"] + w / 2, pos[target]["y"])
+    else:
+        a = (pos[source]["x"] + w, pos[source]["y"] + h / 2)
+        b = (pos[target]["x"], pos[target]["y"] + h / 2)
+    points = [(a[0] + (b[0] - a[0]) * k / 24, a[1] + (b[1] - a[1]) * k / 24) for k in range(1, 24)]
+    for nid, p in pos.items():
+        if nid in (source, target):
+            continue
+        if any(p["x"] < x < p["x"] + w and p["y"] < y < p["y"] + h for x, y in points):
+            return True
+    return False
 
 
 def auto_layout(graph: Graph, direction: str = "down", only_missing: bool = False) -> Graph:
@@ -200,10 +236,12 @@ def flow_elements(graph: Graph, analysis: Analysis, selected: str | None, direct
     for e in graph.edges:
         multi = len(inputs.get(e.target, ())) > 1
         label = str(inputs[e.target].index(e.source)) if multi else ""
+        hidden = behind_nodes(graph, e.source, e.target, direction)
         edges.append(StreamlitFlowEdge(
             f"st-flow-edge_{e.source}-{e.target}", e.source, e.target, edge_type="default",
             marker_end={"type": "arrowclosed"}, deletable=True, focusable=True, label=label,
-            label_show_bg=bool(label), style={"strokeWidth": 2}, label_style={}, label_bg_style={}))
+            label_show_bg=bool(label), style=dict(SKIP_STYLE) if hidden else {"strokeWidth": 2},
+            z_index=1000 if hidden else 0, label_style={}, label_bg_style={}))
     expanded = [nid for nid in st.session_state.get(EXPANDED_KEY, ()) if graph.has_node(nid)]
     if expanded:
         more_nodes, more_edges = inside_elements(graph, analysis, expanded, direction, gen)
