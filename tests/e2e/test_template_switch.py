@@ -1,8 +1,8 @@
 """Issue 18, "Opening a template can wipe the current graph", along the path that showed it in Chromium:
 Home -> "Attention that reverses" -> Build -> Train (a tiny run) -> Inspect (Attention, Evaluation) ->
-sidebar Build -> Templates tab -> LSTM classifier "Open", four times over in one session (ten when
-STUDIO_E2E_ROUNDS=10: the bug showed within the first rounds, and each round costs about 15 s on a
-2-core machine). The first two rounds launch a run of a few steps; the later ones go through Train and
+sidebar Build -> Templates tab -> LSTM classifier "Open", four times over in one session (ten with
+STUDIO_E2E_ROUNDS=10; a round costs about 15 s on a 2-core machine, and four keep the suite within its
+10 minutes). The first two rounds launch a run of a few steps; the later ones go through Train and
 Inspect with the latest run (the canvas is unmounted the same way).
 
 Each time the canvas, the caption and the autosave must hold the whole LSTM classifier (not a
