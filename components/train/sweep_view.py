@@ -19,7 +19,7 @@ import streamlit as st
 from components import clicks, nav, session
 from components.run_store import shows_store_errors
 from components.text import safe_figure, st_escape
-from components.train import backend_form, run_table
+from components.train import backend_form, run_table, sweep_space
 from studio.errors import StudioError
 from studio.graph import parse_graph
 from studio.layers import REGISTRY
@@ -156,6 +156,12 @@ def default_space(graph) -> dict:
     return space
 
 
+def searchable(graph) -> list[str]:
+    """What a space may search: the training settings a trial can vary, then the graph's numeric params."""
+    settings = [f.name for f in CONFIG_FIELDS.values() if f.kind in ("int", "float", "choice") and f.name != "seed"]
+    return settings + graph_params(graph)
+
+
 def graph_params(graph) -> list[str]:
     """NODE_ID.PARAM names of the graph's numeric params (what a space may search besides settings)."""
     from studio.layers import get_spec
@@ -261,19 +267,19 @@ def _form(graph, dataset_id, options, info, reasons) -> None:
     backend, refusal = backend_form.render()
     if refusal:
         reasons = [*reasons, refusal]
+    st.markdown(f"**Base graph** {st_escape(graph.name)} (the current graph) · **dataset** "
+                f"{st_escape(dataset_id or 'none chosen')}")
+    st.markdown("**Search space**: what each trial draws")
+    space = sweep_space.render(graph.name, default_space(graph), searchable(graph))
     with st.form("studio.sweep.form", border=False):
-        st.markdown(f"**Base graph** {st_escape(graph.name)} (the current graph) · **dataset** "
-                    f"{st_escape(dataset_id or 'none chosen')}")
-        cols = st.columns(2)
-        config_text = cols[0].text_area(
-            "Base training settings (JSON: TrainConfig fields shared by every trial)",
-            value=json.dumps({"epochs": 3, "seed": 0}), key="studio.sweep.config", height=120)
-        space_text = cols[1].text_area(
-            "Search space (JSON)", value=json.dumps(default_space(graph)), key=f"studio.sweep.space.{graph.name}",
-            height=120, help="Each entry: a training setting (lr, batch_size, optimizer, weight_decay, schedule, ...) "
-                             "or NODE_ID.PARAM, with {\"choice\": [...]}, {\"uniform\": [low, high]}, "
-                             "{\"log_uniform\": [low, high]} or, for the grid sampler, {\"grid\": [...]}.")
-        cols[1].caption("Graph parameters: " + (", ".join(f"`{n}`" for n in graph_params(graph)[:16]) or "none"))
+        st.markdown("**Every trial** trains with these settings, besides the searched ones")
+        row = st.columns([1, 1, 3])
+        epochs = row[0].number_input("Epochs", min_value=1, max_value=10_000, value=3, step=1,
+                                     key="studio.sweep.epochs")
+        seed = row[1].number_input("Seed", min_value=0, value=0, step=1, key="studio.sweep.seed")
+        more_text = row[2].text_input(
+            "More settings (optional, JSON)", value="", key="studio.sweep.config", placeholder='{"max_steps": 200}',
+            help="Any TrainConfig field shared by every trial, as in a sweep file's \"config\".")
         row = st.columns(4)
         objective = row[0].text_input("Objective (a logged metric)", value=objective_default,
                                       key=f"studio.sweep.objective.{objective_default}")
@@ -296,10 +302,13 @@ def _form(graph, dataset_id, options, info, reasons) -> None:
         return
     problems = []
     try:
-        config, space = json.loads(config_text), json.loads(space_text)
-    except json.JSONDecodeError as e:
-        problems.append(f"the settings or the space are not JSON: {e}")
-        config, space = {}, {}
+        config = json.loads(more_text) if more_text.strip() else {}
+        if not isinstance(config, dict):
+            raise ValueError(f"write a JSON object such as {{\"max_steps\": 200}}, got {more_text.strip()!r}")
+    except ValueError as e:
+        problems.append(f"More settings: {e}")
+        config = {}
+    config = {"epochs": int(epochs), "seed": int(seed), **config}
     doc = {"format": "studio.sweep/1", "graph": graph.to_dict(), "data": dataset_id, "data_options": options,
            "config": config, "space": space, "objective": objective.strip(), "direction": direction,
            "trials": int(trials), "parallel": int(parallel), "sampler": sampler, "pruner": pruner,

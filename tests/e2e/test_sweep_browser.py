@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 MLP = chain(("input", "Input", {"shape": [1, 8, 8]}), ("flat", "Flatten", None),
             ("fc1", "Linear", {"out_features": 16}), ("relu", "ReLU", None), ("fc2", "Linear", {"out_features": 10}),
             name="sweep-mlp")
-CONFIG = {"max_steps": 60, "eval_every": 10, "seed": 0, "probes": False, "batch_size": 64}
+CONFIG = {"max_steps": 60, "eval_every": 10, "probes": False, "batch_size": 64}  # seed: its own box (0)
 SPACE = {"lr": {"log_uniform": [0.001, 0.3]}, "fc1.out_features": {"choice": [8, 32]}}
 
 
@@ -47,9 +47,14 @@ def journey(studio_server, page) -> None:
     open_sweep_tab(page)
     page.get_by_role("button", name="Start sweep").wait_for()
     wait_idle(page)
-    page.get_by_role("textbox", name="Base training settings (JSON: TrainConfig fields shared by every trial)").fill(
-        json.dumps(CONFIG))
-    page.get_by_role("textbox", name="Search space (JSON)").fill(json.dumps(SPACE))
+    page.get_by_role("textbox", name="More settings (optional, JSON)").fill(json.dumps(CONFIG))
+    # The space is a table (the grid draws on a canvas); its JSON view is edited here and the table follows.
+    page.get_by_text("The space as JSON").click()
+    space_box = page.get_by_role("textbox", name="Search space (JSON)")
+    space_box.fill(json.dumps(SPACE))
+    space_box.press("Tab")
+    wait_idle(page)
+    expect(page.get_by_role("textbox", name="Search space (JSON)")).to_have_value(json.dumps(SPACE))
     trials = page.get_by_role("spinbutton", name="Trials", exact=True)
     trials.fill("3")
     trials.press("Tab")
