@@ -227,3 +227,62 @@ def renamed_block(graph: Graph, old: str, new: str) -> Graph:
 
 
 __all__ += ["renamed_block"]
+
+
+def _checked(g: Graph) -> Graph:
+    """`g` read again as a whole document (a block body left without an output, or with a cycle, is
+    refused with the reason: ValueError)."""
+    try:
+        return parse_graph(g.to_dict())
+    except GraphError as e:
+        raise ValueError("; ".join(i.message for i in e.issues)) from None
+
+
+def with_block_layer_added(graph: Graph, block_name: str, after: str, type_name: str) -> tuple[Graph, str]:
+    """A copy where block `block_name` has a new `type_name` layer after its layer `after` (between it and
+    its only consumer when it has one: a chain grows by one), and the new layer's id. Every instance
+    follows. ValueError for an unknown type or layer."""
+    from studio.layers import REGISTRY
+
+    if type_name not in REGISTRY or type_name == "Input":
+        raise ValueError(f"{type_name!r} is not a palette layer; choose one of the palette's types")
+    g = graph.copy()
+    body = g.blocks[block_name].body
+    if not body.has_node(after):
+        raise ValueError(f"block {block_name!r} has no layer {after!r}")
+    nid = new_node_id(body, type_name)
+    consumers = [e for e in body.edges if e.source == after]
+    if len(consumers) == 1 and REGISTRY[type_name].inputs == (1, 1):
+        e = consumers[0]
+        body.edges[body.edges.index(e)] = Edge(nid, e.target, e.port)
+    body.edges.append(Edge(after, nid))
+    body.nodes.insert(body.nodes.index(body.node(after)) + 1, Node(nid, type_name, {}, None))
+    return _checked(g), nid
+
+
+def without_block_layer(graph: Graph, block_name: str, node_id: str) -> Graph:
+    """A copy where block `block_name` no longer has layer `node_id`; a layer with one input is bridged
+    (what it fed now takes that input), so removing a layer from a chain keeps the chain. Every instance
+    follows. ValueError for the block's input or a removal that leaves no valid block."""
+    g = graph.copy()
+    body = g.blocks[block_name].body
+    if not body.has_node(node_id) or body.node(node_id).type == "Input":
+        raise ValueError(f"{node_id!r} is not a layer of block {block_name!r} that can be removed (its inputs stay)")
+    sources = [e.source for e in body.edges if e.target == node_id]
+    bridged = []
+    for e in body.edges:
+        if e.target == node_id:
+            continue
+        if e.source == node_id:
+            if len(sources) != 1:
+                raise ValueError(f"{node_id!r} merges {len(sources)} inputs; remove what feeds it first, or "
+                                 "ungroup an instance to edit its layers one by one")
+            bridged.append(Edge(sources[0], e.target, e.port))
+        else:
+            bridged.append(e)
+    body.edges = bridged
+    body.nodes = [n for n in body.nodes if n.id != node_id]
+    return _checked(g)
+
+
+__all__ += ["with_block_layer_added", "without_block_layer"]

@@ -130,3 +130,32 @@ def test_renaming_a_block_renames_its_instances_everywhere():
         renamed_block(g, "basic", "basic_down")
     with pytest.raises(ValueError, match="is a palette type"):
         renamed_block(g, "basic", "Conv2d")
+
+
+def test_a_layer_added_to_and_removed_from_a_block_changes_every_instance_and_undo_restores_it(_workspace):
+    at = start(_workspace, small_doc())
+    before = analyze(current(at))
+    browser(at, selected="layer1")
+    at.selectbox(key="studio.build.block_layer.basic").set_value("relu1")
+    run(at)
+    at.selectbox(key="studio.build.block_add_type.basic").set_value("Dropout")
+    at.button(key="studio.build.block_add.basic").click()
+    run(at)
+    body = current(at).blocks["basic"].body
+    assert [(e.source, e.target) for e in body.edges if "dropout1" in (e.source, e.target)] == [
+        ("dropout1", "conv2"), ("relu1", "dropout1")]
+    after = analyze(current(at))
+    assert after.ok and {"layer1.0.dropout1", "layer1.1.dropout1"} <= set(after.nodes)  # every copy
+    assert at.selectbox(key="studio.build.block_layer.basic").value == "dropout1"  # ready to edit its params
+    at.button(key="studio.build.block_remove.basic").click()
+    run(at)
+    assert "dropout1" not in [n.id for n in current(at).blocks["basic"].body.nodes]
+    assert "layer1.1.dropout1" not in analyze(current(at)).nodes and analyze(current(at)).total_params == before.total_params
+    at.selectbox(key="studio.build.block_layer.basic").set_value("add")
+    run(at)
+    at.button(key="studio.build.block_remove.basic").click()
+    run(at)
+    assert any("merges 2 inputs" in e.value for e in at.error)  # refused, with the reason; nothing changed
+    at.button(key="studio.build.undo").click()
+    run(at)
+    assert "layer1.1.dropout1" in analyze(current(at)).nodes  # the removal is one undo away

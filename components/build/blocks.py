@@ -24,10 +24,12 @@ from studio.graph_block_edit import (
     inlined,
     renamed_block,
     with_block,
+    with_block_layer_added,
     with_block_node_param,
     with_block_param_declared,
     with_instance,
     with_repeat,
+    without_block_layer,
 )
 from studio.graph_edit import with_param
 from studio.layers import REGISTRY, fmt_shape
@@ -279,6 +281,33 @@ def _on_rename_block(block_name: str, key: str) -> None:
     session.set_current_graph(g)
 
 
+def _on_add_inner(block_name: str, after: str, type_key: str) -> None:
+    type_name = st.session_state.get(type_key)
+    where = f"studio.build.block_structure.{block_name}"
+    if not type_name:
+        _error(where, "choose the layer to add first")
+        return
+    try:
+        g, nid = with_block_layer_added(session.current_graph(), block_name, after, type_name)
+    except (ValueError, KeyError) as e:
+        _error(where, str(e))
+        return
+    _error(where, None)
+    session.set_current_graph(g)
+    st.session_state[f"studio.build.block_layer.{block_name}"] = nid  # edit the new layer next
+
+
+def _on_remove_inner(block_name: str, node_id: str) -> None:
+    where = f"studio.build.block_structure.{block_name}"
+    try:
+        g = without_block_layer(session.current_graph(), block_name, node_id)
+    except (ValueError, KeyError) as e:
+        _error(where, str(e))
+        return
+    _error(where, None)
+    session.set_current_graph(g)
+
+
 def render_definition(graph: Graph, block_name: str) -> None:
     """The block's name, one layer of its definition at a time with its params in the generated form's
     order (typed as text; `$name` takes a block parameter), and the block's declared parameters."""
@@ -311,6 +340,16 @@ def render_definition(graph: Graph, block_name: str) -> None:
                       on_change=_on_definition_param, args=(block_name, inner_id, p, key),
                       help=f"{p.help} Type $name to take the block parameter `name`; empty: the default.")
         _show_error(key)
+    add_key = f"studio.build.block_add_type.{block_name}"
+    cols = st.columns([3, 2], vertical_alignment="bottom")
+    cols[0].selectbox(f"Add a layer after {inner_id}", [t for t in REGISTRY if t != "Input"], key=add_key,
+                      index=None, placeholder="a palette layer")
+    cols[1].button("Add", key=f"studio.build.block_add.{block_name}", on_click=_on_add_inner,
+                   args=(block_name, inner_id, add_key), icon=":material/add:", width="stretch")
+    st.button(f"Remove {inner_id} from the block", key=f"studio.build.block_remove.{block_name}",
+              on_click=_on_remove_inner, args=(block_name, inner_id), icon=":material/remove:",
+              help="What it fed takes its input: a chain stays a chain. Every instance follows; Undo brings it back.")
+    _show_error(f"studio.build.block_structure.{block_name}")
     st.caption("Block parameters: " + (", ".join(f"{k}={json.dumps(v)}" for k, v in block.params.items())
                                        or "none"))
     declare_key = f"studio.build.declare.{block_name}"

@@ -1,5 +1,6 @@
 """Blocks on the Build page in headless Chromium: group a node into a block, repeat the instance, see
-its shape, undo, refresh: the graph and its block survive. Screenshots go to tests/e2e/screenshots/."""
+its shape, edit the block's definition, undo, refresh: the graph and its block survive. Screenshots go to
+tests/e2e/screenshots/."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import FLOW_IFRAME, TIMEOUT_MS, choose, screenshot, scroll_to, wait_idle
+from tests.e2e.conftest import FLOW_IFRAME, TIMEOUT_MS, choose, fresh, screenshot, scroll_to, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -55,12 +56,26 @@ def test_group_repeat_undo_and_refresh(studio_server, page):
     wait_idle(page)
     screenshot(page, "blocks_02_repeated")
 
-    # Undo the repeat, then refresh: the block and its instance come back from the autosave.
     saved = json.loads((studio_server.workspace / "graphs" / "_autosave.json").read_text())
     assert [n.get("repeat") for n in saved["nodes"]] == [None, None, 3]
-    page.locator("h4").first.click()  # leave the number box first: its blur must not ride on the Undo's rerun
+
+    # Edit the definition in place: every copy follows (the instance's output shape changes).
+    page.get_by_text("Edit block 'dense' (every instance follows)").click()
+    inner = fresh(page).get_by_label("out_features", exact=True)
+    inner.fill("12")
+    inner.press("Enter")
+    expect(head).to_contain_text("▣ dense ×3 -> (12,)", timeout=TIMEOUT_MS)
+    wait_idle(page)
+    screenshot(page, "blocks_03_definition_edited")
+
+    # Undo the definition edit, then the repeat, then refresh: the block and its instance come back from
+    # the autosave.
+    page.locator("h4").first.click()  # leave the box first: its blur must not ride on the Undo's rerun
     wait_idle(page)
     page.get_by_role("button", name="Undo").click()  # an on_click callback: not lost to a rerun
+    expect(head).to_contain_text("▣ dense ×3 -> (10,)", timeout=TIMEOUT_MS)
+    wait_idle(page)
+    page.get_by_role("button", name="Undo").click()
     expect(head).to_contain_text("▣ dense -> (10,)", timeout=TIMEOUT_MS)
     wait_idle(page)
     page.reload()
@@ -69,4 +84,4 @@ def test_group_repeat_undo_and_refresh(studio_server, page):
     saved = json.loads((studio_server.workspace / "graphs" / "_autosave.json").read_text())
     assert saved["format"] == "studio.graph/2" and list(saved["blocks"]) == ["dense"]
     assert [n["id"] for n in saved["nodes"]] == ["input", "flat", "head"] and "repeat" not in saved["nodes"][2]
-    screenshot(page, "blocks_03_after_refresh")
+    screenshot(page, "blocks_04_after_refresh")
