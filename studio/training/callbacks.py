@@ -24,6 +24,8 @@ from studio.graph import atomic_write_bytes
 from studio.training.loop import Callback, Trainer
 
 CHECKPOINT_FORMAT = "studio.checkpoint/1"
+TRAIN_KEYS = ("train_loss", "lr", "samples_per_sec")  # a step's metric row, in this order
+TRAIN_KEYS_CLIPPED = (*TRAIN_KEYS, "grad_norm")  # with grad_clip > 0
 
 
 class MetricLogger(Callback):
@@ -34,6 +36,8 @@ class MetricLogger(Callback):
         self.writer, self.log = writer, log or (lambda msg, level="info": None)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.store, self.run_id = store, run_id
+        # A step's row in one append where the writer can (DeferredMetricWriter.log_values)
+        self._log_values = getattr(writer, "log_values", None) or self._log_dict
 
     def on_train_start(self, trainer: Trainer) -> None:
         s = trainer.state
@@ -54,14 +58,21 @@ class MetricLogger(Callback):
 
     def on_step_end(self, trainer: Trainer) -> None:
         s = trainer.state
-        row = {"train_loss": s.loss, "lr": s.lr, "samples_per_sec": s.samples_per_sec}
-        if s.grad_norm is not None:
-            row["grad_norm"] = s.grad_norm
-        self.writer.log(s.step, s.epoch, "train", row)
+        if s.grad_norm is None:
+            self._log_values(s.step, s.epoch, "train", TRAIN_KEYS, (s.loss, s.lr, s.samples_per_sec))
+        else:
+            self._log_values(s.step, s.epoch, "train", TRAIN_KEYS_CLIPPED,
+                             (s.loss, s.lr, s.samples_per_sec, s.grad_norm))
         self.writer.end_step(s.step)
-        if s.eval_due:  # evaluations are rare and awaited: show them at once
-            self.writer.flush()
-        self._drain_notes(trainer)
+        if s.eval_due:  # evaluations are rare and awaited: committed before training goes on (a sweep's
+            self.writer.flush_and_wait()  # pruner reads them while the trial runs; handed to the commit
+            # thread only, a short trial often completed before they were visible, and was never pruned)
+        if trainer.notes:
+            self._drain_notes(trainer)
+
+    def _log_dict(self, step: int, epoch: int, split: str, keys: tuple, values: tuple) -> None:
+        """`log_values` for a writer without it (a MetricWriter): the row as a dict."""
+        self.writer.log(step, epoch, split, dict(zip(keys, values, strict=True)))
 
     def on_train_end(self, trainer: Trainer) -> None:
         self.writer.close()
@@ -118,12 +129,26 @@ class DivergenceGuard(Callback):
 
 
 class StopRequest(Callback):
-    """Ends the run as `stopped` when the stop file appears (written by `stop_run`); polled every step."""
+    """Ends the run as `stopped` when the stop file appears (written by `stop_run`).
 
-    def __init__(self, path: str | Path):
-        self.path = str(path)
+    The file is looked at every step with `poll_seconds=0`; otherwise at the first step, then once
+    `poll_seconds` have passed since the last look (a stat is microseconds a step, a clock read is
+    tens of nanoseconds), and at once at a step where a callback before this one set
+    `trainer.stop_check_due` (the test gate does after a hold). A stop then ends the run within one
+    step's time plus `poll_seconds`.
+    """
+
+    def __init__(self, path: str | Path, *, poll_seconds: float = 0.0):
+        self.path, self.poll_seconds = str(path), poll_seconds
+        self._next_look = -math.inf
 
     def on_step_end(self, trainer: Trainer) -> None:
+        if self.poll_seconds > 0:
+            now = time.monotonic()
+            if now < self._next_look and not trainer.stop_check_due:
+                return
+            self._next_look = now + self.poll_seconds
+            trainer.stop_check_due = False
         if trainer.state.stop_reason is None and os.path.exists(self.path):
             trainer.state.stop_reason = "stopped"
             trainer.state.message = f"stopped on request at step {trainer.state.step}"

@@ -44,6 +44,7 @@ from studio.training.optim import init_weights, resolve_device
 from studio.training.probes import Prober
 
 HEARTBEAT_SECONDS = 2.0
+STOP_POLL_SECONDS = 0.25  # the stop file is looked at this often (and at a gate's hold), not at every step
 PROBE_SAMPLES = 8
 FINAL_STATUS = {"completed": "completed", "early_stopped": "completed", "stopped": "stopped",
                 "diverged": "diverged"}
@@ -151,7 +152,7 @@ def build_trainer(run_dir: Path | RunDir, meta: dict, store: Store, log: RunLog,
     )
     guard.checkpointer = checkpointer
     stateful["checkpointer"] = checkpointer
-    callbacks = [guard, stop_callback or StopRequest(rd.stop_file)]
+    callbacks = [guard, stop_callback or StopRequest(rd.stop_file, poll_seconds=STOP_POLL_SECONDS)]
     if chief and gate_dir() is not None:  # tests only: hold the run at a step (before the stop callback)
         callbacks.insert(1, Gate(gate_dir(), run_id, gate_stop or rd.stop_requested, writer.flush_and_wait))
     if cfg.patience > 0:
