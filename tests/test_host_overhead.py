@@ -1,9 +1,11 @@
 """Host overhead (issue 30): the cheap paths keep every promise the pages rely on, without timing anything.
 
 A step's metric row is one buffered append, yet every row reaches the store at a flush, in MetricWriter's
-order and values; the stop file is looked at on a poll, yet a check the gate asks for honours it at
-that step; the logged loss is the one a hand-written loop computes; the compiled graph finds its
-submodules without Module.__getattr__ and still sees a replaced one.
+order and values; the stop file is looked at on a poll, yet a check the gate asks for, or an evaluation,
+honours it at that step; the logged loss is the one a hand-written loop computes; the compiled graph
+finds its submodules without Module.__getattr__ and still sees a replaced one; best.pt is written only
+once the rows up to its step are committed, so a real worker killed after it and resumed from it logs
+every step once (the one test here with worker processes: one run, killed at a gate, and its resume).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from studio.compile import compile_graph
 from studio.graph import parse_graph
 from studio.runs.store import MetricWriter, Store
 from studio.training import Task, TrainConfig, Trainer
-from studio.training.callbacks import DivergenceGuard, MetricLogger, StopRequest
+from studio.training.callbacks import Checkpointer, DivergenceGuard, MetricLogger, StopRequest, load_checkpoint
 from studio.training.deferred import DeferredMetricWriter
 from studio.training.loop import Callback
 from tests.conftest import chain
@@ -29,16 +31,17 @@ IN, OUT, BATCH, STEPS = 6, 3, 4, 7
 
 
 class FixedBatches:
-    """A dataset of STEPS fixed batches, served in order every epoch (no validation split)."""
+    """A dataset of STEPS fixed batches, served in order every epoch; with `val`, the same batches are the
+    validation split (otherwise there is none)."""
 
-    def __init__(self):
+    def __init__(self, val: bool = False):
         g = torch.Generator().manual_seed(5)
         self.items = [(torch.randn(BATCH, IN, generator=g), torch.randint(0, OUT, (BATCH,), generator=g))
                       for _ in range(STEPS)]
-        self.train, self.val = range(BATCH * STEPS), range(0)
+        self.train, self.val = range(BATCH * STEPS), range(BATCH * STEPS if val else 0)
 
     def batches(self, split, batch_size, *, shuffle, generator, augment=None, drop_last=False):
-        return iter(self.items if split == "train" else [])
+        return iter(self.items if split == "train" or len(self.val) else [])
 
 
 def tiny_graph(dropout: bool = False):
@@ -49,10 +52,10 @@ def tiny_graph(dropout: bool = False):
     return parse_graph(chain(*nodes))
 
 
-def make_trainer(callbacks=(), graph=None, **cfg):
+def make_trainer(callbacks=(), graph=None, val=False, **cfg):
     config = TrainConfig(batch_size=BATCH, max_steps=STEPS, optimizer="adam", lr=0.01, probes=False, seed=0, **cfg)
     model = compile_graph(graph or tiny_graph(), seed=0)
-    return Trainer(model, FixedBatches(), config, task=Task("classification", num_classes=OUT),
+    return Trainer(model, FixedBatches(val), config, task=Task("classification", num_classes=OUT),
                    callbacks=list(callbacks))
 
 
@@ -158,6 +161,11 @@ def test_stop_is_honoured_at_the_next_check(tmp_path):
     state = make_trainer([TouchAt(stop, 2), StopRequest(stop, poll_seconds=1e9)]).fit()
     assert (state.stop_reason, state.step) == ("completed", STEPS)  # no check came: the run went on
 
+    # A step that evaluates looks at once (a sweep's pruner stops a trial after reading an evaluation).
+    stop.unlink()
+    state = make_trainer([TouchAt(stop, 2), StopRequest(stop, poll_seconds=1e9)], val=True, eval_every=3).fit()
+    assert (state.stop_reason, state.step) == ("stopped", 3)
+
 
 def test_gate_asks_for_a_stop_check_after_a_hold(tmp_path):
     from studio.training.gate import Gate
@@ -256,3 +264,73 @@ def test_bf16_clipped_step_is_the_hand_written_one():
         assert (logged, trainer.state.grad_norm) == (loss.item(), float(norm))
     for a, b in zip(trainer.model.parameters(), hand_model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+# ---- best.pt and the deferred metric commits -------------------------------------------------------
+
+def test_best_pt_is_written_once_the_rows_up_to_its_step_are_committed(store, tmp_path):
+    """best.pt records step S only when every row up to S, that step's train row too, is in the store."""
+    writer = DeferredMetricWriter(store, "r", flush_seconds=1e9)
+    writer._last_flush = math.inf  # no flush on the clock: only the ones evaluations and checkpoints ask for
+    seen = []
+
+    def on_best(name, value, step):  # called right after best.pt is written
+        position = load_checkpoint(tmp_path / "best.pt")["position"]["step"]
+        seen.append((step, position, [m.step for m in store.read_metrics("r", keys=["train_loss"])],
+                     [m.step for m in store.read_metrics("r", keys=["val_loss"])]))
+
+    checkpointer = Checkpointer(tmp_path, every=100, on_best=on_best, before_best=writer.flush_and_wait)
+    make_trainer([MetricLogger(writer), checkpointer], val=True, eval_every=3, monitor="val_loss").fit()
+    assert seen and seen[0][0] == 3  # the first evaluation always writes best.pt
+    for step, position, train_steps, val_steps in seen:
+        assert position == step
+        assert train_steps == list(range(1, step + 1))
+        assert val_steps == [s for s in range(1, step + 1) if s % 3 == 0 or s == STEPS]  # the last step evaluates
+
+
+def test_a_run_killed_after_best_pt_resumes_from_it_with_every_steps_row_once(gate):
+    """A real worker, held at the evaluation of step 20 (best.pt written at step 10's, no last.pt yet:
+    checkpoints at epoch ends, 180 steps away), is SIGKILLed; best.pt is copied over last.pt (what
+    load_checkpoint's message advises for a damaged last.pt) and the run resumed: every step's rows once.
+    When best.pt was written at the evaluation, before that step's rows were committed, a kill there
+    left best.pt at step 20 with rows up to 19, and the resumed run never logged step 20."""
+    import os
+    import shutil
+    import signal
+
+    from studio.runs import reconcile, resume_run, run_dir, start_run
+    from tests.conftest import wait_until
+
+    store = Store()
+
+    def status():
+        reconcile(store)  # reaps the killed worker and marks it lost; starts the resumed run
+        return store.get_run(run_id).status
+
+    graph = chain(("input", "Input", {"shape": [1, 8, 8]}), ("flat", "Flatten", None),
+                  ("fc1", "Linear", {"out_features": 16}), ("relu", "ReLU", None),
+                  ("fc2", "Linear", {"out_features": 10}), name="best-kill")
+    config = TrainConfig(max_steps=40, batch_size=8, lr=1e-2, optimizer="adam", eval_every=10, checkpoint_every=0,
+                         monitor="val_loss", seed=2, probes=False, device="cpu")
+    gate.hold(20)
+    run_id = start_run(graph, "digits", config, name="killed after best.pt", store=store)
+    checkpoints = run_dir(run_id) / "checkpoints"
+    try:
+        gate.wait_held("the run held at step 20", run_id)
+        assert not (checkpoints / "last.pt").exists()
+        best_step = load_checkpoint(checkpoints / "best.pt")["position"]["step"]
+        committed = [m.step for m in store.read_metrics(run_id, keys=["train_loss"])]
+        assert committed[:best_step] == list(range(1, best_step + 1)), (best_step, committed)
+        os.kill(store.get_run(run_id).pid, signal.SIGKILL)
+        wait_until(lambda: status() == "lost", "the run marked lost")
+    finally:
+        gate.release()
+    shutil.copyfile(checkpoints / "best.pt", checkpoints / "last.pt")
+    resume_run(run_id, store=store)
+    wait_until(lambda: status() not in ("queued", "running"), "the resumed run to end")
+    run = store.get_run(run_id)
+    assert (run.status, run.step) == ("completed", 40), run.error
+    assert [m.step for m in store.read_metrics(run_id, keys=["train_loss"])] == list(range(1, 41))
+    assert [m.step for m in store.read_metrics(run_id, keys=["val_loss"])] == [10, 20, 30, 40]
+    assert f"resumed from the checkpoint at step {best_step}" in {e.message.split(" (")[0]
+                                                                  for e in store.read_events(run_id)}

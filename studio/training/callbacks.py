@@ -2,7 +2,7 @@
 
 Order matters and the worker's `build_trainer` gets it right: DivergenceGuard first (so nothing saves
 a NaN model), then StopRequest, EarlyStopping, the MetricLogger (it ends each step, so the rows of a
-step are committed before `last.pt` records it), the Checkpointer, then the Prober.
+step are committed before `last.pt` or `best.pt` records it), the Checkpointer, then the Prober.
 """
 
 from __future__ import annotations
@@ -133,9 +133,10 @@ class StopRequest(Callback):
 
     The file is looked at every step with `poll_seconds=0`; otherwise at the first step, then once
     `poll_seconds` have passed since the last look (a stat is microseconds a step, a clock read is
-    tens of nanoseconds), and at once at a step where a callback before this one set
-    `trainer.stop_check_due` (the test gate does after a hold). A stop then ends the run within one
-    step's time plus `poll_seconds`.
+    tens of nanoseconds), at every step that evaluated (a sweep's pruner decides after reading an
+    evaluation, and its stop should land at the trial's next one, however fast the steps are), and
+    at once at a step where a callback before this one set `trainer.stop_check_due` (the test gate
+    does after a hold). A stop then ends the run within one step's time plus `poll_seconds`.
     """
 
     def __init__(self, path: str | Path, *, poll_seconds: float = 0.0):
@@ -145,7 +146,7 @@ class StopRequest(Callback):
     def on_step_end(self, trainer: Trainer) -> None:
         if self.poll_seconds > 0:
             now = time.monotonic()
-            if now < self._next_look and not trainer.stop_check_due:
+            if now < self._next_look and not trainer.stop_check_due and not trainer.state.eval_due:
                 return
             self._next_look = now + self.poll_seconds
             trainer.stop_check_due = False
@@ -191,15 +192,19 @@ class Checkpointer(Callback):
     `best.pt` (when the monitored validation metric improves). State dicts and plain numbers only,
     written atomically, loadable with `torch.load(path, weights_only=True)`."""
 
-    def __init__(self, directory: str | Path, *, every: int = 0, extra_state=None, on_best=None, before_last=None):
+    def __init__(self, directory: str | Path, *, every: int = 0, extra_state=None, on_best=None, before_last=None,
+                 before_best=None):
         self.dir = Path(directory)
         self.every = every
         self.extra_state = extra_state or (lambda: {})  # more state to save (other callbacks')
         self.on_best = on_best or (lambda name, value, step: None)
-        # Called before last.pt is written: the worker commits buffered metrics there, so a run killed
-        # after this checkpoint and resumed from it never skips the rows of the steps before it.
+        # Called before last.pt / best.pt is written: the worker commits buffered metrics there, so a run
+        # killed after this checkpoint and resumed from it (best.pt copied over a damaged last.pt, as
+        # load_checkpoint's message advises) never skips the rows of the steps up to it.
         self.before_last = before_last or (lambda: None)
+        self.before_best = before_best or (lambda: None)
         self.best: float | None = None
+        self.new_best: float | None = None  # this step's evaluation improved on `best`: saved at the step's end
         self.last_step: int | None = None
 
     @property
@@ -215,11 +220,19 @@ class Checkpointer(Callback):
         if value is None or not math.isfinite(value) or not math.isfinite(trainer.state.loss):
             return
         if self.best is None or _improved(value, self.best, trainer.monitor_mode):
-            self.best = value
-            self.save(trainer, self.best_path)
-            self.on_best(trainer.monitor, value, trainer.state.step)
+            self.new_best = value
 
     def on_step_end(self, trainer: Trainer) -> None:
+        # best.pt is written here, not at on_eval_end: the step's own train row is logged at on_step_end
+        # (by the MetricLogger, before this callback), so before_best commits every row up to the step
+        # best.pt records. Nothing between the two events changes the model, optimizer or RNG state.
+        if self.new_best is not None:
+            value, self.new_best = self.new_best, None
+            if trainer.state.stop_reason != "diverged":
+                self.best = value
+                self.before_best()
+                self.save(trainer, self.best_path)
+                self.on_best(trainer.monitor, value, trainer.state.step)
         if self.every > 0 and trainer.state.step % self.every == 0:
             self.save_last(trainer)
 

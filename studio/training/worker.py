@@ -149,6 +149,7 @@ def build_trainer(run_dir: Path | RunDir, meta: dict, store: Store, log: RunLog,
         extra_state=lambda: {k: cb.state_dict() for k, cb in stateful.items()},
         on_best=lambda name, value, step: store.update_run(run_id, best_metric=value, best_metric_name=name),
         before_last=writer.flush_and_wait if chief else None,
+        before_best=writer.flush_and_wait if chief else None,
     )
     guard.checkpointer = checkpointer
     stateful["checkpointer"] = checkpointer
@@ -159,8 +160,9 @@ def build_trainer(run_dir: Path | RunDir, meta: dict, store: Store, log: RunLog,
         stateful["early_stopping"] = EarlyStopping(monitor, mode, cfg.patience, cfg.min_delta)
         callbacks.append(stateful["early_stopping"])
     if chief:
-        # The logger ends each step before the checkpointer saves it, and last.pt is written only once the
-        # rows up to its step are committed: a worker killed at any moment never leaves a step without rows.
+        # The logger ends each step before the checkpointer saves it, and last.pt or best.pt is written only
+        # once the rows up to its step are committed: a worker killed at any moment, resumed from either
+        # checkpoint, never leaves a step without rows.
         callbacks.append(MetricLogger(writer, log=log, run_dir=rd.path))
         callbacks.append(checkpointer)
         if cfg.probes:
