@@ -189,8 +189,8 @@ def _improved(value: float, best: float, mode: str, min_delta: float = 0.0) -> b
 
 class Checkpointer(Callback):
     """Writes `last.pt` (every `every` steps, or each epoch end when 0, and when the run ends) and
-    `best.pt` (at the end of a step whose evaluation improved the monitored metric). State dicts and plain numbers only,
-    written atomically, loadable with `torch.load(path, weights_only=True)`."""
+    `best.pt` (at the end of a step whose evaluation improved the monitored metric). State dicts and
+    plain numbers only, written atomically, loadable with `torch.load(path, weights_only=True)`."""
 
     def __init__(self, directory: str | Path, *, every: int = 0, extra_state=None, on_best=None, before_last=None,
                  before_best=None):
