@@ -290,7 +290,7 @@ def test_best_pt_is_written_once_the_rows_up_to_its_step_are_committed(store, tm
 
 def test_a_run_killed_after_best_pt_resumes_from_it_with_every_steps_row_once(gate):
     """A real worker, held at the evaluation of step 20 (best.pt written at step 10's, no last.pt yet:
-    checkpoints at epoch ends, 180 steps away), is SIGKILLed; best.pt is copied over last.pt (what
+    checkpoints at epoch ends, 158 steps away), is SIGKILLed; best.pt is copied over last.pt (what
     load_checkpoint's message advises for a damaged last.pt) and the run resumed: every step's rows once.
     When best.pt was written at the evaluation, before that step's rows were committed, a kill there
     left best.pt at step 20 with rows up to 19, and the resumed run never logged step 20."""
