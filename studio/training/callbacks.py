@@ -2,7 +2,7 @@
 
 Order matters and the worker's `build_trainer` gets it right: DivergenceGuard first (so nothing saves
 a NaN model), then StopRequest, EarlyStopping, the MetricLogger (it ends each step, so the rows of a
-step are committed before `last.pt` records it), the Checkpointer, then the Prober.
+step are committed before `last.pt` or `best.pt` records it), the Checkpointer, then the Prober.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from studio.graph import atomic_write_bytes
 from studio.training.loop import Callback, Trainer
 
 CHECKPOINT_FORMAT = "studio.checkpoint/1"
+TRAIN_KEYS = ("train_loss", "lr", "samples_per_sec")  # a step's metric row, in this order
+TRAIN_KEYS_CLIPPED = (*TRAIN_KEYS, "grad_norm")  # with grad_clip > 0
 
 
 class MetricLogger(Callback):
@@ -34,6 +36,8 @@ class MetricLogger(Callback):
         self.writer, self.log = writer, log or (lambda msg, level="info": None)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.store, self.run_id = store, run_id
+        # A step's row in one append where the writer can (DeferredMetricWriter.log_values)
+        self._log_values = getattr(writer, "log_values", None) or self._log_dict
 
     def on_train_start(self, trainer: Trainer) -> None:
         s = trainer.state
@@ -54,14 +58,21 @@ class MetricLogger(Callback):
 
     def on_step_end(self, trainer: Trainer) -> None:
         s = trainer.state
-        row = {"train_loss": s.loss, "lr": s.lr, "samples_per_sec": s.samples_per_sec}
-        if s.grad_norm is not None:
-            row["grad_norm"] = s.grad_norm
-        self.writer.log(s.step, s.epoch, "train", row)
+        if s.grad_norm is None:
+            self._log_values(s.step, s.epoch, "train", TRAIN_KEYS, (s.loss, s.lr, s.samples_per_sec))
+        else:
+            self._log_values(s.step, s.epoch, "train", TRAIN_KEYS_CLIPPED,
+                             (s.loss, s.lr, s.samples_per_sec, s.grad_norm))
         self.writer.end_step(s.step)
-        if s.eval_due:  # evaluations are rare and awaited: show them at once
-            self.writer.flush()
-        self._drain_notes(trainer)
+        if s.eval_due:  # evaluations are rare and awaited: committed before training goes on (a sweep's
+            self.writer.flush_and_wait()  # pruner reads them while the trial runs; handed to the commit
+            # thread only, a short trial often completed before they were visible, and was never pruned)
+        if trainer.notes:
+            self._drain_notes(trainer)
+
+    def _log_dict(self, step: int, epoch: int, split: str, keys: tuple, values: tuple) -> None:
+        """`log_values` for a writer without it (a MetricWriter): the row as a dict."""
+        self.writer.log(step, epoch, split, dict(zip(keys, values, strict=True)))
 
     def on_train_end(self, trainer: Trainer) -> None:
         self.writer.close()
@@ -118,12 +129,27 @@ class DivergenceGuard(Callback):
 
 
 class StopRequest(Callback):
-    """Ends the run as `stopped` when the stop file appears (written by `stop_run`); polled every step."""
+    """Ends the run as `stopped` when the stop file appears (written by `stop_run`).
 
-    def __init__(self, path: str | Path):
-        self.path = str(path)
+    The file is looked at every step with `poll_seconds=0`; otherwise at the first step, then once
+    `poll_seconds` have passed since the last look (a stat is microseconds a step, a clock read is
+    tens of nanoseconds), at every step that evaluated (a sweep's pruner decides after reading an
+    evaluation, and its stop should land at the trial's next one, however fast the steps are), and
+    at once at a step where a callback before this one set `trainer.stop_check_due` (the test gate
+    does after a hold). A stop then ends the run within one step's time plus `poll_seconds`.
+    """
+
+    def __init__(self, path: str | Path, *, poll_seconds: float = 0.0):
+        self.path, self.poll_seconds = str(path), poll_seconds
+        self._next_look = -math.inf
 
     def on_step_end(self, trainer: Trainer) -> None:
+        if self.poll_seconds > 0:
+            now = time.monotonic()
+            if now < self._next_look and not trainer.stop_check_due and not trainer.state.eval_due:
+                return
+            self._next_look = now + self.poll_seconds
+            trainer.stop_check_due = False
         if trainer.state.stop_reason is None and os.path.exists(self.path):
             trainer.state.stop_reason = "stopped"
             trainer.state.message = f"stopped on request at step {trainer.state.step}"
@@ -163,18 +189,22 @@ def _improved(value: float, best: float, mode: str, min_delta: float = 0.0) -> b
 
 class Checkpointer(Callback):
     """Writes `last.pt` (every `every` steps, or each epoch end when 0, and when the run ends) and
-    `best.pt` (when the monitored validation metric improves). State dicts and plain numbers only,
-    written atomically, loadable with `torch.load(path, weights_only=True)`."""
+    `best.pt` (at the end of a step whose evaluation improved the monitored metric). State dicts and
+    plain numbers only, written atomically, loadable with `torch.load(path, weights_only=True)`."""
 
-    def __init__(self, directory: str | Path, *, every: int = 0, extra_state=None, on_best=None, before_last=None):
+    def __init__(self, directory: str | Path, *, every: int = 0, extra_state=None, on_best=None, before_last=None,
+                 before_best=None):
         self.dir = Path(directory)
         self.every = every
         self.extra_state = extra_state or (lambda: {})  # more state to save (other callbacks')
         self.on_best = on_best or (lambda name, value, step: None)
-        # Called before last.pt is written: the worker commits buffered metrics there, so a run killed
-        # after this checkpoint and resumed from it never skips the rows of the steps before it.
+        # Called before last.pt / best.pt is written: the worker commits buffered metrics there, so a run
+        # killed after this checkpoint and resumed from it (best.pt copied over a damaged last.pt, as
+        # load_checkpoint's message advises) never skips the rows of the steps up to it.
         self.before_last = before_last or (lambda: None)
+        self.before_best = before_best or (lambda: None)
         self.best: float | None = None
+        self.new_best: float | None = None  # this step's evaluation improved on `best`: saved at the step's end
         self.last_step: int | None = None
 
     @property
@@ -190,11 +220,19 @@ class Checkpointer(Callback):
         if value is None or not math.isfinite(value) or not math.isfinite(trainer.state.loss):
             return
         if self.best is None or _improved(value, self.best, trainer.monitor_mode):
-            self.best = value
-            self.save(trainer, self.best_path)
-            self.on_best(trainer.monitor, value, trainer.state.step)
+            self.new_best = value
 
     def on_step_end(self, trainer: Trainer) -> None:
+        # best.pt is written here, not at on_eval_end: the step's own train row is logged at on_step_end
+        # (by the MetricLogger, before this callback), so before_best commits every row up to the step
+        # best.pt records. Nothing between the two events changes the model, optimizer or RNG state.
+        if self.new_best is not None:
+            value, self.new_best = self.new_best, None
+            if trainer.state.stop_reason != "diverged":
+                self.best = value
+                self.before_best()
+                self.save(trainer, self.best_path)
+                self.on_best(trainer.monitor, value, trainer.state.step)
         if self.every > 0 and trainer.state.step % self.every == 0:
             self.save_last(trainer)
 

@@ -2,11 +2,12 @@
 
 On an accelerator, reading a step's loss (`loss.item()`) waits for the device to finish that step:
 one stall per step. The Trainer keeps the loss and gradient norm as device tensors there
-(`Trainer.sync_every_step` is False), and this writer buffers them as they are and reads all the
-buffered ones in a single transfer when it flushes (every `flush_seconds`, 0.5 s by default, or at an
-evaluation or checkpoint). The SQLite commit then happens on a background thread, so the training
-thread never waits on the database; `flush_and_wait()` is the synchronous form the checkpointer uses
-(rows are committed before last.pt records their step).
+(`Trainer.sync_every_step` is False), and this writer buffers them as they are; when it flushes
+(every `flush_seconds`, 0.5 s by default, or at an evaluation or checkpoint) it hands the buffer to a
+background thread, which reads all its device values in a single transfer and commits the rows, so
+the training thread never waits on the device or the database; `flush_and_wait()` is the
+synchronous form the checkpointer uses (rows are committed before last.pt records their step).
+A training step's row is one append (`log_values`), spread into rows on the commit thread too.
 
 On the CPU the values are plain floats and the rows are bit-for-bit those of `MetricWriter`.
 """
@@ -53,17 +54,22 @@ class DeferredMetricWriter(MetricWriter):
         for k, v in metrics.items():
             self._rows.append((step, epoch, split, k, v if not isinstance(v, (int, float)) else float(v), now))
 
+    def log_values(self, step: int, epoch: int, split: str, keys: tuple, values: tuple) -> None:
+        """`log(step, epoch, split, dict(zip(keys, values)))` as one append (a training step's row): the
+        entry holds the key and value tuples and is spread into rows when it is flushed."""
+        self._rows.append((step, epoch, split, keys, values, time.time()))
+
     def flush(self, *, everything: bool = False) -> None:
-        """Read the buffered values of complete steps (one transfer) and queue them for the commit thread."""
+        """Queue the buffered entries of complete steps for the commit thread, which spreads them into
+        rows, reads their device values (one transfer) and commits them."""
         self._raise_commit_error()
-        if everything:
-            ready, self._rows = self._rows, []
+        rows = self._rows
+        if everything or not rows or rows[-1][0] <= self._complete_upto:  # the usual case: all complete
+            ready, self._rows = rows, []
         else:
-            ready = [r for r in self._rows if r[0] <= self._complete_upto]
-            self._rows = [r for r in self._rows if r[0] > self._complete_upto]
+            ready = [r for r in rows if r[0] <= self._complete_upto]
+            self._rows = [r for r in rows if r[0] > self._complete_upto]
         if ready:
-            values = read_scalars([r[4] for r in ready])
-            ready = [(*r[:4], value, r[5]) for r, value in zip(ready, values, strict=True)]
             self._queue.put(ready)
         self._steps_pending = 0
         self._last_flush = time.monotonic()
@@ -87,6 +93,9 @@ class DeferredMetricWriter(MetricWriter):
                 if rows is None:
                     return
                 if self._error is None:
+                    rows = _spread(rows)
+                    values = read_scalars([r[4] for r in rows])
+                    rows = [(*r[:4], value, r[5]) for r, value in zip(rows, values, strict=True)]
                     self.store.write_metrics(self.run_id, rows)
             except BaseException as e:  # reported on the training thread at its next flush
                 self._error = e
@@ -99,6 +108,21 @@ class DeferredMetricWriter(MetricWriter):
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+
+
+def _spread(entries: list[tuple]) -> list[tuple]:
+    """Rows (step, epoch, split, key, value, wall) of buffered entries, `log_values`' packed ones spread
+    out key by key in their order."""
+    rows = []
+    for entry in entries:
+        keys = entry[3]
+        if isinstance(keys, tuple):
+            step, epoch, split, _, values, wall = entry
+            rows.extend((step, epoch, split, k, v if not isinstance(v, int) else float(v), wall)
+                        for k, v in zip(keys, values, strict=True))
+        else:
+            rows.append(entry)
+    return rows
 
 
 __all__ = ["DeferredMetricWriter", "read_scalars"]

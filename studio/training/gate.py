@@ -76,3 +76,4 @@ class Gate(Callback):
                 time.sleep(self.poll)
         finally:
             self.at_file.unlink(missing_ok=True)
+            trainer.stop_check_due = True  # a stop asked while held ends the run at this step

@@ -137,6 +137,11 @@ class Callback:
     def on_train_end(self, trainer: Trainer) -> None: ...
 
 
+def _handles(cb, event: str) -> bool:
+    """Whether `cb` does something on `event`: its class overrides Callback's no-op, or the instance sets it."""
+    return getattr(type(cb), event, None) is not getattr(Callback, event) or event in getattr(cb, "__dict__", ())
+
+
 class Trainer:
     """Trains `model` on `data` (anything with `.batches(split, batch_size, shuffle=, generator=)`,
     `.train` and `.val` splits) as `config` says, firing events to `callbacks` in order."""
@@ -153,6 +158,8 @@ class Trainer:
         # they stay device tensors, read once per metric flush (training/deferred.py), so no step waits.
         self.sync_every_step = self.device.type == "cpu"
         self.callbacks = list(callbacks)
+        self._handlers_of: list[Callback] = []
+        self._handlers: dict[str, list] = {}
         augment = config.augmentation()
         if augment.enabled and getattr(data, "info", None) is not None:
             augment.check_input(data.info.input_shape, data.info.input_dtype)  # a clear DataError otherwise
@@ -171,6 +178,9 @@ class Trainer:
         self.monitor, self.monitor_mode = config.resolved_monitor(task.kind)
         self.has_val = len(data.val) > 0
         self.notes: list[tuple[str, str]] = []  # (level, message) for the run's event log; MetricLogger drains it
+        # Set by a callback that knows a stop may just have been asked (the test gate after a hold): the
+        # StopRequest callback then looks for the stop file at this step instead of at its next poll.
+        self.stop_check_due = False
         # What the training forward goes through: the model itself, torch.compile of it when
         # config.compile_model (torch.compile imported only then), or a rank's DistributedDataParallel
         # wrapper (studio.training.shard: a rank trains on its rows of each global batch). self.model
@@ -183,8 +193,14 @@ class Trainer:
 
     # ---- events -------------------------------------------------------------------------------
     def fire(self, event: str, *args) -> None:
-        for cb in self.callbacks:
-            getattr(cb, event)(self, *args)
+        if self.callbacks != self._handlers_of:  # callbacks added or removed since the last event
+            self._handlers_of, self._handlers = list(self.callbacks), {}
+        handlers = self._handlers.get(event)
+        if handlers is None:  # the callbacks that override the event, bound once (not a no-op call each step)
+            handlers = self._handlers[event] = [getattr(cb, event) for cb in self.callbacks
+                                                if _handles(cb, event)]
+        for handler in handlers:
+            handler(self, *args)
 
     def autocast(self):
         if self._amp_dtype is None:
@@ -238,34 +254,50 @@ class Trainer:
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> float | torch.Tensor:
         """One optimizer step; the loss as a float, or as a device tensor when not sync_every_step."""
         s, cfg = self.state, self.config
-        if self.device.type == "cuda":  # from pinned memory the copies below run asynchronously
-            x, y = x.pin_memory(), y.pin_memory()
-        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        if self.device.type != "cpu":  # the batches are made on the CPU
+            if self.device.type == "cuda":  # from pinned memory the copies below run asynchronously
+                x, y = x.pin_memory(), y.pin_memory()
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         if self.shard is not None:  # this rank's rows of the global batch
             x, y = self.shard.take(x, y)
         s.lr = self.schedule.lr_at(s.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = s.lr
-        self.model.train()
-        for m in self.frozen_modules:
-            m.eval()
+        groups = self.optimizer.param_groups
+        if groups[0]["lr"] != s.lr:  # a constant rate is set once, not every step
+            for group in groups:
+                group["lr"] = s.lr
+        if not self.model.training or (self.frozen_modules and any(m.training for m in self.frozen_modules)):
+            # Module.train() walks every submodule (microseconds a step): only after an evaluation or a
+            # probe changed the mode (both go through the root module).
+            self.model.train()
+            for m in self.frozen_modules:
+                m.eval()
         self.optimizer.zero_grad(set_to_none=True)
-        with self.autocast():
+        if self._amp_dtype is None:
             out = self.step_model(x)
-        loss = self.task.loss(out.float(), y, train=True)
+        else:
+            with self.autocast():
+                out = self.step_model(x)
+        if out.dtype != torch.float32:
+            out = out.float()
+        loss = self.task.loss(out, y, train=True)
         if self.distill is not None:
-            loss = self.distill(out.float(), x, loss)
+            loss = self.distill(out, x, loss)
         if self.shard is not None:  # weighted by its share: the averaged gradient is the full batch's
             loss = self.shard.weigh(loss)
-        self.scaler.scale(loss).backward()
+        scaled = self.scaler.is_enabled()  # fp16 only; a disabled GradScaler's calls are skipped, not made
+        if scaled:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)  # clipping and probes read true gradients
+        else:
+            loss.backward()
         if cfg.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
             norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             s.grad_norm = float(norm) if self.sync_every_step else norm.detach()
-        elif self.scaler.is_enabled():
-            self.scaler.unscale_(self.optimizer)  # probes read true gradients
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if scaled:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         if self.shard is not None:  # the full batch's loss, all-reduced over the ranks
             return self.shard.logged_loss(loss)
         return loss.item() if self.sync_every_step else loss.detach()

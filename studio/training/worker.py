@@ -44,6 +44,7 @@ from studio.training.optim import init_weights, resolve_device
 from studio.training.probes import Prober
 
 HEARTBEAT_SECONDS = 2.0
+STOP_POLL_SECONDS = 0.25  # the stop file is looked at this often (and at a gate's hold), not at every step
 PROBE_SAMPLES = 8
 FINAL_STATUS = {"completed": "completed", "early_stopped": "completed", "stopped": "stopped",
                 "diverged": "diverged"}
@@ -148,18 +149,20 @@ def build_trainer(run_dir: Path | RunDir, meta: dict, store: Store, log: RunLog,
         extra_state=lambda: {k: cb.state_dict() for k, cb in stateful.items()},
         on_best=lambda name, value, step: store.update_run(run_id, best_metric=value, best_metric_name=name),
         before_last=writer.flush_and_wait if chief else None,
+        before_best=writer.flush_and_wait if chief else None,
     )
     guard.checkpointer = checkpointer
     stateful["checkpointer"] = checkpointer
-    callbacks = [guard, stop_callback or StopRequest(rd.stop_file)]
+    callbacks = [guard, stop_callback or StopRequest(rd.stop_file, poll_seconds=STOP_POLL_SECONDS)]
     if chief and gate_dir() is not None:  # tests only: hold the run at a step (before the stop callback)
         callbacks.insert(1, Gate(gate_dir(), run_id, gate_stop or rd.stop_requested, writer.flush_and_wait))
     if cfg.patience > 0:
         stateful["early_stopping"] = EarlyStopping(monitor, mode, cfg.patience, cfg.min_delta)
         callbacks.append(stateful["early_stopping"])
     if chief:
-        # The logger ends each step before the checkpointer saves it, and last.pt is written only once the
-        # rows up to its step are committed: a worker killed at any moment never leaves a step without rows.
+        # The logger ends each step before the checkpointer saves it, and last.pt or best.pt is written only
+        # once the rows up to its step are committed: a worker killed at any moment, resumed from either
+        # checkpoint, never leaves a step without rows.
         callbacks.append(MetricLogger(writer, log=log, run_dir=rd.path))
         callbacks.append(checkpointer)
         if cfg.probes:
