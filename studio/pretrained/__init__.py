@@ -8,8 +8,8 @@ become runs of status `imported` holding their weights in a block graph; `downlo
 
 from studio.pretrained.mapping import PretrainedError, WeightMap
 
-_LAZY = {"import_checkpoint": "importer", "Imported": "importer", "download": "download",
-         "ARCHITECTURES": "download", "fetch_file": "download"}
+_LAZY = {"import_checkpoint": "importer", "Imported": "importer", "download": "downloads",
+         "ARCHITECTURES": "downloads", "fetch_file": "downloads"}
 
 
 def __getattr__(name: str):

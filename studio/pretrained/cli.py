@@ -69,6 +69,6 @@ class _Progress:
 
 
 def cmd_download(args) -> int:
-    from studio.pretrained.download import download
+    from studio.pretrained.downloads import download
 
     return _report(download(args.arch, name=args.name, progress=_Progress()), args.json)

@@ -7,7 +7,7 @@ went) and, for GPT-2, `tokenizer.json`. Everything is built and checked in memor
 directory and the store row are written together or not at all.
 
     >>> imp = import_checkpoint("resnet18-f37072fd.pth")          # doctest: +SKIP
-    >>> imp.architecture, imp.params
+    >>> imp.architecture, imp.params                               # doctest: +SKIP
     ('resnet18', 11689512)
 """
 
