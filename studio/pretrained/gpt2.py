@@ -45,7 +45,8 @@ def read_config(folder: Path) -> dict:
     try:
         cfg = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise PretrainedError(f"{path} cannot be read as JSON ({e}); use the config.json saved with the weights") from None
+        raise PretrainedError(f"{path} cannot be read as JSON ({e}); use the config.json saved with the "
+                              "weights") from None
     if not isinstance(cfg, dict):
         raise PretrainedError(f"{path} holds a JSON {type(cfg).__name__}, not an object")
     if cfg.get("model_type", "gpt2") != "gpt2":
@@ -55,7 +56,8 @@ def read_config(folder: Path) -> dict:
                if not isinstance(cfg.get(k), int) or cfg[k] < 1]
     if missing:
         raise PretrainedError(f"{path}: {', '.join(missing)} missing or not a positive integer "
-                              f"(found {', '.join(f'{k}={cfg.get(k)!r}' for k in missing)}); a GPT-2 config.json has them")
+                              f"(found {', '.join(f'{k}={cfg.get(k)!r}' for k in missing)}); a GPT-2 config.json "
+                              "has them")
     act = cfg.get("activation_function", "gelu_new")
     unsupported = []
     if act not in _ACTIVATIONS:
@@ -130,7 +132,7 @@ def build(folder: Path, source: str, *, seq_len: int | None = None, name: str | 
                             f"embeddings, {n_layer} pre-norm Transformer blocks ({cfg['n_head']} heads, {e} wide), a "
                             f"final LayerNorm and the {vocab}-token head, holding the checkpoint's weights.",
              "blocks": {"gpt2_block": _block(cfg)}, "nodes": nodes,
-             "edges": [{"source": a["id"], "target": b["id"]} for a, b in zip(nodes, nodes[1:])]}
+             "edges": [{"source": a["id"], "target": b["id"]} for a, b in zip(nodes, nodes[1:], strict=False)]}
     wm = WeightMap(source)
     tied = cfg.get("tie_word_embeddings", True)
     lm_head = None
@@ -154,12 +156,15 @@ def build(folder: Path, source: str, *, seq_len: int | None = None, name: str | 
                 else:
                     wm.put(key, prefix + target, tensor)
             else:
-                wm.refuse(key, "not a tensor of a GPT-2 block (ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj)")
+                wm.refuse(key, "not a tensor of a GPT-2 block (ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, "
+                               "mlp.c_proj)")
         else:
             wm.refuse(key, "not a GPT-2 tensor (wte, wpe, h.N.*, ln_f, lm_head)")
     wte = next((v for k, v in state.items() if k.removeprefix("transformer.") == "wte.weight"), None)
     if tied:
-        if lm_head is not None and wte is not None and (lm_head[1].shape != wte.shape or not bool((lm_head[1] == wte).all())):
+        differs = lm_head is not None and wte is not None and (
+            lm_head[1].shape != wte.shape or not bool((lm_head[1] == wte).all()))
+        if differs:
             wm.refuse(lm_head[0], "config.json ties it to wte (tie_word_embeddings) but it differs from wte.weight")
         elif wte is not None:
             if lm_head is not None:
@@ -189,7 +194,8 @@ def copy_tokenizer(folder: Path, dest: Path) -> str | None:
         try:
             tok = Tokenizer(models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt")))
         except Exception as e:
-            raise PretrainedError(f"{folder}: vocab.json + merges.txt do not make a BPE tokenizer ({str(e)[:160]})") from None
+            raise PretrainedError(f"{folder}: vocab.json + merges.txt do not make a BPE tokenizer "
+                                  f"({str(e)[:160]})") from None
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
         tok.save(str(dest))

@@ -67,7 +67,7 @@ def load_state_dict_file(path: Path) -> dict:
         raise PretrainedError(f"{path} cannot be read as a PyTorch checkpoint ({str(e).splitlines()[0][:160]}); "
                               "the file is cut short or is not a .pth state dict: download it again") from None
     for wrapper in ("state_dict", "model"):  # training scripts often save {"state_dict": ..., "epoch": ...}
-        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict) and not isinstance(obj.get(wrapper), torch.Tensor):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
     if not isinstance(obj, dict) or not obj:
         raise PretrainedError(f"{path} holds a {type(obj).__name__}, not a state dict (a dict of named tensors)")
@@ -91,16 +91,17 @@ def _read(path: Path, *, image_size: int, seq_len: int | None, name: str | None)
         graph, wm, arch = gpt2.build(path, str(path), seq_len=seq_len, name=name)
         return "gpt2", graph, wm, arch, path
     if path.suffix.lower() == ".safetensors":
-        raise PretrainedError(f"{path}: a .safetensors file needs its config.json beside it, named {gpt2.WEIGHTS_FILE}; "
-                              "import the folder that holds config.json and model.safetensors")
+        raise PretrainedError(f"{path}: a .safetensors file needs its config.json beside it, named "
+                              f"{gpt2.WEIGHTS_FILE}; import the folder that holds config.json and model.safetensors")
     if path.suffix.lower() not in _STATE_SUFFIXES:
-        raise PretrainedError(f"{path}: unknown checkpoint kind {path.suffix or '(no suffix)'!r}; expected a torchvision "
-                              f"ResNet state dict ({', '.join(_STATE_SUFFIXES)}) or a Hugging Face GPT-2 folder")
+        raise PretrainedError(f"{path}: unknown checkpoint kind {path.suffix or '(no suffix)'!r}; expected a "
+                              f"torchvision ResNet state dict ({', '.join(_STATE_SUFFIXES)}) or a Hugging Face GPT-2 "
+                              "folder")
     state = load_state_dict_file(path)
     if not resnet.looks_like(state):
         raise PretrainedError(f"{path}: the state dict is not a torchvision ResNet's (keys found: "
-                              f"{', '.join(list(state)[:6])}{', ...' if len(state) > 6 else ''}); expected conv1.weight, "
-                              "bn1.*, layer1.0.conv1.weight, ..., fc.weight")
+                              f"{', '.join(list(state)[:6])}{', ...' if len(state) > 6 else ''}); expected "
+                              "conv1.weight, bn1.*, layer1.0.conv1.weight, ..., fc.weight")
     graph, wm, arch = resnet.build(state, str(path), image_size=image_size, name=name)
     return "resnet", graph, wm, arch, None
 

@@ -36,7 +36,7 @@ def _conv(oc, k, *, stride=1, padding=0):
 
 
 def _chain(ids):
-    return [{"source": a, "target": b} for a, b in zip(ids, ids[1:])]
+    return [{"source": a, "target": b} for a, b in zip(ids, ids[1:], strict=False)]
 
 
 def _down_block(kind: str) -> dict:
@@ -130,7 +130,8 @@ def build(state: dict, source: str, *, image_size: int = 224, name: str | None =
              "description": f"{arch} imported from the torchvision checkpoint {source}: the stem, "
                             f"{len(stages)} stages of {kind} blocks ({', '.join(map(str, depths))}), global average "
                             f"pooling and a {classes}-way linear head, holding the checkpoint's weights.",
-             "blocks": {b: d for b, d in doc_blocks.items() if any(n["type"] == b for n in nodes)}, "nodes": nodes, "edges": _chain([n["id"] for n in nodes])}
+             "blocks": {b: d for b, d in doc_blocks.items() if any(n["type"] == b for n in nodes)},
+             "nodes": nodes, "edges": _chain([n["id"] for n in nodes])}
     wm = WeightMap(source)
     for key, tensor in state.items():
         m = _KEY.match(key)
