@@ -55,6 +55,11 @@ def test_resnet18_layout_imports_and_its_pt2_export_reproduces_the_reference(tmp
     assert "layer2.1.conv1.weight -> layer2_1.conv1.weight" in (rd / "weight_map.txt").read_text()
     x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(pt2_logits(imp.run_id, x), ref(x), **TOL)
+    from studio.graph import load_graph
+    from studio.training.transfer import match_graph
+
+    warm = match_graph(load_graph(imp.graph_path), imp.run_id)  # what --init-from RUN_ID copies
+    assert warm.unmatched == [] and len(warm.state) == len(ref.state_dict())
 
 
 @pytest.mark.parametrize("block, layers, arch", [(BasicBlock, (3, 4, 6, 3), "resnet34"),
