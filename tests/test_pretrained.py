@@ -296,3 +296,43 @@ def test_cli_pretrained_import_error_is_one_line(tmp_path, capsys):
 
     assert main(["pretrained", "import", str(tmp_path / "missing.pth")]) == 1
     assert "missing.pth does not exist; give the path of a .pth file" in capsys.readouterr().err
+
+
+def test_a_tokenizer_larger_than_the_embedding_is_refused(tmp_path, _workspace):
+    from tokenizers import Tokenizer, models
+
+    save_tiny_gpt2(tmp_path / "g", vocab_size=3)
+    Tokenizer(models.BPE(vocab={"a": 0, "b": 1, "c": 2, "ab": 3}, merges=[("a", "b")])).save(
+        str(tmp_path / "g" / "tokenizer.json"))
+    with pytest.raises(PretrainedError, match=r"tokenizer.json has 4 tokens but the model's embedding .* has 3"):
+        import_checkpoint(tmp_path / "g")
+    nothing_imported(_workspace)
+
+
+def test_uploaded_files_import_and_are_not_kept(_workspace):
+    from studio.pretrained.uploads import import_uploaded
+
+    buf = io.BytesIO()
+    torch.save(random_resnet(width=4).state_dict(), buf)
+    imp = import_uploaded([("my_resnet.pth", buf.getvalue())], image_size=32)
+    assert imp.architecture == "resnet18"
+    assert "uploaded files my_resnet.pth" in Store().read_events(imp.run_id)[0].message
+    assert not list((_workspace / "uploads" / "pretrained").iterdir())
+    with pytest.raises(PretrainedError, match="upload one .pth state dict .* or GPT-2's config.json and "
+                                              "model.safetensors together"):
+        import_uploaded([("config.json", b"{}")])
+
+
+def test_home_page_imports_a_checkpoint_by_path(tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    torch.save(random_resnet(width=4).state_dict(), tmp_path / "r.pth")
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
+    at.run()
+    at.radio(key="studio.home.pretrained.how").set_value("Path on this machine").run()
+    at.text_input(key="studio.home.pretrained.path").input(str(tmp_path / "r.pth")).run()
+    at.button(key="studio.home.pretrained.import").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    (run,) = Store().list_runs()
+    assert f"as run `{run.id}`" in at.success[0].value and run.status == "imported"
+    assert at.button(key="studio.home.pretrained.inspect").label == "Open in Inspect"

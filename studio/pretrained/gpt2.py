@@ -175,17 +175,19 @@ def build(folder: Path, source: str, *, seq_len: int | None = None, name: str | 
     return graph, wm, arch
 
 
-def copy_tokenizer(folder: Path, dest: Path) -> str | None:
+def copy_tokenizer(folder: Path, dest: Path, *, vocab_size: int) -> str | None:
     """Write `dest` (tokenizer.json) from the folder's tokenizer.json, or built from vocab.json + merges.txt
-    (byte-level BPE, as GPT-2's); returns where it came from, or None when the folder has neither."""
+    (byte-level BPE, as GPT-2's); returns where it came from, or None when the folder has neither.
+    PretrainedError when it makes token ids the model's `vocab_size` embedding does not have."""
     if (folder / TOKENIZER_FILE).is_file():
         from tokenizers import Tokenizer
 
         try:
-            Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+            tok = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
         except Exception as e:  # the tokenizers library raises its own Exception subclass
             raise PretrainedError(f"{folder / TOKENIZER_FILE} is not a tokenizer the tokenizers library reads "
                                   f"({str(e)[:160]}); remove it, or replace it with GPT-2's tokenizer.json") from None
+        _check_vocab(tok, vocab_size, folder / TOKENIZER_FILE)
         shutil.copyfile(folder / TOKENIZER_FILE, dest)
         return TOKENIZER_FILE
     if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
@@ -196,8 +198,15 @@ def copy_tokenizer(folder: Path, dest: Path) -> str | None:
         except Exception as e:
             raise PretrainedError(f"{folder}: vocab.json + merges.txt do not make a BPE tokenizer "
                                   f"({str(e)[:160]})") from None
+        _check_vocab(tok, vocab_size, folder / "vocab.json")
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
         tok.save(str(dest))
         return "vocab.json + merges.txt"
     return None
+
+
+def _check_vocab(tok, vocab_size: int, path: Path) -> None:
+    if tok.get_vocab_size() > vocab_size:
+        raise PretrainedError(f"{path} has {tok.get_vocab_size():,} tokens but the model's embedding (config.json's "
+                              f"vocab_size) has {vocab_size:,}; use the tokenizer saved with these weights")

@@ -123,11 +123,12 @@ def build_model(graph_doc: dict, wm: WeightMap):
 
 
 def import_checkpoint(path, *, name: str | None = None, workspace=None, image_size: int = 224,
-                      seq_len: int | None = None, store=None) -> Imported:
+                      seq_len: int | None = None, store=None, source: str | None = None) -> Imported:
     """Import a torchvision ResNet `.pth` or a Hugging Face GPT-2 folder as a run of status `imported`.
 
     `image_size` is the ResNet graph's input size (ImageNet's 224 by default; the weights fit any size);
-    `seq_len` the GPT-2 graph's context (default: the checkpoint's n_positions). Raises PretrainedError
+    `seq_len` the GPT-2 graph's context (default: the checkpoint's n_positions); `source` names where the files
+    came from in the run's event log (default: the path). Raises PretrainedError
     (nothing written) when the file cannot be read or a tensor does not map.
     """
     import torch
@@ -159,7 +160,7 @@ def import_checkpoint(path, *, name: str | None = None, workspace=None, image_si
         rd.create(graph_json=graph.to_json(), config=training_defaults(None, task), meta={
             "run_id": run_id, "dataset_id": dataset_id, "dataset_options": {}, "db": str(store.path),
             "workspace": str(ws), "backend": {"kind": "local"},
-            "pretrained": {"source": str(path.resolve()), "family": family, "architecture": arch},
+            "pretrained": {"source": source or str(path.resolve()), "family": family, "architecture": arch},
         })
         buf = io.BytesIO()
         torch.save({"format": CHECKPOINT_FORMAT, "model": state, "best": None,
@@ -169,14 +170,16 @@ def import_checkpoint(path, *, name: str | None = None, workspace=None, image_si
         atomic_write_bytes(rd.checkpoint("best"), buf.getvalue())
         atomic_write_text(rd.path / MAP_FILE, "\n".join(wm.lines()) + "\n")
         if folder is not None:
-            tokenizer = gpt2.copy_tokenizer(folder, rd.path / gpt2.TOKENIZER_FILE)
+            tokenizer = gpt2.copy_tokenizer(folder, rd.path / gpt2.TOKENIZER_FILE,
+                                            vocab_size=graph_doc["nodes"][1]["params"]["num_embeddings"])
             notes.append(f"tokenizer: {tokenizer}" if tokenizer else
                          "no tokenizer.json or vocab.json + merges.txt beside the weights: text cannot be tokenized")
         with store.transaction():
             store.create_run(run_id, name=name or f"{arch} (pretrained)", graph=graph.to_dict(),
                              config=rd.config_doc(), dataset_id=dataset_id, status=STATUS,
                              tags={"pretrained": arch})
-            store.log_event(run_id, f"imported {arch} from {path}: {params:,} parameters; " + "; ".join(notes))
+            store.log_event(run_id, f"imported {arch} from {source or path}: {params:,} parameters; "
+                            + "; ".join(notes))
     except BaseException as e:
         shutil.rmtree(rd.path, ignore_errors=True)
         if isinstance(e, (StorageError, PretrainedError)) or not isinstance(e, (OSError, sqlite3.Error)):

@@ -35,6 +35,7 @@ def import_uploaded(files: list[tuple[str, bytes]], *, name: str | None = None, 
                 continue  # a README or generation_config.json beside the weights: not needed
             (folder / Path(n).name).write_bytes(data)
         target = folder if gpt else folder / states[0]
-        return import_checkpoint(target, name=name, workspace=workspace, **options)
+        return import_checkpoint(target, name=name, workspace=workspace,
+                                 source=f"uploaded files {', '.join(names)}", **options)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
