@@ -73,6 +73,7 @@ def main() -> None:
 
         def plain_gpt():
             m = GPT2LMHeadModel(GPT2Config())
+            # strict=False: the file has no lm_head.weight (tied to wte); this is the baseline, not the import
             m.load_state_dict(load_file(work / "gpt2" / "model.safetensors"), strict=False)
 
         t = interleaved({"import": lambda: import_checkpoint(work / "gpt2"), "plain": plain_gpt}, reps=3)
