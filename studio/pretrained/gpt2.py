@@ -85,12 +85,16 @@ def _block(cfg: dict) -> dict:
                             f"causal self-attention, GELU ({_ACTIVATIONS[cfg.get('activation_function', 'gelu_new')]} "
                             "approximation), as Hugging Face's GPT2Block.")
     eps = float(cfg.get("layer_norm_epsilon", 1e-5))
-    for node in block["nodes"]:
-        if node["type"] == "GELU":
-            node["params"] = {"approximate": _ACTIVATIONS[cfg.get("activation_function", "gelu_new")]}
-        if node["type"] == "LayerNorm" and eps != 1e-5:
-            node["params"] = {"eps": eps}
+    by_id = {node["id"]: node for node in block["nodes"]}  # the library block's node ids
+    by_id["gelu"]["params"] = {"approximate": _ACTIVATIONS[cfg.get("activation_function", "gelu_new")]}
+    if eps != 1e-5:
+        by_id["ln_1"]["params"] = by_id["ln_2"]["params"] = {"eps": eps}
     return block
+
+
+def _node(node_id: str, layer: str, params: dict | None = None, **extra) -> dict:
+    """A node of the graph document (params left out when empty)."""
+    return {"id": node_id, "type": layer, **({"params": params} if params else {}), **extra}
 
 
 def load_weights(folder: Path) -> dict:
@@ -117,13 +121,13 @@ def build(folder: Path, source: str, *, seq_len: int | None = None, name: str | 
                               f"use seq_len <= {cfg['n_positions']}")
     eps = float(cfg.get("layer_norm_epsilon", 1e-5))
     rep = n_layer if n_layer > 1 else None
-    nodes = [{"id": "input", "type": "Input", "params": {"shape": [t], "dtype": "int64"}},
-             {"id": "wte", "type": "Embedding", "params": {"num_embeddings": vocab, "embedding_dim": e}},
-             {"id": "wpe", "type": "PositionalEncoding", "params": {"kind": "learned", "max_len": cfg["n_positions"]}},
-             {"id": "h", "type": "gpt2_block", "params": {"d_model": e, "num_heads": cfg["n_head"], "d_ff": d_ff},
-              **({"repeat": rep} if rep else {})},
-             {"id": "ln_f", "type": "LayerNorm", **({"params": {"eps": eps}} if eps != 1e-5 else {})},
-             {"id": "lm_head", "type": "Linear", "params": {"out_features": vocab, "bias": False}}]
+    nodes = [_node("input", "Input", {"shape": [t], "dtype": "int64"}),
+             _node("wte", "Embedding", {"num_embeddings": vocab, "embedding_dim": e}),
+             _node("wpe", "PositionalEncoding", {"kind": "learned", "max_len": cfg["n_positions"]}),
+             _node("h", "gpt2_block", {"d_model": e, "num_heads": cfg["n_head"], "d_ff": d_ff},
+                   **({"repeat": rep} if rep else {})),
+             _node("ln_f", "LayerNorm", {"eps": eps} if eps != 1e-5 else None),
+             _node("lm_head", "Linear", {"out_features": vocab, "bias": False})]
     for i, node in enumerate(nodes):
         node["position"] = {"x": 0, "y": 90 * i}
     arch = "gpt2" if (n_layer, e, cfg["n_head"]) == (12, 768, 12) else f"gpt2 ({n_layer} layers, {e} wide)"

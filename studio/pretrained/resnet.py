@@ -35,6 +35,11 @@ def _conv(oc, k, *, stride=1, padding=0):
     return p
 
 
+def _node(node_id: str, layer: str, params: dict | None = None, **extra) -> dict:
+    """A node of the graph document (params left out when empty)."""
+    return {"id": node_id, "type": layer, **({"params": params} if params else {}), **extra}
+
+
 def _chain(ids):
     return [{"source": a, "target": b} for a, b in zip(ids, ids[1:], strict=False)]
 
@@ -42,31 +47,27 @@ def _chain(ids):
 def _down_block(kind: str) -> dict:
     """basic_down / bottleneck_down: the first block of a stage, with the 1x1 convolution on the skip."""
     if kind == "basic":
-        body = [("conv1", "Conv2d", {**_conv("$channels", 3, padding=1), "stride": "$stride"}),
-                ("bn1", "BatchNorm2d", {}), ("relu1", "ReLU", {}),
-                ("conv2", "Conv2d", _conv("$channels", 3, padding=1)), ("bn2", "BatchNorm2d", {})]
+        body = [_node("conv1", "Conv2d", {**_conv("$channels", 3, padding=1), "stride": "$stride"}),
+                _node("bn1", "BatchNorm2d"), _node("relu1", "ReLU"),
+                _node("conv2", "Conv2d", _conv("$channels", 3, padding=1)), _node("bn2", "BatchNorm2d")]
         out, params = "$channels", {"channels": 128, "stride": 2}
         doc = "ResNet basic block that changes size: the first 3x3 convolution strides and a 1x1 convolution " \
               "with batch norm matches the skip."
     else:
-        body = [("conv1", "Conv2d", _conv("$width", 1)), ("bn1", "BatchNorm2d", {}), ("relu1", "ReLU", {}),
-                ("conv2", "Conv2d", {**_conv("$width", 3, padding=1), "stride": "$stride"}),
-                ("bn2", "BatchNorm2d", {}), ("relu2", "ReLU", {}),
-                ("conv3", "Conv2d", _conv("$out_channels", 1)), ("bn3", "BatchNorm2d", {})]
+        body = [_node("conv1", "Conv2d", _conv("$width", 1)), _node("bn1", "BatchNorm2d"), _node("relu1", "ReLU"),
+                _node("conv2", "Conv2d", {**_conv("$width", 3, padding=1), "stride": "$stride"}),
+                _node("bn2", "BatchNorm2d"), _node("relu2", "ReLU"),
+                _node("conv3", "Conv2d", _conv("$out_channels", 1)), _node("bn3", "BatchNorm2d")]
         out, params = "$out_channels", {"width": 64, "out_channels": 256, "stride": 1}
         doc = "ResNet bottleneck block that changes width or size (torchvision v1.5: the 3x3 convolution " \
               "strides) and a 1x1 convolution with batch norm matches the skip."
-    nodes = [{"id": "x", "type": "Input"}] + [{"id": i, "type": t, **({"params": p} if p else {})} for i, t, p in body]
-    nodes += [{"id": "down_conv", "type": "Conv2d", "params": {**_conv(out, 1), "stride": "$stride"}},
-              {"id": "down_bn", "type": "BatchNorm2d"}, {"id": "add", "type": "Add"},
-              {"id": "relu_out" if kind == "basic" else "relu3", "type": "ReLU"}]
-    last = body[-1][0]
-    edges = _chain(["x"] + [i for i, _, _ in body]) + _chain(["x", "down_conv", "down_bn"])
+    relu_out = "relu2" if kind == "basic" else "relu3"  # the library's blocks end in these
+    nodes = [_node("x", "Input"), *body, _node("down_conv", "Conv2d", {**_conv(out, 1), "stride": "$stride"}),
+             _node("down_bn", "BatchNorm2d"), _node("add", "Add"), _node(relu_out, "ReLU")]
+    last = body[-1]["id"]
+    edges = _chain(["x"] + [n["id"] for n in body]) + _chain(["x", "down_conv", "down_bn"])
     edges += [{"source": last, "target": "add"}, {"source": "down_bn", "target": "add"},
-              {"source": "add", "target": nodes[-1]["id"]}]
-    if kind == "basic":  # the library's basic block ends in relu2; keep that name
-        nodes[-1]["id"] = "relu2"
-        edges[-1]["target"] = "relu2"
+              {"source": "add", "target": relu_out}]
     return {"description": doc, "params": params, "nodes": nodes, "edges": edges}
 
 
@@ -95,10 +96,10 @@ def build(state: dict, source: str, *, image_size: int = 224, name: str | None =
     from studio.block_library import builtin_block
 
     doc_blocks = {kind: builtin_block(kind)}
-    nodes = [{"id": "input", "type": "Input", "params": {"shape": [in_c, image_size, image_size], "dtype": "float32"}},
-             {"id": "conv1", "type": "Conv2d", "params": _conv(stem_c, k, stride=2, padding=k // 2)},
-             {"id": "bn1", "type": "BatchNorm2d"}, {"id": "relu", "type": "ReLU"},
-             {"id": "maxpool", "type": "MaxPool2d", "params": {"kernel_size": 3, "stride": 2, "padding": 1}}]
+    nodes = [_node("input", "Input", {"shape": [in_c, image_size, image_size], "dtype": "float32"}),
+             _node("conv1", "Conv2d", _conv(stem_c, k, stride=2, padding=k // 2)),
+             _node("bn1", "BatchNorm2d"), _node("relu", "ReLU"),
+             _node("maxpool", "MaxPool2d", {"kernel_size": 3, "stride": 2, "padding": 1})]
     rename = {}  # torchvision prefix "layerS.B." -> graph path prefix
     for s in stages:
         n, first = len(blocks[s]), f"layer{s}.0."
@@ -121,8 +122,8 @@ def build(state: dict, source: str, *, image_size: int = 224, name: str | None =
             for b in range(n):
                 rename[f"layer{s}.{b}."] = f"layer{s}.{b}." if rep else f"layer{s}."
     classes = int(state["fc.weight"].shape[0])
-    nodes += [{"id": "avgpool", "type": "AdaptiveAvgPool2d", "params": {"output_size": 1}},
-              {"id": "flatten", "type": "Flatten"}, {"id": "fc", "type": "Linear", "params": {"out_features": classes}}]
+    nodes += [_node("avgpool", "AdaptiveAvgPool2d", {"output_size": 1}), _node("flatten", "Flatten"),
+              _node("fc", "Linear", {"out_features": classes})]
     for i, node in enumerate(nodes):
         node["position"] = {"x": 0, "y": 90 * i}
     arch = KNOWN_DEPTHS.get((kind, depths), f"resnet ({kind} blocks, depths {'-'.join(map(str, depths))})")
