@@ -337,3 +337,35 @@ def test_home_page_imports_a_checkpoint_by_path(tmp_path):
     (run,) = Store().list_runs()
     assert f"as run `{run.id}`" in at.success[0].value and run.status == "imported"
     assert at.button(key="studio.home.pretrained.inspect").label == "Open in Inspect"
+
+
+def test_gpt2_code_and_onnx_exports_reproduce_transformers(tmp_path):
+    import importlib.util
+
+    import onnxruntime as ort
+
+    from studio.export import run_exports
+
+    ref = save_tiny_gpt2(tmp_path / "g", n_layer=1)  # one block: the graph's `h` without repeat
+    imp = import_checkpoint(tmp_path / "g")
+    ids = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected = ref(ids).logits
+    files = run_exports(imp.run_id, "code")
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    (code,) = [n for n in files if n.endswith(".py")]
+    spec = importlib.util.spec_from_file_location("exported_gpt2", tmp_path / code)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from studio.codegen import default_class_name
+
+    model = getattr(module, default_class_name(json.loads(Path(imp.graph_path).read_text())["name"]))()
+    model.load_state_dict(torch.load(tmp_path / code.replace(".py", ".weights.pt"), weights_only=True))
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(ids), expected, **TOL)
+    (onnx,) = run_exports(imp.run_id, "onnx").values()
+    session = ort.InferenceSession(onnx, providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {session.get_inputs()[0].name: ids.numpy()})
+    # onnxruntime's kernels sum in another order than PyTorch's: same tolerance as the logits above
+    torch.testing.assert_close(torch.from_numpy(out), expected, **TOL)
