@@ -369,3 +369,16 @@ def test_gpt2_code_and_onnx_exports_reproduce_transformers(tmp_path):
     (out,) = session.run(None, {session.get_inputs()[0].name: ids.numpy()})
     # onnxruntime's kernels sum in another order than PyTorch's: same tolerance as the logits above
     torch.testing.assert_close(torch.from_numpy(out), expected, **TOL)
+
+
+def test_train_page_says_an_imported_run_has_no_curves(tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    torch.save(random_resnet(width=4).state_dict(), tmp_path / "r.pth")
+    import_checkpoint(tmp_path / "r.pth", image_size=32)
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "pages" / "3_Train.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    captions = " ".join(c.value for c in at.caption)
+    assert "Imported runs hold pretrained weights and no training" in captions
+    assert "Waiting for the first metrics" not in captions
