@@ -64,7 +64,7 @@ def render(key: str) -> None:
     st.caption("Bring published weights: a torchvision ResNet (.pth: ResNet-18/34/50) or a Hugging Face GPT-2 "
                "(config.json + model.safetensors). The import builds the graph with blocks and makes a run of "
                "status imported that holds the weights: inspect it, export it, or fine-tune from it "
-               "(Train: init_from).")
+               "(Train: Warm start from run).")
     how = st.radio("From", ["Download", "Upload files", "Path on this machine"], horizontal=True,
                    key=f"{key}.how", label_visibility="collapsed")
     if how == "Download":
