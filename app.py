@@ -5,7 +5,7 @@ import time
 
 import streamlit as st
 
-from components import nav, session
+from components import nav, pretrained_panel, session
 from components.build import graph_files
 from components.text import st_escape
 from studio.errors import StudioError
@@ -51,6 +51,8 @@ with left:
     )
     for path, page, icon in nav.PAGES[1:]:
         nav.link(path, f"Open the {page} page" + (f": {WHAT[page]}" if page in WHAT else ""), icon)
+    st.subheader("Start from a pretrained model")
+    pretrained_panel.render("studio.home.pretrained")
 with right:
     st.subheader("Current graph")
     graph = session.current_graph()

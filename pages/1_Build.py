@@ -3,7 +3,7 @@ the issues, the live summary, the exported code, the templates and the graph fil
 
 import streamlit as st
 
-from components import clicks, nav, session
+from components import clicks, nav, pretrained_panel, session
 from components.build import blocks, canvas, graph_files, graph_rescue, inspector, palette, panels
 from components.text import st_escape
 
@@ -82,7 +82,7 @@ with right:
 
 # ---- panels (only the open tab runs) -------------------------------------------------------------
 n_issues = len(analysis.issues)
-tabs = st.tabs([f"Issues ({n_issues})", "Summary", "Code", "Templates", "Files"], key="studio.build.tab",
+tabs = st.tabs([f"Issues ({n_issues})", "Summary", "Code", "Templates", "Files", "Pretrained"], key="studio.build.tab",
                on_change="rerun")
 with tabs[0]:
     if tabs[0].open:
@@ -102,5 +102,8 @@ with tabs[3]:
 with tabs[4]:
     if tabs[4].open:
         graph_files.render_files(graph)
+with tabs[5]:
+    if tabs[5].open:
+        pretrained_panel.render("studio.build.pretrained")
 
 canvas.hide_unsupported_menu_items()  # last, so that its empty frame shifts nothing above

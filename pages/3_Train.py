@@ -197,7 +197,9 @@ def render_live() -> None:
     st.subheader("Curves")
     figures = charts.run_figures([(records[r].name, histories[r], steps_per_epoch(records[r])) for r in picked],
                                  x_axis=x_axis, smoothing=smoothing, log_y=log_y)
-    if not figures:
+    if not figures and all(records[r].status == "imported" for r in picked):
+        st.caption("Imported runs hold pretrained weights and no training: they have no curves.")
+    elif not figures:
         st.caption("Waiting for the first metrics (a worker needs a second or two to start)...")
     grid = st.columns(2)
     for n, (title, fig) in enumerate(figures):

@@ -65,6 +65,11 @@ try:
     run = ins.load_run(run_id)
     info = inspect_probes.run_dataset(run).info  # the run's own options (e.g. image_size) shape it
 except StudioError as e:
+    if record.status == "imported":  # pretrained weights, trained on a dataset the studio does not have
+        st.info(f"This run holds imported pretrained weights (trained on {st_escape(record.dataset_id)}, which is "
+                "not a dataset of the studio), so the views that read its dataset are not available: export it "
+                "above, or fine-tune it on one of your datasets (Train: Warm start from run).")
+        st.stop()
     st.error(f"This run cannot be inspected: {st_escape(str(e))}")
     st.stop()
 try:

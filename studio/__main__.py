@@ -234,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.set_defaults(func=_training(f"cmd_{name}"))
     _add_sweep(sub)
     _add_explain(sub)
+    _add_pretrained(sub)
     return p
 
 
@@ -251,6 +252,12 @@ def _add_sweep(sub) -> None:
 
 def _add_explain(sub) -> None:
     from studio.explain.cli import add_parser
+
+    add_parser(sub)
+
+
+def _add_pretrained(sub) -> None:
+    from studio.pretrained.cli import add_parser
 
     add_parser(sub)
 

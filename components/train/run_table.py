@@ -24,7 +24,7 @@ from studio.runs.timing import recent_rate
 
 INSPECT_PAGE = "pages/4_Inspect.py"
 _BADGE_COLORS = {"queued": "gray", "running": "blue", "completed": "green", "stopped": "orange",
-                 "failed": "red", "diverged": "red", "lost": "violet", "pruned": "orange"}
+                 "failed": "red", "diverged": "red", "lost": "violet", "pruned": "orange", "imported": "primary"}
 _MESSAGE = "studio.train.runs_message"
 _CONFIRM = "studio.train.confirm_delete"
 _RENAMING = "studio.train.renaming"

@@ -26,9 +26,10 @@ from studio.workspace import workspace_dir
 
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 10_000
-STATUSES = ("queued", "running", "completed", "stopped", "failed", "diverged", "lost", "pruned")
-# Final statuses; `pruned` is a sweep trial ended early by its pruner (it keeps what it logged).
-FINAL_STATUSES = ("completed", "stopped", "failed", "diverged", "lost", "pruned")
+STATUSES = ("queued", "running", "completed", "stopped", "failed", "diverged", "lost", "pruned", "imported")
+# Final statuses; `pruned` is a sweep trial ended early by its pruner (it keeps what it logged); `imported` holds
+# pretrained weights and no training (studio.pretrained).
+FINAL_STATUSES = ("completed", "stopped", "failed", "diverged", "lost", "pruned", "imported")
 ACTIVE_STATUSES = ("queued", "running")
 RESUMABLE_STATUSES = ("stopped", "failed", "diverged", "lost")
 
