@@ -33,7 +33,7 @@ RECONCILE_SECONDS = 1.0     # how often follow() checks that the worker is still
 BAR_WIDTH = 24
 # The single-setting flags of `train` (kept from before --set): each is the TrainConfig field of that name.
 LEGACY_FLAGS = ("epochs", "batch_size", "lr", "seed", "max_steps", "teacher", "temperature", "distill_weight",
-                "init_from")
+                "init_from", "backbone_lr_scale", "train_last_blocks")
 # Per-step bookkeeping that does not belong in a run's final summary.
 _NOT_FINAL = frozenset({"lr", "samples_per_sec", "grad_norm"})
 

@@ -245,7 +245,7 @@ class Trainer:
             x, y = self.shard.take(x, y)
         s.lr = self.schedule.lr_at(s.step)
         for group in self.optimizer.param_groups:
-            group["lr"] = s.lr
+            group["lr"] = s.lr * group.get("lr_scale", 1.0)  # per-group LR (optim.param_groups)
         self.model.train()
         for m in self.frozen_modules:
             m.eval()
