@@ -36,7 +36,7 @@ def render_field(f: Field, default) -> None:
     runs = None
     if f.kind == "run":
         try:
-            runs = [r.id for r in list_runs() if r.status in ("completed", "stopped")]
+            runs = [r.id for r in list_runs() if r.status in ("completed", "stopped", "imported")]
         except StorageError:  # the Runs section of the page shows why the store cannot be read
             runs = []
     schema_form.field_widget(f, CFG + f.name, default, state=True, numbers="number", runs=runs, label=f.title)
