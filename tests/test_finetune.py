@@ -20,6 +20,7 @@ from studio.training.config import FIELDS, ConfigError
 from studio.training.finetune import block_units, freeze_all_but_last, group_lines
 from studio.training.loop import Task, Trainer
 from studio.training.optim import WARM_ATTR, build_optimizer, param_groups
+from studio.training.transfer import FROZEN_ATTR
 
 SHAPES16 = {"image_size": 16, "num_samples": 400}  # 1x16x16 shapes (5 classes): the source task
 DIGITS16 = {"image_size": 16}  # the fine-tuning task: digits (10 classes) at the same size
@@ -61,7 +62,7 @@ def test_units_are_block_copies_and_top_level_layers_with_weights_and_freezing_k
     model = compile_graph(g, seed=0)
     assert block_units(model, g) == ["stem", "stem_bn", "stage1.0", "stage1.1", "stage1.2", "stage2_down",
                                      "stage2.0", "stage2.1", "stage3_down", "stage3.0", "stage3.1", "fc"]
-    frozen, trained = freeze_all_but_last(model, g, 2, "fc")
+    frozen, trained = freeze_all_but_last(model, g, 2, "fc", frozen_attr=FROZEN_ATTR)
     assert trained == ["stage3.0", "stage3.1", "fc"]
     assert frozen[0] == "stem" and frozen[-1] == "stage3_down"
     grads = {name: p.requires_grad for name, p in model.named_parameters()}

@@ -19,7 +19,6 @@ from torch import nn
 from studio.errors import TrainError
 from studio.graph_paths import has_submodule
 from studio.training.optim import WARM_ATTR, param_groups
-from studio.training.transfer import FROZEN_ATTR, WeightMatch, trainable_params
 
 
 def block_units(model: nn.Module, graph) -> list[str]:
@@ -36,8 +35,11 @@ def block_units(model: nn.Module, graph) -> list[str]:
     return units
 
 
-def freeze_all_but_last(model: nn.Module, graph, n: int, head: str | None) -> tuple[list[str], list[str]]:
-    """Freeze every unit except the last `n` and the head's; returns (frozen units, trainable units)."""
+def freeze_all_but_last(model: nn.Module, graph, n: int, head: str | None, *,
+                        frozen_attr: str) -> tuple[list[str], list[str]]:
+    """Freeze every unit except the last `n` and the head's; returns (frozen units, trained units).
+    `frozen_attr` is `transfer.FROZEN_ATTR`, the mark the training loop keeps in eval mode (passed in:
+    studio.training.transfer imports this module)."""
     units = block_units(model, graph)
     head_units = [u for u in units if head is not None and (u == head or u.startswith(head + "."))]
     if not head_units and n == 0:
@@ -49,12 +51,13 @@ def freeze_all_but_last(model: nn.Module, graph, n: int, head: str | None) -> tu
         module = model.get_submodule(unit)
         for p in module.parameters():
             p.requires_grad_(False)
-        setattr(module, FROZEN_ATTR, True)  # the training loop keeps it in eval mode
+        setattr(module, frozen_attr, True)  # the training loop keeps it in eval mode
     return rest[:cut], rest[cut:] + head_units
 
 
-def mark_warm(model: nn.Module, match: WeightMatch) -> None:
-    """Mark the modules of the nodes the warm start loaded (optim.param_groups reads the mark)."""
+def mark_warm(model: nn.Module, match) -> None:
+    """Mark the modules of the nodes the warm start (a transfer.WeightMatch) loaded; optim.param_groups reads
+    the mark."""
     for node_id in match.matched:
         if has_submodule(model, node_id):
             setattr(model.get_submodule(node_id), WARM_ATTR, True)
@@ -64,12 +67,14 @@ def _names(items: list[str], limit: int = 12) -> str:
     return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
-def fresh_nodes(model: nn.Module, match: WeightMatch) -> list[str]:
-    """Nodes with parameters here that the warm start did not load (new, or with other shapes there)."""
-    from studio.training.transfer import _by_node
+def fresh_nodes(model: nn.Module, match) -> list[str]:
+    """Nodes with weights or buffers here that the warm start (a transfer.WeightMatch) did not load: new
+    nodes, or nodes with other shapes there."""
+    from studio.graph_paths import node_of_key
 
-    mine = _by_node(model.state_dict(), getattr(model, "node_types", None))
-    return [node_id for node_id in mine if node_id not in set(match.matched)]
+    known, loaded = set(getattr(model, "node_types", None) or ()), set(match.matched)
+    nodes = dict.fromkeys(node_of_key(key, known) for key in model.state_dict())
+    return [node_id for node_id in nodes if node_id not in loaded]
 
 
 def group_lines(model: nn.Module, cfg) -> list[str]:
@@ -95,9 +100,10 @@ def group_lines(model: nn.Module, cfg) -> list[str]:
     return out
 
 
-def apply_finetune(model: nn.Module, graph, cfg, match: WeightMatch | None, log) -> None:
-    """What `prepare_training` adds for fine-tuning: mark the loaded nodes, say what was loaded and what
-    starts fresh, freeze all but the last N blocks, and log each optimizer group's learning rate."""
+def apply_finetune(model: nn.Module, graph, cfg, match, log, *, frozen_attr: str) -> None:
+    """What `prepare_training` adds for fine-tuning: mark the nodes the warm start (`match`, a
+    transfer.WeightMatch, or None) loaded, say what was loaded and what starts fresh, freeze all but the last
+    N blocks, and log each optimizer group's learning rate."""
     from studio.graph_head import head_of
 
     if match is not None:
@@ -108,9 +114,10 @@ def apply_finetune(model: nn.Module, graph, cfg, match: WeightMatch | None, log)
             log(f"re-initialised (fresh weights, not loaded from run {match.run_id}): {_names(fresh)}")
     if cfg.train_last_blocks >= 0:
         head = head_of(graph)
-        frozen, trainable = freeze_all_but_last(model, graph, cfg.train_last_blocks, head)
+        frozen, trainable = freeze_all_but_last(model, graph, cfg.train_last_blocks, head, frozen_attr=frozen_attr)
+        count = sum(p.numel() for p in model.parameters() if p.requires_grad)
         log(f"frozen by train_last_blocks={cfg.train_last_blocks}: " + (_names(frozen) if frozen else "nothing")
-            + f"; trained: {_names(trainable)} (head: {head}); {trainable_params(model):,} trainable parameters")
+            + f"; trained: {_names(trainable)} (head: {head}); {count:,} trainable parameters")
     if match is not None or cfg.train_last_blocks >= 0:  # a fine-tune: say which lr each part trains at
         for line in group_lines(model, cfg):
             log(line)

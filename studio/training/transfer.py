@@ -234,7 +234,7 @@ def prepare_training(model: nn.Module, graph, cfg, task: str, log, device="cpu")
     frozen = freeze_nodes(model, graph)
     if frozen:
         log(f"frozen nodes: {', '.join(frozen)}; {trainable_params(model):,} trainable parameters")
-    apply_finetune(model, graph, cfg, match, log)
+    apply_finetune(model, graph, cfg, match, log, frozen_attr=FROZEN_ATTR)
     if not cfg.teacher:
         return None
     teacher = load_teacher(cfg.teacher, model, task, device=device)
