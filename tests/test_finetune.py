@@ -17,7 +17,7 @@ from studio.graph_head import head_of, head_size, with_new_head
 from studio.templates import load_template
 from studio.training import TrainConfig
 from studio.training.config import FIELDS, ConfigError
-from studio.training.finetune import block_units, freeze_all_but_last, group_lines
+from studio.training.finetune import block_units, freeze_all_but_last, freeze_plan, group_lines
 from studio.training.loop import Task, Trainer
 from studio.training.optim import WARM_ATTR, build_optimizer, param_groups
 from studio.training.transfer import FROZEN_ATTR
@@ -68,6 +68,9 @@ def test_units_are_block_copies_and_top_level_layers_with_weights_and_freezing_k
     grads = {name: p.requires_grad for name, p in model.named_parameters()}
     assert all(v == name.startswith(("stage3.", "fc.")) for name, v in grads.items()), grads
     assert model.get_submodule("stage2.1").studio_frozen is True
+    assert freeze_plan(g, 2) == ("train_last_blocks=2 freezes 9 unit(s) (stem, stem_bn, stage1.0, stage1.1, stage1.2, "
+                                 "stage2_down, stage2.0, stage2.1, stage3_down) and trains stage3.0, stage3.1, fc "
+                                 "(head: fc)")
 
 
 def test_param_groups_hold_the_warm_started_params_at_lr_times_the_scale():

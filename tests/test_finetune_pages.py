@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from tests.conftest import chain
 from tests.test_build_page import browser, current, run, start
-from tests.test_train_page import CFG, open_train_page
+from tests.test_train_page import CFG, open_train_page, rerun
 
 CNN5 = chain(("input", "Input", {"shape": [1, 8, 8]}), ("conv1", "Conv2d", {"out_channels": 4, "kernel_size": 3}),
              ("relu1", "ReLU", None), ("flat", "Flatten", None), ("fc", "Linear", {"out_features": 5}),
@@ -52,3 +52,7 @@ def test_the_train_form_shows_the_fine_tuning_settings_with_labels(_workspace):
     blocks = at.number_input(key=f"{CFG}train_last_blocks")
     assert scale.label == "Backbone LR multiplier" and scale.value == 1.0
     assert blocks.label == "Train only the last N blocks (-1 = all)" and blocks.value == -1
+    blocks.set_value(0)
+    rerun(at)
+    shown = [c.value.replace("\\", "") for c in at.caption]  # markdown escapes undone
+    assert "train_last_blocks=0 freezes 1 unit(s) (conv1) and trains fc (head: fc)" in shown, shown

@@ -53,6 +53,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         if config.init_from:
             for line in match_graph(graph, config.init_from).lines():
                 print(line, file=sys.stderr)
+    if config.train_last_blocks >= 0:  # what freezing by blocks keeps, before a run exists
+        from studio.training.finetune import freeze_plan
+
+        print(freeze_plan(graph, config.train_last_blocks), file=sys.stderr)
     backend = backends.from_args(args)  # None: this machine; otherwise checked by its preflight (Ray: the cluster)
     from studio.tracking.common import launch_tags  # --tensorboard DIR: checked before a run exists
 

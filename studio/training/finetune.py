@@ -35,11 +35,9 @@ def block_units(model: nn.Module, graph) -> list[str]:
     return units
 
 
-def freeze_all_but_last(model: nn.Module, graph, n: int, head: str | None, *,
-                        frozen_attr: str) -> tuple[list[str], list[str]]:
-    """Freeze every unit except the last `n` and the head's; returns (frozen units, trained units).
-    `frozen_attr` is `transfer.FROZEN_ATTR`, the mark the training loop keeps in eval mode (passed in:
-    studio.training.transfer imports this module)."""
+def split_units(model: nn.Module, graph, n: int, head: str | None) -> tuple[list[str], list[str]]:
+    """(units to freeze, units that train) for `train_last_blocks=n`: all but the last `n` units and the
+    head's; TrainError when n is 0 and the graph has no head."""
     units = block_units(model, graph)
     head_units = [u for u in units if head is not None and (u == head or u.startswith(head + "."))]
     if not head_units and n == 0:
@@ -47,12 +45,32 @@ def freeze_all_but_last(model: nn.Module, graph, n: int, head: str | None, *,
                          "node with parameters feeds its output); use train_last_blocks=-1 or a positive N")
     rest = [u for u in units if u not in head_units]
     cut = max(0, len(rest) - n)
-    for unit in rest[:cut]:
+    return rest[:cut], rest[cut:] + head_units
+
+
+def freeze_all_but_last(model: nn.Module, graph, n: int, head: str | None, *,
+                        frozen_attr: str) -> tuple[list[str], list[str]]:
+    """Freeze every unit except the last `n` and the head's; returns (frozen units, trained units).
+    `frozen_attr` is `transfer.FROZEN_ATTR`, the mark the training loop keeps in eval mode (passed in:
+    studio.training.transfer imports this module)."""
+    frozen, trained = split_units(model, graph, n, head)
+    for unit in frozen:
         module = model.get_submodule(unit)
         for p in module.parameters():
             p.requires_grad_(False)
         setattr(module, frozen_attr, True)  # the training loop keeps it in eval mode
-    return rest[:cut], rest[cut:] + head_units
+    return frozen, trained
+
+
+def freeze_plan(graph, n: int) -> str:
+    """Before launch (Train page, CLI): one sentence saying what `train_last_blocks=n` freezes and trains."""
+    from studio.compile import compile_graph
+    from studio.graph_head import head_of
+
+    head = head_of(graph)
+    frozen, trained = split_units(compile_graph(graph, seed=0), graph, n, head)
+    return (f"train_last_blocks={n} freezes {len(frozen)} unit(s)" + (f" ({_names(frozen)})" if frozen else "")
+            + f" and trains {_names(trained)} (head: {head})")
 
 
 def mark_warm(model: nn.Module, match) -> None:
@@ -123,4 +141,5 @@ def apply_finetune(model: nn.Module, graph, cfg, match, log, *, frozen_attr: str
             log(line)
 
 
-__all__ = ["apply_finetune", "block_units", "freeze_all_but_last", "fresh_nodes", "group_lines", "mark_warm"]
+__all__ = ["apply_finetune", "block_units", "freeze_all_but_last", "freeze_plan", "fresh_nodes", "group_lines",
+           "mark_warm", "split_units"]
