@@ -89,6 +89,11 @@ def test_param_groups_hold_the_warm_started_params_at_lr_times_the_scale():
     lines = group_lines(model, cfg)
     assert "group 'backbone'" in lines[0] and "lr 0.01 x 0.1 = 0.001" in lines[0] and "conv1, bn1" in lines[0]
     assert "group 'new'" in lines[1] and "(new or re-initialised nodes, 5,125 parameters: fc)" in lines[1]
+    setattr(model.fc, WARM_ATTR, True)  # everything that trains was loaded: one group, at lr x scale
+    (only,) = param_groups(model, cfg)
+    assert only["name"] == "backbone" and only["lr"] == pytest.approx(0.001)
+    assert group_lines(model, cfg)[0].startswith("learning rate of group 'backbone' (warm-started nodes, ")
+    setattr(model.fc, WARM_ATTR, False)
     # scale 1 (or no warm start) is one group, as before
     assert len(param_groups(model, TrainConfig(lr=0.01))) == 1
     # the loop applies the scale after the schedule at every step

@@ -101,7 +101,7 @@ def group_lines(model: nn.Module, cfg) -> list[str]:
     scheduled = cfg.schedule != "none" or cfg.warmup_steps > 0
     then = f" (then the {cfg.schedule} schedule" + (f" after {cfg.warmup_steps} warmup steps)" if cfg.warmup_steps
                                                      else ")") if scheduled else ""
-    if len(groups) <= 1:
+    if len(groups) <= 1 and not any("lr_scale" in g for g in groups):
         count = sum(p.numel() for g in groups for p in g["params"])
         return [f"learning rate: one group, {count:,} trainable parameters at lr {cfg.lr:g}{then}"]
     out = []
