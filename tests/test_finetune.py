@@ -7,6 +7,8 @@ process, so each run costs only its few training steps. Bit-for-bit claims compa
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 import torch
 
@@ -148,7 +150,11 @@ def run_here(mp, graph_doc, dataset_id, cfg, options=None) -> str:
 
     mp.setattr(launcher, "reconcile", lambda store=None: {})  # create the run; this process is its worker
     run_id = start_run(graph_doc, dataset_id, cfg, dataset_options=options)
-    status = worker.run(run_dir(run_id))
+    sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        status = worker.run(run_dir(run_id))
+    finally:  # the worker makes SIGTERM ask its run to stop: give this process its own handler back
+        signal.signal(signal.SIGTERM, sigterm)
     assert status == "completed", [e.message for e in Store().read_events(run_id)]
     return run_id
 
