@@ -75,6 +75,35 @@ def test_units_are_block_copies_and_top_level_layers_with_weights_and_freezing_k
                                  "(head: fc)")
 
 
+def test_a_frozen_block_copy_keeps_its_weights_and_batch_norm_statistics_while_the_last_copy_trains():
+    doc = {"format": "studio.graph/2", "name": "blocks",
+           "blocks": {"unit": {"params": {"channels": 4},
+                               "nodes": [{"id": "x", "type": "Input"},
+                                         {"id": "conv", "type": "Conv2d",
+                                          "params": {"out_channels": "$channels", "kernel_size": 3, "padding": 1}},
+                                         {"id": "bn", "type": "BatchNorm2d"}, {"id": "relu", "type": "ReLU"}],
+                               "edges": [{"source": "x", "target": "conv"}, {"source": "conv", "target": "bn"},
+                                         {"source": "bn", "target": "relu"}]}},
+           "nodes": [{"id": "input", "type": "Input", "params": {"shape": [1, 16, 16]}},
+                     {"id": "layer", "type": "unit", "repeat": 2}, {"id": "flat", "type": "Flatten"},
+                     {"id": "fc", "type": "Linear", "params": {"out_features": 5}}],
+           "edges": [{"source": "input", "target": "layer"}, {"source": "layer", "target": "flat"},
+                     {"source": "flat", "target": "fc"}]}
+    g = parse_graph(doc)
+    model = compile_graph(g, seed=0)
+    assert freeze_all_but_last(model, g, 1, head_of(g), frozen_attr=FROZEN_ATTR) == (["layer.0"], ["layer.1", "fc"])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = TrainConfig(max_steps=3, batch_size=16, probes=False)
+    data = get_dataset("shapes", seed=0, options=SHAPES16)
+    Trainer(model, data, cfg, task=Task("classification", num_classes=5)).fit()
+    after = model.state_dict()
+    for key in before:
+        if key.startswith("layer.0."):
+            assert torch.equal(after[key], before[key]), key  # frozen: weights and running statistics
+        elif not key.endswith("num_batches_tracked"):
+            assert not torch.equal(after[key], before[key]), key  # the last copy (its statistics too) and fc
+
+
 def test_param_groups_hold_the_warm_started_params_at_lr_times_the_scale():
     g = parse_graph(cnn_doc(5))
     model = compile_graph(g, seed=0)
