@@ -98,9 +98,9 @@ def fresh_nodes(model: nn.Module, match) -> list[str]:
 def group_lines(model: nn.Module, cfg) -> list[str]:
     """One event-log line per optimizer parameter group: which nodes, how many parameters, which lr."""
     groups = param_groups(model, cfg)
-    scheduled = cfg.schedule != "none" or cfg.warmup_steps > 0
-    then = f" (then the {cfg.schedule} schedule" + (f" after {cfg.warmup_steps} warmup steps)" if cfg.warmup_steps
-                                                     else ")") if scheduled else ""
+    scaling = ([f"{cfg.warmup_steps} warmup steps"] if cfg.warmup_steps else []) + (
+        [f"the {cfg.schedule} schedule"] if cfg.schedule != "none" else [])
+    then = f" (the base lr, scaled by {' and '.join(scaling)})" if scaling else ""
     if len(groups) <= 1 and not any("lr_scale" in g for g in groups):
         count = sum(p.numel() for g in groups for p in g["params"])
         return [f"learning rate: one group, {count:,} trainable parameters at lr {cfg.lr:g}{then}"]
