@@ -4,7 +4,7 @@ the issues, the live summary, the exported code, the templates and the graph fil
 import streamlit as st
 
 from components import clicks, nav, pretrained_panel, session
-from components.build import blocks, canvas, graph_files, graph_rescue, inspector, palette, panels
+from components.build import blocks, canvas, graph_files, graph_rescue, head_panel, inspector, palette, panels
 from components.text import st_escape
 
 st.set_page_config(page_title="Build · Neural Studio", page_icon="🧱", layout="wide")
@@ -40,6 +40,7 @@ if notice:
 with messages:
     graph_files.render_message()
     graph_files.render_newer_elsewhere()
+    head_panel.render_fit_offer(graph, analysis)  # "Replace the head for N classes" when the output does not fit
 
 # ---- toolbar -------------------------------------------------------------------------------------
 bar = st.columns([3, 5], vertical_alignment="center")

@@ -178,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--distill-weight", type=float, help="weight of the distillation term (default 0.7)")
     t.add_argument("--init-from", metavar="RUN_ID", help="warm start: copy this run's weights into the nodes "
                                                           "with the same id and shapes")
+    t.add_argument("--backbone-lr-scale", type=float, metavar="X",
+                   help="fine-tuning: the nodes --init-from loads train at lr * X, new or re-initialised ones (a "
+                        "replaced head) at lr (default 1; 0 keeps the loaded weights as they are)")
+    t.add_argument("--train-last-blocks", type=int, metavar="N",
+                   help="fine-tuning: train only the head and the last N blocks, freeze the rest (0 = the head "
+                        "only; default -1 = off)")
     t.add_argument("--json", action="store_true")
     t.add_argument("--backend", choices=tuple(backends.BACKENDS), default=backends.DEFAULT_BACKEND,
                    help="where the run trains: this machine (default) or a Ray cluster (data parallel)")

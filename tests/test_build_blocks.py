@@ -150,7 +150,8 @@ def test_a_layer_added_to_and_removed_from_a_block_changes_every_instance_and_un
     at.button(key="studio.build.block_remove.basic").click()
     run(at)
     assert "dropout1" not in [n.id for n in current(at).blocks["basic"].body.nodes]
-    assert "layer1.1.dropout1" not in analyze(current(at)).nodes and analyze(current(at)).total_params == before.total_params
+    after = analyze(current(at))
+    assert "layer1.1.dropout1" not in after.nodes and after.total_params == before.total_params
     at.selectbox(key="studio.build.block_layer.basic").set_value("add")
     run(at)
     at.button(key="studio.build.block_remove.basic").click()

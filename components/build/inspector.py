@@ -191,6 +191,9 @@ def render_inspector(graph: Graph, analysis: Analysis) -> None:
                   args=(node_id, frozen_key), help="Keep this node's weights as they are (e.g. after a warm start): "
                                                    "requires_grad False, and it runs in eval mode while training.")
         st.caption(f"Trainable parameters in the graph: {analysis.trainable_params:,} of {analysis.total_params:,}")
+    from components.build import head_panel
+
+    head_panel.render_head_tools(graph, analysis, node_id)  # the head: "Replace the head for N classes"
     c1, c2 = st.columns(2)
     c1.button("Duplicate", key="studio.build.duplicate", on_click=_on_duplicate, args=(node_id,),
               icon=":material/content_copy:", width="stretch")

@@ -85,6 +85,11 @@ def render_transfer(defaults: dict, graph, task: str | None) -> None:
         if init_from:
             match = match_graph(graph, init_from)
             (st.info if match.matched else st.warning)("\n\n".join(st_escape(line) for line in match.lines()))
+        last_blocks = st.session_state.get(CFG + "train_last_blocks")
+        if isinstance(last_blocks, int) and last_blocks >= 0:  # what freezing by blocks keeps (finetune)
+            from studio.training.finetune import freeze_plan
+
+            st.caption(st_escape(freeze_plan(graph, last_blocks)))
     except StudioError as e:
         st.error(st_escape(str(e)))
 

@@ -33,7 +33,7 @@ RECONCILE_SECONDS = 1.0     # how often follow() checks that the worker is still
 BAR_WIDTH = 24
 # The single-setting flags of `train` (kept from before --set): each is the TrainConfig field of that name.
 LEGACY_FLAGS = ("epochs", "batch_size", "lr", "seed", "max_steps", "teacher", "temperature", "distill_weight",
-                "init_from")
+                "init_from", "backbone_lr_scale", "train_last_blocks")
 # Per-step bookkeeping that does not belong in a run's final summary.
 _NOT_FINAL = frozenset({"lr", "samples_per_sec", "grad_norm"})
 
@@ -53,6 +53,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         if config.init_from:
             for line in match_graph(graph, config.init_from).lines():
                 print(line, file=sys.stderr)
+    if config.train_last_blocks >= 0:  # what freezing by blocks keeps, before a run exists
+        from studio.training.finetune import freeze_plan
+
+        print(freeze_plan(graph, config.train_last_blocks), file=sys.stderr)
     backend = backends.from_args(args)  # None: this machine; otherwise checked by its preflight (Ray: the cluster)
     from studio.tracking.common import launch_tags  # --tensorboard DIR: checked before a run exists
 

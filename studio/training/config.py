@@ -176,6 +176,15 @@ class TrainConfig:
     prune_sparsity: float = _f(0.5, "float", "Fine-tuning a pruned model: the fraction of weights (prune) or "
                                "channels (prune-channels) pruned.", min=0.0, min_exclusive=True, max=0.99,
                                group="transfer", advanced=True)
+    # ---- fine-tuning (studio.training.finetune): per-group learning rate, freezing by blocks ----
+    backbone_lr_scale: float = _f(1.0, "float", "Fine-tuning: the nodes init_from loaded train at lr times this, "
+                                  "the new or re-initialised ones (a replaced head) at lr; 1 = one learning "
+                                  "rate, 0 = the loaded weights stay as they are.", min=0.0, max=10.0,
+                                  group="transfer")
+    train_last_blocks: int = _f(-1, "int", "Fine-tuning: train only the head and the last N blocks (block copies, "
+                                "or top-level layers with weights); the others are frozen (eval mode, no "
+                                "gradient). 0 = the head only; -1 = off (only the graph's own frozen flags).",
+                                min=-1, group="transfer")
 
     def augmentation(self):
         """The studio.data Augment these settings describe (enabled only when a switch is on)."""
@@ -245,6 +254,10 @@ class TrainConfig:
             problems.append(("prune_method", f"prune_method={self.prune_method!r} prunes the weights of init_from, "
                                              "which is empty; set init_from to the run to prune, or prune_method "
                                              "to 'none'"))
+        if "backbone_lr_scale" not in bad and self.backbone_lr_scale != 1.0 and not self.init_from:
+            problems.append(("backbone_lr_scale", f"backbone_lr_scale={self.backbone_lr_scale} scales the learning "
+                                                  "rate of the weights init_from loads, which is empty; set init_from "
+                                                  "to the run to fine-tune, or backbone_lr_scale to 1"))
         if problems and raise_on_error:
             raise ConfigError(problems)
         return problems
@@ -279,7 +292,8 @@ LABELS = {
     "probes": "Record probes", "checkpoint_every": "Checkpoint every N steps (0 = each epoch)",
     "teacher": "Teacher run (distillation)", "temperature": "Distillation temperature",
     "distill_weight": "Distillation weight", "init_from": "Warm start from run", "prune_method": "Prune the warm start",
-    "prune_sparsity": "Pruning sparsity",
+    "prune_sparsity": "Pruning sparsity", "backbone_lr_scale": "Backbone LR multiplier",
+    "train_last_blocks": "Train only the last N blocks (-1 = all)",
 }
 SCHEMA: tuple[Field, ...] = tuple(f.metadata["field"].renamed(f.name, label=LABELS.get(f.name, ""))
                                   for f in fields(TrainConfig))

@@ -262,9 +262,9 @@ class Trainer:
             x, y = self.shard.take(x, y)
         s.lr = self.schedule.lr_at(s.step)
         groups = self.optimizer.param_groups
-        if groups[0]["lr"] != s.lr:  # a constant rate is set once, not every step
+        if groups[0]["lr"] != s.lr * groups[0].get("lr_scale", 1.0):  # a constant rate is set once, not every step
             for group in groups:
-                group["lr"] = s.lr
+                group["lr"] = s.lr * group.get("lr_scale", 1.0)  # per-group LR (optim.param_groups)
         if not self.model.training or (self.frozen_modules and any(m.training for m in self.frozen_modules)):
             # Module.train() walks every submodule (microseconds a step): only after an evaluation or a
             # probe changed the mode (both go through the root module).

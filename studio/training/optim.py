@@ -21,7 +21,7 @@ ONECYCLE_FINAL_DIV = 1e4     # end at lr / 25 / 1e4
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = param_groups(model, cfg)  # one group, or the warm-started nodes' and the others' (backbone_lr_scale)
     if not params:
         raise TrainError("the model has no trainable parameters; add a layer with weights (e.g. Linear)")
     if cfg.optimizer == "sgd":
@@ -36,6 +36,26 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     if cfg.optimizer == "adagrad":
         return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     raise TrainError(f"unknown optimizer {cfg.optimizer!r}")
+
+
+# Set (True) by studio.training.transfer on the module of each node a warm start (init_from) loaded.
+WARM_ATTR = "studio_warm_started"
+
+
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """The optimizer's parameter groups ([] when nothing trains). One group of every trainable parameter,
+    unless `cfg.backbone_lr_scale` != 1 and some modules carry WARM_ATTR: then the trainable parameters of those
+    modules (the loaded backbone) form group "backbone" at lr * scale and the others group "new" at lr. Each
+    group's `lr_scale` is what the training loop multiplies the scheduled lr by at every step."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    scale = float(getattr(cfg, "backbone_lr_scale", 1.0))
+    warm = {id(p) for m in model.modules() if getattr(m, WARM_ATTR, False) for p in m.parameters()}
+    if not params or scale == 1.0 or not warm:
+        return [{"params": params}] if params else []
+    groups = [{"params": [p for p in params if id(p) in warm], "lr": cfg.lr * scale, "lr_scale": scale,
+               "name": "backbone"},
+              {"params": [p for p in params if id(p) not in warm], "lr": cfg.lr, "lr_scale": 1.0, "name": "new"}]
+    return [g for g in groups if g["params"]]
 
 
 class LRSchedule:

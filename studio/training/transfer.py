@@ -221,6 +221,9 @@ def check_teacher(graph, teacher_id: str, task: str, workspace=None) -> None:
 def prepare_training(model: nn.Module, graph, cfg, task: str, log, device="cpu") -> Distiller | None:
     """Apply warm start, pruning masks and frozen nodes to `model`; return the Distiller when the config
     names a teacher. `log(message, level)` records what was done in the run's event log."""
+    from studio.training.finetune import apply_finetune  # per-group LR, train_last_blocks, what was loaded
+
+    match = None
     if cfg.init_from:
         match = warm_start(model, cfg.init_from)
         for line in match.lines():
@@ -231,6 +234,7 @@ def prepare_training(model: nn.Module, graph, cfg, task: str, log, device="cpu")
     frozen = freeze_nodes(model, graph)
     if frozen:
         log(f"frozen nodes: {', '.join(frozen)}; {trainable_params(model):,} trainable parameters")
+    apply_finetune(model, graph, cfg, match, log, frozen_attr=FROZEN_ATTR)
     if not cfg.teacher:
         return None
     teacher = load_teacher(cfg.teacher, model, task, device=device)
