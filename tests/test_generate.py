@@ -168,6 +168,7 @@ def bpe_file(tmp_path_factory):
 def test_a_runs_tokenizer_json_is_used_and_round_trips_text(bpe_file):
     tok = run_tokenizer(bpe_file, vocab=["a", "b"])  # the file wins over the dataset's vocabulary
     assert isinstance(tok, FileTokenizer) and tok.vocab_size == 300
+    assert tok.description == "the run's tokenizer.json (BPE, 300 tokens)"
     from tokenizers import Tokenizer
 
     oracle = Tokenizer.from_file(str(bpe_file / "tokenizer.json"))

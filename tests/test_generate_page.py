@@ -86,7 +86,7 @@ def shown_text(at: AppTest) -> str:
     import html
     import re
 
-    blocks = [m.value for m in at.markdown if 'data-testid="generated-text"' in m.value]
+    blocks = [m.value for m in at.markdown if m.value.startswith('<div style="white-space: pre-wrap')]
     assert len(blocks) == 1, [m.value for m in at.markdown]
     return html.unescape(re.sub(r"<[^>]+>", "", blocks[0]))
 

@@ -17,7 +17,6 @@ import streamlit as st
 from components import clicks
 from components.figures import inspect_charts as ic
 from components.inspect.inspect_probes import causal_flags
-from components.inspect.inspect_results import cached_model, checkpoint_choice
 from components.text import st_escape
 from studio import inspection as ins
 from studio.graph_paths import flat_graph
@@ -28,6 +27,7 @@ K = "studio.inspect.gen."
 RESULT = K + "result"  # the last generation: {"run", "which", "prompt_ids", "new_ids", "steps"}
 MAX_NEW = 512
 DEFAULT_PROMPT = "The "
+TEXT_KEY = "studio-inspect-generated-text"
 
 
 def offered(run: ins.RunFiles, info) -> str | None:
@@ -39,10 +39,15 @@ def offered(run: ins.RunFiles, info) -> str | None:
 
 
 def generated_html(prompt: str, new: str) -> str:
-    """The prompt (grey) and the generated text (bold), as literal preformatted text."""
-    return ('<pre style="white-space: pre-wrap; font-size: 0.95rem; padding: 0.6rem; border-radius: 0.4rem; '
-            'background: rgba(128,128,128,0.08)" data-testid="generated-text">'
-            f'<span style="color: #8a8a8a">{html.escape(prompt)}</span><b>{html.escape(new)}</b></pre>')
+    """The prompt (grey) and the generated text (bold), as literal text with its spaces and line breaks."""
+    return ('<div style="white-space: pre-wrap; font-family: monospace; font-size: 0.9rem; padding: 0.6rem; '
+            'border-radius: 0.4rem; border: 1px solid rgba(128,128,128,0.35)">'
+            f'<span style="color: #8a8a8a">{html.escape(prompt)}</span><b>{html.escape(new)}</b></div>')
+
+
+def _text_box():
+    """The output's place on the page (its container's class, st-key-..., is what the browser test reads)."""
+    return st.container(key=TEXT_KEY).empty()
 
 
 def _tokenizer(run: ins.RunFiles, info):
@@ -59,13 +64,17 @@ def render_generate(run: ins.RunFiles, info) -> None:
     if why_not:
         st.info(why_not)
         return
+    # Imported here: inspect_results loads the drawing canvas component, which only a running app can declare,
+    # and this module's pure helpers (offered, generated_html) are imported by tests.
+    from components.inspect.inspect_results import cached_model, checkpoint_choice
+
     which = checkpoint_choice(run, K + "ckpt")
     if which is None:
         return
     model = cached_model(run, which)
     context = ins.check_language_model(model)
     tok = _tokenizer(run, info)
-    st.caption(f"Tokenizer: {st_escape(tok.kind)} ({tok.vocab_size:,} tokens) · context {context} tokens: the "
+    st.caption(f"Tokenizer: {st_escape(tok.description)} · context {context} tokens: the "
                "oldest tokens drop off past it · each token is drawn from the last position's logits.")
     prompt = st.text_area("Prompt", value=DEFAULT_PROMPT, key=K + "prompt", height=90)
     c = st.columns(4)
@@ -82,7 +91,7 @@ def render_generate(run: ins.RunFiles, info) -> None:
     else:
         result = st.session_state.get(RESULT)
         if result and result["run"] == run.run_id:
-            st.markdown(generated_html(tok.decode(result["prompt_ids"]), tok.decode(result["new_ids"])
+            _text_box().markdown(generated_html(tok.decode(result["prompt_ids"]), tok.decode(result["new_ids"])
                                        if result["new_ids"] else ""), unsafe_allow_html=True)
     result = st.session_state.get(RESULT)
     if result and result["run"] == run.run_id and result["which"] == which:
@@ -101,7 +110,7 @@ def _run_generation(run, which, model, tok, prompt, temperature, top_k, max_new,
             yield step.token_id
 
     st.session_state.pop(RESULT, None)
-    box = st.empty()
+    box = _text_box()
     text = ""
     box.markdown(generated_html(tok.decode(prompt_ids), ""), unsafe_allow_html=True)
     for piece in ins.stream_text(tok, prompt_ids, tokens()):  # the placeholder grows by one token at a time

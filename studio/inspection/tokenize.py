@@ -38,6 +38,10 @@ class VocabTokenizer:
     def vocab_size(self) -> int:
         return len(self.vocab)
 
+    @property
+    def description(self) -> str:
+        return f"{self.source}, {self.vocab_size:,} tokens"
+
     def encode(self, text: str) -> list[int]:
         ids, unknown, i = [], [], 0
         while i < len(text):
@@ -86,6 +90,10 @@ class FileTokenizer:
     @property
     def vocab_size(self) -> int:
         return int(self._tok.get_vocab_size())
+
+    @property
+    def description(self) -> str:
+        return f"the run's {TOKENIZER_FILE} ({type(self._tok.model).__name__}, {self.vocab_size:,} tokens)"
 
     def encode(self, text: str) -> list[int]:
         return list(self._tok.encode(text, add_special_tokens=False).ids)
