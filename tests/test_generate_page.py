@@ -112,7 +112,7 @@ def test_greedy_generation_equals_the_library_and_the_heatmap_has_the_real_token
     (fig,) = figures(at)
     heat = fig["data"][0]
     window = (prompt_ids + new)[-SEQ_LEN:]
-    labels = [f"{vocab[t]} ({p})".replace("\n", "\\n") for p, t in enumerate(window)]
+    labels = [f"{vocab[t].replace(' ', '␣')} ({p})".replace("\n", "\\n") for p, t in enumerate(window)]
     assert heat["x"] == labels and heat["y"] == labels
     z = arr(heat["z"])
     assert z.shape == (SEQ_LEN, SEQ_LEN)
@@ -129,6 +129,7 @@ def test_greedy_generation_equals_the_library_and_the_heatmap_has_the_real_token
     # Another rerun (a different head) keeps the text without generating again.
     at.radio(key=G + "head.block1").set_value("all").run()
     assert shown_text(at) == expected and len(figures(at)[0]["data"]) == 2
+    assert any("14 new tokens after a prompt of 5" in c.value for c in at.caption)
 
 
 def test_sampling_with_a_seed_repeats_and_unknown_characters_are_named(lm_run):

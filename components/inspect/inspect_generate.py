@@ -93,6 +93,7 @@ def render_generate(run: ins.RunFiles, info) -> None:
         if result and result["run"] == run.run_id:
             _text_box().markdown(generated_html(tok.decode(result["prompt_ids"]), tok.decode(result["new_ids"])
                                        if result["new_ids"] else ""), unsafe_allow_html=True)
+            st.caption(result["settings"])
     result = st.session_state.get(RESULT)
     if result and result["run"] == run.run_id and result["which"] == which:
         _show_steps(tok, result)
@@ -118,10 +119,12 @@ def _run_generation(run, which, model, tok, prompt, temperature, top_k, max_new,
         box.markdown(generated_html(tok.decode(prompt_ids), text), unsafe_allow_html=True)
     box.markdown(generated_html(tok.decode(prompt_ids), tok.decode(new_ids) if new_ids else ""),
                  unsafe_allow_html=True)
+    settings = (f"{len(new_ids)} new tokens after a prompt of {len(prompt_ids)} · temperature {temperature:g} · "
+                f"top-k {top_k or 'off'} · seed {seed}")
     st.session_state[RESULT] = {"run": run.run_id, "which": which, "prompt_ids": prompt_ids, "new_ids": new_ids,
-                                "steps": [(s.token_id, s.prob, s.top_ids, s.top_probs) for s in steps]}
-    st.caption(f"{len(new_ids)} new tokens after a prompt of {len(prompt_ids)} · temperature {temperature:g} · "
-               f"top-k {top_k or 'off'} · seed {seed}")
+                                "steps": [(s.token_id, s.prob, s.top_ids, s.top_probs) for s in steps],
+                                "settings": settings}
+    st.caption(settings)
 
 
 def _show_steps(tok, result: dict) -> None:
@@ -150,7 +153,8 @@ def _show_attention(run, which, model, tok, result: dict) -> None:
     if a.shape[0] > 1:
         head = c2.radio("Attention head", ["all", *range(a.shape[0])], horizontal=True, key=K + f"head.{node_id}",
                         format_func=lambda h: "all heads" if h == "all" else f"head {h}")
-    labels = ic.token_labels(range(len(window)), tok.token_strings(window))  # "tok (position)" as elsewhere
+    shown = [t.replace(" ", "\u2423") for t in tok.token_strings(window)]  # spaces as ␣, as BPE's Ġ marks them
+    labels = ic.token_labels(range(len(window)), shown)  # "tok (position)" as the other heatmaps
     first_new = len(ids) - len(result["new_ids"]) - (len(ids) - len(window))  # window index of the first new token
     causal = causal_flags(run.graph).get(node_id, False)
     if head == "all":

@@ -67,7 +67,7 @@ def test_generate_streams_text_and_shows_its_attention(studio_server, lm_run, pa
     labels = page.evaluate("() => document.querySelector('.js-plotly-plot').data[0].x")
     assert len(labels) == 16 and labels[-1].endswith("(15)")  # the context's last 16 characters, by position
     window = final[-16:]
-    assert [lab.rsplit(" (", 1)[0] for lab in labels] == [c.replace("\n", "\\n") for c in window]
+    assert [lab.rsplit(" (", 1)[0] for lab in labels] == [c.replace("\n", "\\n").replace(" ", "␣") for c in window]
     page.get_by_role("radiogroup", name="Attention head").get_by_text("head 1", exact=True).click()
     wait_idle(page)
     page.wait_for_function("document.querySelector('.js-plotly-plot').layout.title.text.includes('head 1')")
