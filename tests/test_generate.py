@@ -206,3 +206,38 @@ def test_the_chars_vocabulary_tokenizes_typed_text(tmp_path):
     with pytest.raises(DataError, match="has no tokenizer.json .* and its dataset has no vocabulary"):
         run_tokenizer(tmp_path, None)
     assert VocabTokenizer(["ab", "a", "b", "<unk>"]).encode("abba?") == [0, 2, 1, 3]  # longest match, <unk>
+
+
+def test_a_text_upload_tokenized_with_a_tokenizer_json_is_a_language_model_dataset(bpe_file, tmp_path, monkeypatch):
+    from studio.data import get_dataset
+    from studio.data.token_upload import upload_tokenized_text
+    from studio.data.uploads import uploads_dir
+
+    monkeypatch.setenv("STUDIO_WORKSPACE", str(tmp_path / "ws"))
+    text = " ".join(CORPUS)
+    tokenizer = (bpe_file / "tokenizer.json").read_bytes()
+    info = upload_tokenized_text(text.encode(), "notes.txt", tokenizer=tokenizer, seq_len=8)
+    oracle = FileTokenizer(bpe_file / "tokenizer.json")
+    ids = oracle.encode(text)
+    n = (len(ids) - 1) // 8
+    assert (info.task, info.input_shape, info.input_dtype, info.num_classes) == ("language_model", (8,), "int64", 300)
+    assert info.vocab[oracle.encode(" the")[0]] == " the"
+    data = get_dataset(info.id, seed=0)
+    x = torch.cat([data.train.x, data.val.x, data.test.x])
+    y = torch.cat([data.train.y, data.val.y, data.test.y])
+    assert x.shape == (n, 8)
+    windows = {tuple(r) for r in np.asarray(ids[: n * 8]).reshape(n, 8).tolist()}
+    assert {tuple(r) for r in x.tolist()} == windows  # the same windows, split and shuffled
+    assert torch.equal(y[:, :-1], x[:, 1:])  # targets are the next token at every position...
+    pairs = {(tuple(ids[i * 8:i * 8 + 8]), ids[i * 8 + 8]) for i in range(n)}
+    assert all((tuple(a), int(b)) in pairs for a, b in zip(x.tolist(), y[:, -1], strict=True))  # ...the last too
+    # A run on this upload finds the upload's tokenizer.json.
+    tok = run_tokenizer(tmp_path, info.vocab, dataset_id=info.id)
+    assert isinstance(tok, FileTokenizer) and tok.encode(" the cat") == oracle.encode(" the cat")
+
+    before = sorted(p.name for p in uploads_dir().iterdir())
+    with pytest.raises(DataError, match="cannot be read as a Hugging Face tokenizer.json"):
+        upload_tokenized_text(text.encode(), "notes.txt", tokenizer=b"{not json", seq_len=8)
+    with pytest.raises(DataError, match="notes.txt is 3 tokens long: with seq_len=8 that makes 0 sequences"):
+        upload_tokenized_text(b"the cat sat", "notes.txt", tokenizer=tokenizer, seq_len=8)
+    assert sorted(p.name for p in uploads_dir().iterdir()) == before  # nothing half-made left behind

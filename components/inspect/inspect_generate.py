@@ -51,7 +51,7 @@ def _text_box():
 
 
 def _tokenizer(run: ins.RunFiles, info):
-    return ins.run_tokenizer(run.directory, info.vocab)
+    return ins.run_tokenizer(run.directory, info.vocab, dataset_id=run.dataset_id)
 
 
 @st.cache_data(max_entries=4, show_spinner="Computing the attention...")

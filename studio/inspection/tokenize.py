@@ -1,6 +1,6 @@
 """A run's text <-> token ids: the run's own `tokenizer.json` (Hugging Face `tokenizers` format, shipped with an
-imported GPT-2) when its directory holds one, else its dataset's vocabulary (the `chars` dataset's
-character table: one token per entry of `DatasetInfo.vocab`).
+imported GPT-2) when its directory holds one, else its dataset's (a text upload tokenized with one), else its
+dataset's vocabulary (the `chars` dataset's character table: one token per entry of `DatasetInfo.vocab`).
 
 Not generation (studio.inspection.generate) and not a trainer of tokenizers: it only loads and applies them.
 
@@ -107,12 +107,22 @@ class FileTokenizer:
         return [self._tok.decode([int(i)], skip_special_tokens=False) for i in ids]
 
 
-def run_tokenizer(run_dir: str | Path, vocab: Sequence[str] | None):
-    """The tokenizer of the run in `run_dir`: its tokenizer.json when present, else a VocabTokenizer over
-    `vocab` (the run's dataset's `DatasetInfo.vocab`); DataError when it has neither."""
+def run_tokenizer(run_dir: str | Path, vocab: Sequence[str] | None, *, dataset_id: str | None = None,
+                  workspace: str | Path | None = None):
+    """The tokenizer of the run in `run_dir`: its tokenizer.json when present, else the tokenizer.json of its
+    dataset when that is an upload tokenized with one (studio.data.token_upload), else a VocabTokenizer over
+    `vocab` (the run's dataset's `DatasetInfo.vocab`); DataError when it has none of these."""
     path = Path(run_dir) / TOKENIZER_FILE
     if path.exists():
         return FileTokenizer(path)
+    from studio.dataset_ids import UPLOAD_ID_RE
+
+    if isinstance(dataset_id, str) and UPLOAD_ID_RE.match(dataset_id):
+        from studio.data.uploads import uploads_dir
+
+        upload_file = uploads_dir(workspace) / dataset_id / TOKENIZER_FILE
+        if upload_file.is_file():
+            return FileTokenizer(upload_file)
     if vocab:
         return VocabTokenizer(vocab)
     raise DataError(f"this run has no {TOKENIZER_FILE} in {run_dir} and its dataset has no vocabulary, so text "
