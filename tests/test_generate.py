@@ -241,3 +241,19 @@ def test_a_text_upload_tokenized_with_a_tokenizer_json_is_a_language_model_datas
     with pytest.raises(DataError, match="notes.txt is 3 tokens long: with seq_len=8 that makes 0 sequences"):
         upload_tokenized_text(b"the cat sat", "notes.txt", tokenizer=tokenizer, seq_len=8)
     assert sorted(p.name for p in uploads_dir().iterdir()) == before  # nothing half-made left behind
+
+
+def test_the_gpt_lm_templates_blocks_generate_and_report_attention_by_path():
+    from studio.templates import load_template
+
+    model = compile_graph(load_template("gpt_lm"), seed=0)  # 4 blocks with causal MultiheadAttention, context 64
+    prompt = [10, 20, 30]
+    ids = list(prompt)
+    model.eval()
+    with torch.no_grad():
+        for _ in range(3):
+            ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+    assert tokens(generate(model, prompt, 3, temperature=0)) == ids[3:]
+    window, att = attention(model, ids)
+    assert window == ids and sorted(att) == [f"h.{i}.attn" for i in range(4)]
+    assert att["h.3.attn"].shape == (4, 6, 6)
