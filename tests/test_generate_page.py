@@ -143,6 +143,14 @@ def test_sampling_with_a_seed_repeats_and_unknown_characters_are_named(lm_run):
     at.button(key=G + "go").click().run()
     assert shown_text(at) == first and len(first) == len("The ") + 8
 
+    # No new tokens, top-k off: the typed prompt's own attention, on its characters.
+    at.number_input(key=G + "max_new").set_value(0)
+    at.number_input(key=G + "top_k").set_value(0)
+    at.button(key=G + "go").click().run()
+    assert shown_text(at) == "The "
+    assert any("0 new tokens after a prompt of 4 · temperature 1 · top-k off" in c.value for c in at.caption)
+    assert figures(at)[0]["data"][0]["x"] == ["T (0)", "h (1)", "e (2)", "␣ (3)"]
+
     at.text_area(key=G + "prompt").set_value("snow ☃").run()
     at.button(key=G + "go").click().run()
     assert any("'☃' not in the dataset's vocabulary" in e.value for e in at.error), [e.value for e in at.error]
