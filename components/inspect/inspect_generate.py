@@ -91,8 +91,8 @@ def render_generate(run: ins.RunFiles, info) -> None:
     else:
         result = st.session_state.get(RESULT)
         if result and result["run"] == run.run_id:
-            _text_box().markdown(generated_html(tok.decode(result["prompt_ids"]), tok.decode(result["new_ids"])
-                                       if result["new_ids"] else ""), unsafe_allow_html=True)
+            _text_box().markdown(generated_html(*_texts(tok, result["prompt_ids"], result["new_ids"])),
+                                 unsafe_allow_html=True)
             st.caption(result["settings"])
     result = st.session_state.get(RESULT)
     if result and result["run"] == run.run_id and result["which"] == which:
@@ -112,19 +112,25 @@ def _run_generation(run, which, model, tok, prompt, temperature, top_k, max_new,
 
     st.session_state.pop(RESULT, None)
     box = _text_box()
-    text = ""
-    box.markdown(generated_html(tok.decode(prompt_ids), ""), unsafe_allow_html=True)
+    prompt_text, text = tok.decode(prompt_ids), ""
+    box.markdown(generated_html(prompt_text, ""), unsafe_allow_html=True)
     for piece in ins.stream_text(tok, prompt_ids, tokens()):  # the placeholder grows by one token at a time
         text += piece
-        box.markdown(generated_html(tok.decode(prompt_ids), text), unsafe_allow_html=True)
-    box.markdown(generated_html(tok.decode(prompt_ids), tok.decode(new_ids) if new_ids else ""),
-                 unsafe_allow_html=True)
+        box.markdown(generated_html(prompt_text, text), unsafe_allow_html=True)
+    box.markdown(generated_html(*_texts(tok, prompt_ids, new_ids)), unsafe_allow_html=True)
     settings = (f"{len(new_ids)} new tokens after a prompt of {len(prompt_ids)} · temperature {temperature:g} · "
                 f"top-k {top_k or 'off'} · seed {seed}")
     st.session_state[RESULT] = {"run": run.run_id, "which": which, "prompt_ids": prompt_ids, "new_ids": new_ids,
                                 "steps": [(s.token_id, s.prob, s.top_ids, s.top_probs) for s in steps],
                                 "settings": settings}
     st.caption(settings)
+
+
+def _texts(tok, prompt_ids: list[int], new_ids: list[int]) -> tuple[str, str]:
+    """(prompt text, generated text), the generation decoded after the prompt (a byte-level token can finish a
+    character the prompt began)."""
+    prompt, whole = tok.decode(prompt_ids), tok.decode(list(prompt_ids) + list(new_ids))
+    return prompt, whole[len(prompt):] if whole.startswith(prompt) else tok.decode(new_ids)
 
 
 def _show_steps(tok, result: dict) -> None:
