@@ -40,12 +40,12 @@ def lm_graph() -> dict:
 
 
 def make_lm_run(name: str = "char-lm") -> str:
-    """Train the tiny LM for 60 steps through the real worker in the current STUDIO_WORKSPACE; its run id."""
+    """Train the tiny LM for 30 steps (no probes) by the real worker in the current STUDIO_WORKSPACE; its id."""
     from studio.runs import list_runs, reconcile, start_run
     from studio.training import TrainConfig
 
-    run_id = start_run(lm_graph(), "chars", TrainConfig(max_steps=60, batch_size=32, lr=3e-3, eval_every=30,
-                                                         probe_every=30, seed=0),
+    run_id = start_run(lm_graph(), "chars", TrainConfig(max_steps=30, batch_size=32, lr=3e-3, eval_every=15,
+                                                         probes=False, seed=0),
                        dataset_options={"seq_len": SEQ_LEN}, name=name)
     deadline = time.time() + DEADLINE_S
     while time.time() < deadline:

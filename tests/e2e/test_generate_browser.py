@@ -44,7 +44,7 @@ def test_generate_streams_text_and_shows_its_attention(studio_server, lm_run, pa
     prompt.fill("The ")
     prompt.press("Control+Enter")  # a text area commits its value on Ctrl+Enter or blur
     wait_idle(page)
-    set_number(page, "Max new tokens", 80)
+    set_number(page, "Max new tokens", 40)
 
     # Record every text the output block shows while it streams (a condition observed, not timed).
     page.evaluate("""(sel) => { window.__shown = new Set();
@@ -53,10 +53,10 @@ def test_generate_streams_text_and_shows_its_attention(studio_server, lm_run, pa
           .observe(document.body, {subtree: true, childList: true, characterData: true}); }""", TEXT)
     page.get_by_role("button", name="Generate").click()
     page.wait_for_function("[...document.querySelectorAll('[data-testid=\"stCaptionContainer\"]')]"
-                           ".some(e => e.innerText.includes('80 new tokens after a prompt of 4'))", timeout=120_000)
+                           ".some(e => e.innerText.includes('40 new tokens after a prompt of 4'))", timeout=120_000)
     wait_idle(page)
     final = page.locator(TEXT).inner_text()
-    assert final.startswith("The ") and len(final) == 4 + 80, final
+    assert final.startswith("The ") and len(final) == 4 + 40, final
     shown = page.evaluate("[...window.__shown]")
     partial = {s for s in shown if s.startswith("The ") and 4 < len(s) < len(final) and final.startswith(s)}
     assert len(partial) >= 2, f"the text never showed part way ({len(shown)} states seen: {shown[:5]})"
