@@ -165,3 +165,36 @@ def test_a_run_that_is_no_language_model_is_told_so(tmp_path):
     assert offered(run, SimpleNamespace(task="language_model")) is None
     (tmp_path / "tokenizer.json").write_text(json.dumps({}))  # an imported GPT-2 carries its tokenizer
     assert offered(run, SimpleNamespace(task="sequence")) is None
+
+
+def test_a_run_holding_a_tokenizer_json_generates_through_it(lm_run):
+    """The imported GPT-2 path: a tokenizer.json in the run's folder wins over the dataset's characters (here a
+    word-piece BPE of under 103 tokens, so its ids fit the tiny model)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(["the cat sat on the mat", "a dog ate the food"] * 10,
+                            trainers.BpeTrainer(vocab_size=60, special_tokens=["[UNK]"], show_progress=False))
+    run = ins.load_run(lm_run)
+    path = run.directory / "tokenizer.json"
+    tok.save(str(path))
+    try:
+        at = generate_view(lm_run)
+        captions = [c.value.replace("\\", "") for c in at.caption]  # markdown escapes removed
+        assert any("the run's tokenizer.json (BPE, " in c for c in captions), captions
+        at.text_area(key=G + "prompt").set_value("the cat")
+        at.slider(key=G + "temperature").set_value(0.0)
+        at.number_input(key=G + "max_new").set_value(5)
+        at.button(key=G + "go").click().run()
+        assert not at.exception, [e.message for e in at.exception]
+        prompt_ids = tok.encode("the cat").ids
+        new = [s.token_id for s in generate(ins.load_model(run, "best"), prompt_ids, 5, temperature=0)]
+        assert all(i < 103 for i in new)  # the model's own vocabulary
+        assert shown_text(at) == tok.decode(prompt_ids + new)
+        labels = figures(at)[0]["data"][0]["x"]
+        expected = [tok.decode([i]).replace(" ", "␣") for i in prompt_ids + new]
+        assert [lab.rsplit(" (", 1)[0] for lab in labels] == expected
+    finally:
+        path.unlink()
