@@ -6,7 +6,7 @@ Captum: studio.explain), and diagnostics with their evidence."""
 import streamlit as st
 
 from components import nav, session
-from components.inspect import inspect_explain, inspect_probes, inspect_results
+from components.inspect import inspect_explain, inspect_generate, inspect_probes, inspect_results
 from components.run_store import open_store, read_or_stop
 from components.text import st_escape
 from components.train import run_exports
@@ -23,6 +23,7 @@ SHOWN = "studio.inspect.shown_run"  # the run this page last showed (and made th
 VIEW = "studio.inspect.view"
 VIEWS = ["Feature maps", "Attention", "Weights & gradients", "Evaluation", "Live inference", "Diagnostics"]
 VIEWS.insert(VIEWS.index("Diagnostics"), "Why this prediction")
+VIEWS.insert(VIEWS.index("Diagnostics"), "Generate")
 
 
 st.title("Inspect")
@@ -93,6 +94,8 @@ try:
         inspect_results.render_inference(run, info)
     elif view == "Why this prediction":
         inspect_explain.render_explain(run, info, by_id)
+    elif view == "Generate":
+        inspect_generate.render_generate(run, info)
     else:
         inspect_results.render_diagnostics(run, record, store, entries)
 except StudioError as e:

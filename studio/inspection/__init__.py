@@ -7,7 +7,10 @@
   `image_to_input`), `supports_saliency` (the maps themselves are studio.explain's);
 - probes: the probe snapshots (`probe_index`, `load_probe_array`, `histogram_over_steps`,
   `parameter_names`, `index_series`);
-- compare: differences between runs (`graph_diff`, `config_diff`, `best_value`).
+- compare: differences between runs (`graph_diff`, `config_diff`, `best_value`);
+- generate: text from a language-model run, token by token (`generate.generate` -> `Step`s, `attention` of
+  the window; the function `generate` itself is imported from its module, whose name it would shadow here);
+- tokenize: a run's text <-> ids (`run_tokenizer`: its tokenizer.json or its dataset's vocabulary).
 
 Pure functions on run directories, graphs and tensors (no Streamlit): the Inspect and Compare pages lay
 out what these return. Every public name is importable from `studio.inspection` itself.
@@ -49,3 +52,9 @@ __all__ = [
     "open_image", "parameter_names", "precision_recall", "probe_index", "read_confusions",
     "supports_saliency",
 ]
+
+from studio.inspection.generate import GenerationError, Step, attention, check_language_model  # noqa: E402
+from studio.inspection.tokenize import FileTokenizer, VocabTokenizer, run_tokenizer, stream_text  # noqa: E402
+
+__all__ += ["FileTokenizer", "GenerationError", "Step", "VocabTokenizer", "attention", "check_language_model",
+            "run_tokenizer", "stream_text"]

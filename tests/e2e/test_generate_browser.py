@@ -1,0 +1,75 @@
+"""The Inspect page's Generate view in headless Chromium on a tiny character-level LM trained by the real worker:
+a typed prompt sampled at the default temperature and top-k with seed 0, the text growing token by token in the
+page, then the attention heatmap of prompt + generated tokens with the characters on its axes. Screenshots go to
+tests/e2e/screenshots/generate_*.png."""
+
+from __future__ import annotations
+
+import pytest
+
+from components.inspect.inspect_generate import TEXT_KEY
+from tests.e2e.conftest import choose, screenshot, scroll_to, wait_idle
+from tests.test_generate_page import make_lm_run
+
+pytestmark = pytest.mark.e2e
+
+TEXT = f'.st-key-{TEXT_KEY} [data-testid="stMarkdownContainer"]'
+
+
+@pytest.fixture(scope="module")
+def lm_run(studio_server):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("STUDIO_WORKSPACE", str(studio_server.workspace))  # the server's own store and run folders
+    run_id = make_lm_run()
+    mp.undo()
+    return run_id
+
+
+def set_number(page, label: str, value) -> None:
+    box = page.locator(f'input[aria-label="{label}"]')
+    scroll_to(box)
+    box.fill(str(value))
+    box.press("Enter")
+    wait_idle(page)
+
+
+def test_generate_streams_text_and_shows_its_attention(studio_server, lm_run, page):
+    page.goto(f"{studio_server.url}/Inspect")
+    page.locator('input[aria-label="Run"]').wait_for(timeout=60_000)  # the first page run imports torch
+    wait_idle(page)
+    choose(page, "Run", lm_run)
+    page.get_by_role("radiogroup", name="View").get_by_text("Generate", exact=True).click()
+    wait_idle(page)
+    prompt = page.get_by_label("Prompt")
+    prompt.fill("The ")
+    prompt.press("Control+Enter")  # a text area commits its value on Ctrl+Enter or blur
+    wait_idle(page)
+    set_number(page, "Max new tokens", 40)
+
+    # Record every text the output block shows while it streams (a condition observed, not timed).
+    page.evaluate("""(sel) => { window.__shown = new Set();
+        new MutationObserver(() => { const el = document.querySelector(sel);
+            if (el) window.__shown.add(el.innerText); })
+          .observe(document.body, {subtree: true, childList: true, characterData: true}); }""", TEXT)
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_function("[...document.querySelectorAll('[data-testid=\"stCaptionContainer\"]')]"
+                           ".some(e => e.innerText.includes('40 new tokens after a prompt of 4'))", timeout=120_000)
+    wait_idle(page)
+    final = page.locator(TEXT).inner_text()
+    assert final.startswith("The ") and len(final) == 4 + 40, final
+    shown = page.evaluate("[...window.__shown]")
+    partial = {s for s in shown if s.startswith("The ") and 4 < len(s) < len(final) and final.startswith(s)}
+    assert len(partial) >= 2, f"the text never showed part way ({len(shown)} states seen: {shown[:5]})"
+    screenshot(page, "generate_01_text")
+
+    chart = page.locator(".js-plotly-plot").first
+    scroll_to(chart)
+    labels = page.evaluate("() => document.querySelector('.js-plotly-plot').data[0].x")
+    assert len(labels) == 16 and labels[-1].endswith("(15)")  # the context's last 16 characters, by position
+    window = final[-16:]
+    assert [lab.rsplit(" (", 1)[0] for lab in labels] == [c.replace("\n", "\\n").replace(" ", "␣") for c in window]
+    page.get_by_role("radiogroup", name="Attention head").get_by_text("head 1", exact=True).click()
+    wait_idle(page)
+    page.wait_for_function("document.querySelector('.js-plotly-plot').layout.title.text.includes('head 1')")
+    assert page.locator(TEXT).inner_text() == final  # a rerun keeps the generation
+    screenshot(page, "generate_02_attention")
