@@ -64,21 +64,30 @@ run_exports.render(run_id, "studio.inspect.exports")
 
 try:
     run = ins.load_run(run_id)
-    info = inspect_probes.run_dataset(run).info  # the run's own options (e.g. image_size) shape it
-except StudioError as e:
     if record.status == "imported":  # pretrained weights, trained on a dataset the studio does not have
-        st.info(f"This run holds imported pretrained weights (trained on {st_escape(record.dataset_id)}, which is "
-                "not a dataset of the studio), so the views that read its dataset are not available: export it "
-                "above, or fine-tune it on one of your datasets (Train: Warm start from run).")
-        st.stop()
+        from studio.pretrained.info import imported_info
+
+        info = imported_info(run.graph, record.dataset_id)
+    else:
+        info = inspect_probes.run_dataset(run).info  # the run's own options (e.g. image_size) shape it
+except StudioError as e:
     st.error(f"This run cannot be inspected: {st_escape(str(e))}")
     st.stop()
+if record.status == "imported":
+    VIEWS = ["Generate"] if info.task == "language_model" else ["Live inference"]
+    st.caption(f"Imported pretrained weights, trained on {st_escape(record.dataset_id)} (not a dataset of the "
+               "studio): " + ("generate from a prompt and see its attention, token by token."
+                             if VIEWS == ["Generate"] else "run it on an uploaded or drawn image, with its feature "
+                             "maps and saliency.") + " The views that read a dataset or training snapshots need a "
+               "run trained here: fine-tune it on your data (Train: Warm start from run).")
 try:
     entries = ins.probe_index(run)
 except StudioError as e:  # a damaged probe index: the other views still work
     st.warning(st_escape(str(e)))
     entries = []
 
+if st.session_state.get(VIEW) not in VIEWS:  # a view this run does not offer (an imported run's few)
+    st.session_state[VIEW] = VIEWS[0]
 view = st.radio("View", VIEWS, horizontal=True, key=VIEW, label_visibility="collapsed",
                 persist_state="session")
 try:

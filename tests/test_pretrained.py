@@ -382,3 +382,53 @@ def test_train_page_says_an_imported_run_has_no_curves(tmp_path):
     captions = " ".join(c.value for c in at.caption)
     assert "Imported runs hold pretrained weights and no training" in captions
     assert "Waiting for the first metrics" not in captions
+
+
+# ---- Inspect on an imported run ------------------------------------------------------------------------
+
+def _inspect(run_id: str):
+    from streamlit.testing.v1 import AppTest
+
+    root = Path(__file__).resolve().parents[1]
+    at = AppTest.from_file(str(root / "app.py"), default_timeout=90)
+    at.session_state["studio.session.run_id"] = run_id
+    at.switch_page("pages/4_Inspect.py")
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def test_an_imported_gpt2_generates_on_inspect_through_its_own_tokenizer(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from studio import inspection as ins
+    from studio.inspection.generate import generate
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = __import__("tokenizers").decoders.ByteLevel()
+    tok.train_from_iterator(["hello world, hello studio"] * 20, trainers.BpeTrainer(
+        vocab_size=270, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    save_tiny_gpt2(tmp_path / "g", vocab_size=tok.get_vocab_size())
+    tok.save(str(tmp_path / "g" / "tokenizer.json"))
+    imp = import_checkpoint(tmp_path / "g")
+    at = _inspect(imp.run_id)
+    assert at.radio(key="studio.inspect.view").options == ["Generate"]  # what an imported GPT-2 offers
+    g = "studio.inspect.gen."
+    at.text_area(key=g + "prompt").set_value("hello")
+    at.slider(key=g + "temperature").set_value(0.0)
+    at.number_input(key=g + "max_new").set_value(4)
+    at.button(key=g + "go").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    ids = tok.encode("hello").ids
+    new = [s.token_id for s in generate(ins.load_model(ins.load_run(imp.run_id), "best"), ids, 4, temperature=0)]
+    shown = " ".join(m.value for m in at.markdown)
+    assert __import__("html").escape(tok.decode(ids + new)[len("hello"):]) in shown
+
+
+def test_an_imported_resnet_offers_live_inference_on_inspect(tmp_path):
+    torch.save(random_resnet(width=4).state_dict(), tmp_path / "r.pth")
+    imp = import_checkpoint(tmp_path / "r.pth", image_size=32)
+    at = _inspect(imp.run_id)
+    assert at.radio(key="studio.inspect.view").options == ["Live inference"]
+    assert at.radio(key="studio.inspect.inf.source").options == ["uploaded image", "drawn image"]  # no samples

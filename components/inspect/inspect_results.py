@@ -145,8 +145,12 @@ def render_inference(run: ins.RunFiles, info) -> None:
     if which is None:
         return
     model = cached_model(run, which)
-    dataset = run_dataset(run)
-    sources = ["dataset sample"] + (["uploaded image", "drawn image"] if info.is_image else [])
+    has_data = bool(info.sizes)  # an imported run's dataset is not the studio's: no samples to pick
+    sources = (["dataset sample"] if has_data else []) + (["uploaded image", "drawn image"] if info.is_image else [])
+    if not sources:
+        st.info("This run's inputs are not images and its dataset is not one of the studio's: there is no sample to "
+                "run it on here.")
+        return
     source = st.radio("Input", sources, horizontal=True, key=K + "inf.source")
     if not info.is_image:
         st.caption("This dataset's inputs are not images: pick a dataset sample.")
@@ -154,7 +158,7 @@ def render_inference(run: ins.RunFiles, info) -> None:
     if source == "dataset sample":
         c1, c2 = st.columns(2)
         split = c1.selectbox("Split", ["val", "test", "train"], key=K + "inf.split")
-        part = dataset.split(split)
+        part = run_dataset(run).split(split)
         if len(part) == 0:
             st.warning(f"The {split} split is empty.")
             return
@@ -176,8 +180,16 @@ def render_inference(run: ins.RunFiles, info) -> None:
         x = _drawn(tuple(model.input_shape))
         if x is None:
             return
+    shown = x
+    if not has_data and source != "dataset sample":
+        from studio.pretrained.info import preprocess
+
+        x = preprocess(x, run.dataset_id)
+        if x is not shown:
+            st.caption("Normalised with ImageNet's mean and standard deviation per channel, as torchvision's "
+                       "pretrained weights expect.")
     result = ins.infer(model, x, info.task)
-    _show_prediction(x, target, result, info)
+    _show_prediction(shown, target, result, info)
     _show_internals(model, x, result, info, run)
 
 
@@ -212,7 +224,12 @@ def _show_prediction(x, target, result: ins.Inference, info) -> None:
             k = int(result.probabilities.argmax())
             name = info.class_names[k] if info.class_names else str(k)
             st.markdown(f"**Prediction: {st_escape(name)}** ({result.probabilities[k]:.1%})")
-            st.plotly_chart(ic.probabilities_figure(result.probabilities, info.class_names), key=K + "inf.probs")
+            if len(result.probabilities) > 20:  # ImageNet's 1,000 classes: the five most likely
+                top = result.probabilities.argsort()[::-1][:5]
+                st.dataframe({"class": [info.class_names[i] if info.class_names else f"class {i}" for i in top],
+                              "probability": [f"{result.probabilities[i]:.2%}" for i in top]}, hide_index=True)
+            else:
+                st.plotly_chart(ic.probabilities_figure(result.probabilities, info.class_names), key=K + "inf.probs")
         elif info.task == "regression":
             st.markdown("**Prediction:** " + ", ".join(f"{v:.4g}" for v in result.output.reshape(-1)))
         else:

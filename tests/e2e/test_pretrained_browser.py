@@ -1,6 +1,6 @@
 """Home's "Start from a pretrained model" in headless Chromium: a torchvision-layout checkpoint given by its
 path imports as a run of status imported, and "Open in Inspect" opens that run, which says what an imported
-run offers. Screenshots go to tests/e2e/screenshots/."""
+run offers and runs it on an uploaded photo. Screenshots go to tests/e2e/screenshots/."""
 
 from __future__ import annotations
 
@@ -53,3 +53,17 @@ def test_import_by_path_then_open_in_inspect(studio_server, page, tmp_path):
         assert page.locator('[data-testid="stException"]').count() == 0, page_report(page)
     finally:
         screenshot(page, "pretrained_inspect")
+
+    # Its one view, Live inference: an uploaded photo, the prediction and the feature maps of that input.
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (48, 40), (200, 120, 30)).save(photo)
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(photo))
+    try:
+        page.get_by_text("Prediction:").wait_for(timeout=120_000)
+        page.get_by_text("Feature maps of this input").wait_for(timeout=60_000)
+        wait_idle(page, timeout=60)
+        assert page.locator('[data-testid="stException"]').count() == 0, page_report(page)
+    finally:
+        screenshot(page, "pretrained_inspect_upload")
