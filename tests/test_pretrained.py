@@ -425,6 +425,20 @@ def test_an_imported_gpt2_generates_on_inspect_through_its_own_tokenizer(tmp_pat
     shown = " ".join(m.value for m in at.markdown)
     assert __import__("html").escape(tok.decode(ids + new)[len("hello"):]) in shown
 
+    # The Data page tokenizes a text upload with this run's tokenizer (to fine-tune it on the text).
+    from components.data import data_view
+    from tests.test_data_page import open_data_page
+
+    assert list(data_view.tokenizer_runs()) == [imp.run_id]
+    text = ("hello world, hello studio. " * 40).encode()
+    up = data_view.text_upload(imp.run_id)(text, "notes.txt", seq_len=8)
+    assert up.task == "language_model" and up.num_classes == tok.get_vocab_size()
+    assert data_view.text_upload(None)(text, "notes.txt", seq_len=8).num_classes < 30  # by characters
+    page = open_data_page(Path(os.environ["STUDIO_WORKSPACE"]))
+    page.radio(key="studio.data.upload_kind").set_value("Text (.txt)").run()
+    options = page.selectbox(key="studio.data.tokens").options
+    assert len(options) == 2 and options[1].startswith("the tokenizer of run ") and imp.run_id in options[1]
+
 
 def test_an_imported_resnet_offers_live_inference_on_inspect(tmp_path):
     torch.save(random_resnet(width=4).state_dict(), tmp_path / "r.pth")

@@ -282,7 +282,17 @@ def _upload_options(kind: str, columns: list[str]) -> dict:
         options["color"] = st.radio("Colour", ["grayscale", "rgb"], horizontal=True, key="studio.data.color",
                                     format_func=lambda c: "Grayscale" if c == "grayscale" else "RGB")
     elif kind == "Text (.txt)":
-        options["seq_len"] = int(st.number_input("Sequence length (characters)", 4, 4096, spec.default("seq_len"),
+        runs = data_view.tokenizer_runs()
+        if runs:
+            tokens = st.selectbox("Tokens", ["characters", *runs], key="studio.data.tokens",
+                                  format_func=lambda r: "characters (a vocabulary of the text's own characters)"
+                                  if r == "characters" else f"the tokenizer of run {runs[r]}",
+                                  help="To fine-tune an imported GPT-2 on this text, tokenize it with that run's "
+                                       "tokenizer.json: the ids then mean what its embedding learned.")
+            if tokens != "characters":
+                options["tokenizer_run"] = tokens
+        unit = "tokens" if "tokenizer_run" in options else "characters"
+        options["seq_len"] = int(st.number_input(f"Sequence length ({unit})", 4, 4096, spec.default("seq_len"),
                                                  key="studio.data.seq_len"))
     elif kind == "Text + label CSV" and columns:
         options["text_column"] = st.selectbox("Text column", columns, key="studio.data.text_column")
@@ -310,11 +320,12 @@ def render_upload_form() -> None:
         except DataError as e:
             st.error(st_escape(str(e)))
     options = _upload_options(kind, columns)
+    upload = data_view.text_upload(options.pop("tokenizer_run", None)) if kind == "Text (.txt)" else spec.upload
     ready = file is not None and (not spec.needs_columns or bool(columns))
     if clicks.button(st.button, "Upload", key="studio.data.upload", type="primary", disabled=not ready):
         try:
             with st.spinner("Reading and preparing the data..."):
-                new = spec.upload(file.getvalue(), file.name, name=name.strip() or None, **options)
+                new = upload(file.getvalue(), file.name, name=name.strip() or None, **options)
         except DataError as e:
             st.error(st_escape(str(e)))
         else:

@@ -228,3 +228,23 @@ UPLOAD_KINDS = {
     "Text (.txt)": UploadKind(("txt",), upload_text),
     "Text + label CSV": UploadKind(("csv",), upload_text_csv, needs_columns=True),
 }
+
+
+def tokenizer_runs() -> dict[str, str]:
+    """{run id: its label} of the runs holding a tokenizer.json of their own (an imported GPT-2): a text upload
+    can be tokenized with it, to fine-tune that run on the text."""
+    from studio.runs import list_runs, run_dir
+
+    return {r.id: f"{r.name} ({r.id})" for r in list_runs() if (run_dir(r.id) / "tokenizer.json").is_file()}
+
+
+def text_upload(tokenizer_run: str | None) -> Callable:
+    """The function that reads a .txt upload: by characters, or with `tokenizer_run`'s tokenizer.json."""
+    if tokenizer_run is None:
+        return upload_text
+    from functools import partial
+
+    from studio.data.token_upload import upload_tokenized_text
+    from studio.runs import run_dir
+
+    return partial(upload_tokenized_text, tokenizer=(run_dir(tokenizer_run) / "tokenizer.json").read_bytes())
