@@ -93,6 +93,7 @@ def test_add_connect_and_see_the_shape(studio_server, page):
     wait_idle(page)
     page.get_by_role("button", name="Undo").click()
     page.get_by_role("button", name="Undo").click()
+    expect(fc).to_contain_text(re.compile(r"Linear 1[02] -> "), timeout=TIMEOUT_MS)  # at least one went back
     wait_idle(page)
     shown = _settled_out_features(page)  # the canvas and the one live box agree
     assert shown in ("10", "12"), f"after two Undos fc shows {shown}: an undone edit came back"
