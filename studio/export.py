@@ -89,8 +89,9 @@ def _model_and_example(source: Graph | nn.Module, input_shape=None, input_dtype=
 
 
 @contextlib.contextmanager
-def _eval_mode(model: nn.Module):
-    """Evaluation mode for the export; a model that was training is put back into training mode."""
+def eval_mode(model: nn.Module):
+    """Evaluation mode (no dropout, batch-norm statistics fixed) for the duration; a model that was training
+    is put back into training mode. Exports and text generation run in it."""
     was_training = model.training
     model.eval()
     try:
@@ -129,7 +130,7 @@ def exported_program(source: Graph | nn.Module, *, input_shape=None, input_dtype
     """The `torch.export.ExportedProgram` of the model in eval mode, with a dynamic batch dimension."""
     model, example = _model_and_example(source, input_shape, input_dtype)
     try:
-        with _eval_mode(model), _known_noise_filtered():
+        with eval_mode(model), _known_noise_filtered():
             return torch.export.export(model, (example,), dynamic_shapes=_dynamic_batch())
     except Exception as e:  # torch.export raises many types (UserError, GuardOnDataDependentSymNode, ...)
         raise ExportError(f"torch.export failed on an input of shape {tuple(example.shape)} (batch dynamic): "
@@ -151,7 +152,7 @@ def to_torchscript(source: Graph | nn.Module, *, input_shape=None, input_dtype=N
     """TorchScript bytes (legacy; torch.jit.trace in eval mode); `torch.jit.load(io.BytesIO(data))` runs it."""
     model, example = _model_and_example(source, input_shape, input_dtype)
     try:
-        with _eval_mode(model), _known_noise_filtered(), torch.no_grad():
+        with eval_mode(model), _known_noise_filtered(), torch.no_grad():
             traced = torch.jit.trace(model, (example,), check_trace=False)
             buffer = io.BytesIO()
             torch.jit.save(traced, buffer)
@@ -165,7 +166,7 @@ def to_onnx(source: Graph | nn.Module, *, input_shape=None, input_dtype=None) ->
     """ONNX bytes with input 'x' and a dynamic batch dimension (opset ONNX_OPSET), by PyTorch's
     torch.export-based exporter."""
     model, example = _model_and_example(source, input_shape, input_dtype)
-    with _eval_mode(model), _known_noise_filtered(), tempfile.TemporaryDirectory() as tmp:
+    with eval_mode(model), _known_noise_filtered(), tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         try:
             program = torch.onnx.export(model, (example,), dynamo=True, input_names=["x"], output_names=["y"],

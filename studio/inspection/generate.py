@@ -17,7 +17,6 @@ Not tokenization (studio.inspection.tokenize turns text into ids and back) and n
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 
 from studio.errors import StudioError
+from studio.export import eval_mode
 
 TOP_SHOWN = 5  # candidates reported with each step (the most probable under the sampling distribution)
 
@@ -91,17 +91,6 @@ def _checked(model, prompt_ids, max_new_tokens, temperature, top_k, context_len)
     return ids, context_len
 
 
-@contextmanager
-def _eval_mode(model):
-    """Eval mode (no dropout) for the duration, the model's own mode restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 def _device(model) -> torch.device:
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
@@ -130,7 +119,7 @@ def generate(model, prompt_ids: Sequence[int], max_new_tokens: int, temperature:
     ids, context_len = _checked(model, prompt_ids, max_new_tokens, temperature, top_k, context_len)
     temperature = float(temperature)
     generator = torch.Generator().manual_seed(int(seed))
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for _ in range(int(max_new_tokens)):
             logits = next_token_logits(model, ids, context_len).cpu()
             if temperature == 0:
@@ -158,6 +147,6 @@ def attention(model, ids: Sequence[int], context_len: int | None = None) -> tupl
     ids, context_len = _checked(model, ids, 0, 0, None, context_len)
     window = ids[-context_len:]
     x = torch.tensor([window], dtype=torch.int64, device=_device(model))
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         _, _, attns = capture(model, x, [])
     return window, {node_id: a[0].float().cpu().numpy() for node_id, a in attns.items()}
