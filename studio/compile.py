@@ -23,6 +23,8 @@ on the compiled model directly; each fx node carries its graph node id in `node.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.fx
 from torch import nn
@@ -218,3 +220,15 @@ def capture(model: GraphModule, x: torch.Tensor, node_ids, attention: bool = Tru
     for _, m in recorders:
         m.last_attention = None
     return out, features, attentions
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Evaluation mode (no dropout, batch-norm statistics fixed) for the duration; a model that was training
+    is put back into training mode. Exports and text generation run in it."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from studio.compile import eval_mode
 from studio.errors import ExportError
 from studio.graph import Graph, atomic_write_bytes, atomic_write_text
 
@@ -86,18 +87,6 @@ def _model_and_example(source: Graph | nn.Module, input_shape=None, input_dtype=
     else:
         example = torch.randn((EXAMPLE_BATCH, *shape), generator=torch.Generator().manual_seed(0)).to(device)
     return model, example
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module):
-    """Evaluation mode (no dropout, batch-norm statistics fixed) for the duration; a model that was training
-    is put back into training mode. Exports and text generation run in it."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 @contextlib.contextmanager

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from studio.compile import eval_mode
 from studio.errors import StudioError
-from studio.export import eval_mode
 
 TOP_SHOWN = 5  # candidates reported with each step (the most probable under the sampling distribution)
 

@@ -174,15 +174,24 @@ def scroll_to(locator, timeout: float = 60_000, attempts: int = 5) -> None:
 def choose(page, label: str, option: str) -> None:
     """Pick the option containing `option` in the selectbox (or multiselect) labelled `label`."""
     box = page.locator(f'input[role="combobox"][aria-label="{label}"]')
-    scroll_to(box)
-    box.click()
     wanted = page.get_by_role("option").filter(has_text=option).first
-    try:
-        wanted.wait_for(timeout=3_000)
-    except Exception:  # the click focused the input without opening the list: open it from the keyboard
-        page.keyboard.press("ArrowDown")
-    wanted.click()
-    wait_idle(page, timeout=60)
+    for _ in range(3):  # a rerun can redraw the box and close its list between the click and the pick
+        scroll_to(box)
+        box.click()
+        try:
+            wanted.wait_for(timeout=3_000)
+        except Exception:  # the click focused the input without opening the list: open it from the keyboard
+            page.keyboard.press("ArrowDown")
+            try:
+                wanted.wait_for(timeout=10_000)
+            except Exception:
+                page.keyboard.press("Escape")
+                wait_idle(page, timeout=60)
+                continue
+        wanted.click()
+        wait_idle(page, timeout=60)
+        return
+    raise AssertionError(f"the option {option!r} never showed in {label!r}; {page_report(page)}")
 
 
 def page_report(page, limit: int = 1500) -> str:
