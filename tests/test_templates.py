@@ -236,9 +236,11 @@ def test_every_template_has_an_offline_dataset_that_fits(_workspace):
 
 
 @pytest.mark.slow
-def test_cli_trains_every_template_offline_without_data(_workspace, monkeypatch):
+def test_cli_trains_a_template_of_every_dataset_offline_without_data(_workspace, monkeypatch):
     """`python -m studio train TEMPLATE.json` with no --data and nothing downloaded: the template's
     dataset or its stand-in is used, the CLI says which, and one epoch (cut to 2 steps) completes.
+    One template per default dataset (every template trains in-process above, and each one's offline
+    stand-in is checked to fit it: the CLI path need not run 17 processes, which took 88 s of the suite).
     Two commands at a time, each the real entry point in its own process (the CLI imports no torch)."""
     import subprocess
     import sys
@@ -251,9 +253,11 @@ def test_cli_trains_every_template_offline_without_data(_workspace, monkeypatch)
                               capture_output=True, text=True, timeout=600)
 
     monkeypatch.setenv("STUDIO_MAX_RUNS", "2")  # the second command trains beside the first, not queued
+    chosen = list({t.dataset: t for t in reversed(TEMPLATES)}.values())  # the first template of each dataset
+    assert len(chosen) >= 9
     with ThreadPoolExecutor(2) as pool:
-        done = list(pool.map(train, TEMPLATES))
-    for t, out in zip(TEMPLATES, done, strict=True):
+        done = list(pool.map(train, chosen))
+    for t, out in zip(chosen, done, strict=True):
         assert out.returncode == 0, (t.name, out.stderr[-2000:])
         line = next(ln for ln in out.stderr.splitlines() if ln.startswith("dataset: "))
         if t.dataset in ("mnist", "cifar10"):
