@@ -175,7 +175,7 @@ def choose(page, label: str, option: str) -> None:
     """Pick the option containing `option` in the selectbox (or multiselect) labelled `label`."""
     box = page.locator(f'input[role="combobox"][aria-label="{label}"]')
     wanted = page.get_by_role("option").filter(has_text=option).first
-    for _ in range(3):  # a rerun can redraw the box and close its list between the click and the pick
+    for _ in range(5):  # a rerun can redraw the box and close its list between the click and the pick
         scroll_to(box)
         box.click()
         try:
@@ -188,7 +188,12 @@ def choose(page, label: str, option: str) -> None:
                 page.keyboard.press("Escape")
                 wait_idle(page, timeout=60)
                 continue
-        wanted.click()
+        try:
+            wanted.click(timeout=10_000)  # a live page can redraw the list under the pointer: open it again
+        except Exception:
+            page.keyboard.press("Escape")
+            wait_idle(page, timeout=60)
+            continue
         wait_idle(page, timeout=60)
         return
     raise AssertionError(f"the option {option!r} never showed in {label!r}; {page_report(page)}")
