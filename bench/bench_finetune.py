@@ -56,6 +56,29 @@ def run_here(graph, dataset, cfg) -> dict:
     return summary
 
 
+def train_variants(graph, target_name: str, target, variants: dict, args, base: dict) -> dict[str, list[float]]:
+    """Each variant's last val_accuracy per seed; seeds interleaved (each seed trains every variant in turn)."""
+    from studio.training import TrainConfig
+
+    acc: dict[str, list[float]] = {k: [] for k in variants}
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for name, extra in variants.items():
+            out = run_here(graph, target, TrainConfig(max_steps=args.steps, seed=seed, **base, **extra))
+            acc[name].append(out["val_accuracy"])
+            print(f"{target_name} seed {seed}  {name}: val_accuracy {out['val_accuracy']:.3f}", flush=True)
+    return acc
+
+
+def verdict(title: str, target_name: str, acc: dict[str, list[float]], what: str = "best fine-tune") -> None:
+    """The medians over seeds, and whether the best fine-tune beats scratch."""
+    print(f"\n{title} (val_accuracy, median over seeds):")
+    for name, values in acc.items():
+        print(f"  {name:48s} {statistics.median(values):.3f}   ({', '.join(f'{v:.3f}' for v in values)})")
+    best = max((statistics.median(v), k) for k, v in acc.items() if k != "scratch")
+    scratch = statistics.median(acc["scratch"])
+    report(f"{target_name}: {what} ({best[1]}) - scratch, val_accuracy", best[0] - scratch, "> 0", best[0] > scratch)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pretrain-steps", type=int, default=300)
@@ -105,24 +128,11 @@ def main(argv: list[str] | None = None) -> None:
                                                                          "train_last_blocks": last_block},
                 "all, backbone lr x 0.1": {"init_from": pre["run_id"], "backbone_lr_scale": 0.1},
             }
-            acc: dict[str, list[float]] = {k: [] for k in variants}
-            for seed in (int(s) for s in args.seeds.split(",")):
-                for name, extra in variants.items():  # interleaved: each seed runs every variant in turn
-                    out = run_here(graph, target, TrainConfig(max_steps=args.steps, seed=seed, **base, **extra))
-                    acc[name].append(out["val_accuracy"])
-                    print(f"{target_name} seed {seed}  {name}: val_accuracy {out['val_accuracy']:.3f}", flush=True)
-            results[target_name] = acc
+            results[target_name] = train_variants(graph, target_name, target, variants, args, base)
     for target_name, acc in results.items():
         target = TARGETS[target_name]
-        print(f"\n{target[0]} {target[1]} after {args.steps} steps of batch {args.batch_size}, Adam lr {args.lr:g} "
-              "(val_accuracy, median over seeds):")
-        for name, values in acc.items():
-            print(f"  {name:48s} {statistics.median(values):.3f}   ({', '.join(f'{v:.3f}' for v in values)})")
-        best = max((statistics.median(v), k) for k, v in acc.items() if k != "scratch")
-        scratch = statistics.median(acc["scratch"])
-        report(f"{target_name}: best fine-tune ({best[1]}) - scratch, val_accuracy", best[0] - scratch, "> 0",
-               best[0] > scratch)
-
+        verdict(f"{target[0]} {target[1]} after {args.steps} steps of batch {args.batch_size}, Adam lr {args.lr:g}",
+                target_name, acc)
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -29,8 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_finetune import TARGETS, run_here  # noqa: E402  (after the path set-up)
-from bench.common import report  # noqa: E402
+from bench.bench_finetune import TARGETS, train_variants, verdict  # noqa: E402  (after the path set-up)
 
 SOURCE = ("shapes", {"image_size": 16, "num_samples": 2000})
 
@@ -83,7 +81,6 @@ def main(argv: list[str] | None = None) -> None:
         from studio.graph_head import head_of, with_new_head
         from studio.pretrained import import_checkpoint
         from studio.runs import launcher
-        from studio.training import TrainConfig
 
         launcher.reconcile = lambda store=None: {}  # create runs without spawning: this process trains them
         ref, ref_acc = pretrain_reference(args.width, args.pretrain_steps, args.batch_size, args.lr)
@@ -109,21 +106,10 @@ def main(argv: list[str] | None = None) -> None:
                 "imported, backbone frozen": {"init_from": imp.run_id, "train_last_blocks": 0},
                 "imported, all, backbone lr x 0.1": {"init_from": imp.run_id, "backbone_lr_scale": 0.1},
             }
-            acc: dict[str, list[float]] = {k: [] for k in variants}
-            for seed in (int(s) for s in args.seeds.split(",")):
-                for name, extra in variants.items():  # interleaved: each seed runs every variant in turn
-                    out = run_here(graph, target, TrainConfig(max_steps=args.steps, seed=seed, **base, **extra))
-                    acc[name].append(out["val_accuracy"])
-                    print(f"{target_name} seed {seed}  {name}: val_accuracy {out['val_accuracy']:.3f}", flush=True)
-            results[target_name] = acc
+            results[target_name] = train_variants(graph, target_name, target, variants, args, base)
     for target_name, acc in results.items():
-        print(f"\n{target_name} after {args.steps} steps (val_accuracy, median over seeds):")
-        for name, values in acc.items():
-            print(f"  {name:36s} {statistics.median(values):.3f}   ({', '.join(f'{v:.3f}' for v in values)})")
-        best = max((statistics.median(v), k) for k, v in acc.items() if k != "scratch")
-        scratch = statistics.median(acc["scratch"])
-        report(f"{target_name}: best fine-tune of the imported checkpoint ({best[1]}) - scratch, val_accuracy",
-               best[0] - scratch, "> 0", best[0] > scratch)
+        verdict(f"{target_name} after {args.steps} steps", target_name, acc,
+                "best fine-tune of the imported checkpoint")
 
 
 if __name__ == "__main__":
