@@ -119,12 +119,28 @@ def browser():
         b.close()
 
 
+_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call":
+        item.stash[_FAILED] = report.failed
+    return report
+
+
 @pytest.fixture
-def page(browser):
+def page(browser, request):
     context = browser.new_context(viewport={"width": 1600, "height": 1100})
     pg = context.new_page()
     pg.set_default_timeout(TIMEOUT_MS)
     yield pg
+    if request.node.stash.get(_FAILED, False):  # what the page showed when the test failed
+        try:
+            screenshot(pg, f"FAILED_{request.node.name}")
+        except Exception as e:  # noqa: BLE001 - a failed test's own error matters more
+            print(f"no failure screenshot: {e}")
     context.close()
 
 
