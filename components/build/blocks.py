@@ -218,7 +218,10 @@ def render_instance(graph: Graph, analysis: Analysis, node_id: str) -> None:
     st.button("Ungroup", key=f"studio.build.ungroup_btn.{node_id}", on_click=_on_ungroup, args=(node_id,),
               icon=":material/call_split:", help="Replace the instance by its layers (ids such as layer1_0_conv1).")
     _show_error(f"studio.build.ungroup.{node_id}")
-    with st.expander(f"Edit block {node.type!r} (every instance follows)"):
+    # Open or closed is the server's state (keyed, tracked): a rerun that draws the inspector again, even
+    # as a new element, keeps it open; its label holds no block name, so a rename inside keeps it open too.
+    with st.expander("Edit the block's definition (every instance follows)", key=f"studio.build.edit_block.{node_id}",
+                     on_change="rerun"):
         render_definition(graph, node.type)
 
 

@@ -60,7 +60,7 @@ def test_group_repeat_undo_and_refresh(studio_server, page):
     assert [n.get("repeat") for n in saved["nodes"]] == [None, None, 3]
 
     # Edit the definition in place: every copy follows (the instance's output shape changes).
-    page.get_by_text("Edit block 'dense' (every instance follows)").click()
+    page.get_by_text("Edit the block's definition (every instance follows)").click()
     inner = fresh(page).get_by_label("out_features", exact=True)
     inner.fill("12")
     inner.press("Enter")
