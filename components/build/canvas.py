@@ -356,10 +356,8 @@ hide(); setInterval(hide, 1000);
 
 def hide_unsupported_menu_items() -> None:
     """Hide the component's own edge and node editors (call once, at the end of the page: it draws an
-    empty frame)."""
-    import streamlit.components.v1 as components
-
-    components.html(_HIDE_MENU_ITEMS, height=0)
+    empty frame, as high as its content: nothing)."""
+    st.iframe(_HIDE_MENU_ITEMS)
 
 
 # ---- reading the browser's edits -----------------------------------------------------------------

@@ -29,6 +29,7 @@ SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 FLOW_IFRAME = 'iframe[title="streamlit_flow.streamlit_flow"]'
+LIVE = '[data-testid="stElementContainer"]:not([data-stale="true"]):not([data-retained="true"])'  # see fresh()
 TIMEOUT_MS = 60_000  # a page's default wait: a loaded 2-core machine is slow, not broken
 
 
@@ -135,8 +136,11 @@ def page(browser, request):
     context = browser.new_context(viewport={"width": 1600, "height": 1100})
     pg = context.new_page()
     pg.set_default_timeout(TIMEOUT_MS)
+    sockets: list[str] = []  # Streamlit's websockets: more than one per page load means it reconnected
+    pg.on("websocket", lambda ws: sockets.append(f"{time.strftime('%H:%M:%S')} {ws.url}"))
     yield pg
     if request.node.stash.get(_FAILED, False):  # what the page showed when the test failed
+        print(f"websockets the page opened: {sockets}")
         try:
             screenshot(pg, f"FAILED_{request.node.name}")
         except Exception as e:  # noqa: BLE001 - a failed test's own error matters more
@@ -152,25 +156,55 @@ def screenshot(page, name: str) -> Path:
 
 
 def wait_idle(page, timeout: float = 60.0) -> None:
-    """Wait until Streamlit has finished rerunning (no 'Running...' status widget); on timeout, an
-    AssertionError with what the status widget and the page showed."""
+    """Wait until Streamlit has finished rerunning; on timeout, an AssertionError with what the status
+    widget and the page showed.
+
+    Streamlit shows its "Running..." widget only once a run has lasted 500 ms (its StatusWidget), so that
+    alone misses a short run; a run under way also marks the previous run's elements it has not drawn
+    again `data-stale`. Idle is neither, seen on three polls in a row (a live fragment's reruns leave
+    gaps of most of a second between them)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     page.wait_for_timeout(300)
+    page.evaluate("window.__studioQuiet = 0")
     widget = '[data-testid="stStatusWidget"]'
     try:
-        page.wait_for_function(f"!document.querySelector('{widget}')", timeout=timeout * 1000)
+        page.wait_for_function(f"""() => {{
+            const busy = document.querySelector('{widget}') || document.querySelector('[data-stale="true"]');
+            window.__studioQuiet = busy ? 0 : (window.__studioQuiet || 0) + 1;
+            return window.__studioQuiet >= 3; }}""", polling=100, timeout=timeout * 1000)
     except PlaywrightTimeout:
         shown = page.locator(widget).all_inner_texts()
         raise AssertionError(f"Streamlit still busy after {timeout:.0f} s (status widget: {shown}); "
                              f"{page_report(page)}") from None
 
 
+def commit_text(page, label: str, value: str, done, attempts: int = 3, wait_ms: int = 20_000) -> None:
+    """Type `value` into the live box labelled `label`, press Enter, and wait until `done(timeout_ms)` (an
+    `expect(...)` of the edit's effect) holds. A rerun that draws the box again between the typing and the
+    Enter drops the typed text (the canvas component answers each new picture by itself, seconds later on
+    a loaded machine): then type it again. Typing the same value twice is one edit (the box made for the
+    old value is no longer the newest once the edit landed, studio's widget_keys.still_shows)."""
+    for attempt in range(attempts):
+        box = fresh(page).get_by_label(label, exact=True)
+        box.fill(value)
+        box.press("Enter")
+        try:
+            done(wait_ms)
+            return
+        except AssertionError:
+            if attempt == attempts - 1:
+                raise
+            wait_idle(page)
+
+
 def fresh(page):
     """The page's elements of the newest run: while a rerun is under way (and Streamlit's "Running"
     widget shows only for runs longer than a moment) the previous run's elements stay, marked stale,
-    so a widget made anew can briefly show twice."""
-    return page.locator('[data-testid="stElementContainer"]:not([data-stale="true"])')
+    so a widget made anew can briefly show twice. Streamlit also retains a widget that had the focus
+    when a run replaced it, hidden (`data-retained`, display: none unless focused), until a later run: the
+    box just typed in and pressed Enter on stays in the page beside its successor."""
+    return page.locator(LIVE)
 
 
 def scroll_to(locator, timeout: float = 60_000, attempts: int = 5) -> None:

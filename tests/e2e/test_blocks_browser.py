@@ -9,7 +9,7 @@ import json
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import FLOW_IFRAME, TIMEOUT_MS, choose, fresh, screenshot, scroll_to, wait_idle
+from tests.e2e.conftest import FLOW_IFRAME, TIMEOUT_MS, choose, commit_text, screenshot, scroll_to, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -61,10 +61,7 @@ def test_group_repeat_undo_and_refresh(studio_server, page):
 
     # Edit the definition in place: every copy follows (the instance's output shape changes).
     page.get_by_text("Edit the block's definition (every instance follows)").click()
-    inner = fresh(page).get_by_label("out_features", exact=True)
-    inner.fill("12")
-    inner.press("Enter")
-    expect(head).to_contain_text("▣ dense ×3 -> (12,)", timeout=TIMEOUT_MS)
+    commit_text(page, "out_features", "12", lambda ms: expect(head).to_contain_text("▣ dense ×3 -> (12,)", timeout=ms))
     wait_idle(page)
     screenshot(page, "blocks_03_definition_edited")
 

@@ -11,7 +11,17 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
 from studio.templates import list_templates, load_template
-from tests.e2e.conftest import FLOW_IFRAME, TIMEOUT_MS, fresh, page_report, screenshot, select_node, wait_idle
+from tests.e2e.conftest import (
+    FLOW_IFRAME,
+    LIVE,
+    TIMEOUT_MS,
+    commit_text,
+    fresh,
+    page_report,
+    screenshot,
+    select_node,
+    wait_idle,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -72,12 +82,9 @@ def test_add_connect_and_see_the_shape(studio_server, page):
 
     # Edit a param in the inspector: the shapes downstream change at once.
     select_node(page, "fc")
-    box = fresh(page).get_by_label("out_features", exact=True)
-    expect(box).to_have_value("10")
-    box.fill("12")
-    box.press("Enter")
+    expect(fresh(page).get_by_label("out_features", exact=True)).to_have_value("10")
+    commit_text(page, "out_features", "12", lambda ms: expect(fc).to_contain_text("Linear 12 -> (12,)", timeout=ms))
     _wait_node_text(page, "dropout1", "(12,)")
-    expect(fc).to_contain_text("Linear 12 -> (12,)")
     page.get_by_role("tab", name="Summary").click()
     page.get_by_text("Parameters").first.wait_for()
     wait_idle(page)
@@ -86,10 +93,7 @@ def test_add_connect_and_see_the_shape(studio_server, page):
     # Another edit, then two Undos clicked faster than the page answers. Streamlit merges a click that
     # arrives before the previous click's run has started, so one or two steps go back; what must never
     # happen is the undone edit coming back by itself (the box made for 14 sending 14 again) or Redo lost.
-    box = fresh(page).get_by_label("out_features", exact=True)
-    box.fill("14")
-    box.press("Enter")
-    expect(fc).to_contain_text("Linear 14 -> (14,)", timeout=TIMEOUT_MS)
+    commit_text(page, "out_features", "14", lambda ms: expect(fc).to_contain_text("Linear 14 -> (14,)", timeout=ms))
     wait_idle(page)
     page.get_by_role("button", name="Undo").click()
     page.get_by_role("button", name="Undo").click()
@@ -113,13 +117,32 @@ def test_add_connect_and_see_the_shape(studio_server, page):
     saved = json.loads((studio_server.workspace / "graphs" / "_autosave.json").read_text())
     assert next(n for n in saved["nodes"] if n["id"] == "fc")["params"]["out_features"] == 14
 
+    # Right-click a node: its menu offers Delete (the component's own "Edit Node" editor is hidden: a node is
+    # edited in the inspector); the node and its edge go, and Undo brings both back.
+    new.click(button="right")
+    delete = flow.get_by_role("button", name=re.compile(r"Delete Node"))
+    expect(delete).to_be_visible()
+    expect(flow.get_by_role("button", name=re.compile(r"Edit Node"))).to_be_hidden()
+    screenshot(page, "build_05_node_menu")
+    delete.click()
+    expect(new).to_have_count(0, timeout=TIMEOUT_MS)
+    expect(flow.locator(".react-flow__edge")).to_have_count(2, timeout=TIMEOUT_MS)
+    caption = fresh(page).locator('[data-testid="stCaptionContainer"]').filter(has_text=" params · output ")
+    expect(caption).to_contain_text("3 nodes", timeout=TIMEOUT_MS)  # the server has the edit (and saved it)
+    wait_idle(page)
+    saved = json.loads((studio_server.workspace / "graphs" / "_autosave.json").read_text())
+    assert "dropout1" not in [n["id"] for n in saved["nodes"]] and len(saved["edges"]) == 2
+    page.get_by_role("button", name="Undo").click()
+    expect(new).to_contain_text(re.compile(r"Dropout.*->\s*\(14,\)", re.S), timeout=TIMEOUT_MS)
+    expect(flow.locator(".react-flow__edge")).to_have_count(3, timeout=TIMEOUT_MS)
+
 
 def _settled_out_features(page) -> str:
     """fc's out_features once the canvas label and the inspector's one live box show the same number."""
     return page.wait_for_function(f"""() => {{
         const f = document.querySelector('{FLOW_IFRAME}');
         const n = f && f.contentDocument && f.contentDocument.querySelector('.react-flow__node[data-id="fc"]');
-        const live = '[data-testid="stElementContainer"]:not([data-stale="true"]) input[aria-label="out_features"]';
+        const live = '{LIVE} input[aria-label="out_features"]';
         const boxes = [...document.querySelectorAll(live)];
         const m = n && boxes.length === 1 && n.innerText.match(/Linear (\\d+) ->/);
         return m && m[1] === boxes[0].value ? m[1] : null; }}""", timeout=TIMEOUT_MS).json_value()

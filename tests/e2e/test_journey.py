@@ -26,6 +26,7 @@ from studio.templates import load_template
 from tests.e2e.conftest import (
     FLOW_IFRAME,
     choose,
+    fresh,
     page_report,
     screenshot,
     scroll_to,
@@ -83,7 +84,7 @@ def wait_node_text(page, node_id: str, text: str) -> None:
 def edit_param(page, node_id: str, param: str, value: str) -> None:
     """Select a node on the canvas and type a new value for one param in the inspector."""
     select_node(page, node_id)
-    field = page.get_by_label(param, exact=True)
+    field = fresh(page).get_by_label(param, exact=True)
     field.fill(value)
     field.press("Enter")
 
