@@ -83,8 +83,12 @@ with right:
 
 # ---- panels (only the open tab runs) -------------------------------------------------------------
 n_issues = len(analysis.issues)
-tabs = st.tabs([f"Issues ({n_issues})", "Summary", "Code", "Templates", "Files", "Pretrained"], key="studio.build.tab",
-               on_change="rerun")
+labels = [f"Issues ({n_issues})", "Summary", "Code", "Templates", "Files", "Pretrained"]
+# The tabs' identity includes their labels: when the issue count changes they are made anew, starting
+# at `default`, so the tab the user had open (what the last run saw) stays open.
+was_open = str(st.session_state.get("studio.build.tab") or "").split(" (")[0]
+tabs = st.tabs(labels, key="studio.build.tab", on_change="rerun",
+               default=next((label for label in labels if label.split(" (")[0] == was_open), labels[0]))
 with tabs[0]:
     if tabs[0].open:
         panels.render_issues(analysis)

@@ -407,6 +407,17 @@ def test_summary_and_code_tabs(_workspace):
     assert "TorchScript (legacy) (.pt)" in labels and "Build ONNX" in [b.label for b in at.button]
 
 
+def test_the_open_tab_stays_open_when_the_issue_count_changes(_workspace):
+    at = start(_workspace, small_cnn())
+    show_tab(at, "Summary")
+    assert at.tabs[0].label == "Issues (0)" and len(at.dataframe) == 1
+    browser(at, selected="conv1")
+    type_param(at, "conv1", "kernel_size", "30")  # larger than the 28x28 input: one issue
+    run(at)
+    assert at.tabs[0].label == "Issues (1)"
+    assert len(at.dataframe) == 1 and at.session_state["studio.build.tab"] == "Summary"  # still on Summary
+
+
 # ---- palette -------------------------------------------------------------------------------------
 
 def test_every_palette_type_can_be_added_and_edited(_workspace):
