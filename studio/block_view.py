@@ -163,4 +163,71 @@ def with_block_body_from_view(graph: Graph, block_name: str, view: Graph) -> Gra
     return parse_graph(g.to_dict())  # the document as a whole still reads (GraphError naming the cause)
 
 
-__all__ = ["BlockView", "block_view", "body_id", "instances_of", "view_ids", "with_block_body_from_view"]
+
+def view_with_layer(view: Graph, type_name: str, after: str, params: dict | None = None,
+                    step: tuple[float, float] = (0.0, 110.0)) -> tuple[Graph, str]:
+    """A copy of the view with a new `type_name` layer fed by `after`, and its id. When `after` has one
+    consumer the new layer goes between them (a merge layer such as Add too: drag the skip into it next),
+    and what follows moves one `step` along; a block cannot hold a second output, so a new layer never
+    dangles beside the chain. ValueError for an unknown type or node."""
+    from studio.graph_edit import new_node_id
+    from studio.layers import REGISTRY
+
+    if type_name not in REGISTRY or REGISTRY[type_name].inputs[1] == 0:
+        raise ValueError(f"{type_name!r} is not a palette layer that takes an input; a block's inputs are "
+                         "set when it is grouped")
+    if not view.has_node(after):
+        raise ValueError(f"the block has no node {after!r} to add after")
+    g = view.copy()
+    nid = new_node_id(g, type_name)
+    anchor = g.node(after)
+    consumers = [e for e in g.edges if e.source == after]
+    if len(consumers) == 1:
+        e = consumers[0]
+        g.edges[g.edges.index(e)] = Edge(nid, e.target, e.port)
+        todo, seen = [e.target], {e.target}
+        while todo:
+            node = g.node(todo.pop())
+            if node.position is not None:
+                node.position = {"x": node.position["x"] + step[0], "y": node.position["y"] + step[1]}
+            for t in g.outputs_of(node.id):
+                if t not in seen:
+                    seen.add(t)
+                    todo.append(t)
+    g.edges.append(Edge(after, nid))
+    position = None
+    if anchor.position is not None:
+        position = {"x": anchor.position["x"] + step[0], "y": anchor.position["y"] + step[1]}
+    g.nodes.insert(g.nodes.index(anchor) + 1, Node(nid, type_name, copy.deepcopy(params or {}), position))
+    return g, nid
+
+
+def bridged(before: Graph, after: Graph) -> Graph:
+    """`after` (a view the canvas edited) where each node deleted from a chain is bridged: a removed node
+    that had one input hands it to what it fed (the canvas deletes a node with its edges), so deleting a
+    layer in the middle of a block keeps it one chain, as `without_block_layer` does."""
+    kept = {n.id for n in after.nodes}
+    removed = [n.id for n in before.nodes if n.id not in kept]
+    if not removed:
+        return after
+    g = after.copy()
+    ins = before.input_map()
+    present = {(e.source, e.target) for e in g.edges}
+
+    def source_of(nid: str) -> str | None:  # the nearest kept node upstream of a chain of removed ones
+        while nid not in kept:
+            if len(ins[nid]) != 1:
+                return None
+            nid = ins[nid][0]
+        return nid
+
+    for e in before.edges:
+        if e.source in removed and e.target in kept:
+            src = source_of(e.source)
+            if src is not None and (src, e.target) not in present:
+                g.edges.append(Edge(src, e.target, e.port))
+                present.add((src, e.target))
+    return g
+
+
+__all__ = ["BlockView", "block_view", "bridged", "view_with_layer", "body_id", "instances_of", "view_ids", "with_block_body_from_view"]

@@ -218,6 +218,9 @@ def render_instance(graph: Graph, analysis: Analysis, node_id: str) -> None:
     st.button("Ungroup", key=f"studio.build.ungroup_btn.{node_id}", on_click=_on_ungroup, args=(node_id,),
               icon=":material/call_split:", help="Replace the instance by its layers (ids such as layer1_0_conv1).")
     _show_error(f"studio.build.ungroup.{node_id}")
+    from components.build import block_canvas
+
+    block_canvas.render_open_button(node.type, node_id)  # edit the definition on the canvas
     with st.expander(f"Edit block {node.type!r} (every instance follows)"):
         render_definition(graph, node.type)
 
