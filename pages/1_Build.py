@@ -4,7 +4,17 @@ the issues, the live summary, the exported code, the templates and the graph fil
 import streamlit as st
 
 from components import clicks, nav, pretrained_panel, session
-from components.build import block_canvas, blocks, canvas, graph_files, graph_rescue, head_panel, inspector, palette, panels
+from components.build import (
+    block_canvas,  # a block opened on the canvas
+    blocks,
+    canvas,
+    graph_files,
+    graph_rescue,
+    head_panel,
+    inspector,
+    palette,
+    panels,
+)
 from components.text import st_escape
 
 st.set_page_config(page_title="Build · Neural Studio", page_icon="🧱", layout="wide")

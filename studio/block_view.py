@@ -230,4 +230,5 @@ def bridged(before: Graph, after: Graph) -> Graph:
     return g
 
 
-__all__ = ["BlockView", "block_view", "bridged", "view_with_layer", "body_id", "instances_of", "view_ids", "with_block_body_from_view"]
+__all__ = ["BlockView", "block_view", "body_id", "bridged", "instances_of", "view_ids", "view_with_layer",
+           "with_block_body_from_view"]
