@@ -123,3 +123,29 @@ def test_removing_and_rewiring_layers_in_the_view():
     g2 = with_block_body_from_view(g, "mlp", view)
     assert [n.id for n in g2.blocks["mlp"].body.nodes] == ["x", "fc1", "fc2"]
     assert analyze(g2).ok and analyze(g2).total_params == analyze(g).total_params
+
+
+def test_a_layer_added_in_the_view_goes_into_the_chain_and_a_deleted_one_is_bridged():
+    from studio.block_view import bridged, view_with_layer
+
+    g = parse_graph(mlp_doc())
+    view = block_view(g, "mlp").graph
+    for i, n in enumerate(view.nodes):
+        n.position = {"x": 0.0, "y": 100.0 * i}
+    # An Add after fc1 goes between fc1 and relu (a block cannot hold a second output); relu and fc2 move down.
+    added, nid = view_with_layer(view, "Add", "fc1", step=(0.0, 100.0))
+    assert nid == "add1" and {("fc1", "add1"), ("add1", "relu")} <= {(e.source, e.target) for e in added.edges}
+    assert added.node("add1").position == {"x": 0.0, "y": 200.0} and added.node("fc2").position["y"] == 400.0
+    g2 = with_block_body_from_view(g, "mlp", added)
+    assert [n.id for n in g2.blocks["mlp"].body.nodes] == ["x", "fc1", "add1", "relu", "fc2"]
+    with pytest.raises(ValueError, match="not a palette layer that takes an input"):
+        view_with_layer(view, "Input", "fc1")
+
+    # The canvas deletes relu with its edges: bridged, fc1 feeds fc2 and the block stays one chain.
+    deleted = view.copy()
+    deleted.nodes = [n for n in deleted.nodes if n.id != "relu"]
+    deleted.edges = [e for e in deleted.edges if "relu" not in (e.source, e.target)]
+    g3 = with_block_body_from_view(g, "mlp", bridged(view, deleted))
+    assert {(e.source, e.target) for e in g3.blocks["mlp"].body.edges} == {("x", "fc1"), ("fc1", "fc2")}
+    with pytest.raises(GraphError, match="single output"):  # without the bridge: fc1 and fc2 both end
+        with_block_body_from_view(g, "mlp", deleted)
