@@ -51,20 +51,30 @@ def opened(graph: Graph) -> str | None:
     if chosen[0] not in graph.blocks:
         st.session_state.pop(OPEN_KEY, None)
         canvas.select_node(None)
+        _new_subject()
         return None
     return chosen[0]
+
+
+def _new_subject() -> None:
+    """The canvas is to draw another graph (the block, or the graph again): until it has, no browser
+    answer is an edit of it. An answer to the old picture, read as an edit of the new one, would delete
+    every node the two do not share (canvas.is_current_picture compares this revision)."""
+    st.session_state[canvas._BASE_REV] = None
 
 
 def open_block(block: str, instance: str | None = None) -> None:
     st.session_state[OPEN_KEY] = (block, instance)
     st.session_state.pop(_REFUSED, None)
     canvas.select_node(None)
+    _new_subject()
 
 
 def close() -> None:
     """Back to the graph, with the instance the block was opened from selected."""
     chosen = st.session_state.pop(OPEN_KEY, None)
     st.session_state.pop(_REFUSED, None)
+    _new_subject()
     instance = chosen[1] if chosen else None
     graph = session.current_graph()
     canvas.select_node(instance if instance and graph.has_node(instance) else None)
@@ -74,6 +84,7 @@ def _on_instance(key: str) -> None:
     chosen = st.session_state.get(OPEN_KEY)
     if chosen:
         st.session_state[OPEN_KEY] = (chosen[0], st.session_state.get(key))
+        _new_subject()
 
 
 def current_view(graph: Graph) -> tuple[BlockView, Analysis]:

@@ -144,7 +144,9 @@ def _on_block_param(node_id: str, name: str, key: str) -> None:
     except ValueError:
         value = raw  # a bare word is a string value (a choice such as "gelu")
     _error(key, None)
-    if graph.node(node_id).params.get(name, _MISSING) != value:
+    # Against the value the box showed (the default when unset): a box mounted again sends what it showed
+    # (widget_keys), and that echo of an unset parameter must not become an invisible undo step.
+    if graph.node(node_id).params.get(name, default) != value:
         session.set_current_graph(with_param(graph, node_id, name, value))
 
 
