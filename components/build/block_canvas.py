@@ -195,7 +195,7 @@ def render_open_button(block: str, instance: str) -> None:
 def render_header(graph: Graph, view: BlockView) -> None:
     """What the canvas shows: the block, that every instance follows, whose shapes; Back; a refused edit."""
     instances = instances_of(graph, view.block, session.current_analysis())
-    cols = st.columns([5, 2, 1.6], vertical_alignment="center")
+    cols = st.columns([4.5, 1.8, 2.4], vertical_alignment="center")
     whose = f"shapes of instance **{st_escape(view.instance)}**" if view.instance else \
         "not used yet: its input has no shape"
     cols[0].markdown(f"**Editing block '{st_escape(view.block)}'** · every instance follows · {whose}")
