@@ -149,3 +149,26 @@ def test_a_layer_added_in_the_view_goes_into_the_chain_and_a_deleted_one_is_brid
     assert {(e.source, e.target) for e in g3.blocks["mlp"].body.edges} == {("x", "fc1"), ("fc1", "fc2")}
     with pytest.raises(GraphError, match="single output"):  # without the bridge: fc1 and fc2 both end
         with_block_body_from_view(g, "mlp", deleted)
+
+
+def test_every_block_of_the_block_templates_opens_with_its_instance_shapes_and_no_error():
+    from studio.templates import list_templates, load_template
+
+    seen = 0
+    for name in [t.name for t in list_templates()]:
+        g = load_template(name)
+        if not g.blocks:
+            continue
+        a = analyze(g)
+        for block in g.blocks:
+            v = block_view(g, block, a)
+            inst = a.expansion.instances[v.instance]
+            va = analyze(v.graph)
+            assert va.ok, (name, block, va.issues[:3])
+            # the view's output is the instance's first copy's output, shape for shape
+            assert va.nodes[va.output_id].output_shape == a.nodes[inst.copy_outputs[0]].output_shape, (name, block)
+            # and taking the unchanged view back changes nothing but positions
+            back = with_block_body_from_view(g, block, v.graph)
+            assert [n.params for n in back.blocks[block].body.nodes] == [n.params for n in g.blocks[block].body.nodes]
+            seen += 1
+    assert seen >= 5
