@@ -91,3 +91,27 @@ def test_open_a_block_add_a_skip_in_it_refuse_two_outputs_go_back_and_undo(_work
     run(at)
     assert not current(at).blocks and OPEN_KEY not in at.session_state
     assert ids(at) == {"input", "fc1", "relu", "fc2", "head"}
+
+
+def test_the_shapes_of_another_instance_and_layout_of_the_open_block(_workspace):
+    from tests.test_block_view import mlp_doc
+
+    at = start(_workspace, mlp_doc())
+    browser(at, selected="c")
+    at.button(key="studio.build.open_block_btn.c").click()
+    run(at)
+    assert "(5,)" in label(at, "fc1")  # c's width
+    (pick,) = [s for s in at.selectbox if s.key and s.key.startswith("studio.build.open_block_instance.")]
+    assert pick.options == ["b", "c"] and pick.value == "c"
+    pick.set_value("b")
+    run(at)
+    assert "(16,)" in label(at, "fc1") and at.session_state[OPEN_KEY] == ("mlp", "b")
+    assert current(at).blocks["mlp"].body.node("fc1").position is None  # drawn laid out, not stored
+    at.button(key="studio.build.layout_right").click()
+    run(at)
+    body = current(at).blocks["mlp"].body
+    assert body.node("fc1").position["x"] > body.node("x").position["x"]  # left to right, in the block
+    assert body.node("fc1").params == {"out_features": "$width"}
+    at.button(key="studio.build.undo").click()
+    run(at)
+    assert current(at).blocks["mlp"].body.node("fc1").position is None
