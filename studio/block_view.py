@@ -89,6 +89,10 @@ def block_view(graph: Graph, block_name: str, analysis: Analysis | None = None,
     analysis = analysis if analysis is not None else analyze(graph)
     paths = instances_of(graph, block_name, analysis)
     path = instance if instance in paths else (paths[0] if paths else None)
+    if path is not None and not _inputs_known(analysis, path):
+        # What feeds it has an error upstream (often an edit of this very block in an earlier copy): show
+        # the first instance whose inputs have shapes instead, rather than none.
+        path = next((p for p in [path, *paths] if _inputs_known(analysis, p)), path)
     inst = analysis.expansion.instances[path] if path is not None else None
     values = dict(inst.values[0]) if inst is not None and inst.values else dict(block.params)
     feeds = dict(zip(block.input_ids, inst.inputs, strict=False)) if inst is not None else {}
@@ -109,6 +113,18 @@ def block_view(graph: Graph, block_name: str, analysis: Analysis | None = None,
     others = {name: b for name, b in graph.blocks.items() if name != block_name}
     view = Graph(block_name, nodes, edges, block.description, copy.deepcopy(others))
     return BlockView(block_name, view, path, values, ids)
+
+
+def _inputs_known(analysis: Analysis, path: str) -> bool:
+    inst = analysis.expansion.instances[path]
+    infos = [analysis.nodes.get(i) for i in inst.inputs]
+    return bool(infos) and all(i is not None and i.output_shape is not None for i in infos)
+
+
+def inputs_known(view: BlockView) -> bool:
+    """Whether every Input of the view has its instance's shape (False: the block is unused, or what
+    feeds every instance has an error, and analysis shows the Input's default shape)."""
+    return all("shape" in n.params for n in view.graph.nodes if n.type == "Input")
 
 
 def _value(v, values: dict):
@@ -230,5 +246,5 @@ def bridged(before: Graph, after: Graph) -> Graph:
     return g
 
 
-__all__ = ["BlockView", "block_view", "body_id", "bridged", "instances_of", "view_ids", "view_with_layer",
-           "with_block_body_from_view"]
+__all__ = ["BlockView", "block_view", "body_id", "bridged", "inputs_known", "instances_of", "view_ids",
+           "view_with_layer", "with_block_body_from_view"]

@@ -172,3 +172,15 @@ def test_every_block_of_the_block_templates_opens_with_its_instance_shapes_and_n
             assert [n.params for n in back.blocks[block].body.nodes] == [n.params for n in g.blocks[block].body.nodes]
             seen += 1
     assert seen >= 5
+
+
+def test_an_instance_fed_through_an_error_shows_the_first_instance_with_known_input_shapes():
+    from studio.block_view import inputs_known, view_with_layer
+
+    g = parse_graph(mlp_doc())
+    half, _ = view_with_layer(block_view(g, "mlp").graph, "Add", "fc2")  # an Add with one input: an error
+    g2 = with_block_body_from_view(g, "mlp", half)
+    a = analyze(g2)
+    assert any(i.node_id == "b.0.add1" for i in a.errors)
+    v = block_view(g2, "mlp", a, instance="c")  # c is fed by b, which has no output shape now
+    assert v.instance == "b" and v.graph.node("x_1").params == {"shape": [8]} and inputs_known(v)

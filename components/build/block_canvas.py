@@ -28,6 +28,7 @@ from studio.block_view import (
     block_view,
     body_id,
     bridged,
+    inputs_known,
     instances_of,
     view_with_layer,
     with_block_body_from_view,
@@ -198,6 +199,11 @@ def render_header(graph: Graph, view: BlockView) -> None:
     cols = st.columns([4.5, 1.8, 2.4], vertical_alignment="center")
     whose = f"shapes of instance **{st_escape(view.instance)}**" if view.instance else \
         "not used yet: its input has no shape"
+    asked = st.session_state.get(OPEN_KEY, (None, None))[1]
+    if view.instance and asked and asked != view.instance and asked in instances:
+        whose += f" (instance {st_escape(asked)} gets no shape: what feeds it has an error)"
+    if view.instance and not inputs_known(view):
+        whose += " · its input shape is unknown (what feeds it has an error): shapes below are a guess"
     cols[0].markdown(f"**Editing block '{st_escape(view.block)}'** · every instance follows · {whose}")
     if len(instances) > 1:
         key = widget_keys.for_value("studio.build.open_block_instance", view.instance)
