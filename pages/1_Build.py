@@ -4,7 +4,17 @@ the issues, the live summary, the exported code, the templates and the graph fil
 import streamlit as st
 
 from components import clicks, nav, pretrained_panel, session
-from components.build import blocks, canvas, graph_files, graph_rescue, head_panel, inspector, palette, panels
+from components.build import (
+    block_canvas,  # a block opened on the canvas
+    blocks,
+    canvas,
+    graph_files,
+    graph_rescue,
+    head_panel,
+    inspector,
+    palette,
+    panels,
+)
 from components.text import st_escape
 
 st.set_page_config(page_title="Build · Neural Studio", page_icon="🧱", layout="wide")
@@ -12,7 +22,11 @@ nav.render()
 
 # The browser's edits (moves, deletions, new edges, selection) first, so everything below sees them.
 graph = session.current_graph()
-edited = canvas.absorb_browser_state(graph)
+if block_canvas.opened(graph):  # a block open on the canvas: the browser's edits are edits of its definition
+    block_canvas.absorb(graph)
+    edited = None
+else:
+    edited = canvas.absorb_browser_state(graph)
 if edited is not None:
     canvas.apply_browser_edit(edited)
 if any(n.position is None for n in session.current_graph().nodes):
@@ -22,6 +36,8 @@ graph, rev, analysis = session.current_graph(), session.graph_revision(), sessio
 
 
 def _relayout(direction: str) -> None:
+    if block_canvas.relayout(direction):  # a block is open: lay out its layers
+        return
     canvas.set_direction(direction)
     session.set_current_graph(canvas.auto_layout(session.current_graph(), direction))
 
@@ -73,13 +89,21 @@ if train:
 left, right = st.columns([3, 1.15])
 with left:
     try:
-        canvas.render(graph, analysis)
+        if block_canvas.opened(graph):  # the open block's definition, with one instance's shapes
+            view, view_analysis = block_canvas.current_view(graph)
+            block_canvas.render_header(graph, view)
+            canvas.render(view.graph, view_analysis)
+        else:
+            canvas.render(graph, analysis)
     except graph_rescue.DRAW_ERRORS as e:
         graph_rescue.render_undrawable(graph, e)
     st.caption("Drag from a node's bottom handle to another node to connect · right-click a node or edge to "
                "delete it · click a node to edit it")
 with right:
-    inspector.render_inspector(graph, analysis)
+    if block_canvas.opened(graph):
+        block_canvas.render_inspector(graph, *block_canvas.current_view(graph))
+    else:
+        inspector.render_inspector(graph, analysis)
 
 # ---- panels (only the open tab runs) -------------------------------------------------------------
 n_issues = len(analysis.issues)

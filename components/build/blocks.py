@@ -144,7 +144,9 @@ def _on_block_param(node_id: str, name: str, key: str) -> None:
     except ValueError:
         value = raw  # a bare word is a string value (a choice such as "gelu")
     _error(key, None)
-    if graph.node(node_id).params.get(name, _MISSING) != value:
+    # Against the value the box showed (the default when unset): a box mounted again sends what it showed
+    # (widget_keys), and that echo of an unset parameter must not become an invisible undo step.
+    if graph.node(node_id).params.get(name, default) != value:
         session.set_current_graph(with_param(graph, node_id, name, value))
 
 
@@ -218,6 +220,9 @@ def render_instance(graph: Graph, analysis: Analysis, node_id: str) -> None:
     st.button("Ungroup", key=f"studio.build.ungroup_btn.{node_id}", on_click=_on_ungroup, args=(node_id,),
               icon=":material/call_split:", help="Replace the instance by its layers (ids such as layer1_0_conv1).")
     _show_error(f"studio.build.ungroup.{node_id}")
+    from components.build import block_canvas
+
+    block_canvas.render_open_button(node.type, node_id)  # edit the definition on the canvas
     # Open or closed is the server's state (keyed, tracked): a rerun that draws the inspector again, even
     # as a new element, keeps it open; its label holds no block name, so a rename inside keeps it open too.
     with st.expander("Edit the block's definition (every instance follows)", key=f"studio.build.edit_block.{node_id}",

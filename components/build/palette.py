@@ -95,6 +95,10 @@ def matching_types(query: str) -> dict[str, list[str]]:
 
 
 def _on_add(type_name: str) -> None:
+    from components.build import block_canvas
+
+    if block_canvas.add_layer(type_name):  # a block is open on the canvas: the layer goes into it
+        return
     graph = session.current_graph()
     after = canvas.selected_node(graph)
     g, nid = add_layer(graph, type_name, after, canvas.direction())
@@ -118,7 +122,15 @@ def render_palette() -> None:
     """Search box and one expander per category with a button per layer type."""
     graph = session.current_graph()
     after = canvas.selected_node(graph)
-    st.caption(f"Adds after **{after}**" if after else "Select a node on the canvas to add after it")
+    from components.build import block_canvas
+
+    block = block_canvas.opened(graph)
+    if block:  # a block is open on the canvas: the palette adds into it
+        view, _ = block_canvas.current_view(graph)
+        inner = canvas.selected_node(view.graph)
+        st.caption(f"Adds into block **{block}** after **{inner or 'its output'}**")
+    else:
+        st.caption(f"Adds after **{after}**" if after else "Select a node on the canvas to add after it")
     render_added()
     query = st.text_input("Search layers", key=SEARCH_KEY, placeholder="conv, attention, norm...",
                           label_visibility="collapsed")

@@ -9,7 +9,16 @@ import json
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import FLOW_IFRAME, TIMEOUT_MS, choose, commit_text, screenshot, scroll_to, wait_idle
+from tests.e2e.conftest import (
+    FLOW_IFRAME,
+    TIMEOUT_MS,
+    choose,
+    commit_text,
+    screenshot,
+    scroll_to,
+    select_node,
+    wait_idle,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -82,3 +91,67 @@ def test_group_repeat_undo_and_refresh(studio_server, page):
     assert saved["format"] == "studio.graph/2" and list(saved["blocks"]) == ["dense"]
     assert [n["id"] for n in saved["nodes"]] == ["input", "flat", "head"] and "repeat" not in saved["nodes"][2]
     screenshot(page, "blocks_04_after_refresh")
+
+
+CAT_BLOCK = {"format": "studio.graph/2", "name": "e2e-block-canvas",
+             "blocks": {"cat2": {"params": {"width": 8}, "nodes": [
+                 {"id": "x", "type": "Input"},
+                 {"id": "fc1", "type": "Linear", "params": {"out_features": "$width"}},
+                 {"id": "fc2", "type": "Linear", "params": {"out_features": "$width"}},
+                 {"id": "cat", "type": "Concat"}],
+                 "edges": [{"source": "x", "target": "fc1"}, {"source": "fc1", "target": "fc2"},
+                           {"source": "fc2", "target": "cat"}, {"source": "fc1", "target": "cat"}]}},
+             "nodes": [{"id": "input", "type": "Input", "params": {"shape": [4]}},
+                       {"id": "b", "type": "cat2"},
+                       {"id": "head", "type": "Linear", "params": {"out_features": 3}}],
+             "edges": [{"source": "input", "target": "b"}, {"source": "b", "target": "head"}]}
+
+
+def _center(box: dict) -> tuple[float, float]:
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def test_open_a_block_on_the_canvas_draw_a_skip_into_it_go_back_and_undo(studio_server, page):
+    (studio_server.workspace / "graphs").mkdir(exist_ok=True)
+    (studio_server.workspace / "graphs" / "_autosave.json").write_text(json.dumps(CAT_BLOCK))
+    page.goto(f"{studio_server.url}/Build")
+    flow = page.frame_locator(FLOW_IFRAME)
+    b = flow.locator('.react-flow__node[data-id="b"]')
+    expect(b).to_contain_text("▣ cat2 -> (16,)", timeout=TIMEOUT_MS)  # fc2 (8) and fc1 (8) joined
+    wait_idle(page)
+    select_node(page, "b")
+    page.get_by_role("button", name="Open on the canvas").click()
+
+    # The canvas draws the block's layers with b's shapes under a header.
+    cat = flow.locator('.react-flow__node[data-id="cat"]')
+    expect(cat).to_contain_text("(16,)", timeout=TIMEOUT_MS)
+    expect(page.get_by_text("Editing block 'cat2'")).to_be_visible()
+    wait_idle(page)
+    screenshot(page, "block_canvas_01_opened")
+
+    # Drag from the block's input (x, drawn as x_1) to the Concat: a skip; the Concat now joins three.
+    src = flow.locator('.react-flow__node[data-id="x_1"] .react-flow__handle.source').bounding_box()
+    dst = cat.locator(".react-flow__handle.target").bounding_box()
+    page.mouse.move(*_center(src))
+    page.mouse.down()
+    page.mouse.move(*_center(dst), steps=12)
+    page.mouse.up()
+    expect(cat).to_contain_text("(20,)", timeout=TIMEOUT_MS)
+    wait_idle(page)
+    screenshot(page, "block_canvas_02_skip_added")
+    saved = json.loads((studio_server.workspace / "graphs" / "_autosave.json").read_text())
+    assert {"source": "x", "target": "cat"} in saved["blocks"]["cat2"]["edges"]
+
+    # Back to the graph: the instance's shape follows, and so do the head's parameters (20*3+3).
+    page.get_by_role("button", name="Back to the graph").click()
+    expect(b).to_contain_text("▣ cat2 -> (20,)", timeout=TIMEOUT_MS)
+    wait_idle(page)
+    select_node(page, "head")
+    expect(page.get_by_text("63 params")).to_be_visible(timeout=TIMEOUT_MS)
+    screenshot(page, "block_canvas_03_back")
+
+    page.get_by_role("button", name="Undo").click()
+    expect(b).to_contain_text("▣ cat2 -> (16,)", timeout=TIMEOUT_MS)
+    expect(page.get_by_text("51 params")).to_be_visible(timeout=TIMEOUT_MS)
+    wait_idle(page)
+    screenshot(page, "block_canvas_04_undone")
