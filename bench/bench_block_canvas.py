@@ -12,13 +12,11 @@ parameters). Figures, medians of interleaved repetitions:
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-from bench.bench_blocks import gpt2_small_doc
+from bench.bench_blocks import build_page, gpt2_small_doc
 from bench.common import interleaved, report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,19 +53,10 @@ def edit_figures() -> None:
 
 
 def page_figures() -> None:
-    from streamlit.testing.v1 import AppTest
-
     from components.build.block_canvas import OPEN_KEY
     from components.build.canvas import FLOW_KEY
 
-    with tempfile.TemporaryDirectory() as ws:
-        os.environ["STUDIO_WORKSPACE"] = ws
-        (Path(ws) / "graphs").mkdir(parents=True, exist_ok=True)
-        (Path(ws) / "graphs" / "_autosave.json").write_text(json.dumps(gpt2_small_doc()))
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-        at.run()
-        at.switch_page("pages/1_Build.py")
-        at.run()
+    with build_page(gpt2_small_doc()) as at:
         ts = int(time.time() * 1000)
 
         def rerun_after_move(opened: bool) -> float:

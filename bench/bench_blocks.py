@@ -17,6 +17,7 @@ Figures (medians of interleaved repetitions):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -110,19 +111,26 @@ def analysis_figures() -> None:
     print(f"      cold layer cache (first analysis in a process): {statistics.median(cold) * 1000:.1f} ms")
 
 
-def build_page_figures() -> None:
+@contextlib.contextmanager
+def build_page(doc: dict):
+    """The Build page (a headless AppTest) of a fresh temporary workspace whose autosave holds `doc`."""
     from streamlit.testing.v1 import AppTest
-
-    from components.build.canvas import EXPANDED_KEY, FLOW_KEY
 
     with tempfile.TemporaryDirectory() as ws:
         os.environ["STUDIO_WORKSPACE"] = ws
         (Path(ws) / "graphs").mkdir(parents=True, exist_ok=True)
-        (Path(ws) / "graphs" / "_autosave.json").write_text(json.dumps(gpt2_small_doc()))
+        (Path(ws) / "graphs" / "_autosave.json").write_text(json.dumps(doc))
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
         at.run()
         at.switch_page("pages/1_Build.py")
         at.run()
+        yield at
+
+
+def build_page_figures() -> None:
+    from components.build.canvas import EXPANDED_KEY, FLOW_KEY
+
+    with build_page(gpt2_small_doc()) as at:
         at.session_state["studio.build.tab"] = "Summary"
         at.run()
         ts = int(time.time() * 1000)

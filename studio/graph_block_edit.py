@@ -13,7 +13,7 @@ import copy
 
 from studio.errors import GraphError
 from studio.graph import FORMAT_BLOCKS, Edge, Graph, Node, node_id_problem, parse_graph
-from studio.graph_blocks import MAX_REPEAT, Block, block_name_problem
+from studio.graph_blocks import MAX_REPEAT, Block, block_name_problem, is_ref
 from studio.graph_edit import new_node_id
 
 
@@ -286,3 +286,44 @@ def without_block_layer(graph: Graph, block_name: str, node_id: str) -> Graph:
 
 
 __all__ += ["with_block_layer_added", "without_block_layer"]
+
+
+def renamed_block_layer(graph: Graph, block_name: str, old: str, new: str) -> Graph:
+    """A copy where layer `old` of block `block_name` is called `new` (its edges follow); every instance
+    follows, so its paths (and state-dict keys) become `instance.i.new`. ValueError for a bad or used id."""
+    g = graph.copy()
+    body = g.blocks[block_name].body
+    if not body.has_node(old):
+        raise ValueError(f"block {block_name!r} has no layer {old!r}")
+    if new == old:
+        return g
+    problem = node_id_problem(new, nested=True)
+    if problem:
+        raise ValueError(problem)
+    if body.has_node(new):
+        raise ValueError(f"block {block_name!r} already has a layer {new!r}; choose another id")
+    body.node(old).id = new
+    body.edges = [Edge(new if e.source == old else e.source, new if e.target == old else e.target, e.port)
+                  for e in body.edges]
+    return _checked(g)
+
+
+def without_block_param(graph: Graph, block_name: str, name: str) -> Graph:
+    """A copy where block `block_name` no longer declares parameter `name`, and no instance sets it.
+    ValueError while a layer of the block still takes it (`$name`), naming those layers."""
+    block = graph.blocks[block_name]
+    if name not in block.params:
+        raise ValueError(f"block {block_name!r} declares no parameter {name!r}")
+    users = [f"{n.id}.{k}" for n in block.body.nodes for k, v in n.params.items() if is_ref(v) and v[1:] == name]
+    if users:
+        raise ValueError(f"parameter {name!r} is used by {', '.join(users)}; give those a value first "
+                         "(or another $parameter), then remove it")
+    g = graph.copy()
+    del g.blocks[block_name].params[name]
+    for node in [*g.nodes, *(n for b in g.blocks.values() for n in b.body.nodes)]:
+        if node.type == block_name:
+            node.params.pop(name, None)
+    return _checked(g)
+
+
+__all__ += ["renamed_block_layer", "without_block_param"]

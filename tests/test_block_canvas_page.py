@@ -115,3 +115,23 @@ def test_the_shapes_of_another_instance_and_layout_of_the_open_block(_workspace)
     at.button(key="studio.build.undo").click()
     run(at)
     assert current(at).blocks["mlp"].body.node("fc1").position is None
+
+
+def test_a_layer_renamed_in_the_open_block_stays_selected_and_drawn_under_its_new_id(_workspace):
+    at = start(_workspace, flat_doc())
+    at.multiselect(key="studio.build.group.nodes").set_value(["fc1", "relu", "fc2"])
+    at.text_input(key="studio.build.group.name").input("mlp")
+    at.text_input(key="studio.build.group.instance").input("b")
+    at.button(key="studio.build.group.go").click()
+    run(at)
+    browser(at, selected="b")
+    at.button(key="studio.build.open_block_btn.b").click()
+    run(at)
+    browser(at, selected="fc1")
+    (layer_id,) = [t for t in at.text_input if t.key.startswith("studio.build.open_block_param_id.mlp.")]
+    layer_id.input("proj")
+    run(at)
+    assert pairs(current(at)) == {("x", "proj"), ("proj", "relu"), ("relu", "fc2")}
+    assert ids(at) == {"x_1", "proj", "relu", "fc2"} and "(16,)" in label(at, "proj")
+    assert at.session_state["studio.build.selected"] == "proj"
+    assert any(m.value.startswith("#### proj") for m in at.markdown)  # its inspector, under the new id

@@ -160,3 +160,61 @@ def test_a_layer_added_to_and_removed_from_a_block_changes_every_instance_and_un
     at.button(key="studio.build.undo").click()
     run(at)
     assert "layer1.1.dropout1" in analyze(current(at)).nodes  # the removal is one undo away
+
+
+def test_a_layer_renamed_inside_a_block_renames_every_copy_and_keeps_its_weights_shape():
+    from studio.graph import parse_graph
+    from studio.graph_block_edit import renamed_block_layer
+
+    g = parse_graph(small_doc())
+    g2 = renamed_block_layer(g, "basic", "conv1", "c1")
+    body = g2.blocks["basic"].body
+    assert body.has_node("c1") and not body.has_node("conv1")
+    assert {(e.source, e.target) for e in body.edges} >= {("x", "c1"), ("c1", "bn1")}
+    a, a2 = analyze(g), analyze(g2)
+    assert a2.ok and a2.total_params == a.total_params
+    assert {"layer1.0.c1", "layer1.1.c1"} <= set(a2.nodes) and "layer1.0.conv1" not in a2.nodes
+    keys = compile_graph(g2, seed=0).state_dict()
+    assert keys["layer1.1.c1.weight"].shape == compile_graph(g, seed=0).state_dict()["layer1.1.conv1.weight"].shape
+    assert g.blocks["basic"].body.has_node("conv1")  # the argument is unchanged
+    with pytest.raises(ValueError, match="already has a layer 'conv2'"):
+        renamed_block_layer(g, "basic", "conv1", "conv2")
+    with pytest.raises(ValueError, match="not a Python identifier"):
+        renamed_block_layer(g, "basic", "conv1", "1st")
+
+
+def test_a_block_parameter_is_removed_only_once_no_layer_takes_it():
+    from studio.graph import parse_graph
+    from studio.graph_block_edit import with_block_param_declared, without_block_param
+
+    g = parse_graph(small_doc())
+    with pytest.raises(ValueError, match=r"'channels' is used by conv1.out_channels, conv2.out_channels"):
+        without_block_param(g, "basic", "channels")
+    g = with_block_param_declared(g, "basic", "width", 8)
+    g.node("layer1").params["width"] = 12  # an instance's value for it goes with it
+    g2 = without_block_param(g, "basic", "width")
+    assert g2.blocks["basic"].params == {"channels": 64} and g2.node("layer1").params == {"channels": 16}
+    assert analyze(g2).ok and analyze(g2).total_params == analyze(parse_graph(small_doc())).total_params
+
+
+def test_the_inspector_renames_a_layer_of_the_block_and_removes_an_unused_parameter(_workspace):
+    at = start(_workspace, small_doc())
+    browser(at, selected="layer1")
+    (layer_id,) = [t for t in at.text_input if t.key.startswith("studio.build.block_param_id.basic.")]
+    assert layer_id.value == "conv1"
+    layer_id.input("c1")
+    run(at)
+    assert current(at).blocks["basic"].body.has_node("c1") and "layer1.1.c1" in analyze(current(at)).nodes
+    assert at.selectbox(key="studio.build.block_layer.basic").value == "c1"  # still the layer shown
+    (layer_id,) = [t for t in at.text_input if t.key.startswith("studio.build.block_param_id.basic.")]
+    layer_id.input("bn1")  # taken: refused with the reason, nothing changed
+    run(at)
+    assert any("already has a layer 'bn1'" in e.value for e in at.error)
+    assert current(at).blocks["basic"].body.has_node("c1")
+    at.selectbox(key="studio.build.undeclare.basic").set_value("channels")
+    at.button(key="studio.build.undeclare_btn.basic").click()
+    run(at)
+    assert any("'channels' is used by" in e.value for e in at.error) and "channels" in current(at).blocks["basic"].params
+    at.button(key="studio.build.undo").click()
+    run(at)
+    assert current(at).blocks["basic"].body.has_node("conv1")  # the rename is one undo step

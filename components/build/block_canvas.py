@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from components import schema_form, session, widget_keys
+from components import session, widget_keys
 from components.build import canvas
 from components.text import st_escape
 from studio.analysis import Analysis, analyze
@@ -35,7 +35,7 @@ from studio.block_view import (
 )
 from studio.errors import GraphError
 from studio.graph import Graph
-from studio.layers import REGISTRY, fmt_shape
+from studio.layers import fmt_shape
 
 OPEN_KEY = "studio.build.open_block"  # (block name, instance path or None) drawn on the canvas
 _VIEW = "studio.build.open_block_view"  # (graph revision, block, instance, direction) -> (BlockView, Analysis)
@@ -255,16 +255,7 @@ def render_inspector(graph: Graph, view: BlockView, analysis: Analysis) -> None:
         st.button(f"Open block '{inner.type}'", key="studio.build.open_block_inner", on_click=open_block,
                   args=(inner.type, None), icon=":material/open_in_full:")
     else:
-        spec = REGISTRY[inner.type]
-        for p in [p for p in spec.params if not p.advanced or p.name in inner.params]:
-            value = inner.params.get(p.name)
-            shown = value if isinstance(value, str) and value.startswith("$") else (
-                "" if value is None else schema_form.to_text(value))
-            key = widget_keys.for_value(f"studio.build.open_block_param.{view.block}.{nid}.{p.name}", value)
-            st.text_input(p.name, shown, key=key, placeholder=f"default: {schema_form.to_text(p.default)}",
-                          on_change=blocks._on_definition_param, args=(view.block, nid, p, key),
-                          help=f"{p.help} Type $name to take the block parameter `name`; empty: the default.")
-            blocks._show_error(key)
+        blocks.render_layer_form(block, nid, "studio.build.open_block_param")
     st.button("Remove from the block", key="studio.build.open_block_remove", on_click=blocks._on_remove_inner,
               args=(view.block, nid), icon=":material/remove:",
               help="What it fed takes its input: a chain stays a chain. Every instance follows; Undo brings it back.")

@@ -23,6 +23,7 @@ from studio.graph_block_edit import (
     grouped,
     inlined,
     renamed_block,
+    renamed_block_layer,
     with_block,
     with_block_layer_added,
     with_block_node_param,
@@ -30,6 +31,7 @@ from studio.graph_block_edit import (
     with_instance,
     with_repeat,
     without_block_layer,
+    without_block_param,
 )
 from studio.graph_edit import with_param
 from studio.layers import REGISTRY, fmt_shape
@@ -276,6 +278,41 @@ def _on_declare(block_name: str, key: str) -> None:
     session.set_current_graph(g)
 
 
+def _on_undeclare(block_name: str, key: str) -> None:
+    name = st.session_state.get(key)
+    if not name:
+        _error(key, "choose the parameter to remove first")
+        return
+    try:
+        g = without_block_param(session.current_graph(), block_name, name)
+    except (ValueError, KeyError) as e:
+        _error(key, str(e))
+        return
+    _error(key, None)
+    session.set_current_graph(g)
+
+
+def _on_rename_layer(block_name: str, old: str, key: str) -> None:
+    graph = session.current_graph()
+    if block_name not in graph.blocks or not widget_keys.still_shows(key, old):
+        return
+    new = (st.session_state.get(key) or "").strip()
+    try:
+        g = renamed_block_layer(graph, block_name, old, new)
+    except ValueError as e:
+        _error(key, str(e))
+        return
+    _error(key, None)
+    session.set_current_graph(g)
+    pick_key = f"studio.build.block_layer.{block_name}"
+    if st.session_state.get(pick_key) == old:
+        st.session_state[pick_key] = new  # the inspector keeps showing the renamed layer
+    from components.build import block_canvas
+
+    if block_canvas.opened(g) == block_name and st.session_state.get(canvas._SELECTED) == old:
+        canvas.select_node(new)  # the block opened on the canvas keeps the renamed layer selected
+
+
 def _on_rename_block(block_name: str, key: str) -> None:
     graph = session.current_graph()
     if block_name not in graph.blocks or not widget_keys.still_shows(key, block_name):
@@ -334,20 +371,7 @@ def render_definition(graph: Graph, block_name: str) -> None:
         st.session_state[pick_key] = layers[0]
     inner_id = st.selectbox("Layer", layers, key=pick_key,
                             format_func=lambda i: f"{i} ({block.body.node(i).type})")
-    inner = block.body.node(inner_id)
-    spec = REGISTRY[inner.type]
-    shown_params = [p for p in spec.params if not p.advanced or p.name in inner.params]
-    if not shown_params:
-        st.caption(f"{inner.type} has no basic params to set here.")
-    for p in shown_params:
-        value = inner.params.get(p.name)
-        shown = value if isinstance(value, str) and value.startswith("$") else (
-            "" if value is None else schema_form.to_text(value))
-        key = widget_keys.for_value(f"studio.build.block_param.{block_name}.{inner_id}.{p.name}", value)
-        st.text_input(p.name, shown, key=key, placeholder=f"default: {schema_form.to_text(p.default)}",
-                      on_change=_on_definition_param, args=(block_name, inner_id, p, key),
-                      help=f"{p.help} Type $name to take the block parameter `name`; empty: the default.")
-        _show_error(key)
+    render_layer_form(block, inner_id, "studio.build.block_param")
     add_key = f"studio.build.block_add_type.{block_name}"
     cols = st.columns([3, 2], vertical_alignment="bottom")
     cols[0].selectbox(f"Add a layer after {inner_id}", [t for t in REGISTRY if t != "Input"], key=add_key,
@@ -364,3 +388,36 @@ def render_definition(graph: Graph, block_name: str) -> None:
     st.text_input("Declare a parameter", key=declare_key, placeholder="name=default, e.g. width=64",
                   on_change=_on_declare, args=(block_name, declare_key))
     _show_error(declare_key)
+    if block.params:
+        drop_key = f"studio.build.undeclare.{block_name}"
+        cols = st.columns([3, 2], vertical_alignment="bottom")
+        cols[0].selectbox("Remove a parameter", list(block.params), key=drop_key, index=None,
+                          placeholder="a parameter no layer takes")
+        cols[1].button("Remove", key=f"studio.build.undeclare_btn.{block_name}", on_click=_on_undeclare,
+                       args=(block_name, drop_key), icon=":material/remove:", width="stretch")
+        _show_error(drop_key)
+
+
+def render_layer_form(block, inner_id: str, place: str) -> None:
+    """One layer of a block's definition: its id and its params in the generated form's order, typed as
+    text (`$name` takes a block parameter). `place` prefixes the widget keys (the instance inspector and
+    the block opened on the canvas each have their own)."""
+    inner = block.body.node(inner_id)
+    id_key = widget_keys.for_value(f"{place}_id.{block.name}", inner_id)
+    st.text_input("Layer id", inner_id, key=id_key, on_change=_on_rename_layer, args=(block.name, inner_id, id_key),
+                  help="Its name inside the block: every copy's path follows (layer1.0.<id>), and so do the "
+                       "state-dict keys of runs trained from now on.")
+    _show_error(id_key)
+    spec = REGISTRY[inner.type]
+    shown_params = [p for p in spec.params if not p.advanced or p.name in inner.params]
+    if not shown_params:
+        st.caption(f"{inner.type} has no basic params to set here.")
+    for p in shown_params:
+        value = inner.params.get(p.name)
+        shown = value if isinstance(value, str) and value.startswith("$") else (
+            "" if value is None else schema_form.to_text(value))
+        key = widget_keys.for_value(f"{place}.{block.name}.{inner_id}.{p.name}", value)
+        st.text_input(p.name, shown, key=key, placeholder=f"default: {schema_form.to_text(p.default)}",
+                      on_change=_on_definition_param, args=(block.name, inner_id, p, key),
+                      help=f"{p.help} Type $name to take the block parameter `name`; empty: the default.")
+        _show_error(key)
