@@ -23,13 +23,18 @@ def pairs(g, block="mlp") -> set[tuple[str, str]]:
     return {(e.source, e.target) for e in g.blocks[block].body.edges}
 
 
-def test_open_a_block_add_a_skip_in_it_refuse_two_outputs_go_back_and_undo(_workspace):
-    at = start(_workspace, flat_doc())
+def grouped_mlp(workspace):
+    """The Build page with fc1, relu, fc2 of `flat_doc` grouped into block `mlp`, instance `b`."""
+    at = start(workspace, flat_doc())
     at.multiselect(key="studio.build.group.nodes").set_value(["fc1", "relu", "fc2"])
     at.text_input(key="studio.build.group.name").input("mlp")
     at.text_input(key="studio.build.group.instance").input("b")
     at.button(key="studio.build.group.go").click()
-    run(at)
+    return run(at)
+
+
+def test_open_a_block_add_a_skip_in_it_refuse_two_outputs_go_back_and_undo(_workspace):
+    at = grouped_mlp(_workspace)
     assert current(at).node("b").type == "mlp"
     params = analyze(current(at)).total_params
 
@@ -118,12 +123,7 @@ def test_the_shapes_of_another_instance_and_layout_of_the_open_block(_workspace)
 
 
 def test_a_layer_renamed_in_the_open_block_stays_selected_and_drawn_under_its_new_id(_workspace):
-    at = start(_workspace, flat_doc())
-    at.multiselect(key="studio.build.group.nodes").set_value(["fc1", "relu", "fc2"])
-    at.text_input(key="studio.build.group.name").input("mlp")
-    at.text_input(key="studio.build.group.instance").input("b")
-    at.button(key="studio.build.group.go").click()
-    run(at)
+    at = grouped_mlp(_workspace)
     browser(at, selected="b")
     at.button(key="studio.build.open_block_btn.b").click()
     run(at)
