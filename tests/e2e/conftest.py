@@ -263,6 +263,18 @@ def page_report(page, limit: int = 1500) -> str:
         return f"(the page could not be read: {e})"
 
 
+def connect(page, source, target) -> None:
+    """Drag on the canvas from node `source`'s bottom handle to node `target`'s top handle (both node
+    locators in the canvas's frame), as a user draws an edge."""
+    def center(box: dict) -> tuple[float, float]:
+        return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+    page.mouse.move(*center(source.locator(".react-flow__handle.source").bounding_box()))
+    page.mouse.down()
+    page.mouse.move(*center(target.locator(".react-flow__handle.target").bounding_box()), steps=12)
+    page.mouse.up()
+
+
 def select_node(page, node_id: str) -> None:
     """Click a canvas node and wait until the inspector shows it with the page idle. On a loaded machine
     the canvas can drop a click that lands while the page reruns after the last edit (the inspector

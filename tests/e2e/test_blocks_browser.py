@@ -14,6 +14,7 @@ from tests.e2e.conftest import (
     TIMEOUT_MS,
     choose,
     commit_text,
+    connect,
     screenshot,
     scroll_to,
     select_node,
@@ -107,10 +108,6 @@ CAT_BLOCK = {"format": "studio.graph/2", "name": "e2e-block-canvas",
              "edges": [{"source": "input", "target": "b"}, {"source": "b", "target": "head"}]}
 
 
-def _center(box: dict) -> tuple[float, float]:
-    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-
-
 def test_open_a_block_on_the_canvas_draw_a_skip_into_it_go_back_and_undo(studio_server, page):
     (studio_server.workspace / "graphs").mkdir(exist_ok=True)
     (studio_server.workspace / "graphs" / "_autosave.json").write_text(json.dumps(CAT_BLOCK))
@@ -130,12 +127,7 @@ def test_open_a_block_on_the_canvas_draw_a_skip_into_it_go_back_and_undo(studio_
     screenshot(page, "block_canvas_01_opened")
 
     # Drag from the block's input (x, drawn as x_1) to the Concat: a skip; the Concat now joins three.
-    src = flow.locator('.react-flow__node[data-id="x_1"] .react-flow__handle.source').bounding_box()
-    dst = cat.locator(".react-flow__handle.target").bounding_box()
-    page.mouse.move(*_center(src))
-    page.mouse.down()
-    page.mouse.move(*_center(dst), steps=12)
-    page.mouse.up()
+    connect(page, flow.locator('.react-flow__node[data-id="x_1"]'), cat)
     expect(cat).to_contain_text("(20,)", timeout=TIMEOUT_MS)
     wait_idle(page)
     screenshot(page, "block_canvas_02_skip_added")

@@ -16,6 +16,7 @@ from tests.e2e.conftest import (
     LIVE,
     TIMEOUT_MS,
     commit_text,
+    connect,
     fresh,
     page_report,
     screenshot,
@@ -30,10 +31,6 @@ START = {"format": "studio.graph/1", "name": "e2e-mlp",
                    {"id": "flat", "type": "Flatten"},
                    {"id": "fc", "type": "Linear", "params": {"out_features": 10}}],
          "edges": [{"source": "input", "target": "flat"}, {"source": "flat", "target": "fc"}]}
-
-
-def _center(box: dict) -> tuple[float, float]:
-    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
 
 
 def test_add_connect_and_see_the_shape(studio_server, page):
@@ -60,12 +57,7 @@ def test_add_connect_and_see_the_shape(studio_server, page):
     screenshot(page, "build_02_added")
 
     # Connect fc -> dropout1 by dragging from fc's source handle to dropout1's target handle.
-    src = fc.locator(".react-flow__handle.source").bounding_box()
-    dst = new.locator(".react-flow__handle.target").bounding_box()
-    page.mouse.move(*_center(src))
-    page.mouse.down()
-    page.mouse.move(*_center(dst), steps=12)
-    page.mouse.up()
+    connect(page, fc, new)
     _wait_node_text(page, "dropout1", "(10,)")
     wait_idle(page)
     expect(new).to_contain_text(re.compile(r"Dropout.*->\s*\(10,\)", re.S))
