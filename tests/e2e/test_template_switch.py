@@ -1,8 +1,8 @@
 """Issue 18, "Opening a template can wipe the current graph", along the path that showed it in Chromium:
 Home -> "Attention that reverses" -> Build -> Train (a tiny run) -> Inspect (Attention, Evaluation) ->
-sidebar Build -> Templates tab -> LSTM classifier "Open", three times over in one session (ten with
-STUDIO_E2E_ROUNDS=10; a round costs about 15 s on a 2-core machine, and three keep the suite within its
-10 minutes). The first two rounds launch a run of a few steps; the later ones go through Train and
+sidebar Build -> Templates tab -> LSTM classifier "Open", twice over in one session (ten with
+STUDIO_E2E_ROUNDS=10; a round costs 15 to 30 s on a 2-core machine, and two keep the suite within its
+10 minutes). The first round launches a run of a few steps; the later ones go through Train and
 Inspect with the latest run (the canvas is unmounted the same way).
 
 Each time the canvas, the caption and the autosave must hold the whole LSTM classifier (not a
@@ -28,7 +28,7 @@ from tests.e2e.test_journey import WAIT_MS, go, open_template_from_home, selecte
 
 pytestmark = pytest.mark.e2e
 
-ROUNDS = int(os.environ.get("STUDIO_E2E_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("STUDIO_E2E_ROUNDS", "2"))
 TINY = {"Max steps (0 = use epochs)": "4", "Batch size": "8"}  # a few optimizer steps: the path matters, not the model
 
 
@@ -133,11 +133,11 @@ def test_opening_a_template_after_train_and_inspect_keeps_the_whole_graph(studio
             wait_node_text(page, "head", "(12, 10)")
             wait_idle(page, timeout=60)
 
-            # Train a tiny run (the first two rounds), look at the latest run in Inspect.
+            # Train a tiny run (the first round), look at the latest run in Inspect.
             page.get_by_role("button", name="Train this graph").click()
             page.wait_for_url(re.compile(r"/Train"), timeout=WAIT_MS)
             wait_idle(page, timeout=60)
-            if i < 2:
+            if i == 0:
                 run_id = launch_tiny(page, f"switch {i}")
                 wait_completed(page, run_id)
             scroll_to(page.get_by_role("heading", name="Runs", exact=True))
