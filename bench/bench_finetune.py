@@ -79,15 +79,20 @@ def verdict(title: str, target_name: str, acc: dict[str, list[float]], what: str
     report(f"{target_name}: {what} ({best[1]}) - scratch, val_accuracy", best[0] - scratch, "> 0", best[0] > scratch)
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser(description: str) -> argparse.ArgumentParser:
+    """The options every fine-tune bench takes: pretraining and fine-tuning steps, batch, lr, seeds, targets."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--pretrain-steps", type=int, default=300)
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3, help="Adam's lr, the same for every run")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--targets", default=",".join(TARGETS))
-    args = p.parse_args(argv if argv is not None else [])
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args(argv if argv is not None else [])
     import torch
 
     torch.set_num_threads(1)

@@ -19,7 +19,6 @@ Printed: each run's last validation accuracy per seed (seeds interleaved) and th
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_finetune import TARGETS, train_variants, verdict  # noqa: E402  (after the path set-up)
+from bench.bench_finetune import TARGETS, parser, train_variants, verdict  # noqa: E402  (after the path set-up)
 
 SOURCE = ("shapes", {"image_size": 16, "num_samples": 2000})
 
@@ -61,14 +60,8 @@ def pretrain_reference(width: int, steps: int, batch_size: int, lr: float):
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--pretrain-steps", type=int, default=300)
-    p.add_argument("--steps", type=int, default=60)
+    p = parser(__doc__.splitlines()[0])
     p.add_argument("--width", type=int, default=16)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-3, help="Adam's lr, the same for every run")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--targets", default=",".join(TARGETS))
     args = p.parse_args(argv if argv is not None else [])
     import torch
 

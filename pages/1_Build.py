@@ -33,6 +33,7 @@ if any(n.position is None for n in session.current_graph().nodes):
     session.set_current_graph(canvas.auto_layout(session.current_graph(), canvas.direction(), only_missing=True),
                               undoable=False)
 graph, rev, analysis = session.current_graph(), session.graph_revision(), session.current_analysis()
+block_open = block_canvas.opened(graph)  # a block whose definition the canvas and inspector show, or None
 
 
 def _relayout(direction: str) -> None:
@@ -89,7 +90,7 @@ if train:
 left, right = st.columns([3, 1.15])
 with left:
     try:
-        if block_canvas.opened(graph):  # the open block's definition, with one instance's shapes
+        if block_open:  # the open block's definition, with one instance's shapes
             view, view_analysis = block_canvas.current_view(graph)
             block_canvas.render_header(graph, view)
             canvas.render(view.graph, view_analysis)
@@ -100,7 +101,7 @@ with left:
     st.caption("Drag from a node's bottom handle to another node to connect · right-click a node or edge to "
                "delete it · click a node to edit it")
 with right:
-    if block_canvas.opened(graph):
+    if block_open:
         block_canvas.render_inspector(graph, *block_canvas.current_view(graph))
     else:
         inspector.render_inspector(graph, analysis)

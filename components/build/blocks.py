@@ -37,7 +37,6 @@ from studio.graph_edit import with_param
 from studio.layers import REGISTRY, fmt_shape
 
 _ERRORS = "studio.build.block_errors"  # widget key -> why the edit was refused
-_MISSING = object()
 
 
 def _error(key: str, message: str | None) -> None:
