@@ -186,7 +186,7 @@ def view_with_layer(view: Graph, type_name: str, after: str, params: dict | None
     consumer the new layer goes between them (a merge layer such as Add too: drag the skip into it next),
     and what follows moves one `step` along; a block cannot hold a second output, so a new layer never
     dangles beside the chain. ValueError for an unknown type or node."""
-    from studio.graph_edit import new_node_id
+    from studio.graph_edit import move_downstream, new_node_id
     from studio.layers import REGISTRY
 
     if type_name not in REGISTRY or REGISTRY[type_name].inputs[1] == 0:
@@ -201,15 +201,7 @@ def view_with_layer(view: Graph, type_name: str, after: str, params: dict | None
     if len(consumers) == 1:
         e = consumers[0]
         g.edges[g.edges.index(e)] = Edge(nid, e.target, e.port)
-        todo, seen = [e.target], {e.target}
-        while todo:
-            node = g.node(todo.pop())
-            if node.position is not None:
-                node.position = {"x": node.position["x"] + step[0], "y": node.position["y"] + step[1]}
-            for t in g.outputs_of(node.id):
-                if t not in seen:
-                    seen.add(t)
-                    todo.append(t)
+        move_downstream(g, e.target, step)
     g.edges.append(Edge(after, nid))
     position = None
     if anchor.position is not None:

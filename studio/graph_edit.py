@@ -38,6 +38,20 @@ def new_node_id(graph: Graph, type_name: str) -> str:
     return f"{base}{i}"
 
 
+def move_downstream(graph: Graph, start: str, step: tuple[float, float]) -> None:
+    """Move `start` and every node it feeds (directly or not) by `step`, in place: what follows a layer
+    inserted into a chain makes room for it. Nodes without a position stay unplaced."""
+    todo, seen = [start], {start}
+    while todo:
+        node = graph.node(todo.pop())
+        if node.position is not None:
+            node.position = {"x": node.position["x"] + step[0], "y": node.position["y"] + step[1]}
+        for t in graph.outputs_of(node.id):
+            if t not in seen:
+                seen.add(t)
+                todo.append(t)
+
+
 def with_param(graph: Graph, node_id: str, name: str, value) -> Graph:
     """A copy with `name` set; a value equal to the documented default is omitted, as in DESIGN.md."""
     g = graph.copy()

@@ -140,7 +140,7 @@ def add_layer(type_name: str) -> bool:
     like = nearest_of_type(view.graph, type_name, after)
     body = graph.blocks[block].body
     params = dict(body.node(body_id(graph.blocks[block], like)).params) if like else {}
-    step = {"down": (0.0, canvas.LAYER_GAP["down"]), "right": (canvas.LAYER_GAP["right"], 0.0)}[canvas.direction()]
+    step = canvas.layer_step(canvas.direction())
     try:
         edited, nid = view_with_layer(view.graph, type_name, after, params, step)
         g = with_block_body_from_view(graph, block, edited)

@@ -124,6 +124,11 @@ def _node_style(category: str | None, severity: str | None, selected: bool) -> d
 
 # ---- layout --------------------------------------------------------------------------------------
 
+def layer_step(direction: str) -> tuple[float, float]:
+    """(dx, dy) from one layer to the next: down, or to the right."""
+    return {"down": (0.0, LAYER_GAP["down"]), "right": (LAYER_GAP["right"], 0.0)}[direction]
+
+
 def layered_positions(graph: Graph, direction: str = "down") -> dict[str, dict]:
     """A layered layout: each node one layer below its deepest input, ordered to follow its inputs.
 

@@ -14,7 +14,7 @@ import streamlit as st
 from components import session
 from components.build import canvas
 from studio.graph import Edge, Graph, Node
-from studio.graph_edit import new_node_id
+from studio.graph_edit import move_downstream, new_node_id
 from studio.layers import CATEGORIES, REGISTRY
 
 SEARCH_KEY = "studio.build.palette_search"
@@ -27,7 +27,7 @@ def add_layer(graph: Graph, type_name: str, after: str | None, direction: str = 
     spec = REGISTRY[type_name]
     g = graph.copy()
     nid = new_node_id(g, type_name)
-    step = {"down": (0.0, canvas.LAYER_GAP["down"]), "right": (canvas.LAYER_GAP["right"], 0.0)}[direction]
+    step = canvas.layer_step(direction)
     anchor = g.node(after) if after and g.has_node(after) else None
     takes_input = spec.inputs[1] != 0
     if anchor is not None and takes_input:
@@ -38,10 +38,7 @@ def add_layer(graph: Graph, type_name: str, after: str | None, direction: str = 
             # Insert into the chain: anchor -> new -> consumer, and move everything downstream along.
             e = consumers[0]
             g.edges[g.edges.index(e)] = Edge(nid, e.target, e.port)
-            for d in _descendants(g, e.target):
-                node = g.node(d)
-                if node.position is not None:
-                    node.position = {"x": node.position["x"] + step[0], "y": node.position["y"] + step[1]}
+            move_downstream(g, e.target, step)
         g.edges.append(Edge(anchor.id, nid))
     else:
         placed = [n.position for n in g.nodes if n.position is not None]
@@ -69,18 +66,6 @@ def nearest_of_type(graph: Graph, type_name: str, start: str | None) -> str | No
                         seen.add(nxt)
                         todo.append(nxt)
     return next((n.id for n in graph.nodes if n.type == type_name), None)
-
-
-def _descendants(graph: Graph, start: str) -> list[str]:
-    out, todo, seen = [], [start], {start}
-    while todo:
-        nid = todo.pop()
-        out.append(nid)
-        for t in graph.outputs_of(nid):
-            if t not in seen:
-                seen.add(t)
-                todo.append(t)
-    return out
 
 
 def matching_types(query: str) -> dict[str, list[str]]:
