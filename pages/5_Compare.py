@@ -1,4 +1,4 @@
-"""Compare: two or more runs side by side. Their curves overlaid on one axis, a table of final and best
+"""Compare: two or more runs side by side (studio runs, and runs loaded from TensorBoard or MLflow). Their curves overlaid on one axis, a table of final and best
 metrics, the training settings that differ, and how their graphs differ (nodes added, removed,
 type or params changed) against the first run picked.
 
@@ -53,9 +53,10 @@ def metrics_table(found: dict[str, dict], picked: list[str], names: dict[str, st
 st.title("Compare runs")
 store = open_store()
 runs = read_or_stop(list_runs, store=store)
-if len(runs) < 2:
-    st.info(f"Comparing needs at least two runs; there {'is' if len(runs) == 1 else 'are'} {len(runs)}. "
-            "Launch more on the Train page (e.g. the same graph with another learning rate).")
+if not runs:
+    st.info("Comparing needs a run of this studio; there are none yet. Launch one on the Train page, then compare "
+            "it with another (e.g. the same graph with another learning rate) or with a run from TensorBoard or "
+            "MLflow.")
     nav.link("pages/3_Train.py", label="Go to Train", icon=":material/model_training:")
     st.stop()
 
@@ -67,8 +68,8 @@ if PICKED not in st.session_state:
 st.session_state[PICKED] = [r for r in st.session_state[PICKED] if r in by_id]
 picked = st.multiselect("Runs to compare (the first is the reference for the differences)", list(by_id),
                         key=PICKED, format_func=lambda i: names[i], persist_state="session")
-if len(picked) < 2:
-    st.info("Pick at least two runs.")
+if not picked:
+    st.info("Pick the runs to compare.")
     st.stop()
 
 # ---- curves ----------------------------------------------------------------------------------------
@@ -82,6 +83,10 @@ zoom = zoom_control("studio.compare.zoom", max(by_id[r].step for r in picked))
 histories = read_or_stop(update_histories, HISTORIES, picked, by_id, store, smoothing, zoom)
 tracking_panel.render_import()  # runs from TensorBoard or MLflow, overlaid read-only and marked external
 overlaid = [(names[r], histories[r], None) for r in picked] + tracking_panel.external_curves()
+if len(overlaid) < 2:
+    st.info(f"Pick a second run, or load one from TensorBoard or MLflow above, to compare "
+            f"{st_escape(names[picked[0]])} with it.")
+    st.stop()
 figures = charts.run_figures(overlaid, x_axis=x_axis, smoothing=smoothing, log_y=log_y, legend=False)
 st.subheader("Curves")
 st.html(charts.shared_legend([name for name, _, _ in overlaid]))  # one legend for every chart
@@ -124,6 +129,9 @@ for student, teacher in teacher_pairs([by_id[r] for r in picked]):
                  key=f"studio.compare.distill.{student}")
 
 # ---- settings and graphs --------------------------------------------------------------------------------
+if len(picked) < 2:
+    st.caption("Settings and graphs are compared between runs of this studio: pick a second one to see them.")
+    st.stop()
 st.subheader("Training settings that differ")
 configs = [{"dataset": by_id[r].dataset_id, **by_id[r].config} for r in picked]
 diff = ins.config_diff(configs)

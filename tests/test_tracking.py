@@ -345,16 +345,14 @@ def test_compare_overlays_a_tensorboard_run_marked_external(cli_run, tmp_path):
         for step in range(1, 11):
             w.add_scalar("Loss/train", 1.0 / step, step)
     (tmp_path / "empty").mkdir()
-    store = Store()
-    if not store.has_run("reference"):  # Compare shows charts from two studio runs on
-        store.create_run("reference", name="reference", graph=IRIS_MLP, config={}, dataset_id="iris",
-                         status="completed")
     at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=60)
     at.session_state["studio.session.run_id"] = run_id
     at.switch_page("pages/5_Compare.py")
     _rerun(at)
-    at.multiselect(key="studio.compare.runs").set_value([run_id, "reference"])
+    at.multiselect(key="studio.compare.runs").set_value([run_id])  # one studio run: the external one is the other
     _rerun(at)
+    assert any("Pick a second run, or load one from TensorBoard or MLflow" in i.value for i in at.info)
+    assert not at.get("plotly_chart")
     at.text_input(key=f"{EXTERNAL}.dir").set_value(str(tmp_path / "empty"))
     at.button(key=f"{EXTERNAL}.load").click()
     _rerun(at)
@@ -367,4 +365,5 @@ def test_compare_overlays_a_tensorboard_run_marked_external(cli_run, tmp_path):
                 if json.loads(c.proto.spec)["layout"]["title"]["text"] == "Loss")
     external = [t for t in loss["data"] if "resnet-baseline [external: tensorboard]" in t["name"]]
     assert external and external[-1]["x"][-1] == 10
+    assert any(run_id[-6:] in t["name"] for t in loss["data"])  # beside the studio run's own curve
     assert Store().metric_keys(run_id) and not any("resnet" in r.name for r in list_runs())  # nothing stored
