@@ -1,6 +1,6 @@
-"""Compare: two or more runs side by side (studio runs, and runs loaded from TensorBoard or MLflow). Their curves overlaid on one axis, a table of final and best
-metrics, the training settings that differ, and how their graphs differ (nodes added, removed,
-type or params changed) against the first run picked.
+"""Compare: two or more runs side by side (studio runs, and runs loaded from TensorBoard or MLflow). Their
+curves overlaid on one axis, a table of final and best metrics, the training settings that differ, and how
+their graphs differ (nodes added, removed, type or params changed) against the first run picked.
 
 The curves come from each run's downsampled history (a few thousand bucket rows, whatever the run's
 length); the table comes from the raw rows, read on a server thread so a long run never holds up the

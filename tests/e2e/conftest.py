@@ -99,14 +99,43 @@ class StudioServer:
                 self.proc.wait(timeout=5)
 
 
-@pytest.fixture(scope="module")
-def studio_server(tmp_path_factory):
+    def start_again_if_dead(self) -> None:
+        """A server that died (a crash in an earlier module) starts again on the same workspace, so one
+        module's failure does not fail every later one; its log is kept beside the new one."""
+        if self.proc.poll() is not None:
+            self.log.rename(self.log.with_suffix(f".died-{int(time.time())}.log"))
+            self.__init__(self.workspace)
+
+
+@pytest.fixture(scope="session")
+def _one_server(tmp_path_factory):
     _require_browser()
     workspace = tmp_path_factory.mktemp("e2e") / "workspace"
     workspace.mkdir()
     server = StudioServer(workspace)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def studio_server(_one_server, tmp_path_factory):
+    """The Streamlit server the browser tests of this worker share (one start, not one per module: about 6 s
+    of a 2-core machine each), handed to each module as a new server would be: no run held at the gate,
+    no run training, and no autosaved graph or its undo history (a module starts from the seed graph
+    or writes its own). Runs, datasets and sweeps of earlier modules stay; tests pick theirs by id."""
+    server = _one_server
+    server.start_again_if_dead()
+    server.gate.release()
+    for path in (server.workspace / "graphs").glob("_autosave*"):
+        path.unlink()
+    yield server
+    server.gate.release()  # a failed module must not leave the next one's runs waiting at a step
+    mp = pytest.MonkeyPatch()
+    mp.setenv("STUDIO_WORKSPACE", str(server.workspace))
+    try:
+        stop_leftover_runs()
+    finally:
+        mp.undo()
 
 
 @pytest.fixture(scope="session")
@@ -196,6 +225,28 @@ def commit_text(page, label: str, value: str, done, attempts: int = 3, wait_ms: 
             if attempt == attempts - 1:
                 raise
             wait_idle(page)
+
+
+def click_until(page, name: str, done, attempts: int = 3, wait_ms: int = 20_000) -> None:
+    """Click the button named `name` and wait until `done(timeout_ms)` (an `expect(...)` of its effect)
+    holds. On a loaded machine a click that lands while its button is drawn again can be lost (seen: Redo
+    focused, the graph unchanged, the page idle): once the page is idle without the effect, click again.
+    A click whose effect came late is repeated only if the page was idle without it, and a repeated
+    Undo or Redo then shows as a step too far in the test's next check, never as a pass."""
+    for attempt in range(attempts):
+        page.get_by_role("button", name=name).click()
+        try:
+            done(wait_ms)
+            return
+        except AssertionError:
+            if attempt == attempts - 1:
+                raise
+            wait_idle(page)
+            try:
+                done(2_000)
+                return
+            except AssertionError:
+                continue
 
 
 def fresh(page):

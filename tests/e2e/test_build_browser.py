@@ -15,6 +15,7 @@ from tests.e2e.conftest import (
     FLOW_IFRAME,
     LIVE,
     TIMEOUT_MS,
+    click_until,
     commit_text,
     connect,
     fresh,
@@ -95,16 +96,15 @@ def test_add_connect_and_see_the_shape(studio_server, page):
     assert shown in ("10", "12"), f"after two Undos fc shows {shown}: an undone edit came back"
     expect(page.get_by_role("button", name="Redo")).to_be_enabled()
     if shown == "12":  # the second click was merged into the first
-        page.get_by_role("button", name="Undo").click()
+        click_until(page, "Undo", lambda ms: expect(fc).to_contain_text("Linear 10 -> (10,)", timeout=ms))
     expect(fc).to_contain_text("Linear 10 -> (10,)", timeout=TIMEOUT_MS)
     wait_idle(page)
     expect(fresh(page).get_by_label("out_features", exact=True)).to_have_value("10", timeout=TIMEOUT_MS)
     expect(fc).to_contain_text("Linear 10 -> (10,)")
-    page.get_by_role("button", name="Redo").click()  # both edits are still there to redo, in order
-    expect(fc).to_contain_text("Linear 12 -> (12,)", timeout=TIMEOUT_MS)
+    # both edits are still there to redo, in order
+    click_until(page, "Redo", lambda ms: expect(fc).to_contain_text("Linear 12 -> (12,)", timeout=ms))
     wait_idle(page)
-    page.get_by_role("button", name="Redo").click()
-    expect(fc).to_contain_text("Linear 14 -> (14,)", timeout=TIMEOUT_MS)
+    click_until(page, "Redo", lambda ms: expect(fc).to_contain_text("Linear 14 -> (14,)", timeout=ms))
     wait_idle(page)
     saved = json.loads((studio_server.workspace / "graphs" / "_autosave.json").read_text())
     assert next(n for n in saved["nodes"] if n["id"] == "fc")["params"]["out_features"] == 14
