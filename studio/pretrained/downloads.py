@@ -183,8 +183,9 @@ def download(arch: str, *, name: str | None = None, workspace=None, progress=Non
     check it and import it (studio.pretrained.import_checkpoint); returns the Imported run.
 
     `progress(done_bytes, total_bytes | None, file_name)`; `files` replaces the catalogue's list (tests).
-    `with_labels` (default: when `files` is the catalogue's): also fetch the class names (LABELS); when that alone fails, the import still happens with
-    numbered classes and a warning (in `notes` and the event log) says how to add names later.
+    `with_labels` (default: when `files` is the catalogue's): also fetch the class names (LABELS); when that
+    alone fails, the import still happens with numbered classes and a warning (in `notes` and the event log)
+    says how to add names later.
     """
     from studio.pretrained.importer import import_checkpoint
     from studio.workspace import workspace_dir
@@ -212,7 +213,8 @@ def download(arch: str, *, name: str | None = None, workspace=None, progress=Non
     return imp
 
 
-def fetch_labels(arch: str, dest: Path, *, base_url: str | None = None, progress=None) -> tuple[Path | None, str | None]:
+def fetch_labels(arch: str, dest: Path, *, base_url: str | None = None,
+                 progress=None) -> tuple[Path | None, str | None]:
     """(the checked class-names file of `arch`, None) or (None, a warning saying why not and how to add names
     later). A file that does not hold the expected count of non-empty names is deleted."""
     from studio.pretrained.labels import ADD_LATER, read_labels

@@ -214,10 +214,11 @@ def num_outputs(graph) -> int | None:
     return info.num_classes if info.task == "classification" else None
 
 
-def set_labels(run_id: str, path, *, workspace=None, store=None) -> list[str]:
+def set_labels(run_id: str, path, *, workspace=None, store=None, source: str | None = None) -> list[str]:
     """Give the imported classifier run `run_id` the class names in the file at `path`; returns them.
 
-    The count must equal the model's outputs; on any error the run is left unchanged."""
+    The count must equal the model's outputs; on any error the run is left unchanged. `source` names the
+    file in the event log (default: its path; an upload's name for a temporary file)."""
     from studio.graph import load_graph
     from studio.runs.rundir import RunDir
     from studio.runs.store import Store
@@ -234,7 +235,7 @@ def set_labels(run_id: str, path, *, workspace=None, store=None) -> list[str]:
         raise PretrainedError(f"run {run_id} is not a classifier (its graph does not end in class scores); class "
                               "names apply to image classifiers such as an imported ResNet")
     names = read_labels(path, k)
-    source = str(Path(path).expanduser().resolve())
+    source = source or str(Path(path).expanduser().resolve())
     store_labels(rd, names, source)
     store.log_event(run_id, f"class names: {len(names):,} from {source}")
     return names
