@@ -209,3 +209,33 @@ def test_inspect_top_five_names_the_classes_or_says_how_to_add_them(tmp_path):
     assert "pretrained labels" not in " ".join(c.value for c in at.caption)
     first = top[0].split()[1]
     assert any(f"Prediction: kind\\_{first}\\_x**" in m for m in at.markdown.values)  # escaped Markdown
+
+
+def test_uploaded_checkpoint_with_a_labels_file_stores_the_names(tmp_path):
+    from studio.pretrained.uploads import import_uploaded
+
+    pth = tiny_resnet(tmp_path)
+    imp = import_uploaded([("r.pth", pth.read_bytes())], labels=("classes.txt", "\n".join(names()).encode()),
+                          image_size=32)
+    assert info_of(imp).class_names == names()
+    assert imp.class_names_source == "classes.txt (uploaded files r.pth, classes.txt)"
+
+
+def test_home_panel_adds_names_to_a_run_imported_earlier(tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    imp = import_checkpoint(tiny_resnet(tmp_path), image_size=32)
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=90)
+    at.run()
+    p = "studio.home.pretrained."
+    assert at.selectbox(key=p + "names_run").value == imp.run_id
+    at.file_uploader(key=p + "names_file").upload("few.txt", b"a\nb\n", "text/plain").run()
+    at.button(key=p + "names_go").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert "holds 2 class names but the model has 30 outputs" in at.error[0].value
+    assert at.error[0].value.startswith("few\\.txt \\(uploaded\\)")  # escaped Markdown
+    assert stored_labels(Path(imp.graph_path).parent) is None
+    at.file_uploader(key=p + "names_file").set_value(("n.txt", "\n".join(names()).encode(), "text/plain")).run()
+    at.button(key=p + "names_go").click().run()
+    assert f"now names its {K} classes" in at.success[-1].value
+    assert stored_labels(Path(imp.graph_path).parent) == names()

@@ -234,7 +234,7 @@ def set_labels(run_id: str, path, *, workspace=None, store=None, source: str | N
     if k is None:
         raise PretrainedError(f"run {run_id} is not a classifier (its graph does not end in class scores); class "
                               "names apply to image classifiers such as an imported ResNet")
-    names = read_labels(path, k)
+    names = read_labels(path, k) if source is None else parse_labels(Path(path).read_bytes(), source, k)
     source = source or str(Path(path).expanduser().resolve())
     store_labels(rd, names, source)
     store.log_event(run_id, f"class names: {len(names):,} from {source}")
