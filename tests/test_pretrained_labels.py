@@ -161,12 +161,14 @@ def test_download_fetches_the_class_names_beside_the_checkpoint(server, _workspa
     imp = download("resnet18", files=(remote,), with_labels=True, base_url=url, image_size=32)
     assert info_of(imp).class_names is None
     warning = Store().read_events(imp.run_id)[-1]
-    assert warning.level == "warning" and "imagenet_classes.txt answered HTTP 404" in warning.message
+    assert warning.level == "warning" and "imagenet_classes.txt answered HTTP 404 (Not Found)." in warning.message
+    assert "pretrained import PATH" not in warning.message  # the checkpoint's advice, not the labels'"
     assert f"python -m studio pretrained labels {imp.run_id} imagenet_classes.txt" in warning.message
     # A file that is not 1000 names is deleted, never picked up.
     handler.files["imagenet_classes.txt"] = "\n".join(names(999)).encode()
     imp = download("resnet18", files=(remote,), with_labels=True, base_url=url, image_size=32)
-    assert info_of(imp).class_names is None and "holds 999 class names" in imp.notes[-1]
+    assert info_of(imp).class_names is None
+    assert "not fetched: imagenet_classes.txt holds 999 class names, not the 1,000 expected" in imp.notes[-1]
     dest = _workspace / "downloads" / "pretrained" / "resnet18"
     assert not (dest / "imagenet_classes.txt").exists()
     # The real layout: 1000 names, fetched through the same code (progress), stored with the run.

@@ -225,11 +225,14 @@ def fetch_labels(arch: str, dest: Path, *, base_url: str | None = None,
     try:
         path = fetch_file(remote, dest, base_url=base_url, progress=progress)
         try:
-            read_labels(path, count)
+            found = len(read_labels(path))
+            if found != count:
+                raise PretrainedError(f"{remote.name} holds {found:,} class names, not the {count:,} expected")
         except PretrainedError:
             path.unlink(missing_ok=True)
             raise
-    except PretrainedError as e:
-        return None, (f"class names not fetched: {e}. The model was imported with numbered classes; get "
-                      f"{remote.url()} and add them with `{ADD_LATER.format(run_id='RUN_ID', file=remote.name)}`")
+    except PretrainedError as e:  # its first clause says what failed; the advice that follows is the checkpoint's
+        return None, (f"class names not fetched: {str(e).split('; ')[0]}. The model was imported with numbered "
+                      f"classes; get {remote.url()} and add them with "
+                      f"`{ADD_LATER.format(run_id='RUN_ID', file=remote.name)}`")
     return path, None
