@@ -167,7 +167,7 @@ def import_checkpoint(path, *, name: str | None = None, workspace=None, image_si
     rd = RunDir.of(run_id, ws)
     notes = [f"{len(wm.mapped)} tensor(s) mapped"] + [f"not loaded: {k} ({why})" for k, why in wm.ignored]
     if labels_note:
-        notes.append(labels_note)
+        notes.append(labels_note.replace("RUN_ID", run_id))
     tokenizer = None
     try:  # the directory and the store row together, or neither
         rd.create(graph_json=graph.to_json(), config=training_defaults(None, task), meta={
