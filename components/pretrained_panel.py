@@ -84,9 +84,12 @@ def render(key: str) -> None:
                                  type=["pth", "pt", "json", "safetensors", "txt"],
                                  help="One .pth, or GPT-2's config.json + model.safetensors (+ tokenizer.json). "
                                       "Files over the upload limit (200 MB): give their path instead.")
+        names = st.file_uploader("Class names (optional)", key=f"{key}.labels", type=["txt", "json"],
+                                 help=LABELS_HELP)
         if clicks.button(st.button, "Import", key=f"{key}.upload", type="primary", disabled=not files,
                          icon=":material/upload:"):
-            _run_import(key, lambda: import_uploaded([(f.name, f.getvalue()) for f in files]))
+            _run_import(key, lambda: import_uploaded([(f.name, f.getvalue()) for f in files],
+                                                     labels=(names.name, names.getvalue()) if names else None))
     else:
         path = st.text_input("Path", key=f"{key}.path", placeholder="/data/resnet18-f37072fd.pth or /data/gpt2/",
                              help="A .pth file, or a folder with config.json and model.safetensors")
@@ -94,3 +97,38 @@ def render(key: str) -> None:
                          icon=":material/input:"):
             _run_import(key, lambda: import_checkpoint(path.strip()))
     _show_result(key)
+    _add_names(key)
+
+
+LABELS_HELP = ("The classifier's class names: imagenet_classes.txt (one a line), 'N, name' lines, Keras' "
+               "imagenet_class_index.json, a JSON list, or a config.json with id2label. Without it, a "
+               "download or a file beside the checkpoint gives them; else the classes are numbered.")
+
+
+def _add_names(key: str) -> None:
+    """Class names for an ImageNet classifier imported earlier (studio.pretrained.labels.set_labels)."""
+    from studio.pretrained.labels import set_labels
+    from studio.runs import Store
+
+    runs = [r for r in Store().list_runs("imported") if r.dataset_id == "imagenet"]
+    if not runs:
+        return
+    with st.expander("Add class names to an imported run"):
+        run_id = st.selectbox("Run", [r.id for r in runs], key=f"{key}.names_run",
+                              format_func=lambda i: f"{next(r.name for r in runs if r.id == i)} ({i})")
+        upload = st.file_uploader("Class names", key=f"{key}.names_file", type=["txt", "json"], help=LABELS_HELP)
+        if clicks.button(st.button, "Store the names", key=f"{key}.names_go", disabled=upload is None,
+                         icon=":material/label:"):
+            import tempfile
+            from pathlib import Path
+
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / Path(upload.name).name
+                path.write_bytes(upload.getvalue())
+                try:
+                    names = set_labels(run_id, path, source=f"{upload.name} (uploaded)")
+                except StudioError as e:
+                    st.error(st_escape(str(e)))
+                else:
+                    st.success(f"Run `{run_id}` now names its {len(names):,} classes "
+                               f"(class 0: {st_escape(names[0])}).")

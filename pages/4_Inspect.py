@@ -67,7 +67,7 @@ try:
     if record.status == "imported":  # pretrained weights, trained on a dataset the studio does not have
         from studio.pretrained.info import imported_info
 
-        info = imported_info(run.graph, record.dataset_id)
+        info = imported_info(run.graph, record.dataset_id, run.directory)
     else:
         info = inspect_probes.run_dataset(run).info  # the run's own options (e.g. image_size) shape it
 except StudioError as e:

@@ -189,8 +189,20 @@ def render_inference(run: ins.RunFiles, info) -> None:
             st.caption("Normalised with ImageNet's mean and standard deviation per channel, as torchvision's "
                        "pretrained weights expect.")
     result = ins.infer(model, x, info.task)
-    _show_prediction(shown, target, result, info)
+    _show_prediction(shown, target, result, info, hint=_names_hint(run, info, has_data))
     _show_internals(model, x, result, info, run)
+
+
+def _names_hint(run: ins.RunFiles, info, has_data: bool) -> str | None:
+    """For an imported ImageNet classifier without class names: how to add them (shown under the top five)."""
+    if has_data or info.task != "classification" or info.class_names or run.dataset_id != "imagenet":
+        return None
+    from studio.pretrained.labels import ADD_LATER
+
+    return ("No class names are stored with this run, so the classes are numbered. Add them with "
+            f"`{ADD_LATER.format(run_id=run.run_id, file='imagenet_classes.txt')}` (PyTorch Hub's file, "
+            "https://raw.githubusercontent.com/pytorch/hub/master/imagenet_classes.txt) or the Home page's "
+            "\"Start from a pretrained model\" panel.")
 
 
 def _drawn(input_shape: tuple[int, ...], key: str = K + "inf.canvas") -> torch.Tensor | None:
@@ -209,7 +221,7 @@ def _drawn(input_shape: tuple[int, ...], key: str = K + "inf.canvas") -> torch.T
     return x
 
 
-def _show_prediction(x, target, result: ins.Inference, info) -> None:
+def _show_prediction(x, target, result: ins.Inference, info, hint: str | None = None) -> None:
     left, right = st.columns([1, 2])
     with left:
         png = iv.input_png(x.numpy())
@@ -226,8 +238,11 @@ def _show_prediction(x, target, result: ins.Inference, info) -> None:
             st.markdown(f"**Prediction: {st_escape(name)}** ({result.probabilities[k]:.1%})")
             if len(result.probabilities) > 20:  # ImageNet's 1,000 classes: the five most likely
                 top = result.probabilities.argsort()[::-1][:5]
-                st.dataframe({"class": [info.class_names[i] if info.class_names else f"class {i}" for i in top],
+                st.dataframe({"class": [f"{i} {info.class_names[i]}" if info.class_names else f"class {i}"
+                                        for i in top],
                               "probability": [f"{result.probabilities[i]:.2%}" for i in top]}, hide_index=True)
+                if hint:
+                    st.caption(hint)
             else:
                 st.plotly_chart(ic.probabilities_figure(result.probabilities, info.class_names), key=K + "inf.probs")
         elif info.task == "regression":

@@ -1,5 +1,6 @@
-"""`python -m studio pretrained import PATH [--name NAME] [--json]` and
-`python -m studio pretrained download resnet18|gpt2 [--name NAME] [--json]` (DESIGN.md's contract).
+"""`python -m studio pretrained import PATH [--name NAME] [--labels FILE] [--json]`,
+`python -m studio pretrained download resnet18|gpt2 [--name NAME] [--json]` (DESIGN.md's contract) and
+`python -m studio pretrained labels RUN FILE [--json]` (class names for an imported classifier).
 
 --json prints {"run_id", "graph", "architecture", "params"}; without it, the run and what was mapped.
 Download progress goes to stderr (a bar on a terminal, a line per 10% otherwise).
@@ -21,6 +22,9 @@ def add_parser(sub) -> None:
     i.add_argument("--name", help="the run's name (default: the architecture)")
     i.add_argument("--image-size", type=int, default=224, help="ResNet: the graph's input size (default 224)")
     i.add_argument("--seq-len", type=int, help="GPT-2: the graph's context length (default: n_positions)")
+    i.add_argument("--labels", metavar="FILE", help="class names stored with a classifier: imagenet_classes.txt, "
+                                                   "'N, name' lines, imagenet_class_index.json, a JSON list or a "
+                                                   "config.json with id2label (default: such a file beside PATH)")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_import)
     d = actions.add_parser("download", help="download from the publisher (checksum checked), then import")
@@ -28,6 +32,11 @@ def add_parser(sub) -> None:
     d.add_argument("--name", help="the run's name (default: the architecture)")
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_download)
+    lb = actions.add_parser("labels", help="give an imported classifier run its class names from a file")
+    lb.add_argument("run_id")
+    lb.add_argument("file")
+    lb.add_argument("--json", action="store_true")
+    lb.set_defaults(func=cmd_labels)
 
 
 def _report(imp, as_json: bool) -> int:
@@ -44,8 +53,21 @@ def _report(imp, as_json: bool) -> int:
 def cmd_import(args) -> int:
     from studio.pretrained.importer import import_checkpoint
 
-    return _report(import_checkpoint(args.path, name=args.name, image_size=args.image_size, seq_len=args.seq_len),
-                   args.json)
+    return _report(import_checkpoint(args.path, name=args.name, image_size=args.image_size, seq_len=args.seq_len,
+                                     labels=args.labels), args.json)
+
+
+def cmd_labels(args) -> int:
+    from pathlib import Path
+
+    from studio.pretrained.labels import set_labels
+
+    names = set_labels(args.run_id, args.file)
+    if args.json:
+        print(json.dumps({"run_id": args.run_id, "file": str(Path(args.file).resolve()), "count": len(names)}))
+    else:
+        print(f"run {args.run_id}: {len(names):,} class names from {args.file} (e.g. 0 {names[0]})")
+    return 0
 
 
 class _Progress:

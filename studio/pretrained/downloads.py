@@ -49,6 +49,11 @@ ARCHITECTURES: dict[str, tuple[Remote, ...]] = {
     "resnet18": (Remote("resnet18-f37072fd.pth", "https://download.pytorch.org/models/", sha256_prefix="f37072fd"),),
     "gpt2": tuple(Remote(n, _HF, server_checksum=True) for n in ("config.json", "model.safetensors", "tokenizer.json")),
 }
+# Class names fetched beside a checkpoint: PyTorch Hub's `imagenet_classes.txt` (the file its own ResNet example
+# loads). It has no published digest: it is checked by content (studio.pretrained.labels, 1000 names).
+LABELS: dict[str, tuple[Remote, int]] = {
+    "resnet18": (Remote("imagenet_classes.txt", "https://raw.githubusercontent.com/pytorch/hub/master/"), 1000),
+}
 
 
 class _Recorder(urllib.request.HTTPRedirectHandler):
@@ -173,11 +178,14 @@ def _check(remote: Remote, part: Path, headers: list) -> None:
 
 
 def download(arch: str, *, name: str | None = None, workspace=None, progress=None, base_url: str | None = None,
-             files: tuple[Remote, ...] | None = None, **import_options):
+             files: tuple[Remote, ...] | None = None, with_labels: bool | None = None, **import_options):
     """Download `arch` ("resnet18" | "gpt2") from its publisher into workspace/downloads/pretrained/<arch>/,
     check it and import it (studio.pretrained.import_checkpoint); returns the Imported run.
 
     `progress(done_bytes, total_bytes | None, file_name)`; `files` replaces the catalogue's list (tests).
+    `with_labels` (default: when `files` is the catalogue's): also fetch the class names (LABELS); when that
+    alone fails, the import still happens with numbered classes and a warning (in `notes` and the event log)
+    says how to add names later.
     """
     from studio.pretrained.importer import import_checkpoint
     from studio.workspace import workspace_dir
@@ -190,4 +198,41 @@ def download(arch: str, *, name: str | None = None, workspace=None, progress=Non
     paths = [fetch_file(r, dest, base_url=base_url, progress=progress, arch=arch)
              for r in (files or ARCHITECTURES[arch])]
     target = dest if arch == "gpt2" else paths[0]
-    return import_checkpoint(target, name=name, workspace=workspace, **import_options)
+    if with_labels is None:
+        with_labels = files is None
+    # The class names land beside the checkpoint, where the import picks them up when their count fits.
+    warning = fetch_labels(arch, dest, base_url=base_url, progress=progress)[1] if with_labels else None
+    imp = import_checkpoint(target, name=name, workspace=workspace, **import_options)
+    if warning:
+        from studio.runs.store import Store
+
+        warning = warning.replace("RUN_ID", imp.run_id)
+        imp.notes.append(warning)
+        (import_options.get("store") or Store(Path(workspace) / "studio.db" if workspace is not None else None)
+         ).log_event(imp.run_id, warning, level="warning")
+    return imp
+
+
+def fetch_labels(arch: str, dest: Path, *, base_url: str | None = None,
+                 progress=None) -> tuple[Path | None, str | None]:
+    """(the checked class-names file of `arch`, None) or (None, a warning saying why not and how to add names
+    later). A file that does not hold the expected count of non-empty names is deleted."""
+    from studio.pretrained.labels import ADD_LATER, read_labels
+
+    if arch not in LABELS:
+        return None, None
+    remote, count = LABELS[arch]
+    try:
+        path = fetch_file(remote, dest, base_url=base_url, progress=progress)
+        try:
+            found = len(read_labels(path))
+            if found != count:
+                raise PretrainedError(f"{remote.name} holds {found:,} class names, not the {count:,} expected")
+        except PretrainedError:
+            path.unlink(missing_ok=True)
+            raise
+    except PretrainedError as e:  # its first clause says what failed; the advice that follows is the checkpoint's
+        return None, (f"class names not fetched: {str(e).split('; ')[0]}. The model was imported with numbered "
+                      f"classes; get {remote.url()} and add them with "
+                      f"`{ADD_LATER.format(run_id='RUN_ID', file=remote.name)}`")
+    return path, None

@@ -43,11 +43,17 @@ class Imported:
     family: str = ""                 # "resnet" | "gpt2"
     tokenizer: str | None = None     # GPT-2: where tokenizer.json came from; None when the folder had none
     notes: list = field(default_factory=list)
+    class_names_source: str | None = None  # the file the stored class names came from; None when none stored
+    num_class_names: int = 0
 
     def to_json(self) -> dict:
-        """The CLI's --json object (DESIGN.md): run_id, graph, architecture, params."""
-        return {"run_id": self.run_id, "graph": self.graph_path, "architecture": self.architecture,
-                "params": self.params}
+        """The CLI's --json object (DESIGN.md): run_id, graph, architecture, params; plus "labels"
+        {"file", "count"} when class names were stored."""
+        out = {"run_id": self.run_id, "graph": self.graph_path, "architecture": self.architecture,
+               "params": self.params}
+        if self.class_names_source:
+            out["labels"] = {"file": self.class_names_source, "count": self.num_class_names}
+        return out
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -123,13 +129,15 @@ def build_model(graph_doc: dict, wm: WeightMap):
 
 
 def import_checkpoint(path, *, name: str | None = None, workspace=None, image_size: int = 224,
-                      seq_len: int | None = None, store=None, source: str | None = None) -> Imported:
+                      seq_len: int | None = None, store=None, source: str | None = None, labels=None) -> Imported:
     """Import a torchvision ResNet `.pth` or a Hugging Face GPT-2 folder as a run of status `imported`.
 
     `image_size` is the ResNet graph's input size (ImageNet's 224 by default; the weights fit any size);
     `seq_len` the GPT-2 graph's context (default: the checkpoint's n_positions); `source` names where the files
-    came from in the run's event log (default: the path). Raises PretrainedError
-    (nothing written) when the file cannot be read or a tensor does not map.
+    came from in the run's event log (default: the path). `labels`: a file of class names
+    (studio.pretrained.labels formats) stored with a classifier; without it, one lying beside the checkpoint
+    is used when its count fits. Raises PretrainedError (nothing written) when the file cannot be read, a tensor
+    does not map, or `labels` cannot be read or holds another count than the model's outputs.
     """
     import torch
 
@@ -146,6 +154,9 @@ def import_checkpoint(path, *, name: str | None = None, workspace=None, image_si
                               "folder with config.json + model.safetensors (Hugging Face GPT-2)")
     family, graph_doc, wm, arch, folder = _read(path, image_size=image_size, seq_len=seq_len, name=name)
     graph, model = build_model(graph_doc, wm)
+    from studio.pretrained.labels import labels_for_import
+
+    class_names, labels_note = labels_for_import(graph, path, labels, source)
     state = model.state_dict()
     params = sum(p.numel() for p in model.parameters())
     task = "classification" if family == "resnet" else "language_model"
@@ -155,6 +166,8 @@ def import_checkpoint(path, *, name: str | None = None, workspace=None, image_si
     run_id = new_run_id()
     rd = RunDir.of(run_id, ws)
     notes = [f"{len(wm.mapped)} tensor(s) mapped"] + [f"not loaded: {k} ({why})" for k, why in wm.ignored]
+    if labels_note:
+        notes.append(labels_note.replace("RUN_ID", run_id))
     tokenizer = None
     try:  # the directory and the store row together, or neither
         rd.create(graph_json=graph.to_json(), config=training_defaults(None, task), meta={
@@ -169,6 +182,10 @@ def import_checkpoint(path, *, name: str | None = None, workspace=None, image_si
 
         atomic_write_bytes(rd.checkpoint("best"), buf.getvalue())
         atomic_write_text(rd.path / MAP_FILE, "\n".join(wm.lines()) + "\n")
+        if class_names:
+            from studio.pretrained.labels import store_labels
+
+            store_labels(rd, class_names[0], class_names[1])
         if folder is not None:
             tokenizer = gpt2.copy_tokenizer(folder, rd.path / gpt2.TOKENIZER_FILE,
                                             vocab_size=graph_doc["nodes"][1]["params"]["num_embeddings"])
@@ -185,4 +202,6 @@ def import_checkpoint(path, *, name: str | None = None, workspace=None, image_si
         if isinstance(e, (StorageError, PretrainedError)) or not isinstance(e, (OSError, sqlite3.Error)):
             raise
         raise TrainError(storage_message(e, "create the imported run", rd.path.parent)) from None
-    return Imported(run_id, str(rd.graph_file), arch, params, family, tokenizer, notes)
+    return Imported(run_id, str(rd.graph_file), arch, params, family, tokenizer, notes,
+                    class_names_source=class_names[1] if class_names else None,
+                    num_class_names=len(class_names[0]) if class_names else 0)

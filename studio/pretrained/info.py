@@ -16,8 +16,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def imported_info(graph, dataset_id: str) -> DatasetInfo:
-    """A DatasetInfo for an imported run, read from its graph (no samples: `sizes` is empty)."""
+def imported_info(graph, dataset_id: str, run_dir=None) -> DatasetInfo:
+    """A DatasetInfo for an imported run, read from its graph (no samples: `sizes` is empty); with `run_dir`,
+    a classifier's `class_names` are the names stored with the run (studio.pretrained.labels), if any."""
     from studio.analysis import analyze
 
     a = analyze(graph)
@@ -30,9 +31,15 @@ def imported_info(graph, dataset_id: str) -> DatasetInfo:
                            input_dtype=dtype, target_shape=shape, num_classes=out[-1], class_names=None, vocab=None,
                            description="The text the imported weights were trained on; not a studio dataset.",
                            source="download", sizes={})
+    names = None
+    if run_dir is not None and out:
+        from studio.pretrained.labels import stored_labels
+
+        names = stored_labels(run_dir)
+        names = names if names and len(names) == out[-1] else None  # a file edited by hand to another count
     return DatasetInfo(id=dataset_id, name=f"{dataset_id} (imported)", task="classification", input_shape=shape,
                        input_dtype=dtype, target_shape=(), num_classes=out[-1] if out else None,
-                       class_names=None, vocab=None,
+                       class_names=names, vocab=None,
                        description="The images the imported weights were trained on; not a studio dataset.",
                        source="download", sizes={})
 

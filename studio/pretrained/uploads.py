@@ -13,9 +13,11 @@ from studio.pretrained.mapping import PretrainedError
 _NAMES = ("config.json", "model.safetensors", "tokenizer.json", "vocab.json", "merges.txt")
 
 
-def import_uploaded(files: list[tuple[str, bytes]], *, name: str | None = None, workspace=None, **options):
+def import_uploaded(files: list[tuple[str, bytes]], *, name: str | None = None, workspace=None,
+                    labels: tuple[str, bytes] | None = None, **options):
     """Import uploaded files [(file name, bytes)]: one `.pth`/`.pt` (ResNet), or config.json +
-    model.safetensors (+ tokenizer.json or vocab.json + merges.txt) for GPT-2. Returns the Imported run."""
+    model.safetensors (+ tokenizer.json or vocab.json + merges.txt) for GPT-2. `labels` (file name, bytes):
+    a class-names file stored with a classifier (studio.pretrained.labels). Returns the Imported run."""
     from studio.pretrained.importer import _STATE_SUFFIXES, import_checkpoint
     from studio.workspace import workspace_dir
 
@@ -35,7 +37,13 @@ def import_uploaded(files: list[tuple[str, bytes]], *, name: str | None = None, 
                 continue  # a README or generation_config.json beside the weights: not needed
             (folder / Path(n).name).write_bytes(data)
         target = folder if gpt else folder / states[0]
-        return import_checkpoint(target, name=name, workspace=workspace,
+        labels_path = None
+        if labels is not None:
+            labels_path = folder / "labels" / Path(labels[0]).name  # its own folder: never a checkpoint file
+            labels_path.parent.mkdir()
+            labels_path.write_bytes(labels[1])
+            names.append(labels_path.name)
+        return import_checkpoint(target, name=name, workspace=workspace, labels=labels_path,
                                  source=f"uploaded files {', '.join(names)}", **options)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -9,6 +9,7 @@
         confusion.jsonl     one confusion matrix per evaluation
         log.txt             the worker's log (and its stdout/stderr)
         stop                present = "stop after this step" (written by stop_run, polled by the worker)
+        class_names.json    an imported classifier's class names and the file they came from (studio.pretrained.labels)
 
 It imports nothing from training: the launcher, the worker, the Ray driver and the pages all use it.
 
@@ -33,6 +34,7 @@ CONFIG_FILE = "config.json"
 LOG_FILE = "log.txt"
 STOP_FILE = "stop"
 CONFUSION_FILE = "confusion.jsonl"
+CLASS_NAMES_FILE = "class_names.json"
 CHECKPOINTS = ("best", "last")
 
 
@@ -79,6 +81,10 @@ class RunDir:
     @property
     def confusion_file(self) -> Path:
         return self.path / CONFUSION_FILE
+
+    @property
+    def class_names_file(self) -> Path:
+        return self.path / CLASS_NAMES_FILE
 
     @property
     def checkpoints_dir(self) -> Path:
