@@ -95,12 +95,12 @@ def selected(models: str) -> list[tuple]:
     return [known[m] for m in labels]
 
 
-def main(argv=None) -> int:
+def main(argv=()) -> int:
     from bench.common import report
     from studio.deploy import deploy_report
     from studio.deploy.recommend import recommend
 
-    args = parser().parse_args(argv)
+    args = parser().parse_args(list(argv))
     models = selected(args.models)
     os.environ["STUDIO_WORKSPACE"] = args.workspace or tempfile.mkdtemp(prefix="bench-deploy-")
     print(f"workspace {os.environ['STUDIO_WORKSPACE']}; load average at start {os.getloadavg()}", flush=True)
@@ -197,4 +197,4 @@ def finetuned_shrink(label: str, parent: str, parent_fp32) -> tuple:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -136,7 +136,7 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def main(argv=()) -> int:
     from bench.bench_deploy import DATASET_OPTIONS, MODELS, train
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     p.add_argument("--runs", default="", help="LABEL=RUN_ID,... trained runs to reuse (others are trained)")
     p.add_argument("--workspace", help="workspace of those runs / to train in (default: a new temporary one)")
     p.add_argument("--repeats", type=int, default=15)
-    args = p.parse_args(argv)
+    args = p.parse_args(list(argv))
     os.environ["STUDIO_WORKSPACE"] = args.workspace or tempfile.mkdtemp(prefix="bench-deploy-compiled-")
     known = {m[0]: m for m in MODELS}
     given = dict(kv.split("=", 1) for kv in args.runs.split(",") if kv)
@@ -167,4 +167,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
