@@ -137,7 +137,7 @@ def table(results: list[dict]) -> str:
 
 
 def main(argv=()) -> int:
-    from bench.bench_deploy import DATASET_OPTIONS, MODELS, train
+    from bench.bench_deploy import DATASET_OPTIONS, MODELS, WIDEN, train
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="seed MLP,seed CNN,ResNet-18",
@@ -158,7 +158,7 @@ def main(argv=()) -> int:
     results = []
     for label in labels:
         _, template, epochs = known[label]
-        run_id = given.get(label) or train(template, epochs, None, DATASET_OPTIONS.get(label))
+        run_id = given.get(label) or train(template, epochs, WIDEN.get(label), DATASET_OPTIONS.get(label))
         results.append(measure_model(label, run_id, args.repeats))
         print(table(results[-1:]), flush=True)
     print("\nALL\n" + table(results))
