@@ -170,7 +170,8 @@ def _follow(start: str, successors, modules, analysis, from_linear: bool):
 
 
 def _type(analysis, node_id: str) -> str:
-    return analysis.nodes[node_id].type
+    node = analysis.nodes.get(node_id)  # a block instance is analysed by the paths inside it, not by its own id
+    return node.type if node is not None else "a block: shrink-channels does not look inside blocks"
 
 
 def _previous(node_id: str, successors) -> str:
