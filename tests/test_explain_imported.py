@@ -67,7 +67,7 @@ def test_an_imported_resnet_is_explained_over_the_given_image(tmp_path):
         ex.explain_run(run_id, "grad-cam", sample=ex.input_sample(x, "t"), settings=ex.Settings(layer="layer2_1"))
     cam = ex.explain_run(run_id, "grad-cam", sample=ex.input_sample(x, "test image"),
                          settings=ex.Settings(layer="layer2_1.relu2"))  # the block's output
-    assert cam.notes["layer"] == "layer2_1.relu2" and cam.attributions.shape[-2:] == (4, 4)  # 32 / 8
+    assert cam.notes["layer"] == "layer2_1.relu2" and cam.attributions.shape == (3, 32, 32)
     at = ex.explain_run(run_id, "integrated-gradients", sample=ex.input_sample(x, "test image"),
                         settings=ex.Settings(layer="layer1.1.relu2", n_steps=32))
     assert at.notes["layer"] == "layer1.1.relu2" and at.attributions.shape[0] == 4  # layer1.1's 4 channels
@@ -134,7 +134,7 @@ def test_cli_explains_an_imported_resnet_on_a_npy_input(tmp_path):
     doc = json.loads(out.stdout)
     assert np.asarray(doc["attributions"]).shape == (3, 32, 32) and doc["method"] == "integrated-gradients"
     np.testing.assert_array_equal(np.asarray(doc["input"], dtype=np.float32), x.numpy())
-    assert doc["check"]["relative_error"] < 0.05
+    assert doc["check"]["relative_error"] < 0.1  # 32 steps here; the 2 % bound is checked in-process at 128
 
 
 def test_why_this_prediction_on_an_imported_resnet_under_apptest(tmp_path):
@@ -149,10 +149,10 @@ def test_why_this_prediction_on_an_imported_resnet_under_apptest(tmp_path):
     at.radio(key="studio.inspect.view").set_value("Why this prediction").run()
     assert not at.exception, [e.message for e in at.exception]
     assert at.radio(key=K + "why.source").options == ["uploaded image", "drawn image"]
-    assert "mean" not in at.selectbox(key=K + "why.baseline").options
     png = io.BytesIO()
     Image.fromarray((_image(3).permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(png, format="PNG")
     at.file_uploader(key=K + "why.upload").set_value(("cat.png", png.getvalue(), "image/png")).run()
+    assert at.selectbox(key=K + "why.baseline").options == ["zeros", "blurred"]  # no 'mean': no training split
     at.multiselect(key=K + "why.methods").set_value(["integrated-gradients", "grad-cam"]).run()
     at.button(key=K + "why.run").click().run()
     assert not at.exception, [e.message for e in at.exception]
