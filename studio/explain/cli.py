@@ -64,8 +64,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(json.dumps(e.to_dict()))
         return 0
     given = f"--input {args.input}" if args.input else (f"--text {args.text!r}" if args.text is not None else None)
-    print(f"{args.method} on {given or f'{args.split}[{args.sample}]'} of run {args.run_id}: target {e.target}, predicted "
-          f"{e.predicted}" + (f", position {e.position}" if e.position is not None else ""))
+    print(f"{args.method} on {given or f'{args.split}[{args.sample}]'} of run {args.run_id}: target {e.target}, "
+          f"predicted {e.predicted}" + (f", position {e.position}" if e.position is not None else ""))
     if e.check is not None:
         print(f"check: {e.check.sentence()}")
     a = e.attributions.reshape(-1)

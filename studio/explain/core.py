@@ -233,8 +233,9 @@ def explain(model, x: torch.Tensor, *, method: str = "integrated-gradients", tar
             preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Explanation:
     """Attributions of `x` (one sample, per-sample shape) for the score of class `target` (default: the
     predicted one) by `method` (a name in METHODS). `preprocess` maps a batch of inputs to what the model
-    takes (part of the explained function: the attributions are over `x` as given). Raises ExplainError with the reason and the fix
-    for a target that does not exist, a method that does not fit the model, or settings out of range."""
+    takes (part of the explained function: the attributions are over `x` as given). Raises ExplainError
+    with the reason and the fix for a target that does not exist, a method that does not fit the model, or
+    settings out of range."""
     spec = get_method(method)
     s = settings or Settings()
     tokens = is_token_model(model)
