@@ -159,3 +159,13 @@ def test_why_this_prediction_on_an_imported_resnet_under_apptest(tmp_path):
     captions = image_captions(at)
     assert [c.split(" for ")[0] for c in captions] == ["integrated-gradients", "grad-cam"], captions
     assert any(s.value.startswith("Check: sum of attributions") for s in at.success)
+
+    layer = next(s for s in at.selectbox if s.label.startswith("Attribute to"))
+    assert "layer2_1.relu2" in layer.options and "layer2_1" not in layer.options  # only layers that run
+    layer.set_value("layer2_1.relu2").run()
+    at.multiselect(key=K + "why.methods").set_value(["grad-cam"]).run()
+    at.button(key=K + "why.run").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    captions = image_captions(at)
+    assert len(captions) == 1 and captions[0].startswith("grad-cam for ") and captions[0].endswith(
+        " at layer2_1.relu2"), captions
