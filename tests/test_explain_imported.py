@@ -169,3 +169,25 @@ def test_why_this_prediction_on_an_imported_resnet_under_apptest(tmp_path):
     captions = image_captions(at)
     assert len(captions) == 1 and captions[0].startswith("grad-cam for ") and captions[0].endswith(
         " at layer2_1.relu2"), captions
+
+
+def test_why_this_prediction_on_an_imported_gpt2_under_apptest(tmp_path):
+    """Typed text through the run's tokenizer, one chip per position, explained at the last typed token; the
+    target next token is taken by id (GPT-2 has 50,257)."""
+    from tests.test_inspect_page import K
+    from tests.test_pretrained import _inspect
+
+    tok, _, run_id = _gpt2(tmp_path)
+    at = _inspect(run_id)
+    at.radio(key="studio.inspect.view").set_value("Why this prediction").run()
+    assert at.radio(key=K + "why.source").options == ["typed text"]
+    at.text_input(key=K + "why.text").input("hello world").run()
+    n = len(tok.encode("hello world").ids)
+    assert at.number_input(key=K + f"why.position.12.{n}").value == n - 1
+    target = next(w for w in at.number_input if w.label == "Target token id")  # an id, not a 50,257-entry list
+    assert 0 <= target.value < tok.get_vocab_size()
+    at.button(key=K + "why.run").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    chips = [m.value for m in at.markdown if m.value.startswith('<div style="line-height')]
+    assert len(chips) == 1 and chips[0].count("<span") == 12 and "&lt;|endoftext|&gt;" in chips[0]
+    assert any(s.value.startswith("Check: sum of attributions") for s in at.success)

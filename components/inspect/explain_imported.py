@@ -78,10 +78,16 @@ def render_imported(run: ins.RunFiles, info) -> None:
     names = ie._class_names(info, len(scores))
     predicted = int(scores.argmax())
     target_cell, methods_cell, baseline_cell = cells[-3:]
-    target = int(target_cell.selectbox(
-        "Target class", range(len(names)), index=predicted, key=W + f"target.{sample.key}.{position}",
-        format_func=lambda i: names[i] + (" (predicted)" if i == predicted else ""),
-        help="the score whose attribution is shown; default the predicted class"))
+    if tokens:  # a next token of GPT-2's 50,257: by id, not a list the browser must hold
+        target = int(target_cell.number_input(
+            "Target token id", 0, len(names) - 1, predicted, key=W + f"target_id.{sample.key}.{position}",
+            help="the next token whose score is explained; default the predicted one"))
+        target_cell.caption(f"{st_escape(repr(names[target]))}" + (" (predicted)" if target == predicted else ""))
+    else:
+        target = int(target_cell.selectbox(
+            "Target class", range(len(names)), index=predicted, key=W + f"target.{sample.key}.{position}",
+            format_func=lambda i: names[i] + (" (predicted)" if i == predicted else ""),
+            help="the score whose attribution is shown; default the predicted class"))
     usable = [m for m, spec in ex.METHODS.items() if ie._fits(spec, model, tokens)]
     methods = methods_cell.multiselect("Methods (up to 3, side by side)", usable, default=["integrated-gradients"],
                                        max_selections=ie.MAX_METHODS, key=W + "methods", persist_state="session",
