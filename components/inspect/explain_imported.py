@@ -82,7 +82,7 @@ def render_imported(run: ins.RunFiles, info) -> None:
         target = int(target_cell.number_input(
             "Target token id", 0, len(names) - 1, predicted, key=W + f"target_id.{sample.key}.{position}",
             help="the next token whose score is explained; default the predicted one"))
-        target_cell.caption(f"{st_escape(repr(names[target]))}" + (" (predicted)" if target == predicted else ""))
+        target_cell.caption(code_span(names[target]) + (" (predicted)" if target == predicted else ""))
     else:
         target = int(target_cell.selectbox(
             "Target class", range(len(names)), index=predicted, key=W + f"target.{sample.key}.{position}",
