@@ -145,7 +145,8 @@ def _pick(source: str, run, model, info, pad: int | None) -> ex.Sample | None:
             st.caption("Type a prompt: it is explained at its last token, through the run's "
                        + code_span("tokenizer.json") + ".")
             return None
-        return imported.text_sample(run, info, text, shape[0], pad_token=pad)[0]
+        x, length, _ = imported.text_tokens(run, info, text, shape[0], pad_token=pad)  # the tokenizer is checked
+        return ex.input_sample(x, "typed text", length)
     except StudioError as e:
         st.error(st_escape(str(e)))
         return None

@@ -21,7 +21,7 @@ _EXPORTS = {
     "studio.explain.methods": ("METHODS", "Method", "get_method", "register"),
     "studio.explain.runs": ("Sample", "cache_dir", "clear_cache", "dataset_sample", "explain_cached", "explain_run",
                             "feature_names", "input_sample", "text_to_tokens"),
-    "studio.explain.imported": ("file_sample", "has_studio_dataset", "input_transform", "layer_paths", "text_sample"),
+    "studio.explain.imported": ("file_input", "has_studio_dataset", "input_transform", "layer_paths", "text_tokens"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

@@ -9,7 +9,7 @@ through torchvision's normalisation (`input_transform`), applied inside the expl
 attributions lie over the image as the user gave it ([0, 1] pixels) and f(x) is the model's own output.
 
     >>> transform = input_transform(run)              # doctest: +SKIP
-    >>> sample = file_sample("cat.png", (3, 224, 224), torch.float32)  # doctest: +SKIP
+    >>> x, source = file_input("cat.png", (3, 224, 224), torch.float32)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from studio.explain.core import ExplainError
-from studio.explain.runs import Sample, input_sample, text_to_tokens
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 TENSOR_SUFFIXES = (".npy", ".pt", ".pth")
@@ -91,33 +90,27 @@ def tokenizer_pad(tokenizer) -> int:
     return 0
 
 
-def text_sample(run, info, text: str, seq_len: int, *, pad_token: int | None = None,
-                default_pad: Callable[[], int] | None = None) -> tuple[Sample, int]:
-    """(typed text as a Sample of `seq_len` token ids, the padding id used). Through the run's own
-    tokenizer.json when it has one (the sample records how many tokens were typed: a causal model is
-    explained at the last of them); else the existing character-vocabulary path (text_to_tokens)."""
+def text_tokens(run, info, text: str, seq_len: int, *,
+                pad_token: int | None = None) -> tuple[torch.Tensor, int, int] | None:
+    """(typed text as `seq_len` token ids through the run's own tokenizer.json, how many were typed, the
+    padding id used); None when the run has no tokenizer.json (a character vocabulary takes
+    runs.text_to_tokens). The count says where the text ends: a causal model is explained at its last token."""
     from studio.inspection.tokenize import FileTokenizer
 
     tok = run_tokenizer_or_none(run, info)
-    if isinstance(tok, FileTokenizer):
-        pad = tokenizer_pad(tok) if pad_token is None else int(pad_token)
-        ids = tok.encode(text)[:seq_len]
-        if not ids:
-            raise ExplainError("the text is empty; type at least one token")
-        x = torch.tensor(ids + [pad] * (seq_len - len(ids)), dtype=torch.int64)
-        s = input_sample(x, "typed text")
-        return Sample(s.x, None, s.source, s.key, len(ids)), pad
-    if not info.vocab:
-        raise ExplainError(f"run {run.run_id!r} has no tokenizer.json and its dataset no vocabulary, so typed text "
-                           "cannot be turned into its tokens; give --input FILE with the token ids (.npy / .pt)")
-    pad = int(pad_token) if pad_token is not None else (default_pad() if default_pad else 0)
-    return input_sample(text_to_tokens(text, info.vocab, seq_len, pad), "typed text"), pad
+    if not isinstance(tok, FileTokenizer):
+        return None
+    pad = tokenizer_pad(tok) if pad_token is None else int(pad_token)
+    ids = tok.encode(text)[:seq_len]
+    if not ids:
+        raise ExplainError("the text is empty; type at least one token")
+    return torch.tensor(ids + [pad] * (seq_len - len(ids)), dtype=torch.int64), len(ids), pad
 
 
-def file_sample(path: str | Path, input_shape: tuple[int, ...], dtype: torch.dtype) -> Sample:
-    """One input read from a file: an image (decoded, resized to the model's (C, H, W), pixels in [0, 1],
-    as the page's upload) or a tensor of exactly the model's input shape (.npy without pickles, or .pt
-    loaded with weights_only)."""
+def file_input(path: str | Path, input_shape: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Tensor, str]:
+    """(one input read from a file, where it came from): an image (decoded, resized to the model's (C, H, W),
+    pixels in [0, 1], as the page's upload) or a tensor of exactly the model's input shape (.npy without
+    pickles, or .pt loaded with weights_only)."""
     from studio.inspection import image_to_input, open_image
 
     path = Path(path)
@@ -128,7 +121,7 @@ def file_sample(path: str | Path, input_shape: tuple[int, ...], dtype: torch.dty
     if suffix in IMAGE_SUFFIXES:
         with path.open("rb") as f:
             x = image_to_input(open_image(f), tuple(input_shape))
-        return input_sample(x, f"image {path.name}")
+        return x, f"image {path.name}"
     if suffix not in TENSOR_SUFFIXES:
         raise ExplainError(f"--input {path.name!r}: unknown kind {suffix or '(no suffix)'!r}; give an image "
                            f"({', '.join(IMAGE_SUFFIXES)}) or a tensor ({', '.join(TENSOR_SUFFIXES)})")
@@ -152,7 +145,7 @@ def file_sample(path: str | Path, input_shape: tuple[int, ...], dtype: torch.dty
         x = x.long()
     else:
         x = x.float()
-    return input_sample(x.contiguous(), f"file {path.name}")
+    return x.contiguous(), f"file {path.name}"
 
 
 def layer_paths(model) -> list[str]:

@@ -51,10 +51,11 @@ def dataset_sample(dataset, split: str, index: int) -> Sample:
     return Sample(x[0], label, f"{split}[{int(index)}]", f"{split}:{int(index)}")
 
 
-def input_sample(x: torch.Tensor, source: str) -> Sample:
-    """An input that is not in a split (an uploaded image, a drawing, typed text): keyed by its bytes."""
+def input_sample(x: torch.Tensor, source: str, length: int | None = None) -> Sample:
+    """An input that is not in a split (an uploaded image, a drawing, typed text): keyed by its bytes.
+    `length`: typed text's token count when the rest is padding."""
     digest = hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:20]
-    return Sample(x, None, source, f"input:{x.dtype}:{tuple(x.shape)}:{digest}")
+    return Sample(x, None, source, f"input:{x.dtype}:{tuple(x.shape)}:{digest}", length)
 
 
 def text_to_tokens(text: str, vocab: list[str] | None, seq_len: int, pad_token: int) -> torch.Tensor:
@@ -216,13 +217,21 @@ def explain_run(run_id: str, method: str, *, sample: int | Sample = 0, split: st
     if input_file is not None and text is not None:
         raise ExplainError("give --input FILE or --text, not both")
     if input_file is not None:
-        sample = imported.file_sample(input_file, tuple(model.input_shape), model.input_dtype)
+        sample = input_sample(*imported.file_input(input_file, tuple(model.input_shape), model.input_dtype))
     elif text is not None:
         info = imported.run_info(run, dataset)
         given = settings.pad_token if settings is not None else None
-        sample, pad = imported.text_sample(
-            run, info, text, int(model.input_shape[0]), pad_token=given,
-            default_pad=lambda: default_pad_token(info.vocab, dataset.train.x if dataset is not None else None))
+        seq_len = int(model.input_shape[0])
+        found = imported.text_tokens(run, info, text, seq_len, pad_token=given)
+        if found is None:  # no tokenizer.json: the dataset's character vocabulary
+            if not info.vocab:
+                raise ExplainError(f"run {run_id!r} has no tokenizer.json and its dataset no vocabulary, so typed "
+                                   "text cannot be turned into its tokens; give --input FILE with the token ids")
+            pad = given if given is not None else default_pad_token(
+                info.vocab, dataset.train.x if dataset is not None else None)
+            found = text_to_tokens(text, info.vocab, seq_len, pad), None, pad
+        x, length, pad = found
+        sample = input_sample(x, "typed text", length)
         settings = Settings(**{**(settings or Settings()).__dict__, "pad_token": pad})
     elif dataset is None and not isinstance(sample, Sample):
         raise ExplainError(imported.no_dataset_message(run))
