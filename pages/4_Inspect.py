@@ -75,11 +75,13 @@ except StudioError as e:
     st.stop()
 if record.status == "imported":
     VIEWS = ["Generate"] if info.task == "language_model" else ["Live inference"]
+    VIEWS.append("Why this prediction")  # on an uploaded or drawn image, or typed text (no dataset needed)
     st.caption(f"Imported pretrained weights, trained on {st_escape(record.dataset_id)} (not a dataset of the "
                "studio): " + ("generate from a prompt and see its attention, token by token."
-                             if VIEWS == ["Generate"] else "run it on an uploaded or drawn image, with its feature "
+                             if VIEWS[0] == "Generate" else "run it on an uploaded or drawn image, with its feature "
                              "maps and saliency.") + " The views that read a dataset or training snapshots need a "
-               "run trained here: fine-tune it on your data (Train: Warm start from run).")
+               "run trained here: fine-tune it on your data (Train: Warm start from run). Why this prediction "
+               "explains one input by its attributions.")
 try:
     entries = ins.probe_index(run)
 except StudioError as e:  # a damaged probe index: the other views still work

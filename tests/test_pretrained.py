@@ -413,7 +413,7 @@ def test_an_imported_gpt2_generates_on_inspect_through_its_own_tokenizer(tmp_pat
     tok.save(str(tmp_path / "g" / "tokenizer.json"))
     imp = import_checkpoint(tmp_path / "g")
     at = _inspect(imp.run_id)
-    assert at.radio(key="studio.inspect.view").options == ["Generate"]  # what an imported GPT-2 offers
+    assert at.radio(key="studio.inspect.view").options == ["Generate", "Why this prediction"]  # an imported GPT-2
     g = "studio.inspect.gen."
     at.text_area(key=g + "prompt").set_value("hello")
     at.slider(key=g + "temperature").set_value(0.0)
@@ -444,5 +444,5 @@ def test_an_imported_resnet_offers_live_inference_on_inspect(tmp_path):
     torch.save(random_resnet(width=4).state_dict(), tmp_path / "r.pth")
     imp = import_checkpoint(tmp_path / "r.pth", image_size=32)
     at = _inspect(imp.run_id)
-    assert at.radio(key="studio.inspect.view").options == ["Live inference"]
+    assert at.radio(key="studio.inspect.view").options == ["Live inference", "Why this prediction"]
     assert at.radio(key="studio.inspect.inf.source").options == ["uploaded image", "drawn image"]  # no samples

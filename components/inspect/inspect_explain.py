@@ -33,6 +33,10 @@ MAX_METHODS = 3
 
 def render_explain(run: ins.RunFiles, info, runs: dict) -> None:
     """The view. `runs` is {run_id: RunRecord} of the store, for the second run to compare with."""
+    if not ex.has_studio_dataset(run):  # imported weights: samples that need no dataset (explain_imported)
+        from components.inspect.explain_imported import render_imported
+
+        return render_imported(run, info)
     top = st.columns([1, 3])
     with top[0]:
         which = checkpoint_choice(run, W + "ckpt")
@@ -184,7 +188,9 @@ def _pick_sample(source: str, model, dataset, info, pad: int | None, cell) -> ex
         return None
 
 
-def _settings(model, x: torch.Tensor, baseline: str, position, pad, tokens: bool, info) -> ex.Settings:
+def _settings(model, x: torch.Tensor, baseline: str, position, pad, tokens: bool, info,
+              layers: list[str] | None = None) -> ex.Settings:
+    """The method settings; `layers`: the paths offered to attribute to (else the graph's feature maps)."""
     window, stride = ex.default_window(tuple(x.shape))
     layer = None
     with st.expander("Method settings (steps, samples, occlusion window, memory, layer)"):
@@ -199,12 +205,17 @@ def _settings(model, x: torch.Tensor, baseline: str, position, pad, tokens: bool
             vocab = len(info.vocab or [0])
             pad = int(c[3].number_input("Padding token id", 0, vocab - 1, int(pad), key=W + f"pad.{vocab}",
                                         help="the 'pad' baseline puts this token everywhere"))
-        elif _is_image(x):
+        elif _is_image(x) and layers is None:
             maps = ins.feature_nodes(model)[0]
             layer = c[3].selectbox("Attribute to", [None, *maps], key=W + f"layer.{','.join(maps)}",
                                    format_func=lambda n: "the input" if n is None else f"{n} ({model.node_types[n]})",
                                    help="gradient methods can explain a layer's output instead of the input (its "
                                         "channels summed, stretched over the image); Grad-CAM uses this layer")
+        if layers is not None:
+            layer = st.selectbox("Attribute to (a layer by its path)", [None, *layers], key=W + f"path.{len(layers)}",
+                                 format_func=lambda n: n or ("the embedding" if tokens else "the input"),
+                                 help="gradient methods explain that layer's output (tokens: summed per token); "
+                                      "Grad-CAM uses it")
         c = st.columns(2)
         w_text = c[0].text_input("Occlusion window", ",".join(map(str, window)), key=W + f"window.{tuple(x.shape)}",
                                  help="one size per input dimension (chosen from the input's shape)")

@@ -40,6 +40,10 @@ def add_parser(sub) -> None:
     e.add_argument("--batch-size", type=int, default=32, help="rows per forward inside the method (bounds memory)")
     e.add_argument("--layer", help="Grad-CAM's layer / the token models' embedding, by path (e.g. layer3.1)")
     e.add_argument("--no-cache", action="store_true", help="compute again instead of reading the cache")
+    e.add_argument("--input", metavar="FILE", help="explain this input instead of a dataset sample: an image (resized "
+                   "to the model's input) or a .npy / .pt tensor of the input's shape")
+    e.add_argument("--text", help="token models: explain this text, through the run's tokenizer (or its dataset's "
+                                  "vocabulary), instead of a dataset sample")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_explain)
 
@@ -54,12 +58,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
                         stride=args.stride, internal_batch_size=args.batch_size, layer=args.layer,
                         position=args.position, pad_token=args.pad_token)
     e = explain_run(args.run_id, args.method, sample=args.sample, split=args.split, target=args.target,
-                    settings=settings, which=args.weights, use_cache=not args.no_cache)
+                    settings=settings, which=args.weights, use_cache=not args.no_cache, input_file=args.input,
+                    text=args.text)
     if args.json:
         print(json.dumps(e.to_dict()))
         return 0
-    print(f"{args.method} on {args.split}[{args.sample}] of run {args.run_id}: target {e.target}, predicted "
-          f"{e.predicted}" + (f", position {e.position}" if e.position is not None else ""))
+    given = f"--input {args.input}" if args.input else (f"--text {args.text!r}" if args.text is not None else None)
+    print(f"{args.method} on {given or f'{args.split}[{args.sample}]'} of run {args.run_id}: target {e.target}, "
+          f"predicted {e.predicted}" + (f", position {e.position}" if e.position is not None else ""))
     if e.check is not None:
         print(f"check: {e.check.sentence()}")
     a = e.attributions.reshape(-1)

@@ -208,15 +208,17 @@ def _check_window(name: str, value: tuple[int, ...], shape: tuple[int, ...]) -> 
     return value
 
 
-def scores_function(model, task: str, position: int | None, tokens: bool, rows: _Rows):
-    """forward(x) -> (B, K) scores: logits, one position's logits of a sequence model, or the output flattened."""
+def scores_function(model, task: str, position: int | None, tokens: bool, rows: _Rows,
+                    preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None):
+    """forward(x) -> (B, K) scores: logits, one position's logits of a sequence model, or the output flattened.
+    `preprocess` (an imported ResNet's normalisation) runs on the batch before the model."""
     per_position = task in ("sequence", "language_model")
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         rows(x.shape[0])
         if tokens and x.is_floating_point():  # perturbation methods mix ids and baselines in float
             x = x.round().long()
-        out = model(x)
+        out = model(x if preprocess is None else preprocess(x))
         if per_position and out.dim() == 3:
             return out[:, position]
         return out if out.dim() == 2 else out.reshape(out.shape[0], -1)
@@ -227,10 +229,13 @@ def scores_function(model, task: str, position: int | None, tokens: bool, rows: 
 def explain(model, x: torch.Tensor, *, method: str = "integrated-gradients", target: int | None = None,
             task: str = "classification", settings: Settings | None = None, train_mean: torch.Tensor | None = None,
             class_names: list[str] | None = None, progress: Callable[[float], None] | None = None,
-            cancel: Callable[[], bool] | None = None) -> Explanation:
+            cancel: Callable[[], bool] | None = None,
+            preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Explanation:
     """Attributions of `x` (one sample, per-sample shape) for the score of class `target` (default: the
-    predicted one) by `method` (a name in METHODS). Raises ExplainError with the reason and the fix
-    for a target that does not exist, a method that does not fit the model, or settings out of range."""
+    predicted one) by `method` (a name in METHODS). `preprocess` maps a batch of inputs to what the model
+    takes (part of the explained function: the attributions are over `x` as given). Raises ExplainError
+    with the reason and the fix for a target that does not exist, a method that does not fit the model, or
+    settings out of range."""
     spec = get_method(method)
     s = settings or Settings()
     tokens = is_token_model(model)
@@ -284,7 +289,7 @@ def explain(model, x: torch.Tensor, *, method: str = "integrated-gradients", tar
     grads_before = [p.grad for p in model.parameters()]
     model.eval()
     counter = _Rows(1, None, cancel)  # progress starts with the method, after the two scores below
-    forward = scores_function(model, task, position, tokens, counter)
+    forward = scores_function(model, task, position, tokens, counter, preprocess)
     try:
         with torch.no_grad():
             scores = forward(x.unsqueeze(0))[0].float()

@@ -36,6 +36,7 @@ class Sample:
     label: int | None        # the dataset's target, when the sample is from a split (classification)
     source: str              # "val[12]", "uploaded image", "typed text"
     key: str
+    length: int | None = None  # typed text through a tokenizer: the tokens typed (the rest is padding)
 
 
 def dataset_sample(dataset, split: str, index: int) -> Sample:
@@ -50,10 +51,11 @@ def dataset_sample(dataset, split: str, index: int) -> Sample:
     return Sample(x[0], label, f"{split}[{int(index)}]", f"{split}:{int(index)}")
 
 
-def input_sample(x: torch.Tensor, source: str) -> Sample:
-    """An input that is not in a split (an uploaded image, a drawing, typed text): keyed by its bytes."""
+def input_sample(x: torch.Tensor, source: str, length: int | None = None) -> Sample:
+    """An input that is not in a split (an uploaded image, a drawing, typed text): keyed by its bytes.
+    `length`: typed text's token count when the rest is padding."""
     digest = hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:20]
-    return Sample(x, None, source, f"input:{x.dtype}:{tuple(x.shape)}:{digest}")
+    return Sample(x, None, source, f"input:{x.dtype}:{tuple(x.shape)}:{digest}", length)
 
 
 def text_to_tokens(text: str, vocab: list[str] | None, seq_len: int, pad_token: int) -> torch.Tensor:
@@ -152,11 +154,25 @@ def explain_cached(run, which: str, model, dataset, sample: Sample, method: str,
                    cancel: Callable[[], bool] | None = None, use_cache: bool = True,
                    compute: bool = True) -> tuple[Explanation | None, bool]:
     """(explanation, came from the cache) of `sample` under a run's loaded `model` and `dataset`;
-    (None, False) when it is not cached and `compute` is False (the page asks before it computes)."""
+    (None, False) when it is not cached and `compute` is False (the page asks before it computes).
+    `dataset` None: a run without a studio dataset (imported weights), explained on a given sample
+    (studio.explain.imported)."""
+    from studio.explain import imported
+
     s = settings or Settings()
-    info = dataset.info
+    info = imported.run_info(run, dataset)
     if info.input_dtype == "int64" and s.pad_token is None:
-        s = Settings(**{**s.__dict__, "pad_token": default_pad_token(info.vocab, dataset.train.x)})
+        pad = default_pad_token(info.vocab, dataset.train.x) if dataset is not None else \
+            imported.tokenizer_pad(imported.run_tokenizer_or_none(run, info))
+        s = Settings(**{**s.__dict__, "pad_token": pad})
+    if s.position is None and sample.length and info.task in ("sequence", "language_model"):
+        s = Settings(**{**s.__dict__, "position": sample.length - 1})  # typed text: its last token, not padding
+    if s.layer and not imported.has_studio_dataset(run):
+        imported.check_layer(model, s.layer)
+    if dataset is None and s.baseline == "mean":
+        raise ExplainError(f"the 'mean' baseline is the training split's mean input, and run {run.run_id!r} has no "
+                           f"studio dataset (its weights were trained on {run.dataset_id!r}); use the zeros or "
+                           "blurred baseline")
     path = cache_dir(run.run_id) / f"{cache_key(run, which, sample, method, target, s)}.npz"
     if use_cache and path.exists():
         found = _load_cached(path)
@@ -164,11 +180,11 @@ def explain_cached(run, which: str, model, dataset, sample: Sample, method: str,
             return found, True
     if not compute:
         return None, False
-    wants_mean = s.baseline == "mean" and info.input_dtype == "float32" and len(dataset.train)
+    wants_mean = s.baseline == "mean" and info.input_dtype == "float32" and dataset is not None and len(dataset.train)
     mean = dataset.train.x.float().mean(0) if wants_mean else None  # only for the 'mean' baseline
     names = info.class_names or (info.vocab if info.task in ("sequence", "language_model") else None)
     e = explain(model, sample.x, method=method, target=target, task=info.task, settings=s, train_mean=mean,
-                class_names=names, progress=progress, cancel=cancel)
+                class_names=names, progress=progress, cancel=cancel, preprocess=imported.input_transform(run))
     if use_cache:
         try:
             _store_cached(path, e)
@@ -180,9 +196,12 @@ def explain_cached(run, which: str, model, dataset, sample: Sample, method: str,
 def explain_run(run_id: str, method: str, *, sample: int | Sample = 0, split: str = "val", target: int | None = None,
                 settings: Settings | None = None, which: str | None = None, use_cache: bool = True,
                 progress: Callable[[float], None] | None = None,
-                cancel: Callable[[], bool] | None = None) -> Explanation:
+                cancel: Callable[[], bool] | None = None, input_file: str | Path | None = None,
+                text: str | None = None) -> Explanation:
     """Explain run `run_id`'s prediction on `sample` (an index into `split`, or a Sample) with `method`.
-    `which` checkpoint: 'best' when the run has one, else 'last'."""
+    `which` checkpoint: 'best' when the run has one, else 'last'. `input_file` (an image, .npy or .pt) or
+    `text` (through the run's tokenizer) replace `sample`; a run without a studio dataset (imported
+    weights) needs one of them."""
     from studio.inspection import load_model, load_run, load_run_dataset
 
     run = load_run(run_id)
@@ -192,7 +211,30 @@ def explain_run(run_id: str, method: str, *, sample: int | Sample = 0, split: st
                            "for its first evaluation or epoch end")
     which = which or have[0]
     model = load_model(run, which)
-    dataset = load_run_dataset(run)
+    from studio.explain import imported
+
+    dataset = load_run_dataset(run) if imported.has_studio_dataset(run) else None
+    if input_file is not None and text is not None:
+        raise ExplainError("give --input FILE or --text, not both")
+    if input_file is not None:
+        sample = input_sample(*imported.file_input(input_file, tuple(model.input_shape), model.input_dtype))
+    elif text is not None:
+        info = imported.run_info(run, dataset)
+        given = settings.pad_token if settings is not None else None
+        seq_len = int(model.input_shape[0])
+        found = imported.text_tokens(run, info, text, seq_len, pad_token=given)
+        if found is None:  # no tokenizer.json: the dataset's character vocabulary
+            if not info.vocab:
+                raise ExplainError(f"run {run_id!r} has no tokenizer.json and its dataset no vocabulary, so typed "
+                                   "text cannot be turned into its tokens; give --input FILE with the token ids")
+            pad = given if given is not None else default_pad_token(
+                info.vocab, dataset.train.x if dataset is not None else None)
+            found = text_to_tokens(text, info.vocab, seq_len, pad), None, pad
+        x, length, pad = found
+        sample = input_sample(x, "typed text", length)
+        settings = Settings(**{**(settings or Settings()).__dict__, "pad_token": pad})
+    elif dataset is None and not isinstance(sample, Sample):
+        raise ExplainError(imported.no_dataset_message(run))
     if not isinstance(sample, Sample):
         sample = dataset_sample(dataset, split, sample)
     return explain_cached(run, which, model, dataset, sample, method, target=target, settings=settings,
