@@ -35,12 +35,13 @@ def has_studio_dataset(run) -> bool:
 
 
 def run_info(run, dataset=None):
-    """The DatasetInfo explanations read: the dataset's, or the imported graph's (no samples)."""
+    """The DatasetInfo explanations read: the dataset's, or the imported graph's (no samples; the class
+    names stored with the run, if any)."""
     if dataset is not None:
         return dataset.info
     from studio.pretrained.info import imported_info
 
-    return imported_info(run.graph, run.dataset_id)
+    return imported_info(run.graph, run.dataset_id, run.directory)
 
 
 def no_dataset_message(run) -> str:

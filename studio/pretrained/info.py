@@ -8,6 +8,8 @@ An ImageNet ResNet expects torchvision's preprocessing: pixels in [0, 1], then p
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from studio.data.types import DatasetInfo
@@ -33,8 +35,6 @@ def imported_info(graph, dataset_id: str, run_dir=None) -> DatasetInfo:
                            source="download", sizes={})
     names = None
     if run_dir is not None and out:
-        from studio.pretrained.labels import stored_labels
-
         names = stored_labels(run_dir)
         names = names if names and len(names) == out[-1] else None  # a file edited by hand to another count
     return DatasetInfo(id=dataset_id, name=f"{dataset_id} (imported)", task="classification", input_shape=shape,
@@ -51,3 +51,15 @@ def preprocess(x: torch.Tensor, dataset_id: str) -> torch.Tensor:
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     return (x - mean) / std
+
+
+def stored_labels(run_dir) -> list[str] | None:
+    """The class names stored with a run, or None (no file, or one that cannot be read)."""
+    from studio.runs.rundir import RunDir
+
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    try:
+        names = json.loads(rd.class_names_file.read_text())["names"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return [str(n) for n in names] if isinstance(names, list) and names else None

@@ -25,6 +25,7 @@ import json
 import re
 from pathlib import Path
 
+from studio.pretrained.info import stored_labels  # noqa: F401 - read back where Inspect reads it
 from studio.pretrained.mapping import PretrainedError
 
 # Files picked up beside a checkpoint (a .pth's folder, or a GPT-2 folder), in this order.
@@ -192,18 +193,6 @@ def store_labels(run_dir, names: list[str], source: str) -> None:
 
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     atomic_write_text(rd.class_names_file, json.dumps({"source": source, "names": list(names)}, indent=1) + "\n")
-
-
-def stored_labels(run_dir) -> list[str] | None:
-    """The class names stored with a run, or None (no file, or one that cannot be read)."""
-    from studio.runs.rundir import RunDir
-
-    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    try:
-        names = json.loads(rd.class_names_file.read_text())["names"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return [str(n) for n in names] if isinstance(names, list) and names else None
 
 
 def num_outputs(graph) -> int | None:
