@@ -105,10 +105,19 @@ def test_the_picked_runs_and_chart_settings_survive_a_visit_to_another_page(runs
     assert at.toggle(key="studio.compare.log_y").value is True
 
 
-def test_fewer_than_two_runs(runs, tmp_path, monkeypatch):
+def test_no_runs_or_one_run_says_what_is_missing(runs, tmp_path, monkeypatch):
     monkeypatch.setenv("STUDIO_WORKSPACE", str(tmp_path / "empty"))
     at = open_page()
-    assert at.info[0].value.startswith("Comparing needs at least two runs; there are 0.")
+    assert at.info[0].value.startswith("Comparing needs a run of this studio; there are none yet.")
+    from studio.templates import list_templates, load_template
+
+    Store().create_run("only", name="only", graph=load_template(list_templates()[0].name).to_dict(), config={},
+                       dataset_id="iris", status="completed")
+    at = open_page()  # one run: a second one, or one loaded from TensorBoard or MLflow, is what it needs
+    assert any(i.value.startswith("Pick a second run, or load one from TensorBoard or MLflow") for i in at.info), \
+        [i.value for i in at.info]
+    assert at.expander and any("Runs from TensorBoard or MLflow" in e.label for e in at.expander)
+    assert not at.get("plotly_chart")
 
 
 def _walk(node):
