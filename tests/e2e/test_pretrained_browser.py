@@ -56,7 +56,8 @@ def test_import_by_path_then_open_in_inspect(studio_server, page, tmp_path):
     finally:
         screenshot(page, "pretrained_inspect")
 
-    # Its one view, Live inference: an uploaded photo, the prediction and the feature maps of that input.
+    # Live inference (the view it opens on; Why this prediction is beside it): an uploaded photo, the
+    # prediction and the feature maps of that input.
     from PIL import Image
 
     photo = tmp_path / "photo.png"
