@@ -147,3 +147,15 @@ def test_no_host_read_per_step_when_the_loss_stays_on_the_device(tmp_path, monke
 
     short, long = reads(20), reads(40)
     assert long - short <= 2, (short, long)  # not one read per step
+
+
+def test_a_process_reaped_between_the_two_looks_is_dead(monkeypatch):
+    """pid_alive asks the kernel (os.kill) and then /proc for a zombie; a process reaped between the two
+    is gone. It answered "alive" once (its /proc file had vanished), and a killed run was marked lost
+    for "no heartbeat for 0 s" instead of its worker having ended (tests/reliability/test_crash_safety)."""
+    from studio.runs import launcher
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # reaped: /proc/<pid> is gone
+    monkeypatch.setattr(launcher.os, "kill", lambda pid, sig: None)  # as if os.kill had looked just before
+    assert launcher.pid_alive(child.pid) is False

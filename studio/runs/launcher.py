@@ -222,8 +222,10 @@ def pid_alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:  # with /proc (Linux): the zombie was reaped between the two looks
+        return not os.path.isdir("/proc/self")  # no /proc at all (macOS): os.kill said it exists
     except (OSError, IndexError):
-        return True  # no /proc (macOS): os.kill said it exists
+        return True
 
 
 def _mark_lost(store: Store) -> list[str]:
@@ -235,9 +237,10 @@ def _mark_lost(store: Store) -> list[str]:
             gone = now - beat > START_GRACE_SECONDS
             why = "its worker never started"
         else:
-            gone = not pid_alive(run.pid) or now - beat > LOST_AFTER_SECONDS
+            alive = pid_alive(run.pid)  # looked at once: the reason must be the one that decided
+            gone = not alive or now - beat > LOST_AFTER_SECONDS
             why = (f"its worker (pid {run.pid}) ended without reporting a result (killed, or out of memory?)"
-                   if not pid_alive(run.pid) else f"its worker sent no heartbeat for {now - beat:.0f} s")
+                   if not alive else f"its worker sent no heartbeat for {now - beat:.0f} s")
         if not gone:
             continue
         with store.transaction(immediate=True) as conn:
