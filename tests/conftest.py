@@ -56,6 +56,21 @@ class RunGate:
 
     def release(self) -> None:
         (self.dir / "hold").unlink(missing_ok=True)
+        for point in self.dir.glob("hold-*"):  # the holds of other loops (studio.training.gate.hold_point)
+            point.unlink(missing_ok=True)
+
+    def hold_point(self, point: str, index: int) -> None:
+        """Hold a loop that is not a run (e.g. "generate": Inspect's generation after token `index`)."""
+        tmp = self.dir / f"hold-{point}.tmp"
+        tmp.write_text(str(index))
+        os.replace(tmp, self.dir / f"hold-{point}")
+
+    def held_at(self, point: str) -> int | None:
+        """The index the loop `point` waits at now, or None."""
+        try:
+            return int((self.dir / f"{point}.at").read_text())
+        except (OSError, ValueError):
+            return None
 
     def held(self) -> dict[str, int]:
         """{run_id: step} of the runs waiting now."""

@@ -22,6 +22,7 @@ from studio import inspection as ins
 from studio.graph_paths import flat_graph
 from studio.inspection.generate import generate
 from studio.inspection.tokenize import TOKENIZER_FILE
+from studio.training.gate import hold_point
 
 K = "studio.inspect.gen."
 RESULT = K + "result"  # the last generation: {"run", "which", "prompt_ids", "new_ids", "steps"}
@@ -117,6 +118,7 @@ def _run_generation(run, which, model, tok, prompt, temperature, top_k, max_new,
     for piece in ins.stream_text(tok, prompt_ids, tokens()):  # the placeholder grows by one token at a time
         text += piece
         box.markdown(generated_html(prompt_text, text), unsafe_allow_html=True)
+        hold_point("generate", len(new_ids))  # a test can hold it part way (off unless STUDIO_TEST_GATE is set)
     box.markdown(generated_html(*_texts(tok, prompt_ids, new_ids)), unsafe_allow_html=True)
     settings = (f"{len(new_ids)} new tokens after a prompt of {len(prompt_ids)} · temperature {temperature:g} · "
                 f"top-k {top_k or 'off'} · seed {seed}")

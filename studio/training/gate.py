@@ -36,12 +36,31 @@ def gate_dir() -> str | None:
     return os.environ.get(GATE_ENV) or None
 
 
-def hold_step(directory: str | Path) -> int | None:
+def hold_step(directory: str | Path, name: str = "hold") -> int | None:
     """The step runs are held at, or None when nothing is held (no file, or not a number yet)."""
     try:
-        return int((Path(directory) / "hold").read_text().strip())
+        return int((Path(directory) / name).read_text().strip())
     except (OSError, ValueError):
         return None
+
+
+def hold_point(point: str, index: int, poll: float = POLL_S) -> None:
+    """The same hold for a loop that is not a training run (Inspect's token-by-token generation, `point`
+    "generate"): with the gate on and `DIR/hold-<point>` holding a number <= `index`, write `index` into
+    `DIR/<point>.at` and wait until that file is removed or raised past it. Does nothing otherwise."""
+    directory = gate_dir()
+    if directory is None:
+        return
+    held = hold_step(directory, f"hold-{point}")
+    if held is None or index < held:
+        return
+    at = Path(directory) / f"{point}.at"
+    atomic_write_bytes(at, str(index).encode())
+    try:
+        while (held := hold_step(directory, f"hold-{point}")) is not None and held <= index:
+            time.sleep(poll)
+    finally:
+        at.unlink(missing_ok=True)
 
 
 class Gate(Callback):
