@@ -16,7 +16,6 @@ import torch
 
 from components.inspect import inspect_explain as ie
 from components.inspect.inspect_probes import code_span
-from components.inspect.inspect_results import cached_model, checkpoint_choice
 from components.text import st_escape
 from studio import explain as ex
 from studio import inspection as ins
@@ -38,12 +37,10 @@ def _layers(run_dir: str, which: str, _model) -> list[str]:
 
 
 def render_imported(run: ins.RunFiles, info) -> None:
-    top = st.columns([1, 3])
-    with top[0]:
-        which = checkpoint_choice(run, W + "ckpt")
-    if which is None:
+    chosen = ie.top_row_and_model(run)
+    if chosen is None:
         return
-    model = cached_model(run, which)
+    top, which, model = chosen
     tokens = ex.is_token_model(model)
     tokenizer = imported.run_tokenizer_or_none(run, info) if tokens else None
     if tokens:

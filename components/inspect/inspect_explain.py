@@ -37,12 +37,10 @@ def render_explain(run: ins.RunFiles, info, runs: dict) -> None:
         from components.inspect.explain_imported import render_imported
 
         return render_imported(run, info)
-    top = st.columns([1, 3])
-    with top[0]:
-        which = checkpoint_choice(run, W + "ckpt")
-    if which is None:
+    chosen = top_row_and_model(run)
+    if chosen is None:
         return
-    model = cached_model(run, which)
+    top, which, model = chosen
     dataset = run_dataset(run)
     tokens = ex.is_token_model(model)
     pad = ex.default_pad_token(info.vocab, dataset.train.x) if tokens else None
@@ -111,6 +109,17 @@ def render_explain(run: ins.RunFiles, info, runs: dict) -> None:
     st.session_state.pop(GO, None)
     st.session_state.pop(CANCELLED, None)
     _show(results, sample, info, names, target, opacity, other is not None)
+
+
+def top_row_and_model(run: ins.RunFiles):
+    """(the view's top row, the checkpoint picked in its left cell, that checkpoint's model), or None when the
+    run has no checkpoint yet (the choice says so)."""
+    top = st.columns([1, 3])
+    with top[0]:
+        which = checkpoint_choice(run, W + "ckpt")
+    if which is None:
+        return None
+    return top, which, cached_model(run, which)
 
 
 def _go() -> None:

@@ -214,27 +214,27 @@ def commit_text(page, label: str, value: str, done, attempts: int = 3, wait_ms: 
     Enter drops the typed text (the canvas component answers each new picture by itself, seconds later on
     a loaded machine): then type it again. Typing the same value twice is one edit (the box made for the
     old value is no longer the newest once the edit landed, studio's widget_keys.still_shows)."""
-    for attempt in range(attempts):
+    def type_it():
         box = fresh(page).get_by_label(label, exact=True)
         box.fill(value)
         box.press("Enter")
-        try:
-            done(wait_ms)
-            return
-        except AssertionError:
-            if attempt == attempts - 1:
-                raise
-            wait_idle(page)
+    act_until(page, type_it, done, attempts, wait_ms)
 
 
 def click_until(page, name: str, done, attempts: int = 3, wait_ms: int = 20_000) -> None:
     """Click the button named `name` and wait until `done(timeout_ms)` (an `expect(...)` of its effect)
     holds. On a loaded machine a click that lands while its button is drawn again can be lost (seen: Redo
-    focused, the graph unchanged, the page idle): once the page is idle without the effect, click again.
-    A click whose effect came late is repeated only if the page was idle without it, and a repeated
-    Undo or Redo then shows as a step too far in the test's next check, never as a pass."""
+    focused, the graph unchanged, the page idle): then click again (see act_until). A repeated Undo or Redo
+    would show as a step too far in the test's next check, never as a pass."""
+    act_until(page, lambda: page.get_by_role("button", name=name).click(), done, attempts, wait_ms)
+
+
+def act_until(page, act, done, attempts: int = 3, wait_ms: int = 20_000) -> None:
+    """`act()`, then wait until `done(timeout_ms)` holds. When it does not, wait for the page to be idle and
+    look once more; only a page idle without the effect is acted on again (an effect that came late is
+    never acted twice)."""
     for attempt in range(attempts):
-        page.get_by_role("button", name=name).click()
+        act()
         try:
             done(wait_ms)
             return
