@@ -51,22 +51,14 @@ def no_dataset_message(run) -> str:
 
 
 def input_transform(run) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """The preprocessing between the user's input and the model, on batches (B, C, H, W): ImageNet's
-    per-channel mean and standard deviation for an imported ImageNet ResNet (the same values Live inference
-    applies, studio.pretrained.info.preprocess); None for every other run."""
-    from studio.pretrained.info import IMAGENET_MEAN, IMAGENET_STD
+    """The preprocessing between the user's input and the model, on batches (B, C, H, W): for an imported
+    ImageNet ResNet, the normalisation Live inference applies (studio.pretrained.info.preprocess); None for
+    every other run."""
+    from studio.pretrained.info import preprocess
 
     if run.dataset_id != "imagenet":
         return None
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-
-    def normalise(x: torch.Tensor) -> torch.Tensor:
-        if not x.is_floating_point() or x.dim() < 3 or x.shape[-3] != 3:
-            return x
-        return (x - mean.to(x.dtype)) / std.to(x.dtype)
-
-    return normalise
+    return lambda x: preprocess(x, run.dataset_id)
 
 
 def run_tokenizer_or_none(run, info):

@@ -45,11 +45,12 @@ def imported_info(graph, dataset_id: str, run_dir=None) -> DatasetInfo:
 
 
 def preprocess(x: torch.Tensor, dataset_id: str) -> torch.Tensor:
-    """An image input ([C, H, W] in [0, 1]) as the imported weights expect it (ImageNet's normalisation)."""
-    if dataset_id != "imagenet" or x.dim() != 3 or x.shape[0] != 3:
+    """An image input ([C, H, W] in [0, 1], or a batch of them) as the imported weights expect it (ImageNet's
+    normalisation); any other input, or a run of another dataset, unchanged."""
+    if dataset_id != "imagenet" or not x.is_floating_point() or x.dim() < 3 or x.shape[-3] != 3:
         return x
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=x.dtype).view(3, 1, 1)
     return (x - mean) / std
 
 
