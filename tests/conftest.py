@@ -38,6 +38,44 @@ def wait_until(predicate, what: str, seconds: float = 240.0, poll: float = 0.05)
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def train_here(graph, dataset_id: str, config=None, *, expect: str = "completed", **start_run_kwargs) -> str:
+    """A run made by `start_run(graph, dataset_id, config, ...)` and trained to its end in this process by
+    the worker's own code; returns its run id (see run_here)."""
+    from studio.runs import start_run
+
+    return run_here(lambda: start_run(graph, dataset_id, config, **start_run_kwargs), expect=expect)
+
+
+def run_here(start, *, expect: str = "completed") -> str:
+    """The run that `start()` creates (start_run, start_finetune...), trained to its end in this process by
+    the worker's own code (`studio.training.worker.run`, one torch thread as in the worker process); its id.
+
+    For tests that read a trained run (Inspect, Compare, Deploy, Explain...) and do not test the worker
+    process: that process costs about 2.7 s of CPU before its first step (importing torch and the
+    torch._dynamo every optimizer step pulls in), which this process has paid already. The worker process
+    itself (launch, stop, kill, resume, queue) is tested in test_worker, tests/reliability and the browser
+    tests. Bit-for-bit claims compare tensors made in one process."""
+    import signal
+
+    import torch
+
+    from studio.runs import Store, launcher, run_dir
+    from studio.training import worker
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(launcher, "reconcile", lambda store=None: {})  # create the run; this process is its worker
+        run_id = start()
+    sigterm, threads = signal.getsignal(signal.SIGTERM), torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        status = worker.run(run_dir(run_id))
+    finally:  # the worker makes SIGTERM ask its run to stop: give this process its own handler back
+        signal.signal(signal.SIGTERM, sigterm)
+        torch.set_num_threads(threads)
+    assert status == expect, (status, [e.message for e in Store().read_events(run_id)])
+    return run_id
+
+
 class RunGate:
     """Holds runs at a step (studio.training.gate), so a test stops, kills or resumes a run mid-flight
     on any machine: the run waits for the test, never the other way round."""
@@ -103,13 +141,12 @@ def gate(tmp_path, monkeypatch) -> RunGate:
 @pytest.fixture(scope="session")
 def trained_runs(tmp_path_factory) -> tuple:
     """(workspace, {name: run_id}): the three short runs of tests/test_inspect.py's `make_runs`, trained
-    once per session by the real workers; the Inspect, Inspect page and Compare page tests read them."""
+    once per session (per xdist worker); the Inspect, Inspect page, Compare page and Explain tests read them."""
     from tests.test_inspect import make_runs
 
     ws = tmp_path_factory.mktemp("trained_runs") / "workspace"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("STUDIO_WORKSPACE", str(ws))
-        mp.setenv("STUDIO_MAX_RUNS", "3")
         return ws, make_runs()
 
 

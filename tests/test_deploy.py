@@ -26,6 +26,7 @@ from studio.errors import ExportError
 from studio.graph import parse_graph
 from studio.templates import load_template
 from studio.training import TrainConfig
+from tests.conftest import train_here
 
 ROOT = Path(__file__).resolve().parents[1]
 DEADLINE_S = 180
@@ -43,20 +44,10 @@ def digits_mlp():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(workspace, run id) of the seed MLP trained on digits to ~97% validation accuracy."""
-    from studio.runs import list_runs, reconcile, start_run
-
     ws = tmp_path_factory.mktemp("deploy-ws")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("STUDIO_WORKSPACE", str(ws))
-        run_id = start_run(digits_mlp(), "digits", TrainConfig(epochs=8, batch_size=64, probes=False, seed=0))
-        deadline = time.time() + DEADLINE_S
-        while time.time() < deadline:
-            reconcile()
-            run = next(r for r in list_runs() if r.id == run_id)
-            if not run.active:
-                break
-            time.sleep(0.2)
-        assert run.status == "completed", (run.status, run.error)
+        run_id = train_here(digits_mlp(), "digits", TrainConfig(epochs=8, batch_size=64, probes=False, seed=0))
     return ws, run_id
 
 

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,26 +27,10 @@ from studio.deploy.variants import LOADS_WITH, METHODS
 from studio.graph import parse_graph
 from studio.templates import load_template
 from studio.training import TrainConfig
-from tests.conftest import chain
+from tests.conftest import chain, train_here
 
 ROOT = Path(__file__).resolve().parents[1]
-DEADLINE_S = 240
 CALIBRATION = 3
-
-
-def _train(graph, config) -> str:
-    from studio.runs import list_runs, reconcile, start_run
-
-    run_id = start_run(graph, "digits", config)
-    deadline = time.time() + DEADLINE_S  # generous: a bound for a loaded machine, not a speed check
-    while time.time() < deadline:
-        reconcile()
-        run = next(r for r in list_runs() if r.id == run_id)
-        if not run.active:
-            break
-        time.sleep(0.2)
-    assert run.status == "completed", (run.status, run.error)
-    return run_id
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +44,7 @@ def trained(ws):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("STUDIO_WORKSPACE", str(ws))
         graph = apply_dataset(load_template("mlp"), get_info("digits"))
-        return _train(graph, TrainConfig(epochs=8, batch_size=64, probes=False, seed=0))
+        return train_here(graph, "digits", TrainConfig(epochs=8, batch_size=64, probes=False, seed=0))
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +156,7 @@ def test_an_op_onnxruntime_does_not_quantize_says_so_and_the_fp32_rows_still_sho
     monkeypatch.setenv("STUDIO_WORKSPACE", str(ws))
     graph = parse_graph(chain(("input", "Input", {"shape": [1, 8, 8]}), ("rows", "Reshape", {"shape": [8, 8]}),
                               ("lstm1", "LSTM", {"hidden_size": 10, "return_sequences": False}), name="lstm"))
-    run_id = _train(graph, TrainConfig(epochs=1, max_steps=2, batch_size=32, probes=False, seed=0))
+    run_id = train_here(graph, "digits", TrainConfig(epochs=1, max_steps=2, batch_size=32, probes=False, seed=0))
     report = deploy_report(run_id, ["onnx-fp32", "onnx-int8-static"], repeats=1, workspace=ws)
     bad = report.row("onnx-int8-static")
     assert not bad.ok

@@ -4,8 +4,6 @@ reads are kept whole with the reason; a prune-channels fine-tune shrinks to the 
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 
@@ -17,7 +15,7 @@ from studio.deploy.shrink import shrink_channels
 from studio.errors import ExportError
 from studio.graph import parse_graph
 from studio.templates import load_template
-from tests.conftest import chain
+from tests.conftest import chain, run_here, train_here
 
 
 def _trained_like(graph, seed=0):
@@ -84,26 +82,12 @@ def test_a_prune_channels_fine_tune_shrinks_to_the_same_function_and_is_measured
     """The pruned fine-tuning path holds the channels at zero; shrinking the child run removes exactly them."""
     from studio.deploy import deploy_report
     from studio.deploy.lineage import start_finetune
-    from studio.runs import list_runs, reconcile, start_run
     from studio.training import TrainConfig
 
     monkeypatch.setenv("STUDIO_WORKSPACE", str(tmp_path / "ws"))
     graph = apply_dataset(load_template("mlp"), get_info("digits"))
-    parent = start_run(graph, "digits", TrainConfig(epochs=2, batch_size=64, probes=False, seed=0))
-
-    def finished(run_id):
-        deadline = time.time() + 240  # generous: a bound for a loaded machine, not a speed check
-        while time.time() < deadline:
-            reconcile()
-            run = next(r for r in list_runs() if r.id == run_id)
-            if not run.active:
-                return run
-            time.sleep(0.2)
-        raise AssertionError(f"run {run_id} did not finish")
-
-    assert finished(parent).status == "completed"
-    child = start_finetune(parent, "prune-channels", 0.5, epochs=1)
-    assert finished(child).status == "completed"
+    parent = train_here(graph, "digits", TrainConfig(epochs=2, batch_size=64, probes=False, seed=0))
+    child = run_here(lambda: start_finetune(parent, "prune-channels", 0.5, epochs=1))
     report = deploy_report(child, ["prune-channels", "shrink-channels"], sparsity=0.5, repeats=1)
     zeroed, small = report.row("prune-channels"), report.row("shrink-channels")
     assert small.ok, small.message

@@ -2,13 +2,12 @@
 pruned fine-tuning, with plain PyTorch as the oracle; and the graph's `frozen` key.
 
 In-process Trainer runs check the loss and the bit-for-bit claims; one source run and one student
-run (teacher + warm start + a frozen node) go through the real worker.
+run (teacher + warm start + a frozen node) go through the worker's code (conftest.train_here).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -22,8 +21,8 @@ from studio.training import TrainConfig
 from studio.training.config import ConfigError
 from studio.training.loop import Task, Trainer
 from studio.training.transfer import Distiller, freeze_nodes, match_graph, trainable_params, warm_start
+from tests.conftest import train_here
 
-DEADLINE_S = 180
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -112,31 +111,14 @@ def test_config_checks_run_ids_and_pruning_without_a_source():
     assert TrainConfig.from_dict(TrainConfig(teacher="r1", distill_weight=0.3).to_dict()).teacher == "r1"
 
 
-# ---- through the real worker: a source run, then a student that starts from it -----------------------------
-
-def wait(run_ids: list[str]):
-    from studio.runs import list_runs, reconcile
-
-    deadline = time.time() + DEADLINE_S
-    while time.time() < deadline:
-        reconcile()
-        runs = {r.id: r for r in list_runs()}
-        if all(not runs[i].active for i in run_ids):
-            return runs
-        time.sleep(0.2)
-    raise AssertionError(f"runs {run_ids} did not finish in {DEADLINE_S} s")
-
+# ---- through the worker's code (conftest.train_here): a source run, then a student starting from it ----
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
-    from studio.runs import start_run
-
     ws = tmp_path_factory.mktemp("distill-ws")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("STUDIO_WORKSPACE", str(ws))
-        run_id = start_run(graph_doc(), "digits", TrainConfig(max_steps=30, batch_size=32, probes=False))
-        run = wait([run_id])[run_id]
-    assert run.status == "completed", run.error
+        run_id = train_here(graph_doc(), "digits", TrainConfig(max_steps=30, batch_size=32, probes=False))
     return ws, run_id
 
 
@@ -168,16 +150,14 @@ def test_warm_start_copies_matched_nodes_exactly_and_lists_the_others(source, mo
 
 
 def test_a_student_run_with_teacher_warm_start_and_a_frozen_node(source, monkeypatch):
-    from studio.runs import Store, start_run
+    from studio.runs import Store
     from studio.training.transfer import load_trained
 
     ws, run_id = source
     monkeypatch.setenv("STUDIO_WORKSPACE", str(ws))
     cfg = TrainConfig(max_steps=20, batch_size=32, probes=False, teacher=run_id, init_from=run_id,
                       temperature=2.0, distill_weight=0.5)
-    student = start_run(graph_doc(frozen=("fc1",)), "digits", cfg, parent_id=run_id)
-    run = wait([student])[student]
-    assert run.status == "completed", run.error
+    student = train_here(graph_doc(frozen=("fc1",)), "digits", cfg, parent_id=run_id)
     _, src = load_trained(run_id)
     _, out = load_trained(student)
     assert torch.equal(out.fc1.weight, src.fc1.weight) and torch.equal(out.fc1.bias, src.fc1.bias)
@@ -203,16 +183,13 @@ def test_a_student_run_with_teacher_warm_start_and_a_frozen_node(source, monkeyp
 
 def test_pruned_fine_tuning_keeps_the_pruned_weights_at_zero(source, monkeypatch):
     from studio.deploy.variants import prunable
-    from studio.runs import start_run
     from studio.training.transfer import load_trained
 
     ws, run_id = source
     monkeypatch.setenv("STUDIO_WORKSPACE", str(ws))
     cfg = TrainConfig(max_steps=20, batch_size=32, probes=False, init_from=run_id, prune_method="prune",
                       prune_sparsity=0.6, optimizer="adamw", weight_decay=0.01)
-    child = start_run(graph_doc(), "digits", cfg, parent_id=run_id)
-    run = wait([child])[child]
-    assert run.status == "completed", run.error
+    child = train_here(graph_doc(), "digits", cfg, parent_id=run_id)
     _, model = load_trained(child)
     layers = prunable(model)
     total = sum(m.weight.numel() for _, m in layers)

@@ -11,7 +11,7 @@
   occlusion too costly) gets a message that says what and how to fix it;
 - a run's files are never changed, repeated questions come from the cache, the CLI prints the contract.
 
-The CNN and the transformer are conftest.trained_runs (trained once per session by the real workers);
+The CNN and the transformer are conftest.trained_runs (trained once per session by the worker's code);
 the digits MLP and the patch CNN train here in-process for a few hundred steps on tiny data.
 """
 

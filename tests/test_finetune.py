@@ -1,13 +1,11 @@
 """Fine-tuning (studio.training.finetune, studio.graph_head): the head, its replacement, freezing all but the
 last N blocks, the per-group learning rate and what the event log says.
 
-Runs go through the real worker code (`worker.run`) in this process: `start_run` is kept from spawning a
-process, so each run costs only its few training steps. Bit-for-bit claims compare tensors of one process.
+Runs go through the real worker code in this process (conftest.train_here), so each run costs only its
+few training steps. Bit-for-bit claims compare tensors of one process.
 """
 
 from __future__ import annotations
-
-import signal
 
 import pytest
 import torch
@@ -23,6 +21,7 @@ from studio.training.finetune import block_units, freeze_all_but_last, freeze_pl
 from studio.training.loop import Task, Trainer
 from studio.training.optim import WARM_ATTR, build_optimizer, param_groups
 from studio.training.transfer import FROZEN_ATTR
+from tests.conftest import train_here
 
 SHAPES16 = {"image_size": 16, "num_samples": 400}  # 1x16x16 shapes (5 classes): the source task
 DIGITS16 = {"image_size": 16}  # the fine-tuning task: digits (10 classes) at the same size
@@ -168,24 +167,9 @@ def source(tmp_path_factory):
     ws = tmp_path_factory.mktemp("finetune-ws")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("STUDIO_WORKSPACE", str(ws))
-        run_id = run_here(mp, cnn_doc(5), "shapes", TrainConfig(max_steps=6, batch_size=32, probes=False),
-                          options=SHAPES16)
+        run_id = train_here(cnn_doc(5), "shapes", TrainConfig(max_steps=6, batch_size=32, probes=False),
+                            dataset_options=SHAPES16)
     return ws, run_id
-
-
-def run_here(mp, graph_doc, dataset_id, cfg, options=None) -> str:
-    from studio.runs import Store, launcher, run_dir, start_run
-    from studio.training import worker
-
-    mp.setattr(launcher, "reconcile", lambda store=None: {})  # create the run; this process is its worker
-    run_id = start_run(graph_doc, dataset_id, cfg, dataset_options=options)
-    sigterm = signal.getsignal(signal.SIGTERM)
-    try:
-        status = worker.run(run_dir(run_id))
-    finally:  # the worker makes SIGTERM ask its run to stop: give this process its own handler back
-        signal.signal(signal.SIGTERM, sigterm)
-    assert status == "completed", [e.message for e in Store().read_events(run_id)]
-    return run_id
 
 
 def events(run_id) -> list[str]:
@@ -202,7 +186,7 @@ def test_a_new_head_with_backbone_lr_0_keeps_the_backbone_weights_and_trains_the
     graph = with_new_head(parse_graph(cnn_doc(5)), 10)  # digits: 10 classes
     cfg = TrainConfig(max_steps=5, batch_size=32, probes=False, init_from=src_id, backbone_lr_scale=0.0,
                       optimizer="adamw", weight_decay=0.1)
-    run_id = run_here(monkeypatch, graph.to_dict(), "digits", cfg, options=DIGITS16)
+    run_id = train_here(graph.to_dict(), "digits", cfg, dataset_options=DIGITS16)
     _, src = load_trained(src_id)
     _, out = load_trained(run_id)
     for name, p in src.named_parameters():
@@ -224,7 +208,7 @@ def test_train_last_blocks_freezes_weights_and_batch_norm_statistics(source, mon
     ws, src_id = source
     monkeypatch.setenv("STUDIO_WORKSPACE", str(ws))
     cfg = TrainConfig(max_steps=5, batch_size=32, probes=False, init_from=src_id, train_last_blocks=1)
-    run_id = run_here(monkeypatch, cnn_doc(5), "shapes", cfg, options=SHAPES16)
+    run_id = train_here(cnn_doc(5), "shapes", cfg, dataset_options=SHAPES16)
     _, src = load_trained(src_id)
     _, out = load_trained(run_id)
     before, after = src.state_dict(), out.state_dict()

@@ -6,7 +6,6 @@ with its name, and a run that is no language model is told so."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -40,22 +39,14 @@ def lm_graph() -> dict:
 
 
 def make_lm_run(name: str = "char-lm") -> str:
-    """Train the tiny LM for 30 steps (no probes) by the real worker in the current STUDIO_WORKSPACE; its id."""
-    from studio.runs import list_runs, reconcile, start_run
+    """Train the tiny LM for 30 steps (no probes) in the current STUDIO_WORKSPACE (the worker's code,
+    conftest.train_here); its id."""
     from studio.training import TrainConfig
+    from tests.conftest import train_here
 
-    run_id = start_run(lm_graph(), "chars", TrainConfig(max_steps=30, batch_size=32, lr=3e-3, eval_every=15,
+    return train_here(lm_graph(), "chars", TrainConfig(max_steps=30, batch_size=32, lr=3e-3, eval_every=15,
                                                          probes=False, seed=0),
-                       dataset_options={"seq_len": SEQ_LEN}, name=name)
-    deadline = time.time() + DEADLINE_S
-    while time.time() < deadline:
-        reconcile()
-        run = {r.id: r for r in list_runs()}[run_id]
-        if not run.active:
-            assert run.status == "completed", (run.status, run.error)
-            return run_id
-        time.sleep(0.2)
-    raise AssertionError(f"the LM run did not finish in {DEADLINE_S} s")
+                      dataset_options={"seq_len": SEQ_LEN}, name=name)
 
 
 @pytest.fixture(scope="module")

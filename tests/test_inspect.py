@@ -1,5 +1,5 @@
-"""studio.inspection and the Inspect page's image builders on real finished runs (trained by the real
-worker processes): checkpoints load into the compiled graph, the evaluation agrees with torch and
+"""studio.inspection and the Inspect page's image builders on real finished runs (trained by the
+worker's code): checkpoints load into the compiled graph, the evaluation agrees with torch and
 scikit-learn, probe arrays are read one at a time, and graph / config diffs list what changed. (Saliency
 and Grad-CAM against their hand-written torch oracles: tests/test_explain.py.)
 
@@ -11,9 +11,6 @@ reverse_transformer template on `reverse`.
 from __future__ import annotations
 
 import io
-import os
-import signal
-import time
 
 import numpy as np
 import pytest
@@ -28,7 +25,6 @@ from studio.errors import StudioError, TrainError
 from studio.training import TrainConfig
 
 SHAPES_OPTIONS = {"num_samples": 400, "image_size": 16}
-DEADLINE_S = 600  # a bound on a loaded 2-core machine, not a speed goal
 
 
 def cnn(conv1_channels: int) -> dict:
@@ -44,37 +40,21 @@ def cnn(conv1_channels: int) -> dict:
 
 
 def make_runs() -> dict[str, str]:
-    """Train three short runs through the real workers in the current STUDIO_WORKSPACE; {name: run_id}."""
-    from studio.runs import Store, list_runs, reconcile, start_run
-    from studio.runs.launcher import pid_alive
+    """Train three short runs in the current STUDIO_WORKSPACE (the worker's code, conftest.train_here);
+    {name: run_id}."""
     from studio.templates import load_template
+    from tests.conftest import train_here
 
-    os.environ.setdefault("STUDIO_MAX_RUNS", "3")
     cfg = dict(max_steps=40, batch_size=32, eval_every=10, probe_every=10, seed=0)
-    ids = {
-        "cnn-a": start_run(cnn(8), "shapes", TrainConfig(lr=3e-3, **cfg), dataset_options=SHAPES_OPTIONS,
-                           name="cnn-a"),
-        "cnn-b": start_run(cnn(12), "shapes", TrainConfig(lr=1e-3, **cfg), dataset_options=SHAPES_OPTIONS,
-                           name="cnn-b"),
-        "rev": start_run(load_template("reverse_transformer"), "reverse",
-                         TrainConfig(max_steps=60, batch_size=64, lr=3e-3, eval_every=20, probe_every=20),
-                         name="rev"),
+    return {
+        "cnn-a": train_here(cnn(8), "shapes", TrainConfig(lr=3e-3, **cfg), dataset_options=SHAPES_OPTIONS,
+                            name="cnn-a"),
+        "cnn-b": train_here(cnn(12), "shapes", TrainConfig(lr=1e-3, **cfg), dataset_options=SHAPES_OPTIONS,
+                            name="cnn-b"),
+        "rev": train_here(load_template("reverse_transformer"), "reverse",
+                          TrainConfig(max_steps=60, batch_size=64, lr=3e-3, eval_every=20, probe_every=20),
+                          name="rev"),
     }
-    deadline = time.time() + DEADLINE_S
-    while time.time() < deadline:
-        reconcile()
-        runs = {r.id: r for r in list_runs()}
-        if all(not runs[i].active for i in ids.values()):
-            break
-        time.sleep(0.2)
-    else:
-        for r in Store().list_runs(("running",)):
-            if r.pid and pid_alive(r.pid):
-                os.kill(r.pid, signal.SIGKILL)
-        raise AssertionError(f"runs did not finish in {DEADLINE_S} s: {[(r.name, r.status) for r in list_runs()]}")
-    failed = {n: (runs[i].status, runs[i].error) for n, i in ids.items() if runs[i].status != "completed"}
-    assert not failed, failed
-    return ids
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The Inspect page under AppTest on short finished runs (real workers): feature maps of a conv node
+"""The Inspect page under AppTest on short finished runs (conftest.trained_runs): feature maps of a conv node
 with the step slider and play control, attention with the vocabulary's tokens as labels, the
 confusion matrix summing to the validation size, live inference with saliency (on a dataset sample and on a
 drawing, the canvas's browser answer faked in session state), weights, diagnostics."""

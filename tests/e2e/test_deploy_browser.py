@@ -1,11 +1,12 @@
-"""The Deploy page in headless Chromium on a finished run (the seed MLP on digits, real worker): measure
-every variant, read the table, see the chart and the download buttons. Screenshot:
-tests/e2e/screenshots/deploy_01_table.png."""
+"""The Deploy page in headless Chromium on a finished run (the seed MLP on digits, trained by the worker's
+code: conftest.train_here): measure every variant, read the table, see the chart and the download buttons.
+Screenshot: tests/e2e/screenshots/deploy_01_table.png."""
 
 from __future__ import annotations
 
 import pytest
 
+from tests.conftest import train_here
 from tests.e2e.conftest import choose, screenshot, wait_idle
 
 pytestmark = pytest.mark.e2e
@@ -13,27 +14,14 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def run_id(studio_server):
-    import time
-
     from studio.data import apply_dataset, get_info
-    from studio.runs import list_runs, reconcile, start_run
     from studio.templates import load_template
     from studio.training import TrainConfig
 
-    mp = pytest.MonkeyPatch()
-    mp.setenv("STUDIO_WORKSPACE", str(studio_server.workspace))  # the server's own store and run folders
-    graph = apply_dataset(load_template("mlp"), get_info("digits"))
-    rid = start_run(graph, "digits", TrainConfig(epochs=4, batch_size=64, probes=False), name="mlp-digits")
-    deadline = time.monotonic() + 480  # generous: a loaded 2-core machine is slow, not broken
-    while time.monotonic() < deadline:
-        reconcile()
-        run = next(r for r in list_runs() if r.id == rid)
-        if not run.active:
-            break
-        time.sleep(0.3)
-    mp.undo()
-    assert run.status == "completed", f"run {rid} is {run.status} at step {run.step}/{run.total_steps}: {run.error}"
-    return rid
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STUDIO_WORKSPACE", str(studio_server.workspace))  # the server's own store and run folders
+        graph = apply_dataset(load_template("mlp"), get_info("digits"))
+        return train_here(graph, "digits", TrainConfig(epochs=4, batch_size=64, probes=False), name="mlp-digits")
 
 
 def test_deploy_page_measures_and_offers_downloads(studio_server, run_id, page):

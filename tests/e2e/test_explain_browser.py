@@ -1,5 +1,5 @@
-"""Inspect's "Why this prediction" view in headless Chromium, on three short runs trained by the real
-workers: an image CNN (`shapes`: integrated gradients and occlusion side by side, heatmaps over the
+"""Inspect's "Why this prediction" view in headless Chromium, on three short runs trained by the worker's
+code (conftest.train_here): an image CNN (`shapes`: integrated gradients and occlusion side by side, heatmaps over the
 image, the completeness check), a tabular MLP (`iris`: bars with the measurement names) and a token
 transformer (`majority`: one coloured chip per token). Screenshots go to tests/e2e/screenshots/explain_*.png.
 
@@ -8,52 +8,34 @@ cancel inside the model's forward (tests/test_explain.py)."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from tests.conftest import chain
+from tests.conftest import chain, train_here
 from tests.e2e.conftest import choose, page_report, screenshot, scroll_to, wait_idle
 from tests.test_inspect import SHAPES_OPTIONS, cnn
 
 pytestmark = pytest.mark.e2e
-DEADLINE_S = 600  # a bound on a loaded 2-core machine, not a speed goal
 
 
 @pytest.fixture(scope="module")
 def runs(studio_server):
-    from studio.runs import list_runs, reconcile, start_run
     from studio.templates import load_template
     from studio.training import TrainConfig
 
-    mp = pytest.MonkeyPatch()
-    mp.setenv("STUDIO_WORKSPACE", str(studio_server.workspace))  # the server's own store and run folders
-    mp.setenv("STUDIO_MAX_RUNS", "3")
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STUDIO_WORKSPACE", str(studio_server.workspace))  # the server's own store and run folders
         iris = chain(("input", "Input", {"shape": [4]}), ("fc1", "Linear", {"out_features": 16}),
                      ("relu", "ReLU", None), ("fc2", "Linear", {"out_features": 3}), name="iris-mlp")
-        ids = {
-            "image": start_run(cnn(8), "shapes", TrainConfig(max_steps=40, batch_size=32, lr=3e-3, eval_every=20,
-                                                             probe_every=20), dataset_options=SHAPES_OPTIONS,
-                               name="image"),
-            "tabular": start_run(iris, "iris", TrainConfig(max_steps=60, batch_size=16, lr=1e-2, eval_every=20,
-                                                           probe_every=20), name="tabular"),
-            "tokens": start_run(load_template("transformer_classifier"), "majority",
-                                TrainConfig(max_steps=100, batch_size=32, lr=3e-3, eval_every=50, probe_every=50),
-                                dataset_options={"num_samples": 600}, name="tokens"),
+        return {
+            "image": train_here(cnn(8), "shapes", TrainConfig(max_steps=40, batch_size=32, lr=3e-3, eval_every=20,
+                                                              probe_every=20), dataset_options=SHAPES_OPTIONS,
+                                name="image"),
+            "tabular": train_here(iris, "iris", TrainConfig(max_steps=60, batch_size=16, lr=1e-2, eval_every=20,
+                                                            probe_every=20), name="tabular"),
+            "tokens": train_here(load_template("transformer_classifier"), "majority",
+                                 TrainConfig(max_steps=100, batch_size=32, lr=3e-3, eval_every=50, probe_every=50),
+                                 dataset_options={"num_samples": 600}, name="tokens"),
         }
-        deadline = time.time() + DEADLINE_S
-        while time.time() < deadline:
-            reconcile()
-            records = {r.id: r for r in list_runs()}
-            if all(not records[i].active for i in ids.values()):
-                break
-            time.sleep(0.2)
-        failed = {n: (records[i].status, records[i].error) for n, i in ids.items() if records[i].status != "completed"}
-        assert not failed, failed
-        return ids
-    finally:
-        mp.undo()
 
 
 def open_view(page, url: str, run_id: str) -> None:

@@ -1,4 +1,4 @@
-"""The Inspect and Compare pages in headless Chromium on short finished runs (real workers): feature
+"""The Inspect and Compare pages in headless Chromium on short finished runs (test_inspect.make_runs): feature
 maps of a conv layer with the step slider, attention with token labels, the confusion matrix, live
 inference on a dataset sample and on a stroke drawn with the mouse, and the graph diff of two runs.
 Screenshots go to tests/e2e/screenshots/inspect_*.png."""
@@ -17,12 +17,9 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def runs(studio_server):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("STUDIO_WORKSPACE", str(studio_server.workspace))  # the server's own store and run folders
-    mp.setenv("STUDIO_MAX_RUNS", "3")
-    ids = make_runs()
-    mp.undo()
-    return ids
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STUDIO_WORKSPACE", str(studio_server.workspace))  # the server's own store and run folders
+        return make_runs()
 
 
 def view(page, name: str) -> None:
