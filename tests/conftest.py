@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -55,25 +56,42 @@ def run_here(start, *, expect: str = "completed") -> str:
     torch._dynamo every optimizer step pulls in), which this process has paid already. The worker process
     itself (launch, stop, kill, resume, queue) is tested in test_worker, tests/reliability and the browser
     tests. Bit-for-bit claims compare tensors made in one process."""
-    import signal
-
-    import torch
-
-    from studio.runs import Store, launcher, run_dir
-    from studio.training import worker
+    from studio.runs import Store, launcher
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(launcher, "reconcile", lambda store=None: {})  # create the run; this process is its worker
         run_id = start()
+    status = _work_here(run_id)
+    assert status == expect, (status, [e.message for e in Store().read_events(run_id)])
+    return run_id
+
+
+@contextlib.contextmanager
+def workers_here():
+    """While open, a run the launcher starts (start_run, the CLI's `train`...) trains to its end at once, in
+    this process, by the worker's own code (see run_here) instead of in a worker process."""
+    from studio.runs import launcher
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(launcher, "_spawn", lambda store, run_id: _work_here(run_id))
+        yield
+
+
+def _work_here(run_id: str) -> str:
+    import signal
+
+    import torch
+
+    from studio.runs import run_dir
+    from studio.training import worker
+
     sigterm, threads = signal.getsignal(signal.SIGTERM), torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        status = worker.run(run_dir(run_id))
+        return worker.run(run_dir(run_id))
     finally:  # the worker makes SIGTERM ask its run to stop: give this process its own handler back
         signal.signal(signal.SIGTERM, sigterm)
         torch.set_num_threads(threads)
-    assert status == expect, (status, [e.message for e in Store().read_events(run_id)])
-    return run_id
 
 
 class RunGate:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from studio.__main__ import main as cli
-from studio.runs import Store, list_runs, run_dir, start_run
+from studio.runs import Store, run_dir
 from studio.sweeps import (
     SweepError,
     get_sweep,
@@ -42,7 +42,7 @@ from studio.sweeps import (
 from studio.sweeps.control import read_state, sweep_dir
 from studio.sweeps.study import load_study, open_study
 from studio.training import TrainConfig
-from tests.conftest import chain
+from tests.conftest import chain, train_here
 from tests.conftest import wait_until as conftest_wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,10 +97,8 @@ def test_grid_sweep_equals_the_same_runs_launched_by_hand(tmp_path, capsys):
     assert sorted(t["params"]["lr"] for t in summary["trials"]) == rates
     assert [t["status"] for t in summary["trials"]] == ["completed"] * 3
 
-    store = Store()
-    by_hand = {lr: start_run(MLP, "digits", TrainConfig(**BASE, lr=lr), store=store) for lr in rates}
-    wait_until(lambda: all(not store.get_run(r).active for r in by_hand.values()) and list_runs(store=store),
-               "the hand-launched runs")
+    store = Store()  # the same runs by hand, trained here by the worker's code (conftest.train_here)
+    by_hand = {lr: train_here(MLP, "digits", TrainConfig(**BASE, lr=lr), store=store) for lr in rates}
     for trial in summary["trials"]:
         run = store.get_run(trial["run_id"])
         lr = trial["params"]["lr"]

@@ -236,27 +236,36 @@ def test_every_template_has_an_offline_dataset_that_fits(_workspace):
 
 
 @pytest.mark.slow
-def test_cli_trains_a_template_of_every_dataset_offline_without_data(_workspace, monkeypatch):
+def test_cli_trains_a_template_of_every_dataset_offline_without_data(_workspace, capsys):
     """`python -m studio train TEMPLATE.json` with no --data and nothing downloaded: the template's
     dataset or its stand-in is used, the CLI says which, and one epoch (cut to 2 steps) completes.
     One template per default dataset (every template trains in-process above, and each one's offline
-    stand-in is checked to fit it: the CLI path need not run 17 processes, which took 88 s of the suite).
-    Two commands at a time, each the real entry point in its own process (the CLI imports no torch)."""
+    stand-in is checked to fit it). The first is the real entry point in its own process (the CLI imports
+    no torch) with its worker process; the others run the same `main` here, their runs trained here by the
+    worker's code (conftest.workers_here): two interpreters fewer each, about 4 s of CPU."""
     import subprocess
     import sys
-    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
 
-    def train(t):
-        # The template's own settings apply (as on the Train page); its warmup is cut with the run.
-        return subprocess.run([sys.executable, "-m", "studio", "train", str(TEMPLATES_DIR / f"{t.name}.json"),
-                               "--epochs", "1", "--max-steps", "2", "--batch-size", "8", "--set", "warmup_steps=0"],
-                              capture_output=True, text=True, timeout=600)
+    from studio.__main__ import main as cli
+    from tests.conftest import workers_here
 
-    monkeypatch.setenv("STUDIO_MAX_RUNS", "2")  # the second command trains beside the first, not queued
+    # The template's own settings apply (as on the Train page); its warmup is cut with the run.
+    args = ["train", "", "--epochs", "1", "--max-steps", "2", "--batch-size", "8", "--set", "warmup_steps=0"]
+
+    def train(t, here: bool):
+        args[1] = str(TEMPLATES_DIR / f"{t.name}.json")
+        if not here:
+            return subprocess.run([sys.executable, "-m", "studio", *args], capture_output=True, text=True,
+                                  timeout=600)
+        capsys.readouterr()
+        with workers_here():
+            code = cli(args)
+        return SimpleNamespace(returncode=code, stderr=capsys.readouterr().err)
+
     chosen = list({t.dataset: t for t in reversed(TEMPLATES)}.values())  # the first template of each dataset
     assert len(chosen) >= 9
-    with ThreadPoolExecutor(2) as pool:
-        done = list(pool.map(train, chosen))
+    done = [train(t, here=i > 0) for i, t in enumerate(chosen)]
     for t, out in zip(chosen, done, strict=True):
         assert out.returncode == 0, (t.name, out.stderr[-2000:])
         line = next(ln for ln in out.stderr.splitlines() if ln.startswith("dataset: "))

@@ -19,7 +19,7 @@ from studio.runs import Store, list_runs, reconcile, resume_run, start_run
 from studio.tracking import TrackingError
 from studio.tracking.common import launch_tags, require
 from studio.training import TrainConfig
-from tests.conftest import chain, wait_until
+from tests.conftest import chain, train_here, wait_until
 
 IRIS_MLP = chain(("input", "Input", {"shape": [4]}), ("fc1", "Linear", {"out_features": 16}), ("relu", "ReLU", None),
                  ("fc2", "Linear", {"out_features": 3}), name="iris-mlp")
@@ -157,9 +157,8 @@ def test_unwritable_log_directory_is_refused_at_launch_and_never_harms_a_run(tmp
 
     # A folder that fails after launch (here: a run told to write under a file): a warning, and the run trains.
     store = Store()
-    run_id = start_run(IRIS_MLP, "iris", TrainConfig(max_steps=4, probes=False), store=store,
-                       tags={"tensorboard": str(blocker / "logs")})
-    wait_until(lambda: store.get_run(run_id).status not in ("queued", "running"), "the run to end")
+    run_id = train_here(IRIS_MLP, "iris", TrainConfig(max_steps=4, probes=False), store=store,
+                        tags={"tensorboard": str(blocker / "logs")})  # the worker's code, in this process
     assert store.get_run(run_id).status == "completed" and store.get_run(run_id).step == 4
     warnings = [e.message for e in store.read_events(run_id) if e.level == "warning"]
     assert any(m.startswith("TensorBoard logging is off for this run: cannot write event files") for m in warnings)
