@@ -190,12 +190,11 @@ def trained_runs(tmp_path_factory) -> tuple:
 # let several files share a worker, but with pytest 9.2 its group marks are silently ignored: xdist 3.8
 # renames `item._nodeid`, which pytest no longer reads.) The files that take longest go first, since the
 # scheduler hands files out in this order: neither worker is left with a long file at the end.
-LONGEST_FIRST = ["test_ray.py", "test_template_switch.py", "test_journey.py", "test_sweeps.py",
-                 "test_templates.py", "test_crash_safety.py", "test_worker.py", "test_upload_browser.py",
-                 "test_graph_fuzz.py", "test_sweep_browser.py", "test_inspect_browser.py", "test_explain_browser.py",
-                 "test_deploy_browser.py",
-                 "test_corrupt_files.py", "test_train_browser.py", "test_build_browser.py", "test_load.py",
-                 "test_tracking.py"]
+LONGEST_FIRST = ["test_ray.py", "test_sweeps.py", "test_journey.py", "test_template_switch.py", "test_tracking.py",
+                 "test_blocks_browser.py", "test_sweep_browser.py", "test_crash_safety.py", "test_upload_browser.py",
+                 "test_worker.py", "test_export.py", "test_build_browser.py", "test_inspect_browser.py",
+                 "test_deploy_browser.py", "test_deploy_onnx.py", "test_templates.py", "test_corrupt_files.py",
+                 "test_spare.py"]
 
 
 def pytest_collection_modifyitems(config, items):
