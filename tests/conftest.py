@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from studio.graph import atomic_write_bytes
+
 # No warm spare workers (studio.runs.spare) unless a test asks for them: spares outlive the page that
 # started them, and every other test counts its own processes. Servers the browser tests start inherit this.
 os.environ.setdefault("STUDIO_SPARE_WORKER", "0")
@@ -123,9 +125,7 @@ class RunGate:
 
     def hold(self, step: int) -> None:
         """Every run reaching the end of a step >= `step` waits there (the file is replaced whole)."""
-        tmp = self.dir / "hold.tmp"
-        tmp.write_text(str(step))
-        os.replace(tmp, self.dir / "hold")
+        atomic_write_bytes(self.dir / "hold", str(step).encode())
 
     def release(self) -> None:
         (self.dir / "hold").unlink(missing_ok=True)
@@ -134,9 +134,7 @@ class RunGate:
 
     def hold_point(self, point: str, index: int) -> None:
         """Hold a loop that is not a run (e.g. "generate": Inspect's generation after token `index`)."""
-        tmp = self.dir / f"hold-{point}.tmp"
-        tmp.write_text(str(index))
-        os.replace(tmp, self.dir / f"hold-{point}")
+        atomic_write_bytes(self.dir / f"hold-{point}", str(index).encode())
 
     def held_at(self, point: str) -> int | None:
         """The index the loop `point` waits at now, or None."""

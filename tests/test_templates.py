@@ -250,11 +250,10 @@ def test_cli_trains_a_template_of_every_dataset_offline_without_data(_workspace,
     from studio.__main__ import main as cli
     from tests.conftest import workers_here
 
-    # The template's own settings apply (as on the Train page); its warmup is cut with the run.
-    args = ["train", "", "--epochs", "1", "--max-steps", "2", "--batch-size", "8", "--set", "warmup_steps=0"]
-
     def train(t, here: bool):
-        args[1] = str(TEMPLATES_DIR / f"{t.name}.json")
+        # The template's own settings apply (as on the Train page); its warmup is cut with the run.
+        args = ["train", str(TEMPLATES_DIR / f"{t.name}.json"), "--epochs", "1", "--max-steps", "2",
+                "--batch-size", "8", "--set", "warmup_steps=0"]
         if not here:
             return subprocess.run([sys.executable, "-m", "studio", *args], capture_output=True, text=True,
                                   timeout=600)
