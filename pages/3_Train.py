@@ -236,3 +236,4 @@ def render_live() -> None:
 
 
 st.fragment(shows_store_errors(render_live), run_every=REFRESH_S if any_active else None)()
+run_table.message_seen()  # only a page drawn to here has shown it (render_live may rerun the whole page)

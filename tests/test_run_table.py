@@ -82,3 +82,32 @@ def test_a_run_before_its_first_step_says_what_it_is_doing(tmp_path, monkeypatch
     assert progress(run, phase=phase) == (0.0, "starting · connected to Ray at 'auto' (2 CPUs); 2 workers")
     assert starting_phase(_run(status="running", total_steps=400, step=3)) is None  # stepping: the bar says it
     assert progress(_run(status="completed", step=50), phase="x") == (0.0, "step 50")
+
+
+def _message_then_a_page_rerun():
+    import streamlit as st
+
+    from components.train import run_table
+
+    if "told" not in st.session_state:
+        st.session_state["told"] = True
+        run_table.tell("success", "Stop requested for iris smoke")
+    run_table.render_message()
+    if not st.session_state.get("reran"):  # what the live view does when a run ended during this page run
+        st.session_state["reran"] = True
+        st.rerun()
+    run_table.message_seen()
+
+
+def test_an_action_message_survives_a_rerun_of_the_whole_page_and_then_shows_once(tmp_path, monkeypatch):
+    """Stop on a run that ends at that moment: the live view reran the page after the message was drawn,
+    and the message was gone (tests/test_train_page.py failed on it once)."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("STUDIO_WORKSPACE", str(tmp_path))
+    at = AppTest.from_function(_message_then_a_page_rerun, default_timeout=60)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert [s.value for s in at.success] == ["Stop requested for iris smoke"]
+    at.run()
+    assert [s.value for s in at.success] == []  # shown once

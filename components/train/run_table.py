@@ -189,11 +189,18 @@ def tell(kind: str, text: str) -> None:
 
 
 def render_message() -> None:
-    """The outcome of the last action, shown once."""
-    message = st.session_state.pop(_MESSAGE, None)
+    """The outcome of the last action, shown until the page has been drawn to its end (message_seen)."""
+    message = st.session_state.get(_MESSAGE)
     if message:
         kind, text = message
         getattr(st, kind)(st_escape(text))
+
+
+def message_seen() -> None:
+    """Called where the page ends: the message was shown. A rerun of the whole page that starts before it
+    (the live view's, when a run ended during this one, e.g. just after its Stop) draws it again instead of
+    dropping it."""
+    st.session_state.pop(_MESSAGE, None)
 
 
 def render_runs_table(runs: list[RunRecord], *, now: float | None = None, limit: int = 25) -> None:
